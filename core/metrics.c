@@ -1,0 +1,917 @@
+/*
+ * metrics.c - the metrics registry and its Prometheus text exposition.
+ *
+ * Families live in one list kept sorted by name: registration and rendering
+ * are rare, and rendering wants that order anyway.  A family owns its
+ * series.  A series is found by (instance name, label values) through a
+ * chained hash table per family, so sl_series_of() costs one hash over the
+ * values and usually one comparison, with no allocation once the series
+ * exists; a second list keeps the creation order for rendering.  Series are
+ * never removed before their family goes, which is what lets callers cache
+ * the pointers.
+ *
+ * Conventions of the exposition: labels render in declared order, then
+ * instance_name (only for a named instance), then le; a family without help
+ * text gets no "# HELP" line; a family without labels (histograms too) gets
+ * its series at registration so it is exposed as 0 from the start.  A family
+ * has at most SL_METRIC_MAX_LABELS label names.
+ *
+ * Numbers are formatted with printf and parsed back with strtod, so this
+ * relies on the C numeric locale; the daemon never changes LC_NUMERIC.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics.h"
+
+/* Bounds the stack array sl_series_of() collects its arguments into. */
+#define SL_METRIC_MAX_LABELS 16
+#define SL_SERIES_TABLE_MIN 8
+#define SL_INSTANCE_LABEL "instance_name"
+
+/* Kinds of misuse, each reported once per series or handle so that a bug on
+ * a hot path does not flood the log. */
+#define SL_WARN_TYPE 0x1
+#define SL_WARN_NEGATIVE 0x2
+#define SL_WARN_NAN 0x4
+#define SL_WARN_NULL 0x8
+
+typedef struct sl_family sl_family;
+
+struct sl_series {
+    sl_family *fam;
+    sl_series *next;   /* creation order */
+    sl_series *hnext;  /* hash chain */
+    uint32_t hash;
+    unsigned warned;
+    /* The instance name, then one value per label, each NUL-terminated. */
+    char *key;
+    double value;      /* counter or gauge value; histogram sum */
+    uint64_t count;    /* histogram observations */
+    uint64_t *buckets; /* histogram: nbounds + 1 plain (not cumulative) counts */
+};
+
+struct sl_family {
+    sl_family *next;
+    char *name;
+    char *help;
+    sl_metric_type type;
+    size_t refs;
+    char *label_buf; /* the storage labels[] point into */
+    char *labels[SL_METRIC_MAX_LABELS];
+    size_t nlabels;
+    double *bounds;
+    size_t nbounds;
+    sl_series *first;
+    sl_series *last;
+    sl_series **table; /* table_size is a power of two */
+    size_t table_size;
+    size_t nseries;
+};
+
+struct sl_metric {
+    sl_family *fam;
+    char *instance;
+    unsigned warned;
+};
+
+/* Label names parsed from a registration, before a family owns them. */
+typedef struct {
+    char *buf;
+    char *names[SL_METRIC_MAX_LABELS];
+    size_t n;
+} label_list;
+
+static sl_family *families;
+
+/* Set once a NULL handle or series was reported. */
+static int null_reported;
+
+static const char *type_name(sl_metric_type type)
+{
+    switch (type) {
+    case SL_METRIC_COUNTER: return "counter";
+    case SL_METRIC_GAUGE: return "gauge";
+    case SL_METRIC_HISTOGRAM: return "histogram";
+    }
+    return "unknown";
+}
+
+/* ------------------------------------------------------------ validation */
+
+static int is_alpha_(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static int is_digit(int c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* [a-zA-Z_:][a-zA-Z0-9_:]* */
+static int valid_metric_name(const char *s)
+{
+    if (!is_alpha_(*s) && *s != ':')
+        return 0;
+    for (s++; *s != '\0'; s++) {
+        if (!is_alpha_(*s) && !is_digit(*s) && *s != ':')
+            return 0;
+    }
+    return 1;
+}
+
+/* [a-zA-Z_][a-zA-Z0-9_]* */
+static int valid_label_name(const char *s)
+{
+    if (!is_alpha_(*s))
+        return 0;
+    for (s++; *s != '\0'; s++) {
+        if (!is_alpha_(*s) && !is_digit(*s))
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Splits a comma separated list of label names into `out`, trimming blanks
+ * around each name.  NULL or a blank string means no labels.  Returns 0, or
+ * -1 after logging why; out->buf is then already freed.
+ */
+static int parse_labels(const char *metric, sl_metric_type type, const char *labels,
+                        label_list *out)
+{
+    char *p, *name, *end;
+    size_t i;
+
+    memset(out, 0, sizeof(*out));
+    if (labels == NULL || labels[strspn(labels, " \t")] == '\0')
+        return 0;
+
+    out->buf = strdup(labels);
+    if (out->buf == NULL) {
+        sl_log_core(SL_LOG_ERROR, "metrics", "%s: out of memory", metric);
+        return -1;
+    }
+
+    for (p = out->buf; p != NULL; ) {
+        name = p + strspn(p, " \t");
+        p = strchr(name, ',');
+        if (p != NULL)
+            *p++ = '\0';
+        end = name + strlen(name);
+        while (end > name && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        *end = '\0';
+
+        if (*name == '\0') {
+            sl_log_core(SL_LOG_ERROR, "metrics", "%s: empty label name in \"%s\"", metric, labels);
+            goto fail;
+        }
+        if (!valid_label_name(name)) {
+            sl_log_core(SL_LOG_ERROR, "metrics",
+                        "%s: invalid label name \"%s\" (must match [a-zA-Z_][a-zA-Z0-9_]*)",
+                        metric, name);
+            goto fail;
+        }
+        if (name[0] == '_' && name[1] == '_') {
+            sl_log_core(SL_LOG_ERROR, "metrics",
+                        "%s: label name \"%s\" is reserved (starts with \"__\")", metric, name);
+            goto fail;
+        }
+        if (strcmp(name, SL_INSTANCE_LABEL) == 0) {
+            sl_log_core(SL_LOG_ERROR, "metrics",
+                        "%s: label name \"" SL_INSTANCE_LABEL "\" is reserved for the instance",
+                        metric);
+            goto fail;
+        }
+        if (type == SL_METRIC_HISTOGRAM && strcmp(name, "le") == 0) {
+            sl_log_core(SL_LOG_ERROR, "metrics",
+                        "%s: label name \"le\" is reserved in histograms", metric);
+            goto fail;
+        }
+        for (i = 0; i < out->n; i++) {
+            if (strcmp(out->names[i], name) == 0) {
+                sl_log_core(SL_LOG_ERROR, "metrics", "%s: duplicate label name \"%s\"",
+                            metric, name);
+                goto fail;
+            }
+        }
+        if (out->n == SL_METRIC_MAX_LABELS) {
+            sl_log_core(SL_LOG_ERROR, "metrics", "%s: more than %d label names", metric,
+                        SL_METRIC_MAX_LABELS);
+            goto fail;
+        }
+        out->names[out->n++] = name;
+    }
+    return 0;
+
+fail:
+    free(out->buf);
+    out->buf = NULL;
+    return -1;
+}
+
+/* Bounds must be finite and strictly ascending; +Inf is implied. */
+static int check_bounds(const char *metric, const double *bounds, size_t nbounds)
+{
+    size_t i;
+
+    if (nbounds > 0 && bounds == NULL) {
+        sl_log_core(SL_LOG_ERROR, "metrics", "%s: %zu histogram bounds but no array", metric,
+                    nbounds);
+        return -1;
+    }
+    for (i = 0; i < nbounds; i++) {
+        if (!isfinite(bounds[i])) {
+            sl_log_core(SL_LOG_ERROR, "metrics",
+                        "%s: histogram bound %zu is not finite (+Inf is implied)", metric, i);
+            return -1;
+        }
+        if (i > 0 && !(bounds[i] > bounds[i - 1])) {
+            sl_log_core(SL_LOG_ERROR, "metrics",
+                        "%s: histogram bounds are not strictly ascending at %g", metric,
+                        bounds[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Writes "a,b,c" into buf for log messages, truncating if needed. */
+static const char *join_names(char *buf, size_t len, char *const *names, size_t n)
+{
+    size_t i, used = 0;
+    int w;
+
+    buf[0] = '\0';
+    for (i = 0; i < n && used < len; i++) {
+        w = snprintf(buf + used, len - used, "%s%s", i > 0 ? "," : "", names[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+    return buf;
+}
+
+/*
+ * True when an existing family can be shared by a new registration; logs
+ * the difference otherwise.  Help texts may differ: the first one stays.
+ */
+static int family_matches(const sl_family *f, sl_metric_type type, const label_list *ll,
+                          const double *bounds, size_t nbounds)
+{
+    char have[256], want[256];
+    size_t i;
+    int same;
+
+    if (f->type != type) {
+        sl_log_core(SL_LOG_ERROR, "metrics", "%s: already registered as a %s, not a %s",
+                    f->name, type_name(f->type), type_name(type));
+        return 0;
+    }
+
+    same = f->nlabels == ll->n;
+    for (i = 0; same && i < ll->n; i++)
+        same = strcmp(f->labels[i], ll->names[i]) == 0;
+    if (!same) {
+        sl_log_core(SL_LOG_ERROR, "metrics",
+                    "%s: already registered with labels (%s), not (%s)", f->name,
+                    join_names(have, sizeof(have), f->labels, f->nlabels),
+                    join_names(want, sizeof(want), ll->names, ll->n));
+        return 0;
+    }
+
+    same = f->nbounds == nbounds;
+    for (i = 0; same && i < nbounds; i++)
+        same = f->bounds[i] == bounds[i];
+    if (!same) {
+        sl_log_core(SL_LOG_ERROR, "metrics",
+                    "%s: already registered with other histogram bounds", f->name);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------- series */
+
+/* FNV-1a, terminators included so that ("ab","") and ("a","b") differ. */
+static uint32_t hash_str(uint32_t h, const char *s)
+{
+    for (;; s++) {
+        h ^= (unsigned char)*s;
+        h *= 16777619u;
+        if (*s == '\0')
+            return h;
+    }
+}
+
+static uint32_t series_hash(const char *instance, const char *const *values, size_t n)
+{
+    uint32_t h = 2166136261u;
+    size_t i;
+
+    h = hash_str(h, instance);
+    for (i = 0; i < n; i++)
+        h = hash_str(h, values[i]);
+    return h;
+}
+
+static int series_is(const sl_series *s, const char *instance, const char *const *values,
+                     size_t n)
+{
+    const char *p = s->key;
+    size_t i;
+
+    if (strcmp(p, instance) != 0)
+        return 0;
+    for (i = 0; i < n; i++) {
+        p += strlen(p) + 1;
+        if (strcmp(p, values[i]) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* Doubles the hash table.  Failing to is harmless: chains just get longer. */
+static void series_table_grow(sl_family *f)
+{
+    size_t size = f->table_size * 2, i;
+    sl_series **table, *s, *next;
+
+    table = calloc(size, sizeof(*table));
+    if (table == NULL)
+        return;
+    for (i = 0; i < f->table_size; i++) {
+        for (s = f->table[i]; s != NULL; s = next) {
+            next = s->hnext;
+            s->hnext = table[s->hash & (size - 1)];
+            table[s->hash & (size - 1)] = s;
+        }
+    }
+    free(f->table);
+    f->table = table;
+    f->table_size = size;
+}
+
+static void series_free(sl_series *s)
+{
+    free(s->buckets);
+    free(s->key);
+    free(s);
+}
+
+/* Returns the series for these values, creating it on first use; NULL only
+ * when out of memory.  The values must already be checked for NULL. */
+static sl_series *series_get(sl_family *f, const char *instance, const char *const *values)
+{
+    uint32_t h = series_hash(instance, values, f->nlabels);
+    sl_series *s;
+    size_t i, len, off, vlen;
+
+    for (s = f->table[h & (f->table_size - 1)]; s != NULL; s = s->hnext) {
+        if (s->hash == h && series_is(s, instance, values, f->nlabels))
+            return s;
+    }
+
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto oom;
+    len = strlen(instance) + 1;
+    for (i = 0; i < f->nlabels; i++)
+        len += strlen(values[i]) + 1;
+    s->key = malloc(len);
+    if (s->key == NULL)
+        goto oom;
+    off = strlen(instance) + 1;
+    memcpy(s->key, instance, off);
+    for (i = 0; i < f->nlabels; i++) {
+        vlen = strlen(values[i]) + 1;
+        memcpy(s->key + off, values[i], vlen);
+        off += vlen;
+    }
+    if (f->type == SL_METRIC_HISTOGRAM) {
+        s->buckets = calloc(f->nbounds + 1, sizeof(*s->buckets));
+        if (s->buckets == NULL)
+            goto oom;
+    }
+
+    s->fam = f;
+    s->hash = h;
+    s->hnext = f->table[h & (f->table_size - 1)];
+    f->table[h & (f->table_size - 1)] = s;
+    if (f->last != NULL)
+        f->last->next = s;
+    else
+        f->first = s;
+    f->last = s;
+    if (++f->nseries > f->table_size)
+        series_table_grow(f);
+    return s;
+
+oom:
+    if (s != NULL)
+        series_free(s);
+    sl_log_core(SL_LOG_ERROR, "metrics", "%s: out of memory creating a series", f->name);
+    return NULL;
+}
+
+static void series_misuse(sl_series *s, unsigned kind, const char *fmt, ...) SL_PRINTF(3, 4);
+
+/* Logs a misuse of a series once per kind, naming the family. */
+static void series_misuse(sl_series *s, unsigned kind, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+
+    if (s->warned & kind)
+        return;
+    s->warned |= kind;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    sl_log_core(SL_LOG_ERROR, "metrics", "%s: %s (reported once per series)", s->fam->name, msg);
+}
+
+static void null_misuse(const char *fn, const char *what)
+{
+    if (null_reported)
+        return;
+    null_reported = 1;
+    sl_log_core(SL_LOG_ERROR, "metrics", "%s() called with a NULL %s, ignored (reported once)",
+                fn, what);
+}
+
+/* -------------------------------------------------------------- families */
+
+static void family_free(sl_family *f)
+{
+    sl_series *s, *next;
+
+    for (s = f->first; s != NULL; s = next) {
+        next = s->next;
+        series_free(s);
+    }
+    free(f->table);
+    free(f->bounds);
+    free(f->label_buf);
+    free(f->help);
+    free(f->name);
+    free(f);
+}
+
+/* Takes ownership of ll->buf, also on failure. */
+static sl_family *family_new(sl_metric_type type, const char *name, const char *help,
+                             label_list *ll, const double *bounds, size_t nbounds)
+{
+    sl_family *f = calloc(1, sizeof(*f));
+
+    if (f == NULL) {
+        free(ll->buf);
+        return NULL;
+    }
+    f->type = type;
+    f->label_buf = ll->buf;
+    memcpy(f->labels, ll->names, sizeof(f->labels));
+    f->nlabels = ll->n;
+    f->name = strdup(name);
+    f->help = strdup(help);
+    f->table_size = SL_SERIES_TABLE_MIN;
+    f->table = calloc(f->table_size, sizeof(*f->table));
+    if (nbounds > 0) {
+        f->bounds = malloc(nbounds * sizeof(*f->bounds));
+        if (f->bounds != NULL)
+            memcpy(f->bounds, bounds, nbounds * sizeof(*f->bounds));
+    }
+    f->nbounds = nbounds;
+    if (f->name == NULL || f->help == NULL || f->table == NULL
+        || (nbounds > 0 && f->bounds == NULL)) {
+        family_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+sl_metric *sl_metric_register(sl_metric_type type, const char *name, const char *help,
+                              const char *labels, const double *bounds, size_t nbounds,
+                              const char *instance)
+{
+    label_list ll;
+    sl_family **pos, *f;
+    sl_metric *m;
+    int ok;
+
+    if (name == NULL || !valid_metric_name(name)) {
+        sl_log_core(SL_LOG_ERROR, "metrics",
+                    "invalid metric name \"%s\" (must match [a-zA-Z_:][a-zA-Z0-9_:]*)",
+                    name != NULL ? name : "(null)");
+        return NULL;
+    }
+    if (type != SL_METRIC_COUNTER && type != SL_METRIC_GAUGE && type != SL_METRIC_HISTOGRAM) {
+        sl_log_core(SL_LOG_ERROR, "metrics", "%s: unknown metric type %d", name, (int)type);
+        return NULL;
+    }
+    if (type == SL_METRIC_HISTOGRAM) {
+        if (check_bounds(name, bounds, nbounds) != 0)
+            return NULL;
+    } else {
+        /* Only histograms have bounds; do not let stray ones block sharing. */
+        bounds = NULL;
+        nbounds = 0;
+    }
+    if (parse_labels(name, type, labels, &ll) != 0)
+        return NULL;
+
+    /* The handle first, so that nothing below has to undo a registration. */
+    m = calloc(1, sizeof(*m));
+    if (m != NULL)
+        m->instance = strdup(instance != NULL ? instance : "");
+    if (m == NULL || m->instance == NULL) {
+        sl_log_core(SL_LOG_ERROR, "metrics", "%s: out of memory", name);
+        free(m);
+        free(ll.buf);
+        return NULL;
+    }
+
+    for (pos = &families; *pos != NULL && strcmp((*pos)->name, name) < 0; pos = &(*pos)->next)
+        ;
+    if (*pos != NULL && strcmp((*pos)->name, name) == 0) {
+        f = *pos;
+        ok = family_matches(f, type, &ll, bounds, nbounds);
+        free(ll.buf);
+        if (!ok) {
+            free(m->instance);
+            free(m);
+            return NULL;
+        }
+    } else {
+        f = family_new(type, name, help != NULL ? help : "", &ll, bounds, nbounds);
+        if (f == NULL) {
+            sl_log_core(SL_LOG_ERROR, "metrics", "%s: out of memory", name);
+            free(m->instance);
+            free(m);
+            return NULL;
+        }
+        f->next = *pos;
+        *pos = f;
+    }
+    f->refs++;
+    m->fam = f;
+
+    /* A family without labels has exactly one series per instance: create
+     * it now so that it is exposed (as 0) before its first update. */
+    if (f->nlabels == 0 && series_get(f, m->instance, NULL) == NULL) {
+        sl_metric_release(m);
+        return NULL;
+    }
+    return m;
+}
+
+void sl_metric_release(sl_metric *m)
+{
+    sl_family **pos;
+
+    if (m == NULL)
+        return;
+    if (--m->fam->refs == 0) {
+        for (pos = &families; *pos != m->fam; pos = &(*pos)->next)
+            ;
+        *pos = m->fam->next;
+        family_free(m->fam);
+    }
+    free(m->instance);
+    free(m);
+}
+
+size_t sl_metrics_family_count(void)
+{
+    size_t n = 0;
+    const sl_family *f;
+
+    for (f = families; f != NULL; f = f->next)
+        n++;
+    return n;
+}
+
+/* ------------------------------------------------------------ public API */
+
+SL_API sl_series *sl_series_ofv(sl_metric *m, const char *const *values)
+{
+    size_t i;
+
+    if (m == NULL) {
+        null_misuse("sl_series_of", "metric");
+        return NULL;
+    }
+    for (i = 0; i < m->fam->nlabels; i++) {
+        if (values == NULL || values[i] == NULL) {
+            if (!(m->warned & SL_WARN_NULL)) {
+                m->warned |= SL_WARN_NULL;
+                sl_log_core(SL_LOG_ERROR, "metrics",
+                            "%s: NULL value for label \"%s\", no series (reported once)",
+                            m->fam->name, m->fam->labels[i]);
+            }
+            return NULL;
+        }
+    }
+    return series_get(m->fam, m->instance, values);
+}
+
+/* Takes exactly one const char * per label name: the count comes from the
+ * family, so a caller passing fewer reads garbage like any printf misuse. */
+SL_API sl_series *sl_series_of(sl_metric *m, ...)
+{
+    const char *values[SL_METRIC_MAX_LABELS];
+    va_list ap;
+    size_t i;
+
+    if (m == NULL) {
+        null_misuse("sl_series_of", "metric");
+        return NULL;
+    }
+    va_start(ap, m);
+    for (i = 0; i < m->fam->nlabels; i++)
+        values[i] = va_arg(ap, const char *);
+    va_end(ap);
+    return sl_series_ofv(m, values);
+}
+
+/* Counters take non-negative increments; gauges take any. */
+SL_API void sl_series_add(sl_series *s, double v)
+{
+    if (s == NULL) {
+        null_misuse("sl_series_add", "series");
+        return;
+    }
+    switch (s->fam->type) {
+    case SL_METRIC_COUNTER:
+        if (!(v >= 0)) {
+            series_misuse(s, SL_WARN_NEGATIVE, "counter increment %g ignored: counters only go up", v);
+            return;
+        }
+        s->value += v;
+        return;
+    case SL_METRIC_GAUGE:
+        s->value += v;
+        return;
+    case SL_METRIC_HISTOGRAM:
+        series_misuse(s, SL_WARN_TYPE, "sl_series_add() on a histogram ignored");
+        return;
+    }
+}
+
+SL_API void sl_series_set(sl_series *s, double v)
+{
+    if (s == NULL) {
+        null_misuse("sl_series_set", "series");
+        return;
+    }
+    if (s->fam->type != SL_METRIC_GAUGE) {
+        series_misuse(s, SL_WARN_TYPE, "sl_series_set() on a %s ignored", type_name(s->fam->type));
+        return;
+    }
+    s->value = v;
+}
+
+/* NaN observations are dropped: one would make the sum NaN for good. */
+SL_API void sl_series_observe(sl_series *s, double v)
+{
+    const sl_family *f;
+    size_t lo, hi, mid;
+
+    if (s == NULL) {
+        null_misuse("sl_series_observe", "series");
+        return;
+    }
+    f = s->fam;
+    if (f->type != SL_METRIC_HISTOGRAM) {
+        series_misuse(s, SL_WARN_TYPE, "sl_series_observe() on a %s ignored", type_name(f->type));
+        return;
+    }
+    if (isnan(v)) {
+        series_misuse(s, SL_WARN_NAN, "NaN observation ignored");
+        return;
+    }
+
+    /* The first bucket whose upper bound is >= v; nbounds is +Inf. */
+    lo = 0;
+    hi = f->nbounds;
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        if (v <= f->bounds[mid])
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    s->buckets[lo]++;
+    s->count++;
+    s->value += v;
+}
+
+/* ------------------------------------------------------------- rendering */
+
+typedef struct {
+    char *p;
+    size_t len;
+    size_t cap;
+    int oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    char *p;
+    size_t cap;
+
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        cap = b->cap > 0 ? b->cap : 4096;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        p = realloc(b->p, cap);
+        if (p == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_puts(sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* Escapes backslash and newline, and the double quote for label values. */
+static void sb_escaped(sbuf *b, const char *s, int quote)
+{
+    const char *run = s, *esc;
+
+    for (; *s != '\0'; s++) {
+        esc = NULL;
+        if (*s == '\\')
+            esc = "\\\\";
+        else if (*s == '\n')
+            esc = "\\n";
+        else if (*s == '"' && quote)
+            esc = "\\\"";
+        if (esc != NULL) {
+            sb_put(b, run, (size_t)(s - run));
+            sb_puts(b, esc);
+            run = s + 1;
+        }
+    }
+    sb_put(b, run, (size_t)(s - run));
+}
+
+/*
+ * Formats a sample value the way Prometheus reads it back exactly:
+ * integral values as plain integers (while doubles hold them exactly),
+ * others with the fewest digits that round-trip.
+ */
+static void format_value(char *out, size_t len, double v)
+{
+    int prec;
+
+    if (isnan(v)) {
+        snprintf(out, len, "NaN");
+    } else if (isinf(v)) {
+        snprintf(out, len, v > 0 ? "+Inf" : "-Inf");
+    } else if (v == 0) {
+        snprintf(out, len, "0"); /* also for -0 */
+    } else if (v == floor(v) && fabs(v) <= 9007199254740992.0) {
+        snprintf(out, len, "%.0f", v);
+    } else {
+        for (prec = 15; prec < 17; prec++) {
+            snprintf(out, len, "%.*g", prec, v);
+            if (strtod(out, NULL) == v)
+                return;
+        }
+        snprintf(out, len, "%.17g", v);
+    }
+}
+
+static void sb_value(sbuf *b, double v)
+{
+    char num[64];
+
+    format_value(num, sizeof(num), v);
+    sb_puts(b, num);
+}
+
+static void sb_label(sbuf *b, int *first, const char *name, const char *value)
+{
+    sb_puts(b, *first ? "{" : ",");
+    *first = 0;
+    sb_puts(b, name);
+    sb_puts(b, "=\"");
+    sb_escaped(b, value, 1);
+    sb_puts(b, "\"");
+}
+
+/* `name{labels...,instance_name="..",le=".."} `; braces only when needed. */
+static void sb_series_name(sbuf *b, const sl_family *f, const sl_series *s, const char *suffix,
+                           const char *le)
+{
+    const char *instance = s->key, *p = s->key;
+    int first = 1;
+    size_t i;
+
+    sb_puts(b, f->name);
+    sb_puts(b, suffix);
+    for (i = 0; i < f->nlabels; i++) {
+        p += strlen(p) + 1;
+        sb_label(b, &first, f->labels[i], p);
+    }
+    if (*instance != '\0')
+        sb_label(b, &first, SL_INSTANCE_LABEL, instance);
+    if (le != NULL)
+        sb_label(b, &first, "le", le);
+    if (!first)
+        sb_puts(b, "}");
+    sb_puts(b, " ");
+}
+
+static void sb_count(sbuf *b, uint64_t n)
+{
+    char num[32];
+
+    snprintf(num, sizeof(num), "%" PRIu64, n);
+    sb_puts(b, num);
+}
+
+static void render_family(sbuf *b, const sl_family *f)
+{
+    const sl_series *s;
+    char le[64];
+    uint64_t cum;
+    size_t i;
+
+    /* An empty help would give "# HELP name " with nothing to say. */
+    if (f->help[0] != '\0') {
+        sb_puts(b, "# HELP ");
+        sb_puts(b, f->name);
+        sb_puts(b, " ");
+        sb_escaped(b, f->help, 0);
+        sb_puts(b, "\n");
+    }
+    sb_puts(b, "# TYPE ");
+    sb_puts(b, f->name);
+    sb_puts(b, " ");
+    sb_puts(b, type_name(f->type));
+    sb_puts(b, "\n");
+
+    for (s = f->first; s != NULL; s = s->next) {
+        if (f->type != SL_METRIC_HISTOGRAM) {
+            sb_series_name(b, f, s, "", NULL);
+            sb_value(b, s->value);
+            sb_puts(b, "\n");
+            continue;
+        }
+        cum = 0;
+        for (i = 0; i < f->nbounds; i++) {
+            cum += s->buckets[i];
+            format_value(le, sizeof(le), f->bounds[i]);
+            sb_series_name(b, f, s, "_bucket", le);
+            sb_count(b, cum);
+            sb_puts(b, "\n");
+        }
+        sb_series_name(b, f, s, "_bucket", "+Inf");
+        sb_count(b, s->count);
+        sb_puts(b, "\n");
+        sb_series_name(b, f, s, "_sum", NULL);
+        sb_value(b, s->value);
+        sb_puts(b, "\n");
+        sb_series_name(b, f, s, "_count", NULL);
+        sb_count(b, s->count);
+        sb_puts(b, "\n");
+    }
+}
+
+char *sl_metrics_render(size_t *len)
+{
+    sbuf b = { NULL, 0, 0, 0 };
+    const sl_family *f;
+
+    sb_put(&b, "", 0); /* an empty registry still gets a string */
+    for (f = families; f != NULL; f = f->next)
+        render_family(&b, f);
+    if (b.oom) {
+        free(b.p);
+        sl_log_core(SL_LOG_ERROR, "metrics", "out of memory rendering metrics");
+        return NULL;
+    }
+    if (len != NULL)
+        *len = b.len;
+    return b.p;
+}
