@@ -1,0 +1,90 @@
+# tests/lib.sh - sourced by integration tests.
+#
+# A test file is a bash script holding one or more cases:
+#
+#   . "$(dirname "$0")/../lib.sh"
+#   t_case "reload keeps listeners open"
+#   ... commands ...; t_check "$code" = 200 "healthz answered $code"
+#   t_end
+#
+# Each case passes unless a t_check in it failed.  Results are appended to
+# $SL_RESULTS (one "pass NAME" or "fail NAME" line per case) so that the
+# runner can total them; a script may also be run on its own.
+
+set -u
+SL_TOP=${SL_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
+SL_BUILD=${SL_BUILD:-$SL_TOP}
+SL_RESULTS=${SL_RESULTS:-/dev/null}
+SLUICED=${SLUICED:-$SL_BUILD/core/sluiced}
+t_name=""
+t_ok=1
+t_failed_total=0
+
+t_case() {
+    t_name=$1
+    t_ok=1
+    echo "--- case: $t_name"
+}
+
+# t_check TEST... MESSAGE: the arguments but the last are given to `test`.
+t_check() {
+    local msg=${*: -1}
+    local args=("${@:1:$#-1}")
+    if test "${args[@]}"; then
+        echo "    ok: $msg"
+    else
+        echo "    FAILED: $msg"
+        t_ok=0
+    fi
+}
+
+t_end() {
+    if [ "$t_ok" = 1 ]; then
+        echo "pass $t_name" >> "$SL_RESULTS"
+        echo "--- pass: $t_name"
+    else
+        echo "fail $t_name" >> "$SL_RESULTS"
+        echo "--- FAIL: $t_name"
+        t_failed_total=$((t_failed_total + 1))
+    fi
+}
+
+# The exit status of a test file: non-zero when any case failed.
+t_exit() {
+    [ "$t_failed_total" = 0 ]
+}
+
+# A free TCP port on 127.0.0.1.
+t_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# t_wait_http URL [SECONDS]: waits until URL answers at all.
+t_wait_http() {
+    local url=$1 limit=${2:-10} i=0
+    while [ $i -lt $((limit * 10)) ]; do
+        curl -s -o /dev/null --max-time 1 "$url" && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+
+# t_wait_for SECONDS COMMAND...: polls a command until it succeeds.
+t_wait_for() {
+    local limit=$1 i=0
+    shift
+    while [ $i -lt $((limit * 10)) ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+
+# A private scratch directory, removed at exit unless SL_KEEP is set.
+t_tmpdir() {
+    local d
+    d=$(mktemp -d "${TMPDIR:-/tmp}/sluice-test.XXXXXX")
+    echo "$d"
+}

@@ -1,0 +1,178 @@
+/*
+ * echo - a module for testing the core: it answers with its options, can
+ * answer late (to test draining), can refuse to start, and owns a timer and
+ * metrics like a real module.  ECHO_BUILD lets a test build a second
+ * version of the same module and see which code a reload really runs.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "sluice.h"
+
+#ifndef ECHO_BUILD
+#define ECHO_BUILD 1
+#endif
+
+typedef struct {
+    sl_ctx *ctx;
+    sl_series *requests;
+    sl_series *ticks;
+    sl_timer *tick;
+    int stopping;
+    int pending; /* slow requests not answered yet */
+} echo;
+
+typedef struct {
+    echo *e;
+    sl_req *req;
+    sl_timer *timer;
+} slow_reply;
+
+static void serve_echo(sl_req *req, void *arg)
+{
+    echo *e = arg;
+    cJSON *body = cJSON_CreateObject();
+
+    sl_series_add(e->requests, 1);
+    cJSON_AddStringToObject(body, "value", sl_opt_str(e->ctx, "value"));
+    cJSON_AddNumberToObject(body, "build", ECHO_BUILD);
+    cJSON_AddStringToObject(body, "instance", sl_instance_name(e->ctx));
+    sl_reply_json(req, 200, body);
+}
+
+static void answer_slow(void *arg)
+{
+    slow_reply *s = arg;
+    echo *e = s->e;
+    cJSON *body = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(body, "value", sl_opt_str(e->ctx, "value"));
+    sl_reply_json(s->req, 200, body);
+    sl_timer_free(s->timer);
+    free(s);
+    /* The last in-flight request of a draining instance ends the drain. */
+    if (--e->pending == 0 && e->stopping) {
+        sl_ctx *ctx = e->ctx;
+        free(e);
+        sl_stopped(ctx);
+    }
+}
+
+/* GET /echo/slow?ms=N answers after N milliseconds. */
+static void serve_slow(sl_req *req, void *arg)
+{
+    echo *e = arg;
+    const char *ms = sl_req_query(req, "ms");
+    char *end;
+    long n = ms != NULL ? strtol(ms, &end, 10) : -1;
+    slow_reply *s;
+
+    if (ms == NULL || *end != '\0' || n < 0 || n > 60000) {
+        sl_reply_error(req, 400, "ms must be an integer from 0 to 60000");
+        return;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        sl_reply_error(req, 500, "out of memory");
+        return;
+    }
+    s->e = e;
+    s->req = req;
+    s->timer = sl_timer_new(e->ctx, (double)n / 1000.0, 0, answer_slow, s);
+    if (s->timer == NULL) {
+        free(s);
+        sl_reply_error(req, 500, "cannot arm a timer");
+        return;
+    }
+    e->pending++;
+}
+
+/* POST /echo/body answers the JSON body it was sent. */
+static void serve_body(sl_req *req, void *arg)
+{
+    cJSON *json = sl_req_json(req);
+    (void)arg;
+    if (json == NULL)
+        return;
+    sl_reply_json(req, 200, cJSON_Duplicate(json, 1));
+}
+
+/* GET /echo/item/{id} answers the decoded path parameter. */
+static void serve_item(sl_req *req, void *arg)
+{
+    cJSON *body = cJSON_CreateObject();
+    (void)arg;
+    cJSON_AddStringToObject(body, "id", sl_req_param(req, "id"));
+    sl_reply_json(req, 200, body);
+}
+
+static void on_tick(void *arg)
+{
+    echo *e = arg;
+    sl_series_add(e->ticks, 1);
+}
+
+static int echo_start(sl_ctx *ctx)
+{
+    echo *e;
+    sl_metric *requests, *ticks;
+
+    if (sl_opt_bool(ctx, "fail"))
+        return sl_fail(ctx, "told to fail by its configuration");
+    e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return sl_fail(ctx, "out of memory");
+    e->ctx = ctx;
+    sl_set_data(ctx, e);
+    requests = sl_counter(ctx, "sluice_echo_requests_total", "Requests answered by /echo.", NULL);
+    ticks = sl_counter(ctx, "sluice_echo_ticks_total", "Ticks of the echo timer.", NULL);
+    if (requests == NULL || ticks == NULL) {
+        free(e);
+        return sl_fail(ctx, "cannot register metrics");
+    }
+    e->requests = sl_series_of(requests);
+    e->ticks = sl_series_of(ticks);
+    e->tick = sl_timer_new(ctx, sl_opt_seconds(ctx, "tick"), 1, on_tick, e);
+    if (e->tick == NULL || sl_route(ctx, SL_GET, "/echo", serve_echo, e) != 0 ||
+        sl_route(ctx, SL_GET, "/echo/slow", serve_slow, e) != 0 ||
+        sl_route(ctx, SL_POST, "/echo/body", serve_body, e) != 0 ||
+        sl_route(ctx, SL_GET, "/echo/item/{id}", serve_item, e) != 0) {
+        free(e);
+        return sl_fail(ctx, "cannot register its timer or routes");
+    }
+    if (!sl_opt_bool(ctx, "ready"))
+        sl_set_ready(ctx, 0, "configured not ready");
+    return 0;
+}
+
+static void echo_stop(sl_ctx *ctx)
+{
+    echo *e = sl_data(ctx);
+
+    sl_timer_free(e->tick);
+    e->tick = NULL;
+    e->stopping = 1;
+    if (e->pending > 0)
+        return; /* answer_slow() ends the drain */
+    free(e);
+    sl_stopped(ctx);
+}
+
+static const sl_option echo_options[] = {
+    { "value", SL_OPT_STRING, "one", "what /echo answers", 0, 0, NULL },
+    { "tick", SL_OPT_DURATION, "1s", "period of the internal timer", 0.001, 3600, NULL },
+    { "fail", SL_OPT_BOOL, "false", "refuse to start", 0, 0, NULL },
+    { "ready", SL_OPT_BOOL, "true", "report ready", 0, 0, NULL },
+    { "limit", SL_OPT_INT, "10", "a bounded integer, for validation tests", 1, 100, NULL },
+    { NULL, 0, NULL, NULL, 0, 0, NULL }
+};
+
+SL_API const sl_module sluice_module = {
+    .abi_version = SL_ABI_VERSION,
+    .name = "echo",
+    .description = "a module for testing the core",
+    .options = echo_options,
+    .flags = 0,
+    .start = echo_start,
+    .stop = echo_stop,
+};
