@@ -376,11 +376,14 @@ SL_API void sl_opt_each_prefixed(const sl_ctx *ctx, const char *prefix,
                                  void (*fn)(void *arg, const char *key, const char *value),
                                  void *arg)
 {
+    /* Both the declared spelling "rdkafka.*" and "rdkafka." are accepted. */
     size_t plen = strlen(prefix);
 
+    if (plen > 0 && prefix[plen - 1] == '*')
+        plen--;
     for (size_t i = 0; i < ctx->opts.n; i++) {
         const sl_optval *v = &ctx->opts.v[i];
-        if (v->line > 0 && strncmp(v->key, prefix, plen) == 0 && strcmp(v->key, prefix) != 0)
+        if (v->line > 0 && strncmp(v->key, prefix, plen) == 0 && v->key[plen] != '\0')
             fn(arg, v->key, v->raw);
     }
 }

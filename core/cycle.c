@@ -181,6 +181,12 @@ static int build_module(cycle *c, const sl_conf *conf, const sl_conf_section *se
     return 0;
 }
 
+static void apply_log_settings(const sl_optset *core)
+{
+    sl_log_configure(sl_log_level_parse(sl_optset_get(core, "log_level")->raw),
+                     sl_log_format_parse(sl_optset_get(core, "log_format")->raw));
+}
+
 /*
  * Builds a generation from `path`.  With `bind`, listen addresses are bound
  * (or shared with the running generation); without, only checked.  Returns
@@ -231,13 +237,17 @@ static cycle *build(const char *path, int bind, sl_errors *errs)
         if (at == core_at)
             core_line = sec->line;
     }
-    if (!c->present[core_at]) {
+    if (!c->present[core_at] && core_line == 0) {
         const sl_option *tables[1] = { sl_sections[core_at]->options };
         if (sl_options_validate(tables, 1, NULL, conf->file, &c->sections[core_at], errs) == 0)
             c->present[core_at] = 1;
     }
-    if (errs->n > before)
+    /* Without a valid [core] there is no modules_dir to check modules in;
+     * otherwise go on, so that one run reports every error. */
+    if (!c->present[core_at])
         goto fail;
+    if (current == NULL && bind)
+        apply_log_settings(&c->sections[core_at]);
 
     c->modules_dir = resolve_dir(path, sl_optset_get(&c->sections[core_at], "modules_dir")->raw);
     if (c->modules_dir == NULL) {
@@ -302,8 +312,7 @@ static void apply_core_settings(const cycle *c)
 {
     const sl_optset *core = &c->sections[section_index("core")];
 
-    sl_log_configure(sl_log_level_parse(sl_optset_get(core, "log_level")->raw),
-                     sl_log_format_parse(sl_optset_get(core, "log_format")->raw));
+    apply_log_settings(core);
     sl_http_configure((size_t)sl_optset_get(core, "max_body_size")->i,
                       sl_optset_get(core, "request_timeout")->d);
     sl_listeners_set_core(c->listeners, c->nlisteners);
@@ -333,13 +342,41 @@ static sl_ctx **running_instances(size_t *n)
     return all;
 }
 
+#define FLUSH_CHECK_SECONDS 0.01
+#define FLUSH_LIMIT_SECONDS 2.0
+
+static struct event *flush_timer;
+static double flush_deadline;
+
+/* The last answers may still sit in socket buffers when the last module
+ * stops: leave the loop once they are written, or after a bound. */
+static void leave_when_flushed(evutil_socket_t fd, short what, void *arg)
+{
+    struct timeval tv = { 0, (suseconds_t)(FLUSH_CHECK_SECONDS * 1e6) };
+    (void)fd;
+    (void)what;
+    (void)arg;
+    if (sl_http_replies_in_flight() == 0 || sl_now() >= flush_deadline) {
+        event_base_loopbreak(sl_base);
+        return;
+    }
+    evtimer_add(flush_timer, &tv);
+}
+
 static void finish_shutdown_if_idle(void)
 {
     for (sl_ctx *c = sl_instances; c != NULL; c = c->next)
         if (c->state == SL_INST_STOPPING || c->state == SL_INST_RUNNING)
             return;
+    if (flush_timer != NULL)
+        return;
     sl_log_core(SL_LOG_INFO, "core", "every module stopped");
-    event_base_loopbreak(sl_base);
+    flush_deadline = sl_now() + FLUSH_LIMIT_SECONDS;
+    flush_timer = evtimer_new(sl_base, leave_when_flushed, NULL);
+    if (flush_timer == NULL)
+        event_base_loopbreak(sl_base);
+    else
+        leave_when_flushed(-1, 0, NULL);
 }
 
 static size_t running_count(void)
@@ -623,6 +660,9 @@ void sl_cycle_shutdown(void)
 
 void sl_cycle_free_all(void)
 {
+    if (flush_timer != NULL)
+        event_free(flush_timer);
+    flush_timer = NULL;
     while (sl_instances != NULL) {
         sl_ctx *c = sl_instances;
         c->state = SL_INST_STOPPED;

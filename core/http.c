@@ -71,6 +71,7 @@ struct sl_req {
 };
 
 static sl_listener *listeners;
+static size_t replies_in_flight; /* answered, not yet fully written out */
 static route *routes;
 static size_t max_body_size = 1024 * 1024;
 static double request_timeout = 60;
@@ -134,10 +135,32 @@ static void req_done(sl_req *req)
     req_free(req);
 }
 
+static void reply_written(struct evhttp_request *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    replies_in_flight--;
+}
+
+size_t sl_http_replies_in_flight(void)
+{
+    return replies_in_flight;
+}
+
+/* Counts a reply until libevent has written all of it, so that shutdown
+ * can wait for answers to reach their clients. */
+static void watch_reply(struct evhttp_request *ev)
+{
+    replies_in_flight++;
+    evhttp_request_set_on_complete_cb(ev, reply_written, NULL);
+}
+
 static void send_body(sl_req *req, int status, const char *ctype, const void *body, size_t len)
 {
     struct evbuffer *buf = evbuffer_new();
 
+    if (evhttp_request_get_connection(req->ev) != NULL)
+        watch_reply(req->ev);
     req->status = status;
     if (ctype != NULL)
         evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type", ctype);
@@ -235,10 +258,12 @@ SL_API void sl_reply_start(sl_req *req, int status, const char *content_type,
     if (content_type != NULL)
         evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type",
                           content_type);
-    if (conn == NULL)
+    if (conn == NULL) {
         req->gone = 1;
-    else
+    } else {
         evhttp_connection_set_closecb(conn, stream_closed, req);
+        watch_reply(req->ev);
+    }
     evhttp_send_reply_start(req->ev, status, NULL);
 }
 

@@ -31,6 +31,10 @@ void sl_listeners_set_core(sl_listener *const *ls, size_t n);
 /* Settings from [core] applied to every listener, present and future. */
 void sl_http_configure(size_t max_body, double timeout);
 
+/* Answers handed to libevent but not yet written out completely; a
+ * connection that breaks first may never complete, so waiters bound it. */
+size_t sl_http_replies_in_flight(void);
+
 /* Registers the core's HTTP metrics; once at start. */
 void sl_http_metrics_init(void);
 void sl_http_metrics_free(void);

@@ -195,12 +195,12 @@ int main(int argc, char **argv)
         rc = 1;
         goto out;
     }
-    sl_log_core(SL_LOG_INFO, "core", "sluiced %s starting with %s", SL_VERSION, conf_path);
     if (sl_cycle_init(conf_path) != 0) {
         sl_log_core(SL_LOG_ERROR, "core", "configuration %s is not valid; exiting", conf_path);
         rc = 1;
         goto out;
     }
+    sl_log_core(SL_LOG_INFO, "core", "sluiced %s running with %s", SL_VERSION, conf_path);
     sl_notify("READY=1");
     event_base_dispatch(sl_base);
     sl_log_core(SL_LOG_INFO, "core", "exiting");

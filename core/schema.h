@@ -37,6 +37,9 @@ typedef struct {
     void (*shutdown)(void);
 } sl_section_schema;
 
+/* The most sections sl_sections[] may hold. */
+#define SL_MAX_SECTIONS 16
+
 /* NULL-terminated. */
 extern const sl_section_schema *const sl_sections[];
 

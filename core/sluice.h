@@ -110,7 +110,8 @@ SL_API double sl_opt_seconds(const sl_ctx *ctx, const char *name);
 /* Number of elements of a SL_OPT_LIST option; sl_opt_list_at() returns one. */
 SL_API size_t sl_opt_list_len(const sl_ctx *ctx, const char *name);
 SL_API const char *sl_opt_list_at(const sl_ctx *ctx, const char *name, size_t i);
-/* Visits every configured key matching a prefix option such as "rdkafka.*". */
+/* Visits every configured key matching a prefix option, named as declared
+ * ("rdkafka.*") or by its prefix ("rdkafka."). */
 SL_API void sl_opt_each_prefixed(const sl_ctx *ctx, const char *prefix,
                                  void (*fn)(void *arg, const char *key, const char *value),
                                  void *arg);

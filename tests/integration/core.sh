@@ -1,0 +1,287 @@
+#!/usr/bin/env bash
+# The core daemon as a user meets it: config checks, modules, HTTP, metrics,
+# reloads of every kind, draining and shutdown.  Real processes throughout:
+# sluiced with the metrics module and the echo test module, curl, promtool,
+# wrk.
+. "$(dirname "$0")/../lib.sh"
+
+work=$(t_tmpdir)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+mods=$work/mods
+mkdir -p "$mods"
+cp "$SL_BUILD/_modules/metrics.so" "$mods/"
+cp "$SL_BUILD/tests/modules/echo/.libs/echo.so" "$mods/"
+port=$(t_free_port)
+port2=$(t_free_port)
+base=http://127.0.0.1:$port
+
+write_conf() { # extra lines of [module echo] come from $echo_extra
+    cat > "$work/sluice.conf" <<EOF
+# written by tests/integration/core.sh
+[core]
+listen = 127.0.0.1:$port
+modules_dir = mods
+log_level = debug
+drain_timeout = ${drain:-5s}
+
+[module metrics]
+
+[module echo]
+value = ${value:-one}
+tick = 50ms
+${echo_extra:-}
+${second:-}
+EOF
+}
+
+start_daemon() {
+    "$SLUICED" -c "$work/sluice.conf" 2>>"$work/sluiced.log" &
+    daemon=$!
+    pids+=("$daemon")
+    t_wait_http "$base/healthz" 10
+}
+
+metric() { # metric NAME_WITH_LABELS: its value, or "absent"
+    curl -s "$base/metrics" | awk -v n="$1" '$1 == n { print $2; found = 1 } END { if (!found) print "absent" }'
+}
+
+reload() { # SIGHUP and wait until the reload counter moved
+    local before
+    before=$(metric sluice_reloads_total)
+    kill -HUP "$daemon"
+    t_wait_for 5 bash -c "[ \"\$(curl -s $base/metrics | awk '\$1==\"sluice_reloads_total\"{print \$2}')\" != '$before' ]"
+    sleep 0.1
+}
+
+json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+# ------------------------------------------------------------------ -t, -V
+t_case "sluiced -t accepts a valid config and refuses broken ones with file:line"
+write_conf
+"$SLUICED" -t -c "$work/sluice.conf" 2>"$work/t.out"
+t_check $? -eq 0 "valid config: exit 0"
+cp "$work/sluice.conf" "$work/bad.conf"
+cat >> "$work/bad.conf" <<EOF
+limit = 500
+colour = blue
+[module nosuchmodule]
+[kafkaa]
+EOF
+"$SLUICED" -t -c "$work/bad.conf" 2>"$work/t.out"
+t_check $? -eq 1 "broken config: exit 1"
+line_limit=$(grep -n '^limit = 500' "$work/bad.conf" | cut -d: -f1)
+line_colour=$(grep -n '^colour' "$work/bad.conf" | cut -d: -f1)
+t_check "$(grep -c "bad.conf:$line_limit:.*limit" "$work/t.out")" -ge 1 "out-of-range value reported at bad.conf:$line_limit"
+t_check "$(grep -c "bad.conf:$line_colour:.*colour" "$work/t.out")" -ge 1 "unknown key reported at bad.conf:$line_colour"
+t_check "$(grep -c "nosuchmodule" "$work/t.out")" -ge 1 "missing module reported"
+t_check "$(grep -c "unknown section \[kafkaa\]" "$work/t.out")" -ge 1 "unknown section reported"
+"$SLUICED" -V > "$work/v.out"
+t_check "$(grep -c 'librdkafka' "$work/v.out")" -eq 1 "-V prints build information"
+"$SLUICED" --help-module echo -c "$work/sluice.conf" > "$work/help.out"
+t_check "$(grep -c '^  limit (int, default "10", from 1 to 100)' "$work/help.out")" -eq 1 "--help-module lists declared options"
+t_end
+
+t_case "a module with another ABI version is refused"
+cat > "$work/oldabi.c" <<'EOF'
+#include "sluice.h"
+static int start(sl_ctx *ctx) { (void)ctx; return 0; }
+SL_API const sl_module sluice_module = { 999, "oldabi", "wrong ABI", 0, 0, start, 0 };
+EOF
+${CC:-cc} -shared -fPIC -I"$SL_TOP/core" -o "$mods/oldabi.so" "$work/oldabi.c"
+printf '[core]\nmodules_dir = mods\nlisten =\n[module oldabi]\n' > "$work/abi.conf"
+"$SLUICED" -t -c "$work/abi.conf" 2>"$work/t.out"
+t_check $? -eq 1 "exit 1"
+t_check "$(grep -c 'ABI version 999' "$work/t.out")" -eq 1 "says which ABI it has"
+rm -f "$mods/oldabi.so"
+t_end
+
+# -------------------------------------------------------------- serving
+t_case "routes, JSON errors and metrics that promtool accepts"
+write_conf
+start_daemon
+t_check $? -eq 0 "daemon answers"
+t_check "$(curl -s "$base/echo" | json_field value)" = one "GET /echo"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' "$base/nope")" = 404 "unknown route: 404"
+t_check "$(curl -s "$base/nope" | json_field error)" = "no such route" "404 body is JSON"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$base/echo")" = 405 "wrong method: 405"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' -I "$base/echo")" = 200 "HEAD where GET is"
+t_check "$(curl -s "$base/echo/item/a%20b" | json_field id)" = "a b" "path parameter decoded"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' -d '{"a":' "$base/echo/body")" = 400 "malformed JSON: 400"
+head -c 2000000 /dev/zero | tr '\0' 'x' > "$work/big"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' --data-binary @"$work/big" "$base/echo/body")" = 413 "body over the limit: 413"
+t_check "$(curl -s "$base/readyz" | json_field ready)" = True "ready"
+curl -s "$base/metrics" > "$work/metrics.txt"
+promtool check metrics < "$work/metrics.txt" > "$work/promtool.out" 2>&1
+t_check $? -eq 0 "promtool check metrics: $(head -c 300 "$work/promtool.out")"
+# GET and HEAD /echo answered 200 so far: two requests.
+t_check "$(grep -c '^sluice_http_requests_total{module="echo",route="/echo",code="200"} 2$' "$work/metrics.txt")" -eq 1 "per-route request counter"
+t_check "$(grep -c '^sluice_http_requests_total{module="core",route="unmatched",code="404"} 2$' "$work/metrics.txt")" -eq 1 "unmatched requests counted"
+t_check "$(grep -c '^sluice_http_request_duration_seconds_bucket{module="echo",route="/echo",le="+Inf"} 2$' "$work/metrics.txt")" -eq 1 "per-route latency histogram"
+for m in sluice_build_info sluice_uptime_seconds sluice_reloads_total sluice_reload_failures_total sluice_config_last_reload_successful sluice_modules_loaded sluice_event_loop_lag_seconds_count; do
+    t_check "$(grep -c "^$m" "$work/metrics.txt")" -ge 1 "core metric $m"
+done
+t_end
+
+# -------------------------------------------------------------- reloads
+t_case "reload with a changed option replaces the instance"
+value=two write_conf
+reload
+t_check "$(curl -s "$base/echo" | json_field value)" = two "new option served"
+t_check "$(metric sluice_config_last_reload_successful)" = 1 "reload successful"
+t_check "$(grep -c '\[echo\] changed; starting its successor' "$work/sluiced.log")" -eq 1 "logged as a replacement"
+t_end
+
+t_case "reload with a broken config keeps the old generation and counts the failure"
+value=three echo_extra="limit = 0" write_conf
+bad_line=$(grep -n '^limit = 0' "$work/sluice.conf" | cut -d: -f1)
+reload
+t_check "$(curl -s "$base/echo" | json_field value)" = two "old option still served"
+t_check "$(metric sluice_reload_failures_total)" = 1 "failure counted"
+t_check "$(metric sluice_config_last_reload_successful)" = 0 "last reload unsuccessful"
+t_check "$(grep -c "sluice.conf:$bad_line:.*limit" "$work/sluiced.log")" -ge 1 "logged with file:line"
+value=two write_conf
+reload
+t_check "$(metric sluice_config_last_reload_successful)" = 1 "a good config afterwards succeeds"
+t_end
+
+t_case "reload after the .so was rebuilt runs the new code"
+t_check "$(curl -s "$base/echo" | json_field build)" = 1 "build 1 before"
+${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core" -o "$work/echo2.so" \
+    "$SL_TOP/tests/modules/echo/echo.c" -lcjson
+mv "$work/echo2.so" "$mods/echo.so"
+reload
+t_check "$(curl -s "$base/echo" | json_field build)" = 2 "build 2 served after SIGHUP"
+t_check "$(curl -s "$base/echo" | json_field value)" = two "options kept"
+t_end
+
+t_case "a module removed and added back; its own listener opens and closes"
+second="[module echo \"b\"]
+listen = 127.0.0.1:$port2
+value = bee" value=two write_conf
+reload
+t_check "$(curl -s "http://127.0.0.1:$port2/echo" | json_field value)" = bee "added instance serves on its own port"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' "$base/echo")" = 200 "core port unaffected"
+t_check "$(metric sluice_modules_loaded)" = 3 "3 instances"
+value=two write_conf
+reload
+curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port2/echo"
+t_check $? -eq 7 "removed instance's port is closed (curl exit 7)"
+t_check "$(metric sluice_modules_loaded)" = 2 "2 instances"
+t_check "$(grep -c 'unloading module echo' "$work/sluiced.log")" -ge 1 "an unused image was unloaded"
+t_end
+
+t_case "a module that fails to start is reported; the others keep running"
+second='[module echo "broken"]
+fail = true' value=two write_conf
+reload
+t_check "$(grep -c '\[echo/broken\] failed to start: told to fail' "$work/sluiced.log")" -eq 1 "reason logged"
+t_check "$(metric 'sluice_module_start_failures_total{module="echo"}')" = 1 "counted"
+t_check "$(curl -s "$base/echo" | json_field value)" = two "others still serve"
+value=two write_conf
+reload
+t_end
+
+t_case "readiness reports who is not ready"
+echo_extra="ready = false" value=two write_conf
+reload
+t_check "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 503 "503 when a module is not ready"
+t_check "$(curl -s "$base/readyz" | grep -c 'configured not ready')" -eq 1 "body says why"
+value=two write_conf
+reload
+t_check "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 "200 again"
+t_end
+
+t_case "a replaced instance finishes its in-flight requests"
+curl -s "$base/echo/slow?ms=1500" > "$work/slow.out" &
+slow=$!
+sleep 0.3
+value=four write_conf
+reload
+t_check "$(curl -s "$base/echo" | json_field value)" = four "successor serves at once"
+wait $slow
+t_check "$(json_field value < "$work/slow.out")" = two "in-flight request answered by the old instance"
+t_end
+
+t_case "an instance that does not drain in time is cut off with 503"
+drain=1s value=five write_conf
+reload
+code_file=$work/cut.out
+curl -s -o /dev/null -w '%{http_code}' "$base/echo/slow?ms=8000" > "$code_file" &
+slow=$!
+sleep 0.3
+drain=1s value=six write_conf
+reload
+wait $slow
+t_check "$(cat "$code_file")" = 503 "request answered 503 by the core"
+t_check "$(grep -c 'did not finish draining in time' "$work/sluiced.log")" -ge 1 "logged with what it owned"
+t_end
+
+t_case "100 SIGHUPs under wrk load: no error, no refused connection, no leak growth"
+value=a write_conf
+reload
+cat > "$work/mix.lua" <<'EOF'
+local paths = { "/healthz", "/echo" }
+local i = 0
+request = function()
+    i = i + 1
+    return wrk.format("GET", paths[i % 2 + 1])
+end
+EOF
+rss_before=$(awk '/VmRSS/ { print $2 }' /proc/$daemon/status)
+wrk -t2 -c32 -d12s -s "$work/mix.lua" "$base" > "$work/wrk.out" 2>&1 &
+wrk_pid=$!
+sleep 0.5
+for i in $(seq 1 100); do
+    if [ $((i % 2)) = 0 ]; then value=a; else value=b; fi
+    value=$value write_conf
+    kill -HUP "$daemon"
+    sleep 0.1
+done
+wait $wrk_pid
+sleep 0.3
+rss_after=$(awk '/VmRSS/ { print $2 }' /proc/$daemon/status)
+cat "$work/wrk.out"
+requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
+t_check "${requests:-0}" -gt 1000 "wrk made ${requests:-0} requests"
+t_check "$(grep -c 'Non-2xx' "$work/wrk.out")" -eq 0 "zero non-2xx responses"
+t_check "$(grep -c 'Socket errors' "$work/wrk.out")" -eq 0 "zero socket errors"
+reloads=$(metric sluice_reloads_total)
+t_check "${reloads%.*}" -ge 100 "at least 100 reloads counted ($reloads)"
+t_check "$(metric sluice_reload_failures_total)" = 1 "no new reload failure"
+growth=$((rss_after - rss_before))
+echo "    RSS before ${rss_before} kB, after ${rss_after} kB"
+t_check "$growth" -lt 8192 "RSS grew by ${growth} kB (< 8 MB)"
+t_end
+
+t_case "SIGTERM drains in-flight work and exits 0, sanitizer-clean"
+curl -s "$base/echo/slow?ms=700" > "$work/last.out" &
+slow=$!
+sleep 0.2
+kill -TERM "$daemon"
+wait "$daemon"
+rc=$?
+wait $slow
+t_check "$rc" -eq 0 "exit status 0"
+t_check "$(json_field value < "$work/last.out")" = a "in-flight request answered before exit"
+t_check "$(grep -c -E 'AddressSanitizer|LeakSanitizer|runtime error' "$work/sluiced.log")" -eq 0 "no sanitizer report"
+t_end
+
+t_case "JSON log format"
+printf '[core]\nlisten = 127.0.0.1:%s\nmodules_dir = mods\nlog_format = json\n[module metrics]\n' "$port" > "$work/json.conf"
+"$SLUICED" -c "$work/json.conf" 2>"$work/json.log" &
+jd=$!
+pids+=("$jd")
+t_wait_http "$base/healthz" 10
+kill -TERM $jd
+wait $jd
+t_check "$(python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]; print("ok")' "$work/json.log")" = ok "every line is JSON"
+t_check "$(grep -c '"module":"metrics","msg":"started"' "$work/json.log")" -eq 1 "fields present"
+t_end
+
+t_exit
