@@ -1,0 +1,34 @@
+#!/bin/bash
+# tests/harness/install-deps.sh - installs the Debian packages the build and
+# the integration tests need.  Idempotent: when every package is already
+# installed it touches nothing (no apt-get update), so it is cheap to call
+# at the start of every CI run.
+set -eu
+
+pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
+      librdkafka-dev libpq-dev libhiredis-dev libcurl4-openssl-dev
+      libcjson-dev libcmocka-dev postgresql redis-server clickhouse-server
+      clickhouse-client kcat prometheus wrk nginx-light curl python3)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    # "install ok installed" is the only state in which the files are there;
+    # a removed-but-configured package reports something else.
+    st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$st" = "install ok installed" ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all ${#pkgs[@]} packages present"
+    exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+if [ "$(id -u)" = 0 ]; then
+    as_root=()
+else
+    as_root=(sudo)
+fi
+"${as_root[@]}" apt-get update
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "${missing[@]}"
