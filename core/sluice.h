@@ -245,9 +245,11 @@ SL_API int sl_readiness(sl_ctx *ctx, cJSON *report);
 
 /*
  * Everything an instance owns is tracked through these; connectors use them
- * so that their handles are released with the instance like any timer.  The
- * release function must not call into module code.  An optional readiness
- * probe contributes to /readyz.
+ * so that their handles are released with the instance like any timer, and
+ * a module may track its own state the same way, so that nothing leaks even
+ * when the core has to cut a drain short.  Release functions run newest
+ * first, while the module is still loaded; a connector's must not call back
+ * into module code.  An optional readiness probe contributes to /readyz.
  */
 typedef struct sl_resource sl_resource;
 typedef void (*sl_release_fn)(void *obj);

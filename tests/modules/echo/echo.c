@@ -13,20 +13,36 @@
 #define ECHO_BUILD 1
 #endif
 
+typedef struct slow_reply slow_reply;
+
 typedef struct {
     sl_ctx *ctx;
     sl_series *requests;
     sl_series *ticks;
     sl_timer *tick;
     int stopping;
-    int pending; /* slow requests not answered yet */
+    slow_reply *pending; /* slow requests not answered yet */
 } echo;
 
-typedef struct {
+struct slow_reply {
+    slow_reply *next;
     echo *e;
     sl_req *req;
     sl_timer *timer;
-} slow_reply;
+};
+
+/* The module's state is tracked like any resource, so that even an
+ * instance the core had to cut off mid-drain leaves nothing allocated. */
+static void free_state(void *obj)
+{
+    echo *e = obj;
+    while (e->pending != NULL) {
+        slow_reply *s = e->pending;
+        e->pending = s->next;
+        free(s);
+    }
+    free(e);
+}
 
 static void serve_echo(sl_req *req, void *arg)
 {
@@ -49,13 +65,16 @@ static void answer_slow(void *arg)
     cJSON_AddStringToObject(body, "value", sl_opt_str(e->ctx, "value"));
     sl_reply_json(s->req, 200, body);
     sl_timer_free(s->timer);
+    for (slow_reply **pp = &e->pending; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
     free(s);
     /* The last in-flight request of a draining instance ends the drain. */
-    if (--e->pending == 0 && e->stopping) {
-        sl_ctx *ctx = e->ctx;
-        free(e);
-        sl_stopped(ctx);
-    }
+    if (e->pending == NULL && e->stopping)
+        sl_stopped(e->ctx);
 }
 
 /* GET /echo/slow?ms=N answers after N milliseconds. */
@@ -84,7 +103,8 @@ static void serve_slow(sl_req *req, void *arg)
         sl_reply_error(req, 500, "cannot arm a timer");
         return;
     }
-    e->pending++;
+    s->next = e->pending;
+    e->pending = s;
 }
 
 /* POST /echo/body answers the JSON body it was sent. */
@@ -123,23 +143,23 @@ static int echo_start(sl_ctx *ctx)
     if (e == NULL)
         return sl_fail(ctx, "out of memory");
     e->ctx = ctx;
+    if (sl_track(ctx, "echo state", e, free_state, NULL) == NULL) {
+        free(e);
+        return sl_fail(ctx, "out of memory");
+    }
     sl_set_data(ctx, e);
     requests = sl_counter(ctx, "sluice_echo_requests_total", "Requests answered by /echo.", NULL);
     ticks = sl_counter(ctx, "sluice_echo_ticks_total", "Ticks of the echo timer.", NULL);
-    if (requests == NULL || ticks == NULL) {
-        free(e);
+    if (requests == NULL || ticks == NULL)
         return sl_fail(ctx, "cannot register metrics");
-    }
     e->requests = sl_series_of(requests);
     e->ticks = sl_series_of(ticks);
     e->tick = sl_timer_new(ctx, sl_opt_seconds(ctx, "tick"), 1, on_tick, e);
     if (e->tick == NULL || sl_route(ctx, SL_GET, "/echo", serve_echo, e) != 0 ||
         sl_route(ctx, SL_GET, "/echo/slow", serve_slow, e) != 0 ||
         sl_route(ctx, SL_POST, "/echo/body", serve_body, e) != 0 ||
-        sl_route(ctx, SL_GET, "/echo/item/{id}", serve_item, e) != 0) {
-        free(e);
+        sl_route(ctx, SL_GET, "/echo/item/{id}", serve_item, e) != 0)
         return sl_fail(ctx, "cannot register its timer or routes");
-    }
     if (!sl_opt_bool(ctx, "ready"))
         sl_set_ready(ctx, 0, "configured not ready");
     return 0;
@@ -152,9 +172,8 @@ static void echo_stop(sl_ctx *ctx)
     sl_timer_free(e->tick);
     e->tick = NULL;
     e->stopping = 1;
-    if (e->pending > 0)
+    if (e->pending != NULL)
         return; /* answer_slow() ends the drain */
-    free(e);
     sl_stopped(ctx);
 }
 
