@@ -33,7 +33,8 @@ static void usage(FILE *out)
             "  -t                   check the configuration and exit: 0 when valid\n"
             "  -V                   print version and build information\n"
             "  --help-module NAME   print the options of a module or of a section\n"
-            "                       (core, kafka, ...), as the reference documents them\n",
+            "                       (core, kafka, ...), as the reference documents them\n"
+            "  --list-sections      print the names of the sections besides [module]\n",
             SL_SYSCONF_DIR);
 }
 
@@ -60,7 +61,7 @@ static void print_options(const sl_option *opts)
         if (o->type == SL_OPT_ENUM)
             printf(", one of %s", o->choices);
         if (o->min < o->max)
-            printf(", from %g to %g", o->min, o->max);
+            printf(", from %.15g to %.15g", o->min, o->max);
         printf(")\n      %s\n", o->help);
     }
 }
@@ -150,6 +151,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = { { "help-module", required_argument, NULL, 'H' },
+                                              { "list-sections", no_argument, NULL, 'L' },
                                               { "help", no_argument, NULL, 'h' },
                                               { NULL, 0, NULL, 0 } };
     const char *conf_path = SL_SYSCONF_DIR "/sluice.conf";
@@ -172,6 +174,10 @@ int main(int argc, char **argv)
         case 'H':
             help_name = optarg;
             break;
+        case 'L':
+            for (size_t i = 0; sl_sections[i] != NULL; i++)
+                printf("%s\n", sl_sections[i]->name);
+            return 0;
         case 'h':
             usage(stdout);
             return 0;
