@@ -15,7 +15,7 @@ case "${1:-}" in
     shift
     ;;
 esac
-build=${1:-$top/build}
+build=$(cd "${1:-$top/build}" && pwd)
 sluiced=$build/core/sluiced
 modules_dir=$build/_modules
 
@@ -31,7 +31,7 @@ generate() {
     done
     for so in "$modules_dir"/*.so; do
         echo '```'
-        "$sluiced" --help-module "$(basename "$so" .so)" -c "$conf"
+        "$sluiced" --help-module "$(basename "$so" .so)" -c "$conf" || exit 1
         echo '```'
     done
     rm -f "$conf"
@@ -45,7 +45,8 @@ fi
 readme=$top/README.md
 new=$(mktemp)
 trap 'rm -f "$new"' EXIT
-awk -v gen="$(generate)" '
+reference=$(generate) || exit 1
+awk -v gen="$reference" '
     /^<!-- reference:begin -->$/ { print; print gen; skip = 1; next }
     /^<!-- reference:end -->$/ { skip = 0 }
     !skip { print }
