@@ -160,6 +160,31 @@ t_check "$(curl -s "$base/echo" | json_field build)" = 2 "build 2 served after S
 t_check "$(curl -s "$base/echo" | json_field value)" = two "options kept"
 t_end
 
+t_case "an exclusive module drains before its successor starts"
+${CC:-cc} -shared -fPIC -DECHO_BUILD=3 -DECHO_FLAGS=SL_MODULE_EXCLUSIVE -I"$SL_TOP/core" \
+    -o "$work/echo3.so" "$SL_TOP/tests/modules/echo/echo.c" -lcjson
+mv "$work/echo3.so" "$mods/echo.so"
+curl -s "$base/echo/slow?ms=1000" > "$work/slow.out" &
+slow=$!
+sleep 0.3
+mark=$(wc -l < "$work/sluiced.log")
+kill -HUP "$daemon"
+sleep 0.2
+during=$(curl -s -o /dev/null -w '%{http_code}' "$base/echo")
+wait $slow
+t_wait_for 5 bash -c "curl -s $base/echo | grep -q '\"build\":3'"
+t_check "$during" = 503 "requests during the drain: 503 (the route is restarting)"
+t_check "$(json_field build < "$work/slow.out")" = 2 "in-flight request answered by the old build"
+order=$(tail -n +"$((mark + 1))" "$work/sluiced.log" | grep -E '\[echo\] (stopped|started)' | awk '{ print $4 }' | tr '\n' ' ')
+t_check "$order" = "stopped started " "old stopped before the successor started ($order)"
+t_check "$(curl -s "$base/echo" | json_field build)" = 3 "successor serves"
+# Back to an ordinary build for the cases below.
+${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core" -o "$work/echo2.so" \
+    "$SL_TOP/tests/modules/echo/echo.c" -lcjson
+mv "$work/echo2.so" "$mods/echo.so"
+reload
+t_end
+
 t_case "a module removed and added back; its own listener opens and closes"
 second="[module echo \"b\"]
 listen = 127.0.0.1:$port2

@@ -12,6 +12,10 @@
 #ifndef ECHO_BUILD
 #define ECHO_BUILD 1
 #endif
+/* A test builds it with SL_MODULE_EXCLUSIVE to see the drain-first order. */
+#ifndef ECHO_FLAGS
+#define ECHO_FLAGS 0
+#endif
 
 typedef struct slow_reply slow_reply;
 
@@ -63,6 +67,7 @@ static void answer_slow(void *arg)
     cJSON *body = cJSON_CreateObject();
 
     cJSON_AddStringToObject(body, "value", sl_opt_str(e->ctx, "value"));
+    cJSON_AddNumberToObject(body, "build", ECHO_BUILD);
     sl_reply_json(s->req, 200, body);
     sl_timer_free(s->timer);
     for (slow_reply **pp = &e->pending; *pp != NULL; pp = &(*pp)->next) {
@@ -191,7 +196,7 @@ SL_API const sl_module sluice_module = {
     .name = "echo",
     .description = "a module for testing the core",
     .options = echo_options,
-    .flags = 0,
+    .flags = ECHO_FLAGS,
     .start = echo_start,
     .stop = echo_stop,
 };
