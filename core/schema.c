@@ -4,6 +4,8 @@
 #include <string.h>
 #include "core.h"
 #include "schema.h"
+#include "redis.h"
+#include "clickhouse.h"
 
 static const sl_option core_options[] = {
     { "listen", SL_OPT_LIST, "127.0.0.1:8080",
@@ -29,6 +31,8 @@ static const sl_section_schema core_schema = {
 
 const sl_section_schema *const sl_sections[] = {
     &core_schema,
+    &sl_redis_schema,
+    &sl_clickhouse_schema,
     NULL
 };
 
