@@ -6,6 +6,7 @@
 #include "schema.h"
 #include "redis.h"
 #include "clickhouse.h"
+#include "kafka.h"
 
 static const sl_option core_options[] = {
     { "listen", SL_OPT_LIST, "127.0.0.1:8080",
@@ -33,6 +34,7 @@ const sl_section_schema *const sl_sections[] = {
     &core_schema,
     &sl_redis_schema,
     &sl_clickhouse_schema,
+    &sl_kafka_schema,
     NULL
 };
 

@@ -1,0 +1,49 @@
+/*
+ * kafka.h - what the Kafka connector's files share: the [kafka] section and
+ * its process-wide embedded broker (kafka_broker.c), used by the handles
+ * (kafka.c).
+ */
+#ifndef SL_KAFKA_H
+#define SL_KAFKA_H
+
+#include <stddef.h>
+#include <librdkafka/rdkafka.h>
+#include "schema.h"
+
+/* Defined in kafka.c: referencing the schema is what links the handles
+ * into the daemon (it links the core as a static convenience library, and
+ * only the modules, loaded later, call the handle functions). */
+extern const sl_section_schema sl_kafka_schema;
+
+/* The section's options and hooks (kafka_broker.c). */
+extern const sl_option sl_kafka_options[];
+int sl_kafka_check(const sl_optset *opts, const char *file, sl_errors *errs);
+int sl_kafka_prepare(const sl_optset *old, const sl_optset *opts, sl_errors *errs);
+void sl_kafka_shutdown(void);
+
+/* An embedded (mock) cluster; handles bootstrapping to it hold a reference
+ * so that a cluster replaced by a reload lives until its last user left. */
+typedef struct sl_kafka_cluster sl_kafka_cluster;
+
+/* The [kafka] options in force: the current generation's, or the defaults
+ * when the config has no [kafka] section. */
+const sl_optset *sl_kafka_section(void);
+
+/* A reference to the embedded cluster for `opts` (brokers = embedded),
+ * started now if none runs yet.  NULL with the reason in `err`. */
+sl_kafka_cluster *sl_kafka_cluster_get(const sl_optset *opts, char *err, size_t errlen);
+void sl_kafka_cluster_put(sl_kafka_cluster *c);
+const char *sl_kafka_cluster_bootstraps(const sl_kafka_cluster *c);
+/* Creates `topic` with embedded_partitions partitions unless it exists,
+ * so that a client's first use does not get the mock's fixed default. */
+void sl_kafka_cluster_ensure_topic(sl_kafka_cluster *c, const char *topic);
+
+/* librdkafka's log levels (syslog's) as ours. */
+sl_log_level sl_kafka_log_level(int syslog_level);
+
+/* Sets client.id and every rdkafka.* property of `opts` on `conf`.
+ * Returns 0 or -1 with the reason in `err`. */
+int sl_kafka_conf_apply_section(rd_kafka_conf_t *conf, const sl_optset *opts, char *err,
+                                size_t errlen);
+
+#endif

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# The Kafka connector against the embedded broker, as a module uses it: a
+# real sluiced with the kafkaprobe test module, checked from outside with
+# kcat and curl.  Every count is exact: a lost or duplicated message fails.
+. "$(dirname "$0")/../lib.sh"
+
+work=$(t_tmpdir)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+N=${N:-2000}
+mods=$work/mods
+mkdir -p "$mods"
+cp "$SL_BUILD/_modules/metrics.so" "$mods/"
+cp "$SL_BUILD/tests/modules/kafkaprobe/.libs/kafkaprobe.so" "$mods/"
+port=$(t_free_port)
+base=http://127.0.0.1:$port
+bootfile=$work/bootstrap
+
+write_conf() {
+    cat > "$work/sluice.conf" <<EOF
+# written by tests/integration/kafka.sh
+[core]
+listen = 127.0.0.1:$port
+modules_dir = mods
+log_level = debug
+drain_timeout = 10s
+
+[kafka]
+brokers = embedded
+embedded_brokers = ${embedded_brokers:-1}
+embedded_topics = t_out:4, t_in:4, t_split:8, t_down:4
+bootstrap_file = $bootfile
+admin = true
+rdkafka.enable.idempotence = true
+rdkafka.reconnect.backoff.max.ms = 500
+rdkafka.statistics.interval.ms = 500
+
+[module metrics]
+
+[module kafkaprobe]
+topics = t_in
+group = g_in
+
+[module kafkaprobe "a"]
+topics = t_split
+group = g_split
+produce = false
+
+[module kafkaprobe "b"]
+topics = t_split
+group = g_split
+produce = false
+EOF
+}
+
+start_daemon() {
+    "$SLUICED" -c "$work/sluice.conf" 2>>"$work/sluiced.log" &
+    daemon=$!
+    pids+=("$daemon")
+    t_wait_http "$base/healthz" 10 && t_wait_for 10 test -s "$bootfile"
+}
+
+jget() { # jget URL EXPR: evaluates a Python expression over the JSON answer `j`
+    curl -s --max-time 60 "$1" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2"
+}
+jpost() { # jpost URL EXPR
+    curl -s --max-time 120 -X POST "$1" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2"
+}
+metric() { # metric NAME_WITH_LABELS: its value, or "absent"
+    curl -s "$base/metrics" | awk -v n="$1" '$1 == n { print $2; found = 1 } END { if (!found) print "absent" }'
+}
+kread() { # kread TOPIC: every value of a topic, one per line, sorted
+    kcat -C -b "$(cat "$bootfile")" -t "$1" -e -q -f '%s\n' | sort
+}
+expected() { # expected PREFIX COUNT
+    seq 0 $(($2 - 1)) | sed "s/^/$1-/" | sort
+}
+
+# ---------------------------------------------------------------- config
+t_case "-t refuses bad rdkafka properties and owned ones, with file:line"
+write_conf
+"$SLUICED" -t -c "$work/sluice.conf" 2>"$work/t.out"
+t_check $? -eq 0 "valid config: exit 0"
+t_check ! -e "$bootfile" "-t started no broker (no bootstrap file)"
+sed -e 's/^rdkafka.reconnect.backoff.max.ms = 500/rdkafka.linger.ms = banana\nrdkafka.no.such.property = 1\nrdkafka.bootstrap.servers = 127.0.0.1:1/' \
+    "$work/sluice.conf" > "$work/bad.conf"
+"$SLUICED" -t -c "$work/bad.conf" 2>"$work/t.out"
+t_check $? -eq 1 "bad config: exit 1"
+for key in linger.ms no.such.property bootstrap.servers; do
+    line=$(grep -n "^rdkafka.$key" "$work/bad.conf" | cut -d: -f1)
+    t_check "$(grep -c "bad.conf:$line:.*rdkafka.$key" "$work/t.out")" -ge 1 "rdkafka.$key reported at bad.conf:$line"
+done
+t_end
+
+# ------------------------------------------------------ produce, kcat reads
+t_case "sluiced produces $N messages and kcat reads exactly those"
+start_daemon
+t_check -s "$bootfile" "bootstrap file written: $(cat "$bootfile" 2>/dev/null)"
+t_check "$(grep -c "embedded Kafka broker listening on $(cat "$bootfile")" "$work/sluiced.log")" -ge 1 "broker address logged"
+t_check "$(ss -ltn | awk '{print $4}' | grep -c "^$(cat "$bootfile")$")" -eq 1 "a real TCP listener on $(cat "$bootfile")"
+got=$(jpost "$base/kafkaprobe/produce?topic=t_out&n=$N&prefix=out" '"%d %d" % (j["delivered"], j["failed"])')
+t_check "$got" = "$N 0" "delivered $N, failed 0 (got: $got)"
+kread t_out > "$work/out.got"
+expected out "$N" > "$work/out.want"
+t_check "$(wc -l < "$work/out.got")" -eq "$N" "kcat read $N messages"
+t_check -z "$(diff "$work/out.want" "$work/out.got" | head -3)" "contents identical"
+t_check "$(metric 'sluice_kafka_delivered_total{topic="t_out"}')" = "$N" "sluice_kafka_delivered_total{topic=\"t_out\"} = $N"
+t_check "$(metric 'sluice_kafka_produced_total{topic="t_out"}')" = "$N" "sluice_kafka_produced_total{topic=\"t_out\"} = $N"
+t_end
+
+# ------------------------------------------------ kcat produces, group reads
+t_case "kcat produces $N messages and a sluiced consumer group reads exactly them"
+expected in "$N" | kcat -P -b "$(cat "$bootfile")" -t t_in
+t_wait_for 30 test "$(jget "$base/kafkaprobe/consumed" 'j["count"]')" -ge "$N"
+sleep 1 # anything beyond N (a duplicate) would arrive now
+t_check "$(jget "$base/kafkaprobe/consumed" 'j["count"], j["distinct"]')" = "($N, $N)" "consumed $N, all distinct"
+jget "$base/kafkaprobe/consumed?values=1" '"\n".join(j["values"])' | sort > "$work/in.got"
+t_check -z "$(expected in "$N" | diff - "$work/in.got" | head -3)" "contents identical to what kcat produced"
+t_check "$(metric 'sluice_kafka_consumed_total{topic="t_in"}')" = "$N" "sluice_kafka_consumed_total{topic=\"t_in\"} = $N"
+# The lag gauge comes from librdkafka's statistics, once offsets are committed.
+lag_zero() {
+    curl -s "$base/metrics" | awk '/^sluice_kafka_consumer_lag\{.*topic="t_in"/ && $0 !~ /instance_name/ { n++; s += $2 }
+        END { exit !(n == 4 && s == 0) }'
+}
+t_wait_for 15 lag_zero
+t_check $? -eq 0 "sluice_kafka_consumer_lag: 4 partitions of t_in, all 0"
+t_end
+
+# -------------------------------------------- two members split partitions
+t_case "two instances in one group split 8 partitions and read every message once"
+split_ready() {
+    local a b
+    a=$(jget "$base/kafkaprobe/a/consumed" 'j["assigned"]')
+    b=$(jget "$base/kafkaprobe/b/consumed" 'j["assigned"]')
+    [ "$a" -gt 0 ] && [ "$b" -gt 0 ] && [ $((a + b)) -eq 8 ]
+}
+t_wait_for 30 split_ready
+t_check $? -eq 0 "assignment: a=$(jget "$base/kafkaprobe/a/consumed" 'j["assigned"]') b=$(jget "$base/kafkaprobe/b/consumed" 'j["assigned"]')"
+expected split "$N" | kcat -P -b "$(cat "$bootfile")" -t t_split
+split_done() {
+    [ $(( $(jget "$base/kafkaprobe/a/consumed" 'j["count"]') + $(jget "$base/kafkaprobe/b/consumed" 'j["count"]') )) -ge "$N" ]
+}
+t_wait_for 30 split_done
+sleep 1
+ca=$(jget "$base/kafkaprobe/a/consumed" 'j["count"]')
+cb=$(jget "$base/kafkaprobe/b/consumed" 'j["count"]')
+t_check $((ca + cb)) -eq "$N" "a read $ca, b read $cb: $N together"
+t_check "$ca" -gt 0 "a read some"
+t_check "$cb" -gt 0 "b read some"
+{ jget "$base/kafkaprobe/a/consumed?values=1" '"\n".join(j["values"])'
+  jget "$base/kafkaprobe/b/consumed?values=1" '"\n".join(j["values"])'; } | sort > "$work/split.got"
+t_check -z "$(expected split "$N" | diff - "$work/split.got" | head -3)" "the union is every message exactly once"
+t_end
+
+# ------------------------------------------------------------ broker down
+t_case "an embedded broker down and back during production: nothing lost"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/kafkaprobe/broker?id=1&up=0")
+t_check "$code" = 200 "broker 1 taken down ($code)"
+curl -s --max-time 120 -X POST "$base/kafkaprobe/produce?topic=t_down&n=$N&prefix=down" > "$work/down.json" &
+producer=$!
+pids+=("$producer")
+not_ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 503 ]; }
+t_wait_for 15 not_ready
+t_check $? -eq 0 "/readyz says 503 while the broker is down"
+outq=$(jget "$base/kafkaprobe/status" 'j["outq"]')
+t_check "$outq" -gt 0 "messages wait in the producer ($outq) while the broker is down"
+t_check "$(kill -0 $producer 2>/dev/null && echo running)" = running "the produce run has not finished"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/kafkaprobe/broker?id=1&up=1")
+t_check "$code" = 200 "broker 1 back up ($code)"
+wait $producer
+got=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["delivered"], j["failed"])' "$work/down.json")
+t_check "$got" = "$N 0" "delivered $N, failed 0 (got: $got)"
+kread t_down > "$work/down.got"
+t_check "$(wc -l < "$work/down.got")" -eq "$N" "kcat read exactly $N (no duplicates)"
+t_check "$(sort -u "$work/down.got" | wc -l)" -eq "$N" "$N distinct"
+t_check -z "$(expected down "$N" | diff - "$work/down.got" | head -3)" "contents identical"
+ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ]; }
+t_wait_for 15 ready
+t_check $? -eq 0 "/readyz back to 200"
+t_end
+
+# ---------------------------------------------------------------- reload
+t_case "a reload that leaves [kafka] alone keeps the broker and its data"
+before=$(cat "$bootfile")
+sed -i 's/^log_level = debug/log_level = info/' "$work/sluice.conf"
+kill -HUP "$daemon"
+sleep 2
+t_check "$(cat "$bootfile")" = "$before" "same bootstrap address"
+t_check "$(kread t_out | wc -l)" -eq "$N" "t_out still holds $N messages"
+got=$(jpost "$base/kafkaprobe/produce?topic=t_out&n=10&prefix=more" '"%d %d" % (j["delivered"], j["failed"])')
+t_check "$got" = "10 0" "the carried-over producer still delivers"
+t_end
+
+t_case "admin off refuses the broker route; a changed [kafka] replaces the handles"
+sed -i 's/^admin = true/admin = false/' "$work/sluice.conf"
+kill -HUP "$daemon"
+t_wait_for 10 grep -q "kafkaprobe.*changed" "$work/sluiced.log"
+sleep 1
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/kafkaprobe/broker?id=1&up=0")
+t_check "$code" = 403 "broker route refused with admin = false ($code)"
+got=$(jpost "$base/kafkaprobe/produce?topic=t_out&n=10&prefix=after" '"%d %d" % (j["delivered"], j["failed"])')
+t_check "$got" = "10 0" "the successor's producer delivers"
+t_end
+
+# --------------------------------------------------------------- shutdown
+t_case "SIGTERM: every handle closed, broker stopped, exit 0"
+kill -TERM "$daemon"
+for _ in $(seq 1 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
+wait "$daemon"
+t_check $? -eq 0 "sluiced exited 0"
+t_check ! -e "$bootfile" "bootstrap file removed"
+t_check "$(grep -c 'did not finish draining' "$work/sluiced.log")" -eq 0 "every instance drained in time"
+t_check "$(grep -c 'embedded Kafka broker on .* stopped' "$work/sluiced.log")" -ge 1 "embedded broker stopped"
+t_end
+
+t_exit
