@@ -7,6 +7,7 @@
 #include "redis.h"
 #include "clickhouse.h"
 #include "kafka.h"
+#include "pg.h"
 
 static const sl_option core_options[] = {
     { "listen", SL_OPT_LIST, "127.0.0.1:8080",
@@ -35,6 +36,7 @@ const sl_section_schema *const sl_sections[] = {
     &sl_redis_schema,
     &sl_clickhouse_schema,
     &sl_kafka_schema,
+    &sl_postgres_schema,
     NULL
 };
 
