@@ -48,7 +48,7 @@ static const sl_option clickhouse_options[] = {
     { "timeout", SL_OPT_DURATION, "30s", "how long one attempt of a request may take", 0.001,
       86400, NULL },
     { "retries", SL_OPT_INT, "3",
-      "further attempts after a failure that may pass (connection, timeout, overload)", 0, 100,
+      "further attempts after a failure that may pass (connection refused or broken, overload)", 0, 100,
       NULL },
     { "max_connections", SL_OPT_INT, "8", "connections open to the server at most", 1, 1024,
       NULL },
@@ -294,13 +294,14 @@ static int code_retriable(int code)
 }
 
 /* Transport failures worth another attempt; a bad url or an answer too
- * large would fail the same way again. */
+ * large would fail the same way again.  A timeout is not retried: the
+ * request is slow by itself, another attempt doubles the server's load,
+ * and an insert that timed out may still be applied. */
 static int curl_retriable(CURLcode rc)
 {
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_CONNECT:
-    case CURLE_OPERATION_TIMEDOUT:
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:

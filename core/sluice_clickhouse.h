@@ -8,14 +8,15 @@
  * Readiness (/readyz) follows a periodic GET /ping.
  *
  * Every request is retried, with exponential backoff, up to `retries` more
- * times when the server could not be reached, the connection broke, the
- * request timed out, or the server answered 5xx with an error that is not
- * about the request itself (overload, memory, too many parts).  Errors that
- * retrying cannot fix (syntax, unknown table, unparsable rows) are reported
- * at once with ClickHouse's own message.  A retried insert may be applied
- * twice when the first attempt was applied but its answer was lost: use a
- * table engine that deduplicates (ReplacingMergeTree, Replicated*) where that
- * matters.
+ * times when the server could not be reached, the connection broke, or the
+ * server answered 5xx with an error that is not about the request itself
+ * (overload, memory, too many parts).  Errors that retrying cannot fix
+ * (syntax, unknown table, unparsable rows) are reported at once with
+ * ClickHouse's own message; so is a request that took longer than
+ * `timeout` (another attempt would only add load).  A retried insert may
+ * be applied twice when the first attempt was applied but its answer was
+ * lost: use a table engine that deduplicates (ReplacingMergeTree,
+ * Replicated*) where that matters.
  *
  * Callbacks run on the loop, exactly once per accepted request, never from
  * inside the call that submitted it.
