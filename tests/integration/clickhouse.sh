@@ -170,6 +170,21 @@ t_check "$(chc --query 'SELECT count() FROM events')" = 30500 "30500 rows: nothi
 t_check "$(code_of --data-binary '{"id":100,"s":"after"}' "$base/ch/insert?table=texts")" = 200 "inserts work again"
 t_end
 
+t_case "a changed [clickhouse] replaces the instance, even with a query in flight"
+reloads=$(metric sluice_reloads_total)
+curl -s -o "$work/inflight.out" -w '%{http_code}' --max-time 10 --data-binary "SELECT sleep(1.5)" "$base/ch/query" > "$work/inflight.code" &
+inflight=$!
+sleep 0.3
+sed -i 's/^ping_interval = .*/ping_interval = 200ms/' "$work/sluice.conf"
+kill -HUP "$daemon"
+t_wait_for 5 test "$(metric sluice_reloads_total)" != "$reloads"
+wait "$inflight"
+t_check "$(cat "$work/inflight.code")" = 503 "the query of the old instance is answered 503: $(cat "$work/inflight.out")"
+t_wait_for 10 test "$(code_of "$base/readyz")" = 200
+t_check "$(code_of "$base/readyz")" = 200 "the new instance is ready"
+t_check "$(curl -s --data-binary "SELECT count() AS n FROM texts" "$base/ch/query" | jq_of '.data[0].n')" = 9 "and answers queries"
+t_end
+
 t_case "metrics pass promtool and the daemon stops cleanly"
 curl -s "$base/metrics" > "$work/metrics.txt"
 promtool check metrics < "$work/metrics.txt" > "$work/promtool.out" 2>&1

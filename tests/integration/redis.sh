@@ -171,6 +171,26 @@ t_wait_for 10 test "$(code_of "$base/readyz")" = 200
 t_check "$(curl -s "$base/redis/get?key=k7" | json_get value)" = "after restart" "round trip works after thawing"
 t_end
 
+t_case "a changed [redis] replaces the instance, even with a command in flight"
+reloads=$(metric sluice_reloads_total)
+frozen=$(rcli INFO server | tr -d '\r' | awk -F: '$1 == "process_id" { print $2 }')
+kill -STOP "$frozen"
+curl -s -o "$work/inflight.out" -w '%{http_code}' --max-time 10 "$base/redis/get?key=k7" > "$work/inflight.code" &
+inflight=$!
+sleep 0.3
+sed -i 's/^reconnect_max = .*/reconnect_max = 400ms/' "$work/sluice.conf"
+kill -HUP "$daemon"
+t_wait_for 5 test "$(metric sluice_reloads_total)" != "$reloads"
+wait "$inflight"
+t_check "$(cat "$work/inflight.code")" = 503 "the request waiting on the old connection is answered 503: $(cat "$work/inflight.out")"
+kill -CONT "$frozen"
+frozen=""
+t_wait_for 10 test "$(code_of "$base/readyz")" = 200
+t_check "$(code_of "$base/readyz")" = 200 "the new instance is ready"
+t_check "$(curl -s "$base/redis/get?key=k7" | json_get value)" = "after restart" "and serves round trips"
+t_check "$(kill -0 "$daemon" 2>/dev/null && echo alive)" = alive "sluiced still running"
+t_end
+
 t_case "metrics pass promtool and the daemon stops cleanly"
 curl -s "$base/metrics" > "$work/metrics.txt"
 promtool check metrics < "$work/metrics.txt" > "$work/promtool.out" 2>&1
