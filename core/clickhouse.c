@@ -266,6 +266,21 @@ static int exception_code(const char *body)
     return atoi(p + 6);
 }
 
+/* The exception ClickHouse appended to a streamed answer: the last
+ * "Code: N, e.displayText() = DB::Exception..." in it, or NULL. */
+static const char *late_exception(const char *body)
+{
+    const char *at = NULL, *p = body;
+
+    while ((p = strstr(p, "Code: ")) != NULL) {
+        at = p;
+        p += 6;
+    }
+    if (at == NULL || strstr(at, "DB::Exception") == NULL)
+        return NULL;
+    return at;
+}
+
 /* Exceptions that describe the server's state rather than the request:
  * trying again later may succeed. */
 static int code_retriable(int code)
@@ -422,7 +437,7 @@ static void schedule_ping(sl_ch *ch, double delay);
 
 static void ping_done(sl_ch *ch, req *q, int ok, const char *err)
 {
-    int was = ch->up;
+    int was = ch->up, first = !ch->pinged;
 
     ch->ping = NULL;
     ch->pinged = 1;
@@ -433,7 +448,8 @@ static void ping_done(sl_ch *ch, req *q, int ok, const char *err)
             sl_log_core(SL_LOG_INFO, WHO, "%s: clickhouse %s is up", ch->label, ch->base);
     } else {
         snprintf(ch->why, sizeof(ch->why), "clickhouse %s: %s", ch->base, err);
-        if (was)
+        /* Once per outage, and once if it was never up. */
+        if (was || first)
             sl_log_core(SL_LOG_WARN, WHO, "%s: clickhouse %s is down: %s", ch->label, ch->base,
                         err);
     }
@@ -447,6 +463,7 @@ static void finish(sl_ch *ch, req *q, long status, int code, const char *err)
 {
     sl_ch_result res;
     cJSON *json = NULL;
+    char late[1024];
 
     unlink_req(ch, q);
     res.error = err;
@@ -458,9 +475,16 @@ static void finish(sl_ch *ch, req *q, long status, int code, const char *err)
     res.attempts = q->attempts;
     if (err == NULL && q->kind == K_QUERY) {
         json = cJSON_ParseWithLength(res.body, res.len);
-        if (json == NULL)
-            res.error = "cannot parse ClickHouse's JSON answer";
         res.json = json;
+        /* An exception after the first rows were sent cannot change the
+         * status any more: ClickHouse appends it to the body. */
+        if (json == NULL) {
+            const char *at = late_exception(res.body);
+            res.code = at != NULL ? exception_code(at) : 0;
+            if (at != NULL)
+                first_line(at, res.len - (size_t)(at - res.body), late, sizeof(late));
+            res.error = at != NULL ? late : "cannot parse ClickHouse's JSON answer";
+        }
     }
     res.elapsed = sl_now() - q->submitted;
     if (q->fn != NULL && !ch->life.freeing)

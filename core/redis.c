@@ -158,7 +158,7 @@ typedef struct cmd cmd;
 struct cmd {
     cmd *next;
     sl_redis *r;
-    sl_redis_fn fn;     /* NULL for our own AUTH/SELECT */
+    sl_redis_fn fn;     /* NULL for our own commands and ignored outcomes */
     void *arg;
     double start;
     double deadline;
@@ -186,7 +186,6 @@ struct sl_redis {
 
     cmd *head, *tail;           /* handed to hiredis, oldest first */
     cmd *failed, *failed_tail;  /* to be answered on the next loop turn */
-
 
     sl_metric *m_latency, *m_commands, *m_reconnects, *m_up;
     sl_series *s_latency, *s_reconnects, *s_up, *s_out[OUT_N];

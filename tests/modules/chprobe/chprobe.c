@@ -61,7 +61,8 @@ static int format_row(char *buf, size_t len, size_t i)
 static void reply_error(sl_req *req, const sl_ch_result *res)
 {
     cJSON *body = cJSON_CreateObject();
-    int refused = res->status >= 400;
+    /* ClickHouse refused it, or raised an exception while streaming. */
+    int refused = res->status >= 400 || res->code != 0;
 
     cJSON_AddStringToObject(body, "error", res->error);
     cJSON_AddNumberToObject(body, "status", (double)res->status);
