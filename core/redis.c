@@ -98,7 +98,8 @@ int sl_redis_url_parse(const char *url, sl_redis_url *out, char *err, size_t err
         p = hend + 1;
     } else {
         host = p;
-        hend = host + strcspn(host, ":/");
+        hend = host + strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                   "0123456789-._");
         p = hend;
     }
     if (hend == host || (size_t)(hend - host) >= sizeof(out->host)) {
