@@ -170,7 +170,7 @@ struct conn {
     PGresult *res;            /* what came back for cur so far */
     int flushing;
     sl_pg_tx *tx;             /* pinned to this transaction */
-    op *own, *own_tail;       /* the LISTEN connection's own statements */
+    op *own, *own_tail;       /* its own statements: LISTEN, probes */
 };
 
 struct sl_pg {
@@ -698,8 +698,8 @@ static void conn_send(conn *c, op *o)
     conn_flush(c);
 }
 
-/* The next op for an idle connection: its transaction's, its own (the
- * LISTEN connection), or the pool's.  Ops whose deadline passed while they
+/* The next op for an idle connection: its own (LISTEN, a probe), its
+ * transaction's, or the pool's.  Ops whose deadline passed while they
  * waited fail here. */
 static void conn_next(conn *c)
 {
@@ -707,10 +707,12 @@ static void conn_next(conn *c)
     op *o;
 
     while (c->state == C_IDLE && !pg->life.freeing) {
-        if (c->tx != NULL) {
+        if (c->own != NULL) {
+            o = pop_front(&c->own, &c->own_tail);
+        } else if (c->tx != NULL) {
             o = pop_front(&c->tx->head, &c->tx->tail);
         } else if (c == pg->lconn) {
-            o = pop_front(&c->own, &c->own_tail);
+            return;
         } else {
             o = pop_front(&pg->jobs, &pg->jobs_tail);
             if (o != NULL)
@@ -887,6 +889,29 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
 }
 
 /*
+ * A statement timed out: the server may be frozen or the network gone,
+ * which an idle connection cannot notice by itself.  Each idle one runs
+ * SELECT 1 under the same deadline, so that a dead server empties the pool,
+ * and readiness says so, within one more timeout instead of one timeout
+ * per request that happens to pick a stale connection.
+ */
+static void probe_idle(sl_pg *pg)
+{
+    for (int i = -1; i < pg->pool_size && !pg->life.freeing; i++) {
+        conn *c = i < 0 ? pg->lconn : &pg->conns[i];
+        op *o;
+        if (c == NULL || c->state != C_IDLE || c->tx != NULL || c->own != NULL)
+            continue;
+        o = op_new(OP_SCRIPT, "SELECT 1", 0, NULL, NULL, NULL);
+        if (o == NULL)
+            return;
+        o->internal = 1;
+        push_back(&c->own, &c->own_tail, o);
+        conn_next(c);
+    }
+}
+
+/*
  * An established connection is gone (or abandoned: a statement past its
  * deadline).  The statement in flight fails with `out`, its transaction
  * fails, and the connection is opened again: at once after a timeout (the
@@ -915,7 +940,7 @@ static void conn_drop(conn *c, outcome out, const char *why)
         unpin(tx);
         tx_fail(tx, msg);
     }
-    if (c == pg->lconn) {
+    {
         op *own;
         while ((own = pop_front(&c->own, &c->own_tail)) != NULL)
             op_free(own); /* LISTENs are queued again once it is back */
@@ -924,6 +949,8 @@ static void conn_drop(conn *c, outcome out, const char *why)
     sl_conn_arm(c->timer, out == OUT_TIMEOUT ? 0 : BACKOFF_FIRST);
     if (c->id > 0)
         pool_down(pg);
+    if (out == OUT_TIMEOUT)
+        probe_idle(pg);
 }
 
 /* Deadlines: waiting ops, statements in flight, open transactions. */
