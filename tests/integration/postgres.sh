@@ -59,7 +59,7 @@ t_check $? -eq 0 "postgres on ${SL_PG_DSN:-nothing}"
 t_end
 [ -n "${SL_PG_PORT:-}" ] || { t_exit; exit 1; }
 
-write_conf() { # write_conf FILE PORT MIGRATE
+write_conf() { # write_conf FILE PORT MIGRATE [POSTGRES_LINES]
     cat > "$1" <<EOF
 [core]
 listen = 127.0.0.1:$2
@@ -71,7 +71,9 @@ dsn = $SL_PG_DSN
 pool_size = 4
 connect_timeout = 2s
 query_timeout = 2s
+tx_timeout = 3s
 reconnect_max = 500ms
+${4:-}
 
 [module metrics]
 [module pgprobe]
@@ -165,6 +167,18 @@ t_check "$(echo "$a" | py '"not run" in j["results"][2]["error"]')" = True "the 
 t_check "$(psqlc "SELECT string_agg(k || v, ',' ORDER BY k) FROM ledger")" = "a1,b2" "c was rolled back"
 t_check "$(psqlc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluiced pgprobe' AND state LIKE 'idle in transaction%'")" = 0 \
     "no connection left idle in a transaction"
+t_end
+
+t_case "a transaction not ended within tx_timeout is rolled back"
+a=$(tx '{"statements":[{"sql":"INSERT INTO ledger VALUES ($1, $2)","params":["held",5]}],
+         "end":"commit","hold":4}')
+t_check "$(echo "$a" | py 'j["ok"]')" = False "its commit fails"
+t_check "$(echo "$a" | py '"tx_timeout" in j["error"]')" = True "saying why: $(echo "$a" | py 'j["error"]')"
+t_check "$(echo "$a" | py 'j["results"][0].get("rows")')" = 0 "the insert had run inside it"
+t_check "$(psqlc "SELECT count(*) FROM ledger WHERE k = 'held'")" = 0 "and is gone"
+t_check "$(psqlc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluiced pgprobe' AND state LIKE 'idle in transaction%'")" = 0 \
+    "its connection is not left idle in a transaction"
+t_check "$(q 'SELECT count(*) FROM ledger' | py 'j["rows"]')" = "[['2']]" "the pool serves the next request"
 t_end
 
 t_case "a statement past query_timeout fails, and the pool carries on"
@@ -284,11 +298,26 @@ wait_eq 5 5 conns_up
 t_check "$(conns_up)" = 5 "all 5 connections up again"
 t_end
 
+t_case "SIGHUP with a changed [postgres] replaces the instance and its pool"
+sed -i 's/^pool_size = 4/pool_size = 2/' "$work/sluice.conf"
+kill -HUP "$daemon"
+wait_eq 10 2 conns_up
+t_check "$(conns_up)" = 2 "sluice_pg_connections_up 2 (the new pool, no LISTEN yet)"
+wait_eq 5 2 psqlc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluiced pgprobe'"
+t_check "$(psqlc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluiced pgprobe'")" = 2 \
+    "the server sees 2 connections: the old pool and LISTEN connection are closed"
+t_check "$(q 'SELECT count(*) FROM ledger WHERE k IN ($1, $2)' '["a", "b"]' | py 'j["rows"]')" = "[['2']]" \
+    "the new pool answers"
+t_check "$(readyz)" = 200 "/readyz 200"
+t_end
+
 # ------------------------------------------------------------- migrations
 t_case "two daemons starting together apply each migration once"
 pa=$(t_free_port)
 pb=$(t_free_port)
-write_conf "$work/a.conf" "$pa" true
+# a: one connection and room for two waiting requests, for the overflow case.
+write_conf "$work/a.conf" "$pa" true "max_queue = 2"
+sed -i 's/^pool_size = .*/pool_size = 1/; s/^query_timeout = .*/query_timeout = 5s/' "$work/a.conf"
 write_conf "$work/b.conf" "$pb" true
 "$SLUICED" -c "$work/a.conf" 2>>"$work/a.log" &
 pids+=($!)
@@ -314,6 +343,15 @@ a=$(curl -s --max-time 10 -X POST "http://127.0.0.1:$pa/pg/migrate")
 t_check "$(echo "$a" | py 'j["applied"]')" = 0 "0 applied: $a"
 t_check "$(psqlc "SELECT count(*) FROM sluice_migrations WHERE module = 'pgprobe'")" = 3 "still 3 recorded"
 t_check "$(psqlc "SELECT count(*) FROM probe_items WHERE name = 'seed'")" = 1 "still one seed"
+t_end
+
+t_case "requests beyond max_queue fail at once"
+seq 1 10 | xargs -P 10 -I{} curl -s -o /dev/null -w '%{http_code}\n' --max-time 15 -X POST \
+    "http://127.0.0.1:$pa/pg/query" --data-binary '{"sql":"SELECT pg_sleep(1)"}' > "$work/over.codes"
+t_check "$(grep -c '^200$' "$work/over.codes")" = 3 "3 served: one running, two waiting"
+t_check "$(grep -c '^503$' "$work/over.codes")" = 7 "7 refused with 503"
+t_check "$(curl -s "http://127.0.0.1:$pa/metrics" | awk '$1 == "sluice_pg_queries_total{module=\"pgprobe\",outcome=\"overflow\"}" { print $2 }')" = 7 \
+    "sluice_pg_queries_total{outcome=overflow} 7"
 t_end
 
 t_case "SIGTERM: sluiced exits 0 and closes its connections"

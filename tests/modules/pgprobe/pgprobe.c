@@ -6,7 +6,8 @@
  *                         200 {"columns": [...], "rows": [[...]], "affected": n}
  *                         422 {"error", "sqlstate"} refused by the server,
  *                         503 {"error"} no answer (down, timeout, lost)
- *   POST /pg/tx           {"statements": [{"sql", "params"}...], "end": "commit"|"rollback"}
+ *   POST /pg/tx           {"statements": [{"sql", "params"}...], "end": "commit"|"rollback",
+ *                          "hold": seconds to wait before ending it (optional)}
  *                         200 {"ok": bool, "error": str|null, "results": [{"error", "rows"}]}
  *   POST /pg/listen?channel=C   starts listening on C
  *   GET  /pg/notes?channel=C    {"established": n, "payloads": [...]}
@@ -150,6 +151,9 @@ static void serve_query(sl_req *req, void *arg)
 typedef struct {
     sl_req *req;
     cJSON *results; /* one object per statement */
+    sl_pg_tx *tx;
+    int rollback;
+    sl_timer *hold;
 } tx_call;
 
 typedef struct {
@@ -184,14 +188,25 @@ static void on_tx_end(sl_pg *pg, const sl_pg_result *res, const char *err, void 
         cJSON_AddNullToObject(o, "error");
     cJSON_AddItemToObject(o, "results", call->results);
     sl_reply_json(call->req, 200, o);
+    sl_timer_free(call->hold);
     free(call);
+}
+
+static void end_tx(void *arg)
+{
+    tx_call *call = arg;
+
+    if (call->rollback)
+        sl_pg_tx_rollback(call->tx, on_tx_end, call);
+    else
+        sl_pg_tx_commit(call->tx, on_tx_end, call);
 }
 
 static void serve_tx(sl_req *req, void *arg)
 {
     probe *p = arg;
     cJSON *body = sl_req_json(req);
-    const cJSON *stmts, *end, *it;
+    const cJSON *stmts, *end, *hold, *it;
     tx_call *call;
     sl_pg_tx *tx;
     int i = 0;
@@ -200,7 +215,8 @@ static void serve_tx(sl_req *req, void *arg)
         return;
     stmts = cJSON_GetObjectItemCaseSensitive(body, "statements");
     end = cJSON_GetObjectItemCaseSensitive(body, "end");
-    if (!cJSON_IsArray(stmts) || !cJSON_IsString(end)) {
+    hold = cJSON_GetObjectItemCaseSensitive(body, "hold");
+    if (!cJSON_IsArray(stmts) || !cJSON_IsString(end) || (hold != NULL && !cJSON_IsNumber(hold))) {
         sl_reply_error(req, 400, "want {\"statements\": [...], \"end\": \"commit|rollback\"}");
         return;
     }
@@ -212,6 +228,8 @@ static void serve_tx(sl_req *req, void *arg)
         return;
     }
     call->req = req;
+    call->tx = tx;
+    call->rollback = strcmp(end->valuestring, "rollback") == 0;
     call->results = cJSON_CreateArray();
     cJSON_ArrayForEach(it, stmts) {
         const cJSON *sql = cJSON_GetObjectItemCaseSensitive(it, "sql");
@@ -228,10 +246,12 @@ static void serve_tx(sl_req *req, void *arg)
         if (sl_pg_tx_query(tx, sql->valuestring, n, ps.v, on_tx_statement, s) != 0)
             free(s);
     }
-    if (strcmp(end->valuestring, "rollback") == 0)
-        sl_pg_tx_rollback(tx, on_tx_end, call);
-    else
-        sl_pg_tx_commit(tx, on_tx_end, call);
+    if (hold != NULL && hold->valuedouble > 0) {
+        call->hold = sl_timer_new(p->ctx, hold->valuedouble, 0, end_tx, call);
+        if (call->hold != NULL)
+            return;
+    }
+    end_tx(call);
 }
 
 /* --------------------------------------------------------------- listen */
