@@ -11,11 +11,15 @@
  *        {"count","distinct","partitions":[...assigned "topic/p"...],
  *         "assigned","rebalances","values":[...]}
  *   GET  /kafkaprobe/status     readiness of the handles and counters
+ *   POST /kafkaprobe/commit     commits the next offset of every partition
+ *        read so far; answers with the result: {"err","committed"}
+ *   POST /kafkaprobe/pause?topic=T&partition=P&pause=1|0
  *   POST /kafkaprobe/broker?id=I&up=0|1          (needs [kafka] admin)
  *   POST /kafkaprobe/errors?api=A&err=E&count=C  (needs [kafka] admin)
  *
  * Options: `topics` and `group` start a consumer with the instance;
- * `produce` (default true) creates the producer.  Routes carry the instance
+ * `produce` (default true) creates the producer; `auto_commit` false
+ * leaves commits to /commit; `tag` only marks a config change.  Routes carry the instance
  * name when there is one (/kafkaprobe/a/consumed), so two instances in one
  * process can be told apart.
  */
@@ -45,8 +49,17 @@ typedef struct {
     double started;
 } run;
 
+typedef struct {
+    char *topic;
+    int32_t partition;
+    int64_t next; /* offset after the last message read */
+} position;
+
 struct probe {
     sl_ctx *ctx;
+    position *positions;
+    size_t npositions;
+    sl_req *commit_req; /* one commit at a time */
     sl_kafka_producer *producer;
     sl_kafka_consumer *consumer;
     run *running; /* one produce run at a time */
@@ -67,6 +80,8 @@ static const sl_option probe_options[] = {
     { "produce", SL_OPT_BOOL, "true", "create a producer", 0, 0, NULL },
     { "auto_offset_reset", SL_OPT_ENUM, "earliest", "where a new group starts", 0, 0,
       "earliest|latest" },
+    { "auto_commit", SL_OPT_BOOL, "true", "let librdkafka commit offsets", 0, 0, NULL },
+    { "tag", SL_OPT_STRING, "", "changes nothing but the config", 0, 0, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 
@@ -185,11 +200,35 @@ static void serve_produce(sl_req *req, void *arg)
 
 /* ----------------------------------------------------------- consuming */
 
+static void remember_position(probe *pr, const sl_kafka_msg *msg)
+{
+    position *grown;
+
+    for (size_t i = 0; i < pr->npositions; i++) {
+        if (pr->positions[i].partition == msg->partition &&
+            strcmp(pr->positions[i].topic, msg->topic) == 0) {
+            pr->positions[i].next = msg->offset + 1;
+            return;
+        }
+    }
+    grown = realloc(pr->positions, (pr->npositions + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return;
+    pr->positions = grown;
+    grown[pr->npositions].topic = strdup(msg->topic);
+    if (grown[pr->npositions].topic == NULL)
+        return;
+    grown[pr->npositions].partition = msg->partition;
+    grown[pr->npositions].next = msg->offset + 1;
+    pr->npositions++;
+}
+
 static void on_message(sl_kafka_consumer *c, const sl_kafka_msg *msg, void *arg)
 {
     probe *pr = arg;
 
     (void)c;
+    remember_position(pr, msg);
     if (pr->nvalues == pr->cap) {
         size_t cap = pr->cap ? pr->cap * 2 : 1024;
         char **grown = realloc(pr->values, cap * sizeof(*grown));
@@ -247,7 +286,8 @@ static void serve_consumed(sl_req *req, void *arg)
         free(sorted);
         return sl_reply_error(req, 500, "out of memory");
     }
-    memcpy(sorted, pr->values, pr->nvalues * sizeof(*sorted));
+    if (pr->nvalues > 0)
+        memcpy(sorted, pr->values, pr->nvalues * sizeof(*sorted));
     qsort(sorted, pr->nvalues, sizeof(*sorted), cmp_str);
     for (size_t i = 0; i < pr->nvalues; i++)
         if (i == 0 || strcmp(sorted[i], sorted[i - 1]) != 0)
@@ -277,6 +317,65 @@ static void serve_status(sl_req *req, void *arg)
     cJSON_AddNumberToObject(body, "outq", pr->producer ? sl_kafka_producer_outq(pr->producer) : 0);
     cJSON_AddStringToObject(body, "bootstrap", bs != NULL ? bs : "");
     sl_reply_json(req, 200, body);
+}
+
+static void on_committed(sl_kafka_consumer *c, int err, const sl_kafka_tp *parts, size_t n,
+                         void *arg)
+{
+    probe *pr = arg;
+    cJSON *body = cJSON_CreateObject();
+
+    (void)c;
+    (void)parts;
+    cJSON_AddNumberToObject(body, "err", err);
+    cJSON_AddNumberToObject(body, "committed", (double)n);
+    sl_reply_json(pr->commit_req, err == 0 ? 200 : 500, body);
+    pr->commit_req = NULL;
+}
+
+static void serve_commit(sl_req *req, void *arg)
+{
+    probe *pr = arg;
+    sl_kafka_tp *tps;
+    int rc;
+
+    if (pr->consumer == NULL || pr->stopping)
+        return sl_reply_error(req, 503, "no consumer");
+    if (pr->commit_req != NULL)
+        return sl_reply_error(req, 409, "a commit is in progress");
+    if (pr->npositions == 0)
+        return sl_reply_error(req, 400, "nothing read yet");
+    tps = calloc(pr->npositions, sizeof(*tps));
+    if (tps == NULL)
+        return sl_reply_error(req, 500, "out of memory");
+    for (size_t i = 0; i < pr->npositions; i++) {
+        tps[i].topic = pr->positions[i].topic;
+        tps[i].partition = pr->positions[i].partition;
+        tps[i].offset = pr->positions[i].next;
+    }
+    rc = sl_kafka_commit(pr->consumer, tps, pr->npositions, on_committed, pr);
+    free(tps);
+    if (rc != 0)
+        return sl_reply_error(req, 500, "%s", sl_kafka_strerror(rc));
+    pr->commit_req = req;
+}
+
+static void serve_pause(sl_req *req, void *arg)
+{
+    probe *pr = arg;
+    const char *topic = sl_req_query(req, "topic");
+    const char *partition = sl_req_query(req, "partition");
+    const char *pause = sl_req_query(req, "pause");
+    int rc;
+
+    if (pr->consumer == NULL)
+        return sl_reply_error(req, 503, "no consumer");
+    if (topic == NULL || partition == NULL || pause == NULL)
+        return sl_reply_error(req, 400, "topic, partition and pause are required");
+    rc = sl_kafka_consumer_pause(pr->consumer, topic, atoi(partition), atoi(pause));
+    if (rc != 0)
+        return sl_reply_error(req, 400, "%s", sl_kafka_strerror(rc));
+    sl_reply_json(req, 200, cJSON_CreateObject());
 }
 
 static void serve_broker(sl_req *req, void *arg)
@@ -342,7 +441,9 @@ static int probe_start(sl_ctx *ctx)
     }
     if (ntopics > 0) {
         const char **topics = calloc(ntopics, sizeof(*topics));
-        const char *props[] = { "auto.offset.reset", sl_opt_str(ctx, "auto_offset_reset"), NULL };
+        const char *props[] = { "auto.offset.reset", sl_opt_str(ctx, "auto_offset_reset"),
+                                "enable.auto.commit",
+                                sl_opt_bool(ctx, "auto_commit") ? "true" : "false", NULL };
         if (topics == NULL)
             return sl_fail(ctx, "out of memory");
         for (size_t i = 0; i < ntopics; i++)
@@ -357,6 +458,8 @@ static int probe_start(sl_ctx *ctx)
     route(pr, SL_POST, "produce", serve_produce);
     route(pr, SL_GET, "consumed", serve_consumed);
     route(pr, SL_GET, "status", serve_status);
+    route(pr, SL_POST, "commit", serve_commit);
+    route(pr, SL_POST, "pause", serve_pause);
     route(pr, SL_POST, "broker", serve_broker);
     route(pr, SL_POST, "errors", serve_errors);
     return 0;
@@ -367,6 +470,9 @@ static void probe_free(probe *pr)
     for (size_t i = 0; i < pr->nvalues; i++)
         free(pr->values[i]);
     free(pr->values);
+    for (size_t i = 0; i < pr->npositions; i++)
+        free(pr->positions[i].topic);
+    free(pr->positions);
     cJSON_Delete(pr->partitions);
     free(pr);
 }
