@@ -7,7 +7,9 @@
  * PQconnectPoll on socket readiness (the socket is looked up again after
  * every step, because libpq may switch sockets while it tries addresses),
  * then PQsendQuery*, PQflush until it returns 0, PQconsumeInput, PQisBusy
- * and PQgetResult.  PQcancel is not used because it connects
+ * and PQgetResult.  libpq resolves a host name with a blocking
+ * getaddrinfo() unless it is given hostaddr, so names are resolved here
+ * with evdns and handed over as addresses.  PQcancel is not used because it connects
  * synchronously: a statement past its deadline costs its connection
  * instead, which is closed and opened again, and the server's
  * statement_timeout (set to query_timeout at connect) ends the work on
@@ -25,6 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <event2/dns.h>
+#include <event2/util.h>
 #include <libpq-fe.h>
 #include "connector.h"
 #include "core.h"
@@ -35,6 +42,7 @@
 #define BACKOFF_FIRST 0.1
 #define TICK_SECONDS 0.1
 #define MAX_PARAMS 65535 /* the protocol's limit */
+#define MAX_ADDRS 8       /* addresses of one name tried per attempt */
 
 static const sl_option pg_options[] = {
     { "dsn", SL_OPT_STRING, "",
@@ -163,6 +171,7 @@ struct conn {
     struct event *io;
     short io_what;
     struct event *timer;      /* the connect deadline, or the wait before a retry */
+    struct evdns_getaddrinfo_request *dns_req;
     double backoff;
     int attempts;             /* failed attempts since it was last up */
     int ever_up;
@@ -178,6 +187,9 @@ struct sl_pg {
     char *label;
     char **keys, **vals;      /* connection parameters for libpq */
     char where[300];          /* "host:port", for messages */
+    char *resolve;            /* a host name we resolve ourselves, or NULL */
+    char resolve_port[16];
+    struct evdns_base *dns;
     int pool_size;
     double connect_timeout, query_timeout, tx_timeout, reconnect_max;
     long long max_queue;
@@ -421,6 +433,10 @@ static void set_up(conn *c, int up)
  * forgets the descriptor before libpq closes it. */
 static void conn_close(conn *c)
 {
+    if (c->dns_req != NULL) {
+        evdns_getaddrinfo_cancel(c->dns_req); /* on_resolved ignores it */
+        c->dns_req = NULL;
+    }
     if (c->io != NULL)
         event_free(c->io);
     c->io = NULL;
@@ -526,11 +542,36 @@ static void connect_step(conn *c)
     }
 }
 
-static void conn_start(conn *c)
+/* Starts libpq on the configured parameters, with `hosts` and `addrs`
+ * (comma separated, as many of each) in place of host and hostaddr when
+ * we resolved the name. */
+static void conn_open(conn *c, const char *hosts, const char *addrs)
 {
     sl_pg *pg = c->pg;
+    size_t n = 0;
+    const char **keys, **vals;
 
-    c->pq = PQconnectStartParams((const char *const *)pg->keys, (const char *const *)pg->vals, 0);
+    while (pg->keys[n] != NULL)
+        n++;
+    keys = calloc(n + 2, sizeof(*keys));
+    vals = calloc(n + 2, sizeof(*vals));
+    if (keys == NULL || vals == NULL) {
+        free(keys);
+        free(vals);
+        conn_failed(c, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        keys[i] = pg->keys[i];
+        vals[i] = hosts != NULL && strcmp(keys[i], "host") == 0 ? hosts : pg->vals[i];
+    }
+    if (addrs != NULL) {
+        keys[n] = "hostaddr";
+        vals[n] = addrs;
+    }
+    c->pq = PQconnectStartParams(keys, vals, 0);
+    free(keys);
+    free(vals);
     if (c->pq == NULL) {
         conn_failed(c, "out of memory");
         return;
@@ -544,6 +585,82 @@ static void conn_start(conn *c)
     /* libpq's contract: start as if PQconnectPoll had said WRITING. */
     if (watch(c, EV_WRITE, 1) != 0)
         conn_failed(c, "cannot watch the connection's socket");
+}
+
+/* Every address of the name goes to libpq, which tries them in turn as it
+ * would have after its own lookup. */
+static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
+{
+    conn *c = arg;
+    sl_pg *pg;
+    char hosts[MAX_ADDRS * 256], addrs[MAX_ADDRS * (INET6_ADDRSTRLEN + 1)], ip[INET6_ADDRSTRLEN];
+    size_t hl = 0, al = 0;
+    int count = 0;
+
+    if (result == EVUTIL_EAI_CANCEL) { /* from conn_close(): touch nothing */
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    pg = c->pg;
+    c->dns_req = NULL;
+    enter(pg);
+    for (struct evutil_addrinfo *a = res; a != NULL && count < MAX_ADDRS; a = a->ai_next) {
+        const void *in = a->ai_family == AF_INET6
+                             ? (const void *)&((const struct sockaddr_in6 *)(const void *)a->ai_addr)->sin6_addr
+                             : (const void *)&((const struct sockaddr_in *)(const void *)a->ai_addr)->sin_addr;
+        if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
+            evutil_inet_ntop(a->ai_family, in, ip, sizeof(ip)) == NULL)
+            continue;
+        hl += (size_t)snprintf(hosts + hl, sizeof(hosts) - hl, "%s%.250s", count ? "," : "",
+                               pg->resolve);
+        al += (size_t)snprintf(addrs + al, sizeof(addrs) - al, "%s%s", count ? "," : "", ip);
+        count++;
+    }
+    if (pg->life.freeing) {
+        /* nothing: leave() frees */
+    } else if (result != 0 || count == 0) {
+        char why[512];
+        snprintf(why, sizeof(why), "cannot resolve %.255s: %s", pg->resolve,
+                 result != 0 ? evutil_gai_strerror(result) : "no address");
+        conn_failed(c, why);
+    } else {
+        sl_log_core(SL_LOG_DEBUG, "postgres", "%s: connection %d: %s is %s", pg->label, c->id,
+                    pg->resolve, addrs);
+        conn_open(c, hosts, addrs);
+    }
+    if (res != NULL)
+        evutil_freeaddrinfo(res);
+    leave(pg);
+}
+
+static void conn_start(conn *c)
+{
+    sl_pg *pg = c->pg;
+    struct evutil_addrinfo hints;
+    struct evdns_getaddrinfo_request *req;
+
+    if (pg->resolve == NULL) {
+        conn_open(c, NULL, NULL);
+        return;
+    }
+    if (pg->dns == NULL)
+        pg->dns = evdns_base_new(sl_base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (pg->dns == NULL) {
+        conn_failed(c, "cannot set up name resolution");
+        return;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    c->state = C_CONNECTING; /* the connect timeout covers the lookup too */
+    sl_conn_arm(c->timer, pg->connect_timeout);
+    /* The callback may run before this returns (hosts file); the request
+     * is then NULL. */
+    req = evdns_getaddrinfo(pg->dns, pg->resolve, pg->resolve_port, &hints, on_resolved, c);
+    if (c->state == C_CONNECTING && c->pq == NULL)
+        c->dns_req = req;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -1059,6 +1176,9 @@ static void destroy(void *obj)
     for (sl_pg_listener *l = pg->listeners; l != NULL; l = l->next)
         l->dead = 1;
     sweep_listeners(pg);
+    if (pg->dns != NULL)
+        evdns_base_free(pg->dns, 0);
+    free(pg->resolve);
     if (pg->deliver != NULL)
         event_free(pg->deliver);
     if (pg->tick != NULL)
@@ -1135,6 +1255,16 @@ static void register_metrics(sl_pg *pg, const char *module, const char *instance
         pg->s_out[i] = sl_series_of(pg->m_queries, module, outcome_names[i]);
 }
 
+/* A host that libpq would look up: not a socket directory, not an
+ * address. */
+static int is_name(const char *host)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return host[0] != '\0' && host[0] != '/' && host[0] != '@' &&
+           inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1;
+}
+
 /*
  * libpq parameters from the dsn, plus ours: statement_timeout appended to
  * `options` so that the server stops what the client gave up on, and a
@@ -1147,6 +1277,7 @@ static int build_params(sl_pg *pg, const char *dsn, char *err, size_t errlen)
     char extra[64], appname[200];
     const char *options = NULL, *host = NULL, *port = NULL;
     size_t n = 0, k = 0;
+    int hostaddr = 0;
 
     parsed = PQconninfoParse(dsn, &msg);
     if (parsed == NULL) {
@@ -1169,6 +1300,7 @@ static int build_params(sl_pg *pg, const char *dsn, char *err, size_t errlen)
         }
         if (strcmp(o->keyword, "host") == 0 || (host == NULL && strcmp(o->keyword, "hostaddr") == 0))
             host = o->val;
+        hostaddr |= strcmp(o->keyword, "hostaddr") == 0;
         if (strcmp(o->keyword, "port") == 0)
             port = o->val;
         if (strcmp(o->keyword, "fallback_application_name") == 0)
@@ -1194,6 +1326,18 @@ static int build_params(sl_pg *pg, const char *dsn, char *err, size_t errlen)
         goto oom;
     snprintf(pg->where, sizeof(pg->where), "%s:%s", host ? host : "(default host)",
              port ? port : "5432");
+    if (!hostaddr && host != NULL && is_name(host)) {
+        if (strchr(host, ',') != NULL || (port != NULL && strchr(port, ',') != NULL)) {
+            sl_log_core(SL_LOG_WARN, "postgres",
+                        "%s: libpq resolves a list of host names with a blocking lookup that "
+                        "stalls the loop; give their addresses (hostaddr) instead",
+                        pg->label);
+        } else if ((pg->resolve = strdup(host)) == NULL) {
+            goto oom;
+        } else {
+            snprintf(pg->resolve_port, sizeof(pg->resolve_port), "%s", port ? port : "5432");
+        }
+    }
     PQconninfoFree(parsed);
     return 0;
 oom:

@@ -299,7 +299,9 @@ t_check "$(conns_up)" = 5 "all 5 connections up again"
 t_end
 
 t_case "SIGHUP with a changed [postgres] replaces the instance and its pool"
-sed -i 's/^pool_size = 4/pool_size = 2/' "$work/sluice.conf"
+# The new dsn names its host: the connector must resolve it without libpq's
+# blocking lookup.
+sed -i 's/^pool_size = 4/pool_size = 2/; s/host=127.0.0.1/host=localhost/' "$work/sluice.conf"
 kill -HUP "$daemon"
 wait_eq 10 2 conns_up
 t_check "$(conns_up)" = 2 "sluice_pg_connections_up 2 (the new pool, no LISTEN yet)"
@@ -309,6 +311,8 @@ t_check "$(psqlc "SELECT count(*) FROM pg_stat_activity WHERE application_name =
 t_check "$(q 'SELECT count(*) FROM ledger WHERE k IN ($1, $2)' '["a", "b"]' | py 'j["rows"]')" = "[['2']]" \
     "the new pool answers"
 t_check "$(readyz)" = 200 "/readyz 200"
+t_check "$(grep -c 'pgprobe: connection [12]: localhost is 127.0.0.1' "$work/sluiced.log")" = 2 \
+    "both connections resolved localhost on the loop and connected by address"
 t_end
 
 # ------------------------------------------------------------- migrations
