@@ -258,6 +258,20 @@ got=$(jpost "$base/kafkaprobe/produce?topic=t_out&n=10&prefix=after" '"%d %d" % 
 t_check "$got" = "10 0" "the successor's producer delivers"
 t_end
 
+t_case "a new embedded_brokers count starts a new cluster; the old one stops after its handles"
+old=$(cat "$bootfile")
+embedded_brokers=2 ctag=second write_conf
+kill -HUP "$daemon"
+t_wait_for 10 bash -c "[ \"\$(cat '$bootfile')\" != '$old' ]"
+t_check "$(tr ',' '\n' < "$bootfile" | wc -l)" -eq 2 "bootstrap file names 2 brokers: $(cat "$bootfile")"
+t_wait_for 15 grep -q "embedded Kafka broker on $old stopped" "$work/sluiced.log"
+t_check $? -eq 0 "the old cluster ($old) stopped"
+t_check "$(ss -ltn | awk '{print $4}' | grep -c "^$old$")" -eq 0 "nothing listens on $old any more"
+got=$(jpost "$base/kafkaprobe/produce?topic=t_out&n=10&prefix=new" '"%d %d" % (j["delivered"], j["failed"])')
+t_check "$got" = "10 0" "the replaced producer delivers to the new cluster"
+t_check "$(kread t_out | tr '\n' ' ')" = "$(expected new 10 | tr '\n' ' ')" "the new cluster holds exactly those 10"
+t_end
+
 # --------------------------------------------------------------- shutdown
 t_case "SIGTERM: every handle closed, broker stopped, exit 0"
 kill -TERM "$daemon"
