@@ -45,13 +45,15 @@ static const sl_option clickhouse_options[] = {
       0, NULL },
     { "password", SL_OPT_STRING, "", "password of `user`", 0, 0, NULL },
     { "database", SL_OPT_STRING, "default", "database of unqualified table names", 0, 0, NULL },
-    { "timeout", SL_OPT_DURATION, "30s", "how long one attempt of a request may take", 0.001,
-      86400, NULL },
+    { "timeout", SL_OPT_DURATION, "30s",
+      "how long one attempt of a request may take once sent (waiting for a free connection "
+      "does not count)", 0.001, 86400, NULL },
     { "retries", SL_OPT_INT, "3",
       "further attempts after a failure that may pass (connection refused or broken, overload)", 0, 100,
       NULL },
-    { "max_connections", SL_OPT_INT, "8", "connections open to the server at most", 1, 1024,
-      NULL },
+    { "max_connections", SL_OPT_INT, "8",
+      "requests sent at once, each on its own kept-alive connection; more wait in turn "
+      "(the readiness /ping has one more of its own)", 1, 1024, NULL },
     { "ping_interval", SL_OPT_DURATION, "2s", "how often GET /ping checks readiness", 0.05,
       3600, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
@@ -138,6 +140,7 @@ static const char *const outcome_names[OUT_N] = { "ok", "client_error", "server_
 typedef struct req req;
 struct req {
     req *prev, *next;
+    req *wnext;           /* in the queue for a free connection */
     sl_ch *ch;
     req_kind kind;
     CURL *easy;
@@ -164,6 +167,9 @@ struct sl_ch {
     char *user, *password;
     double timeout, ping_interval;
     long retries;
+    long max_connections;
+    long inflight;        /* attempts sent, pings aside */
+    req *wait_head, *wait_tail;
     sl_chttp *http;
     struct curl_slist *headers;
     req *reqs;            /* in flight or waiting for a retry */
@@ -398,8 +404,8 @@ static void unlink_req(sl_ch *ch, req *q)
 
 static void on_done(CURL *easy, CURLcode rc, void *arg);
 
-/* One attempt; -1 when curl would not take it. */
-static int attempt(req *q)
+/* Sends one attempt now; -1 when curl would not take it. */
+static int dispatch(req *q)
 {
     q->attempts++;
     q->attempt_start = sl_now();
@@ -410,7 +416,58 @@ static int attempt(req *q)
         q->resp[0] = '\0';
     if (q->kind != K_PING)
         series_add(q->ch->s_sent, (double)q->body_len);
-    return sl_chttp_add(q->ch->http, q->easy, on_done, q);
+    if (sl_chttp_add(q->ch->http, q->easy, on_done, q) != 0)
+        return -1;
+    if (q->kind != K_PING)
+        q->ch->inflight++;
+    return 0;
+}
+
+/*
+ * One attempt: sent now when a connection is free, else queued in turn.
+ * The queue is ours, not curl's, because curl counts a transfer's timeout
+ * from when it was added, waiting included, and because /ping must never
+ * wait behind bulk inserts (it has a connection of its own).
+ */
+static int attempt(req *q)
+{
+    sl_ch *ch = q->ch;
+
+    if (q->kind == K_PING || (ch->inflight < ch->max_connections && ch->wait_head == NULL))
+        return dispatch(q);
+    q->wnext = NULL;
+    if (ch->wait_tail != NULL)
+        ch->wait_tail->wnext = q;
+    else
+        ch->wait_head = q;
+    ch->wait_tail = q;
+    return 0;
+}
+
+/* Answers a request that could not even be sent, rather than let it hang. */
+static void fail_start(sl_ch *ch, req *q)
+{
+    sl_ch_result res = { "cannot start the request (out of memory)", 0, 0, NULL, "", 0,
+                         q->attempts, sl_now() - q->submitted };
+
+    unlink_req(ch, q);
+    if (q->fn != NULL && !ch->life.freeing)
+        q->fn(ch, &res, q->arg);
+    req_free(q);
+}
+
+/* Sends queued attempts while connections are free. */
+static void pump(sl_ch *ch)
+{
+    while (!ch->life.freeing && ch->wait_head != NULL && ch->inflight < ch->max_connections) {
+        req *q = ch->wait_head;
+        ch->wait_head = q->wnext;
+        if (ch->wait_head == NULL)
+            ch->wait_tail = NULL;
+        q->wnext = NULL;
+        if (dispatch(q) != 0)
+            fail_start(ch, q);
+    }
 }
 
 static void on_retry(evutil_socket_t fd, short what, void *arg)
@@ -421,15 +478,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     sl_conn_enter(&ch->life);
-    if (attempt(q) != 0) {
-        /* Cannot even start: answer now rather than hang. */
-        sl_ch_result res = { "cannot start the request (out of memory)", 0, 0, NULL, "", 0,
-                             q->attempts, sl_now() - q->submitted };
-        unlink_req(ch, q);
-        if (q->fn != NULL && !ch->life.freeing)
-            q->fn(ch, &res, q->arg);
-        req_free(q);
-    }
+    if (attempt(q) != 0)
+        fail_start(ch, q);
     sl_conn_leave(&ch->life);
 }
 
@@ -531,6 +581,7 @@ static void on_done(CURL *easy, CURLcode rc, void *arg)
         sl_conn_leave(&ch->life);
         return;
     }
+    ch->inflight--;
     series_add(ch->s_out[o], 1);
     if (ch->s_latency != NULL)
         sl_series_observe(ch->s_latency, sl_now() - q->attempt_start);
@@ -549,6 +600,7 @@ static void on_done(CURL *easy, CURLcode rc, void *arg)
     } else {
         finish(ch, q, status, code, o == OUT_OK ? NULL : err);
     }
+    pump(ch);
     sl_conn_leave(&ch->life);
 }
 
@@ -810,7 +862,9 @@ SL_API sl_ch *sl_ch_new(sl_ctx *ctx)
         destroy(ch);
         return NULL;
     }
-    ch->http = sl_chttp_new(sl_base, max_connections);
+    ch->max_connections = max_connections;
+    /* One more than requests may use: the /ping's own. */
+    ch->http = sl_chttp_new(sl_base, max_connections + 1);
     ch->ping_timer = evtimer_new(sl_base, on_ping_timer, ch);
     /* No "Expect: 100-continue": it costs a round trip per insert. */
     ch->headers = curl_slist_append(NULL, "Expect:");

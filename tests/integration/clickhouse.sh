@@ -87,12 +87,12 @@ body=$(curl -s "$base/ch/rows?rows=10000" | wc -c)
 t_check "$((sent - sent0))" = "$body" "bytes sent counted: $((sent - sent0)) = the $body bytes of the rows /ch/rows serves"
 t_end
 
-t_case "connections are kept alive and bounded by max_connections"
+t_case "connections are kept alive and bounded by max_connections (+1 for /ping)"
 curl -s -X POST "$base/ch/generate?table=events&rows=20000&batch=200&parallel=8" > "$work/gen2.json"
 t_check "$(jq_of .batches < "$work/gen2.json")" = 100 "100 batches sent: $(cat "$work/gen2.json")"
 conns=$(ss -Htn state established "( dport = :$SL_CH_PORT )" | wc -l)
 t_check "$conns" -ge 1 "connections to ClickHouse left open ($conns)"
-t_check "$conns" -le 4 "at most max_connections = 4 ($conns)"
+t_check "$conns" -le 5 "at most max_connections = 4, plus the /ping's ($conns)"
 t_check "$(chc --query 'SELECT count() FROM events')" = 30000 "30000 rows in all"
 t_end
 
@@ -147,6 +147,16 @@ t_check "$1" = 503 "503: $(cat "$work/slow")"
 t_check "$(python3 -c "print(1 if 1.9 < $2 < 2.9 else 0)")" = 1 "after about timeout = 2s (${2}s)"
 t_check "$(jq_of .attempts < "$work/slow")" = 1 "not retried"
 t_check "$(metric 'sluice_clickhouse_requests_total{module="chprobe",outcome="timeout"}')" = 1 "one timeout counted"
+# 8 queries of 1.2 s on 4 connections: the second four wait for a free
+# connection, and that wait does not count against their 2 s timeout.
+qp=()
+for i in 1 2 3 4 5 6 7 8; do
+    curl -s -o "$work/q$i" -w '%{http_code}' --data-binary "SELECT sleep(1.2) AS s" "$base/ch/query" > "$work/q$i.code" &
+    qp+=($!)
+done
+wait "${qp[@]}"
+t_check "$(cat "$work"/q?.code | tr -d '\n')" = 200200200200200200200200 "all 8 answered 200: $(cat "$work"/q?.code | tr '\n' ' ')"
+t_check "$(metric 'sluice_clickhouse_requests_total{module="chprobe",outcome="timeout"}')" = 1 "no new timeout"
 t_end
 
 t_case "server killed: not ready, requests retried then failed; restarted: ready and an in-flight insert gets through"
