@@ -925,8 +925,6 @@ static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
                    rd_kafka_message_errstr(rkm));
             continue;
         }
-        if (c->closing)
-            continue; /* the module asked for no more */
         t = topic_get(h, name, 0);
         series_add(t != NULL ? t->consumed : NULL, 1);
         set_ready(h, 1, "");

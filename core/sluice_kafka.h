@@ -181,8 +181,10 @@ SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_
 /*
  * Leaves the group asynchronously: the last revoke reaches on_rebalance,
  * auto-commit (if on) commits, then `done` is called once.  After
- * `timeout` seconds `done` is called with -1 anyway.  No messages are
- * handed over once the close began.
+ * `timeout` seconds `done` is called with -1 anyway.  Messages fetched
+ * before the revoke may still reach on_message meanwhile: librdkafka
+ * stores a message's offset for auto-commit when it is handed over, so
+ * dropping them here would lose them.
  */
 SL_API void sl_kafka_consumer_close(sl_kafka_consumer *c, double timeout, sl_kafka_closed_fn done,
                                     void *arg);

@@ -122,6 +122,10 @@ t_check "$(wc -l < "$work/out.got")" -eq "$N" "kcat read $N messages"
 t_check -z "$(diff "$work/out.want" "$work/out.got" | head -3)" "contents identical"
 t_check "$(metric 'sluice_kafka_delivered_total{topic="t_out"}')" = "$N" "sluice_kafka_delivered_total{topic=\"t_out\"} = $N"
 t_check "$(metric 'sluice_kafka_produced_total{topic="t_out"}')" = "$N" "sluice_kafka_produced_total{topic=\"t_out\"} = $N"
+got=$(jpost "$base/kafkaprobe/produce?topic=t_hdr&n=3&prefix=h&key=k1&hdr=trace:abc" '"%d %d" % (j["delivered"], j["failed"])')
+t_check "$got" = "3 0" "3 messages with a key and a header delivered"
+t_check "$(kcat -C -b "$(cat "$bootfile")" -t t_hdr -e -q -f '%k|%h|%s\n' | sort | tr '\n' ' ')" = "k1|trace=abc|h-0 k1|trace=abc|h-1 k1|trace=abc|h-2 " \
+    "kcat sees key, header and value of each"
 t_end
 
 # ------------------------------------------------ kcat produces, group reads
@@ -270,6 +274,34 @@ t_check "$(ss -ltn | awk '{print $4}' | grep -c "^$old$")" -eq 0 "nothing listen
 got=$(jpost "$base/kafkaprobe/produce?topic=t_out&n=10&prefix=new" '"%d %d" % (j["delivered"], j["failed"])')
 t_check "$got" = "10 0" "the replaced producer delivers to the new cluster"
 t_check "$(kread t_out | tr '\n' ' ')" = "$(expected new 10 | tr '\n' ' ')" "the new cluster holds exactly those 10"
+t_end
+
+t_case "a second process uses the first one's broker through its bootstrap_file"
+port2=$(t_free_port)
+mkdir -p "$work/second"
+cat > "$work/second/sluice.conf" <<EOF
+[core]
+listen = 127.0.0.1:$port2
+modules_dir = ../mods
+[kafka]
+brokers = $(cat "$bootfile")
+rdkafka.session.timeout.ms = 6000
+[module kafkaprobe]
+topics = t_out
+group = g_second
+EOF
+"$SLUICED" -c "$work/second/sluice.conf" 2>>"$work/second.log" &
+second=$!
+pids+=("$second")
+t_wait_http "http://127.0.0.1:$port2/healthz" 10
+t_wait_for 30 test "$(jget "http://127.0.0.1:$port2/kafkaprobe/consumed" 'j["count"]')" -ge 10
+sleep 1
+t_check "$(jget "http://127.0.0.1:$port2/kafkaprobe/consumed?values=1" '" ".join(j["values"])')" = \
+    "$(expected new 10 | tr '\n' ' ' | sed 's/ $//')" "the second process read exactly the 10 messages of t_out"
+t_check "$(grep -c 'embedded Kafka broker listening' "$work/second.log")" -eq 0 "no embedded broker in the second process"
+kill -TERM "$second"
+wait "$second"
+t_check $? -eq 0 "the second process exited 0"
 t_end
 
 # --------------------------------------------------------------- shutdown

@@ -2,10 +2,10 @@
  * kafkaprobe - drives the Kafka connector from HTTP so that tests and
  * benchmarks can act with curl.  Every answer is JSON.
  *
- *   POST /kafkaprobe/produce?topic=T&n=N[&size=S][&prefix=P][&key=K]
+ *   POST /kafkaprobe/produce?topic=T&n=N[&size=S][&prefix=P][&key=K][&hdr=H:V]
  *        produces N messages as fast as the local queue allows; value i is
  *        "P-i" (padded with 'x' to S bytes when S is larger), key K (or
- *        none).  Answers once every one was reported:
+ *        none), one header H with value V (or none).  Answers once every one was reported:
  *        {"produced","delivered","failed","queue_full","elapsed_s","msgs_per_s"}
  *   GET  /kafkaprobe/consumed[?values=1]
  *        {"count","distinct","partitions":[...assigned "topic/p"...],
@@ -37,6 +37,8 @@ typedef struct {
     sl_req *req;
     char *topic;
     char *key;
+    char *hdr; /* "name\0value" */
+    sl_kafka_header header;
     char *buf; /* one value, rewritten per message */
     size_t cap;
     size_t size;
@@ -103,6 +105,7 @@ static void run_finish(run *r)
     pr->running = NULL;
     free(r->topic);
     free(r->key);
+    free(r->hdr);
     free(r->buf);
     free(r->prefix);
     free(r);
@@ -120,7 +123,8 @@ static void run_fill(sl_kafka_producer *p, void *arg)
         if ((size_t)n < r->size)
             memset(r->buf + n, 'x', r->size - (size_t)n);
         rc = sl_kafka_produce(p, r->topic, SL_KAFKA_PARTITION_ANY, r->key,
-                              r->key != NULL ? strlen(r->key) : 0, r->buf, len, NULL, 0, r);
+                              r->key != NULL ? strlen(r->key) : 0, r->buf, len,
+                              r->hdr != NULL ? &r->header : NULL, r->hdr != NULL ? 1 : 0, r);
         if (rc == SL_KAFKA_EQUEUEFULL) {
             r->queue_full++;
             sl_kafka_producer_on_space(p, run_fill, r);
@@ -164,6 +168,7 @@ static void serve_produce(sl_req *req, void *arg)
     const char *size = sl_req_query(req, "size");
     const char *prefix = sl_req_query(req, "prefix");
     const char *key = sl_req_query(req, "key");
+    const char *hdr = sl_req_query(req, "hdr");
     run *r;
 
     if (pr->producer == NULL || pr->stopping)
@@ -182,12 +187,20 @@ static void serve_produce(sl_req *req, void *arg)
     r->prefix = strdup(prefix != NULL ? prefix : "m");
     r->topic = strdup(topic);
     r->key = key != NULL ? strdup(key) : NULL;
+    if (hdr != NULL && strchr(hdr, ':') != NULL && (r->hdr = strdup(hdr)) != NULL) {
+        char *colon = strchr(r->hdr, ':');
+        *colon = '\0';
+        r->header.name = r->hdr;
+        r->header.value = colon + 1;
+        r->header.len = strlen(colon + 1);
+    }
     /* Room for the prefix and number even when size is smaller. */
     r->cap = r->size + 32 + (r->prefix != NULL ? strlen(r->prefix) : 0);
     r->buf = malloc(r->cap);
     if (r->topic == NULL || r->buf == NULL || r->prefix == NULL || (key != NULL && r->key == NULL)) {
         free(r->topic);
         free(r->key);
+        free(r->hdr);
         free(r->buf);
         free(r->prefix);
         free(r);
