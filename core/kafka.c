@@ -373,6 +373,23 @@ static rd_kafka_event_t *next_event(handle *h)
     return ev;
 }
 
+/* Around a call into module code: a free meanwhile only marks the handle
+ * dead.  unpin() destroys it then and returns 0; 1 while it lives. */
+static void pin(handle *h)
+{
+    h->dispatching++;
+}
+
+static int unpin(handle *h)
+{
+    h->dispatching--;
+    if (!h->dead)
+        return 1;
+    if (h->dispatching == 0)
+        handle_destroy(h);
+    return 0;
+}
+
 /* Drains the handle's queue, up to the budget, on the loop thread. */
 static void serve(handle *h)
 {
@@ -381,7 +398,7 @@ static void serve(handle *h)
 
     if (h->dead)
         return;
-    h->dispatching++;
+    pin(h);
     h->served_dr = 0;
     while (!h->dead && budget > 0 && (ev = next_event(h)) != NULL) {
         budget--;
@@ -393,12 +410,8 @@ static void serve(handle *h)
     }
     if (!h->dead && h->after_serve != NULL)
         h->after_serve(h, h->served_dr);
-    h->dispatching--;
-    if (h->dead) {
-        if (h->dispatching == 0)
-            handle_destroy(h);
+    if (!unpin(h))
         return;
-    }
     /* Out of budget: the queue may hold more, and its pipe will not fire
      * again until it was empty once, so come back ourselves. */
     if (budget == 0)
@@ -867,8 +880,9 @@ SL_API void sl_kafka_producer_flush(sl_kafka_producer *p, double timeout, sl_kaf
         return;
     if (previous != NULL) {
         p->flush_done = NULL;
+        pin(&p->h);
         previous(p, rd_kafka_outq_len(p->h.rk), p->flush_arg);
-        if (p->h.dead)
+        if (!unpin(&p->h))
             return;
     }
     p->flush_done = done;

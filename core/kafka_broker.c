@@ -286,13 +286,16 @@ void sl_kafka_cluster_ensure_topic(sl_kafka_cluster *c, const char *topic)
 
 static void cluster_destroy(sl_kafka_cluster *c)
 {
-    sl_log_core(SL_LOG_INFO, "kafka", "embedded Kafka broker on %s stopped", c->bootstraps);
+    double started = sl_now();
+
     if (c->log_timer != NULL)
         event_free(c->log_timer);
     if (c->mock != NULL)
         rd_kafka_mock_cluster_destroy(c->mock);
     if (c->rk != NULL)
         rd_kafka_destroy(c->rk);
+    sl_log_core(SL_LOG_INFO, "kafka", "embedded Kafka broker on %s stopped (%.1f ms)", c->bootstraps,
+                (sl_now() - started) * 1000);
     for (size_t i = 0; i < c->ntopics; i++)
         free(c->topics[i]);
     free(c->topics);
