@@ -86,6 +86,7 @@ struct gen {
     gen_cdf users;
     gen_partitioner part;
     size_t event_size;
+    int trace_headers; /* also send the origin and partitioning headers */
 
     /* when to generate */
     gen_bucket bucket;

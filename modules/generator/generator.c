@@ -45,6 +45,9 @@ static const sl_option gen_options[] = {
     { "user_skew", SL_OPT_DOUBLE, "0", "Zipf exponent of user activity; 0: uniform", 0, 5, NULL },
     { "event_size", SL_OPT_INT, "0", "pad events with a \"pad\" field to this many bytes; 0: no padding",
       0, GEN_EVENT_SIZE_MAX, NULL },
+    { "trace_headers", SL_OPT_BOOL, "false",
+      "also send the headers origin and partitioning (for tests and debugging; each header costs an allocation per message)",
+      0, 0, NULL },
     { "burst_max", SL_OPT_INT, "100000", "largest burst POST generate/burst accepts", 1, 100000000,
       NULL },
     { "peak_every", SL_OPT_DURATION, "30s", "peak mode: time between bursts", 0.1, 86400, NULL },
@@ -211,6 +214,7 @@ static int model_start(gen *g)
     g->backoff.base = sl_opt_seconds(ctx, "retry_backoff");
     g->backoff.cap = sl_opt_seconds(ctx, "retry_backoff_max");
     g->event_size = (size_t)sl_opt_int(ctx, "event_size");
+    g->trace_headers = sl_opt_bool(ctx, "trace_headers");
     return 0;
 }
 

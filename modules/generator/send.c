@@ -115,7 +115,9 @@ static void untag(const gen *g, void *opaque, int *klass, int *origin, double *i
 
 /* ------------------------------------------------------------ producing */
 
-/* 0 or the connector's error; on 0 the event is in flight. */
+/* 0 or the connector's error; on 0 the event is in flight.  Every message
+ * carries event_type, event_id and generator; origin and partitioning
+ * only with trace_headers. */
 static int hand_over(gen *g, const gen_msg *m)
 {
     const char *type = gen_class_malformed((gen_class)m->type) ? "malformed" : gen_class_name((gen_class)m->type);
@@ -130,7 +132,8 @@ static int hand_over(gen *g, const gen_msg *m)
     };
     int rc = sl_kafka_produce(g->producer, g->topic,
                               m->partition == GEN_BY_KEY ? SL_KAFKA_PARTITION_ANY : m->partition,
-                              m->key, m->keylen, m->value, m->len, h, 5, tag(g, m));
+                              m->key, m->keylen, m->value, m->len, h, g->trace_headers ? 5 : 3,
+                              tag(g, m));
 
     if (rc == 0) {
         g->inflight++;

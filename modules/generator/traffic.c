@@ -207,7 +207,8 @@ static void each_second(void *arg)
             sl_log(g->ctx, SL_LOG_DEBUG, "mode %s: now %.3g events/s", gen_mode_name(g->mode), g->mode_eps);
         }
     }
-    if (g->mode == GEN_MODE_PEAK && now >= g->peak_next) {
+    /* A fixed rate overrides the mode's shape, its bursts included. */
+    if (g->mode == GEN_MODE_PEAK && !g->fixed && now >= g->peak_next) {
         g->peak_next = now + g->peak_every;
         gen_add_burst(g, gen_rng_between(&g->rng, g->peak_min, g->peak_max), 1);
     }
