@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include "schema.h"
 
 /* Defined in kafka.c: referencing the schema is what links the handles
@@ -37,6 +38,14 @@ const char *sl_kafka_cluster_bootstraps(const sl_kafka_cluster *c);
 /* Creates `topic` with embedded_partitions partitions unless it exists,
  * so that a client's first use does not get the mock's fixed default. */
 void sl_kafka_cluster_ensure_topic(sl_kafka_cluster *c, const char *topic);
+
+/* Commands to a mock cluster that return in milliseconds (kafka_mock.c). */
+rd_kafka_resp_err_t sl_kafka_mock_topic_create(rd_kafka_mock_cluster_t *mock, const char *topic,
+                                               int partitions);
+rd_kafka_resp_err_t sl_kafka_mock_broker_set(rd_kafka_mock_cluster_t *mock, int32_t broker, int up);
+void sl_kafka_mock_push_errors(rd_kafka_mock_cluster_t *mock, int16_t api, size_t count,
+                               const rd_kafka_resp_err_t *errors);
+void sl_kafka_mock_destroy(rd_kafka_mock_cluster_t *mock);
 
 /* librdkafka's log levels (syslog's) as ours. */
 sl_log_level sl_kafka_log_level(int syslog_level);

@@ -262,15 +262,15 @@ static void cluster_remember(sl_kafka_cluster *c, const char *topic)
     c->topics[c->ntopics++] = copy;
 }
 
-/* rd_kafka_mock_topic_create() waits for the mock cluster's thread, which
- * only touches memory: a local round trip, never the network. */
+/* A command to the mock cluster's thread: memory only, never the network,
+ * and kafka_mock.c keeps its wait short. */
 static void create_topic(sl_kafka_cluster *c, const char *topic, int partitions)
 {
     rd_kafka_resp_err_t e;
 
     if (cluster_knows(c, topic))
         return;
-    e = rd_kafka_mock_topic_create(c->mock, topic, partitions, 1);
+    e = sl_kafka_mock_topic_create(c->mock, topic, partitions);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         sl_log_core(SL_LOG_INFO, "kafka", "embedded topic %s created with %d partitions", topic,
                     partitions);
@@ -291,7 +291,7 @@ static void cluster_destroy(sl_kafka_cluster *c)
     if (c->log_timer != NULL)
         event_free(c->log_timer);
     if (c->mock != NULL)
-        rd_kafka_mock_cluster_destroy(c->mock);
+        sl_kafka_mock_destroy(c->mock);
     if (c->rk != NULL)
         rd_kafka_destroy(c->rk);
     sl_log_core(SL_LOG_INFO, "kafka", "embedded Kafka broker on %s stopped (%.1f ms)", c->bootstraps,
@@ -539,8 +539,7 @@ SL_API int sl_kafka_embedded_broker_set(sl_ctx *ctx, int broker_id, int up)
         return SL_KAFKA_EPERM;
     if (broker_id != -1 && (broker_id < 1 || broker_id > c->nbrokers))
         return SL_KAFKA_EINVAL;
-    e = up ? rd_kafka_mock_broker_set_up(c->mock, broker_id)
-           : rd_kafka_mock_broker_set_down(c->mock, broker_id);
+    e = sl_kafka_mock_broker_set(c->mock, broker_id, up);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         return SL_KAFKA_EINVAL;
     sl_log_core(SL_LOG_WARN, "kafka", "admin: embedded broker %d set %s by %s", broker_id,
@@ -562,7 +561,7 @@ SL_API int sl_kafka_embedded_push_errors(sl_ctx *ctx, int api_key, int err, int 
         return SL_KAFKA_ENOMEM;
     for (int i = 0; i < count; i++)
         errors[i] = (rd_kafka_resp_err_t)err;
-    rd_kafka_mock_push_request_errors_array(c->mock, (int16_t)api_key, (size_t)count, errors);
+    sl_kafka_mock_push_errors(c->mock, (int16_t)api_key, (size_t)count, errors);
     free(errors);
     sl_log_core(SL_LOG_WARN, "kafka", "admin: next %d requests of API %d fail with %s (by %s)",
                 count, api_key, rd_kafka_err2name((rd_kafka_resp_err_t)err), ctx->label);
