@@ -180,7 +180,7 @@ static void test_event_padding(void **state)
         }
         cJSON_Delete(j);
     }
-    render(GEN_VIEW, 10, &len, buf); /* smaller than the event: unpadded */
+    cJSON_Delete(render(GEN_VIEW, 10, &len, buf)); /* smaller than the event: unpadded */
     assert_true(len > 150 && len < 200);
 }
 
