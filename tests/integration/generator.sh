@@ -1,0 +1,384 @@
+#!/usr/bin/env bash
+# The generator module as a user meets it: a real sluiced with the embedded
+# Kafka broker, the generator and the metrics module, read from outside by
+# kcat.  What kcat reads must equal what /generator/status says was
+# delivered, exactly: the count, the duplicates, the malformed events, the
+# events of each origin.  Faults come from the embedded broker through the
+# kafkaprobe test module's admin routes.
+. "$(dirname "$0")/../lib.sh"
+
+work=$(t_tmpdir)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+mods=$work/mods
+mkdir -p "$mods"
+cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/generator.so" "$mods/"
+cp "$SL_BUILD/tests/modules/kafkaprobe/.libs/kafkaprobe.so" "$mods/"
+port=$(t_free_port)
+base=http://127.0.0.1:$port
+bootfile=$work/bootstrap
+
+write_conf() { # the [module generator] lines come from $gen
+    cat > "$work/sluice.conf" <<EOF
+# written by tests/integration/generator.sh
+[core]
+listen = 127.0.0.1:$port
+modules_dir = mods
+log_level = info
+drain_timeout = 20s
+
+[kafka]
+brokers = embedded
+embedded_topics = page_views:8, pv_sync:4, pv_async:4, pv_batch:4
+bootstrap_file = $bootfile
+admin = true
+rdkafka.enable.idempotence = true
+rdkafka.reconnect.backoff.max.ms = 500
+
+[module metrics]
+
+[module kafkaprobe]
+produce = false
+
+[module generator]
+trace_headers = true
+$gen
+EOF
+}
+
+start_daemon() {
+    "$SLUICED" -c "$work/sluice.conf" 2>>"$work/sluiced.log" &
+    daemon=$!
+    pids+=("$daemon")
+    t_wait_http "$base/healthz" 10 && t_wait_for 10 test -s "$bootfile"
+}
+
+status() { # status EXPR: a Python expression over the status JSON `j`
+    curl -s --max-time 10 "$base/generator/status" |
+        python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
+}
+post() { # post PATH: the HTTP code
+    curl -s -o "$work/post.out" -w '%{http_code}' -X POST "$base$1"
+}
+settled() { [ "$(status 'j["pending"] + j["rate"]["burst_pending"]')" = 0 ]; }
+pause() { # fixed rate 0, then wait until every event generated has ended
+    post "/generator/config/speed?eps=0" >/dev/null
+    t_wait_for 60 settled
+}
+broker() { post "/kafkaprobe/broker?id=1&up=$1"; }
+metric_sum() { # metric_sum NAME: the sum of a family's series
+    curl -s "$base/metrics" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $2 } END { print s + 0 }'
+}
+
+# kcat reads a topic: partition, timestamp (ms), key, headers and value per line.
+kread() {
+    kcat -C -b "$(cat "$bootfile")" -t "$1" -e -q -o beginning -f '%p\t%T\t%k\t%h\t%s\n' > "$work/$1.dump"
+}
+
+# The stream, checked independently of the generator: malformed events are
+# found by validating the content, duplicates by event ids seen before.
+cat > "$work/analyze.py" <<'EOF'
+import json, sys, datetime, collections
+def valid(v):
+    try:
+        e = json.loads(v)
+    except ValueError:
+        return False
+    if not isinstance(e, dict) or set(e) - {"pad"} != {"event_id", "event_type", "page_id", "user_id", "ts", "duration_s"}:
+        return False
+    if not all(isinstance(e[k], str) for k in ("event_id", "page_id", "user_id", "ts")):
+        return False
+    if e["event_type"] not in ("view", "bounce") or type(e["duration_s"]) is not int or e["duration_s"] < 0:
+        return False
+    try:
+        datetime.datetime.strptime(e["ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return False
+    return True
+out = collections.Counter()
+seen = set()
+key_parts = collections.defaultdict(set)
+origin_ts = collections.defaultdict(list)
+origin_ms = collections.defaultdict(list)
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    part, ts_ms, key, hdrs, value = line.rstrip("\n").split("\t", 4)
+    h = dict(kv.split("=", 1) for kv in hdrs.split(","))
+    out["count"] += 1
+    repeat = h["event_id"] in seen
+    if repeat:
+        out["duplicate"] += 1
+    seen.add(h["event_id"])
+    if not valid(value):
+        out["malformed"] += 1
+    out["origin_" + h["origin"]] += 1
+    out["partitioning_" + h["partitioning"]] += 1
+    out["partition_" + part] += 1
+    if h["partitioning"] == "key":
+        key_parts[key].add(part)
+    # the message timestamp: when the producer took it, whatever the content
+    origin_ms[h["origin"]].append(int(ts_ms))
+    # a duplicate repeats an earlier event, its ts included
+    if valid(value) and not repeat:
+        origin_ts[h["origin"]].append(json.loads(value)["ts"])
+out["keys"] = len(key_parts)
+out["keys_in_two_partitions"] = sum(1 for p in key_parts.values() if len(p) > 1)
+out["burst_distinct_ts"] = len(set(origin_ts["burst"]))
+if origin_ms["night"]:
+    out["night_first"] = min(origin_ms["night"]) / 1000.0
+if origin_ms["night"] and origin_ms["regular"]:
+    out["regular_after_night"] = int(min(origin_ms["regular"]) > max(origin_ms["night"]))
+# produce times in groups: a gap of more than 100 ms starts a new one
+times = sorted(int(t) for ts in origin_ms.values() for t in ts)
+groups = [1] if times else []
+for a, b in zip(times, times[1:]):
+    if b - a > 100:
+        groups.append(0)
+    groups[-1] += 1
+out["groups"] = len(groups)
+out["max_group"] = max(groups, default=0)
+print(json.dumps(out))
+EOF
+fact() { # fact TOPIC KEY: one figure of the last analysis of TOPIC
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get(sys.argv[2], 0))' "$work/$1.facts" "$2"
+}
+analyze() { kread "$1" && python3 "$work/analyze.py" "$work/$1.dump" > "$work/$1.facts"; }
+# accounted TOPIC: once settled, every event generated ended exactly once,
+# and kcat reads from TOPIC exactly what was delivered.  Leaves g d f x.
+accounted() {
+    analyze "$1"
+    g=$(status 'j["generated"]["total"]')
+    d=$(status 'j["delivered"]["total"]')
+    f=$(status 'j["failed"]["total"]')
+    x=$(status 'j["dropped"]["total"]')
+    t_check $((d + f + x)) = "$g" "delivered $d + failed $f + dropped $x = generated $g"
+    t_check "$(fact "$1" count)" = "$d" "kcat read $(fact "$1" count) from $1 = delivered $d"
+}
+
+# ---------------------------------------------------------------- config
+t_case "-t checks the generator's options with file:line"
+gen="seed = 42"
+write_conf
+"$SLUICED" -t -c "$work/sluice.conf" 2>"$work/t.out"
+t_check $? -eq 0 "valid config: exit 0"
+sed -e 's/^seed = 42/seed = 42\nmode = rush\nstrategy = maybe\neps = -5/' "$work/sluice.conf" > "$work/bad.conf"
+"$SLUICED" -t -c "$work/bad.conf" 2>"$work/t.out"
+t_check $? -eq 1 "bad config: exit 1"
+for key in mode strategy eps; do
+    line=$(grep -n "^$key = " "$work/bad.conf" | cut -d: -f1)
+    t_check "$(grep -c "bad.conf:$line:.*$key" "$work/t.out")" -ge 1 "$key reported at bad.conf:$line"
+done
+t_end
+
+# ------------------------------------------- async: status equals the stream
+t_case "async at 300 events/s plus a burst of 500: kcat reads exactly what status says was delivered"
+gen="seed = 42
+eps = 300
+partitions = 8
+burst_max = 5000
+peak_every = 2s"
+write_conf
+start_daemon
+t_check $? -eq 0 "sluiced started"
+sleep 3
+t_check "$(post '/generator/generate/burst?count=500')" = 200 "burst of 500 accepted"
+sleep 1
+pause
+analyze page_views
+gen_n=$(status 'j["generated"]["total"]')
+t_check "$gen_n" -gt 900 "generated $gen_n events"
+t_check "$(status 'j["delivered"]["total"]')" = "$gen_n" "delivered = generated (nothing failed or dropped)"
+t_check "$(status 'j["delivered"]["total"] + j["failed"]["total"] + j["dropped"]["total"]')" = "$gen_n" "delivered + failed + dropped = generated"
+t_check "$(fact page_views count)" = "$gen_n" "kcat read $(fact page_views count), status says $gen_n delivered"
+t_check "$(fact page_views duplicate)" = "$(status 'j["delivered"]["duplicate"]')" "duplicates: kcat $(fact page_views duplicate), status $(status 'j["delivered"]["duplicate"]')"
+t_check "$(fact page_views malformed)" = "$(status 'j["delivered"]["malformed"]["total"]')" "malformed: kcat $(fact page_views malformed), status $(status 'j["delivered"]["malformed"]["total"]')"
+t_check "$(status 'min(j["delivered"]["malformed"][k] for k in ("missing_field","wrong_type","broken_json","negative_duration","bad_timestamp"))')" -gt 0 "every malformed kind delivered at least once"
+t_check "$(fact page_views origin_burst)" = 500 "the stream holds exactly 500 burst events"
+t_check "$(fact page_views burst_distinct_ts)" = 1 "every fresh burst event was due at one instant (their ts)"
+t_check "$(fact page_views origin_fixed)" = "$(status 'j["by_origin"]["fixed"]["delivered"]')" "events of the fixed rate: kcat = status"
+t_check "$(status 'j["latency_s"]["p99"] > 0 and j["latency_s"]["last"] > 0')" = True "send latency reported (p99 $(status 'j["latency_s"]["p99"]') s)"
+t_end
+
+t_case "key partitioning keeps every page in one partition; the other strategies spread"
+t_check "$(fact page_views keys)" -gt 50 "$(fact page_views keys) pages sent by key"
+t_check "$(fact page_views keys_in_two_partitions)" = 0 "no page sent by key is in two partitions"
+for p in 0 1 2 3 4 5 6 7; do
+    t_check "$(fact page_views partition_$p)" -gt 0 "partition $p holds $(fact page_views partition_$p)"
+done
+n=$(fact page_views count)
+share() { python3 -c "print(abs($(fact page_views "partitioning_$1") / $n - $2) < 0.05)"; }
+t_check "$(share key 0.70)" = True "by key: $(fact page_views partitioning_key) of $n (70% wanted)"
+t_check "$(share round_robin 0.20)" = True "round-robin: $(fact page_views partitioning_round_robin) of $n (20% wanted)"
+t_check "$(share random 0.10)" = True "random: $(fact page_views partitioning_random) of $n (10% wanted)"
+t_end
+
+# ------------------------------------------------------------ modes
+t_case "night, then regular, then peak: each visible in the delivered stream"
+night_at=$(date +%s.%N)
+code=$(post '/generator/config/mode?mode=night')
+t_check "$code" = 200 "mode night ($code)"
+sleep 12
+t_check "$(status 'j["by_origin"]["night"]["generated"]')" = 1 "night: one event in 12 s"
+t_check "$(status 'j["rate"]["target_eps"]')" = 0.1 "night target 0.1 events/s"
+code=$(post '/generator/config/mode?mode=regular')
+t_check "$code" = 200 "mode regular ($code)"
+target=$(status 'j["rate"]["target_eps"]')
+t_check "$(python3 -c "print(1 <= $target <= 10 and $target == int($target))")" = True "regular target $target events/s, from 1 to 10"
+sleep 3
+t_check "$(post '/generator/config/mode?mode=peak')" = 200 "mode peak"
+peak_came() { [ "$(status 'j["by_origin"]["peak_burst"]["generated"]')" -gt 0 ]; }
+t_wait_for 10 peak_came
+pause
+analyze page_views
+t_check "$(fact page_views origin_night)" = 1 "the stream holds 1 night event"
+after=$(python3 -c "print(int(($(fact page_views night_first) - $night_at) * 1000))")
+t_check "$(python3 -c "print(9900 <= $after <= 10500)")" = True "it was sent $after ms after the switch to night (10 s)"
+t_check "$(fact page_views origin_regular)" = "$(status 'j["by_origin"]["regular"]["delivered"]')" "regular events: kcat $(fact page_views origin_regular) = status"
+t_check "$(fact page_views origin_regular)" -ge 1 "regular events came"
+t_check "$(fact page_views regular_after_night)" = 1 "every regular event came after the night event"
+pb=$(status 'j["by_origin"]["peak_burst"]["delivered"]')
+t_check "$(fact page_views origin_peak_burst)" = "$pb" "peak burst: kcat $(fact page_views origin_peak_burst) = status $pb"
+t_check "$(python3 -c "print(100 <= $pb <= 1000)")" = True "the peak burst had 100 to 1000 events ($pb)"
+t_check "$(fact page_views count)" = "$(status 'j["delivered"]["total"]')" "kcat count = delivered ($(fact page_views count))"
+t_end
+
+# --------------------------------------------------------------- the API
+t_case "the control API refuses invalid values with 400 saying what is allowed"
+check_400() { # check_400 PATH TEXT
+    local code
+    code=$(post "$1")
+    t_check "$code" = 400 "$1 -> $code"
+    t_check "$(grep -c "$2" "$work/post.out")" -eq 1 "  says: $(cat "$work/post.out")"
+}
+check_400 "/generator/config/speed?eps=-1" "eps must be a number from 0 to"
+check_400 "/generator/config/speed?eps=fast" "eps must be a number from 0 to"
+check_400 "/generator/config/speed" "eps must be a number from 0 to"
+check_400 "/generator/config/mode?mode=rush" "mode must be one of regular, peak, night"
+check_400 "/generator/generate/burst?count=0" "count must be an integer from 1 to 5000"
+check_400 "/generator/generate/burst?count=5001" "count must be an integer from 1 to 5000"
+check_400 "/generator/generate/burst?count=1.5" "count must be an integer from 1 to 5000"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/generator/config/mode?mode=night")
+t_check "$code" = 405 "GET on a POST route -> $code"
+t_check "$(grep -c 'fixed rate 0 events/s' "$work/sluiced.log")" -ge 1 "changes are logged"
+t_end
+
+# ---------------------------------------------- reload, then sync faults
+t_case "SIGHUP to sync: the old instance drains without losing an event"
+drained_before=$(grep -c '\[generator\] drained' "$work/sluiced.log")
+final_async=$(status 'j["delivered"]["total"]')
+gen="seed = 7
+topic = pv_sync
+strategy = sync
+eps = 20
+delivery_timeout = 1s
+retry_backoff = 200ms"
+write_conf
+kill -HUP "$daemon"
+drained() { [ "$(grep -c '\[generator\] drained' "$work/sluiced.log")" -gt "$drained_before" ]; }
+t_wait_for 20 drained
+line=$(grep '\[generator\] drained' "$work/sluiced.log" | tail -1)
+t_check -n "$line" "drain logged: ${line#*drained}"
+t_check "$(echo "$line" | grep -c "generated $final_async, delivered $final_async, failed 0, dropped 0")" = 1 "the old instance ended with every event delivered"
+analyze page_views
+t_check "$(fact page_views count)" = "$final_async" "page_views still holds exactly $final_async"
+t_check "$(status 'j["strategy"]')" = sync "the successor runs sync"
+t_end
+
+t_case "sync: the broker down means retries, then recovery; every event accounted for"
+sleep 2
+t_check "$(broker 0)" = 200 "broker 1 down"
+# 10 s: longer than one event's 5 attempts (1 s each, 0.2+0.4+0.8+1.6 s apart)
+sleep 10
+t_check "$(status 'j["queued"]')" -gt 0 "events wait in the backlog ($(status 'j["queued"]'))"
+t_check "$(status 'j["retries"]')" -ge 4 "attempts failed and were retried ($(status 'j["retries"]') retries)"
+t_check "$(status 'j["failed"]["total"]')" -ge 1 "an event failed after 5 attempts ($(status 'j["failed"]["total"]'))"
+t_check "$(grep -c 'failed after 5 attempts' "$work/sluiced.log")" -ge 1 "and was logged"
+t_check "$(broker 1)" = 200 "broker 1 up"
+caught_up() { [ "$(status 'j["queued"]')" -le 1 ]; }
+t_wait_for 60 caught_up
+pause
+accounted pv_sync
+t_check "$d" -gt 0 "deliveries resumed"
+t_check "$(metric_sum sluice_generator_retries_total)" = "$(status 'j["retries"]')" "sluice_generator_retries_total = status retries"
+t_end
+
+# --------------------------------------------- async with a full queue
+t_case "async with a full in-flight queue while the broker is down: drops counted, then recovery"
+gen="seed = 9
+topic = pv_async
+strategy = async
+eps = 200
+inflight = 50"
+write_conf
+kill -HUP "$daemon"
+replaced() { [ "$(status 'j["topic"]')" = pv_async ]; }
+t_wait_for 20 replaced
+sleep 1
+t_check "$(broker 0)" = 200 "broker 1 down"
+sleep 3
+t_check "$(status 'j["inflight"]')" = 50 "50 events in flight, the limit"
+t_check "$(status 'j["dropped_by_reason"]["inflight_limit"]')" -ge 1 "drops counted by reason inflight_limit ($(status 'j["dropped_by_reason"]["inflight_limit"]'))"
+t_check "$(status 'j["rate"]["missed"]')" -gt 0 "slots the paused generator skipped are counted ($(status 'j["rate"]["missed"]'))"
+t_check "$(broker 1)" = 200 "broker 1 up"
+sleep 2
+pause
+accounted pv_async
+t_check "$x" = "$(status 'j["dropped_by_reason"]["inflight_limit"]')" "every drop is an in-flight-limit drop"
+t_check "$d" -gt 50 "deliveries resumed after the broker came back"
+t_end
+
+# ----------------------------------------------------------------- batch
+t_case "batch: 100 events or 1 s, whichever first; every event accounted for"
+gen="seed = 11
+topic = pv_batch
+strategy = batch
+eps = 150
+batch_size = 100
+batch_interval = 1s"
+write_conf
+kill -HUP "$daemon"
+replaced() { [ "$(status 'j["topic"]')" = pv_batch ]; }
+t_wait_for 20 replaced
+sleep 4
+pause
+accounted pv_batch
+t_check "$d" = "$g" "delivered $d = generated $g"
+t_check "$(fact pv_batch max_group)" -le 100 "sent in groups of at most 100 (largest $(fact pv_batch max_group))"
+t_check "$(fact pv_batch groups)" -ge $((d / 100)) "$(fact pv_batch groups) groups for $d events"
+t_check "$(fact pv_batch groups)" -le $((d / 100 + 2)) "  no more than one per 100 events, plus the interval's"
+t_end
+
+# --------------------------------------------------------------- metrics
+t_case "metrics pass promtool and add up across the instances"
+curl -s "$base/metrics" > "$work/metrics.txt"
+promtool check metrics < "$work/metrics.txt" > "$work/promtool.out" 2>&1
+t_check $? -eq 0 "promtool check metrics: $(head -3 "$work/promtool.out" | tr '\n' ' ')"
+for m in events_total malformed_events_total delivered_total failed_total dropped_total retries_total \
+    send_latency_seconds_count mode target_events_per_second inflight schedule_missed_total; do
+    t_check "$(grep -c "^sluice_generator_$m" "$work/metrics.txt")" -ge 1 "sluice_generator_$m exported"
+done
+generated=$(metric_sum sluice_generator_events_total)
+ended=$(( $(metric_sum sluice_generator_delivered_total) + $(metric_sum sluice_generator_failed_total) + $(metric_sum sluice_generator_dropped_total) ))
+t_check "$generated" = "$ended" "four instances: events_total $generated = delivered + failed + dropped $ended"
+all=$(( $(fact page_views count) + $(fact pv_sync count) + $(fact pv_async count) + $(fact pv_batch count) ))
+t_check "$(metric_sum sluice_generator_delivered_total)" = "$all" "delivered_total = everything kcat read ($all)"
+t_check "$(grep -c '^sluice_generator_mode{mode="regular"} 1' "$work/metrics.txt")" = 1 "mode gauge: regular"
+t_end
+
+# -------------------------------------------------------------- shutdown
+t_case "SIGTERM drains the generator and exits 0"
+post "/generator/config/speed?eps=100" >/dev/null
+sleep 1
+kill -TERM "$daemon"
+wait "$daemon"
+t_check $? -eq 0 "sluiced exited 0"
+line=$(grep '\[generator\] drained' "$work/sluiced.log" | tail -1)
+t_check "$(echo "$line" | python3 -c 'import re,sys; g,d,f,x = map(int, re.search(r"generated (\d+), delivered (\d+), failed (\d+), dropped (\d+)", sys.stdin.read()).groups()); print(g == d + f + x and g > 0)')" = True "last drain: ${line#*drained: }"
+t_check "$(grep -c 'did not finish draining' "$work/sluiced.log")" -eq 0 "drained in time"
+t_end
+
+t_exit
