@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# tests/bench/bench_generator.sh - the generator's maximum sustained rate
+# into the embedded broker beside librdkafka's rdkafka_performance -P on
+# the same broker, in the same run.  A benchmark, not a test: it prints a
+# table and never fails on a figure.
+#
+#   generator: strategy async, eps far above reach (10M/s), 200-byte events,
+#              the realistic mix on (duplicates, malformed events, Zipf
+#              pages, key/round-robin/random partitioning, headers).  Rate
+#              = delivered events over SECONDS of steady state, read from
+#              /generator/status after a warm-up.
+#   reference: rdkafka_performance -P -s 200 -c N -D -X linger.ms=5.
+# Runs alternate, RUNS times each; the table shows every run and the
+# medians.  Target: ratio >= 0.7.
+#
+# SECONDS_=10 N=10000000 RUNS=3 PARTITIONS=64 by default.  The embedded
+# broker keeps the last 5 MiB per partition; nothing here reads back, so
+# older data may go.
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+SL_BUILD=${SL_BUILD:-$top}
+. "$top/tests/lib.sh"
+. "$top/tests/bench/rdkafka_reference.sh"
+DURATION=${SECONDS_:-10}
+N=${N:-10000000}
+RUNS=${RUNS:-3}
+PARTITIONS=${PARTITIONS:-64}
+SIZE=200
+
+[ -x "$SLUICED" ] || { echo "build first: (cd $top && autoreconf -fi && ./configure && make)" >&2; exit 1; }
+[ -f "$SL_BUILD/_modules/generator.so" ] || { echo "$SL_BUILD/_modules/generator.so missing: make" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.2
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+perf=$(ref_build "$work/ref")
+
+mkdir -p "$work/mods"
+cp "$SL_BUILD/_modules/generator.so" "$work/mods/"
+port=$(t_free_port)
+base=http://127.0.0.1:$port
+cat > "$work/sluice.conf" <<CONF
+[core]
+listen = 127.0.0.1:$port
+modules_dir = mods
+log_level = warn
+
+[kafka]
+brokers = embedded
+embedded_topics = bench_generator:$PARTITIONS, bench_reference:$PARTITIONS
+bootstrap_file = $work/bootstrap
+rdkafka.linger.ms = 5
+
+[module generator]
+topic = bench_generator
+strategy = async
+partitions = $PARTITIONS
+event_size = $SIZE
+inflight = 1000000
+CONF
+"$SLUICED" -c "$work/sluice.conf" 2>"$work/sluiced.log" &
+pids+=($!)
+t_wait_http "$base/generator/status" 10 && t_wait_for 10 test -s "$work/bootstrap" ||
+    { echo "sluiced did not start:" >&2; cat "$work/sluiced.log" >&2; exit 1; }
+bootstrap=$(cat "$work/bootstrap")
+
+status() { curl -s "$base/generator/status" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
+settled() { [ "$(status 'j["pending"]')" = 0 ]; }
+
+generator_run() { # prints delivered msgs/s over DURATION seconds of full speed
+    local d1 t1 d2 t2
+    curl -s -o /dev/null -X POST "$base/generator/config/speed?eps=10000000"
+    sleep 2 # warm-up: queues fill, the rate settles
+    d1=$(status 'j["delivered"]["total"]'); t1=$(date +%s.%N)
+    sleep "$DURATION"
+    d2=$(status 'j["delivered"]["total"]'); t2=$(date +%s.%N)
+    curl -s -o /dev/null -X POST "$base/generator/config/speed?eps=0"
+    t_wait_for 60 settled
+    python3 -c "print(int(($d2 - $d1) / ($t2 - $t1)))"
+}
+ref_rate "$perf" "$bootstrap" bench_reference "$SIZE" 10000 >/dev/null
+
+echo "Generator vs rdkafka_performance: $SIZE B events, embedded broker, linger.ms=5, $PARTITIONS partitions, $(nproc) CPUs"
+echo "generator: async, realistic mix, ${DURATION}s at full speed per run; reference: -c $N"
+printf '%-6s %22s %28s\n' run "generator msgs/s" "rdkafka_performance msgs/s"
+: > "$work/g"
+: > "$work/r"
+for i in $(seq 1 "$RUNS"); do
+    g=$(generator_run)
+    r=$(ref_rate "$perf" "$bootstrap" bench_reference "$SIZE" "$N")
+    echo "$g" >> "$work/g"
+    echo "$r" >> "$work/r"
+    printf '%-6s %22s %28s\n' "$i" "$g" "$r"
+done
+mg=$(median < "$work/g")
+mr=$(median < "$work/r")
+printf '%-6s %22s %28s\n' median "$mg" "$mr"
+awk -v g="$mg" -v r="$mr" 'BEGIN { printf "ratio generator / rdkafka_performance: %.2f (target >= 0.7)\n", g / r }'
+echo "generator totals: $(status '"generated %d, delivered %d, failed %d, dropped %d %s" % (j["generated"]["total"], j["delivered"]["total"], j["failed"]["total"], j["dropped"]["total"], j["dropped_by_reason"])')"
