@@ -373,6 +373,30 @@ t_check "$(metric_sum sluice_generator_delivered_total)" = "$all" "delivered_tot
 t_check "$(grep -c '^sluice_generator_mode{mode="regular"} 1' "$work/metrics.txt")" = 1 "mode gauge: regular"
 t_end
 
+# ------------------------------------------------------ a second instance
+t_case "a second instance runs beside the first, with its own routes, counts and metric series"
+second='[module generator "b"]
+trace_headers = true
+topic = pv_b
+seed = 5
+eps = 100'
+write_conf
+printf '\n%s\n' "$second" >> "$work/sluice.conf"
+kill -HUP "$daemon"
+b_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/generator/b/status")" = 200 ]; }
+t_wait_for 20 b_up
+t_check $? -eq 0 "/generator/b/status answers"
+sleep 2
+t_check "$(post '/generator/b/config/speed?eps=0')" = 200 "instance b paused through its own route"
+b_settled() { [ "$(curl -s "$base/generator/b/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending"])')" = 0 ]; }
+t_wait_for 30 b_settled
+bd=$(curl -s "$base/generator/b/status" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["delivered"]["total"], j["generator"])')
+analyze pv_b
+t_check "$(fact pv_b count) b" = "$bd" "kcat read $(fact pv_b count) from pv_b = b delivered (${bd% *})"
+t_check "$(curl -s "$base/metrics" | grep -c '^sluice_generator_delivered_total{instance_name="b"}')" = 1 "b has its own series (instance_name=\"b\")"
+t_check "$(status 'j["topic"]')" = pv_batch "the first instance carried over untouched"
+t_end
+
 # -------------------------------------------------------------- shutdown
 t_case "SIGTERM drains the generator and exits 0"
 post "/generator/config/speed?eps=100" >/dev/null
