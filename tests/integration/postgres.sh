@@ -110,6 +110,10 @@ wait_eq 5 4 conns_up
 t_check "$(metric 'sluice_pg_connections_up{module="pgprobe"}')" = 4 "sluice_pg_connections_up 4"
 t_check "$(psqlc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluiced pgprobe'")" = 4 \
     "the server sees 4 connections named 'sluiced pgprobe'"
+curl -s "$base/metrics" | grep -A3 '^# HELP sluice_pg_' > "$work/pgmetrics.txt"
+out=$(curl -s "$base/metrics" | promtool check metrics 2>&1)
+t_check $? -eq 0 "promtool accepts /metrics: $out"
+t_check "$(grep -c '^# TYPE sluice_pg_' "$work/pgmetrics.txt")" = 4 "4 sluice_pg_ families"
 t_end
 
 # ----------------------------------------------------------- round trips
