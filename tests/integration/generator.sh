@@ -292,6 +292,10 @@ t_check "$(fact page_views count)" = "$d" "page_views holds exactly $d"
 t_check "$(status 'j["strategy"]')" = sync "the successor runs sync"
 t_end
 
+# An attempt fails when librdkafka times the message out (message.timeout.ms
+# = delivery_timeout, a topic-level property): the connector must hand the
+# producer's topic-level properties to its topics, or the attempt waits for
+# librdkafka's default 300 s and no retry happens within this case.
 t_case "sync: the broker down means retries, then recovery; every event accounted for"
 sleep 2
 t_check "$(broker 0)" = 200 "broker 1 down"
