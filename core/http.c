@@ -352,6 +352,10 @@ SL_API const char *sl_req_header(const sl_req *req, const char *name)
 
 SL_API const char *sl_req_body(sl_req *req, size_t *len)
 {
+    size_t ignored;
+
+    if (len == NULL)
+        len = &ignored;
     if (req->body == NULL) {
         struct evbuffer *in = evhttp_request_get_input_buffer(req->ev);
         size_t n = evbuffer_get_length(in);

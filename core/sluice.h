@@ -181,7 +181,8 @@ SL_API const char *sl_req_param(const sl_req *req, const char *name);
 /* Value of a query-string parameter, decoded; NULL when absent. */
 SL_API const char *sl_req_query(const sl_req *req, const char *name);
 SL_API const char *sl_req_header(const sl_req *req, const char *name);
-/* The request body; NUL-terminated, `len` without the terminator. */
+/* The request body; NUL-terminated, its length without the terminator in
+ * `len` unless that is NULL. */
 SL_API const char *sl_req_body(sl_req *req, size_t *len);
 /* Parses the body as a JSON object.  On failure answers 400 itself and
  * returns NULL.  The result is owned by the request. */
