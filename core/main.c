@@ -53,6 +53,11 @@ static const char *const type_names[] = { "string", "int",      "double", "bool"
 static void print_options(const sl_option *opts)
 {
     for (const sl_option *o = opts; o != NULL && o->name != NULL; o++) {
+        size_t len = strlen(o->name);
+        if (len >= 2 && strcmp(o->name + len - 2, ".*") == 0) {
+            printf("  %s (any number of keys with this prefix)\n      %s\n", o->name, o->help);
+            continue;
+        }
         printf("  %s (%s", o->name, type_names[o->type]);
         if (o->def == NULL)
             printf(", required");
