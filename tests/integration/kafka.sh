@@ -242,6 +242,20 @@ t_wait_for 15 ready
 t_check $? -eq 0 "/readyz back to 200"
 t_end
 
+t_case "injected produce errors are retried: nothing lost, nothing doubled"
+# Kafka API 0 is Produce; error 7 is REQUEST_TIMED_OUT, which librdkafka retries.
+# One key, so one partition: librdkafka sends one request per partition, and
+# the 3 failures then hit 3 requests in a row, each retried after 100 ms.
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/kafkaprobe/errors?api=0&err=7&count=3")
+t_check "$code" = 200 "3 Produce errors injected ($code)"
+curl -s --max-time 60 -X POST "$base/kafkaprobe/produce?topic=t_inj&n=100&prefix=inj&key=one" > "$work/inj.json"
+got=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(j["delivered"], j["failed"], "%.3f" % j["elapsed_s"])' "$work/inj.json")
+t_check "${got% *}" = "100 0" "delivered 100, failed 0 (got: ${got% *})"
+t_check "$(echo "${got##* } >= 0.25" | bc)" = 1 "took ${got##* } s: the 3 errors were hit, each retried after retry.backoff.ms (100 ms)"
+kread t_inj > "$work/inj.got"
+t_check -z "$(expected inj 100 | diff - "$work/inj.got" | head -3)" "kcat reads exactly the 100, once each"
+t_end
+
 # ---------------------------------------------------------------- reload
 t_case "a reload that leaves [kafka] alone keeps the broker and its data"
 before=$(cat "$bootfile")
