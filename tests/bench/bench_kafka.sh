@@ -4,9 +4,10 @@
 # the same run.  A benchmark, not a test: it prints a table and never fails
 # on a figure.
 #
-#   connector: POST /kafkaprobe/produce?n=N&size=S on a running sluiced
-#              (produces as fast as the local queue allows, answers when the
-#              last delivery report came; rate = delivered / elapsed).
+#   connector: POST /kafkaprobe/produce?n=N&size=S&fixed=1 on a running
+#              sluiced (produces as fast as the local queue allows, answers
+#              when the last delivery report came; rate = delivered /
+#              elapsed; fixed=1: one payload, like the reference's).
 #   reference: rdkafka_performance -P -s S -c N -D -X linger.ms=5 against
 #              the bootstrap address sluiced wrote (-D copies each payload,
 #              as the connector does).
@@ -77,7 +78,7 @@ t_wait_http "$base/healthz" 10 && t_wait_for 10 test -s "$work/bootstrap" ||
 bootstrap=$(cat "$work/bootstrap")
 
 connector_run() { # prints msgs/s
-    curl -s --max-time 600 -X POST "$base/kafkaprobe/produce?topic=bench_connector&n=$N&size=$SIZE" |
+    curl -s --max-time 600 -X POST "$base/kafkaprobe/produce?topic=bench_connector&n=$N&size=$SIZE&fixed=1" |
         python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["delivered"] == int(sys.argv[1]), j; print(int(j["msgs_per_s"]))' "$N"
 }
 reference_run() { # prints msgs/s from the tool's final line

@@ -5,7 +5,9 @@
  *   POST /kafkaprobe/produce?topic=T&n=N[&size=S][&prefix=P][&key=K][&hdr=H:V]
  *        produces N messages as fast as the local queue allows; value i is
  *        "P-i" (padded with 'x' to S bytes when S is larger), key K (or
- *        none), one header H with value V (or none).  Answers once every one was reported:
+ *        none), one header H with value V (or none).  With fixed=1 every
+ *        value is "P-0" padded, written once: what the benchmark sends, so
+ *        that formatting does not count against the connector.  Answers once every one was reported:
  *        {"produced","delivered","failed","queue_full","elapsed_s","msgs_per_s"}
  *   GET  /kafkaprobe/consumed[?values=1]
  *        {"count","distinct","partitions":[...assigned "topic/p"...],
@@ -42,6 +44,8 @@ typedef struct {
     char *buf; /* one value, rewritten per message */
     size_t cap;
     size_t size;
+    size_t len; /* of the value, when fixed */
+    int fixed;
     char *prefix;
     long n;
     long next;
@@ -111,19 +115,28 @@ static void run_finish(run *r)
     free(r);
 }
 
+/* Writes value i into r->buf; returns its length. */
+static size_t format_value(run *r, long i)
+{
+    int n = snprintf(r->buf, r->cap, "%s-%ld", r->prefix, i);
+
+    if ((size_t)n >= r->size)
+        return (size_t)n;
+    memset(r->buf + n, 'x', r->size - (size_t)n);
+    return r->size;
+}
+
 /* Produces until done or the local queue is full; then waits for room. */
 static void run_fill(sl_kafka_producer *p, void *arg)
 {
     run *r = arg;
 
     while (r->next < r->n) {
-        int n = snprintf(r->buf, r->cap, "%s-%ld", r->prefix, r->next);
-        size_t len = (size_t)n < r->size ? r->size : (size_t)n;
         int rc;
-        if ((size_t)n < r->size)
-            memset(r->buf + n, 'x', r->size - (size_t)n);
+        if (!r->fixed || r->next == 0)
+            r->len = format_value(r, r->next);
         rc = sl_kafka_produce(p, r->topic, SL_KAFKA_PARTITION_ANY, r->key,
-                              r->key != NULL ? strlen(r->key) : 0, r->buf, len,
+                              r->key != NULL ? strlen(r->key) : 0, r->buf, r->len,
                               r->hdr != NULL ? &r->header : NULL, r->hdr != NULL ? 1 : 0, r);
         if (rc == SL_KAFKA_EQUEUEFULL) {
             r->queue_full++;
@@ -169,6 +182,7 @@ static void serve_produce(sl_req *req, void *arg)
     const char *prefix = sl_req_query(req, "prefix");
     const char *key = sl_req_query(req, "key");
     const char *hdr = sl_req_query(req, "hdr");
+    const char *fixed = sl_req_query(req, "fixed");
     run *r;
 
     if (pr->producer == NULL || pr->stopping)
@@ -184,6 +198,7 @@ static void serve_produce(sl_req *req, void *arg)
     r->req = req;
     r->n = atol(n);
     r->size = size != NULL ? (size_t)atol(size) : 0;
+    r->fixed = fixed != NULL && strcmp(fixed, "1") == 0;
     r->prefix = strdup(prefix != NULL ? prefix : "m");
     r->topic = strdup(topic);
     r->key = key != NULL ? strdup(key) : NULL;
