@@ -132,11 +132,11 @@ t_end
 t_case "kcat produces $N messages and a sluiced consumer group reads exactly them"
 # A slice per partition, so that every partition has offsets to commit.
 for p in 0 1 2 3; do
-    expected in "$N" | awk -v p=$p 'NR % 4 == p' | kcat -P -b "$(cat "$bootfile")" -t t_in -p $p
+    expected in "$N" | awk -v p=$p 'NR % 4 == p' | kcat -P -b "$(cat "$bootfile")" -t t_in -p $p -H trace=abc
 done
 t_wait_for 30 test "$(jget "$base/kafkaprobe/consumed" 'j["count"]')" -ge "$N"
 sleep 1 # anything beyond N (a duplicate) would arrive now
-t_check "$(jget "$base/kafkaprobe/consumed" 'j["count"], j["distinct"]')" = "($N, $N)" "consumed $N, all distinct"
+t_check "$(jget "$base/kafkaprobe/consumed" 'j["count"], j["distinct"], j["headers"]')" = "($N, $N, $N)" "consumed $N, all distinct, each with its header trace=abc"
 jget "$base/kafkaprobe/consumed?values=1" '"\n".join(j["values"])' | sort > "$work/in.got"
 t_check -z "$(expected in "$N" | diff - "$work/in.got" | head -3)" "contents identical to what kcat produced"
 t_check "$(metric 'sluice_kafka_consumed_total{topic="t_in"}')" = "$N" "sluice_kafka_consumed_total{topic=\"t_in\"} = $N"

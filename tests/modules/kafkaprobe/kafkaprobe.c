@@ -11,7 +11,8 @@
  *        {"produced","delivered","failed","queue_full","elapsed_s","msgs_per_s"}
  *   GET  /kafkaprobe/consumed[?values=1]
  *        {"count","distinct","partitions":[...assigned "topic/p"...],
- *         "assigned","rebalances","values":[...]}
+ *         "assigned","rebalances","headers","values":[...]}; "headers"
+ *        counts the messages whose first header is trace=abc
  *   GET  /kafkaprobe/status     readiness of the handles and counters
  *   POST /kafkaprobe/commit     commits the next offset of every partition
  *        read so far; answers with the result: {"err","committed"}
@@ -75,6 +76,7 @@ struct probe {
     size_t cap;
     long assigned;
     long rebalances;
+    long headers;
     cJSON *partitions; /* array of "topic/partition" currently assigned */
     int stopping;
     int pending_stop; /* drain steps still running */
@@ -254,9 +256,15 @@ static void remember_position(probe *pr, const sl_kafka_msg *msg)
 static void on_message(sl_kafka_consumer *c, const sl_kafka_msg *msg, void *arg)
 {
     probe *pr = arg;
+    const char *hname;
+    const void *hvalue;
+    size_t hlen;
 
     (void)c;
     remember_position(pr, msg);
+    if (sl_kafka_msg_header(msg, 0, &hname, &hvalue, &hlen) == 0 && strcmp(hname, "trace") == 0 &&
+        hlen == 3 && memcmp(hvalue, "abc", 3) == 0)
+        pr->headers++;
     if (pr->nvalues == pr->cap) {
         size_t cap = pr->cap ? pr->cap * 2 : 1024;
         char **grown = realloc(pr->values, cap * sizeof(*grown));
@@ -324,6 +332,7 @@ static void serve_consumed(sl_req *req, void *arg)
     cJSON_AddNumberToObject(body, "distinct", (double)distinct);
     cJSON_AddNumberToObject(body, "assigned", (double)pr->assigned);
     cJSON_AddNumberToObject(body, "rebalances", (double)pr->rebalances);
+    cJSON_AddNumberToObject(body, "headers", (double)pr->headers);
     cJSON_AddItemToObject(body, "partitions", cJSON_Duplicate(pr->partitions, 1));
     if (values != NULL && strcmp(values, "1") == 0) {
         cJSON *a = cJSON_AddArrayToObject(body, "values");
