@@ -205,7 +205,10 @@ static kafka_topic *topic_get(handle *h, const char *name, int producer)
     if (producer) {
         if (h->cluster != NULL)
             sl_kafka_cluster_ensure_topic(h->cluster, name);
-        tconf = rd_kafka_topic_conf_new();
+        /* The default topic conf carries the topic-level properties of
+         * [kafka] rdkafka.* and the handle's overrides (message.timeout.ms,
+         * acks, ...); a fresh one would silently drop them. */
+        tconf = rd_kafka_default_topic_conf_dup(h->rk);
         if (tconf == NULL)
             goto fail;
         rd_kafka_topic_conf_set_opaque(tconf, t);
@@ -243,7 +246,9 @@ static void msg_fill(sl_kafka_msg *m, const rd_kafka_message_t *rkm, const char 
     m->timestamp_ms = rd_kafka_message_timestamp(rkm, &tstype);
     m->err = rkm->err;
     m->errname = rkm->err ? rd_kafka_err2name(rkm->err) : "";
-    m->errstr = rkm->err ? rd_kafka_message_errstr(rkm) : "";
+    /* rd_kafka_message_errstr() would return the payload of a failed
+     * delivery; the error's own text is what a log line needs. */
+    m->errstr = rkm->err ? rd_kafka_err2str(rkm->err) : "";
     m->opaque = rkm->_private;
     m->impl = rkm;
 }
