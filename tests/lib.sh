@@ -88,3 +88,17 @@ t_tmpdir() {
     d=$(mktemp -d "${TMPDIR:-/tmp}/sluice-test.XXXXXX")
     echo "$d"
 }
+
+# t_wait_until SECONDS 'SHELL CONDITION': polls a condition that is
+# evaluated afresh each time, e.g.
+#   t_wait_until 5 '[ "$(code_of "$base/readyz")" = 200 ]'
+# (t_wait_for 5 test "$(...)" = 200 would compute the value only once.)
+t_wait_until() {
+    local limit=$1 i=0
+    while [ $i -lt $((limit * 10)) ]; do
+        eval "$2" >/dev/null 2>&1 && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}

@@ -67,7 +67,7 @@ daemon=$!
 t_wait_http "$base/healthz" 10
 
 t_case "ready once /ping answers"
-t_wait_for 5 test "$(code_of "$base/readyz")" = 200
+t_wait_until 5 '[ "$(code_of "$base/readyz")" = 200 ]'
 t_check "$(code_of "$base/readyz")" = 200 "/readyz 200"
 t_check "$(metric 'sluice_clickhouse_up{module="chprobe"}')" = 1 "sluice_clickhouse_up 1"
 t_end
@@ -161,7 +161,7 @@ t_end
 
 t_case "server killed: not ready, requests retried then failed; restarted: ready and an in-flight insert gets through"
 sl_svc_kill clickhouse
-t_wait_for 5 test "$(code_of "$base/readyz")" = 503
+t_wait_until 5 '[ "$(code_of "$base/readyz")" = 503 ]'
 t_check "$(code_of "$base/readyz")" = 503 "/readyz 503 while ClickHouse is down"
 t_check "$(metric 'sluice_clickhouse_up{module="chprobe"}')" = 0 "sluice_clickhouse_up 0"
 retries0=$(metric 'sluice_clickhouse_retries_total{module="chprobe"}')
@@ -177,7 +177,7 @@ sleep 0.5
 sl_svc_restart clickhouse
 wait "$late"
 t_check "$(jq_of .rows < "$work/late.json")" = 500 "the insert issued while down got through: $(cat "$work/late.json")"
-t_wait_for 10 test "$(code_of "$base/readyz")" = 200
+t_wait_until 10 '[ "$(code_of "$base/readyz")" = 200 ]'
 t_check "$(code_of "$base/readyz")" = 200 "/readyz back to 200 by itself"
 t_check "$(chc --query 'SELECT count() FROM events')" = 30500 "30500 rows: nothing lost, nothing doubled"
 t_check "$(code_of --data-binary '{"id":100,"s":"after"}' "$base/ch/insert?table=texts")" = 200 "inserts work again"
@@ -190,10 +190,10 @@ inflight=$!
 sleep 0.3
 sed -i 's/^ping_interval = .*/ping_interval = 200ms/' "$work/sluice.conf"
 kill -HUP "$daemon"
-t_wait_for 5 test "$(metric sluice_reloads_total)" != "$reloads"
+t_wait_until 5 '[ "$(metric sluice_reloads_total)" != "$reloads" ]'
 wait "$inflight"
 t_check "$(cat "$work/inflight.code")" = 503 "the query of the old instance is answered 503: $(cat "$work/inflight.out")"
-t_wait_for 10 test "$(code_of "$base/readyz")" = 200
+t_wait_until 10 '[ "$(code_of "$base/readyz")" = 200 ]'
 t_check "$(code_of "$base/readyz")" = 200 "the new instance is ready"
 t_check "$(curl -s --data-binary "SELECT count() AS n FROM texts" "$base/ch/query" | jq_of '.data[0].n')" = 9 "and answers queries"
 t_end
