@@ -134,7 +134,7 @@ t_case "kcat produces $N messages and a sluiced consumer group reads exactly the
 for p in 0 1 2 3; do
     expected in "$N" | awk -v p=$p 'NR % 4 == p' | kcat -P -b "$(cat "$bootfile")" -t t_in -p $p -H trace=abc
 done
-t_wait_for 30 test "$(jget "$base/kafkaprobe/consumed" 'j["count"]')" -ge "$N"
+t_wait_until 30 '[ "$(jget "$base/kafkaprobe/consumed" "j[\"count\"]")" -ge "$N" ]'
 sleep 1 # anything beyond N (a duplicate) would arrive now
 t_check "$(jget "$base/kafkaprobe/consumed" 'j["count"], j["distinct"], j["headers"]')" = "($N, $N, $N)" "consumed $N, all distinct, each with its header trace=abc"
 jget "$base/kafkaprobe/consumed?values=1" '"\n".join(j["values"])' | sort > "$work/in.got"
@@ -187,28 +187,28 @@ cbase=$base/kafkaprobe/c
 kput() { # kput PREFIX FROM COUNT PARTITION
     seq "$2" $(($2 + $3 - 1)) | sed "s/^/$1-/" | kcat -P -b "$(cat "$bootfile")" -t t_commit -p "$4"
 }
-t_wait_for 30 test "$(jget "$cbase/consumed" 'j["assigned"]')" -eq 2
+t_wait_until 30 '[ "$(jget "$cbase/consumed" "j[\"assigned\"]")" -eq 2 ]'
 kput c1 0 50 0
 kput c1 50 50 1
-t_wait_for 30 test "$(jget "$cbase/consumed" 'j["count"]')" -ge 100
+t_wait_until 30 '[ "$(jget "$cbase/consumed" "j[\"count\"]")" -ge 100 ]'
 got=$(jpost "$cbase/commit" '"%d %d" % (j["err"], j["committed"])')
 t_check "$got" = "0 2" "offsets of 2 partitions committed after 100 messages (got: $got)"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$cbase/pause?topic=t_commit&partition=1&pause=1")
 t_check "$code" = 200 "partition 1 paused ($code)"
 kput c2 0 10 0
 kput c2 10 10 1
-t_wait_for 30 test "$(jget "$cbase/consumed" 'j["count"]')" -ge 110
+t_wait_until 30 '[ "$(jget "$cbase/consumed" "j[\"count\"]")" -ge 110 ]'
 sleep 1.5 # the paused partition's 10 would arrive now
 t_check "$(jget "$cbase/consumed" 'j["count"]')" -eq 110 "110 read: partition 1's new messages wait while paused"
 code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$cbase/pause?topic=t_commit&partition=1&pause=0")
 t_check "$code" = 200 "partition 1 resumed ($code)"
-t_wait_for 30 test "$(jget "$cbase/consumed" 'j["count"]')" -ge 120
+t_wait_until 30 '[ "$(jget "$cbase/consumed" "j[\"count\"]")" -ge 120 ]'
 t_check "$(jget "$cbase/consumed" 'j["count"], j["distinct"]')" = "(120, 120)" "all 120 read after resume, once each"
 # The successor (a changed option replaces the instance) starts at the
 # committed offsets: it reads again exactly the 20 read but not committed.
 ctag=second write_conf
 kill -HUP "$daemon"
-t_wait_for 30 test "$(jget "$cbase/consumed" 'j["count"]')" -ge 20
+t_wait_until 30 '[ "$(jget "$cbase/consumed" "j[\"count\"]")" -ge 20 ]'
 sleep 1.5
 jget "$cbase/consumed?values=1" '"\n".join(j["values"])' > "$work/commit.got"
 t_check "$(wc -l < "$work/commit.got")" -eq 20 "the successor read 20 messages (not 120)"
@@ -311,7 +311,7 @@ EOF
 second=$!
 pids+=("$second")
 t_wait_http "http://127.0.0.1:$port2/healthz" 10
-t_wait_for 30 test "$(jget "http://127.0.0.1:$port2/kafkaprobe/consumed" 'j["count"]')" -ge 10
+t_wait_until 30 '[ "$(jget "http://127.0.0.1:$port2/kafkaprobe/consumed" "j[\"count\"]")" -ge 10 ]'
 sleep 1
 t_check "$(jget "http://127.0.0.1:$port2/kafkaprobe/consumed?values=1" '" ".join(j["values"])')" = \
     "$(expected new 10 | tr '\n' ' ' | sed 's/ $//')" "the second process read exactly the 10 messages of t_out"
