@@ -29,6 +29,9 @@ if [ "$(id -u)" = 0 ]; then
 else
     as_root=(sudo)
 fi
-"${as_root[@]}" apt-get update
+# Several checkouts may install at once on one machine: wait for the dpkg
+# lock instead of failing on it.
+lock=(-o DPkg::Lock::Timeout=900)
+"${as_root[@]}" apt-get "${lock[@]}" update
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
+    apt-get "${lock[@]}" install -y --no-install-recommends "${missing[@]}"
