@@ -3,10 +3,12 @@
 # against, and the median of a column of figures.
 #
 #   ref_build DIR                         builds it into DIR, prints its path
-#   ref_rate PERF BOOTSTRAP TOPIC SIZE N  produces N messages of SIZE bytes
+#   ref_rate PERF BOOTSTRAP TOPIC SIZE N [ARG...]
+#                                         produces N messages of SIZE bytes
 #                                         (-D copies each payload, -X
-#                                         linger.ms=5), prints msgs/s; fails
-#                                         unless every one was delivered
+#                                         linger.ms=5, then ARGs such as -H
+#                                         name=value headers), prints msgs/s;
+#                                         fails unless every one was delivered
 #   median < FILE                         the median of one number per line
 
 ref_build() {
@@ -26,7 +28,8 @@ ref_build() {
 
 ref_rate() {
     local perf=$1 bootstrap=$2 topic=$3 size=$4 n=$5
-    "$perf" -P -t "$topic" -b "$bootstrap" -s "$size" -c "$n" -D -X linger.ms=5 2>&1 |
+    shift 5
+    "$perf" -P -t "$topic" -b "$bootstrap" -s "$size" -c "$n" -D -X linger.ms=5 "$@" 2>&1 |
         awk -v n="$n" '/messages produced/ && / delivered/ { line = $0 }
             END { if (match(line, /[0-9]+ delivered/) && substr(line, RSTART, RLENGTH - 10) + 0 == n &&
                       match(line, /: [0-9]+ msgs\/s/)) print substr(line, RSTART + 2, RLENGTH - 8) + 0;
