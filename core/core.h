@@ -90,6 +90,8 @@ struct sl_ctx {
     unsigned uses;
     void *data;
     int ready;
+    int schema_only;   /* run by --init-schema: init_schema(), never start() */
+    int schema_failed; /* ... and it reported an error */
     char ready_why[256];
     char fail_reason[512];
     sl_inst_state state;
@@ -113,6 +115,12 @@ int sl_instance_start(sl_ctx *ctx);
 /* Starts draining; `done` runs once the instance has stopped and released
  * everything, at the latest `timeout` seconds from now. */
 void sl_instance_stop(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg);
+/* Calls the module's init_schema() (which it must have); `done` runs once
+ * the module called sl_schema_done(), or `timeout` seconds from now, with
+ * the instance released and ctx->schema_failed set when it failed (the
+ * reason in ctx->fail_reason).  Returns -1, with nothing pending, when
+ * init_schema() itself failed. */
+int sl_instance_init_schema(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg);
 /* Frees a stopped (or never started) instance and drops its dso. */
 void sl_instance_free(sl_ctx *ctx);
 /* 1 when the instance and every connector it holds are ready; else 0 with
@@ -141,6 +149,14 @@ void sl_cycle_shutdown(void);
 /* Checks a config without touching the running process: parse, validate
  * every section and module (loading the modules).  Prints every error. */
 int sl_cycle_check(const char *path);
+/* `sluiced --init-schema`: builds the generation of `path` without
+ * listeners, prepares its connectors and calls init_schema() of every
+ * module instance that has one.  Returns -1 when the configuration is not
+ * valid; else 0 with `pending` set to the instances still applying, after
+ * which the loop is to run until they are done (it exits by itself). */
+int sl_cycle_init_schema(const char *path, size_t *pending);
+/* Instances whose schema could not be applied, so far. */
+size_t sl_cycle_schema_failures(void);
 /* The validated options of a section of the current generation ([core],
  * [kafka], ...), or NULL when the section is absent. */
 const sl_optset *sl_cycle_section(const char *name);

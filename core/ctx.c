@@ -230,6 +230,61 @@ void sl_instance_stop(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg
         finish_stop(ctx, 0);
 }
 
+/* --init-schema runs an instance only between init_schema() and
+ * sl_schema_done(); its end reuses the stop path, which releases what the
+ * instance acquired and reports to `done` from the loop. */
+static void schema_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sl_schema_done(arg, "timed out");
+}
+
+int sl_instance_init_schema(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg)
+{
+    struct timeval tv;
+
+    ctx->ready = 1;
+    ctx->fail_reason[0] = '\0';
+    ctx->schema_only = 1;
+    ctx->schema_failed = 0;
+    ctx->state = SL_INST_RUNNING;
+    ctx->on_stopped = done;
+    ctx->on_stopped_arg = arg;
+    tv.tv_sec = (time_t)timeout;
+    tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
+    ctx->drain_timer = evtimer_new(sl_base, schema_timeout, ctx);
+    if (ctx->drain_timer == NULL || evtimer_add(ctx->drain_timer, &tv) != 0) {
+        sl_log_core(SL_LOG_ERROR, ctx->label, "cannot arm the schema timer");
+        release_all(ctx);
+        ctx->state = SL_INST_STOPPED;
+        return -1;
+    }
+    sl_log_core(SL_LOG_INFO, ctx->label, "applying its schema");
+    if (ctx->mod->init_schema(ctx) != 0) {
+        sl_log_core(SL_LOG_ERROR, ctx->label, "cannot apply its schema: %s",
+                    ctx->fail_reason[0] ? ctx->fail_reason : "(no reason given)");
+        event_free(ctx->drain_timer);
+        ctx->drain_timer = NULL;
+        release_all(ctx);
+        ctx->state = SL_INST_STOPPED;
+        return -1;
+    }
+    return 0;
+}
+
+SL_API void sl_schema_done(sl_ctx *ctx, const char *err)
+{
+    if (!ctx->schema_only || ctx->state != SL_INST_RUNNING)
+        return; /* not in --init-schema, or already done */
+    if (err != NULL) {
+        ctx->schema_failed = 1;
+        snprintf(ctx->fail_reason, sizeof(ctx->fail_reason), "%s", err);
+    }
+    ctx->state = SL_INST_STOPPING;
+    finish_stop(ctx, 0);
+}
+
 void sl_instance_free(sl_ctx *ctx)
 {
     if (ctx->state == SL_INST_RUNNING || ctx->state == SL_INST_STOPPING)

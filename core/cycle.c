@@ -630,6 +630,75 @@ void sl_cycle_reload(void)
                 (sl_now() - started) * 1000);
 }
 
+/* ---------------------------------------------------------- --init-schema */
+
+/* Long enough for an index build on a large table; the step runs once, by
+ * hand or from a deployment job, not on the serving path. */
+#define SCHEMA_TIMEOUT 600.0
+
+static size_t schema_pending;
+static size_t schema_failures;
+
+static void schema_finished(sl_ctx *ctx, void *arg)
+{
+    (void)arg;
+    if (ctx->schema_failed) {
+        sl_log_core(SL_LOG_ERROR, ctx->label, "schema not applied: %s", ctx->fail_reason);
+        schema_failures++;
+    } else {
+        sl_log_core(SL_LOG_INFO, ctx->label, "schema in place");
+    }
+    sl_instance_free(ctx);
+    if (--schema_pending == 0)
+        event_base_loopexit(sl_base, NULL);
+}
+
+int sl_cycle_init_schema(const char *path, size_t *pending_out)
+{
+    sl_errors errs = { 0 };
+    cycle *c = build(path, 0, &errs);
+
+    *pending_out = 0;
+    if (c == NULL || prepare_sections(NULL, c, &errs) != 0) {
+        print_errors(&errs);
+        sl_errors_free(&errs);
+        cycle_free(c);
+        return -1;
+    }
+    sl_errors_free(&errs);
+    current = c; /* the connectors read their sections from it */
+    apply_log_settings(sl_cycle_section("core"));
+    for (size_t i = 0; i < c->nspecs; i++) {
+        spec *s = &c->specs[i];
+        sl_optset opts = { 0 };
+        sl_ctx *ctx;
+
+        if (s->dso->mod->init_schema == NULL)
+            continue;
+        if (sl_optset_copy(&opts, &s->opts) != 0 ||
+            (ctx = sl_instance_new(s->dso, s->instance, &opts, NULL, 0)) == NULL) {
+            sl_optset_free(&opts);
+            sl_log_core(SL_LOG_ERROR, "core", "out of memory applying %s's schema", s->dso->mod->name);
+            schema_failures++;
+            continue;
+        }
+        sl_optset_free(&opts);
+        schema_pending++;
+        if (sl_instance_init_schema(ctx, SCHEMA_TIMEOUT, schema_finished, NULL) != 0) {
+            schema_pending--;
+            schema_failures++;
+            sl_instance_free(ctx);
+        }
+    }
+    *pending_out = schema_pending;
+    return 0;
+}
+
+size_t sl_cycle_schema_failures(void)
+{
+    return schema_failures;
+}
+
 /* ------------------------------------------------------------- shutdown */
 
 static void shutdown_step(sl_ctx *ctx, void *arg)

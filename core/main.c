@@ -25,12 +25,18 @@
 
 struct event_base *sl_base;
 
+/* --init-schema: a signal ends the run instead of draining modules. */
+static int schema_mode;
+static int interrupted;
+
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: sluiced [-c FILE] [-t] [-V] [--help-module NAME]\n"
+            "usage: sluiced [-c FILE] [-t] [-V] [--init-schema] [--help-module NAME]\n"
             "  -c FILE              configuration file (default %s/sluice.conf)\n"
             "  -t                   check the configuration and exit: 0 when valid\n"
+            "  --init-schema        apply the schema of every configured module\n"
+            "                       (PostgreSQL, ClickHouse) and exit: 0 when done\n"
             "  -V                   print version and build information\n"
             "  --help-module NAME   print the options of a module or of a section\n"
             "                       (core, kafka, ...), as the reference documents them\n"
@@ -150,18 +156,45 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         return;
     }
     sl_log_core(SL_LOG_INFO, "core", "%s received", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (schema_mode) {
+        interrupted = 1;
+        event_base_loopexit(sl_base, NULL);
+        return;
+    }
     sl_cycle_shutdown();
+}
+
+/* Runs the loop until every module's init_schema() reported; 0 when all
+ * of them applied their schema. */
+static int init_schema(const char *conf_path)
+{
+    size_t pending;
+
+    schema_mode = 1;
+    if (sl_cycle_init_schema(conf_path, &pending) != 0) {
+        sl_log_core(SL_LOG_ERROR, "core", "configuration %s is not valid; exiting", conf_path);
+        return 1;
+    }
+    if (pending > 0)
+        event_base_dispatch(sl_base);
+    if (interrupted || sl_cycle_schema_failures() > 0) {
+        sl_log_core(SL_LOG_ERROR, "core", "schema not applied completely");
+        return 1;
+    }
+    sl_log_core(SL_LOG_INFO, "core", "schema of every module in place");
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = { { "help-module", required_argument, NULL, 'H' },
                                               { "list-sections", no_argument, NULL, 'L' },
+                                              { "init-schema", no_argument, NULL, 'S' },
                                               { "help", no_argument, NULL, 'h' },
                                               { NULL, 0, NULL, 0 } };
     const char *conf_path = SL_SYSCONF_DIR "/sluice.conf";
     const char *help_name = NULL;
-    int test_only = 0, opt, conf_given = 0, rc = 0;
+    int test_only = 0, schema_only = 0, opt, conf_given = 0, rc = 0;
     struct event *sig_hup = NULL, *sig_term = NULL, *sig_int = NULL;
 
     while ((opt = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
@@ -178,6 +211,9 @@ int main(int argc, char **argv)
             return 0;
         case 'H':
             help_name = optarg;
+            break;
+        case 'S':
+            schema_only = 1;
             break;
         case 'L':
             for (size_t i = 0; sl_sections[i] != NULL; i++)
@@ -223,6 +259,10 @@ int main(int argc, char **argv)
         evsignal_add(sig_term, NULL) || evsignal_add(sig_int, NULL)) {
         fprintf(stderr, "sluiced: cannot install signal handlers\n");
         rc = 1;
+        goto out;
+    }
+    if (schema_only) {
+        rc = init_schema(conf_path);
         goto out;
     }
     if (sl_cycle_init(conf_path) != 0) {

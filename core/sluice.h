@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <stdarg.h>
 
-#define SL_ABI_VERSION 1
+#define SL_ABI_VERSION 2
 
 #if defined(__GNUC__)
 #define SL_API __attribute__((visibility("default")))
@@ -79,9 +79,21 @@ typedef struct {
      * it does not within the core's drain timeout the core releases it
      * anyway and logs what it still owned. */
     void (*stop)(sl_ctx *ctx);
+    /* Optional.  Applies the instance's schema (PostgreSQL migrations,
+     * ClickHouse tables) for `sluiced --init-schema`, then calls
+     * sl_schema_done(), possibly later from a callback.  Connector handles,
+     * timers and logging work as in start(); nothing is served.  Returns 0,
+     * or -1 after sl_fail() said why.  start() must still create what is
+     * missing: this step is for deployments that apply schema separately,
+     * e.g. with privileges the running daemon does not hold. */
+    int (*init_schema)(sl_ctx *ctx);
 } sl_module;
 
 SL_API void sl_stopped(sl_ctx *ctx);
+
+/* Ends init_schema(): `err` is NULL when the schema is in place, else why
+ * it is not.  The core then releases the instance. */
+SL_API void sl_schema_done(sl_ctx *ctx, const char *err);
 
 /* Records why start() failed; returns -1 for convenience. */
 SL_API int sl_fail(sl_ctx *ctx, const char *fmt, ...) SL_PRINTF(2, 3);

@@ -87,6 +87,44 @@ t_check "$(grep -c 'librdkafka' "$work/v.out")" -eq 1 "-V prints build informati
 t_check "$(grep -c '^  limit (int, default "10", from 1 to 100)' "$work/help.out")" -eq 1 "--help-module lists declared options"
 t_end
 
+t_case "--init-schema runs every module's schema step and exits 0 only when all applied"
+schema_conf() { # schema_conf HOW...: one echo instance per HOW, and the metrics module
+    printf '[core]\nmodules_dir = mods\nlisten = 127.0.0.1:%s\n[module metrics]\n' "$port" > "$work/schema.conf"
+    local i=0
+    for how in "$@"; do
+        i=$((i + 1))
+        printf '[module echo "s%s"]\nschema = %s\n' "$i" "$how" >> "$work/schema.conf"
+    done
+}
+schema_conf ok ok
+timeout 20 "$SLUICED" --init-schema -c "$work/schema.conf" 2>"$work/s.out"
+t_check $? -eq 0 "two instances applied: exit 0"
+t_check "$(grep -c 'schema step finished' "$work/s.out")" -eq 2 "each instance's step ran"
+t_check "$(grep -c 'schema of every module in place' "$work/s.out")" -eq 1 "says so"
+t_check "$(grep -c 'echo/s1.* started' "$work/s.out")" -eq 0 "no module was started"
+curl -s -o /dev/null "$base/healthz"
+t_check $? -ne 0 "nothing listened"
+schema_conf ok fail
+timeout 20 "$SLUICED" --init-schema -c "$work/schema.conf" 2>"$work/s.out"
+t_check $? -eq 1 "a failing step: exit 1"
+t_check "$(grep -c 'echo/s2.*schema not applied: told to fail' "$work/s.out")" -eq 1 "names the instance and the reason"
+schema_conf refuse ok
+timeout 20 "$SLUICED" --init-schema -c "$work/schema.conf" 2>"$work/s.out"
+t_check $? -eq 1 "a refused step: exit 1"
+t_check "$(grep -c 'schema step finished' "$work/s.out")" -eq 1 "the other instance still applied"
+schema_conf hang
+"$SLUICED" --init-schema -c "$work/schema.conf" 2>"$work/s.out" &
+hung=$!
+t_wait_for 10 grep -q 'applying its schema' "$work/s.out"
+kill -TERM "$hung"
+wait "$hung"
+t_check $? -eq 1 "SIGTERM during a step: exit 1"
+printf '[core]\nmodules_dir = mods\ncolour = blue\n' > "$work/schema.conf"
+"$SLUICED" --init-schema -c "$work/schema.conf" 2>"$work/s.out"
+t_check $? -eq 1 "an invalid config: exit 1"
+t_check "$(grep -c 'schema.conf:3' "$work/s.out")" -eq 1 "with file:line"
+t_end
+
 t_case "a module with another ABI version is refused"
 cat > "$work/oldabi.c" <<'EOF'
 #include "sluice.h"

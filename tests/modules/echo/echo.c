@@ -1,7 +1,8 @@
 /*
  * echo - a module for testing the core: it answers with its options, can
  * answer late (to test draining), can refuse to start, and owns a timer and
- * metrics like a real module.  ECHO_BUILD lets a test build a second
+ * metrics like a real module, and has a schema step that can succeed,
+ * fail, be refused or never finish (for --init-schema).  ECHO_BUILD lets a test build a second
  * version of the same module and see which code a reload really runs.
  */
 #include <stdlib.h>
@@ -188,8 +189,30 @@ static const sl_option echo_options[] = {
     { "fail", SL_OPT_BOOL, "false", "refuse to start", 0, 0, NULL },
     { "ready", SL_OPT_BOOL, "true", "report ready", 0, 0, NULL },
     { "limit", SL_OPT_INT, "10", "a bounded integer, for validation tests", 1, 100, NULL },
+    { "schema", SL_OPT_ENUM, "ok", "how init_schema ends", 0, 0, "ok|fail|refuse|hang" },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
+
+/* Reports later, from the loop, like a real schema step waiting on a
+ * database. */
+static void schema_reply(void *arg)
+{
+    sl_ctx *ctx = arg;
+
+    sl_log(ctx, SL_LOG_INFO, "schema step finished");
+    sl_schema_done(ctx, strcmp(sl_opt_str(ctx, "schema"), "fail") == 0 ? "told to fail" : NULL);
+}
+
+static int echo_init_schema(sl_ctx *ctx)
+{
+    const char *how = sl_opt_str(ctx, "schema");
+
+    if (strcmp(how, "refuse") == 0)
+        return sl_fail(ctx, "told to refuse");
+    if (strcmp(how, "hang") == 0)
+        return 0;
+    return sl_timer_new(ctx, 0.05, 0, schema_reply, ctx) != NULL ? 0 : sl_fail(ctx, "no timer");
+}
 
 SL_API const sl_module sluice_module = {
     .abi_version = SL_ABI_VERSION,
@@ -199,4 +222,5 @@ SL_API const sl_module sluice_module = {
     .flags = ECHO_FLAGS,
     .start = echo_start,
     .stop = echo_stop,
+    .init_schema = echo_init_schema,
 };

@@ -447,6 +447,11 @@ static const sl_option options[] = {
 };
 
 SL_API const sl_module sluice_module = {
-    SL_ABI_VERSION, "pgprobe", "drives the PostgreSQL connector for tests", options, 0, start,
-    stop,
+    .abi_version = SL_ABI_VERSION,
+    .name = "pgprobe",
+    .description = "drives the PostgreSQL connector for tests",
+    .options = options,
+    .flags = 0,
+    .start = start,
+    .stop = stop,
 };
