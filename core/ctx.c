@@ -206,10 +206,20 @@ SL_API void sl_stopped(sl_ctx *ctx)
     finish_stop(ctx, 0);
 }
 
-void sl_instance_stop(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg)
+/* Arms ctx->drain_timer: `fn` runs `timeout` seconds from now unless the
+ * instance finishes first.  -1 when it could not be armed. */
+static int arm_deadline(sl_ctx *ctx, double timeout, event_callback_fn fn)
 {
     struct timeval tv;
 
+    tv.tv_sec = (time_t)timeout;
+    tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
+    ctx->drain_timer = evtimer_new(sl_base, fn, ctx);
+    return ctx->drain_timer != NULL && evtimer_add(ctx->drain_timer, &tv) == 0 ? 0 : -1;
+}
+
+void sl_instance_stop(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg)
+{
     if (ctx->state != SL_INST_RUNNING) {
         if (done != NULL)
             done(ctx, arg);
@@ -218,11 +228,9 @@ void sl_instance_stop(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg
     ctx->state = SL_INST_STOPPING;
     ctx->on_stopped = done;
     ctx->on_stopped_arg = arg;
-    tv.tv_sec = (time_t)timeout;
-    tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
-    ctx->drain_timer = evtimer_new(sl_base, drain_timeout, ctx);
-    if (ctx->drain_timer != NULL)
-        evtimer_add(ctx->drain_timer, &tv);
+    /* Without the deadline the drain still ends when the module says so. */
+    if (arm_deadline(ctx, timeout, drain_timeout) != 0)
+        sl_log_core(SL_LOG_WARN, ctx->label, "cannot arm the drain timeout");
     sl_log_core(SL_LOG_INFO, ctx->label, "stopping");
     if (ctx->mod->stop != NULL)
         ctx->mod->stop(ctx); /* may call sl_stopped() at once */
@@ -242,8 +250,6 @@ static void schema_timeout(evutil_socket_t fd, short what, void *arg)
 
 int sl_instance_init_schema(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg)
 {
-    struct timeval tv;
-
     ctx->ready = 1;
     ctx->fail_reason[0] = '\0';
     ctx->schema_only = 1;
@@ -251,11 +257,11 @@ int sl_instance_init_schema(sl_ctx *ctx, double timeout, sl_stopped_fn done, voi
     ctx->state = SL_INST_RUNNING;
     ctx->on_stopped = done;
     ctx->on_stopped_arg = arg;
-    tv.tv_sec = (time_t)timeout;
-    tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
-    ctx->drain_timer = evtimer_new(sl_base, schema_timeout, ctx);
-    if (ctx->drain_timer == NULL || evtimer_add(ctx->drain_timer, &tv) != 0) {
+    if (arm_deadline(ctx, timeout, schema_timeout) != 0) {
         sl_log_core(SL_LOG_ERROR, ctx->label, "cannot arm the schema timer");
+        if (ctx->drain_timer != NULL)
+            event_free(ctx->drain_timer);
+        ctx->drain_timer = NULL;
         release_all(ctx);
         ctx->state = SL_INST_STOPPED;
         return -1;
