@@ -20,6 +20,7 @@ set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 SL_BUILD=${SL_BUILD:-$top}
 . "$top/tests/lib.sh"
+. "$top/tests/bench/result.sh"
 . "$top/tests/bench/rdkafka_reference.sh"
 DURATION=${SECONDS_:-10}
 N=${N:-10000000}
@@ -102,4 +103,5 @@ mg=$(median < "$work/g")
 mr=$(median < "$work/r")
 printf '%-6s %22s %28s\n' median "$mg" "$mr"
 awk -v g="$mg" -v r="$mr" 'BEGIN { printf "ratio generator / rdkafka_performance: %.2f (target >= 0.7)\n", g / r }'
+bench_result generator_max_rate "$mg" events/s "$mr" rdkafka_performance ">=0.7"
 echo "generator totals: $(status '"generated %d, delivered %d, failed %d, dropped %d %s" % (j["generated"]["total"], j["delivered"]["total"], j["failed"]["total"], j["dropped"]["total"], j["dropped_by_reason"])')"
