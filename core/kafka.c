@@ -543,6 +543,32 @@ static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *e
     return 0;
 }
 
+/* `brokers = file:PATH`: the bootstrap servers another instance's embedded
+ * broker wrote to its bootstrap_file (one line, host:port comma
+ * separated).  Read when a handle is built, so a role started after the
+ * broker finds it.  Fills `out`; -1 with `err` set when the file is
+ * missing, empty or too long. */
+static int brokers_from_file(const char *path, char *out, size_t outlen, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "brokers file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    n = fread(out, 1, outlen - 1, f);
+    fclose(f);
+    out[n] = '\0';
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r' || out[n - 1] == ' '))
+        out[--n] = '\0';
+    if (n == 0 || n == outlen - 1 || strchr(out, '\n') != NULL) {
+        snprintf(err, errlen, "brokers file %s: expected one line of host:port", path);
+        return -1;
+    }
+    return 0;
+}
+
 /* The client's configuration, by precedence: our defaults, the [kafka]
  * section, the module's overrides, then what the connector needs to stay
  * on the loop. */
@@ -552,6 +578,7 @@ static rd_kafka_conf_t *build_conf(handle *h, const char *group, const char *con
     const sl_optset *opts = sl_kafka_section();
     const char *brokers = sl_optset_get(opts, "brokers")->raw;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char from_file[1024];
 
     if (conf == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -559,6 +586,12 @@ static rd_kafka_conf_t *build_conf(handle *h, const char *group, const char *con
     }
     if (conf_set(conf, "statistics.interval.ms", STATS_INTERVAL_MS, err, errlen) != 0)
         goto fail;
+    if (strncmp(brokers, SL_KAFKA_BROKERS_FILE, strlen(SL_KAFKA_BROKERS_FILE)) == 0) {
+        if (brokers_from_file(brokers + strlen(SL_KAFKA_BROKERS_FILE), from_file,
+                              sizeof(from_file), err, errlen) != 0)
+            goto fail;
+        brokers = from_file;
+    }
     if (strcmp(brokers, "embedded") == 0) {
         h->cluster = sl_kafka_cluster_get(opts, err, errlen);
         if (h->cluster == NULL)

@@ -16,6 +16,10 @@
  * only the modules, loaded later, call the handle functions). */
 extern const sl_section_schema sl_kafka_schema;
 
+/* `brokers = file:PATH` reads the bootstrap servers from PATH (another
+ * instance's bootstrap_file) when a handle is built. */
+#define SL_KAFKA_BROKERS_FILE "file:"
+
 /* The section's options and hooks (kafka_broker.c). */
 extern const sl_option sl_kafka_options[];
 int sl_kafka_check(const sl_optset *opts, const char *file, sl_errors *errs);

@@ -29,8 +29,9 @@
 
 const sl_option sl_kafka_options[] = {
     { "brokers", SL_OPT_STRING, "embedded",
-      "bootstrap servers, host:port comma separated, or \"embedded\" for a broker inside the "
-      "process (memory only, for development and tests)", 0, 0, NULL },
+      "bootstrap servers, host:port comma separated, \"embedded\" for a broker inside the "
+      "process (memory only, for development and tests), or file:PATH to read them from another "
+      "instance's bootstrap_file", 0, 0, NULL },
     { "client_id", SL_OPT_STRING, "sluiced", "client.id of every Kafka client", 0, 0, NULL },
     { "bootstrap_file", SL_OPT_STRING, "",
       "with brokers = embedded, write the embedded bootstrap address to this file", 0, 0, NULL },
@@ -159,6 +160,9 @@ int sl_kafka_check(const sl_optset *opts, const char *file, sl_errors *errs)
 
     if (brokers->raw[0] == '\0') {
         sl_errors_add(errs, file, brokers->line, "[kafka] brokers: empty; use \"embedded\" or host:port");
+        bad = 1;
+    } else if (strcmp(brokers->raw, SL_KAFKA_BROKERS_FILE) == 0) {
+        sl_errors_add(errs, file, brokers->line, "[kafka] brokers: file: names no file");
         bad = 1;
     }
     for (size_t i = 0; i < topics->nlist; i++) {

@@ -89,6 +89,18 @@ t_tmpdir() {
     echo "$d"
 }
 
+# t_scratch: $work, a private directory removed at exit (kept with
+# SL_KEEP), and $pids, processes killed at exit: append what you start.
+t_scratch() {
+    work=$(t_tmpdir)
+    pids=()
+    trap _t_scratch_end EXIT
+}
+_t_scratch_end() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
+}
+
 # t_wait_until SECONDS 'SHELL CONDITION': polls a condition that is
 # evaluated afresh each time, e.g.
 #   t_wait_until 5 '[ "$(code_of "$base/readyz")" = 200 ]'

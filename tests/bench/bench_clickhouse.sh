@@ -22,6 +22,7 @@ set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 SL_BUILD=${SL_BUILD:-$top}
 . "$top/tests/lib.sh"
+. "$top/tests/bench/result.sh"
 . "$top/tests/harness/services.sh"
 N=${N:-1000000}
 BATCH=${BATCH:-$N}
@@ -118,4 +119,5 @@ mc=$(median < "$work/c")
 mr=$(median < "$work/r")
 printf '%-6s %18s %18s\n' median "$mc" "$mr"
 awk -v c="$mc" -v r="$mr" 'BEGIN { printf "ratio connector / curl: %.2f (target >= 0.9)\n", c / r }'
+bench_result clickhouse_insert "$mc" rows/s "$mr" curl ">=0.9"
 echo "rows in bench: $(count) (= $(( (RUNS + 1) * 2 )) runs x $N)"

@@ -14,6 +14,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${SL_BUILD:-$top/build}
 duration=${DURATION:-10s}
 . "$top/tests/lib.sh"
+. "$top/tests/bench/result.sh"
 
 if [ ! -x "$build/core/sluiced" ]; then
     (cd "$top" && { [ -x configure ] || autoreconf -fi; })
@@ -130,3 +131,6 @@ printf '\n%-40s %14s %14s %8s %8s\n' "benchmark" "sluice" "reference" "ratio" "t
 printf '%-40s %14s %14s %8s %8s\n' "GET /healthz req/s (wrk -t2 -c64 -d$duration)" "$sluiced_rps" "$nginx_rps (nginx)" "$ratio" ">= 0.8"
 printf '%-40s %14s %14s %8s %8s\n' "SIGHUP to new config served, median ms" "$reload_median" "-" "-" "< 50"
 printf '%-40s %14s %14s %8s %8s\n' "SIGHUP to new config served, worst ms" "$reload_worst" "-" "-" "< 50"
+bench_result healthz_requests "$sluiced_rps" req/s "$nginx_rps" nginx ">=0.8"
+bench_result reload_median "$reload_median" ms - - "<50"
+bench_result reload_worst "$reload_worst" ms - - "<50"

@@ -24,6 +24,7 @@ set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 SL_BUILD=${SL_BUILD:-$top}
 . "$top/tests/lib.sh"
+. "$top/tests/bench/result.sh"
 . "$top/tests/bench/rdkafka_reference.sh"
 DURATION=${SECONDS_:-10}
 N=${N:-10000000}
@@ -113,4 +114,6 @@ printf '%-6s %18s %22s %22s\n' median "$mg" "$mrh" "$mr"
 awk -v g="$mg" -v rh="$mrh" -v r="$mr" 'BEGIN {
     printf "ratio generator / rdkafka_performance with the same headers: %.2f (target >= 0.7)\n", g / rh
     printf "ratio generator / rdkafka_performance bare: %.2f\n", g / r }'
+bench_result generator_max_rate "$mg" events/s "$mrh" rdkafka_performance_same_headers ">=0.7"
+bench_result generator_max_rate_bare_reference "$mg" events/s "$mr" rdkafka_performance_bare -
 echo "generator totals: $(status '"generated %d, delivered %d, failed %d, dropped %d %s" % (j["generated"]["total"], j["delivered"]["total"], j["failed"]["total"], j["dropped"]["total"], j["dropped_by_reason"])')"

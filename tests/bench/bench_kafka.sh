@@ -23,6 +23,7 @@ set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 SL_BUILD=${SL_BUILD:-$top}
 . "$top/tests/lib.sh"
+. "$top/tests/bench/result.sh"
 N=${N:-1000000}
 SIZE=${SIZE:-200}
 RUNS=${RUNS:-3}
@@ -110,3 +111,4 @@ mc=$(median < "$work/c")
 mr=$(median < "$work/r")
 printf '%-6s %22s %28s\n' median "$mc" "$mr"
 awk -v c="$mc" -v r="$mr" 'BEGIN { printf "ratio connector / rdkafka_performance: %.2f (target >= 0.9)\n", c / r }'
+bench_result kafka_produce "$mc" msgs/s "$mr" rdkafka_performance ">=0.9"

@@ -8,7 +8,11 @@ set -eu
 pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
       librdkafka-dev libpq-dev libhiredis-dev libcurl4-openssl-dev
       libcjson-dev libcmocka-dev postgresql redis-server clickhouse-server
-      clickhouse-client kcat prometheus wrk nginx-light curl python3)
+      clickhouse-client kcat prometheus wrk nginx-light curl python3
+      chromium docker-compose)
+# chromium: tests/integration/status.sh loads the status page headless;
+# docker-compose: tests/integration/deploy.sh validates the compose file
+# (`docker-compose config` needs no Docker engine).
 
 missing=()
 for p in "${pkgs[@]}"; do

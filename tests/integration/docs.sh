@@ -4,12 +4,19 @@
 # test.
 . "$(dirname "$0")/../lib.sh"
 
-t_case "README's configuration reference matches the declared options"
+t_case "the configuration reference (README, sluice.conf(5)) matches the declared options"
 bash "$SL_TOP/contrib/gen-reference.sh" --check "$SL_BUILD" > /tmp/sluice-docs.$$ 2>&1
 rc=$?
 head -40 /tmp/sluice-docs.$$
+t_check "$(grep -c "^README.md: .* stale" /tmp/sluice-docs.$$)" = 0 "README.md's reference up to date"
+t_check "$(grep -c "^contrib/man/sluice.conf.5: .* stale" /tmp/sluice-docs.$$)" = 0 "sluice.conf(5)'s reference up to date"
 rm -f /tmp/sluice-docs.$$
-t_check "$rc" -eq 0 "reference up to date"
+t_check "$rc" -eq 0 "gen-reference.sh --check"
+# The man page holds every section the code declares.
+for s in $("$SLUICED" --list-sections) $(cd "$SL_BUILD/_modules" && ls *.so | sed 's/\.so$//'); do
+    case $s in core | redis | clickhouse | kafka | postgres) head="[$s]" ;; *) head="[module $s]" ;; esac
+    t_check "$(grep -c -F ".SS \"$head\"" "$SL_TOP/contrib/man/sluice.conf.5")" = 1 "sluice.conf(5) documents $head"
+done
 t_end
 
 t_case "every file in conf/ passes sluiced -t"
