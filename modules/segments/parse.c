@@ -324,7 +324,8 @@ int seg_parse_report_name(const char *secret, const char *name, long long *user,
         if (i < 3 && *p++ != '-')
             goto bad;
     }
-    if (p != name + len - 4 || strlen(part[1]) != 4 || strlen(part[2]) != 2 ||
+    /* one spelling per report: no leading zeros on the id */
+    if (p != name + len - 4 || part[0][0] == '0' || strlen(part[1]) != 4 || strlen(part[2]) != 2 ||
         strlen(part[3]) != 32 || seg_parse_id_text(part[0], user, inner, sizeof(inner)) != 0 ||
         seg_parse_period(part[1], part[2], y, m, inner, sizeof(inner)) != 0)
         goto bad;
