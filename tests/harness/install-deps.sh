@@ -8,7 +8,8 @@ set -eu
 pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
       librdkafka-dev libpq-dev libhiredis-dev libcurl4-openssl-dev
       libcjson-dev libcmocka-dev postgresql redis-server clickhouse-server
-      clickhouse-client kcat prometheus wrk nginx-light curl python3)
+      clickhouse-client kcat prometheus wrk nginx-light curl python3
+      clang libclang-rt-14-dev chromium)
 
 missing=()
 for p in "${pkgs[@]}"; do
