@@ -125,7 +125,7 @@ static void more(sl_req *req, void *arg)
 
 static void fetch(seg_call *c)
 {
-    char id[24], from[16], to[16], page[16];
+    char id[24], from[32], to[32], page[16];
     const char *p[6] = { id, from, to, c->after_ts[0] ? c->after_ts : NULL, c->after_id, page };
 
     snprintf(id, sizeof(id), "%lld", c->user);

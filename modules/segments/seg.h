@@ -51,6 +51,7 @@ struct seg_call {
     int unavailable;              /* ...without an answer from the server */
     char sqlstate[8];
     char err[256];
+    cJSON *json;                  /* the request body, parsed */
     int reject;                   /* a 4xx decided inside the transaction */
     char reject_why[256];
     /* request data */

@@ -89,6 +89,7 @@ void seg_call_free(seg_call *c)
         c->next->prev = c->prev;
     if (c->watch != NULL)
         sl_timer_free(c->watch);
+    cJSON_Delete(c->json);
     free(c->expiries);
     free(c);
     if (s->stopping && s->calls == NULL)
@@ -133,7 +134,6 @@ cJSON *seg_body_json(seg_call *c)
     size_t len;
     const char *body;
     const char *end = NULL;
-    cJSON *j;
 
     if (!seg_body_ok(c))
         return NULL;
@@ -142,23 +142,19 @@ cJSON *seg_body_json(seg_call *c)
         seg_error(c, 400, "request body must be a JSON object, got an empty body");
         return NULL;
     }
-    /* sl_req_json answers 400 itself; parse here to count the answer. */
-    j = cJSON_ParseWithLengthOpts(body, len, &end, 0);
-    if (j == NULL) {
+    /* Parsed here rather than by sl_req_json so that the answer is
+     * counted like every other; owned by the call. */
+    c->json = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (c->json == NULL) {
         seg_error(c, 400, "malformed JSON body near byte %zu",
                   end != NULL && end >= body ? (size_t)(end - body) : 0);
         return NULL;
     }
-    cJSON_Delete(j);
-    j = sl_req_json(c->req); /* owned by the request */
-    if (j == NULL || !cJSON_IsObject(j)) {
-        if (j != NULL)
-            seg_error(c, 400, "request body must be a JSON object");
-        else
-            seg_call_free(c); /* sl_req_json answered */
+    if (!cJSON_IsObject(c->json)) {
+        seg_error(c, 400, "request body must be a JSON object");
         return NULL;
     }
-    return j;
+    return c->json;
 }
 
 int seg_ready(seg_call *c)
@@ -240,6 +236,7 @@ static void free_state(void *obj)
     while (s->calls != NULL) {
         seg_call *c = s->calls;
         s->calls = c->next;
+        cJSON_Delete(c->json);
         free(c->expiries);
         free(c);
     }
