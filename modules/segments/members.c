@@ -163,8 +163,10 @@ static void change_begin(seg_call *c)
                        "SELECT setval('users_id_seq', $1::bigint)"
                        " WHERE $1::bigint > (SELECT last_value FROM users_id_seq)",
                        1, pu, NULL, NULL) != 0 ||
-        sl_pg_tx_query(c->tx, "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", 1, pu, NULL, NULL) !=
-            0 ||
+        /* NO KEY UPDATE: requests for one user queue on it, while the
+         * foreign-key checks (KEY SHARE) of a rollout do not. */
+        sl_pg_tx_query(c->tx, "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", 1, pu, NULL,
+                       NULL) != 0 ||
         sl_pg_tx_query(c->tx,
                        "SELECT s FROM unnest($1::text[]) AS s"
                        " WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1",

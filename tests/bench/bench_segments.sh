@@ -83,7 +83,7 @@ modules_dir = mods
 log_level = warn
 [postgres]
 dsn = $SL_PG_DSN
-pool_size = ${POOL:-8}
+pool_size = ${POOL:-16}
 max_queue = 4096
 [redis]
 url = $SL_REDIS_URL
@@ -132,7 +132,7 @@ cat > "$work/post.sql" <<EOF
 BEGIN;
 WITH u AS (INSERT INTO users (id) VALUES (:uid::bigint) ON CONFLICT (id) DO NOTHING RETURNING id) INSERT INTO user_segments (user_id, slug) SELECT u.id, s.slug FROM u, segments s WHERE s.user_percent IS NOT NULL AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100) ORDER BY s.slug;
 SELECT setval('users_id_seq', :uid::bigint) WHERE :uid::bigint > (SELECT last_value FROM users_id_seq);
-SELECT 1 FROM users WHERE id = :uid FOR UPDATE;
+SELECT 1 FROM users WHERE id = :uid FOR NO KEY UPDATE;
 SELECT s FROM unnest(ARRAY['S' || :a, 'S' || :d]) AS s WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1;
 DELETE FROM user_segments WHERE user_id = :uid AND expires_at <= now();
 DELETE FROM user_segments WHERE user_id = :uid AND slug = ANY (ARRAY['S' || :d]);
@@ -188,4 +188,4 @@ ratio() { python3 -c "nan = float('nan'); a, b, c = $1, $2, $3; print('%.2f (%s)
 printf '\n%-34s %12s %9s %12s %12s %9s %9s %16s\n' "benchmark (wrk -t2 -c64 -d$duration)" "sluiced/s" "p99 ms" "nginx/s" "pgbench/s" "pg p99" "non-2xx" "ratio to lower"
 printf '%-34s %12s %9s %12s %12s %9s %9s %16s\n' "GET /segment/user/{id}" "$get_rps" "$get_p99" "$nginx_rps" "$pget_tps" "$pget_p99" "$get_bad" "$(ratio "$get_rps" "$nginx_rps" "$pget_tps")"
 printf '%-34s %12s %9s %12s %12s %9s %9s %16s\n' "POST /segment/user (1 add, 1 del)" "$post_rps" "$post_p99" "$nginx_rps" "$ppost_tps" "$ppost_p99" "$post_bad" "$(ratio "$post_rps" "$nginx_rps" "$ppost_tps")"
-echo "nginx p99 ${nginx_p99} ms; pgbench failed transactions: get ${pget_fail}, post ${ppost_fail}; sluiced pool_size ${POOL:-8}; target ratio >= 0.8"
+echo "nginx p99 ${nginx_p99} ms; pgbench failed transactions: get ${pget_fail}, post ${ppost_fail}; sluiced pool_size ${POOL:-16}; target ratio >= 0.8"
