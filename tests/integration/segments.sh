@@ -581,4 +581,28 @@ pids=()
 t_check "$(grep -c 'AddressSanitizer\|runtime error' "$work/sluiced.log")" = 0 "no sanitizer report"
 t_end
 
+t_case "PostgreSQL down at start: 503 JSON until the schema is in place, then served"
+sl_svc_stop postgres
+port2=$(t_free_port)
+sed "s|^listen = .*|listen = 127.0.0.1:$port2|" "$work/sluice.conf" > "$work/second.conf"
+"$SLUICED" -c "$work/second.conf" 2>>"$work/second.log" &
+second=$!
+pids+=("$second")
+t_wait_http "http://127.0.0.1:$port2/healthz" 15
+r=$(curl -s -w ' %{http_code}' -X POST "http://127.0.0.1:$port2/user")
+t_check "${r##* }" = 503 "POST /user 503: $r"
+t_check "$(echo "${r% *}" | py '"unavailable" in j["error"]')" = True "JSON naming the problem"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port2/readyz")" = 503 "/readyz 503"
+sl_svc_restart postgres
+t_wait_until 20 '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$port2/readyz")" = 200 ]'
+t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port2/readyz")" = 200 "ready once the server is back"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port2/user")" = 201 "POST /user 201"
+t_check "$(psqlc "SELECT count(*) FROM sluice_migrations WHERE module = 'segments'")" = 1 "the migration is recorded once"
+kill -TERM "$second"
+wait "$second"
+t_check $? -eq 0 "exit 0"
+pids=()
+t_check "$(grep -c 'AddressSanitizer\|runtime error' "$work/second.log")" = 0 "no sanitizer report"
+t_end
+
 t_exit
