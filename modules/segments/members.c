@@ -86,7 +86,7 @@ static void on_added(sl_pg *pg, const sl_pg_result *res, const char *err, void *
                    *exp = sl_pg_value(res, r, 2);
         if (ins != NULL && strcmp(ins, "t") == 0)
             c->n1++;
-        if (c->expiries != NULL && slug != NULL && exp != NULL)
+        if (c->expiries != NULL && slug != NULL && exp != NULL && at < cap)
             at += (size_t)snprintf(c->expiries + at, cap - at, "%lld:%s %s\n", c->ch.user_id,
                                    slug, exp);
     }

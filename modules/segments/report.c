@@ -70,7 +70,7 @@ static void on_page(sl_pg *pg, const sl_pg_result *res, const char *err, void *a
 {
     seg_call *c = arg;
     int n = err == NULL ? sl_pg_nrows(res) : 0;
-    size_t cap = (size_t)n * 128 + 64, at = 0;
+    size_t cap = 64, at = 0;
     char *buf;
 
     (void)pg;
@@ -83,6 +83,11 @@ static void on_page(sl_pg *pg, const sl_pg_result *res, const char *err, void *a
         sl_log(c->s->ctx, SL_LOG_WARN, "report for user %lld cut short: %s", c->user, err);
         return finish(c, 500);
     }
+    /* sized from the values: history rows are not bound to the API's slugs */
+    for (int r = 0; r < n; r++)
+        for (int col = 0; col < 4; col++)
+            cap += strlen(sl_pg_value(res, r, col) != NULL ? sl_pg_value(res, r, col) : "") + 1;
+    cap += (size_t)n * 2;
     if ((buf = malloc(cap)) == NULL) {
         if (!c->streaming)
             return seg_error(c, 503, "out of memory");
@@ -92,10 +97,12 @@ static void on_page(sl_pg *pg, const sl_pg_result *res, const char *err, void *a
         sl_reply_header(c->req, "Content-Disposition", "attachment");
         at += (size_t)snprintf(buf, cap, "user_id,segment_slug,operation,executed_at\r\n");
     }
-    for (int r = 0; r < n; r++)
+    for (int r = 0; r < n && at < cap; r++)
         at += (size_t)snprintf(buf + at, cap - at, "%s,%s,%s,%s\r\n", sl_pg_value(res, r, 0),
                                sl_pg_value(res, r, 1), sl_pg_value(res, r, 2),
                                sl_pg_value(res, r, 3));
+    if (at > cap - 1)
+        at = cap - 1;
     if (n > 0) {
         snprintf(c->after_ts, sizeof(c->after_ts), "%s", sl_pg_value(res, n - 1, 4));
         snprintf(c->after_id, sizeof(c->after_id), "%s", sl_pg_value(res, n - 1, 5));
