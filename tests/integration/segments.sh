@@ -277,6 +277,22 @@ PY
 t_check "$mismatch" = 0 "new users' memberships equal the independent hash (mismatches: $mismatch)"
 t_check "$(psqlc "SELECT segments_bucket(42, 'ROLLOUT_25')")" = "$(python3 -c 'import hashlib; print(int.from_bytes(hashlib.sha256(b"42:ROLLOUT_25").digest()[:4], "big") % 10000)')" \
     "segments_bucket() in SQL equals the hash"
+for u in 990001 990002 990003 990004 990005 990006 990007 990008; do
+    curl -s -o /dev/null -X POST "$base/segment/user" -d "{\"user_id\":$u,\"add_segments\":[\"AVITO_DISCOUNT_30\"]}"
+done
+implicit=$(python3 - <<'PY'
+import hashlib, os, subprocess
+bad = 0
+for u in range(990001, 990009):
+    want = int.from_bytes(hashlib.sha256(f"{u}:ROLLOUT_25".encode()).digest()[:4], "big") % 10000 < 2500
+    got = subprocess.run(["psql", "-X", "-At", os.environ["SL_PG_DSN"], "-c",
+                          f"SELECT count(*) FROM user_segments WHERE user_id = {u} AND slug = 'ROLLOUT_25'"],
+                         capture_output=True, text=True).stdout.strip() == "1"
+    bad += want != got
+print(bad)
+PY
+)
+t_check "$implicit" = 0 "users created by POST /segment/user join by the same hash (mismatches: $implicit)"
 t_check "$(python3 -c "print($(metric 'sluice_segments_percent_assignments_total{when="new_user"}') > 0)")" = True \
     "percent assignments counted for new users"
 t_end
@@ -470,16 +486,21 @@ t_check "$(psqlc "SELECT count(*) FROM segments WHERE slug = 'ROLLOUT_25'")" = 0
 t_end
 
 # ------------------------------------------------------------ big report
-t_case "a report of 30000 rows streams whole"
+t_case "a report of 200000 rows streams whole; a client leaving mid-stream ends it"
 psqlc "INSERT INTO users (id) VALUES (950000);
        INSERT INTO segment_history (user_id, slug, operation, executed_at)
        SELECT 950000, 'BULK', CASE WHEN g % 2 = 0 THEN 'I' ELSE 'D' END, '2024-02-01'::timestamptz + g * interval '1 second'
-       FROM generate_series(0, 29999) g" > /dev/null
+       FROM generate_series(0, 199999) g" > /dev/null
 link=$(curl -s "$base/segment/history/950000?year=2024&month=2" | py 'j["report_link"]')
 curl -s -o "$work/big.csv" "$link"
-t_check "$(wc -l < "$work/big.csv")" = 30001 "header and 30000 rows"
+t_check "$(wc -l < "$work/big.csv")" = 200001 "header and 200000 rows"
 t_check "$(tail -n +2 "$work/big.csv" | cut -d, -f4 | tr -d '\r' | sort -c && echo sorted)" = sorted "in time order"
-t_check "$(tail -n1 "$work/big.csv" | tr -d '\r')" = "950000,BULK,D,2024-02-01T08:19:59.000000Z" "the last row"
+t_check "$(tail -n1 "$work/big.csv" | tr -d '\r')" = "950000,BULK,D,2024-02-03T07:33:19.000000Z" "the last row"
+ended=$(metric 'sluice_segments_requests_total{route="report",code="200"}')
+curl -s -o /dev/null --limit-rate 20k --max-time 1 "$link"
+t_wait_until 10 '[ "$(metric '"'"'sluice_segments_requests_total{route="report",code="200"}'"'"')" -gt "$ended" ]'
+t_check "$(metric 'sluice_segments_requests_total{route="report",code="200"}')" -gt "$ended" \
+    "a client leaving after 1 s of ~10 MB ends the stream on the server"
 t_end
 
 # ----------------------------------------------------------------- OpenAPI
