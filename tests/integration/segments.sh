@@ -29,7 +29,7 @@ base=http://127.0.0.1:$port
 calls=$work/calls # "METHOD TEMPLATE CODE" of every answer, for the OpenAPI check
 
 # npm packages for /docs and the OpenAPI validator, installed once per machine.
-npm_dir=${SL_NPM_DIR:-$HOME/.cache/sluice-npm}
+npm_dir=${SL_NPM_DIR:-${HOME:-/root}/.cache/sluice-npm}
 if [ ! -f "$npm_dir/node_modules/swagger-ui-dist/swagger-ui-bundle.js" ] ||
     [ ! -d "$npm_dir/node_modules/@apidevtools/swagger-parser" ]; then
     mkdir -p "$npm_dir"
