@@ -69,7 +69,7 @@ static void serve_user(sl_req *req, void *arg)
     char why[256];
     cJSON *body;
 
-    if (c == NULL || seg_ready(c) != 0 || !seg_body_ok(c))
+    if (c == NULL || seg_ready(c, serve_user) != 0 || !seg_body_ok(c))
         return;
     sl_req_body(req, &len);
     if (len > 0) { /* no fields are defined: an empty object at most */
@@ -156,7 +156,7 @@ static void serve_create(sl_req *req, void *arg)
     char why[256];
     cJSON *body;
 
-    if (c == NULL || seg_ready(c) != 0 || (body = seg_body_json(c)) == NULL)
+    if (c == NULL || seg_ready(c, serve_create) != 0 || (body = seg_body_json(c)) == NULL)
         return;
     if (seg_parse_segment(body, c->slug, &c->percent, why, sizeof(why)) != 0)
         return seg_error(c, 400, "%s", why);
@@ -216,7 +216,7 @@ static void serve_delete(sl_req *req, void *arg)
     char why[256];
     cJSON *body;
 
-    if (c == NULL || seg_ready(c) != 0 || (body = seg_body_json(c)) == NULL)
+    if (c == NULL || seg_ready(c, serve_delete) != 0 || (body = seg_body_json(c)) == NULL)
         return;
     if (seg_parse_slug_body(body, c->slug, why, sizeof(why)) != 0)
         return seg_error(c, 400, "%s", why);
@@ -254,7 +254,7 @@ static void serve_list(sl_req *req, void *arg)
 {
     seg_call *c = seg_call_new(arg, req, SEG_R_SEGMENT_LIST);
 
-    if (c == NULL || seg_ready(c) != 0)
+    if (c == NULL || seg_ready(c, serve_list) != 0)
         return;
     if (sl_pg_query(c->s->pg,
                     "SELECT s.slug, s.user_percent,"
@@ -301,7 +301,7 @@ static void serve_user_segments(sl_req *req, void *arg)
     char why[256], id[24];
     const char *p[1] = { id };
 
-    if (c == NULL || seg_ready(c) != 0)
+    if (c == NULL || seg_ready(c, serve_user_segments) != 0)
         return;
     if (seg_parse_id_text(sl_req_param(req, "id"), &c->user, why, sizeof(why)) != 0)
         return seg_error(c, 400, "%s", why);

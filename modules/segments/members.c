@@ -180,7 +180,7 @@ static void serve_change(sl_req *req, void *arg)
     char why[256];
     cJSON *body;
 
-    if (c == NULL || seg_ready(c) != 0 || (body = seg_body_json(c)) == NULL)
+    if (c == NULL || seg_ready(c, serve_change) != 0 || (body = seg_body_json(c)) == NULL)
         return;
     if (seg_parse_change(body, &c->ch, why, sizeof(why)) != 0)
         return seg_error(c, 400, "%s", why);

@@ -26,7 +26,7 @@ static void serve_history(sl_req *req, void *arg)
     const char *host;
     cJSON *o;
 
-    if (c == NULL || seg_ready(c) != 0)
+    if (c == NULL || seg_ready(c, serve_history) != 0)
         return;
     if (seg_parse_id_text(sl_req_param(req, "id"), &c->user, why, sizeof(why)) != 0 ||
         seg_parse_period(sl_req_query(req, "year"), sl_req_query(req, "month"), &c->year,
@@ -179,7 +179,7 @@ static void serve_report(sl_req *req, void *arg)
     char why[128], id[24];
     const char *p[1] = { id };
 
-    if (c == NULL || seg_ready(c) != 0)
+    if (c == NULL || seg_ready(c, serve_report) != 0)
         return;
     if (seg_parse_report_name(s->secret, sl_req_param(req, "name"), &c->user, &c->year, &c->month,
                               why, sizeof(why)) != 0)

@@ -31,6 +31,9 @@ typedef enum {
     SEG_NROUTES
 } seg_route;
 
+/* requests held while a new instance checks the schema */
+#define SEG_MAX_WAITING 4096
+
 typedef struct seg seg;
 typedef struct seg_call seg_call;
 
@@ -52,6 +55,8 @@ struct seg_call {
     char sqlstate[8];
     char err[256];
     cJSON *json;                  /* the request body, parsed */
+    sl_route_fn again;            /* waiting for the schema: its handler */
+    int waiting;
     int reject;                   /* a 4xx decided inside the transaction */
     char reject_why[256];
     /* request data */
@@ -75,6 +80,9 @@ struct seg {
     sl_redis *redis;
     seg_call *calls;
     int stopping;                 /* drain: sl_stopped once no call is left */
+    int nwaiting;                 /* calls waiting for the schema */
+    int releasing;                /* inside release_waiting: no sl_stopped yet */
+    int migrate_failed;           /* the last schema check failed */
     int migrated;                 /* schema ready and secret loaded */
     char migrate_err[256];
     char secret[128];
@@ -108,8 +116,11 @@ void seg_count(seg *s, seg_route route, int status, double t0);
 int seg_body_ok(seg_call *c);
 /* The JSON body, or NULL after answering 400/413 and freeing c. */
 cJSON *seg_body_json(seg_call *c);
-/* 0 when the schema is ready; else answers 503 and frees c. */
-int seg_ready(seg_call *c);
+/* 0 when the schema is ready.  Else -1: until the first schema check
+ * ends (a successor started by a reload, a few milliseconds) the request
+ * waits and `again` is called for it then; after a failed check it is
+ * answered 503 and c freed. */
+int seg_ready(seg_call *c, sl_route_fn again);
 
 /* schema.c */
 extern const sl_pg_migration seg_migrations[];

@@ -92,7 +92,8 @@ void seg_call_free(seg_call *c)
     cJSON_Delete(c->json);
     free(c->expiries);
     free(c);
-    if (s->stopping && s->calls == NULL)
+    /* sl_stopped releases the state at once: the last thing done here */
+    if (s->stopping && s->calls == NULL && !s->releasing)
         sl_stopped(s->ctx);
 }
 
@@ -157,13 +158,57 @@ cJSON *seg_body_json(seg_call *c)
     return c->json;
 }
 
-int seg_ready(seg_call *c)
+int seg_ready(seg_call *c, sl_route_fn again)
 {
-    if (c->s->migrated)
+    seg *s = c->s;
+
+    if (s->migrated)
         return 0;
+    if (!s->migrate_failed && again != NULL && s->nwaiting < SEG_MAX_WAITING) {
+        c->again = again;
+        c->waiting = 1;
+        s->nwaiting++;
+        return -1;
+    }
     seg_error(c, 503, "database unavailable: schema not ready yet%s%s",
-              c->s->migrate_err[0] ? ": " : "", c->s->migrate_err);
+              s->migrate_err[0] ? ": " : "", s->migrate_err);
     return -1;
+}
+
+/* The first schema check ended: every waiting request is handled afresh
+ * (served, or answered 503 if the check failed). */
+static void release_waiting(seg *s)
+{
+    size_t n = 0;
+    struct {
+        sl_req *req;
+        sl_route_fn fn;
+    } *w;
+
+    if (s->nwaiting == 0)
+        return;
+    s->releasing = 1;
+    w = malloc((size_t)s->nwaiting * sizeof(*w));
+    for (seg_call *c = s->calls, *next; c != NULL; c = next) {
+        next = c->next;
+        if (!c->waiting)
+            continue;
+        if (w != NULL) {
+            w[n].req = c->req;
+            w[n++].fn = c->again;
+            seg_call_free(c);
+        } else {
+            c->waiting = 0;
+            seg_error(c, 503, "out of memory");
+        }
+    }
+    s->nwaiting = 0;
+    for (size_t i = 0; i < n; i++)
+        w[i].fn(w[i].req, s);
+    free(w);
+    s->releasing = 0;
+    if (s->stopping && s->calls == NULL)
+        sl_stopped(s->ctx);
 }
 
 /* ------------------------------------------------------------- start */
@@ -185,9 +230,11 @@ static void on_secret(sl_pg *pg, const sl_pg_result *res, const char *err, void 
     }
     snprintf(s->secret, sizeof(s->secret), "%s", v);
     s->migrated = 1;
+    s->migrate_failed = 0;
     s->migrate_err[0] = '\0';
     sl_set_ready(s->ctx, 1, NULL);
     sl_log(s->ctx, SL_LOG_INFO, "schema ready");
+    release_waiting(s);
     seg_sweep_tick(s);
 }
 
@@ -206,7 +253,9 @@ static void on_migrated(sl_pg *pg, int applied, const char *err, void *arg)
     if (sl_opt_str(s->ctx, "report_secret")[0] != '\0') {
         snprintf(s->secret, sizeof(s->secret), "%s", sl_opt_str(s->ctx, "report_secret"));
         s->migrated = 1;
+        s->migrate_failed = 0;
         sl_set_ready(s->ctx, 1, NULL);
+        release_waiting(s);
         return;
     }
     if (sl_pg_query(pg, "SELECT secret FROM segments_install WHERE id = 1", 0, NULL, on_secret, s) !=
@@ -226,6 +275,8 @@ static void migrate_now(void *arg)
  * the API answers 503 until it is in place. */
 static void migrate_later(seg *s)
 {
+    s->migrate_failed = 1;
+    release_waiting(s);
     sl_timer_arm(s->migrate_timer, 1.0);
 }
 

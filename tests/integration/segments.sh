@@ -594,6 +594,21 @@ t_check "$(metric 'sluice_segments_active_memberships')" = "$(psqlc "SELECT coun
     "active memberships equals the database's count"
 t_end
 
+t_case "SIGHUP with a changed option under load: the successor serves without refusing a request"
+wrk -t2 -c16 -d6s "$base/segment/user/$uid" > "$work/wrk.out" 2>&1 &
+wpid=$!
+sleep 1
+for i in 1 2 3 4 5 6; do
+    sed -i "s/^sweep_interval = .*/sweep_interval = $((100 + i))ms/" "$work/sluice.conf"
+    kill -HUP "$daemon"
+    sleep 0.5
+done
+wait "$wpid"
+t_check "$(grep -c 'reload complete' "$work/sluiced.log")" -ge 6 "6 reloads completed"
+t_check "$(grep -c 'Non-2xx\|Socket errors' "$work/wrk.out")" = 0 "no non-2xx answer, no socket error ($(grep 'Requests/sec' "$work/wrk.out"))"
+t_check "$(awk '/requests in/ { print $1 }' "$work/wrk.out")" -gt 100 "requests were served meanwhile"
+t_end
+
 t_case "SIGTERM: sluiced exits 0"
 kill -TERM "$daemon"
 wait "$daemon"
