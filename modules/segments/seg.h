@@ -98,6 +98,7 @@ struct seg {
     /* ttl sweeper */
     sl_timer *sweep_timer, *gauge_timer, *migrate_timer;
     int sweeping, rebuild_needed, gauge_busy;
+    char sweep_now[32];           /* the time the due members were chosen by */
     char rebuild_after_user[24], rebuild_after_slug[SEG_SLUG_MAX + 1];
     /* metrics */
     sl_metric *m_requests, *m_latency;

@@ -4,7 +4,7 @@
  *
  * Every sweep_interval the sweeper takes the due members (score <= now),
  * deletes those memberships in PostgreSQL only where they are still due
- * (expires_at <= now(): a refreshed ttl is left alone), which writes their
+ * (expires_at <= that now: a refreshed ttl is left alone), which writes their
  * history D rows and outbox events through the trigger like any removal,
  * then drops them from the schedule only if their score did not change
  * meanwhile (a Lua compare-and-delete, so a concurrent refresh survives).
@@ -150,7 +150,7 @@ static void on_due(sl_redis *r, const sl_redis_reply *reply, const char *err, vo
     batch *b;
     char *users, *slugs;
     size_t ucap, scap, ua = 1, sa = 1;
-    const char *p[2];
+    const char *p[3];
 
     (void)r;
     if (err != NULL || len < 2) {
@@ -194,11 +194,16 @@ static void on_due(sl_redis *r, const sl_redis_reply *reply, const char *err, vo
     }
     snprintf(users + ua, ucap - ua, "}");
     snprintf(slugs + sa, scap - sa, "}");
-    p[0] = users, p[1] = slugs;
+    p[0] = users, p[1] = slugs, p[2] = s->sweep_now;
+    /* Due by the clock that chose them (the schedule's, ours), not the
+     * server's: with skewed clocks a member dropped from the schedule
+     * would otherwise never be removed.  The millisecond covers the
+     * score's rounding to a double; a refreshed ttl is far later. */
     if (sl_pg_query(s->pg,
                     "DELETE FROM user_segments us USING unnest($1::bigint[], $2::text[]) AS d(u, s)"
-                    " WHERE us.user_id = d.u AND us.slug = d.s AND us.expires_at <= now()",
-                    2, p, on_removed, b) != 0) {
+                    " WHERE us.user_id = d.u AND us.slug = d.s"
+                    "   AND us.expires_at <= to_timestamp($3::double precision) + interval '1 ms'",
+                    3, p, on_removed, b) != 0) {
         batch_free(b);
         sweep_done(s);
     }
@@ -311,6 +316,7 @@ static void on_marker(sl_redis *r, const sl_redis_reply *reply, const char *err,
         return;
     }
     snprintf(now, sizeof(now), "%.6f", sl_wall());
+    snprintf(s->sweep_now, sizeof(s->sweep_now), "%s", now);
     snprintf(limit, sizeof(limit), "%d", s->sweep_batch);
     argv[0] = "ZRANGEBYSCORE", argv[1] = s->ttl_key, argv[2] = "-inf", argv[3] = now;
     argv[4] = "WITHSCORES", argv[5] = "LIMIT", argv[6] = "0", argv[7] = limit;
