@@ -88,7 +88,7 @@ static void created(seg_call *c)
     cJSON *o = cJSON_CreateObject();
 
     cJSON_AddStringToObject(o, "slug", c->slug);
-    cJSON_AddStringToObject(o, "created_at", c->expiries != NULL ? c->expiries : "");
+    cJSON_AddStringToObject(o, "created_at", c->created_at);
     if (c->percent >= 0) {
         cJSON_AddNumberToObject(o, "user_percent", c->percent);
         cJSON_AddNumberToObject(o, "users_assigned", (double)c->n1);
@@ -118,8 +118,7 @@ static void on_segment_row(sl_pg *pg, const sl_pg_result *res, const char *err, 
         return seg_tx_end(c);
     if (sl_pg_nrows(res) == 0)
         return seg_tx_reject(c, 409, "segment %s already exists", c->slug);
-    free(c->expiries);
-    c->expiries = strdup(sl_pg_value(res, 0, 0));
+    snprintf(c->created_at, sizeof(c->created_at), "%s", sl_pg_value(res, 0, 0));
     if (c->percent < 0)
         return seg_tx_end(c);
     /* Exactly round(p% of the users), picked at random. */

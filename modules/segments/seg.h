@@ -62,6 +62,7 @@ struct seg_call {
     /* request data */
     seg_change ch;
     char slug[SEG_SLUG_MAX + 1];
+    char created_at[40];
     double percent;
     long long n1, n2;
     char *expiries;               /* members' "user:slug score" to schedule */
