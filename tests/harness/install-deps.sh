@@ -9,10 +9,11 @@ pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
       librdkafka-dev libpq-dev libhiredis-dev libcurl4-openssl-dev
       libcjson-dev libcmocka-dev postgresql redis-server clickhouse-server
       clickhouse-client kcat prometheus wrk nginx-light curl python3
-      chromium docker-compose)
-# chromium: tests/integration/status.sh loads the status page headless;
-# docker-compose: tests/integration/deploy.sh validates the compose file
-# (`docker-compose config` needs no Docker engine).
+      chromium docker-compose clang libclang-rt-14-dev)
+# chromium: tests/integration/status.sh loads the status page headless, and
+# segments.sh checks /docs; docker-compose: tests/integration/deploy.sh
+# validates the compose file (`docker-compose config` needs no Docker
+# engine); clang and its runtime: the libFuzzer run of segments_fuzz.sh.
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -21,6 +22,9 @@ for p in "${pkgs[@]}"; do
     st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
     [ "$st" = "install ok installed" ] || missing+=("$p")
 done
+# segments.sh validates the OpenAPI document and renders /docs with npm
+# packages; a Node.js from elsewhere (this machine kind ships one) will do.
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: all ${#pkgs[@]} packages present"

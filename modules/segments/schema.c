@@ -1,0 +1,84 @@
+/*
+ * schema.c - the segments schema, applied by the core's migrations runner.
+ *
+ * Membership changes are recorded by one trigger on user_segments: every
+ * insert and delete, whichever path made it (POST /segment/user, a rollout,
+ * DELETE /segment, the TTL sweeper), writes its segment_history row and its
+ * outbox event (CONTRACTS.md) in the same transaction as the change, so no
+ * path can forget either.  A TTL refresh is an UPDATE and records nothing:
+ * membership did not change.
+ *
+ * segments_bucket() is the sticky rollout hash, defined exactly like
+ * seg_bucket() in parse.c (SHA-256 of "<user>:<slug>", first four bytes
+ * big-endian, modulo 10000), so every instance and the database agree.
+ */
+#include <stddef.h>
+#include "seg.h"
+
+const sl_pg_migration seg_migrations[] = {
+    { 1,
+      "CREATE TABLE IF NOT EXISTS users ("
+      "  id bigserial PRIMARY KEY,"
+      "  created_at timestamptz NOT NULL DEFAULT now());"
+      "CREATE TABLE IF NOT EXISTS segments ("
+      "  slug text PRIMARY KEY CHECK (slug ~ '^[A-Z0-9_]{1,64}$'),"
+      "  user_percent numeric(5,2) CHECK (user_percent BETWEEN 0 AND 100),"
+      "  created_at timestamptz NOT NULL DEFAULT now());"
+      "CREATE TABLE IF NOT EXISTS user_segments ("
+      "  user_id bigint NOT NULL REFERENCES users (id),"
+      "  slug text NOT NULL REFERENCES segments (slug),"
+      "  expires_at timestamptz,"
+      "  added_at timestamptz NOT NULL DEFAULT now(),"
+      "  PRIMARY KEY (user_id, slug));"
+      "CREATE INDEX IF NOT EXISTS user_segments_slug ON user_segments (slug);"
+      "CREATE INDEX IF NOT EXISTS user_segments_expires ON user_segments (expires_at)"
+      "  WHERE expires_at IS NOT NULL;"
+      "CREATE TABLE IF NOT EXISTS segment_history ("
+      "  id bigserial PRIMARY KEY,"
+      "  user_id bigint NOT NULL,"
+      "  slug text NOT NULL,"
+      "  operation char(1) NOT NULL CHECK (operation IN ('I', 'D')),"
+      "  executed_at timestamptz NOT NULL DEFAULT now());"
+      "CREATE INDEX IF NOT EXISTS segment_history_user ON segment_history"
+      "  (user_id, executed_at, id);"
+      /* CONTRACTS.md: exactly these six columns; the outbox module adds
+       * its claim columns, index and trigger itself. */
+      "CREATE TABLE IF NOT EXISTS outbox ("
+      "  id bigserial PRIMARY KEY,"
+      "  aggregate_type text NOT NULL,"
+      "  aggregate_id text NOT NULL,"
+      "  event_type text NOT NULL,"
+      "  payload jsonb,"
+      "  created_at timestamptz NOT NULL DEFAULT now());"
+      /* The per-install secret that signs report names, shared by every
+       * instance over the same database. */
+      "CREATE TABLE IF NOT EXISTS segments_install ("
+      "  id int PRIMARY KEY CHECK (id = 1),"
+      "  secret text NOT NULL);"
+      "INSERT INTO segments_install (id, secret) VALUES (1,"
+      "  replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''))"
+      "  ON CONFLICT (id) DO NOTHING;"
+      "CREATE OR REPLACE FUNCTION segments_bucket(uid bigint, slug text) RETURNS int"
+      "  LANGUAGE sql IMMUTABLE STRICT AS $$"
+      "  SELECT (('x' || encode(substr(sha256(convert_to(uid::text || ':' || slug, 'UTF8')),"
+      "          1, 4), 'hex'))::bit(32)::bigint % 10000)::int $$;"
+      "CREATE OR REPLACE FUNCTION segments_membership_change() RETURNS trigger"
+      "  LANGUAGE plpgsql AS $$"
+      "DECLARE uid bigint; s text; op char(1);"
+      "BEGIN"
+      "  IF TG_OP = 'INSERT' THEN uid := NEW.user_id; s := NEW.slug; op := 'I';"
+      "  ELSE uid := OLD.user_id; s := OLD.slug; op := 'D'; END IF;"
+      "  INSERT INTO segment_history (user_id, slug, operation) VALUES (uid, s, op);"
+      "  INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+      "  VALUES ('segment', uid::text,"
+      "          CASE op WHEN 'I' THEN 'segment_added' ELSE 'segment_removed' END,"
+      "          jsonb_build_object('user_id', uid, 'slug', s, 'operation', op, 'ts',"
+      "            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')));"
+      "  RETURN NULL;"
+      "END $$;"
+      "DROP TRIGGER IF EXISTS user_segments_change ON user_segments;"
+      "CREATE TRIGGER user_segments_change AFTER INSERT OR DELETE ON user_segments"
+      "  FOR EACH ROW EXECUTE FUNCTION segments_membership_change();" },
+};
+
+const size_t seg_nmigrations = sizeof(seg_migrations) / sizeof(seg_migrations[0]);

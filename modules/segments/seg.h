@@ -1,0 +1,153 @@
+/*
+ * seg.h - the segments module's state, shared by its files:
+ *   segments.c  descriptor, options, start/stop, metrics, reply helpers
+ *   schema.c    the migrations (tables, history/outbox trigger, bucket fn)
+ *   call.c      one request's database work: transactions with retries
+ *   api.c       users and segments endpoints
+ *   members.c   POST /segment/user
+ *   ttl.c       the Redis expiry schedule and its sweeper
+ *   report.c    history links and streamed CSV reports
+ *   openapi.c   /openapi.json and /docs
+ */
+#ifndef SEG_H
+#define SEG_H
+
+#include "sluice.h"
+#include "sluice_pg.h"
+#include "sluice_redis.h"
+#include "parse.h"
+
+typedef enum {
+    SEG_R_USER,
+    SEG_R_SEGMENT_CREATE,
+    SEG_R_SEGMENT_DELETE,
+    SEG_R_SEGMENT_LIST,
+    SEG_R_CHANGE,
+    SEG_R_USER_SEGMENTS,
+    SEG_R_HISTORY,
+    SEG_R_REPORT,
+    SEG_R_OPENAPI,
+    SEG_R_DOCS,
+    SEG_NROUTES
+} seg_route;
+
+/* requests held while a new instance checks the schema */
+#define SEG_MAX_WAITING 4096
+
+typedef struct seg seg;
+typedef struct seg_call seg_call;
+
+/* One request in flight.  Calls are listed in the state so that an
+ * instance stopped mid-request frees them (the core answers 503). */
+struct seg_call {
+    seg *s;
+    sl_req *req;
+    seg_call *prev, *next;
+    seg_route route;
+    double t0;
+    /* transaction runner (call.c) */
+    sl_pg_tx *tx;
+    int attempts;
+    void (*begin)(seg_call *c);   /* queues one attempt's statements */
+    void (*done)(seg_call *c);    /* after a successful commit */
+    int failed;                   /* a statement of this attempt failed */
+    int unavailable;              /* ...without an answer from the server */
+    char sqlstate[8];
+    char err[256];
+    cJSON *json;                  /* the request body, parsed */
+    sl_route_fn again;            /* waiting for the schema: its handler */
+    int waiting;
+    int reject;                   /* a 4xx decided inside the transaction */
+    char reject_why[256];
+    /* request data */
+    seg_change ch;
+    char slug[SEG_SLUG_MAX + 1];
+    char created_at[40];
+    double percent;
+    long long n1, n2;
+    char *expiries;               /* members' "user:slug score" to schedule */
+    /* report stream */
+    long long user;
+    int year, month;
+    char after_ts[64];
+    char after_id[24];
+    int streaming, in_flight, finished;
+    sl_timer *watch;
+};
+
+struct seg {
+    sl_ctx *ctx;
+    sl_pg *pg;
+    sl_redis *redis;
+    seg_call *calls;
+    int stopping;                 /* drain: sl_stopped once no call is left */
+    int nwaiting;                 /* calls waiting for the schema */
+    int releasing;                /* inside release_waiting: no sl_stopped yet */
+    int migrate_failed;           /* the last schema check failed */
+    int migrated;                 /* schema ready and secret loaded */
+    char migrate_err[256];
+    char secret[128];
+    size_t max_body;
+    int max_retries;
+    const char *ttl_key;
+    char marker_key[256];
+    const char *public_url;
+    const char *docs_dir;
+    double sweep_interval;
+    int sweep_batch;
+    int report_page;
+    /* ttl sweeper */
+    sl_timer *sweep_timer, *gauge_timer, *migrate_timer;
+    int sweeping, rebuild_needed, gauge_busy;
+    char sweep_now[32];           /* the time the due members were chosen by */
+    char rebuild_after_user[24], rebuild_after_slug[SEG_SLUG_MAX + 1];
+    /* metrics */
+    sl_metric *m_requests, *m_latency;
+    sl_series *s_active, *s_lag, *s_removals, *s_rebuilds, *s_assign_create, *s_assign_new,
+        *s_retries, *s_scheduled;
+};
+
+/* segments.c */
+seg_call *seg_call_new(seg *s, sl_req *req, seg_route route);
+void seg_call_free(seg_call *c);
+void seg_reply(seg_call *c, int status, cJSON *json);
+void seg_error(seg_call *c, int status, const char *fmt, ...) SL_PRINTF(3, 4);
+/* Answers directly, for routes that need no call state. */
+void seg_count(seg *s, seg_route route, int status, double t0);
+/* 1 when the body is within max_body; else answers 413 and frees c. */
+int seg_body_ok(seg_call *c);
+/* The JSON body, or NULL after answering 400/413 and freeing c. */
+cJSON *seg_body_json(seg_call *c);
+/* 0 when the schema is ready.  Else -1: until the first schema check
+ * ends (a successor started by a reload, a few milliseconds) the request
+ * waits and `again` is called for it then; after a failed check it is
+ * answered 503 and c freed. */
+int seg_ready(seg_call *c, sl_route_fn again);
+
+/* schema.c */
+extern const sl_pg_migration seg_migrations[];
+extern const size_t seg_nmigrations;
+
+/* call.c */
+void seg_tx_run(seg_call *c);
+/* Records a failed statement; returns 1 when `err` is set. */
+int seg_stmt_failed(seg_call *c, const sl_pg_result *res, const char *err);
+/* Ends the attempt: commit (or rollback after a reject or failure). */
+void seg_tx_end(seg_call *c);
+/* Answers a failed single query: 503 when unanswered, 500 otherwise. */
+void seg_pg_error(seg_call *c, const sl_pg_result *res, const char *err);
+void seg_tx_reject(seg_call *c, int status, const char *fmt, ...) SL_PRINTF(3, 4);
+
+/* api.c, members.c, report.c, openapi.c */
+int seg_api_routes(seg *s);
+int seg_members_routes(seg *s);
+int seg_report_routes(seg *s);
+int seg_openapi_routes(seg *s);
+
+/* ttl.c */
+int seg_ttl_start(seg *s);
+/* Schedules `n` members "user:slug" with their expiry (epoch seconds). */
+void seg_ttl_schedule(seg *s, const char *const *members, const char *const *scores, size_t n);
+void seg_sweep_tick(void *arg);
+
+#endif

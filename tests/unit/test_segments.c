@@ -1,0 +1,288 @@
+/*
+ * test_segments.c - the segments module's pure parts: SHA-256 and HMAC
+ * against published vectors, the sticky rollout bucket against values
+ * computed independently (Python hashlib), and the input checks.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include "parse.h"
+#include "sha256.h"
+
+static void hex(const uint8_t *d, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
+}
+
+static void test_sha256_vectors(void **state)
+{
+    uint8_t d[32];
+    char h[65];
+    char million[1000];
+
+    (void)state;
+    seg_sha256("", 0, d);
+    hex(d, 32, h);
+    assert_string_equal(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    seg_sha256("abc", 3, d);
+    hex(d, 32, h);
+    assert_string_equal(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    /* 56 bytes: the padding spills into a second block */
+    seg_sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56, d);
+    hex(d, 32, h);
+    assert_string_equal(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    memset(million, 'a', sizeof(million));
+    seg_sha256(million, sizeof(million), d);
+    hex(d, 32, h);
+    assert_string_equal(h, "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3");
+}
+
+static void test_hmac_rfc4231(void **state)
+{
+    uint8_t d[32], key[131];
+    char h[65];
+
+    (void)state;
+    seg_hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, d);
+    hex(d, 32, h);
+    assert_string_equal(h, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    /* test case 6: a key longer than the block is hashed first */
+    memset(key, 0xaa, sizeof(key));
+    seg_hmac_sha256(key, sizeof(key), "Test Using Larger Than Block-Size Key - Hash Key First", 54,
+                    d);
+    hex(d, 32, h);
+    assert_string_equal(h, "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+}
+
+static void test_bucket(void **state)
+{
+    (void)state;
+    /* python3: int.from_bytes(sha256(f"{u}:{s}".encode()).digest()[:4], "big") % 10000 */
+    assert_int_equal(seg_bucket(1, "AVITO_DISCOUNT_30"), 2436);
+    assert_int_equal(seg_bucket(42, "ROLLOUT_25"), 8422);
+    assert_int_equal(seg_bucket(9007199254740991LL, "A"), 5334);
+    /* deterministic, and spread: about a quarter of users under 2500 */
+    int under = 0;
+    for (long long u = 1; u <= 10000; u++) {
+        int b = seg_bucket(u, "SPREAD");
+        assert_true(b >= 0 && b < SEG_BUCKETS);
+        assert_int_equal(b, seg_bucket(u, "SPREAD"));
+        under += b < 2500;
+    }
+    assert_true(under > 2300 && under < 2700);
+}
+
+static void test_slug(void **state)
+{
+    char why[256], s[80];
+
+    (void)state;
+    assert_int_equal(seg_slug_check("AVITO_DISCOUNT_30", why, sizeof(why)), 0);
+    assert_int_equal(seg_slug_check("", why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "empty"));
+    assert_int_equal(seg_slug_check(NULL, why, sizeof(why)), -1);
+    assert_int_equal(seg_slug_check("avito", why, sizeof(why)), -1);
+    assert_int_equal(seg_slug_check("A-B", why, sizeof(why)), -1);
+    assert_int_equal(seg_slug_check("A'; DROP TABLE users; --", why, sizeof(why)), -1);
+    assert_int_equal(seg_slug_check("../X", why, sizeof(why)), -1);
+    assert_int_equal(seg_slug_check("\xc3\x89", why, sizeof(why)), -1);
+    memset(s, 'A', 64);
+    s[64] = '\0';
+    assert_int_equal(seg_slug_check(s, why, sizeof(why)), 0);
+    s[64] = 'A', s[65] = '\0';
+    assert_int_equal(seg_slug_check(s, why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "at most 64"));
+}
+
+static void test_ids(void **state)
+{
+    char why[256];
+    long long v;
+    cJSON *j;
+
+    (void)state;
+    assert_int_equal(seg_parse_id_text("1", &v, why, sizeof(why)), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(seg_parse_id_text("9007199254740991", &v, why, sizeof(why)), 0);
+    assert_int_equal(seg_parse_id_text("9007199254740992", &v, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_id_text("0", &v, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_id_text("-1", &v, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_id_text("1e3", &v, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_id_text(" 1", &v, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_id_text("", &v, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_id_text("99999999999999999999", &v, why, sizeof(why)), -1);
+    j = cJSON_Parse("[5, 5.5, \"5\", -1, 1e300, true]");
+    assert_int_equal(seg_parse_id_json(cJSON_GetArrayItem(j, 0), "user_id", &v, why, sizeof(why)), 0);
+    assert_int_equal(v, 5);
+    for (int i = 1; i < 6; i++)
+        assert_int_equal(seg_parse_id_json(cJSON_GetArrayItem(j, i), "user_id", &v, why, sizeof(why)),
+                         -1);
+    assert_int_equal(seg_parse_id_json(NULL, "user_id", &v, why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "required"));
+    cJSON_Delete(j);
+}
+
+static int change(const char *json, seg_change *ch, char *why, size_t whylen)
+{
+    cJSON *j = cJSON_Parse(json);
+    int rc;
+
+    assert_non_null(j);
+    rc = seg_parse_change(j, ch, why, whylen);
+    cJSON_Delete(j);
+    return rc;
+}
+
+static void test_change(void **state)
+{
+    static seg_change ch;
+    char why[256], arr[256];
+
+    (void)state;
+    assert_int_equal(change("{\"user_id\": 7, \"add_segments\": [\"B\", \"A\"], \"delete_segments\": [\"C\"], \"ttl\": 60}",
+                            &ch, why, sizeof(why)),
+                     0);
+    assert_int_equal(ch.user_id, 7);
+    assert_int_equal(ch.nadd, 2);
+    assert_string_equal(ch.add[0], "A"); /* sorted: a fixed lock order */
+    assert_string_equal(ch.add[1], "B");
+    assert_int_equal(ch.ndel, 1);
+    assert_int_equal(ch.ttl, 60);
+    assert_int_equal(seg_slug_array(ch.add, ch.nadd, arr, sizeof(arr)), 5);
+    assert_string_equal(arr, "{A,B}");
+    assert_int_equal(seg_slug_array(ch.add, 0, arr, sizeof(arr)), 2);
+    assert_string_equal(arr, "{}");
+    assert_int_equal(seg_slug_array(ch.add, ch.nadd, arr, 4), -1);
+
+    static const struct {
+        const char *json, *needle;
+    } bad[] = {
+        { "{\"add_segments\": [\"A\"]}", "user_id is required" },
+        { "{\"user_id\": 1}", "both empty" },
+        { "{\"user_id\": 1, \"add_segments\": [\"A\"], \"delete_segments\": [\"A\"]}", "in both" },
+        { "{\"user_id\": 1, \"add_segments\": [\"A\", \"A\"]}", "listed twice" },
+        { "{\"user_id\": 1, \"delete_segments\": [\"A\", \"A\"]}", "listed twice" },
+        { "{\"user_id\": 1, \"add_segments\": \"A\"}", "must be an array" },
+        { "{\"user_id\": 1, \"add_segments\": [1]}", "must be a string" },
+        { "{\"user_id\": 1, \"add_segments\": [\"a\"]}", "A-Z" },
+        { "{\"user_id\": 1, \"add_segments\": [\"A\"], \"ttl\": 0}", "ttl must be" },
+        { "{\"user_id\": 1, \"add_segments\": [\"A\"], \"ttl\": -5}", "ttl must be" },
+        { "{\"user_id\": 1, \"add_segments\": [\"A\"], \"ttl\": 315360001}", "ttl must be" },
+        { "{\"user_id\": 1, \"add_segments\": [\"A\"], \"ttl\": 2.5}", "ttl must be" },
+        { "{\"user_id\": 1, \"add_segments\": [\"A\"], \"ttl\": \"5\"}", "ttl must be" },
+        { "{\"user_id\": 1, \"delete_segments\": [\"A\"], \"ttl\": 5}", "ttl applies" },
+        { "{\"user_id\": 1, \"add_segments\": [\"A\"], \"extra\": 1}", "unknown field" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why[0] = '\0';
+        assert_int_equal(change(bad[i].json, &ch, why, sizeof(why)), -1);
+        if (strstr(why, bad[i].needle) == NULL)
+            fail_msg("%s: got \"%s\", wanted \"%s\"", bad[i].json, why, bad[i].needle);
+    }
+    /* 101 slugs are too many */
+    char big[2048] = "{\"user_id\": 1, \"add_segments\": [";
+    for (int i = 0; i < 101; i++)
+        snprintf(big + strlen(big), sizeof(big) - strlen(big), "%s\"S%d\"", i ? "," : "", i);
+    strcat(big, "]}");
+    assert_int_equal(change(big, &ch, why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "more than 100"));
+}
+
+static void test_segment_body(void **state)
+{
+    char why[256], slug[SEG_SLUG_MAX + 1];
+    double p;
+    static const struct {
+        const char *json;
+        int rc;
+        double p;
+    } cases[] = {
+        { "{\"slug\": \"A\"}", 0, -1 },
+        { "{\"slug\": \"A\", \"user_percent\": null}", 0, -1 },
+        { "{\"slug\": \"A\", \"user_percent\": 0}", 0, 0 },
+        { "{\"slug\": \"A\", \"user_percent\": 100}", 0, 100 },
+        { "{\"slug\": \"A\", \"user_percent\": 12.34}", 0, 12.34 },
+        { "{\"slug\": \"A\", \"user_percent\": 12.345}", -1, 0 },
+        { "{\"slug\": \"A\", \"user_percent\": 100.01}", -1, 0 },
+        { "{\"slug\": \"A\", \"user_percent\": -0.01}", -1, 0 },
+        { "{\"slug\": \"A\", \"user_percent\": \"5\"}", -1, 0 },
+        { "{\"slug\": 5}", -1, 0 },
+        { "{}", -1, 0 },
+        { "{\"slug\": \"A\", \"x\": 1}", -1, 0 },
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *j = cJSON_Parse(cases[i].json);
+        int rc = seg_parse_segment(j, slug, &p, why, sizeof(why));
+        if (rc != cases[i].rc)
+            fail_msg("%s: rc %d (%s)", cases[i].json, rc, why);
+        if (rc == 0) {
+            assert_string_equal(slug, "A");
+            assert_true(p > cases[i].p - 1e-9 && p < cases[i].p + 1e-9);
+        }
+        cJSON_Delete(j);
+    }
+}
+
+static void test_period_and_reports(void **state)
+{
+    char why[256], name[SEG_REPORT_NAME_MAX], bad[SEG_REPORT_NAME_MAX + 8];
+    long long u;
+    int y, m;
+
+    (void)state;
+    assert_int_equal(seg_parse_period("2023", "9", &y, &m, why, sizeof(why)), 0);
+    assert_int_equal(y * 100 + m, 202309);
+    assert_int_equal(seg_parse_period("2023", "09", &y, &m, why, sizeof(why)), 0);
+    assert_int_equal(seg_parse_period("1999", "9", &y, &m, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_period("2023", "13", &y, &m, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_period("2023", "0", &y, &m, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_period(NULL, "1", &y, &m, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_period("2023", "1x", &y, &m, why, sizeof(why)), -1);
+
+    seg_report_name("k", 7, 2026, 11, name);
+    /* python3: hmac.new(b"k", b"7:2026:11", sha256).hexdigest()[:32] */
+    assert_string_equal(name, "7-2026-11-54f98821281e145b36789466e717148a.csv");
+    assert_int_equal(seg_parse_report_name("k", name, &u, &y, &m, why, sizeof(why)), 0);
+    assert_true(u == 7 && y == 2026 && m == 11);
+    /* another secret, user or month: refused */
+    assert_int_equal(seg_parse_report_name("other", name, &u, &y, &m, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_report_name("k", "8-2026-11-54f98821281e145b36789466e717148a.csv",
+                                           &u, &y, &m, why, sizeof(why)),
+                     -1);
+    assert_int_equal(seg_parse_report_name("k", "7-2026-12-54f98821281e145b36789466e717148a.csv",
+                                           &u, &y, &m, why, sizeof(why)),
+                     -1);
+    static const char *const shapes[] = {
+        "", ".csv", "../../etc/passwd", "7-2026-11-54f98821281e145b36789466e717148a.csv/..",
+        "7-2026-11-54F98821281E145B36789466E717148A.csv", "7-2026-11-54f98821281e145b36789466e717148a",
+        "7-2026-11-54f98821281e145b36789466e717148a.csvx", "07-2026-11-54f98821281e145b36789466e717148a.csv",
+        "7-2026-11-54f98821281e145b36789466e717148.csv", "7--2026-11-54f98821281e145b36789466e717148a.csv",
+        "7-2026-1-154f98821281e145b36789466e717148a.csv", NULL,
+    };
+    for (size_t i = 0; shapes[i] != NULL; i++)
+        assert_int_equal(seg_parse_report_name("k", shapes[i], &u, &y, &m, why, sizeof(why)), -1);
+    assert_int_equal(seg_parse_report_name("k", NULL, &u, &y, &m, why, sizeof(why)), -1);
+    memset(bad, 'x', sizeof(bad) - 1);
+    bad[sizeof(bad) - 1] = '\0';
+    assert_int_equal(seg_parse_report_name("k", bad, &u, &y, &m, why, sizeof(why)), -1);
+    assert_string_equal(why, "no such report");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_vectors), cmocka_unit_test(test_hmac_rfc4231),
+        cmocka_unit_test(test_bucket),         cmocka_unit_test(test_slug),
+        cmocka_unit_test(test_ids),            cmocka_unit_test(test_change),
+        cmocka_unit_test(test_segment_body),   cmocka_unit_test(test_period_and_reports),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
