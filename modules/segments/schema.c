@@ -82,3 +82,25 @@ const sl_pg_migration seg_migrations[] = {
 };
 
 const size_t seg_nmigrations = sizeof(seg_migrations) / sizeof(seg_migrations[0]);
+
+static void schema_applied(sl_pg *pg, int applied, const char *err, void *arg)
+{
+    sl_ctx *ctx = arg;
+
+    (void)pg;
+    if (err == NULL)
+        sl_log(ctx, SL_LOG_INFO, "applied %d migration(s)", applied);
+    sl_schema_done(ctx, err);
+}
+
+/* `sluiced --init-schema`: the same migrations start() applies, once. */
+int seg_init_schema(sl_ctx *ctx)
+{
+    sl_pg *pg = sl_pg_new(ctx);
+
+    if (pg == NULL)
+        return sl_fail(ctx, "no PostgreSQL handle: is [postgres] configured?");
+    if (sl_pg_migrate(pg, "segments", seg_migrations, seg_nmigrations, schema_applied, ctx) != 0)
+        return sl_fail(ctx, "cannot queue the migrations");
+    return 0;
+}

@@ -127,6 +127,8 @@ int seg_ready(seg_call *c, sl_route_fn again);
 /* schema.c */
 extern const sl_pg_migration seg_migrations[];
 extern const size_t seg_nmigrations;
+/* The module's init_schema(): applies seg_migrations for --init-schema. */
+int seg_init_schema(sl_ctx *ctx);
 
 /* call.c */
 void seg_tx_run(seg_call *c);

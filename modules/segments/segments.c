@@ -398,4 +398,5 @@ SL_API const sl_module sluice_module = {
     .flags = 0,
     .start = seg_start,
     .stop = seg_stop,
+    .init_schema = seg_init_schema,
 };
