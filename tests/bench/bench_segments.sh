@@ -20,6 +20,7 @@ duration=${DURATION:-10s}
 users=${USERS:-10000}
 . "$top/tests/lib.sh"
 . "$top/tests/harness/services.sh"
+. "$top/tests/bench/result.sh"
 
 if [ ! -x "$build/core/sluiced" ]; then
     (cd "$top" && { [ -x configure ] || autoreconf -fi; })
@@ -189,3 +190,9 @@ printf '\n%-34s %12s %9s %12s %12s %9s %9s %16s\n' "benchmark (wrk -t2 -c64 -d$d
 printf '%-34s %12s %9s %12s %12s %9s %9s %16s\n' "GET /segment/user/{id}" "$get_rps" "$get_p99" "$nginx_rps" "$pget_tps" "$pget_p99" "$get_bad" "$(ratio "$get_rps" "$nginx_rps" "$pget_tps")"
 printf '%-34s %12s %9s %12s %12s %9s %9s %16s\n' "POST /segment/user (1 add, 1 del)" "$post_rps" "$post_p99" "$nginx_rps" "$ppost_tps" "$ppost_p99" "$post_bad" "$(ratio "$post_rps" "$nginx_rps" "$ppost_tps")"
 echo "nginx p99 ${nginx_p99} ms; pgbench failed transactions: get ${pget_fail}, post ${ppost_fail}; sluiced pool_size ${POOL:-16}; target ratio >= 0.8"
+lower() { python3 -c "print(min($1, $2))"; }
+lower_name() { python3 -c "print('nginx' if $1 < $2 else 'pgbench')"; }
+bench_result get_segment_user "$get_rps" req/s "$(lower "$nginx_rps" "$pget_tps")" "$(lower_name "$nginx_rps" "$pget_tps")" ">=0.8"
+bench_result post_segment_user "$post_rps" req/s "$(lower "$nginx_rps" "$ppost_tps")" "$(lower_name "$nginx_rps" "$ppost_tps")" ">=0.8"
+bench_result get_segment_user_p99 "$get_p99" ms - - -
+bench_result post_segment_user_p99 "$post_p99" ms - - -
