@@ -179,6 +179,8 @@ typedef struct {
     int64_t minute;
 } agg_result;
 void agg_handle(agg *a, agg_handler h, const agg_msg *m, jbuf *row, agg_result *res);
+/* "kafka_topic":..,"kafka_partition":..,"kafka_offset":.. of a row. */
+void agg_row_source(jbuf *row, const agg_msg *m);
 
 /* sink.c */
 int agg_sink_start(agg *a);

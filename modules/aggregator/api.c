@@ -149,51 +149,53 @@ static void period_sql(jbuf *sql, const char *col, int64_t from, int64_t to)
               (long long)to);
 }
 
-static void serve_aggregates(sl_req *req, void *arg)
+/* The per-minute tables: which table, its optional name filter, its
+ * columns and its order. */
+typedef struct {
+    const char *table, *filter, *columns, *order;
+} minutes_query;
+
+static const minutes_query page_minutes = {
+    "page_views_per_minute", "page_id",
+    "page_id, minute, views, bounces, unique_users, round(avg_duration_s, 3) AS avg_duration_s, "
+    "p95_duration_s",
+    "minute, page_id"
+};
+static const minutes_query segment_minutes = { "segment_changes_per_minute", "slug",
+                                               "slug, minute, operation, changes, users",
+                                               "minute, slug, operation" };
+
+static void serve_minutes(agg *a, sl_req *req, const minutes_query *mq)
 {
-    agg *a = arg;
     long long hours, limit;
-    const char *page;
+    const char *name;
     jbuf sql = { 0 };
     cJSON *extra;
 
     if (get_int(req, "hours", -1, 1, 8760, &hours) != 0 ||
-        get_int(req, "limit", 10000, 1, 1000000, &limit) != 0 || get_name(req, "page_id", &page) != 0)
+        get_int(req, "limit", 10000, 1, 1000000, &limit) != 0 ||
+        get_name(req, mq->filter, &name) != 0)
         return;
-    jb_printf(&sql, "SELECT page_id, minute, views, bounces, unique_users, "
-                    "round(avg_duration_s, 3) AS avg_duration_s, p95_duration_s "
-                    "FROM page_views_per_minute FINAL WHERE minute >= toStartOfMinute(now() - %lld)",
-              hours * 3600);
-    if (page != NULL)
-        jb_printf(&sql, " AND page_id = '%s'", page);
-    jb_printf(&sql, " ORDER BY minute, page_id LIMIT %lld", limit);
+    jb_printf(&sql, "SELECT %s FROM %s FINAL WHERE minute >= toStartOfMinute(now() - %lld)",
+              mq->columns, mq->table, hours * 3600);
+    if (name != NULL)
+        jb_printf(&sql, " AND %s = '%s'", mq->filter, name);
+    jb_printf(&sql, " ORDER BY %s LIMIT %lld", mq->order, limit);
     extra = cJSON_CreateObject();
     cJSON_AddNumberToObject(extra, "hours", (double)hours);
-    if (page != NULL)
-        cJSON_AddStringToObject(extra, "page_id", page);
+    if (name != NULL)
+        cJSON_AddStringToObject(extra, mq->filter, name);
     run(a, req, &sql, "rows", extra);
+}
+
+static void serve_aggregates(sl_req *req, void *arg)
+{
+    serve_minutes(arg, req, &page_minutes);
 }
 
 static void serve_segments(sl_req *req, void *arg)
 {
-    agg *a = arg;
-    long long hours, limit;
-    const char *slug;
-    jbuf sql = { 0 };
-    cJSON *extra;
-
-    if (get_int(req, "hours", -1, 1, 8760, &hours) != 0 ||
-        get_int(req, "limit", 10000, 1, 1000000, &limit) != 0 || get_name(req, "slug", &slug) != 0)
-        return;
-    jb_printf(&sql, "SELECT slug, minute, operation, changes, users "
-                    "FROM segment_changes_per_minute FINAL WHERE minute >= toStartOfMinute(now() - %lld)",
-              hours * 3600);
-    if (slug != NULL)
-        jb_printf(&sql, " AND slug = '%s'", slug);
-    jb_printf(&sql, " ORDER BY minute, slug, operation LIMIT %lld", limit);
-    extra = cJSON_CreateObject();
-    cJSON_AddNumberToObject(extra, "hours", (double)hours);
-    run(a, req, &sql, "rows", extra);
+    serve_minutes(arg, req, &segment_minutes);
 }
 
 /* Page views and analytics events as one stream of (type, user, ts). */

@@ -8,14 +8,21 @@
 #include <string.h>
 #include "agg.h"
 
-static void source(jbuf *row, const agg_msg *m)
+void agg_row_source(jbuf *row, const agg_msg *m)
 {
-    jb_lit(row, ",\"kafka_topic\":");
+    jb_lit(row, "\"kafka_topic\":");
     jb_jstr(row, m->topic, strlen(m->topic));
     jb_lit(row, ",\"kafka_partition\":");
     jb_int(row, m->partition);
     jb_lit(row, ",\"kafka_offset\":");
     jb_int(row, m->offset);
+}
+
+/* The row's last members: where it came from. */
+static void source(jbuf *row, const agg_msg *m)
+{
+    jb_char(row, ',');
+    agg_row_source(row, m);
     jb_char(row, '}');
 }
 

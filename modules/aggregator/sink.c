@@ -93,12 +93,8 @@ void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_re
 {
     jbuf *e = &a->cur->errors;
 
-    jb_lit(e, "{\"kafka_topic\":");
-    jb_jstr(e, m->topic, strlen(m->topic));
-    jb_lit(e, ",\"kafka_partition\":");
-    jb_int(e, m->partition);
-    jb_lit(e, ",\"kafka_offset\":");
-    jb_int(e, m->offset);
+    jb_char(e, '{');
+    agg_row_source(e, m);
     jb_lit(e, ",\"handler\":");
     jb_cstr(e, routed ? "\"" : "\"none");
     if (routed)
