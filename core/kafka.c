@@ -543,6 +543,35 @@ static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v, char *e
     return 0;
 }
 
+/* brokers = bootstrap_file: the address list another local sluiced with
+ * the embedded broker wrote to that file, read when a handle is made (so
+ * `-t` passes before that broker runs). */
+static int read_bootstrap(const char *path, char *buf, size_t cap, char *err, size_t errlen)
+{
+    FILE *f;
+    size_t n;
+
+    if (path[0] == '\0') {
+        snprintf(err, errlen, "brokers = bootstrap_file, but [kafka] bootstrap_file is not set");
+        return -1;
+    }
+    f = fopen(path, "r");
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot read bootstrap_file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        n--;
+    buf[n] = '\0';
+    if (n == 0) {
+        snprintf(err, errlen, "bootstrap_file %s is empty", path);
+        return -1;
+    }
+    return 0;
+}
+
 /* The client's configuration, by precedence: our defaults, the [kafka]
  * section, the module's overrides, then what the connector needs to stay
  * on the loop. */
@@ -552,6 +581,7 @@ static rd_kafka_conf_t *build_conf(handle *h, const char *group, const char *con
     const sl_optset *opts = sl_kafka_section();
     const char *brokers = sl_optset_get(opts, "brokers")->raw;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char filed[1024];
 
     if (conf == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -568,6 +598,12 @@ static rd_kafka_conf_t *build_conf(handle *h, const char *group, const char *con
          * in-memory broker look ten times slower than they are. */
         if (group != NULL && conf_set(conf, "fetch.wait.max.ms", "10", err, errlen) != 0)
             goto fail;
+    }
+    if (strcmp(brokers, "bootstrap_file") == 0) {
+        if (read_bootstrap(sl_optset_get(opts, "bootstrap_file")->raw, filed, sizeof(filed), err,
+                           errlen) != 0)
+            goto fail;
+        brokers = filed;
     }
     if (sl_kafka_conf_apply_section(conf, opts, err, errlen) != 0)
         goto fail;

@@ -30,10 +30,12 @@
 const sl_option sl_kafka_options[] = {
     { "brokers", SL_OPT_STRING, "embedded",
       "bootstrap servers, host:port comma separated, or \"embedded\" for a broker inside the "
-      "process (memory only, for development and tests)", 0, 0, NULL },
+      "process (memory only, for development and tests), or \"bootstrap_file\" for the address "
+      "another local sluiced with the embedded broker wrote to bootstrap_file", 0, 0, NULL },
     { "client_id", SL_OPT_STRING, "sluiced", "client.id of every Kafka client", 0, 0, NULL },
     { "bootstrap_file", SL_OPT_STRING, "",
-      "with brokers = embedded, write the embedded bootstrap address to this file", 0, 0, NULL },
+      "with brokers = embedded, write the embedded bootstrap address to this file; with brokers = "
+      "bootstrap_file, read it from this file", 0, 0, NULL },
     { "embedded_brokers", SL_OPT_INT, "1", "number of embedded brokers", 1, 16, NULL },
     { "embedded_topics", SL_OPT_LIST, "",
       "topics created when the embedded broker starts, as name:partitions", 0, 0, NULL },
@@ -159,6 +161,12 @@ int sl_kafka_check(const sl_optset *opts, const char *file, sl_errors *errs)
 
     if (brokers->raw[0] == '\0') {
         sl_errors_add(errs, file, brokers->line, "[kafka] brokers: empty; use \"embedded\" or host:port");
+        bad = 1;
+    }
+    if (strcmp(brokers->raw, "bootstrap_file") == 0 &&
+        sl_optset_get(opts, "bootstrap_file")->raw[0] == '\0') {
+        sl_errors_add(errs, file, brokers->line,
+                      "[kafka] brokers = bootstrap_file needs bootstrap_file = PATH");
         bad = 1;
     }
     for (size_t i = 0; i < topics->nlist; i++) {

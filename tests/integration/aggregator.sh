@@ -18,7 +18,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-N=${N:-20000}          # events per burst
+N=${N:-10000}          # events of the first burst
 CH_DOWN=${CH_DOWN:-30} # seconds ClickHouse stays stopped
 EPS=${EPS:-2000}       # events/s of the stream the faults hit
 mods=$work/mods
@@ -79,7 +79,9 @@ log_level = info
 drain_timeout = 20s
 
 [kafka]
-brokers = $(cat "$bootfile")
+# The generator's sluiced wrote its embedded broker's address there.
+brokers = bootstrap_file
+bootstrap_file = $bootfile
 
 [clickhouse]
 url = $SL_CH_URL
