@@ -80,6 +80,8 @@ typedef struct agg_part {
     int attempts;
     sl_timer *retry;
     struct agg *a;
+    struct agg_part *index_next;
+    uint32_t hash;
 } agg_part;
 
 typedef struct {
@@ -123,6 +125,7 @@ typedef struct agg {
     sl_kafka_producer *producer; /* dead letters and forwards; NULL if unused */
     agg_part *parts;
     agg_part *last_part;
+    agg_part *part_index[1024]; /* hash of (topic, partition), chained by index_next */
     const char *dlq_template, *fwd_template;
     long long retries;
     double backoff, backoff_max;
@@ -136,6 +139,8 @@ typedef struct agg {
     double batch_interval;
     agg_batch b[2];
     agg_batch *cur, *flight;
+    agg_batch carry; /* minutes and offsets of flights whose recompute was deferred */
+    int carried;     /* flights in `carry` */
     int stage;       /* of the flight (sink.c) */
     int outstanding; /* requests of the current stage */
     int stage_failed;
@@ -153,6 +158,8 @@ typedef struct agg {
     int stopping, closing;
 
     /* metrics */
+    sl_series *s_consumed[AGG_NHANDLERS + 1], *s_valid[AGG_NHANDLERS], *s_dups[AGG_NHANDLERS],
+        *s_invalid[AGG_NHANDLERS + 1][AGG_NREASONS];
     sl_metric *m_consumed, *m_valid, *m_invalid, *m_dups, *m_dead, *m_fwd, *m_retries,
         *m_batch, *m_latency, *m_flushes, *m_paused, *m_paused_total, *m_buffered;
 } agg;

@@ -118,10 +118,14 @@ static int metrics_start(agg *a)
     /* Series that exist before their first event, so that rates start at 0. */
     for (int h = 0; h < AGG_NHANDLERS; h++) {
         const char *hn = agg_handler_name((agg_handler)h);
-        sl_series_add(sl_series_of(a->m_consumed, hn), 0);
-        sl_series_add(sl_series_of(a->m_valid, hn), 0);
-        sl_series_add(sl_series_of(a->m_dups, hn), 0);
+        a->s_consumed[h] = sl_series_of(a->m_consumed, hn);
+        a->s_valid[h] = sl_series_of(a->m_valid, hn);
+        a->s_dups[h] = sl_series_of(a->m_dups, hn);
+        sl_series_add(a->s_consumed[h], 0);
+        sl_series_add(a->s_valid[h], 0);
+        sl_series_add(a->s_dups[h], 0);
     }
+    a->s_consumed[AGG_NHANDLERS] = sl_series_of(a->m_consumed, "none");
     sl_series_add(sl_series_of(a->m_flushes, "ok"), 0);
     sl_series_add(sl_series_of(a->m_flushes, "failed"), 0);
     sl_series_set(sl_series_of(a->m_paused_total), 0);

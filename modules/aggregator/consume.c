@@ -21,14 +21,27 @@
 
 /* ---------------------------------------------------------- partitions */
 
+static uint32_t part_hash(const char *topic, int32_t partition)
+{
+    uint32_t h = 2166136261u;
+    for (; *topic != '\0'; topic++)
+        h = (h ^ (unsigned char)*topic) * 16777619u;
+    return (h ^ (uint32_t)partition) * 16777619u;
+}
+
+#define NINDEX (sizeof(((agg *)0)->part_index) / sizeof(((agg *)0)->part_index[0]))
+
+/* The state of a partition, made on first sight; NULL when out of memory. */
 static agg_part *part_of(agg *a, const char *topic, int32_t partition)
 {
-    agg_part *p, *last = a->last_part; /* messages come in runs per partition */
+    agg_part *p, *last = a->last_part; /* messages often come in runs */
+    uint32_t h;
 
     if (last != NULL && last->partition == partition && strcmp(last->topic, topic) == 0)
         return last;
-    for (p = a->parts; p != NULL; p = p->next)
-        if (p->partition == partition && strcmp(p->topic, topic) == 0)
+    h = part_hash(topic, partition);
+    for (p = a->part_index[h % NINDEX]; p != NULL; p = p->index_next)
+        if (p->hash == h && p->partition == partition && strcmp(p->topic, topic) == 0)
             return a->last_part = p;
     p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -40,10 +53,13 @@ static agg_part *part_of(agg *a, const char *topic, int32_t partition)
     }
     p->a = a;
     p->partition = partition;
+    p->hash = h;
     p->route = agg_route_for(a, topic);
     p->next_offset = p->pending = p->committed = -1;
     p->next = a->parts;
     a->parts = p;
+    p->index_next = a->part_index[h % NINDEX];
+    a->part_index[h % NINDEX] = p;
     return a->last_part = p;
 }
 
@@ -212,7 +228,7 @@ static int process(agg *a, agg_part *p, const agg_msg *m)
 
     if (p->attempts == 0) {
         a->n.consumed[h]++;
-        sl_series_add(sl_series_of(a->m_consumed, r != NULL ? agg_handler_name(h) : "none"), 1);
+        sl_series_add(a->s_consumed[h], 1);
     }
     a->lim.now = sl_wall(); /* "far in the future" is relative to now */
     if (r == NULL) {
@@ -224,11 +240,11 @@ static int process(agg *a, agg_part *p, const agg_msg *m)
     if (res.reason == AGG_OK) {
         if ((r->mw & AGG_MW_DEDUP) && agg_dedup_check(&a->dedup[h], res.id)) {
             a->n.duplicates[h]++;
-            sl_series_add(sl_series_of(a->m_dups, agg_handler_name(h)), 1);
+            sl_series_add(a->s_dups[h], 1);
         } else {
             agg_batch_row(a, h, &a->scratch, res.minute);
             a->n.valid[h]++;
-            sl_series_add(sl_series_of(a->m_valid, agg_handler_name(h)), 1);
+            sl_series_add(a->s_valid[h], 1);
             if (r->mw & AGG_MW_FORWARD)
                 forward(a, m);
         }
@@ -259,9 +275,11 @@ static int process(agg *a, agg_part *p, const agg_msg *m)
     }
     agg_batch_error(a, m, h, r != NULL, res.reason, res.detail);
     a->n.invalid[h][res.reason]++;
-    sl_series_add(sl_series_of(a->m_invalid, r != NULL ? agg_handler_name(h) : "none",
-                               agg_reason_name(res.reason)),
-                  1);
+    if (a->s_invalid[h][res.reason] == NULL)
+        a->s_invalid[h][res.reason] = sl_series_of(a->m_invalid,
+                                                   r != NULL ? agg_handler_name(h) : "none",
+                                                   agg_reason_name(res.reason));
+    sl_series_add(a->s_invalid[h][res.reason], 1);
     p->attempts = 0;
     agg_batch_done(a, p, m->offset);
     return 0;

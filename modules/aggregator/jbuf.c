@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "jbuf.h"
 
 static int grow(jbuf *b, size_t more)
@@ -134,20 +133,53 @@ void jb_printf(jbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+/* Civil date of days since 1970-01-01 (Howard Hinnant's algorithm):
+ * strftime would be most of the cost of a row. */
+static void civil(int64_t z, int *y, int *m, int *d)
+{
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+static void two(char *p, int v)
+{
+    p[0] = (char)('0' + v / 10 % 10);
+    p[1] = (char)('0' + v % 10);
+}
+
 void jb_datetime(jbuf *b, int64_t sec)
 {
-    /* Consecutive rows mostly share their second: keep the last one. */
-    static __thread int64_t cached = INT64_MIN;
-    static __thread char text[20];
-    if (sec != cached) {
-        time_t t = (time_t)sec;
-        struct tm tm;
-        if (gmtime_r(&t, &tm) == NULL ||
-            strftime(text, sizeof(text), "%Y-%m-%d %H:%M:%S", &tm) != 19)
-            memcpy(text, "1970-01-01 00:00:00", 20);
-        cached = sec;
+    char t[19];
+    int64_t days = sec >= 0 ? sec / 86400 : -((-sec + 86399) / 86400);
+    int64_t rem = sec - days * 86400;
+    int y, m, d;
+
+    civil(days, &y, &m, &d);
+    if (y < 0 || y > 9999) { /* not a time ClickHouse can hold anyway */
+        y = 1970;
+        m = d = 1;
+        rem = 0;
     }
-    jb_put(b, text, 19);
+    two(t, y / 100);
+    two(t + 2, y % 100);
+    t[4] = '-';
+    two(t + 5, m);
+    t[7] = '-';
+    two(t + 8, d);
+    t[10] = ' ';
+    two(t + 11, (int)(rem / 3600));
+    t[13] = ':';
+    two(t + 14, (int)(rem / 60 % 60));
+    t[16] = ':';
+    two(t + 17, (int)(rem % 60));
+    jb_put(b, t, sizeof(t));
 }
 
 void jb_reset(jbuf *b)

@@ -10,6 +10,12 @@
  *   of the touched minutes recomputed from the collapsed raw rows  ->
  *   dead letters and forwards acknowledged  ->  offsets committed
  *
+ * Under a backlog (the next batch is already half full when a flight's rows
+ * landed) the recompute and the commit are deferred to the next flight,
+ * which carries the earlier one's minutes and offsets (at most
+ * MAX_CARRIED flights): catching up then recomputes a minute once, not
+ * once per batch, and offsets still move only after their recompute.
+ *
  * Any failure (after the connector's own retries) keeps the flight,
  * pauses every partition and replays the whole flight after a backoff:
  * every step is idempotent, so replaying is always safe.  While a flight
@@ -23,6 +29,8 @@
 #include "schema.h"
 
 enum { ST_SCHEMA, ST_INSERT, ST_AGGREGATE, ST_PRODUCED, ST_DONE };
+
+#define MAX_CARRIED 8
 
 static void run_stage(agg *a);
 
@@ -57,7 +65,7 @@ size_t agg_buffered(const agg *a)
 
 int agg_sink_idle(const agg *a)
 {
-    return a->flight == NULL && a->cur->msgs == 0;
+    return a->flight == NULL && a->cur->msgs == 0 && a->carried == 0;
 }
 
 static void add_minute(agg_batch *b, agg_handler h, int64_t minute)
@@ -76,6 +84,45 @@ static void add_minute(agg_batch *b, agg_handler h, int64_t minute)
         b->capmin[h] = cap;
     }
     b->minutes[h][b->nmin[h]++] = minute;
+}
+
+/* Adds (or, with `keep` 0, moves forward) a partition's offset to commit. */
+static int add_commit(agg_batch *b, agg_part *p, int64_t next, int keep)
+{
+    for (size_t i = 0; i < b->ncommits; i++)
+        if (b->commits[i].part == p) {
+            if (!keep)
+                b->commits[i].next = next;
+            return 0;
+        }
+    if (b->ncommits == b->capcommits) {
+        size_t cap = b->capcommits != 0 ? b->capcommits * 2 : 16;
+        agg_commit *c = realloc(b->commits, cap * sizeof(*c));
+        if (c == NULL)
+            return -1;
+        b->commits = c;
+        b->capcommits = cap;
+    }
+    b->commits[b->ncommits].part = p;
+    b->commits[b->ncommits++].next = next;
+    return 0;
+}
+
+/* Moves what `from` still owes (its minutes, its offsets) into `to`;
+ * offsets already in `to` are later ones and stay.  -1 when out of
+ * memory (then `from` is left as it was). */
+static int merge_owed(agg_batch *to, agg_batch *from)
+{
+    for (size_t i = 0; i < from->ncommits; i++)
+        if (add_commit(to, from->commits[i].part, from->commits[i].next, 1) != 0)
+            return -1;
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        for (size_t i = 0; i < from->nmin[h]; i++)
+            add_minute(to, (agg_handler)h, from->minutes[h][i]);
+    from->ncommits = 0;
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        from->nmin[h] = 0;
+    return 0;
 }
 
 void agg_batch_row(agg *a, agg_handler h, const jbuf *row, int64_t minute)
@@ -117,21 +164,19 @@ static void start_flight(agg *a)
 
     if (a->flight != NULL || b->msgs == 0)
         return;
-    /* The offsets this batch settles, per partition. */
+    /* The offsets this batch settles, per partition, then what earlier
+     * flights deferred to it. */
     for (agg_part *p = a->parts; p != NULL; p = p->next) {
         if (p->pending < 0)
             continue;
-        if (b->ncommits == b->capcommits) {
-            size_t cap = b->capcommits != 0 ? b->capcommits * 2 : 16;
-            agg_commit *c = realloc(b->commits, cap * sizeof(*c));
-            if (c == NULL)
-                return; /* tried again on the next tick */
-            b->commits = c;
-            b->capcommits = cap;
-        }
-        b->commits[b->ncommits].part = p;
-        b->commits[b->ncommits++].next = p->pending;
+        if (add_commit(b, p, p->pending, 0) != 0)
+            return; /* tried again on the next tick */
         p->pending = -1;
+    }
+    if (a->carried > 0) {
+        if (merge_owed(b, &a->carry) != 0)
+            return;
+        a->carried = 0;
     }
     a->flight = b;
     a->cur = b == &a->b[0] ? &a->b[1] : &a->b[0];
@@ -270,6 +315,21 @@ static void stage_done(agg *a)
     }
     if (a->stage == ST_SCHEMA)
         a->schema_ok = 1;
+    if (a->stage == ST_INSERT && a->cur->msgs >= a->batch_size / 2 && !a->stopping &&
+        a->carried < MAX_CARRIED && merge_owed(&a->carry, a->flight) == 0) {
+        /* Behind: let the next flight recompute and commit for this one. */
+        agg_batch *b = a->flight;
+        size_t rows = b->nerrors;
+        for (int h = 0; h < AGG_NHANDLERS; h++)
+            rows += b->nrows[h];
+        a->n.rows_written += rows;
+        sl_series_observe(sl_series_of(a->m_batch), (double)b->msgs);
+        a->carried++;
+        batch_clear(b);
+        a->flight = NULL;
+        start_flight(a);
+        return;
+    }
     a->stage++;
     if (a->stage == ST_DONE)
         flight_done(a);
@@ -398,4 +458,5 @@ void agg_sink_free(agg *a)
 {
     batch_free(&a->b[0]);
     batch_free(&a->b[1]);
+    batch_free(&a->carry);
 }
