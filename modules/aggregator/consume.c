@@ -390,8 +390,12 @@ static void on_message(sl_kafka_consumer *c, const sl_kafka_msg *km, void *arg)
     m.keylen = km->key != NULL ? km->keylen : 0;
     m.value = km->value;
     m.len = km->value != NULL ? km->len : 0;
-    m.event_id = header(km, "event_id", id, sizeof(id));
-    m.event_type = header(km, "event_type", type, sizeof(type));
+    /* Headers cost a walk each: read them only where they are used. */
+    if (p->route != NULL && (p->route->handler == AGG_H_SEGMENTS ||
+                             (p->route->mw & (AGG_MW_DEADLETTER | AGG_MW_FORWARD)))) {
+        m.event_id = header(km, "event_id", id, sizeof(id));
+        m.event_type = header(km, "event_type", type, sizeof(type));
+    }
     if (p->held == NULL && process(a, p, &m) == 0) {
         p->next_offset = km->offset + 1;
         return;

@@ -185,56 +185,228 @@ static agg_reason parse(const char *v, size_t len, cJSON **out, why *w)
 
 /* ---------------------------------------------------------- handlers */
 
+/* The six fields of a page view as either parser saw them. */
+enum { F_ABSENT, F_STRING, F_NUMBER, F_OTHER };
+typedef struct {
+    int type;
+    const char *s; /* F_STRING: the decoded bytes (not NUL-terminated) */
+    size_t n;
+    double num;
+} fld;
+
+enum { PV_EVENT_ID, PV_EVENT_TYPE, PV_PAGE_ID, PV_USER_ID, PV_TS, PV_DURATION, PV_NFIELDS };
+static const char *const pv_names[PV_NFIELDS] = { "event_id", "event_type", "page_id",
+                                                  "user_id",  "ts",         "duration_s" };
+
+static const char *ws(const char *p, const char *e)
+{
+    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* A string body up to its closing quote; NULL when it holds an escape or
+ * a control byte (the general parser decides those). */
+static const char *plain_string(const char *p, const char *e)
+{
+    while (p < e && *p != '"') {
+        if (*p == '\\' || (unsigned char)*p < 0x20)
+            return NULL;
+        p++;
+    }
+    return p < e ? p : NULL;
+}
+
+/*
+ * The fast path: a flat object of plain strings, numbers, true, false and
+ * null, read without allocating.  Fills the wanted fields (the first of a
+ * repeated key wins, as with cJSON) and returns 0; returns -1 for anything
+ * else (escapes, nesting, bad syntax), which the general parser then
+ * judges, so both paths give the same verdict on every input this one
+ * accepts.  Most messages take this path; it is most of the consumer's time.
+ */
+static int fast_fields(const char *v, size_t len, fld *f)
+{
+    const char *p = v, *e = v + len;
+
+    memset(f, 0, PV_NFIELDS * sizeof(*f));
+    p = ws(p, e);
+    if (p == e || *p != '{')
+        return -1;
+    p = ws(p + 1, e);
+    if (p < e && *p == '}') {
+        p++;
+        goto end;
+    }
+    for (;;) {
+        const char *k, *ke, *s = NULL;
+        size_t sn = 0;
+        double num = 0;
+        int type;
+
+        if (p >= e || *p != '"' || (ke = plain_string(k = p + 1, e)) == NULL)
+            return -1;
+        p = ws(ke + 1, e);
+        if (p >= e || *p != ':')
+            return -1;
+        p = ws(p + 1, e);
+        if (p >= e)
+            return -1;
+        if (*p == '"') {
+            const char *se = plain_string(s = p + 1, e);
+            if (se == NULL)
+                return -1;
+            sn = (size_t)(se - s);
+            p = se + 1;
+            type = F_STRING;
+        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            char buf[64], *end;
+            const char *ns = p;
+            while (p < e && (isdigit((unsigned char)*p) || *p == '+' || *p == '-' || *p == '.' ||
+                             *p == 'e' || *p == 'E'))
+                p++;
+            if ((size_t)(p - ns) >= sizeof(buf))
+                return -1;
+            memcpy(buf, ns, (size_t)(p - ns));
+            buf[p - ns] = '\0';
+            num = strtod(buf, &end);
+            if (end != buf + (p - ns))
+                return -1;
+            type = F_NUMBER;
+        } else if (e - p >= 4 && (memcmp(p, "true", 4) == 0 || memcmp(p, "null", 4) == 0)) {
+            p += 4;
+            type = F_OTHER;
+        } else if (e - p >= 5 && memcmp(p, "false", 5) == 0) {
+            p += 5;
+            type = F_OTHER;
+        } else {
+            return -1;
+        }
+        for (int i = 0; i < PV_NFIELDS; i++)
+            if (f[i].type == F_ABSENT && strlen(pv_names[i]) == (size_t)(ke - k) &&
+                memcmp(pv_names[i], k, (size_t)(ke - k)) == 0) {
+                f[i] = (fld){ type, s, sn, num };
+                break;
+            }
+        p = ws(p, e);
+        if (p < e && *p == ',') {
+            p = ws(p + 1, e);
+            continue;
+        }
+        if (p < e && *p == '}') {
+            p++;
+            break;
+        }
+        return -1;
+    }
+end:
+    return ws(p, e) == e ? 0 : -1;
+}
+
+static void cjson_fields(const cJSON *root, fld *f)
+{
+    for (int i = 0; i < PV_NFIELDS; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, pv_names[i]);
+        f[i] = (fld){ F_ABSENT, NULL, 0, 0 };
+        if (it == NULL)
+            continue;
+        if (cJSON_IsString(it))
+            f[i] = (fld){ F_STRING, it->valuestring, strlen(it->valuestring), 0 };
+        else if (cJSON_IsNumber(it))
+            f[i] = (fld){ F_NUMBER, NULL, 0, it->valuedouble };
+        else
+            f[i].type = F_OTHER;
+    }
+}
+
+/* Like str_field(), over a parsed field. */
+static agg_reason fstr(const fld *f, const char *name, char *out, size_t cap, why *w)
+{
+    if (f->type != F_STRING)
+        return fail(w, AGG_R_WRONG_TYPE, "%s must be a string", name);
+    if (f->n == 0)
+        return fail(w, AGG_R_BAD_VALUE, "%s must not be empty", name);
+    if (f->n >= cap) {
+        snprintf(w->detail, w->dlen, "%s is longer than %zu bytes", name, cap - 1);
+        return AGG_R_BAD_VALUE;
+    }
+    memcpy(out, f->s, f->n);
+    out[f->n] = '\0';
+    return AGG_OK;
+}
+
+static agg_reason check_page_view(const fld *f, const agg_limits *lim, agg_page_view *out, why *w)
+{
+    char type[16], ts[128];
+    agg_reason r;
+
+    /* Presence first, in the contract's order, so that an event missing
+     * one field is reported as missing whatever else is wrong with it. */
+    for (int i = 0; i < PV_NFIELDS; i++)
+        if (f[i].type == F_ABSENT)
+            return fail(w, AGG_R_MISSING_FIELD, "%s is missing", pv_names[i]);
+    if (f[PV_DURATION].type != F_NUMBER)
+        return fail(w, AGG_R_WRONG_TYPE, "%s must be a number", "duration_s");
+    if ((r = fstr(&f[PV_EVENT_ID], "event_id", out->event_id, sizeof(out->event_id), w)) != AGG_OK ||
+        (r = fstr(&f[PV_EVENT_TYPE], "event_type", type, sizeof(type), w)) != AGG_OK ||
+        (r = fstr(&f[PV_PAGE_ID], "page_id", out->page_id, sizeof(out->page_id), w)) != AGG_OK)
+        return r;
+    if (f[PV_USER_ID].type == F_NUMBER) {
+        double v = f[PV_USER_ID].num;
+        if (v != floor(v) || fabs(v) > 9007199254740991.0)
+            return fail(w, AGG_R_BAD_VALUE, "%s must be an integer or a string", "user_id");
+        snprintf(out->user_id, sizeof(out->user_id), "%.0f", v);
+    } else if ((r = fstr(&f[PV_USER_ID], "user_id", out->user_id, sizeof(out->user_id), w)) !=
+               AGG_OK) {
+        return r;
+    }
+    if (strcmp(type, "view") != 0 && strcmp(type, "bounce") != 0) {
+        snprintf(w->detail, w->dlen, "event_type must be view or bounce, got \"%s\"", type);
+        return AGG_R_BAD_VALUE;
+    }
+    out->bounce = type[0] == 'b';
+    out->duration_s = f[PV_DURATION].num;
+    if (out->duration_s < 0) {
+        snprintf(w->detail, w->dlen, "duration_s is negative: %g", out->duration_s);
+        return AGG_R_NEGATIVE_DURATION;
+    }
+    if (!isfinite(out->duration_s) || out->duration_s > 31536000) {
+        snprintf(w->detail, w->dlen, "duration_s is beyond a year: %g", out->duration_s);
+        return AGG_R_BAD_VALUE;
+    }
+    if (f[PV_TS].type != F_STRING)
+        return fail(w, AGG_R_WRONG_TYPE, "%s must be an RFC 3339 string", "ts");
+    /* Longer than any RFC 3339 time worth reading: it is not one. */
+    snprintf(ts, sizeof(ts), "%.*s", (int)(f[PV_TS].n < sizeof(ts) ? f[PV_TS].n : sizeof(ts) - 1),
+             f[PV_TS].s);
+    if (f[PV_TS].n >= sizeof(ts) || agg_parse_rfc3339(ts, &out->ts_ms) != 0) {
+        snprintf(w->detail, w->dlen, "%s is not an RFC 3339 time from 2000 to 2100: \"%.40s\"",
+                 "ts", ts);
+        return AGG_R_BAD_TIMESTAMP;
+    }
+    if ((double)out->ts_ms / 1000.0 > lim->now + lim->max_future) {
+        snprintf(w->detail, w->dlen, "%s %.40s is more than %.0f s ahead of now", "ts", ts,
+                 lim->max_future);
+        return AGG_R_FUTURE_TIMESTAMP;
+    }
+    return AGG_OK;
+}
+
 agg_reason agg_check_page_view(const char *v, size_t len, const agg_limits *lim,
                                agg_page_view *out, char *detail, size_t dlen)
 {
     why w = { detail, dlen };
+    fld f[PV_NFIELDS];
     cJSON *root = NULL;
-    char type[16];
-    const cJSON *dur;
     agg_reason r;
 
     detail[0] = '\0';
-    if ((r = parse(v, len, &root, &w)) != AGG_OK)
-        goto done;
-    /* Presence first, in the contract's order, so that an event missing
-     * one field is reported as missing whatever else is wrong with it. */
-    static const char *const required[] = { "event_id", "event_type", "page_id", "user_id",
-                                            "ts", "duration_s" };
-    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++)
-        if (cJSON_GetObjectItemCaseSensitive(root, required[i]) == NULL) {
-            r = fail(&w, AGG_R_MISSING_FIELD, "%s is missing", required[i]);
-            goto done;
-        }
-    dur = cJSON_GetObjectItemCaseSensitive(root, "duration_s");
-    if (!cJSON_IsNumber(dur)) {
-        r = fail(&w, AGG_R_WRONG_TYPE, "%s must be a number", "duration_s");
-        goto done;
+    if (v != NULL && len > 0 && fast_fields(v, len, f) == 0)
+        return check_page_view(f, lim, out, &w);
+    if ((r = parse(v, len, &root, &w)) == AGG_OK) {
+        cjson_fields(root, f);
+        r = check_page_view(f, lim, out, &w);
     }
-    if ((r = str_field(root, "event_id", out->event_id, sizeof(out->event_id), &w)) != AGG_OK ||
-        (r = str_field(root, "event_type", type, sizeof(type), &w)) != AGG_OK ||
-        (r = str_field(root, "page_id", out->page_id, sizeof(out->page_id), &w)) != AGG_OK ||
-        (r = id_field(root, "user_id", out->user_id, sizeof(out->user_id), &w)) != AGG_OK)
-        goto done;
-    if (strcmp(type, "view") != 0 && strcmp(type, "bounce") != 0) {
-        snprintf(detail, dlen, "event_type must be view or bounce, got \"%s\"", type);
-        r = AGG_R_BAD_VALUE;
-        goto done;
-    }
-    out->bounce = type[0] == 'b';
-    out->duration_s = dur->valuedouble;
-    if (out->duration_s < 0) {
-        snprintf(detail, dlen, "duration_s is negative: %g", out->duration_s);
-        r = AGG_R_NEGATIVE_DURATION;
-        goto done;
-    }
-    if (!isfinite(out->duration_s) || out->duration_s > 31536000) {
-        snprintf(detail, dlen, "duration_s is beyond a year: %g", out->duration_s);
-        r = AGG_R_BAD_VALUE;
-        goto done;
-    }
-    r = ts_field(root, "ts", lim, &out->ts_ms, &w);
-done:
     cJSON_Delete(root);
     return r;
 }

@@ -65,6 +65,9 @@ brokers = embedded
 embedded_topics = bench_pv:$PARTS
 bootstrap_file = $bootfile
 rdkafka.linger.ms = 5
+# Room for the whole burst: a full local queue would drop events.
+rdkafka.queue.buffering.max.messages = 2000000
+rdkafka.queue.buffering.max.kbytes = 2097151
 
 [module generator]
 topic = bench_pv
@@ -87,6 +90,14 @@ read -r total valid bad dup < <(jget "http://127.0.0.1:$gport/generator/status" 
 [ "$total" = "$N" ] || { echo "the generator delivered $total of $N" >&2; exit 1; }
 bytes=$(kcat -C -b "$(cat "$bootfile")" -t bench_pv -e -q -f '%S\n' | awk '{ s += $1 } END { print s }')
 echo "in Kafka: $N messages ($valid distinct valid, $dup duplicates, $bad malformed), $((bytes / 1048576)) MiB over $PARTS partitions"
+
+# For scale: a consumer-group read alone (what the aggregator has to do
+# before anything else), group join included, output thrown away.
+t0=$(date +%s.%N)
+kcat -b "$(cat "$bootfile")" -G bench_kcat_group -o beginning -e -q -X fetch.wait.max.ms=10 \
+    -X auto.offset.reset=earliest -f '%s\n' bench_pv | wc -l > "$work/kcatg.count"
+t1=$(date +%s.%N)
+echo "for scale: kcat -G (consumer group, read only) took $(python3 -c "print('%.2f' % ($t1 - $t0))") s for $(cat "$work/kcatg.count") messages, group join included"
 
 chq "CREATE TABLE bench_naive (event_id String, event_type String, page_id String, user_id String, ts String, duration_s Float64) ENGINE = MergeTree ORDER BY event_id"
 
@@ -121,7 +132,6 @@ batch_size = $BATCH
 batch_interval = 1s
 max_buffered = $((3 * BATCH))
 dedup_window = 1000000
-rdkafka.queued.max.messages.kbytes = 16384
 EOF
     t0=$(date +%s.%N)
     "$SLUICED" -c "$work/agg.conf" 2>>"$work/agg.log" &

@@ -97,6 +97,38 @@ static void test_page_view_other_rejections(void **state)
     assert_int_equal(agg_check_page_view(NULL, 0, &lim, &e, detail, sizeof(detail)), AGG_R_EMPTY);
 }
 
+/* The allocation-free path and the general one agree: inputs the first
+ * hands over (escapes, nesting, trailing bytes) get the same verdict. */
+static void test_page_view_paths(void **state)
+{
+    agg_page_view e;
+    (void)state;
+    assert_int_equal(pv("{\"event_id\":\"a\\u0062\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
+                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
+                     AGG_OK);
+    assert_string_equal(e.event_id, "ab");
+    assert_int_equal(pv(" {\"extra\":{\"n\":[1,{\"x\":null}]},\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\","
+                        "\"user_id\":\"u\",\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1.5e1} ", &e),
+                     AGG_OK);
+    assert_true(e.duration_s == 15);
+    /* a repeated key: the first wins on both paths */
+    assert_int_equal(pv("{\"event_type\":\"click\",\"event_type\":\"view\",\"event_id\":\"a\",\"page_id\":\"p\","
+                        "\"user_id\":\"u\",\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
+                     AGG_R_BAD_VALUE);
+    assert_int_equal(pv("{\"event_type\":\"click\",\"event_type\":\"view\",\"event_id\":\"a\\u0062\",\"page_id\":\"p\","
+                        "\"user_id\":\"u\",\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
+                     AGG_R_BAD_VALUE);
+    assert_int_equal(pv("{\"event_id\":null,\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":true,"
+                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
+                     AGG_R_WRONG_TYPE);
+    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
+                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":-}", &e),
+                     AGG_R_BROKEN_JSON);
+    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":7.5,"
+                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
+                     AGG_R_BAD_VALUE);
+}
+
 static void test_rfc3339(void **state)
 {
     int64_t ms;
@@ -195,7 +227,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_page_view_valid),  cmocka_unit_test(test_page_view_generator_kinds),
-        cmocka_unit_test(test_page_view_other_rejections), cmocka_unit_test(test_rfc3339),
+        cmocka_unit_test(test_page_view_other_rejections), cmocka_unit_test(test_page_view_paths),
+        cmocka_unit_test(test_rfc3339),
         cmocka_unit_test(test_analytics),        cmocka_unit_test(test_segment),
         cmocka_unit_test(test_dedup),            cmocka_unit_test(test_jstr),
     };
