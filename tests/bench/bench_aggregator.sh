@@ -144,10 +144,16 @@ EOF
         perf record -F 499 -g -p "$pid" -o "$work/perf.data" >/dev/null 2>&1 &
         perfpid=$!
     fi
-    until [ "$(jget "http://127.0.0.1:$port/aggregator/status" '"%d %d" % (j["consumed"]["total"], j["buffered"])')" = "$N 0" ]; do
+    tc=""
+    while :; do
+        st=$(jget "http://127.0.0.1:$port/aggregator/status" '"%d %d" % (j["consumed"]["total"], j["buffered"])')
+        [ -n "$tc" ] || [ "${st% *}" != "$N" ] || tc=$(date +%s.%N)
+        [ "$st" != "$N 0" ] || break
         sleep 0.05
     done
     t2=$(date +%s.%N)
+    # When the last message was consumed, apart from when it had landed.
+    python3 -c "print('run $1: every message consumed after %.2f s, landed and committed after %.2f s' % ($tc - $t1, $t2 - $t1))" >> "$work/flushes"
     rss=$(awk '/VmHWM/ { print $2 }' /proc/$pid/status)
     awk '{ printf "cpu %.1fs ", ($14 + $15) / 100 }' /proc/$pid/stat >> "$work/flushes"
     curl -s "http://127.0.0.1:$port/metrics" | grep -E '^sluice_aggregator_(flush_latency_seconds|batch_size)_(sum|count)' | tr '\n' ' ' >> "$work/flushes"
