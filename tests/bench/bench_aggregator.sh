@@ -28,7 +28,7 @@ SL_BUILD=${SL_BUILD:-$top/build}
 N=${N:-1000000}
 PARTS=${PARTS:-64}
 RUNS=${RUNS:-3}
-BATCH=${BATCH:-100000}
+BATCH=${BATCH:-100000}   # batch_size; MAXBUF sets max_buffered (default 3 x BATCH)
 
 [ -x "$SLUICED" ] || { echo "build first: mkdir build && cd build && ../configure && make" >&2; exit 1; }
 if grep -q -- '-fsanitize' "$SL_BUILD/Makefile" 2>/dev/null; then
@@ -130,7 +130,7 @@ group = $group
 route.pv = bench_pv -> recover, dedup, page_views
 batch_size = $BATCH
 batch_interval = 1s
-max_buffered = $((3 * BATCH))
+max_buffered = ${MAXBUF:-$((3 * BATCH))}
 dedup_window = 1000000
 EOF
     t0=$(date +%s.%N)
