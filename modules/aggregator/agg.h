@@ -1,0 +1,209 @@
+/*
+ * agg.h - the aggregator instance, shared by its files:
+ *
+ *   aggregator.c  options, metrics, start, stop (the drain), the descriptor
+ *   routes.c      topic regex -> handler chain (middleware flags)
+ *   consume.c     the consumer: partitions, retries holding one partition,
+ *                 de-duplication, dead letters, forwarding, backpressure
+ *   handlers.c    page_views, analytics, segment_events: check and render rows
+ *   sink.c        batches into ClickHouse, aggregates recomputed, offsets
+ *                 committed after the sink accepted them; the schema
+ *   api.c         GET /aggregator/status and the query API
+ *
+ * Exactly-once effect (see the README): every table is keyed so that a
+ * replayed row collapses, and aggregates are recomputed from the
+ * collapsed raw rows, so replaying any batch any number of times leaves
+ * the same numbers.  Offsets are committed only after a batch landed.
+ */
+#ifndef AGG_AGG_H
+#define AGG_AGG_H
+
+#include <regex.h>
+#include <stdint.h>
+#include "sluice.h"
+#include "sluice_clickhouse.h"
+#include "sluice_kafka.h"
+#include "dedup.h"
+#include "jbuf.h"
+#include "validate.h"
+
+typedef enum { AGG_H_PAGE_VIEWS, AGG_H_ANALYTICS, AGG_H_SEGMENTS, AGG_NHANDLERS } agg_handler;
+
+#define AGG_MW_RETRY 0x1
+#define AGG_MW_RECOVER 0x2
+#define AGG_MW_DEADLETTER 0x4
+#define AGG_MW_DEDUP 0x8
+#define AGG_MW_FORWARD 0x10
+
+typedef struct {
+    char *name;
+    char *pattern;
+    regex_t re;
+    int compiled;
+    agg_handler handler;
+    unsigned mw;
+} agg_route;
+
+/* A message as handlers see it: borrowed from librdkafka during its
+ * callback, or an owned copy while its partition waits for a retry. */
+typedef struct agg_msg {
+    struct agg_msg *next;
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const char *key;
+    size_t keylen;
+    const char *value; /* NULL for a tombstone */
+    size_t len;
+    const char *event_id;   /* header, NUL-terminated copy, or NULL */
+    const char *event_type; /* header, or NULL */
+    char *own;              /* the storage of a copy */
+} agg_msg;
+
+#define AGG_PAUSE_SINK 0x1 /* ClickHouse down or batches backed up */
+#define AGG_PAUSE_HOLD 0x2 /* a retry holds this partition and its queue is long */
+#define AGG_PAUSE_STOP 0x4 /* draining */
+
+typedef struct agg_part {
+    struct agg_part *next;
+    char *topic;
+    int32_t partition;
+    const agg_route *route;
+    int assigned;
+    int64_t next_offset; /* next offset expected; -1 unknown */
+    int64_t pending;     /* to commit once the open batch lands; -1 none */
+    int64_t committed;   /* last offset committed; -1 none */
+    unsigned pause;      /* AGG_PAUSE_* reasons */
+    int paused;          /* as last told to librdkafka */
+    agg_msg *held, *held_tail; /* head: the message being retried */
+    size_t nheld;
+    int attempts;
+    sl_timer *retry;
+    struct agg *a;
+    struct agg_part *index_next;
+    uint32_t hash;
+} agg_part;
+
+typedef struct {
+    agg_part *part;
+    int64_t next;
+} agg_commit;
+
+typedef struct {
+    jbuf rows[AGG_NHANDLERS];
+    size_t nrows[AGG_NHANDLERS];
+    jbuf errors;
+    size_t nerrors;
+    int64_t *minutes[AGG_NHANDLERS]; /* touched minutes, epoch seconds */
+    size_t nmin[AGG_NHANDLERS], capmin[AGG_NHANDLERS];
+    agg_commit *commits;
+    size_t ncommits, capcommits;
+    size_t msgs;
+    double opened;
+} agg_batch;
+
+typedef struct {
+    uint64_t consumed[AGG_NHANDLERS + 1]; /* the last: no route */
+    uint64_t valid[AGG_NHANDLERS];
+    uint64_t invalid[AGG_NHANDLERS + 1][AGG_NREASONS];
+    uint64_t duplicates[AGG_NHANDLERS];
+    uint64_t dead_lettered, dead_letter_failed, forwarded, forward_failed;
+    uint64_t retries;
+    uint64_t flushes, flush_failures, rows_written, commits, commit_failures;
+    uint64_t redelivered; /* offsets below the expected one, skipped */
+} agg_counts;
+
+typedef struct agg {
+    sl_ctx *ctx;
+    const char *group;
+    agg_route *routes;
+    size_t nroutes;
+    agg_limits lim;
+    size_t max_message_bytes;
+
+    sl_kafka_consumer *consumer;
+    sl_kafka_producer *producer; /* dead letters and forwards; NULL if unused */
+    agg_part *parts;
+    agg_part *last_part;
+    agg_part *part_index[1024]; /* hash of (topic, partition), chained by index_next */
+    const char *dlq_template, *fwd_template;
+    long long retries;
+    double backoff, backoff_max;
+    size_t hold_max;
+    agg_dedup dedup[AGG_NHANDLERS];
+    jbuf scratch;
+
+    sl_ch *ch;
+    int schema_ok;
+    size_t batch_size, max_buffered;
+    double batch_interval;
+    agg_batch b[2];
+    agg_batch *cur, *flight;
+    agg_batch carry; /* minutes and offsets of flights whose recompute was deferred */
+    int carried;     /* flights in `carry` */
+    int stage;       /* of the flight (sink.c) */
+    int outstanding; /* requests of the current stage */
+    int stage_failed;
+    char last_error[512];
+    double sink_backoff, sink_backoff_base, sink_backoff_max;
+    sl_timer *sink_retry;
+    sl_timer *tick;
+    int sink_down;
+    double flight_started;
+    double last_flush_at; /* wall clock */
+    size_t last_flush_rows;
+    double last_flush_latency;
+
+    agg_counts n;
+    int stopping, closing;
+
+    /* metrics */
+    sl_series *s_consumed[AGG_NHANDLERS + 1], *s_valid[AGG_NHANDLERS], *s_dups[AGG_NHANDLERS],
+        *s_invalid[AGG_NHANDLERS + 1][AGG_NREASONS];
+    sl_metric *m_consumed, *m_valid, *m_invalid, *m_dups, *m_dead, *m_fwd, *m_retries,
+        *m_batch, *m_latency, *m_flushes, *m_paused, *m_paused_total, *m_buffered;
+} agg;
+
+/* routes.c */
+int agg_routes_start(agg *a);
+const agg_route *agg_route_for(const agg *a, const char *topic);
+void agg_routes_free(agg *a);
+const char *agg_handler_name(agg_handler h);
+
+/* consume.c */
+int agg_consume_start(agg *a, char *err, size_t errlen);
+void agg_set_pause(agg *a, agg_part *p, unsigned reason, int on);
+void agg_pause_all(agg *a, unsigned reason, int on);
+size_t agg_paused_count(const agg *a);
+void agg_consume_free(agg *a);
+
+/* handlers.c: renders the row into `row` and returns AGG_OK with the
+ * event's id (for de-duplication) and its minute, or a reason. */
+typedef struct {
+    agg_reason reason;
+    char detail[256];
+    char id[AGG_ID_MAX + 1];
+    int64_t minute;
+} agg_result;
+void agg_handle(agg *a, agg_handler h, const agg_msg *m, jbuf *row, agg_result *res);
+/* "kafka_topic":..,"kafka_partition":..,"kafka_offset":.. of a row. */
+void agg_row_source(jbuf *row, const agg_msg *m);
+
+/* sink.c */
+int agg_sink_start(agg *a);
+void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_reason r,
+                     const char *detail);
+void agg_batch_row(agg *a, agg_handler h, const jbuf *row, int64_t minute);
+void agg_batch_done(agg *a, agg_part *p, int64_t offset); /* a message settled */
+void agg_sink_kick(agg *a);   /* flush if due */
+int agg_sink_idle(const agg *a);
+void agg_sink_free(agg *a);
+size_t agg_buffered(const agg *a);
+
+/* aggregator.c */
+void agg_drain_check(agg *a); /* stopping: done once nothing is held */
+
+/* api.c */
+int agg_api_start(agg *a);
+
+#endif

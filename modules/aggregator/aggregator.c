@@ -1,0 +1,228 @@
+/*
+ * aggregator - Kafka consumer group -> validate, de-duplicate, aggregate
+ * -> ClickHouse, with topic routing, middleware (retry, recover,
+ * dead-letter, dedup, forward) and a query API under /aggregator/.
+ *
+ * The counts are exact whatever happens to the process, the broker or
+ * the database because exactness lives in the tables, not in memory
+ * (agg.h, schema.h, README): replaying any batch collapses into the same
+ * rows, and offsets are committed only after ClickHouse accepted them.
+ *
+ * Stop is a drain: fetching stops, the open batch is written, offsets
+ * committed, then the consumer leaves its group.  The module is
+ * exclusive: a successor starts only after this member left.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "agg.h"
+
+static const sl_option agg_options[] = {
+    { "topics", SL_OPT_LIST, "page_views",
+      "subscriptions: topic names, or regular expressions starting with ^", 0, 0, NULL },
+    { "group", SL_OPT_STRING, "sluice-aggregator", "Kafka consumer group", 0, 0, NULL },
+    { "route.*", SL_OPT_STRING, NULL,
+      "route.NAME = PATTERN -> middleware, ..., handler: topics matching PATTERN (a name, or a regex starting with ^) go to handler page_views, analytics or segment_events through middleware retry, recover, deadletter, dedup, forward; first match in file order wins; none set: page_views, ^analytics.* and segment_events to their handlers with recover, dedup",
+      0, 0, NULL },
+    { "batch_size", SL_OPT_INT, "10000", "write a batch when it holds this many messages", 1,
+      10000000, NULL },
+    { "batch_interval", SL_OPT_DURATION, "1s", "write a batch when its oldest message is this old",
+      0.001, 3600, NULL },
+    { "max_buffered", SL_OPT_INT, "0",
+      "messages accumulated while a batch is being written before every partition pauses; 0: 2 x batch_size",
+      0, 100000000, NULL },
+    { "retries", SL_OPT_INT, "3", "retry middleware: attempts after the first", 0, 100, NULL },
+    { "retry_backoff", SL_OPT_DURATION, "200ms",
+      "retry middleware: delay before the first retry, doubled after each", 0.001, 3600, NULL },
+    { "retry_backoff_max", SL_OPT_DURATION, "30s", "retry middleware: the longest delay", 0.001,
+      3600, NULL },
+    { "sink_backoff", SL_OPT_DURATION, "500ms",
+      "ClickHouse unavailable: delay before a batch is written again, doubled after each failure",
+      0.001, 3600, NULL },
+    { "sink_backoff_max", SL_OPT_DURATION, "10s", "ClickHouse unavailable: the longest delay",
+      0.001, 3600, NULL },
+    { "deadletter_topic", SL_OPT_STRING, "{topic}.dlq",
+      "deadletter middleware: where failed messages go; {topic} is the source topic", 0, 0, NULL },
+    { "forward_topic", SL_OPT_STRING, "{topic}.valid",
+      "forward middleware: where valid events are copied; {topic} is the source topic", 0, 0, NULL },
+    { "dedup_window", SL_OPT_INT, "100000", "dedup middleware: event ids remembered per handler",
+      0, 100000000, NULL },
+    { "hold_max", SL_OPT_INT, "10000",
+      "messages queued behind one being retried before its partition pauses", 1, 10000000, NULL },
+    { "max_future", SL_OPT_DURATION, "5m", "timestamps later than now plus this are rejected", 0,
+      31536000, NULL },
+    { "max_message_bytes", SL_OPT_INT, "1048576", "larger messages are rejected (too_large)", 1,
+      1073741824, NULL },
+    { "rdkafka.*", SL_OPT_STRING, NULL,
+      "librdkafka property of the consumer, e.g. rdkafka.session.timeout.ms = 6000 (enable.auto.commit stays false)",
+      0, 0, NULL },
+    { NULL, 0, NULL, NULL, 0, 0, NULL }
+};
+
+/* The state is tracked like any resource; released after the handles,
+ * timers and routes (newest first), so nothing calls back into it. */
+static void free_state(void *obj)
+{
+    agg *a = obj;
+
+    agg_consume_free(a);
+    agg_sink_free(a);
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        agg_dedup_free(&a->dedup[h]);
+    jb_free(&a->scratch);
+    agg_routes_free(a);
+    free(a);
+}
+
+static int metrics_start(agg *a)
+{
+    sl_ctx *ctx = a->ctx;
+    static const double sizes[] = { 1, 10, 100, 1000, 5000, 10000, 50000, 100000, 500000 };
+    static const double secs[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
+
+    a->m_consumed = sl_counter(ctx, "sluice_aggregator_consumed_total",
+                               "Messages consumed, by handler (none: no route)", "handler");
+    a->m_valid = sl_counter(ctx, "sluice_aggregator_valid_total",
+                            "Valid events stored, by handler", "handler");
+    a->m_invalid = sl_counter(ctx, "sluice_aggregator_invalid_total",
+                              "Rejected messages, stored in processing_errors, by handler and reason",
+                              "handler,reason");
+    a->m_dups = sl_counter(ctx, "sluice_aggregator_duplicates_dropped_total",
+                           "Events dropped by the dedup middleware's window", "handler");
+    a->m_dead = sl_counter(ctx, "sluice_aggregator_dead_lettered_total",
+                           "Messages sent to the dead-letter topic", "handler");
+    a->m_fwd = sl_counter(ctx, "sluice_aggregator_forwarded_total",
+                          "Valid events copied to the forward topic", NULL);
+    a->m_retries = sl_counter(ctx, "sluice_aggregator_retries_total",
+                              "Handler retries by the retry middleware", "handler");
+    a->m_flushes = sl_counter(ctx, "sluice_aggregator_flushes_total",
+                              "Batch writes to ClickHouse, by result (ok, failed)", "result");
+    a->m_batch = sl_histogram(ctx, "sluice_aggregator_batch_size",
+                              "Messages per batch written", NULL, sizes,
+                              sizeof(sizes) / sizeof(sizes[0]));
+    a->m_latency = sl_histogram(ctx, "sluice_aggregator_flush_latency_seconds",
+                                "From a batch closing to its offsets being committed", NULL, secs,
+                                sizeof(secs) / sizeof(secs[0]));
+    a->m_paused = sl_gauge(ctx, "sluice_aggregator_partition_paused",
+                           "1 while a partition is paused (sink down, backlog, or a retry)",
+                           "topic,partition");
+    a->m_paused_total = sl_gauge(ctx, "sluice_aggregator_paused_partitions",
+                                 "Partitions paused now", NULL);
+    a->m_buffered = sl_gauge(ctx, "sluice_aggregator_buffered_messages",
+                             "Messages settled but not yet written (open batch and flight)", NULL);
+    if (a->m_consumed == NULL || a->m_valid == NULL || a->m_invalid == NULL || a->m_dups == NULL ||
+        a->m_dead == NULL || a->m_fwd == NULL || a->m_retries == NULL || a->m_flushes == NULL ||
+        a->m_batch == NULL || a->m_latency == NULL || a->m_paused == NULL ||
+        a->m_paused_total == NULL || a->m_buffered == NULL)
+        return sl_fail(ctx, "cannot register metrics");
+    /* Series that exist before their first event, so that rates start at 0. */
+    for (int h = 0; h < AGG_NHANDLERS; h++) {
+        const char *hn = agg_handler_name((agg_handler)h);
+        a->s_consumed[h] = sl_series_of(a->m_consumed, hn);
+        a->s_valid[h] = sl_series_of(a->m_valid, hn);
+        a->s_dups[h] = sl_series_of(a->m_dups, hn);
+        sl_series_add(a->s_consumed[h], 0);
+        sl_series_add(a->s_valid[h], 0);
+        sl_series_add(a->s_dups[h], 0);
+    }
+    a->s_consumed[AGG_NHANDLERS] = sl_series_of(a->m_consumed, "none");
+    sl_series_add(sl_series_of(a->m_flushes, "ok"), 0);
+    sl_series_add(sl_series_of(a->m_flushes, "failed"), 0);
+    sl_series_set(sl_series_of(a->m_paused_total), 0);
+    return 0;
+}
+
+static int agg_start(sl_ctx *ctx)
+{
+    agg *a = calloc(1, sizeof(*a));
+    char err[512];
+
+    if (a == NULL)
+        return sl_fail(ctx, "out of memory");
+    a->ctx = ctx;
+    if (sl_track(ctx, "aggregator state", a, free_state, NULL) == NULL) {
+        free(a);
+        return sl_fail(ctx, "out of memory");
+    }
+    sl_set_data(ctx, a);
+    a->group = sl_opt_str(ctx, "group");
+    a->batch_size = (size_t)sl_opt_int(ctx, "batch_size");
+    a->batch_interval = sl_opt_seconds(ctx, "batch_interval");
+    a->max_buffered = (size_t)sl_opt_int(ctx, "max_buffered");
+    if (a->max_buffered == 0)
+        a->max_buffered = 2 * a->batch_size;
+    if (a->max_buffered < a->batch_size)
+        return sl_fail(ctx, "max_buffered must be at least batch_size");
+    a->retries = sl_opt_int(ctx, "retries");
+    a->backoff = sl_opt_seconds(ctx, "retry_backoff");
+    a->backoff_max = sl_opt_seconds(ctx, "retry_backoff_max");
+    a->sink_backoff_base = sl_opt_seconds(ctx, "sink_backoff");
+    a->sink_backoff_max = sl_opt_seconds(ctx, "sink_backoff_max");
+    a->dlq_template = sl_opt_str(ctx, "deadletter_topic");
+    a->fwd_template = sl_opt_str(ctx, "forward_topic");
+    a->hold_max = (size_t)sl_opt_int(ctx, "hold_max");
+    a->lim.max_future = sl_opt_seconds(ctx, "max_future");
+    a->max_message_bytes = (size_t)sl_opt_int(ctx, "max_message_bytes");
+    if (a->group[0] == '\0' || sl_opt_list_len(ctx, "topics") == 0)
+        return sl_fail(ctx, "topics and group must not be empty");
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        if (agg_dedup_init(&a->dedup[h], (size_t)sl_opt_int(ctx, "dedup_window")) != 0)
+            return sl_fail(ctx, "out of memory for the dedup window");
+    if (metrics_start(a) != 0 || agg_routes_start(a) != 0 || agg_sink_start(a) != 0)
+        return -1;
+    if (agg_consume_start(a, err, sizeof(err)) != 0)
+        return sl_fail(ctx, "%s", err);
+    if (agg_api_start(a) != 0)
+        return -1;
+    sl_log(ctx, SL_LOG_INFO, "consuming %zu subscriptions as group %s, %zu routes, batches of %zu or %.3g s",
+           sl_opt_list_len(ctx, "topics"), a->group, a->nroutes, a->batch_size, a->batch_interval);
+    return 0;
+}
+
+static void on_closed(sl_kafka_consumer *c, int err, void *arg)
+{
+    agg *a = arg;
+
+    (void)c;
+    sl_log(a->ctx, SL_LOG_INFO, "left group %s%s; consumed %llu, written %llu rows in %llu batches",
+           a->group, err != 0 ? " (timed out)" : "",
+           (unsigned long long)(a->n.consumed[0] + a->n.consumed[1] + a->n.consumed[2] +
+                                a->n.consumed[3]),
+           (unsigned long long)a->n.rows_written, (unsigned long long)a->n.flushes);
+    sl_stopped(a->ctx);
+}
+
+void agg_drain_check(agg *a)
+{
+    if (!a->stopping || a->closing || !agg_sink_idle(a))
+        return;
+    a->closing = 1;
+    if (a->consumer != NULL)
+        sl_kafka_consumer_close(a->consumer, 10, on_closed, a);
+    else
+        sl_stopped(a->ctx);
+}
+
+static void agg_stop(sl_ctx *ctx)
+{
+    agg *a = sl_data(ctx);
+
+    if (a == NULL) {
+        sl_stopped(ctx);
+        return;
+    }
+    a->stopping = 1;
+    agg_pause_all(a, AGG_PAUSE_STOP, 1);
+    agg_sink_kick(a);
+    agg_drain_check(a);
+}
+
+SL_API const sl_module sluice_module = {
+    .abi_version = SL_ABI_VERSION,
+    .name = "aggregator",
+    .description = "Kafka consumer group -> validate, de-duplicate, aggregate -> ClickHouse, with routing, dead letters and a query API",
+    .options = agg_options,
+    .flags = SL_MODULE_EXCLUSIVE,
+    .start = agg_start,
+    .stop = agg_stop,
+};

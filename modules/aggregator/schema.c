@@ -1,0 +1,82 @@
+/*
+ * schema.c - tables and aggregate statements (schema.h).  ClickHouse
+ * 18.16 is the oldest server this runs against: no DateTime64, so times
+ * are a DateTime('UTC') plus their milliseconds.
+ */
+#include "schema.h"
+
+const char *const agg_raw_tables[AGG_NHANDLERS] = { "page_views", "analytics_events",
+                                                     "segment_events" };
+
+#define SOURCE_COLUMNS "kafka_topic String, kafka_partition Int32, kafka_offset Int64"
+#define TIME_COLUMNS "ts DateTime('UTC'), ts_ms UInt16, minute DateTime('UTC')"
+
+const char *const agg_schema[] = {
+    "CREATE TABLE IF NOT EXISTS page_views (event_id String, event_type String, page_id String, "
+    "user_id String, duration_s Float64, " TIME_COLUMNS ", " SOURCE_COLUMNS ") "
+    "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (minute, page_id, event_id)",
+
+    "CREATE TABLE IF NOT EXISTS page_views_per_minute (page_id String, minute DateTime('UTC'), "
+    "views UInt64, bounces UInt64, unique_users UInt64, avg_duration_s Float64, "
+    "p95_duration_s Float64, version UInt64) "
+    "ENGINE = ReplacingMergeTree(version) PARTITION BY toYYYYMM(minute) ORDER BY (page_id, minute)",
+
+    "CREATE TABLE IF NOT EXISTS analytics_events (id String, event_type String, user_id String, "
+    "properties String, " TIME_COLUMNS ", " SOURCE_COLUMNS ") "
+    "ENGINE = ReplacingMergeTree ORDER BY id",
+
+    "CREATE TABLE IF NOT EXISTS segment_events (event_id UInt64, user_id Int64, slug String, "
+    "operation String, " TIME_COLUMNS ", " SOURCE_COLUMNS ") "
+    "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (minute, slug, event_id)",
+
+    "CREATE TABLE IF NOT EXISTS segment_changes_per_minute (slug String, minute DateTime('UTC'), "
+    "operation String, changes UInt64, users UInt64, version UInt64) "
+    "ENGINE = ReplacingMergeTree(version) PARTITION BY toYYYYMM(minute) "
+    "ORDER BY (slug, minute, operation)",
+
+    "CREATE TABLE IF NOT EXISTS processing_errors (" SOURCE_COLUMNS ", handler String, "
+    "reason String, detail String, raw String, received_at DateTime('UTC')) "
+    "ENGINE = ReplacingMergeTree ORDER BY (kafka_topic, kafka_partition, kafka_offset)",
+    NULL
+};
+
+static void minute_list(jbuf *sql, const int64_t *minutes, size_t n)
+{
+    jb_lit(sql, " FINAL WHERE minute IN (");
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            jb_char(sql, ',');
+        jb_lit(sql, "toDateTime(");
+        jb_int(sql, minutes[i]);
+        jb_char(sql, ')');
+    }
+    jb_char(sql, ')');
+}
+
+int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t version,
+                      jbuf *sql)
+{
+    jb_reset(sql);
+    if (n == 0 || h == AGG_H_ANALYTICS)
+        return 0;
+    if (h == AGG_H_PAGE_VIEWS) {
+        jb_lit(sql, "INSERT INTO page_views_per_minute (page_id, minute, views, bounces, "
+                    "unique_users, avg_duration_s, p95_duration_s, version) "
+                    "SELECT page_id, minute, countIf(event_type = 'view'), "
+                    "countIf(event_type = 'bounce'), uniqExact(user_id), avg(duration_s), "
+                    "quantileExact(0.95)(duration_s), toUInt64(");
+        jb_int(sql, (long long)version);
+        jb_lit(sql, ") FROM page_views");
+        minute_list(sql, minutes, n);
+        jb_lit(sql, " GROUP BY page_id, minute");
+    } else {
+        jb_lit(sql, "INSERT INTO segment_changes_per_minute (slug, minute, operation, changes, "
+                    "users, version) SELECT slug, minute, operation, count(), uniqExact(user_id), "
+                    "toUInt64(");
+        jb_int(sql, (long long)version);
+        jb_lit(sql, ") FROM segment_events");
+        minute_list(sql, minutes, n);
+        jb_lit(sql, " GROUP BY slug, minute, operation");
+    }
+    return 1;
+}

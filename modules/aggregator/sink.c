@@ -1,0 +1,462 @@
+/*
+ * sink.c - batches into ClickHouse.
+ *
+ * Messages settle into the open batch (`cur`): valid rows per handler,
+ * rejected messages, the minutes they touched and, per partition, the
+ * offset to commit.  A batch closes at batch_size messages or when its
+ * oldest is batch_interval old, and is written as one flight:
+ *
+ *   schema (once)  ->  raw rows and errors, in parallel  ->  aggregates
+ *   of the touched minutes recomputed from the collapsed raw rows  ->
+ *   dead letters and forwards acknowledged  ->  offsets committed
+ *
+ * Under a backlog (the next batch is already half full when a flight's rows
+ * landed) the recompute and the commit are deferred to the next flight,
+ * which carries the earlier one's minutes and offsets (at most
+ * MAX_CARRIED flights): catching up then recomputes a minute once, not
+ * once per batch, and offsets still move only after their recompute.
+ *
+ * Any failure (after the connector's own retries) keeps the flight,
+ * pauses every partition and replays the whole flight after a backoff:
+ * every step is idempotent, so replaying is always safe.  While a flight
+ * is out the next batch fills; past max_buffered messages the partitions
+ * pause, which bounds memory.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "agg.h"
+#include "schema.h"
+
+enum { ST_SCHEMA, ST_INSERT, ST_AGGREGATE, ST_PRODUCED, ST_DONE };
+
+#define MAX_CARRIED 8
+
+static void run_stage(agg *a);
+
+static void batch_clear(agg_batch *b)
+{
+    for (int h = 0; h < AGG_NHANDLERS; h++) {
+        jb_reset(&b->rows[h]);
+        b->nrows[h] = 0;
+        b->nmin[h] = 0;
+    }
+    jb_reset(&b->errors);
+    b->nerrors = 0;
+    b->ncommits = 0;
+    b->msgs = 0;
+}
+
+static void batch_free(agg_batch *b)
+{
+    for (int h = 0; h < AGG_NHANDLERS; h++) {
+        jb_free(&b->rows[h]);
+        free(b->minutes[h]);
+    }
+    jb_free(&b->errors);
+    free(b->commits);
+    memset(b, 0, sizeof(*b));
+}
+
+size_t agg_buffered(const agg *a)
+{
+    return a->cur->msgs + (a->flight != NULL ? a->flight->msgs : 0);
+}
+
+int agg_sink_idle(const agg *a)
+{
+    return a->flight == NULL && a->cur->msgs == 0 && a->carried == 0;
+}
+
+static void add_minute(agg_batch *b, agg_handler h, int64_t minute)
+{
+    for (size_t i = b->nmin[h]; i > 0; i--)
+        if (b->minutes[h][i - 1] == minute)
+            return;
+    if (b->nmin[h] == b->capmin[h]) {
+        size_t cap = b->capmin[h] != 0 ? b->capmin[h] * 2 : 16;
+        int64_t *p = realloc(b->minutes[h], cap * sizeof(*p));
+        if (p == NULL) {
+            b->rows[h].oom = 1; /* the flight fails and says so */
+            return;
+        }
+        b->minutes[h] = p;
+        b->capmin[h] = cap;
+    }
+    b->minutes[h][b->nmin[h]++] = minute;
+}
+
+/* Adds (or, with `keep` 0, moves forward) a partition's offset to commit. */
+static int add_commit(agg_batch *b, agg_part *p, int64_t next, int keep)
+{
+    for (size_t i = 0; i < b->ncommits; i++)
+        if (b->commits[i].part == p) {
+            if (!keep)
+                b->commits[i].next = next;
+            return 0;
+        }
+    if (b->ncommits == b->capcommits) {
+        size_t cap = b->capcommits != 0 ? b->capcommits * 2 : 16;
+        agg_commit *c = realloc(b->commits, cap * sizeof(*c));
+        if (c == NULL)
+            return -1;
+        b->commits = c;
+        b->capcommits = cap;
+    }
+    b->commits[b->ncommits].part = p;
+    b->commits[b->ncommits++].next = next;
+    return 0;
+}
+
+/* Moves what `from` still owes (its minutes, its offsets) into `to`;
+ * offsets already in `to` are later ones and stay.  -1 when out of
+ * memory (then `from` is left as it was). */
+static int merge_owed(agg_batch *to, agg_batch *from)
+{
+    for (size_t i = 0; i < from->ncommits; i++)
+        if (add_commit(to, from->commits[i].part, from->commits[i].next, 1) != 0)
+            return -1;
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        for (size_t i = 0; i < from->nmin[h]; i++)
+            add_minute(to, (agg_handler)h, from->minutes[h][i]);
+    from->ncommits = 0;
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        from->nmin[h] = 0;
+    return 0;
+}
+
+void agg_batch_row(agg *a, agg_handler h, const jbuf *row, int64_t minute)
+{
+    agg_batch *b = a->cur;
+
+    jb_put(&b->rows[h], row->p, row->len);
+    jb_char(&b->rows[h], '\n');
+    b->nrows[h]++;
+    add_minute(b, h, minute);
+}
+
+void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_reason r,
+                     const char *detail)
+{
+    jbuf *e = &a->cur->errors;
+
+    jb_char(e, '{');
+    agg_row_source(e, m);
+    jb_lit(e, ",\"handler\":");
+    jb_cstr(e, routed ? "\"" : "\"none");
+    if (routed)
+        jb_cstr(e, agg_handler_name(h));
+    jb_lit(e, "\",\"reason\":\"");
+    jb_cstr(e, agg_reason_name(r));
+    jb_lit(e, "\",\"detail\":");
+    jb_jstr(e, detail, strlen(detail));
+    jb_lit(e, ",\"raw\":");
+    jb_jstr(e, m->value != NULL ? m->value : "", m->value != NULL ? m->len : 0);
+    jb_lit(e, ",\"received_at\":\"");
+    jb_datetime(e, (int64_t)sl_wall());
+    jb_lit(e, "\"}\n");
+    a->cur->nerrors++;
+}
+
+static void start_flight(agg *a)
+{
+    agg_batch *b = a->cur;
+
+    if (a->flight != NULL || b->msgs == 0)
+        return;
+    /* The offsets this batch settles, per partition, then what earlier
+     * flights deferred to it. */
+    for (agg_part *p = a->parts; p != NULL; p = p->next) {
+        if (p->pending < 0)
+            continue;
+        if (add_commit(b, p, p->pending, 0) != 0)
+            return; /* tried again on the next tick */
+        p->pending = -1;
+    }
+    if (a->carried > 0) {
+        if (merge_owed(b, &a->carry) != 0)
+            return;
+        a->carried = 0;
+    }
+    a->flight = b;
+    a->cur = b == &a->b[0] ? &a->b[1] : &a->b[0];
+    a->flight_started = sl_now();
+    a->stage = a->schema_ok ? ST_INSERT : ST_SCHEMA;
+    run_stage(a);
+}
+
+void agg_sink_kick(agg *a)
+{
+    if (a->flight == NULL && a->cur->msgs > 0 && !a->sink_down &&
+        (a->cur->msgs >= a->batch_size || a->stopping ||
+         sl_now() - a->cur->opened >= a->batch_interval))
+        start_flight(a);
+}
+
+void agg_batch_done(agg *a, agg_part *p, int64_t offset)
+{
+    if (a->cur->msgs++ == 0)
+        a->cur->opened = sl_now();
+    if (p != NULL)
+        p->pending = offset + 1;
+    if (a->cur->msgs >= a->batch_size)
+        agg_sink_kick(a);
+    /* A flight is out (or failing) and the next batch is full: stop
+     * fetching until it lands. */
+    if (a->cur->msgs >= a->max_buffered)
+        agg_pause_all(a, AGG_PAUSE_SINK, 1);
+}
+
+/* ---------------------------------------------------------- the flight */
+
+static void flight_failed(agg *a)
+{
+    a->n.flush_failures++;
+    sl_series_add(sl_series_of(a->m_flushes, "failed"), 1);
+    sl_log(a->ctx, a->sink_down ? SL_LOG_DEBUG : SL_LOG_WARN,
+           "batch of %zu messages not written (%s); partitions paused, retrying in %.1f s",
+           a->flight->msgs, a->last_error, a->sink_backoff);
+    a->sink_down = 1;
+    agg_pause_all(a, AGG_PAUSE_SINK, 1);
+    sl_timer_arm(a->sink_retry, a->sink_backoff);
+    a->sink_backoff *= 2;
+    if (a->sink_backoff > a->sink_backoff_max)
+        a->sink_backoff = a->sink_backoff_max;
+}
+
+static void sink_retry(void *arg)
+{
+    agg *a = arg;
+
+    if (a->flight == NULL)
+        return;
+    a->stage = a->schema_ok ? ST_INSERT : ST_SCHEMA;
+    run_stage(a);
+}
+
+static void on_commit(sl_kafka_consumer *c, int err, const sl_kafka_tp *parts, size_t n, void *arg)
+{
+    agg *a = arg;
+
+    (void)c;
+    (void)parts;
+    if (err != 0) {
+        /* Not fatal: the rows landed, a replay of them collapses. */
+        a->n.commit_failures++;
+        sl_log(a->ctx, SL_LOG_WARN, "offset commit of %zu partitions failed (error %d)", n, err);
+    }
+}
+
+static void commit(agg *a, agg_batch *b)
+{
+    sl_kafka_tp *tps;
+    size_t n = 0;
+
+    if (b->ncommits == 0 || a->consumer == NULL)
+        return;
+    tps = calloc(b->ncommits, sizeof(*tps));
+    if (tps == NULL) {
+        a->n.commit_failures++;
+        return;
+    }
+    for (size_t i = 0; i < b->ncommits; i++) {
+        agg_part *p = b->commits[i].part;
+        /* A partition given away meanwhile is its new owner's to commit. */
+        if (!p->assigned)
+            continue;
+        tps[n].topic = p->topic;
+        tps[n].partition = p->partition;
+        tps[n++].offset = b->commits[i].next;
+        p->committed = b->commits[i].next;
+    }
+    if (n > 0 && sl_kafka_commit(a->consumer, tps, n, on_commit, a) != 0)
+        a->n.commit_failures++;
+    else if (n > 0)
+        a->n.commits++;
+    free(tps);
+}
+
+static void flight_done(agg *a)
+{
+    agg_batch *b = a->flight;
+    double latency = sl_now() - a->flight_started;
+    size_t rows = b->nerrors;
+
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        rows += b->nrows[h];
+    commit(a, b);
+    a->n.flushes++;
+    a->n.rows_written += rows;
+    sl_series_add(sl_series_of(a->m_flushes, "ok"), 1);
+    sl_series_observe(sl_series_of(a->m_batch), (double)b->msgs);
+    sl_series_observe(sl_series_of(a->m_latency), latency);
+    if (a->sink_down)
+        sl_log(a->ctx, SL_LOG_INFO, "ClickHouse accepts batches again; resuming");
+    a->last_flush_at = sl_wall();
+    a->last_flush_rows = rows;
+    a->last_flush_latency = latency;
+    batch_clear(b);
+    a->flight = NULL;
+    a->sink_down = 0;
+    a->sink_backoff = a->sink_backoff_base;
+    if (a->cur->msgs < a->max_buffered)
+        agg_pause_all(a, AGG_PAUSE_SINK, 0);
+    if (a->cur->msgs >= a->batch_size || a->stopping)
+        agg_sink_kick(a);
+    if (a->stopping)
+        agg_drain_check(a);
+}
+
+static void stage_done(agg *a)
+{
+    if (a->stage_failed) {
+        flight_failed(a);
+        return;
+    }
+    if (a->stage == ST_SCHEMA)
+        a->schema_ok = 1;
+    if (a->stage == ST_INSERT && a->cur->msgs >= a->batch_size / 2 && !a->stopping &&
+        a->carried < MAX_CARRIED && merge_owed(&a->carry, a->flight) == 0) {
+        /* Behind: let the next flight recompute and commit for this one. */
+        agg_batch *b = a->flight;
+        size_t rows = b->nerrors;
+        for (int h = 0; h < AGG_NHANDLERS; h++)
+            rows += b->nrows[h];
+        a->n.rows_written += rows;
+        sl_series_observe(sl_series_of(a->m_batch), (double)b->msgs);
+        a->carried++;
+        batch_clear(b);
+        a->flight = NULL;
+        start_flight(a);
+        return;
+    }
+    a->stage++;
+    if (a->stage == ST_DONE)
+        flight_done(a);
+    else
+        run_stage(a);
+}
+
+static void on_result(sl_ch *ch, const sl_ch_result *res, void *arg)
+{
+    agg *a = arg;
+
+    (void)ch;
+    if (res->error != NULL) {
+        a->stage_failed = 1;
+        snprintf(a->last_error, sizeof(a->last_error), "%s", res->error);
+        /* Unknown table (60) or column (16): somebody dropped a table;
+         * create the schema again before the replay. */
+        if (res->code == 60 || res->code == 16)
+            a->schema_ok = 0;
+    }
+    if (--a->outstanding == 0)
+        stage_done(a);
+}
+
+static void on_flushed(sl_kafka_producer *p, int remaining, void *arg)
+{
+    agg *a = arg;
+
+    (void)p;
+    if (remaining != 0) {
+        a->stage_failed = 1;
+        snprintf(a->last_error, sizeof(a->last_error),
+                 "%d dead letters or forwards not acknowledged yet", remaining);
+    }
+    if (--a->outstanding == 0)
+        stage_done(a);
+}
+
+static void submit(agg *a, int rc)
+{
+    if (rc == 0) {
+        a->outstanding++;
+    } else {
+        a->stage_failed = 1;
+        snprintf(a->last_error, sizeof(a->last_error), "cannot submit a request (out of memory?)");
+    }
+}
+
+static void run_stage(agg *a)
+{
+    agg_batch *b = a->flight;
+
+    a->stage_failed = 0;
+    a->outstanding = 1; /* held while submitting, so no callback ends the stage early */
+    switch (a->stage) {
+    case ST_SCHEMA:
+        for (size_t i = 0; agg_schema[i] != NULL; i++)
+            submit(a, sl_ch_exec(a->ch, agg_schema[i], on_result, a));
+        break;
+    case ST_INSERT:
+        for (int h = 0; h < AGG_NHANDLERS; h++) {
+            if (b->nrows[h] == 0)
+                continue;
+            if (b->rows[h].oom) {
+                a->stage_failed = 1;
+                snprintf(a->last_error, sizeof(a->last_error), "out of memory building rows");
+                continue;
+            }
+            submit(a, sl_ch_insert(a->ch, agg_raw_tables[h], b->rows[h].p, b->rows[h].len,
+                                   on_result, a));
+        }
+        if (b->nerrors > 0)
+            submit(a, b->errors.oom ? -1
+                                    : sl_ch_insert(a->ch, AGG_ERRORS_TABLE, b->errors.p,
+                                                   b->errors.len, on_result, a));
+        break;
+    case ST_AGGREGATE: {
+        /* One version for the whole flight: microseconds of the wall
+         * clock at submission, so the latest recompute of a minute (which
+         * saw every row landed before it) wins in FINAL. */
+        uint64_t version = (uint64_t)(sl_wall() * 1e6);
+        for (int h = 0; h < AGG_NHANDLERS; h++)
+            if (agg_recompute_sql((agg_handler)h, b->minutes[h], b->nmin[h], version, &a->scratch))
+                submit(a, a->scratch.oom ? -1 : sl_ch_exec(a->ch, a->scratch.p, on_result, a));
+        break;
+    }
+    case ST_PRODUCED:
+        if (a->producer != NULL && sl_kafka_producer_outq(a->producer) > 0) {
+            a->outstanding++;
+            sl_kafka_producer_flush(a->producer, 30, on_flushed, a);
+        }
+        break;
+    }
+    if (--a->outstanding == 0)
+        stage_done(a);
+}
+
+/* -------------------------------------------------------------- start */
+
+static void tick(void *arg)
+{
+    agg *a = arg;
+
+    sl_series_set(sl_series_of(a->m_buffered), (double)agg_buffered(a));
+    agg_sink_kick(a);
+}
+
+int agg_sink_start(agg *a)
+{
+    double every = a->batch_interval / 4;
+
+    a->cur = &a->b[0];
+    a->ch = sl_ch_new(a->ctx);
+    if (a->ch == NULL)
+        return sl_fail(a->ctx, "cannot create the ClickHouse handle (see the log)");
+    a->sink_backoff = a->sink_backoff_base;
+    a->sink_retry = sl_timer_new(a->ctx, a->sink_backoff, 0, sink_retry, a);
+    a->tick = sl_timer_new(a->ctx, every < 0.01 ? 0.01 : every, 1, tick, a);
+    if (a->sink_retry == NULL || a->tick == NULL)
+        return sl_fail(a->ctx, "out of memory");
+    sl_timer_disarm(a->sink_retry);
+    return 0;
+}
+
+void agg_sink_free(agg *a)
+{
+    batch_free(&a->b[0]);
+    batch_free(&a->b[1]);
+    batch_free(&a->carry);
+}
