@@ -25,6 +25,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 SL_BUILD=${SL_BUILD:-$top/build}
 . "$top/tests/lib.sh"
 . "$top/tests/harness/services.sh"
+. "$top/tests/bench/result.sh"
 N=${N:-1000000}
 PARTS=${PARTS:-64}
 RUNS=${RUNS:-3}
@@ -190,8 +191,10 @@ run_reference() { # prints "seconds kcat_rss clickhouse_client_rss"
 printf '%-4s %-12s %12s %10s %12s | %12s %12s %10s\n' run side seconds rows/s rss_MiB side seconds rows/s
 : > "$work/agg.times"
 : > "$work/ref.times"
+: > "$work/agg.rss"
 for i in $(seq 1 "$RUNS"); do
     read -r as aj arss < <(run_aggregator "$i")
+    echo "$arss" >> "$work/agg.rss"
     read -r rs krss crss rrows < <(run_reference)
     echo "$as" >> "$work/agg.times"
     echo "$rs" >> "$work/ref.times"
@@ -211,3 +214,7 @@ r = statistics.median(float(x) for x in open(sys.argv[3]))
 print("median: aggregator %.0f msgs/s (%.2f s), naive pipe %.0f msgs/s (%.2f s), ratio %.2f (target >= 1.0)"
       % (n / a, a, n / r, r, r / a))
 EOF
+median_of() { python3 -c 'import statistics, sys; print(statistics.median(float(x) for x in open(sys.argv[1])))' "$1"; }
+bench_result end_to_end_rate "$(python3 -c "print(round($N / $(median_of "$work/agg.times")))")" msgs/s \
+    "$(python3 -c "print(round($N / $(median_of "$work/ref.times")))")" kcat_pipe_clickhouse-client ">=1.0"
+bench_result peak_rss "$(python3 -c "print(round($(sort -n "$work/agg.rss" | tail -1) / 1024, 1))")" MiB - - -
