@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "agg.h"
+#include "schema.h"
 
 static const sl_option agg_options[] = {
     { "topics", SL_OPT_LIST, "page_views",
@@ -225,4 +226,5 @@ SL_API const sl_module sluice_module = {
     .flags = SL_MODULE_EXCLUSIVE,
     .start = agg_start,
     .stop = agg_stop,
+    .init_schema = agg_init_schema,
 };

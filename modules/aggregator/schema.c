@@ -3,6 +3,7 @@
  * 18.16 is the oldest server this runs against: no DateTime64, so times
  * are a DateTime('UTC') plus their milliseconds.
  */
+#include <stdlib.h>
 #include "schema.h"
 
 const char *const agg_raw_tables[AGG_NHANDLERS] = { "page_views", "analytics_events",
@@ -79,4 +80,48 @@ int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t 
         jb_lit(sql, " GROUP BY slug, minute, operation");
     }
     return 1;
+}
+
+/* `sluiced --init-schema`: the statements start() runs, one after the
+ * other; the first error ends it. */
+typedef struct {
+    sl_ctx *ctx;
+    size_t next;
+} schema_run;
+
+static void schema_step(sl_ch *ch, const sl_ch_result *res, void *arg)
+{
+    schema_run *r = arg;
+
+    if (res != NULL && res->error != NULL) {
+        sl_schema_done(r->ctx, res->error);
+        return;
+    }
+    if (agg_schema[r->next] == NULL) {
+        sl_log(r->ctx, SL_LOG_INFO, "%zu ClickHouse statements applied", r->next);
+        sl_schema_done(r->ctx, NULL);
+        return;
+    }
+    if (sl_ch_exec(ch, agg_schema[r->next++], schema_step, r) != 0)
+        sl_schema_done(r->ctx, "cannot submit a statement (out of memory?)");
+}
+
+int agg_init_schema(sl_ctx *ctx)
+{
+    schema_run *r = calloc(1, sizeof(*r));
+    sl_ch *ch;
+
+    if (r == NULL)
+        return sl_fail(ctx, "out of memory");
+    if (sl_track(ctx, "schema run", r, free, NULL) == NULL) {
+        free(r);
+        return sl_fail(ctx, "out of memory");
+    }
+    r->ctx = ctx;
+    ch = sl_ch_new(ctx);
+    if (ch == NULL)
+        return sl_fail(ctx, "no ClickHouse handle: is [clickhouse] configured?");
+    if (sl_ch_exec(ch, agg_schema[r->next++], schema_step, r) != 0)
+        return sl_fail(ctx, "cannot submit a statement (out of memory?)");
+    return 0;
 }

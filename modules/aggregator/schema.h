@@ -25,4 +25,7 @@ extern const char *const agg_schema[];
 int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t version,
                       jbuf *sql);
 
+/* The module's init_schema(): creates every table for --init-schema. */
+int agg_init_schema(sl_ctx *ctx);
+
 #endif
