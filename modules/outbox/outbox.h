@@ -110,7 +110,8 @@ struct ob {
     int unsettled_order; /* of those, fail/release ones: a claim waits for them */
     int migrated;
     sl_timer *poll_timer, *ack_timer, *gauge_timer, *kick, *migrate_timer, *renew_timer,
-        *retry_timer;
+        *retry_timer, *due_timer;
+    double due_at; /* when due_timer fires (sl_now), 0 when disarmed */
     void *cur_claim; /* the open claim (claim.c) */
 
     /* counts */
@@ -171,6 +172,7 @@ void ob_claim_free(void *claim);
 /* relay.c */
 int ob_relay_start(ob *o, char *err, size_t errlen);
 void ob_relay_kick(ob *o);  /* look for work now */
+void ob_relay_due(ob *o, double seconds); /* look for work then (a backoff ends) */
 void ob_relay_produce(ob *o);
 void ob_relay_settled(ob *o); /* a settle statement ended */
 void ob_relay_stop(ob *o);  /* the drain; calls sl_stopped() */

@@ -3,10 +3,10 @@
  * aggregate id, one row per aggregate in flight (outbox.h says why), and
  * turn delivery reports into settle batches (settle.c).
  *
- * Work is found three ways: a NOTIFY from the insert trigger, the end of a
- * full batch (there may be more), and the poll timer as the fallback (a
- * missed notification, a backoff that expired, a lease that ran out, rows
- * another relay held back).
+ * Work is found four ways: a NOTIFY from the insert trigger, the end of a
+ * full batch (there may be more), the end of the soonest backoff of a row
+ * this relay failed, and the poll timer as the fallback (a missed
+ * notification, a lease that ran out, rows another relay held back).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,40 +14,6 @@
 #include "outbox.h"
 
 static void maybe_finish(ob *o);
-
-/* ----------------------------------------------------------------- topic */
-
-static void append_clean(char *out, size_t outlen, size_t *len, const char *v)
-{
-    for (; *v != '\0' && *len + 1 < outlen; v++) {
-        char c = *v;
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '_' || c == '-';
-        out[(*len)++] = ok ? c : '_';
-    }
-}
-
-/* The topic for a row: `tmpl` with ${aggregate_type} and ${event_type}
- * replaced by the row's values, characters Kafka does not allow in a topic
- * name turned into '_'. */
-void ob_topic_of(const char *tmpl, const char *aggregate_type, const char *event_type, char *out,
-                 size_t outlen)
-{
-    size_t len = 0;
-
-    for (const char *p = tmpl; *p != '\0' && len + 1 < outlen;) {
-        if (strncmp(p, "${aggregate_type}", 17) == 0) {
-            append_clean(out, outlen, &len, aggregate_type);
-            p += 17;
-        } else if (strncmp(p, "${event_type}", 13) == 0) {
-            append_clean(out, outlen, &len, event_type);
-            p += 13;
-        } else {
-            out[len++] = *p++;
-        }
-    }
-    out[len] = '\0';
-}
 
 /* -------------------------------------------------------------- publish */
 
@@ -172,6 +138,29 @@ void ob_relay_kick(ob *o)
         sl_timer_arm(o->kick, 0);
 }
 
+static void due_fire(void *arg)
+{
+    ob *o = arg;
+
+    o->due_at = 0;
+    ob_relay_kick(o);
+}
+
+void ob_relay_due(ob *o, double seconds)
+{
+    double at;
+
+    if (o->stopping || o->due_timer == NULL)
+        return;
+    if (seconds < 0.001)
+        seconds = 0.001;
+    at = sl_now() + seconds;
+    if (o->due_at != 0 && o->due_at <= at)
+        return; /* an earlier wake-up is armed */
+    o->due_at = at;
+    sl_timer_arm(o->due_timer, seconds);
+}
+
 static void on_notify(sl_pg *pg, const char *channel, const char *payload, void *arg)
 {
     (void)pg;
@@ -288,13 +277,15 @@ int ob_relay_start(ob *o, char *err, size_t errlen)
     o->kick = sl_timer_new(ctx, 0, 0, kick_fire, o);
     o->ack_timer = sl_timer_new(ctx, o->ack_interval, 0, ack_timer_fire, o);
     o->poll_timer = sl_timer_new(ctx, o->poll, 1, poll_fire, o);
-    o->gauge_timer = sl_timer_new(ctx, 1, 1, gauge_fire, o);
+    /* count(*) reads the whole table: every 5 s, not every second. */
+    o->gauge_timer = sl_timer_new(ctx, 5, 1, gauge_fire, o);
     o->migrate_timer = sl_timer_new(ctx, 0.5, 0, migrate_fire, o);
     o->renew_timer = sl_timer_new(ctx, o->lease / 3, 1, renew_fire, o);
     o->retry_timer = sl_timer_new(ctx, 0.5, 0, ob_settle_retry_fire, o);
+    o->due_timer = sl_timer_new(ctx, 1, 0, due_fire, o);
     if (o->kick == NULL || o->ack_timer == NULL || o->poll_timer == NULL ||
         o->gauge_timer == NULL || o->migrate_timer == NULL || o->renew_timer == NULL ||
-        o->retry_timer == NULL) {
+        o->retry_timer == NULL || o->due_timer == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -302,6 +293,7 @@ int ob_relay_start(ob *o, char *err, size_t errlen)
     sl_timer_disarm(o->ack_timer);
     sl_timer_disarm(o->migrate_timer);
     sl_timer_disarm(o->retry_timer);
+    sl_timer_disarm(o->due_timer);
     sl_set_ready(ctx, 0, "outbox table not migrated yet");
     migrate(o);
     return 0;
@@ -372,8 +364,9 @@ void ob_relay_stop(ob *o)
     sl_timer_free(o->kick);
     sl_timer_free(o->migrate_timer);
     sl_timer_free(o->renew_timer);
+    sl_timer_free(o->due_timer);
     o->poll_timer = o->gauge_timer = o->kick = NULL;
-    o->migrate_timer = o->renew_timer = NULL;
+    o->migrate_timer = o->renew_timer = o->due_timer = NULL;
     if (o->listener != NULL)
         sl_pg_unlisten(o->listener);
     o->listener = NULL;

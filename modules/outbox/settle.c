@@ -111,16 +111,22 @@ static void on_done(sl_pg *pg, const sl_pg_result *res, const char *err, void *a
         return;
     }
     if (st->which == OB_SQL_FAIL) {
+        double due = -1;
         for (int i = 0; i < sl_pg_nrows(res); i++) {
-            const char *v = sl_pg_value(res, i, 0);
+            const char *v = sl_pg_value(res, i, 0), *in = sl_pg_value(res, i, 1);
             if (v != NULL && v[0] == 't') {
                 o->parked_n++;
                 sl_series_add(o->m_parked_total, 1);
             } else {
                 o->retried++;
                 sl_series_add(o->m_retried, 1);
+                if (in != NULL && (due < 0 || atof(in) < due))
+                    due = atof(in);
             }
         }
+        /* Look again when the soonest backoff ends, not at the next poll. */
+        if (due >= 0)
+            ob_relay_due(o, due + 0.005);
     } else if (st->which == OB_SQL_RENEW) {
         o->renewed += (unsigned long long)sl_pg_affected(res);
     }

@@ -49,20 +49,6 @@
 #include <string.h>
 #include "outbox.h"
 
-int ob_ident_ok(const char *s)
-{
-    size_t n = 0;
-
-    if (s == NULL || !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
-        return 0;
-    for (; s[n] != '\0'; n++) {
-        char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
-            return 0;
-    }
-    return n <= 63;
-}
-
 /* Expands {T} {ID} {AT} {AID} {ET} {P} {C} {CH} {TN} in `tmpl`; malloc'd. */
 static char *expand(const char *tmpl, const char *const names[][2], size_t nnames)
 {
@@ -165,13 +151,16 @@ static const char mark_tmpl[] =
     "UPDATE {T} SET sent_at = now(), claimed_by = NULL, claimed_at = NULL"
     " WHERE {ID} = ANY($1::bigint[]) AND claimed_by = $2";
 
-/* $1 ids, $2 relay, $3 error, $4 max attempts, $5 backoff, $6 backoff cap */
+/* $1 ids, $2 relay, $3 error, $4 max attempts, $5 backoff, $6 backoff cap.
+ * Returns whether each row is now parked, and in how many seconds it is
+ * due again. */
 static const char fail_tmpl[] =
     "UPDATE {T} SET claimed_by = NULL, claimed_at = NULL, attempts = attempts + 1,"
     " last_error = $3, parked = attempts + 1 >= $4::int,"
     " next_attempt_at = now() + least($6::float8, $5::float8 * power(2, least(attempts, 30)))"
     "   * interval '1 second'"
-    " WHERE {ID} = ANY($1::bigint[]) AND claimed_by = $2 RETURNING parked";
+    " WHERE {ID} = ANY($1::bigint[]) AND claimed_by = $2"
+    " RETURNING parked, extract(epoch FROM next_attempt_at - now())::float8";
 
 /* $1 ids, $2 relay: handed back unpublished (stop, claim given up) */
 static const char release_tmpl[] =

@@ -405,7 +405,7 @@ sleep 1
 t_check "$(left)" = 2 "the later row of its aggregate waits behind it (published in the same claim, it would have overtaken)"
 t_check "$(status "$base" 'len(j["parked_list"])')" = 1 "GET /outbox/status lists it"
 t_check "$(status "$base" 'j["parked_list"][0]["last_error"]')" != "" "with its error: $(status "$base" 'j["parked_list"][0]["last_error"]')"
-t_wait_until 5 '[ "$(metric "$base" sluice_outbox_parked)" = 1 ]'
+t_wait_until 12 '[ "$(metric "$base" sluice_outbox_parked)" = 1 ]'
 t_check "$(metric "$base" sluice_outbox_parked)" = 1 "sluice_outbox_parked 1"
 t_check "$(metric "$base" sluice_outbox_parked_total)" = 1 "sluice_outbox_parked_total 1"
 psqlc "UPDATE outbox SET payload = '{\"a\": \"bad-a0\", \"s\": 1}' WHERE parked" > /dev/null
