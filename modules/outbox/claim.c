@@ -157,6 +157,20 @@ static void on_claimed(sl_pg *pg, const sl_pg_result *res, const char *err, void
     sl_pg_tx_commit(c->tx, on_committed, c);
 }
 
+/* Whether the aggregate already holds row `id` (flying or queued). */
+static int holds(const ob_agg *a, long long id)
+{
+    /* The usual case: newer than everything held (rows come in id order). */
+    if ((a->tail == NULL || id > a->tail->id) && (a->flying == NULL || id > a->flying->id))
+        return 0;
+    if (a->flying != NULL && a->flying->id == id)
+        return 1;
+    for (const ob_row *r = a->head; r != NULL; r = r->next)
+        if (r->id == id)
+            return 1;
+    return 0;
+}
+
 static void on_committed(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
 {
     ob_claim_t *c = arg;
@@ -184,6 +198,10 @@ static void on_committed(sl_pg *pg, const sl_pg_result *res, const char *err, vo
             continue; /* freed with the claim */
         c->rows[i] = NULL;
         a = ob_queue_find(&o->q, r->aggregate_type, r->key);
+        if (a != NULL && holds(a, r->id)) {
+            free(r); /* ours already (renewal lagged): keep the one copy */
+            continue;
+        }
         if (o->stopping || (a != NULL && a->poisoned) || ob_queue_add(&o->q, r) != 0) {
             ob_settle_release(o, r->id);
             free(r);
@@ -206,14 +224,19 @@ static void on_committed(sl_pg *pg, const sl_pg_result *res, const char *err, vo
 
 void ob_claim(ob *o)
 {
-    long long room = o->max_inflight - o->q.queued - o->q.flying;
+    long long held = o->q.queued + o->q.flying;
+    long long room = o->max_inflight - held;
+    long long want = (o->batch_size < o->max_inflight ? o->batch_size : o->max_inflight) / 2;
     char limit[32];
     const char *p[3];
     ob_claim_t *c;
 
     if (o->stopping || o->claiming || !o->migrated)
         return;
-    if (room <= 0 || o->unsettled_order > 0 || o->failed.n > 0 || o->release.n > 0) {
+    /* Claim when half a batch fits (or nothing is held): a claim of a few
+     * rows costs the database nearly as much as a full one. */
+    if (room <= 0 || (held > 0 && room < want) || o->unsettled_order > 0 || o->failed.n > 0 ||
+        o->release.n > 0) {
         /* Come back when there is room, or once what failed is settled. */
         o->more = 1;
         if (o->failed.n > 0 || o->release.n > 0)

@@ -16,8 +16,8 @@
  *   - claimed by another relay (it will publish it; we must not overtake),
  *     including a claim whose lease ran out but that we did not take over.
  *
- * CLAIM locks up to N ready rows (unclaimed and due, or claimed by another
- * relay longer ago than the lease: a takeover) in id order with FOR UPDATE SKIP LOCKED,
+ * CLAIM locks up to N ready rows (unclaimed and due, or claimed longer ago
+ * than the lease: a takeover) in id order with FOR UPDATE SKIP LOCKED,
  * stamps them with our id and now(), and returns them.  Its NOT EXISTS is
  * only a pre-filter (it sees the statement's snapshot, so it cannot see
  * what a concurrent claimer is doing, and SKIP LOCKED may have skipped an
@@ -32,9 +32,10 @@
  * the aggregate has e before it too and is given back as well.  Only after
  * the COMMIT are the rows published.
  *
- * Never our own claims: every row claimed by us is held in memory (settle
- * statements are retried until the database took them) and renewed, so
- * taking it again would only hold it twice.
+ * Our own claims are renewed every lease/3 while we hold them, so one of
+ * ours older than the lease is one we lost track of (a claim whose COMMIT
+ * reply never came): it is taken over like anyone's.  If renewals lag and
+ * a row we hold comes back, claim.c drops the second copy.
  *
  * "Held by us" relies on the relay's bookkeeping (settle.c, claim.c): a row
  * that failed is released before the next claim starts, and a claim that
@@ -121,8 +122,7 @@ static const char claim_tmpl[] =
     " FROM (SELECT c.{ID} AS cid, c.claimed_by AS prev FROM {T} c"
     "  WHERE c.sent_at IS NULL AND NOT c.parked"
     "   AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now())"
-    "   AND (c.claimed_by IS NULL"
-    "        OR (c.claimed_by <> $1 AND c.claimed_at < now() - $2::float8 * interval '1 second'))"
+    "   AND (c.claimed_by IS NULL OR c.claimed_at < now() - $2::float8 * interval '1 second')"
     "   AND NOT EXISTS (SELECT 1 FROM {T} e WHERE e.{AT} = c.{AT} AND e.{AID} = c.{AID}"
     "     AND e.{ID} < c.{ID} AND e.sent_at IS NULL"
     "     AND (e.parked OR e.next_attempt_at > now()"
