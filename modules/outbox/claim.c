@@ -231,8 +231,8 @@ void ob_claim(ob *o)
     const char *p[3];
     ob_claim_t *c;
 
-    if (o->stopping || o->claiming || !o->migrated)
-        return;
+    if (o->stopping || o->claiming || !o->migrated || o->producer == NULL)
+        return; /* (no producer: it failed and is being replaced, see relay.c) */
     /* Claim when half a batch fits (or nothing is held): a claim of a few
      * rows costs the database nearly as much as a full one. */
     if (room <= 0 || (held > 0 && room < want) || o->unsettled_order > 0 || o->failed.n > 0 ||

@@ -38,6 +38,38 @@ void ob_relay_give_back(ob *o, ob_agg *a)
     ob_queue_drop_if_idle(&o->q, a);
 }
 
+static sl_kafka_producer *producer_new(ob *o, char *err, size_t errlen);
+
+/* The idempotent producer hit a fatal error and refuses every message:
+ * replace it.  Rows it held are handed back unpublished (those in flight
+ * may have arrived: a duplicate at worst), not failed: the broker refused
+ * nothing of theirs.  If no producer can be made, the next poll tries. */
+static void producer_reset(ob *o)
+{
+    char err[256];
+
+    sl_log(o->ctx, SL_LOG_ERROR, "kafka producer failed fatally: replacing it, %lld rows handed back",
+           o->q.queued + o->q.flying);
+    sl_kafka_producer_free(o->producer);
+    o->producer = NULL;
+    o->waiting_space = 0;
+    for (ob_agg *a = o->q.all; a != NULL;) {
+        ob_agg *n = a->all_next;
+        if (a->flying != NULL) {
+            ob_row *r = ob_queue_landed(&o->q, a);
+            ob_settle_release(o, r->id);
+            free(r);
+        }
+        ob_relay_give_back(o, a);
+        a = n;
+    }
+    ob_settle_flush(o);
+    o->producer = producer_new(o, err, sizeof(err));
+    if (o->producer == NULL)
+        sl_log(o->ctx, SL_LOG_ERROR, "cannot make a kafka producer: %s; retrying at the next poll",
+               err);
+}
+
 static void on_space(sl_kafka_producer *p, void *arg)
 {
     ob *o = arg;
@@ -64,6 +96,11 @@ void ob_relay_produce(ob *o)
         if (rc == SL_KAFKA_EQUEUEFULL) {
             o->waiting_space = 1;
             sl_kafka_producer_on_space(o->producer, on_space, o);
+            break;
+        }
+        if (rc == SL_KAFKA_EFATAL) {
+            producer_reset(o); /* hands this row back too; claims resume once settled */
+            o->more = 1;
             break;
         }
         ob_queue_fly(&o->q, a);
@@ -172,6 +209,15 @@ static void on_notify(sl_pg *pg, const char *channel, const char *payload, void 
 static void poll_fire(void *arg)
 {
     ob *o = arg;
+    char err[256];
+
+    if (o->producer == NULL && !o->stopping) {
+        o->producer = producer_new(o, err, sizeof(err));
+        if (o->producer == NULL) {
+            sl_log(o->ctx, SL_LOG_ERROR, "cannot make a kafka producer: %s", err);
+            return; /* claiming would only hold rows nobody can publish */
+        }
+    }
     o->more = 1;
     ob_claim(o);
 }
@@ -257,21 +303,27 @@ static void migrate(ob *o)
 
 /* ---------------------------------------------------------------- start */
 
-int ob_relay_start(ob *o, char *err, size_t errlen)
+static sl_kafka_producer *producer_new(ob *o, char *err, size_t errlen)
 {
     char timeout_ms[32];
     const char *props[] = { "enable.idempotence", "true", "message.timeout.ms", timeout_ms,
                             "linger.ms", "5", NULL };
-    sl_ctx *ctx = o->ctx;
 
     snprintf(timeout_ms, sizeof(timeout_ms), "%lld",
-             (long long)(sl_opt_seconds(ctx, "delivery_timeout") * 1000));
+             (long long)(sl_opt_seconds(o->ctx, "delivery_timeout") * 1000));
+    return sl_kafka_producer_new(o->ctx, on_delivery, o, props, err, errlen);
+}
+
+int ob_relay_start(ob *o, char *err, size_t errlen)
+{
+    sl_ctx *ctx = o->ctx;
+
     o->pg = sl_pg_new(ctx);
     if (o->pg == NULL) {
         snprintf(err, errlen, "no PostgreSQL connection (is [postgres] dsn set?)");
         return -1;
     }
-    o->producer = sl_kafka_producer_new(ctx, on_delivery, o, props, err, errlen);
+    o->producer = producer_new(o, err, errlen);
     if (o->producer == NULL)
         return -1;
     o->kick = sl_timer_new(ctx, 0, 0, kick_fire, o);

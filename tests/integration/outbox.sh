@@ -418,6 +418,19 @@ stream_ok "$work/bad.expected"
 t_check "$(code_of -X POST "$base/outbox/retry?id=abc")" = 400 "retry?id=abc is a 400"
 t_end
 
+# ------------------------------------------------------ fatal producer
+t_case "a fatal error of the idempotent producer: the relay replaces it, nothing parked, nothing lost"
+# The broker answers Produce with OUT_OF_ORDER_SEQUENCE_NUMBER: librdkafka
+# declares the idempotent producer dead.  (max_attempts is still 3 here.)
+t_check "$(code_of -X POST "$base0/kafkaprobe/errors?api=0&err=45&count=3")" = 200 "Produce errors injected"
+write_rows fatal 2 1000 fatal 0
+t_wait_until 60 empty
+t_check "$(left)" = 0 "the table ends empty"
+t_check "$(grep -c 'producer failed fatally: replacing it' "$work/one.log")" -ge 1 "the producer was replaced: $(grep -m1 'replacing it' "$work/one.log" | sed 's/.*\[outbox\] //')"
+t_check "$(status "$base" 'j["parked"]')" = 1 "no row parked (the one parked before stays the only one)"
+stream_ok "$work/fatal.expected"
+t_end
+
 # ------------------------------------------------------- late commit
 t_case "a transaction that commits after later ids were relayed: its lower id is still relayed"
 mkfifo "$work/late.fifo"
