@@ -40,19 +40,13 @@ void ob_relay_give_back(ob *o, ob_agg *a)
 
 static sl_kafka_producer *producer_new(ob *o, char *err, size_t errlen);
 
-/* The idempotent producer hit a fatal error and refuses every message:
- * replace it.  Rows it held are handed back unpublished (those in flight
- * may have arrived: a duplicate at worst), not failed: the broker refused
- * nothing of theirs.  If no producer can be made, the next poll tries. */
-static void producer_reset(ob *o)
+/* Frees the producer (no report comes for what it still had) and hands
+ * back every row held, in flight or queued: whether those in flight
+ * arrived is unknown, so they are published again (a duplicate at worst). */
+static void drop_producer(ob *o)
 {
-    char err[256];
-
-    sl_log(o->ctx, SL_LOG_ERROR, "kafka producer failed fatally: replacing it, %lld rows handed back",
-           o->q.queued + o->q.flying);
     sl_kafka_producer_free(o->producer);
     o->producer = NULL;
-    o->waiting_space = 0;
     for (ob_agg *a = o->q.all; a != NULL;) {
         ob_agg *n = a->all_next;
         if (a->flying != NULL) {
@@ -63,6 +57,20 @@ static void producer_reset(ob *o)
         ob_relay_give_back(o, a);
         a = n;
     }
+}
+
+/* The idempotent producer hit a fatal error and refuses every message:
+ * replace it.  Rows it held are handed back unpublished (those in flight
+ * may have arrived: a duplicate at worst), not failed: the broker refused
+ * nothing of theirs.  If no producer can be made, the next poll tries. */
+static void producer_reset(ob *o)
+{
+    char err[256];
+
+    sl_log(o->ctx, SL_LOG_ERROR, "kafka producer failed fatally: replacing it, %lld rows handed back",
+           o->q.queued + o->q.flying);
+    o->waiting_space = 0;
+    drop_producer(o);
     ob_settle_flush(o);
     o->producer = producer_new(o, err, sizeof(err));
     if (o->producer == NULL)
@@ -383,24 +391,12 @@ static void release_queued(ob *o)
 static void on_flushed(sl_kafka_producer *p, int remaining, void *arg)
 {
     ob *o = arg;
+    (void)p; /* o->producer */
 
     if (remaining > 0) {
-        /* Their fate is unknown: hand them back; a later relay publishes
-         * them again (a duplicate at worst). */
         sl_log(o->ctx, SL_LOG_WARN, "%d rows not acknowledged within flush_timeout: releasing them",
                remaining);
-        sl_kafka_producer_free(p);
-        o->producer = NULL;
-        for (ob_agg *a = o->q.all; a != NULL;) {
-            ob_agg *n = a->all_next;
-            if (a->flying != NULL) {
-                ob_row *r = ob_queue_landed(&o->q, a);
-                ob_settle_release(o, r->id);
-                free(r);
-            }
-            ob_relay_give_back(o, a);
-            a = n;
-        }
+        drop_producer(o);
     }
     o->flushed = 1;
     ob_settle_flush(o);
