@@ -136,7 +136,8 @@ int ob_ident_ok(const char *s);
 int ob_queue_add(ob_queue *q, ob_row *r);
 /* The aggregate of a claimed row's values, or NULL. */
 ob_agg *ob_queue_find(ob_queue *q, const char *aggregate_type, const char *aggregate_id);
-/* The next aggregate ready to produce (not removed), or NULL. */
+/* The next aggregate ready to produce (not removed), or NULL; aggregates
+ * whose rows were given back meanwhile are dropped from the list here. */
 ob_agg *ob_queue_ready(ob_queue *q);
 /* Takes the head row of a ready aggregate as its flying row. */
 ob_row *ob_queue_fly(ob_queue *q, ob_agg *a);

@@ -136,6 +136,18 @@ int ob_queue_add(ob_queue *q, ob_row *r)
 
 ob_agg *ob_queue_ready(ob_queue *q)
 {
+    /* An aggregate whose rows were given back while it waited here leaves
+     * now (the ready list is singly linked: unlinking at give-back time
+     * would mean a walk). */
+    while (q->ready_head != NULL && q->ready_head->head == NULL) {
+        ob_agg *a = q->ready_head;
+        q->ready_head = a->ready_next;
+        if (q->ready_head == NULL)
+            q->ready_tail = NULL;
+        a->in_ready = 0;
+        a->ready_next = NULL;
+        ob_queue_drop_if_idle(q, a);
+    }
     return q->ready_head;
 }
 

@@ -142,6 +142,27 @@ static void test_queue_give_back_and_poison(void **state)
     ob_queue_free(&q);
 }
 
+static void test_queue_give_back_while_ready(void **state)
+{
+    ob_queue q = { 0 };
+    ob_agg *a;
+    ob_row *r;
+    (void)state;
+
+    /* A waits in the ready list when its rows go back (a producer reset):
+     * it must not be produced from, and is freed. */
+    assert_int_equal(ob_queue_add(&q, row(1, "order", "A")), 0);
+    assert_int_equal(ob_queue_add(&q, row(2, "order", "B")), 0);
+    a = ob_queue_find(&q, "order", "A");
+    while ((r = ob_queue_pop(&q, a)) != NULL)
+        free(r);
+    ob_queue_drop_if_idle(&q, a); /* still listed as ready: kept for now */
+    assert_int_equal(fly(&q), 2);
+    assert_null(ob_queue_find(&q, "order", "A"));
+    assert_null(ob_queue_ready(&q));
+    ob_queue_free(&q);
+}
+
 static void test_queue_many(void **state)
 {
     ob_queue q = { 0 };
@@ -189,6 +210,7 @@ int main(void)
         cmocka_unit_test(test_topic),
         cmocka_unit_test(test_queue_one_in_flight),
         cmocka_unit_test(test_queue_give_back_and_poison),
+        cmocka_unit_test(test_queue_give_back_while_ready),
         cmocka_unit_test(test_queue_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
