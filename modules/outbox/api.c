@@ -1,0 +1,140 @@
+/*
+ * api.c - under /outbox/ (/outbox/NAME/ for a named instance):
+ *
+ *   GET  status          this relay's counts, the table's pending and
+ *                        parked rows, the first 100 parked rows with errors
+ *   POST retry[?id=N]    un-parks every parked row (or row N): attempts
+ *                        reset, published again in order
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "outbox.h"
+
+typedef struct {
+    ob *o;
+    sl_req *req;
+} ob_call;
+
+static void on_parked(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
+{
+    ob_call *c = arg;
+    ob *o = c->o;
+    cJSON *body, *list;
+    (void)pg;
+
+    if (err != NULL) {
+        sl_reply_error(c->req, 503, "%s", err);
+        free(c);
+        return;
+    }
+    body = cJSON_CreateObject();
+    cJSON_AddStringToObject(body, "relay", o->me);
+    cJSON_AddStringToObject(body, "table", o->table);
+    cJSON_AddStringToObject(body, "topic", o->topic);
+    cJSON_AddBoolToObject(body, "stopping", o->stopping);
+    cJSON_AddNumberToObject(body, "pending", (double)o->pending_rows);
+    cJSON_AddNumberToObject(body, "parked_rows", (double)o->parked_rows);
+    cJSON_AddNumberToObject(body, "inflight", (double)(o->q.queued + o->q.flying));
+    cJSON_AddNumberToObject(body, "producing", (double)o->q.flying);
+    cJSON_AddNumberToObject(body, "claimed", (double)o->claimed);
+    cJSON_AddNumberToObject(body, "published", (double)o->published);
+    cJSON_AddNumberToObject(body, "failed", (double)o->failed_n);
+    cJSON_AddNumberToObject(body, "retried", (double)o->retried);
+    cJSON_AddNumberToObject(body, "parked", (double)o->parked_n);
+    cJSON_AddNumberToObject(body, "takeovers", (double)o->takeovers);
+    cJSON_AddNumberToObject(body, "given_back_for_order", (double)o->released_blocked);
+    cJSON_AddNumberToObject(body, "renewed", (double)o->renewed);
+    list = cJSON_AddArrayToObject(body, "parked_list");
+    for (int i = 0; i < sl_pg_nrows(res); i++) {
+        cJSON *r = cJSON_CreateObject();
+        const char *le = sl_pg_value(res, i, 5);
+        cJSON_AddNumberToObject(r, "id", atof(sl_pg_value(res, i, 0)));
+        cJSON_AddStringToObject(r, "aggregate_type", sl_pg_value(res, i, 1));
+        cJSON_AddStringToObject(r, "aggregate_id", sl_pg_value(res, i, 2));
+        cJSON_AddStringToObject(r, "event_type", sl_pg_value(res, i, 3));
+        cJSON_AddNumberToObject(r, "attempts", atof(sl_pg_value(res, i, 4)));
+        cJSON_AddStringToObject(r, "last_error", le != NULL ? le : "");
+        cJSON_AddStringToObject(r, "created_at", sl_pg_value(res, i, 6));
+        cJSON_AddItemToArray(list, r);
+    }
+    sl_reply_json(c->req, 200, body);
+    free(c);
+}
+
+static void serve_status(sl_req *req, void *arg)
+{
+    ob *o = arg;
+    ob_call *c = malloc(sizeof(*c));
+
+    if (c == NULL)
+        return sl_reply_error(req, 500, "out of memory");
+    c->o = o;
+    c->req = req;
+    if (sl_pg_query(o->pg, o->sql[OB_SQL_PARKED], 0, NULL, on_parked, c) != 0) {
+        free(c);
+        sl_reply_error(req, 500, "cannot query the outbox table");
+    }
+}
+
+static void on_retried(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
+{
+    ob_call *c = arg;
+    cJSON *body;
+    (void)pg;
+
+    if (err != NULL) {
+        sl_reply_error(c->req, 503, "%s", err);
+        free(c);
+        return;
+    }
+    body = cJSON_CreateObject();
+    cJSON_AddNumberToObject(body, "released", (double)sl_pg_affected(res));
+    sl_reply_json(c->req, 200, body);
+    ob_relay_kick(c->o);
+    free(c);
+}
+
+static void serve_retry(sl_req *req, void *arg)
+{
+    ob *o = arg;
+    const char *id = sl_req_query(req, "id");
+    ob_call *c;
+    int rc;
+
+    if (id != NULL && (id[0] == '\0' || strspn(id, "0123456789") != strlen(id) || strlen(id) > 18))
+        return sl_reply_error(req, 400, "id must be a row id (digits)");
+    c = malloc(sizeof(*c));
+    if (c == NULL)
+        return sl_reply_error(req, 500, "out of memory");
+    c->o = o;
+    c->req = req;
+    if (id != NULL)
+        rc = sl_pg_query(o->pg, o->sql[OB_SQL_RETRY_ONE], 1, &id, on_retried, c);
+    else
+        rc = sl_pg_query(o->pg, o->sql[OB_SQL_RETRY], 0, NULL, on_retried, c);
+    if (rc != 0) {
+        free(c);
+        sl_reply_error(req, 500, "cannot query the outbox table");
+    }
+}
+
+static int route(ob *o, unsigned methods, const char *what, sl_route_fn fn)
+{
+    char path[256];
+    const char *inst = sl_instance_name(o->ctx);
+
+    if (inst[0] != '\0')
+        snprintf(path, sizeof(path), "/outbox/%s/%s", inst, what);
+    else
+        snprintf(path, sizeof(path), "/outbox/%s", what);
+    return sl_route(o->ctx, methods, path, fn, o);
+}
+
+int ob_api_start(ob *o)
+{
+    if (route(o, SL_GET, "status", serve_status) != 0 || route(o, SL_POST, "retry", serve_retry) != 0)
+        return sl_fail(o->ctx, "cannot register routes");
+    return 0;
+}

@@ -1,0 +1,438 @@
+/*
+ * relay.c - the relay proper: publish each claimed row keyed by its
+ * aggregate id, one row per aggregate in flight (outbox.h says why), and
+ * turn delivery reports into settle batches (settle.c).
+ *
+ * Work is found four ways: a NOTIFY from the insert trigger, the end of a
+ * full batch (there may be more), the end of the soonest backoff of a row
+ * this relay failed, and the poll timer as the fallback (a missed
+ * notification, a lease that ran out, rows another relay held back).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "outbox.h"
+
+static void maybe_finish(ob *o);
+
+/* -------------------------------------------------------------- publish */
+
+void ob_relay_gauges(ob *o)
+{
+    sl_series_set(o->m_inflight, (double)(o->q.queued + o->q.flying));
+}
+
+/* Hands back every row an aggregate still queues: a row of it failed, and
+ * they must not overtake it.  While a claim is open the aggregate is kept,
+ * poisoned, so that what the claim got of it goes back too (claim.c). */
+void ob_relay_give_back(ob *o, ob_agg *a)
+{
+    ob_row *r;
+
+    while ((r = ob_queue_pop(&o->q, a)) != NULL) {
+        ob_settle_release(o, r->id);
+        free(r);
+    }
+    if (o->claiming)
+        a->poisoned = 1;
+    ob_queue_drop_if_idle(&o->q, a);
+}
+
+static sl_kafka_producer *producer_new(ob *o, char *err, size_t errlen);
+
+/* Frees the producer (no report comes for what it still had) and hands
+ * back every row held, in flight or queued: whether those in flight
+ * arrived is unknown, so they are published again (a duplicate at worst). */
+static void drop_producer(ob *o)
+{
+    sl_kafka_producer_free(o->producer);
+    o->producer = NULL;
+    for (ob_agg *a = o->q.all; a != NULL;) {
+        ob_agg *n = a->all_next;
+        if (a->flying != NULL) {
+            ob_row *r = ob_queue_landed(&o->q, a);
+            ob_settle_release(o, r->id);
+            free(r);
+        }
+        ob_relay_give_back(o, a);
+        a = n;
+    }
+}
+
+/* The idempotent producer hit a fatal error and refuses every message:
+ * replace it.  Rows it held are handed back unpublished (those in flight
+ * may have arrived: a duplicate at worst), not failed: the broker refused
+ * nothing of theirs.  If no producer can be made, the next poll tries. */
+static void producer_reset(ob *o)
+{
+    char err[256];
+
+    sl_log(o->ctx, SL_LOG_ERROR, "kafka producer failed fatally: replacing it, %lld rows handed back",
+           o->q.queued + o->q.flying);
+    o->waiting_space = 0;
+    drop_producer(o);
+    ob_settle_flush(o);
+    o->producer = producer_new(o, err, sizeof(err));
+    if (o->producer == NULL)
+        sl_log(o->ctx, SL_LOG_ERROR, "cannot make a kafka producer: %s; retrying at the next poll",
+               err);
+}
+
+static void on_space(sl_kafka_producer *p, void *arg)
+{
+    ob *o = arg;
+    (void)p;
+
+    o->waiting_space = 0;
+    ob_relay_produce(o);
+}
+
+void ob_relay_produce(ob *o)
+{
+    ob_agg *a;
+
+    while ((a = ob_queue_ready(&o->q)) != NULL && !o->waiting_space && o->producer != NULL) {
+        ob_row *r = a->head;
+        sl_kafka_header h[3] = {
+            { "event_id", r->idtext, strlen(r->idtext) },
+            { "event_type", r->event_type, strlen(r->event_type) },
+            { "aggregate_type", r->aggregate_type, strlen(r->aggregate_type) },
+        };
+        int rc = sl_kafka_produce(o->producer, r->topic, SL_KAFKA_PARTITION_ANY, r->key,
+                                  strlen(r->key), r->payload, r->payload_len, h, 3, r);
+
+        if (rc == SL_KAFKA_EQUEUEFULL) {
+            o->waiting_space = 1;
+            sl_kafka_producer_on_space(o->producer, on_space, o);
+            break;
+        }
+        if (rc == SL_KAFKA_EFATAL) {
+            producer_reset(o); /* hands this row back too; claims resume once settled */
+            o->more = 1;
+            break;
+        }
+        ob_queue_fly(&o->q, a);
+        if (rc != 0) {
+            /* Refused before it left (too large, unknown topic...): a failed
+             * attempt like a failed delivery. */
+            char why[128];
+            snprintf(why, sizeof(why), "produce: %s", sl_kafka_strerror(rc));
+            ob_queue_landed(&o->q, a);
+            ob_settle_fail(o, r, why);
+            free(r);
+            ob_relay_give_back(o, a);
+            ob_settle_soon(o);
+        }
+    }
+    ob_relay_gauges(o);
+}
+
+static void on_delivery(sl_kafka_producer *p, const sl_kafka_msg *m, void *arg)
+{
+    ob *o = arg;
+    ob_row *r = m->opaque;
+    ob_agg *a = r->agg;
+    (void)p;
+
+    ob_queue_landed(&o->q, a);
+    if (m->err == 0) {
+        o->published++;
+        sl_series_add(o->m_published, 1);
+        sl_series_observe(o->m_lag, sl_wall() - r->created);
+        ob_settle_ack(o, r);
+        ob_queue_resume(&o->q, a);
+    } else {
+        char why[256];
+        snprintf(why, sizeof(why), "%s: %s", m->errname, m->errstr);
+        ob_settle_fail(o, r, why);
+        ob_relay_give_back(o, a);
+    }
+    free(r);
+    ob_settle_soon(o);
+    if (!o->stopping) {
+        ob_relay_produce(o);
+        if (o->more)
+            ob_claim(o);
+    }
+    ob_relay_gauges(o);
+}
+
+/* A settle statement or a claim ended: claim what waited for it, or finish
+ * the drain. */
+void ob_relay_settled(ob *o)
+{
+    if (o->stopping)
+        maybe_finish(o);
+    else if (o->more)
+        ob_claim(o);
+}
+
+/* ----------------------------------------------------------------- wake */
+
+static void kick_fire(void *arg)
+{
+    ob_claim(arg);
+}
+
+void ob_relay_kick(ob *o)
+{
+    if (o->stopping)
+        return;
+    o->more = 1;
+    if (o->kick != NULL && !o->claiming)
+        sl_timer_arm(o->kick, 0);
+}
+
+static void due_fire(void *arg)
+{
+    ob *o = arg;
+
+    o->due_at = 0;
+    ob_relay_kick(o);
+}
+
+void ob_relay_due(ob *o, double seconds)
+{
+    double at;
+
+    if (o->stopping || o->due_timer == NULL)
+        return;
+    if (seconds < 0.001)
+        seconds = 0.001;
+    at = sl_now() + seconds;
+    if (o->due_at != 0 && o->due_at <= at)
+        return; /* an earlier wake-up is armed */
+    o->due_at = at;
+    sl_timer_arm(o->due_timer, seconds);
+}
+
+static void on_notify(sl_pg *pg, const char *channel, const char *payload, void *arg)
+{
+    (void)pg;
+    (void)channel;
+    (void)payload; /* NULL: (re)listening; look for what we may have missed */
+    ob_relay_kick(arg);
+}
+
+static void poll_fire(void *arg)
+{
+    ob *o = arg;
+    char err[256];
+
+    if (o->producer == NULL && !o->stopping) {
+        o->producer = producer_new(o, err, sizeof(err));
+        if (o->producer == NULL) {
+            sl_log(o->ctx, SL_LOG_ERROR, "cannot make a kafka producer: %s", err);
+            return; /* claiming would only hold rows nobody can publish */
+        }
+    }
+    o->more = 1;
+    ob_claim(o);
+}
+
+static void renew_fire(void *arg)
+{
+    ob *o = arg;
+
+    if (!o->stopping && o->q.all != NULL)
+        ob_settle_renew(o);
+}
+
+static void ack_timer_fire(void *arg)
+{
+    ob_settle_flush(arg);
+}
+
+static void on_counted(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
+{
+    ob *o = arg;
+    (void)pg;
+
+    if (err != NULL || sl_pg_nrows(res) < 1)
+        return;
+    o->pending_rows = atoll(sl_pg_value(res, 0, 0));
+    o->parked_rows = atoll(sl_pg_value(res, 0, 1));
+    sl_series_set(o->m_pending, (double)o->pending_rows);
+    sl_series_set(o->m_parked, (double)o->parked_rows);
+}
+
+static void gauge_fire(void *arg)
+{
+    ob *o = arg;
+
+    if (o->migrated && !o->stopping)
+        sl_pg_query(o->pg, o->sql[OB_SQL_PENDING], 0, NULL, on_counted, o);
+}
+
+static void migrate(ob *o);
+
+static void on_migrated(sl_pg *pg, int applied, const char *err, void *arg)
+{
+    ob *o = arg;
+    (void)pg;
+
+    if (err != NULL) {
+        sl_set_ready(o->ctx, 0, "outbox table not migrated yet");
+        sl_log(o->ctx, SL_LOG_WARN, "migrating %s failed (%s); retrying", o->table, err);
+        if (o->migrate_timer != NULL && !o->stopping)
+            sl_timer_arm(o->migrate_timer, 0.5);
+        maybe_finish(o);
+        return;
+    }
+    if (applied > 0)
+        sl_log(o->ctx, SL_LOG_INFO, "created the outbox table %s (%d migration)", o->table, applied);
+    o->migrated = 1;
+    sl_set_ready(o->ctx, 1, NULL);
+    if (o->stopping) {
+        maybe_finish(o);
+        return;
+    }
+    o->listener = sl_pg_listen(o->pg, o->channel, on_notify, o);
+    ob_relay_kick(o);
+    gauge_fire(o);
+}
+
+static void migrate_fire(void *arg)
+{
+    migrate(arg);
+}
+
+static void migrate(ob *o)
+{
+    char module[96];
+    sl_pg_migration m = { 1, o->migration };
+
+    if (o->stopping)
+        return;
+    snprintf(module, sizeof(module), "outbox:%s", o->table);
+    if (sl_pg_migrate(o->pg, module, &m, 1, on_migrated, o) != 0)
+        sl_log(o->ctx, SL_LOG_ERROR, "cannot queue the migration");
+}
+
+/* ---------------------------------------------------------------- start */
+
+static sl_kafka_producer *producer_new(ob *o, char *err, size_t errlen)
+{
+    char timeout_ms[32];
+    const char *props[] = { "enable.idempotence", "true", "message.timeout.ms", timeout_ms,
+                            "linger.ms", "5", NULL };
+
+    snprintf(timeout_ms, sizeof(timeout_ms), "%lld",
+             (long long)(sl_opt_seconds(o->ctx, "delivery_timeout") * 1000));
+    return sl_kafka_producer_new(o->ctx, on_delivery, o, props, err, errlen);
+}
+
+int ob_relay_start(ob *o, char *err, size_t errlen)
+{
+    sl_ctx *ctx = o->ctx;
+
+    o->pg = sl_pg_new(ctx);
+    if (o->pg == NULL) {
+        snprintf(err, errlen, "no PostgreSQL connection (is [postgres] dsn set?)");
+        return -1;
+    }
+    o->producer = producer_new(o, err, errlen);
+    if (o->producer == NULL)
+        return -1;
+    o->kick = sl_timer_new(ctx, 0, 0, kick_fire, o);
+    o->ack_timer = sl_timer_new(ctx, o->ack_interval, 0, ack_timer_fire, o);
+    o->poll_timer = sl_timer_new(ctx, o->poll, 1, poll_fire, o);
+    /* count(*) reads the whole table: every 5 s, not every second. */
+    o->gauge_timer = sl_timer_new(ctx, 5, 1, gauge_fire, o);
+    o->migrate_timer = sl_timer_new(ctx, 0.5, 0, migrate_fire, o);
+    o->renew_timer = sl_timer_new(ctx, o->lease / 3, 1, renew_fire, o);
+    o->retry_timer = sl_timer_new(ctx, 0.5, 0, ob_settle_retry_fire, o);
+    o->due_timer = sl_timer_new(ctx, 1, 0, due_fire, o);
+    if (o->kick == NULL || o->ack_timer == NULL || o->poll_timer == NULL ||
+        o->gauge_timer == NULL || o->migrate_timer == NULL || o->renew_timer == NULL ||
+        o->retry_timer == NULL || o->due_timer == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    sl_timer_disarm(o->kick);
+    sl_timer_disarm(o->ack_timer);
+    sl_timer_disarm(o->migrate_timer);
+    sl_timer_disarm(o->retry_timer);
+    sl_timer_disarm(o->due_timer);
+    sl_set_ready(ctx, 0, "outbox table not migrated yet");
+    migrate(o);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- stop */
+
+/* Drained: no claim open, the producer flushed (or given up), every batch
+ * of ids sent and taken by the database. */
+static void maybe_finish(ob *o)
+{
+    if (!o->stopping || o->stopped || !o->flushed || o->claiming)
+        return;
+    if (o->acked.n > 0 || o->failed.n > 0 || o->release.n > 0)
+        ob_settle_flush(o);
+    if (o->busy > 0)
+        return;
+    o->stopped = 1;
+    sl_log(o->ctx, SL_LOG_INFO,
+           "outbox relay stopped: %llu published, %llu failed, %llu retried, %llu parked, %llu taken over",
+           o->published, o->failed_n, o->retried, o->parked_n, o->takeovers);
+    sl_stopped(o->ctx);
+}
+
+/* Hands back every row still queued (never produced). */
+static void release_queued(ob *o)
+{
+    for (ob_agg *a = o->q.all; a != NULL;) {
+        ob_agg *n = a->all_next;
+        ob_relay_give_back(o, a);
+        a = n;
+    }
+}
+
+static void on_flushed(sl_kafka_producer *p, int remaining, void *arg)
+{
+    ob *o = arg;
+    (void)p; /* o->producer */
+
+    if (remaining > 0) {
+        sl_log(o->ctx, SL_LOG_WARN, "%d rows not acknowledged within flush_timeout: releasing them",
+               remaining);
+        drop_producer(o);
+    }
+    o->flushed = 1;
+    ob_settle_flush(o);
+    ob_relay_gauges(o);
+    maybe_finish(o);
+}
+
+void ob_relay_stop(ob *o)
+{
+    o->stopping = 1;
+    sl_timer_free(o->poll_timer);
+    sl_timer_free(o->gauge_timer);
+    sl_timer_free(o->kick);
+    sl_timer_free(o->migrate_timer);
+    sl_timer_free(o->renew_timer);
+    sl_timer_free(o->due_timer);
+    o->poll_timer = o->gauge_timer = o->kick = NULL;
+    o->migrate_timer = o->renew_timer = o->due_timer = NULL;
+    if (o->listener != NULL)
+        sl_pg_unlisten(o->listener);
+    o->listener = NULL;
+    release_queued(o);
+    ob_settle_flush(o);
+    if (o->producer != NULL) {
+        sl_kafka_producer_on_space(o->producer, NULL, NULL);
+        sl_kafka_producer_flush(o->producer, o->flush_timeout, on_flushed, o);
+    } else {
+        o->flushed = 1;
+        maybe_finish(o);
+    }
+}
+
+void ob_relay_free(ob *o)
+{
+    ob_queue_free(&o->q);
+    ob_claim_free(o->cur_claim);
+    o->cur_claim = NULL;
+    ob_settle_free(o);
+}
