@@ -85,6 +85,40 @@ static int metrics_start(ob *o)
     return 0;
 }
 
+static void schema_applied(sl_pg *pg, int applied, const char *err, void *arg)
+{
+    ob *o = arg;
+
+    (void)pg;
+    if (err == NULL)
+        sl_log(o->ctx, SL_LOG_INFO, "outbox table %s in place (%d migration applied)", o->table, applied);
+    sl_schema_done(o->ctx, err);
+}
+
+/* `sluiced --init-schema`: the migration start() applies, once. */
+static int ob_init_schema(sl_ctx *ctx)
+{
+    ob *o = calloc(1, sizeof(*o));
+    char err[512];
+
+    if (o == NULL)
+        return sl_fail(ctx, "out of memory");
+    o->ctx = ctx;
+    if (sl_track(ctx, "outbox state", o, free_state, NULL) == NULL) {
+        free(o);
+        return sl_fail(ctx, "out of memory");
+    }
+    o->table = sl_opt_str(ctx, "table");
+    if (ob_sql_build(o, err, sizeof(err)) != 0)
+        return sl_fail(ctx, "%s", err);
+    o->pg = sl_pg_new(ctx);
+    if (o->pg == NULL)
+        return sl_fail(ctx, "no PostgreSQL handle: is [postgres] configured?");
+    if (ob_relay_migrate(o, schema_applied) != 0)
+        return sl_fail(ctx, "cannot queue the migration");
+    return 0;
+}
+
 static int ob_start(sl_ctx *ctx)
 {
     ob *o = calloc(1, sizeof(*o));
@@ -160,4 +194,5 @@ SL_API const sl_module sluice_module = {
     .flags = SL_MODULE_EXCLUSIVE,
     .start = ob_start,
     .stop = ob_stop,
+    .init_schema = ob_init_schema,
 };

@@ -172,6 +172,8 @@ void ob_claim_free(void *claim);
 
 /* relay.c */
 int ob_relay_start(ob *o, char *err, size_t errlen);
+/* Queues the table's migration on o->pg; `fn` gets `o`.  0 or -1. */
+int ob_relay_migrate(ob *o, sl_pg_migrate_fn fn);
 void ob_relay_kick(ob *o);  /* look for work now */
 void ob_relay_due(ob *o, double seconds); /* look for work then (a backoff ends) */
 void ob_relay_produce(ob *o);

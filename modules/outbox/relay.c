@@ -297,15 +297,21 @@ static void migrate_fire(void *arg)
     migrate(arg);
 }
 
-static void migrate(ob *o)
+int ob_relay_migrate(ob *o, sl_pg_migrate_fn fn)
 {
     char module[96];
     sl_pg_migration m = { 1, o->migration };
 
+    /* Per table: two relays of different tables migrate independently. */
+    snprintf(module, sizeof(module), "outbox:%s", o->table);
+    return sl_pg_migrate(o->pg, module, &m, 1, fn, o);
+}
+
+static void migrate(ob *o)
+{
     if (o->stopping)
         return;
-    snprintf(module, sizeof(module), "outbox:%s", o->table);
-    if (sl_pg_migrate(o->pg, module, &m, 1, on_migrated, o) != 0)
+    if (ob_relay_migrate(o, on_migrated) != 0)
         sl_log(o->ctx, SL_LOG_ERROR, "cannot queue the migration");
 }
 
