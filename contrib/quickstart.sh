@@ -2,7 +2,10 @@
 # contrib/quickstart.sh - from a fresh Debian machine to a running sluiced,
 # or to the whole test suite, in one command.
 #
-#   contrib/quickstart.sh run    install, build (build/), run conf/sluice.conf
+#   contrib/quickstart.sh run    install, build (build/), start PostgreSQL,
+#                                Redis and ClickHouse on loopback (a temp
+#                                dir, stopped on exit), run conf/sluice.conf
+#                                (every module, embedded broker) on them
 #   contrib/quickstart.sh test   install, build with ASan+UBSan (build-asan/),
 #                                run every test; ends "N passed, N failed"
 set -eu
@@ -29,7 +32,17 @@ fi
 if [ "$mode" = run ]; then
     mkdir -p build
     (cd build && { [ -f Makefile ] || ../configure --quiet; } && make -j"$(nproc)" -s)
-    exec build/core/sluiced -c conf/sluice.conf
+    # The servers run as long as sluiced does: Ctrl-C drains sluiced, then
+    # the EXIT trap services.sh sets stops them.
+    . tests/harness/services.sh
+    sl_svc_start postgres && sl_svc_start redis && sl_svc_start clickhouse
+    python3 tests/harness/conf_local.py conf/sluice.conf build/quickstart.conf \
+        "core:modules_dir=$top/build/_modules" "postgres:dsn=$SL_PG_DSN" \
+        "redis:url=$SL_REDIS_URL/0" "clickhouse:url=$SL_CH_URL"
+    echo "quickstart: PostgreSQL $SL_PG_DSN, Redis $SL_REDIS_URL, ClickHouse $SL_CH_URL"
+    echo "quickstart: sluiced on http://127.0.0.1:8080 (build/quickstart.conf); Ctrl-C stops everything"
+    build/core/sluiced -c build/quickstart.conf
+    exit
 fi
 
 mkdir -p build-asan

@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# The whole system, from the conf/ files users get: PostgreSQL, Redis and
+# ClickHouse from the harness, then
+#   1. the five roles as separate sluiced processes (broker, generator,
+#      aggregator, segments, outbox), each on its own port;
+#   2. the same modules in one all-in-one sluiced (conf/sluice.conf).
+# Each run proves the flow: generator traffic counted exactly by the
+# aggregator; segment API changes -> outbox -> segment_events -> counted
+# exactly by the aggregator; a SIGHUP to every instance under traffic
+# (modules replaced) changes no count; SIGTERM to all exits 0.
+# The shipped files are only pointed at the local services, ports and
+# temp dirs (tests/harness/conf_local.py); everything else is as shipped.
+. "$(dirname "$0")/../lib.sh"
+. "$SL_TOP/tests/harness/services.sh"
+
+work=$(t_tmpdir)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    sl_svc_stop_all
+    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+N=${N:-5000}         # events per generator burst
+USERS=${USERS:-30}   # users the segment flow changes
+mods=$work/mods
+mkdir -p "$mods"
+for m in metrics generator aggregator segments outbox; do
+    cp "$SL_BUILD/_modules/$m.so" "$mods/"
+done
+
+chq() { clickhouse-client --host 127.0.0.1 --port "$SL_CH_TCP_PORT" --database "$chdb" --query "$1" 2>>"$work/chc.err"; }
+pgq() { psql "$pgdsn" -XAtq -c "$1" 2>>"$work/psql.err"; }
+jget() { # jget URL EXPR: a Python expression over the JSON answer `j`
+    curl -s --max-time 30 "$1" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" 2>/dev/null
+}
+post() { # post URL [JSON]: the answer's body; the status code in $work/code
+    curl -s --max-time 30 -o "$work/body" -w '%{http_code}' -X POST "$1" ${2:+-d "$2"} > "$work/code"
+    cat "$work/body"
+}
+
+# localize ROLE FILE [SECTION:KEY=VALUE...]: conf/ROLE.conf pointed at this run
+localize() {
+    local role=$1 out=$2
+    shift 2
+    python3 "$SL_TOP/tests/harness/conf_local.py" "$SL_TOP/conf/$role.conf" "$out" \
+        "core:modules_dir=$mods" "postgres:dsn=$pgdsn" "redis:url=$redisurl" \
+        "clickhouse:url=$SL_CH_URL" "clickhouse:database=$chdb" \
+        "module segments:docs_dir=" \
+        "module aggregator:rdkafka.session.timeout.ms=6000" \
+        "module aggregator:rdkafka.heartbeat.interval.ms=500" \
+        "$@" --replace "/tmp/sluice-bootstrap=$boot"
+}
+
+declare -A port pid
+# start NAME CONF: one sluiced, waited for until it answers
+start() {
+    "$SLUICED" -c "$2" 2>>"$work/$1.log" &
+    pid[$1]=$!
+    pids+=($!)
+    t_wait_http "http://127.0.0.1:${port[$1]}/healthz" 20
+}
+ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${port[$1]}/readyz")" = 200 ]; }
+
+# ------------------------------------------------------------- the flow
+# Which process serves what: set by each run below.
+gbase= abase= sbase= obase=
+
+gen() { jget "$gbase/generator/status" "$1"; }
+settled() { [ "$(gen 'j["pending"] + j["rate"]["burst_pending"]')" = 0 ]; }
+want_counts() { # what the generator delivered, from its own status
+    read -r W_VALID W_VIEW W_BOUNCE W_BAD W_LOST < <(gen '"%d %d %d %d %d" % (j["delivered"]["view"] + j["delivered"]["bounce"], j["delivered"]["view"], j["delivered"]["bounce"], j["delivered"]["malformed"]["total"], j["failed"]["total"] + j["dropped"]["total"])')
+}
+raw_count() { chq "SELECT count() FROM page_views FINAL"; }
+err_count() { chq "SELECT count() FROM processing_errors FINAL"; }
+pages_caught_up() { [ "$(raw_count)" = "$W_VALID" ] && [ "$(err_count)" = "$W_BAD" ]; }
+
+check_pages() { # check_pages PHASE: ClickHouse holds exactly what the generator delivered
+    want_counts
+    t_check "$W_LOST" = 0 "$1: the generator lost nothing on its side (failed + dropped = $W_LOST)"
+    t_check "$W_VALID" -gt 0 "$1: the generator delivered $W_VALID valid and $W_BAD malformed events"
+    t_wait_until 180 pages_caught_up
+    t_check "$(raw_count)" = "$W_VALID" "$1: page_views holds the $W_VALID distinct valid events (got $(raw_count))"
+    local got
+    got=$(chq "SELECT sum(views), sum(bounces) FROM page_views_per_minute FINAL" | tr '\t' ' ')
+    t_check "$got" = "$W_VIEW $W_BOUNCE" "$1: per-minute aggregates: views $W_VIEW, bounces $W_BOUNCE (got $got)"
+    t_check "$(err_count)" = "$W_BAD" "$1: processing_errors holds the $W_BAD malformed (got $(err_count))"
+}
+
+# Every membership change wrote one history row (the trigger) and one
+# outbox event in its transaction: history is what must reach ClickHouse.
+seg_want() { pgq "SELECT count(*) FROM segment_history"; }
+seg_got() { chq "SELECT count() FROM segment_events FINAL"; }
+outbox_empty() { [ "$(pgq "SELECT count(*) FROM outbox")" = 0 ]; }
+segs_caught_up() { outbox_empty && [ "$(seg_got)" = "$(seg_want)" ]; }
+
+check_segments() { # check_segments PHASE
+    local want got
+    t_wait_until 120 segs_caught_up
+    t_check "$(pgq "SELECT count(*) FROM outbox")" = 0 "$1: the outbox table is empty"
+    want=$(seg_want)
+    t_check "$(seg_got)" = "$want" "$1: segment_events holds the $want changes history recorded (got $(seg_got))"
+    want=$(pgq "SELECT string_agg(slug || ':' || operation || ':' || n, ' ' ORDER BY slug, operation) FROM (SELECT slug, operation, count(*) AS n FROM segment_history GROUP BY 1, 2) t")
+    got=$(chq "SELECT arrayStringConcat(groupArray(concat(slug, ':', operation, ':', toString(n))), ' ') FROM (SELECT slug, operation, sum(changes) AS n FROM segment_changes_per_minute FINAL GROUP BY slug, operation ORDER BY slug, operation)")
+    t_check "$got" = "$want" "$1: per-minute changes by segment and operation match history ($want)"
+}
+
+# users and two segments; both given to every user, one taken from a third
+# of them, the other deleted outright: adds and removals of both kinds.
+segment_flow() { # segment_flow TAG
+    local a=SYS_${1}_A b=SYS_${1}_B ids=() i id
+    for i in $(seq 1 "$USERS"); do
+        id=$(post "$sbase/user" | python3 -c 'import json,sys; print(json.load(sys.stdin)["user_id"])')
+        ids+=("$id")
+    done
+    t_check "${#ids[@]}" -eq "$USERS" "$USERS users created"
+    post "$sbase/segment" "{\"slug\": \"$a\"}" >/dev/null
+    t_check "$(cat "$work/code")" = 201 "segment $a created"
+    post "$sbase/segment" "{\"slug\": \"$b\"}" >/dev/null
+    for id in "${ids[@]}"; do
+        post "$sbase/segment/user" "{\"user_id\": $id, \"add_segments\": [\"$a\", \"$b\"]}" >/dev/null
+    done
+    for id in "${ids[@]:0:$((USERS / 3))}"; do
+        post "$sbase/segment/user" "{\"user_id\": $id, \"delete_segments\": [\"$b\"]}" >/dev/null
+    done
+    curl -s -o /dev/null -X DELETE "$sbase/segment" -d "{\"slug\": \"$a\"}"
+    t_check "$(jget "$sbase/segment/user/${ids[0]}" 'len(j["segments"])')" = 0 "user ${ids[0]} ends in no segment"
+    t_check "$(jget "$sbase/segment/user/${ids[-1]}" '[s["slug"] for s in j["segments"]]')" = "['$b']" "user ${ids[-1]} ends in $b"
+}
+
+# Changes membership in a loop until $work/stop exists (runs in background).
+churn() { # churn TAG
+    local s=SYS_${1}_C id
+    post "$sbase/segment" "{\"slug\": \"$s\"}" >/dev/null
+    while [ ! -e "$work/stop" ]; do
+        id=$(post "$sbase/user" | python3 -c 'import json,sys; print(json.load(sys.stdin)["user_id"])' 2>/dev/null)
+        [ -n "$id" ] || { sleep 0.05; continue; }
+        post "$sbase/segment/user" "{\"user_id\": $id, \"add_segments\": [\"$s\"]}" >/dev/null
+        post "$sbase/segment/user" "{\"user_id\": $id, \"delete_segments\": [\"$s\"]}" >/dev/null
+    done
+}
+
+reloads() { curl -s "http://127.0.0.1:${port[$1]}/metrics" | awk '$1 == "sluice_reloads_total" { print $2 }'; }
+
+replaced() { grep -c 'changed; \(draining before its successor\|starting its successor\)' "$work/$1.log"; }
+
+# hup_all NAME... : rewrite each config with the module options in
+# tweak_of[NAME] (';' separated SECTION:KEY=VALUE) changed, so that those
+# instances are really replaced rather than carried over, SIGHUP all at
+# once, and wait until each applied it.
+declare -A conf_of tweak_of
+hup_all() {
+    local n tw before=() swapped=()
+    for n in "$@"; do
+        before+=("$(reloads "$n")")
+        swapped+=("$(replaced "$n")")
+        [ -n "${tweak_of[$n]:-}" ] || continue
+        IFS=';' read -ra tw <<< "${tweak_of[$n]}"
+        python3 "$SL_TOP/tests/harness/conf_local.py" "${conf_of[$n]}" "${conf_of[$n]}.new" "${tw[@]}" &&
+            mv "${conf_of[$n]}.new" "${conf_of[$n]}"
+    done
+    for n in "$@"; do kill -HUP "${pid[$n]}"; done
+    local i=0
+    for n in "$@"; do
+        t_wait_until 30 "[ \"\$(reloads $n)\" != '${before[$i]}' ]"
+        t_check "$(reloads "$n")" != "${before[$i]}" "$n reloaded"
+        if [ -n "${tweak_of[$n]:-}" ]; then
+            IFS=';' read -ra tw <<< "${tweak_of[$n]}"
+            t_wait_until 60 "[ \"\$(replaced $n)\" -ge $((swapped[i] + ${#tw[@]})) ]"
+            t_check "$(replaced "$n")" -ge $((swapped[i] + ${#tw[@]})) "$n: ${#tw[@]} module instance(s) replaced"
+        fi
+        i=$((i + 1))
+    done
+}
+
+traffic_under_hup() { # traffic_under_hup TAG NAME...: the SIGHUP phase
+    local tag=$1 churner
+    shift
+    rm -f "$work/stop"
+    churn "$tag" &
+    churner=$!
+    curl -s -o /dev/null -X POST "$gbase/generator/config/speed?eps=400"
+    sleep 3
+    hup_all "$@"
+    sleep 5
+    curl -s -o /dev/null -X POST "$gbase/generator/config/speed?eps=0"
+    touch "$work/stop"
+    wait "$churner"
+    t_wait_until 60 settled
+    for n in "$@"; do
+        t_wait_until 60 "ready $n"
+        t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${port[$n]}/readyz")" = 200 "$n ready after the reload"
+    done
+}
+
+stop_all() { # stop_all NAME...: SIGTERM to every one, each exits 0
+    local n rc
+    for n in "$@"; do kill -TERM "${pid[$n]}"; done
+    for n in "$@"; do
+        wait "${pid[$n]}"
+        rc=$?
+        t_check "$rc" -eq 0 "$n exited $rc"
+    done
+    t_check "$(cat "$work"/*.log | grep -c 'ERROR: AddressSanitizer\|runtime error:')" -eq 0 "no sanitizer report"
+}
+
+# ------------------------------------------------------------ services
+t_case "PostgreSQL, Redis and ClickHouse start on loopback"
+sl_svc_start postgres && sl_svc_start redis && sl_svc_start clickhouse
+t_check $? -eq 0 "services up"
+t_end
+[ -n "${SL_PG_DSN:-}" ] && [ -n "${SL_REDIS_URL:-}" ] && [ -n "${SL_CH_URL:-}" ] || { t_exit; exit 1; }
+
+# ============================================== 1. one sluiced per role
+pgdsn=$SL_PG_DSN
+redisurl=$SL_REDIS_URL/0
+chdb=roles
+clickhouse-client --host 127.0.0.1 --port "$SL_CH_TCP_PORT" --query "CREATE DATABASE $chdb"
+boot=$work/roles.bootstrap
+roles=(broker aggregator outbox segments generator)
+
+for r in "${roles[@]}"; do
+    port[$r]=$(t_free_port)
+    conf_of[$r]=$work/$r.conf
+    localize "$r" "${conf_of[$r]}" "core:listen=127.0.0.1:${port[$r]}"
+done
+
+t_case "sluiced --init-schema applies the roles' schema and exits, serving nothing"
+for r in aggregator segments outbox; do
+    timeout 120 "$SLUICED" --init-schema -c "${conf_of[$r]}" 2>>"$work/init.log"
+    t_check $? -eq 0 "$r.conf: exit 0"
+done
+t_check "$(chq "EXISTS TABLE page_views_per_minute")" = 1 "ClickHouse: the aggregator's tables exist"
+t_check "$(pgq "SELECT count(*) FROM pg_tables WHERE tablename IN ('users', 'segments', 'user_segments', 'segment_history', 'outbox')")" = 5 \
+    "PostgreSQL: the segments tables and the outbox exist"
+t_check "$(pgq "SELECT count(*) FROM information_schema.columns WHERE table_name = 'outbox' AND column_name = 'claimed_by'")" = 1 \
+    "the outbox has the relay's claim columns"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${port[segments]}/healthz")" = 000 "nothing listened"
+python3 "$SL_TOP/tests/harness/conf_local.py" "${conf_of[aggregator]}" "$work/noch.conf" "clickhouse:url=http://127.0.0.1:$(t_free_port)"
+timeout 120 "$SLUICED" --init-schema -c "$work/noch.conf" 2>"$work/noch.log"
+t_check $? -eq 1 "ClickHouse unreachable: exit 1"
+t_check "$(grep -c 'aggregator.*schema not applied' "$work/noch.log")" -ge 1 "naming the module and why"
+t_end
+
+t_case "the five roles start from conf/ as separate processes"
+for r in "${roles[@]}"; do
+    "$SLUICED" -t -c "${conf_of[$r]}" 2>>"$work/t.out"
+    t_check $? -eq 0 "$r.conf passes -t"
+    start "$r" "${conf_of[$r]}"
+    t_check $? -eq 0 "$r up on ${port[$r]}"
+    [ "$r" = broker ] && t_wait_for 10 test -s "$boot"
+done
+for r in "${roles[@]}"; do
+    t_wait_until 60 "ready $r"
+    t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${port[$r]}/readyz")" = 200 "$r ready"
+done
+gbase=http://127.0.0.1:${port[generator]}
+abase=http://127.0.0.1:${port[aggregator]}
+sbase=http://127.0.0.1:${port[segments]}
+obase=http://127.0.0.1:${port[outbox]}
+curl -s -o /dev/null -X POST "$gbase/generator/config/speed?eps=0"
+t_end
+
+t_case "roles: generator traffic is counted exactly by the aggregator"
+t_wait_until 60 settled
+curl -s -o /dev/null -X POST "$gbase/generator/generate/burst?count=$N"
+t_wait_until 120 settled
+check_pages "roles"
+t_end
+
+t_case "roles: segment changes reach the aggregator through the outbox, exactly"
+segment_flow R
+check_segments "roles"
+t_check "$(jget "$obase/outbox/status" 'j["published"] >= 1')" = True "the relay reports what it published"
+t_end
+
+t_case "roles: SIGHUP to every instance under traffic changes no count"
+tweak_of[aggregator]="module aggregator:batch_interval=700ms"
+tweak_of[outbox]="module outbox:poll_interval=1500ms"
+tweak_of[segments]="module segments:sweep_interval=300ms"
+traffic_under_hup R broker aggregator outbox segments generator
+check_pages "roles after SIGHUP"
+check_segments "roles after SIGHUP"
+t_end
+
+t_case "roles: SIGTERM to all exits 0"
+stop_all generator segments outbox aggregator broker
+t_end
+
+# ============================================ 2. everything in one sluiced
+pgq "CREATE DATABASE allinone" >/dev/null
+pgdsn="$SL_PG_DSN dbname=allinone"
+redisurl=$SL_REDIS_URL/1
+chdb=allinone
+clickhouse-client --host 127.0.0.1 --port "$SL_CH_TCP_PORT" --query "CREATE DATABASE $chdb"
+boot=$work/all.bootstrap
+
+t_case "all-in-one: conf/sluice.conf runs every module in one process"
+port[all]=$(t_free_port)
+conf_of[all]=$work/all.conf
+localize sluice "${conf_of[all]}" "core:listen=127.0.0.1:${port[all]}"
+"$SLUICED" -t -c "${conf_of[all]}" 2>>"$work/t.out"
+t_check $? -eq 0 "sluice.conf passes -t"
+start all "${conf_of[all]}"
+t_check $? -eq 0 "up on ${port[all]}"
+t_wait_until 60 "ready all"
+t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${port[all]}/readyz")" = 200 "ready"
+gbase=http://127.0.0.1:${port[all]}
+abase=$gbase sbase=$gbase obase=$gbase
+curl -s -o /dev/null -X POST "$gbase/generator/config/speed?eps=0"
+t_end
+
+t_case "all-in-one: the same flow, exactly"
+t_wait_until 60 settled
+curl -s -o /dev/null -X POST "$gbase/generator/generate/burst?count=$N"
+t_wait_until 120 settled
+check_pages "all-in-one"
+segment_flow A
+check_segments "all-in-one"
+t_end
+
+t_case "all-in-one: every metric the README documents is exposed"
+curl -s "$gbase/metrics" > "$work/metrics.txt"
+missing=$(grep -o '^| `sluice_[a-z0-9_]*`' "$SL_TOP/README.md" | sed 's/^| `//; s/`$//' | sort -u |
+    while read -r m; do grep -q "^# TYPE $m " "$work/metrics.txt" || echo "$m"; done)
+t_check "${missing:-none}" = none "families missing from /metrics: ${missing:-none}"
+promtool check metrics < "$work/metrics.txt" > "$work/promtool.out" 2>&1
+t_check $? -eq 0 "promtool check metrics: $(head -c 300 "$work/promtool.out")"
+t_end
+
+t_case "all-in-one: SIGHUP under traffic changes no count; SIGTERM exits 0"
+tweak_of[all]="module aggregator:batch_interval=700ms;module outbox:poll_interval=1500ms;module segments:sweep_interval=300ms"
+traffic_under_hup A all
+check_pages "all-in-one after SIGHUP"
+check_segments "all-in-one after SIGHUP"
+stop_all all
+t_end
+
+t_exit
