@@ -19,6 +19,23 @@ for s in $("$SLUICED" --list-sections) $(cd "$SL_BUILD/_modules" && ls *.so | se
 done
 t_end
 
+t_case "every metric the dashboard and the alerts use is one the README documents and the code registers"
+documented=$(grep -o '^| `sluice_[a-z0-9_]*`' "$SL_TOP/README.md" | sed 's/^| `//; s/`$//' | sort -u)
+registered=$(grep -rhoE '"sluice_[a-z0-9_]+"' "$SL_TOP/core" "$SL_TOP/modules" | tr -d '"' | sort -u)
+for f in "$SL_TOP/contrib/grafana/sluice.json" "$SL_TOP"/contrib/prometheus/*.yml; do
+    for m in $(grep -o 'sluice_[a-z0-9_]*' "$f" | sed -E 's/_(bucket|sum|count)$//' | sort -u); do
+        # Recording rules and test fixtures name series, not metrics.
+        case $m in sluice_rules* | sluice_job*) continue ;; esac
+        grep -qx "$m" <<< "$documented" || t_check "$m" = documented "$(basename "$f"): $m is in the README's metrics table"
+        grep -qx "$m" <<< "$registered" || t_check "$m" = registered "$(basename "$f"): $m is registered by core/ or modules/"
+    done
+done
+t_check "$(wc -l <<< "$documented")" -gt 40 "the README documents $(wc -l <<< "$documented") metrics"
+for m in $documented; do
+    grep -qx "$m" <<< "$registered" || t_check "$m" = registered "README: $m is registered by core/ or modules/"
+done
+t_end
+
 t_case "every file in conf/ passes sluiced -t"
 work=$(t_tmpdir)
 for f in "$SL_TOP"/conf/*.conf; do
