@@ -226,15 +226,16 @@ void ob_claim(ob *o)
 {
     long long held = o->q.queued + o->q.flying;
     long long room = o->max_inflight - held;
-    long long want = (o->batch_size < o->max_inflight ? o->batch_size : o->max_inflight) / 2;
+    long long want = o->batch_size < o->max_inflight ? o->batch_size : o->max_inflight;
     char limit[32];
     const char *p[3];
     ob_claim_t *c;
 
     if (o->stopping || o->claiming || !o->migrated || o->producer == NULL)
         return; /* (no producer: it failed and is being replaced, see relay.c) */
-    /* Claim when half a batch fits (or nothing is held): a claim of a few
-     * rows costs the database nearly as much as a full one. */
+    /* Claim when a whole batch fits (or nothing is held): a claim of a few
+     * rows costs the database nearly as much as a full one (it walks the
+     * same index entries, dead ones of deleted rows included). */
     if (room <= 0 || (held > 0 && room < want) || o->unsettled_order > 0 || o->failed.n > 0 ||
         o->release.n > 0) {
         /* Come back when there is room, or once what failed is settled. */

@@ -88,6 +88,7 @@ embedded_topics = segment_events:$PARTITIONS, bench_kcat:$PARTITIONS
 bootstrap_file = $work/bootstrap
 CONF
 (cd "$work" && exec "$SLUICED" -c broker.conf 2>"$work/broker.log") &
+broker_pid=$!
 pids+=($!)
 t_wait_for 20 test -s "$work/bootstrap" || { echo "broker did not start" >&2; cat "$work/broker.log" >&2; exit 1; }
 broker=$(cat "$work/bootstrap")
@@ -202,6 +203,18 @@ kcat_rate=$(rate "$kcat_n" "$t0" "$t1")
 echo "(b) kcat -P: $N messages in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s: $kcat_rate msgs/s" >&2
 
 # ------------------------------------------------ the relay
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null; }
+# Every postgres process's CPU, exited backends included (cutime/cstime of
+# the postmaster's children are counted once they are reaped).
+pg_cpu() {
+    local pm
+    pm=$(head -1 "$SL_SVC_ROOT/postgres/data/postmaster.pid" 2>/dev/null)
+    { ps -o pid= --ppid "$pm"; echo "$pm"; } | while read -r p; do
+        awk '{ print $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null
+    done | awk -v hz="$(getconf CLK_TCK)" '{ s += $1 } END { printf "%.1f", s / hz }'
+}
+broker_cpu0=$(cpu "$broker_pid")
+pg_cpu0=$(pg_cpu)
 t0=$(now)
 relay_start || { echo "relay did not start" >&2; cat "$work/relay.log" >&2; exit 1; }
 t_wait_until 1200 '[ "$(published)" -ge "$N" ]'
@@ -210,6 +223,8 @@ sleep 1 # the last delete batch
 left=$(psqlc "SELECT count(*) FROM outbox")
 got=$(published)
 relay_rate=$(rate "$got" "$t0" "$t1")
+# Where the CPU went during the drain (2 cores shared by all of it).
+echo "CPU seconds during the drain: relay $(cpu "$relay"), broker $(awk -v a="$broker_cpu0" -v b="$(cpu "$broker_pid")" 'BEGIN { printf "%.1f", b - a }'), postgres $(awk -v a="$pg_cpu0" -v b="$(pg_cpu)" 'BEGIN { printf "%.1f", b - a }') (wall $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}'))" >&2
 echo "relay: $got rows published, acknowledged and deleted in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s (start included): $relay_rate rows/s; $left left in the table" >&2
 echo "segment_events holds $(hw segment_events) messages (high watermarks summed)" >&2
 
