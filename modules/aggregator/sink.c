@@ -276,6 +276,14 @@ static void commit(agg *a, agg_batch *b)
     free(tps);
 }
 
+/* Fetching resumes once the open batch has room again: it became the
+ * flight, or the flight landed.  Not while ClickHouse is failing. */
+static void resume_if_room(agg *a)
+{
+    if (!a->sink_down && a->cur->msgs < a->max_buffered)
+        agg_pause_all(a, AGG_PAUSE_SINK, 0);
+}
+
 static void flight_done(agg *a)
 {
     agg_batch *b = a->flight;
@@ -299,8 +307,7 @@ static void flight_done(agg *a)
     a->flight = NULL;
     a->sink_down = 0;
     a->sink_backoff = a->sink_backoff_base;
-    if (a->cur->msgs < a->max_buffered)
-        agg_pause_all(a, AGG_PAUSE_SINK, 0);
+    resume_if_room(a);
     if (a->cur->msgs >= a->batch_size || a->stopping)
         agg_sink_kick(a);
     if (a->stopping)
@@ -328,6 +335,10 @@ static void stage_done(agg *a)
         batch_clear(b);
         a->flight = NULL;
         start_flight(a);
+        /* The full batch that paused fetching is the flight now: without
+         * this, fetching stayed paused for the whole next flight,
+         * recompute and commit included, with the open batch empty. */
+        resume_if_room(a);
         return;
     }
     a->stage++;

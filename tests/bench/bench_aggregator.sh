@@ -11,8 +11,12 @@
 #              fresh group and reads everything: validation, de-duplication,
 #              raw rows, errors, per-minute aggregates recomputed, offsets
 #              committed.  Its time runs from the partitions being assigned
-#              (the group join is reported apart) to every message settled
+#              (the group join is reported apart: the reference has no
+#              group, so neither side pays one) to every message settled
 #              and its batch written and committed.  rate = N / that time.
+#              The start is the time the aggregator logged the assignment,
+#              not when a status poll first saw it, which came up to a poll
+#              and a request later, with consumption already under way.
 #   reference: kcat -C -e ... | clickhouse-client --query "INSERT INTO
 #              bench_naive FORMAT JSONEachRow" on the same N messages (it
 #              validates and aggregates nothing; malformed rows are skipped
@@ -112,7 +116,8 @@ run_aggregator() { # run_aggregator I: prints "seconds join_seconds rss_kib"
 [core]
 listen = 127.0.0.1:$port
 modules_dir = mods
-log_level = warn
+# info: the assignment's log line is where the timing starts.
+log_level = info
 drain_timeout = 60s
 
 [kafka]
@@ -134,12 +139,22 @@ max_buffered = ${MAXBUF:-$((3 * BATCH))}
 dedup_window = 1000000
 EOF
     t0=$(date +%s.%N)
-    "$SLUICED" -c "$work/agg.conf" 2>>"$work/agg.log" &
+    "$SLUICED" -c "$work/agg.conf" 2>"$work/agg.$1.log" &
     pid=$!
     pids+=($pid)
     t_wait_http "http://127.0.0.1:$port/aggregator/status" 20
     t_wait_until 60 '[ "$(jget "http://127.0.0.1:$port/aggregator/status" "len(j[\"partitions\"])")" = '"$PARTS"' ]'
-    t1=$(date +%s.%N)
+    t1=$(python3 - "$work/agg.$1.log" "$PARTS" <<'PY'
+import datetime, re, sys
+for line in open(sys.argv[1]):
+    m = re.match(r'(\S+Z) info  \[aggregator\] assigned (\d+) partitions', line)
+    if m and m.group(2) == sys.argv[2]:
+        t = datetime.datetime.strptime(m.group(1), '%Y-%m-%dT%H:%M:%S.%fZ')
+        print('%.3f' % t.replace(tzinfo=datetime.timezone.utc).timestamp())
+        break
+PY
+)
+    [ -n "$t1" ] || { echo "aggregator run $1: no assignment logged" >&2; exit 1; }
     if [ -n "${PERF:-}" ]; then # PERF=1: where the aggregator's time goes
         perf record -F 499 -g -p "$pid" -o "$work/perf.data" >/dev/null 2>&1 &
         perfpid=$!
