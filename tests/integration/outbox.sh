@@ -373,9 +373,16 @@ t_check "$(( $(status "$base" 'j["takeovers"]') + $(status "$base2" 'j["takeover
 me1=$(status "$base" 'j["relay"]')
 me2=$(status "$base2" 'j["relay"]')
 held() { psqlc "SELECT count(*) FROM outbox WHERE claimed_by = '$1'"; }
-t_wait_until 15 '[ "$(held "$me1")" -gt 0 ] || [ "$(held "$me2")" -gt 0 ]'
-if [ "$(held "$me2")" -gt 0 ]; then victim=2 vme=$me2 vpid=$d2 vlog=$work/two.log; else victim=1 vme=$me1 vpid=$d1 vlog=$work/one.log; fi
-vheld=$(held "$vme")
+# Rows come and go as deliveries fail and claims are released: pick the
+# victim from one reading and stop it right after.
+victim=1 vme=$me1 vpid=$d1 vlog=$work/one.log vheld=0
+for _ in $(seq 1 150); do
+    h2=$(held "$me2")
+    if [ "$h2" -gt 0 ]; then victim=2 vme=$me2 vpid=$d2 vlog=$work/two.log vheld=$h2; break; fi
+    h1=$(held "$me1")
+    if [ "$h1" -gt 0 ]; then victim=1 vme=$me1 vpid=$d1 vlog=$work/one.log vheld=$h1; break; fi
+    sleep 0.1
+done
 t_check "$vheld" -gt 0 "relay $victim holds $vheld rows"
 stop_daemon "$vpid"
 t_check $? -eq 0 "SIGTERM on relay $victim with the broker down: exit 0"
