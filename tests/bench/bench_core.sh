@@ -15,6 +15,7 @@ build=${SL_BUILD:-$top/build}
 duration=${DURATION:-10s}
 . "$top/tests/lib.sh"
 . "$top/tests/bench/result.sh"
+. "$top/tests/bench/nginx_reference.sh"
 
 if [ ! -x "$build/core/sluiced" ]; then
     (cd "$top" && { [ -x configure ] || autoreconf -fi; })
@@ -35,30 +36,7 @@ trap cleanup EXIT
 
 # ------------------------------------------------------------------ nginx
 nport=$(t_free_port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx;
-    proxy_temp_path $work/nginx;
-    fastcgi_temp_path $work/nginx;
-    uwsgi_temp_path $work/nginx;
-    scgi_temp_path $work/nginx;
-    server {
-        listen 127.0.0.1:$nport;
-        location = /healthz {
-            default_type application/json;
-            return 200 '{"status":"ok"}';
-        }
-    }
-}
-EOF
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+nginx_ref_start "$work" "$nport" "= /healthz" '{"status":"ok"}'
 pids+=($!)
 
 # ---------------------------------------------------------------- sluiced

@@ -21,6 +21,7 @@ users=${USERS:-10000}
 . "$top/tests/lib.sh"
 . "$top/tests/harness/services.sh"
 . "$top/tests/bench/result.sh"
+. "$top/tests/bench/nginx_reference.sh"
 
 if [ ! -x "$build/core/sluiced" ]; then
     (cd "$top" && { [ -x configure ] || autoreconf -fi; })
@@ -47,30 +48,7 @@ psqlc() { psql -X -At -q "$SL_PG_DSN" -c "$1"; }
 
 # ------------------------------------------------------------------ nginx
 nport=$(t_free_port)
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx;
-    proxy_temp_path $work/nginx;
-    fastcgi_temp_path $work/nginx;
-    uwsgi_temp_path $work/nginx;
-    scgi_temp_path $work/nginx;
-    server {
-        listen 127.0.0.1:$nport;
-        location / {
-            default_type application/json;
-            return 200 '{"user_id":1,"segments":[{"slug":"S1"},{"slug":"S4"},{"slug":"S7"}]}';
-        }
-    }
-}
-EOF
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+nginx_ref_start "$work" "$nport" "/" '{"user_id":1,"segments":[{"slug":"S1"},{"slug":"S4"},{"slug":"S7"}]}'
 pids+=($!)
 
 # ---------------------------------------------------------------- sluiced
