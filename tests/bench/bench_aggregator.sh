@@ -104,14 +104,30 @@ kcat -b "$(cat "$bootfile")" -G bench_kcat_group -o beginning -e -q -X fetch.wai
 t1=$(date +%s.%N)
 echo "for scale: kcat -G (consumer group, read only) took $(python3 -c "print('%.2f' % ($t1 - $t0))") s for $(cat "$work/kcatg.count") messages, group join included"
 
+# And the reference's first half alone: how much of the pipe is kcat.
+t0=$(date +%s.%N)
+kcat -C -b "$(cat "$bootfile")" -t bench_pv -o beginning -e -q -X fetch.wait.max.ms=10 -f '%s\n' | wc -l > "$work/kcatc.count"
+t1=$(date +%s.%N)
+echo "for scale: kcat -C (the reference's reader alone, output thrown away) took $(python3 -c "print('%.2f' % ($t1 - $t0))") s for $(cat "$work/kcatc.count") messages"
+
 chq "CREATE TABLE bench_naive (event_id String, event_type String, page_id String, user_id String, ts String, duration_s Float64) ENGINE = MergeTree ORDER BY event_id"
+
+# Each side starts on a quiet server: the other side's rows gone and no
+# merge of them still running (otherwise whichever side runs second pays
+# for the first one's background merges).
+quiesce() {
+    local t
+    for t in page_views page_views_per_minute processing_errors analytics_events segment_events segment_changes_per_minute; do
+        chq "DROP TABLE IF EXISTS $t"
+    done
+    chq "TRUNCATE TABLE IF EXISTS bench_naive"
+    t_wait_until 120 '[ "$(chq "SELECT count() FROM system.merges")" = 0 ]'
+}
 
 run_aggregator() { # run_aggregator I: prints "seconds join_seconds rss_kib"
     local port group=bench_$1 t0 t1 t2 pid
     port=$(t_free_port)
-    for t in page_views page_views_per_minute processing_errors analytics_events segment_events segment_changes_per_minute; do
-        chq "DROP TABLE IF EXISTS $t"
-    done
+    quiesce
     cat > "$work/agg.conf" <<EOF
 [core]
 listen = 127.0.0.1:$port
@@ -190,7 +206,7 @@ PY
 
 run_reference() { # prints "seconds kcat_rss clickhouse_client_rss"
     local t0 t1
-    chq "TRUNCATE TABLE bench_naive"
+    quiesce
     t0=$(date +%s.%N)
     /usr/bin/time -f %M -o "$work/kcat.rss" kcat -C -b "$(cat "$bootfile")" -t bench_pv -o beginning -e -q \
         -X fetch.wait.max.ms=10 -f '%s\n' |
