@@ -7,8 +7,13 @@
  * chained hash table per family, so sl_series_of() costs one hash over the
  * values and usually one comparison, with no allocation once the series
  * exists; a second list keeps the creation order for rendering.  Series are
- * never removed before their family goes, which is what lets callers cache
- * the pointers.
+ * never freed before their family goes, which is what lets callers cache
+ * the pointers.  But once the last registration of an instance name is
+ * released (the instance stopped, or a reload removed it) that instance's
+ * series are no longer exposed: a gauge such as a lag must not stay frozen
+ * at its last value for an instance that is gone.  They are exposed again,
+ * values kept, if the same instance name registers again (a reload that
+ * replaced the instance).
  *
  * Conventions of the exposition: labels render in declared order, then
  * instance_name (only for a named instance), then le; a family without help
@@ -55,7 +60,14 @@ struct sl_series {
     double value;      /* counter or gauge value; histogram sum */
     uint64_t count;    /* histogram observations */
     uint64_t *buckets; /* histogram: nbounds + 1 plain (not cumulative) counts */
+    int hidden;        /* its instance holds no registration of the family */
 };
+
+/* How many live registrations of a family an instance name holds. */
+typedef struct {
+    char *name;
+    size_t refs;
+} inst_ref;
 
 struct sl_family {
     sl_family *next;
@@ -73,11 +85,15 @@ struct sl_family {
     sl_series **table; /* table_size is a power of two */
     size_t table_size;
     size_t nseries;
+    inst_ref *insts; /* every instance name seen, refs 0 included */
+    size_t ninsts;
+    size_t capinsts;
 };
 
 struct sl_metric {
     sl_family *fam;
     char *instance;
+    int held; /* counted in fam->insts */
     unsigned warned;
 };
 
@@ -458,12 +474,64 @@ static void family_free(sl_family *f)
         next = s->next;
         series_free(s);
     }
+    for (size_t i = 0; i < f->ninsts; i++)
+        free(f->insts[i].name);
+    free(f->insts);
     free(f->table);
     free(f->bounds);
     free(f->label_buf);
     free(f->help);
     free(f->name);
     free(f);
+}
+
+static void set_instance_hidden(sl_family *f, const char *instance, int hidden)
+{
+    for (sl_series *s = f->first; s != NULL; s = s->next)
+        if (strcmp(s->key, instance) == 0) /* the key starts with the instance */
+            s->hidden = hidden;
+}
+
+static inst_ref *inst_find(sl_family *f, const char *instance)
+{
+    for (size_t i = 0; i < f->ninsts; i++)
+        if (strcmp(f->insts[i].name, instance) == 0)
+            return &f->insts[i];
+    return NULL;
+}
+
+/* Counts a registration by `instance`; -1 when out of memory. */
+static int inst_hold(sl_family *f, const char *instance)
+{
+    inst_ref *r = inst_find(f, instance);
+
+    if (r == NULL) {
+        if (f->ninsts == f->capinsts) {
+            size_t cap = f->capinsts != 0 ? f->capinsts * 2 : 4;
+            inst_ref *p = realloc(f->insts, cap * sizeof(*p));
+            if (p == NULL)
+                return -1;
+            f->insts = p;
+            f->capinsts = cap;
+        }
+        r = &f->insts[f->ninsts];
+        r->name = strdup(instance);
+        if (r->name == NULL)
+            return -1;
+        r->refs = 0;
+        f->ninsts++;
+    }
+    if (r->refs++ == 0)
+        set_instance_hidden(f, instance, 0);
+    return 0;
+}
+
+static void inst_drop(sl_family *f, const char *instance)
+{
+    inst_ref *r = inst_find(f, instance);
+
+    if (r != NULL && --r->refs == 0)
+        set_instance_hidden(f, instance, 1);
 }
 
 /* Takes ownership of ll->buf, also on failure. */
@@ -563,6 +631,13 @@ sl_metric *sl_metric_register(sl_metric_type type, const char *name, const char 
     }
     f->refs++;
     m->fam = f;
+    if (inst_hold(f, m->instance) != 0) {
+        sl_log_core(SL_LOG_ERROR, "metrics", "%s: out of memory", name);
+        m->held = 0;
+        sl_metric_release(m);
+        return NULL;
+    }
+    m->held = 1;
 
     /* A family without labels has exactly one series per instance: create
      * it now so that it is exposed (as 0) before its first update. */
@@ -579,6 +654,8 @@ void sl_metric_release(sl_metric *m)
 
     if (m == NULL)
         return;
+    if (m->held)
+        inst_drop(m->fam, m->instance);
     if (--m->fam->refs == 0) {
         for (pos = &families; *pos != m->fam; pos = &(*pos)->next)
             ;
@@ -872,6 +949,8 @@ static void render_family(sbuf *b, const sl_family *f)
     sb_puts(b, "\n");
 
     for (s = f->first; s != NULL; s = s->next) {
+        if (s->hidden)
+            continue;
         if (f->type != SL_METRIC_HISTOGRAM) {
             sb_series_name(b, f, s, "", NULL);
             sb_value(b, s->value);

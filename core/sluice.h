@@ -228,7 +228,9 @@ typedef struct sl_series sl_series;
  * NULL.  Registering a name that exists with the same type and labels
  * shares the family (a successor instance continues its predecessor's
  * counters); a conflicting registration returns NULL.  Series of a named
- * instance carry an extra label instance_name.
+ * instance carry an extra label instance_name.  Once no instance of that
+ * name holds the family (it stopped and nothing replaced it) its series are
+ * no longer exposed.
  */
 SL_API sl_metric *sl_counter(sl_ctx *ctx, const char *name, const char *help, const char *labels);
 SL_API sl_metric *sl_gauge(sl_ctx *ctx, const char *name, const char *help, const char *labels);

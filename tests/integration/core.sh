@@ -231,11 +231,14 @@ reload
 t_check "$(curl -s "http://127.0.0.1:$port2/echo" | json_field value)" = bee "added instance serves on its own port"
 t_check "$(curl -s -o /dev/null -w '%{http_code}' "$base/echo")" = 200 "core port unaffected"
 t_check "$(metric sluice_modules_loaded)" = 3 "3 instances"
+t_check "$(metric 'sluice_echo_requests_total{instance_name="b"}')" = 1 "the added instance's series exposed"
 value=two write_conf
 reload
 curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port2/echo"
 t_check $? -eq 7 "removed instance's port is closed (curl exit 7)"
 t_check "$(metric sluice_modules_loaded)" = 2 "2 instances"
+t_check "$(metric 'sluice_echo_requests_total{instance_name="b"}')" = absent "the removed instance's series no longer exposed"
+t_check "$(metric sluice_echo_requests_total)" != absent "the remaining instance's series still are"
 t_check "$(grep -c 'unloading module echo' "$work/sluiced.log")" -ge 1 "an unused image was unloaded"
 t_end
 

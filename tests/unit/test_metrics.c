@@ -310,6 +310,50 @@ static void test_instance_name(void **state)
     sl_metric_release(up2);
 }
 
+/* An instance that is gone (its last registration released) stops being
+ * exposed, while others sharing the family stay; registering the same
+ * instance name again brings its series back with their values. */
+static void test_instance_gone(void **state)
+{
+    sl_metric *plain, *a1, *a2, *up;
+
+    (void)state;
+    plain = sl_metric_register(SL_METRIC_GAUGE, "lag", "", "partition", NULL, 0, "");
+    a1 = sl_metric_register(SL_METRIC_GAUGE, "lag", "", "partition", NULL, 0, "a");
+    a2 = sl_metric_register(SL_METRIC_GAUGE, "lag", "", "partition", NULL, 0, "a");
+    up = sl_metric_register(SL_METRIC_GAUGE, "up", "", NULL, NULL, 0, "a");
+    assert_non_null(plain);
+    assert_non_null(a1);
+    assert_non_null(a2);
+    assert_non_null(up);
+    sl_series_set(sl_series_of(plain, "0"), 1);
+    sl_series_set(sl_series_of(a1, "0"), 7);
+    sl_series_set(sl_series_of(up), 1);
+
+    sl_metric_release(a1); /* a2 still holds instance "a" */
+    assert_rendered("# TYPE lag gauge\n"
+                    "lag{partition=\"0\"} 1\n"
+                    "lag{partition=\"0\",instance_name=\"a\"} 7\n"
+                    "# TYPE up gauge\n"
+                    "up{instance_name=\"a\"} 1\n");
+    sl_metric_release(a2);
+    assert_rendered("# TYPE lag gauge\n"
+                    "lag{partition=\"0\"} 1\n"
+                    "# TYPE up gauge\n"
+                    "up{instance_name=\"a\"} 1\n");
+
+    a1 = sl_metric_register(SL_METRIC_GAUGE, "lag", "", "partition", NULL, 0, "a");
+    assert_non_null(a1);
+    assert_rendered("# TYPE lag gauge\n"
+                    "lag{partition=\"0\"} 1\n"
+                    "lag{partition=\"0\",instance_name=\"a\"} 7\n"
+                    "# TYPE up gauge\n"
+                    "up{instance_name=\"a\"} 1\n");
+    sl_metric_release(a1);
+    sl_metric_release(up);
+    sl_metric_release(plain);
+}
+
 static void test_exposition(void **state)
 {
     sl_metric *conns, *req, *lat, *empty;
@@ -510,6 +554,7 @@ int main(void)
         cmocka_unit_test_teardown(test_label_escaping, registry_empty),
         cmocka_unit_test_teardown(test_histogram, registry_empty),
         cmocka_unit_test_teardown(test_instance_name, registry_empty),
+        cmocka_unit_test_teardown(test_instance_gone, registry_empty),
         cmocka_unit_test_teardown(test_exposition, registry_empty),
         cmocka_unit_test_teardown(test_value_format, registry_empty),
         cmocka_unit_test_teardown(test_misuse, registry_empty),
