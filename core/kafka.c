@@ -62,6 +62,10 @@ typedef struct {
 typedef struct handle handle;
 struct handle {
     sl_ctx *ctx;
+    /* The owning instance's module name, the first label of every series,
+     * so that two modules using one topic do not share a series.  The
+     * core's string: valid while the handle is not dead. */
+    const char *module;
     sl_resource *res;
     const char *kind;
     rd_kafka_t *rk;
@@ -156,14 +160,15 @@ static void series_add(sl_series *s, double v)
         sl_series_add(s, v);
 }
 
-static sl_series *series1(sl_metric *m, const char *a)
+/* The series of `m` for this handle's module and the given labels. */
+static sl_series *series1(const handle *h, sl_metric *m, const char *a)
 {
-    return m != NULL ? sl_series_of(m, a) : NULL;
+    return m != NULL ? sl_series_of(m, h->module, a) : NULL;
 }
 
-static sl_series *series2(sl_metric *m, const char *a, const char *b)
+static sl_series *series2(const handle *h, sl_metric *m, const char *a, const char *b)
 {
-    return m != NULL ? sl_series_of(m, a, b) : NULL;
+    return m != NULL ? sl_series_of(m, h->module, a, b) : NULL;
 }
 
 static void set_ready(handle *h, int ready, const char *why)
@@ -229,10 +234,10 @@ static kafka_topic *topic_get(handle *h, const char *name, int producer)
             goto fail;
     }
     if (producer) {
-        t->produced = series1(h->m_produced, name);
-        t->delivered = series1(h->m_delivered, name);
+        t->produced = series1(h, h->m_produced, name);
+        t->delivered = series1(h, h->m_delivered, name);
     } else {
-        t->consumed = series1(h->m_consumed, name);
+        t->consumed = series1(h, h->m_consumed, name);
     }
     h->topics[h->ntopics++] = t;
     return t;
@@ -329,7 +334,7 @@ static void stats_lag(handle *h, const cJSON *root)
             if (p->string == NULL || strcmp(p->string, "-1") == 0 || !cJSON_IsNumber(lag) ||
                 lag->valuedouble < 0)
                 continue;
-            sl_series_set(sl_series_of(h->m_lag, t->string, p->string), lag->valuedouble);
+            sl_series_set(series2(h, h->m_lag, t->string, p->string), lag->valuedouble);
         }
     }
 }
@@ -650,14 +655,14 @@ static void register_producer_metrics(handle *h)
     sl_ctx *ctx = h->ctx;
 
     h->m_produced = sl_counter(ctx, "sluice_kafka_produced_total",
-                               "Messages accepted into the producer's local queue", "topic");
+                               "Messages accepted into the producer's local queue", "module,topic");
     h->m_delivered = sl_counter(ctx, "sluice_kafka_delivered_total",
-                                "Messages acknowledged by the broker", "topic");
+                                "Messages acknowledged by the broker", "module,topic");
     h->m_failed = sl_counter(ctx, "sluice_kafka_delivery_failed_total",
                              "Messages that could not be delivered, by librdkafka error name",
-                             "topic,reason");
+                             "module,topic,reason");
     h->m_rejected = sl_counter(ctx, "sluice_kafka_produce_rejected_total",
-                               "Messages refused by the local producer queue", "reason");
+                               "Messages refused by the local producer queue", "module,reason");
 }
 
 static void register_consumer_metrics(handle *h)
@@ -665,16 +670,17 @@ static void register_consumer_metrics(handle *h)
     sl_ctx *ctx = h->ctx;
 
     h->m_consumed = sl_counter(ctx, "sluice_kafka_consumed_total",
-                               "Messages handed to the consuming module", "topic");
+                               "Messages handed to the consuming module", "module,topic");
     h->m_errors = sl_counter(ctx, "sluice_kafka_consumer_errors_total",
-                             "Errors on the fetch path, by librdkafka error name", "reason");
+                             "Errors on the fetch path, by librdkafka error name",
+                             "module,reason");
     h->m_lag = sl_gauge(ctx, "sluice_kafka_consumer_lag",
                         "Messages between the committed offset and the log end, per partition",
-                        "topic,partition");
+                        "module,topic,partition");
     h->m_rebalances = sl_counter(ctx, "sluice_kafka_rebalances_total",
-                                 "Consumer group rebalances seen", "type");
+                                 "Consumer group rebalances seen", "module,type");
     h->m_commits = sl_counter(ctx, "sluice_kafka_commits_total",
-                              "Explicit offset commits, by result", "result");
+                              "Explicit offset commits, by result", "module,result");
 }
 
 /*
@@ -690,6 +696,7 @@ static int handle_start(handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char
     rd_kafka_conf_t *conf;
 
     h->ctx = ctx;
+    h->module = sl_module_name(ctx);
     h->kind = type == RD_KAFKA_PRODUCER ? "kafka producer" : "kafka consumer";
     h->pipe[0] = h->pipe[1] = -1;
     snprintf(h->why, sizeof(h->why), "connecting to Kafka");
@@ -768,7 +775,7 @@ static void producer_dr_event(sl_kafka_producer *p, rd_kafka_event_t *ev)
             series_add(t != NULL ? t->delivered : NULL, 1);
             set_ready(h, 1, "");
         } else {
-            series_add(series2(h->m_failed, rd_kafka_topic_name(rkm->rkt),
+            series_add(series2(h, h->m_failed, rd_kafka_topic_name(rkm->rkt),
                                rd_kafka_err2name(rkm->err)), 1);
         }
         if (p->on_delivery == NULL)
@@ -866,7 +873,7 @@ static int map_produce_error(handle *h, rd_kafka_resp_err_t e)
         reason = "invalid", code = SL_KAFKA_EINVAL;
         break;
     }
-    series_add(series1(h->m_rejected, reason), 1);
+    series_add(series1(h, h->m_rejected, reason), 1);
     return code;
 }
 
@@ -987,7 +994,7 @@ static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
         if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 continue;
-            series_add(series1(h->m_errors, rd_kafka_err2name(rkm->err)), 1);
+            series_add(series1(h, h->m_errors, rd_kafka_err2name(rkm->err)), 1);
             sl_log(h->ctx, SL_LOG_WARN, "%s: %s [%d]: %s", h->kind, name, (int)rkm->partition,
                    rd_kafka_message_errstr(rkm));
             continue;
@@ -1023,9 +1030,9 @@ static void consumer_rebalance_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
     } else {
         kind = rd_kafka_assignment_lost(h->rk) ? SL_KAFKA_LOST : SL_KAFKA_REVOKED;
     }
-    series_add(series1(h->m_rebalances, kind == SL_KAFKA_ASSIGNED  ? "assigned"
-                                        : kind == SL_KAFKA_REVOKED ? "revoked"
-                                                                   : "lost"),
+    series_add(series1(h, h->m_rebalances, kind == SL_KAFKA_ASSIGNED  ? "assigned"
+                                           : kind == SL_KAFKA_REVOKED ? "revoked"
+                                                                      : "lost"),
                1);
     sl_log(h->ctx, SL_LOG_INFO, "%s: %d partition%s %s", h->kind, parts != NULL ? parts->cnt : 0,
            parts != NULL && parts->cnt == 1 ? "" : "s",
@@ -1082,7 +1089,7 @@ static void consumer_commit_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
     fn = r->fn;
     arg = r->arg;
     free(r);
-    series_add(series1(h->m_commits, e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"), 1);
+    series_add(series1(h, h->m_commits, e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"), 1);
     if (fn == NULL)
         return;
     tps = tp_array(rd_kafka_event_topic_partition_list(ev), &n);
