@@ -1,5 +1,7 @@
 /*
- * kafka.c - Kafka producer and consumer handles driven from the loop.
+ * kafka.c - what every Kafka handle shares: building its configuration,
+ * serving its queue on the loop, its metrics, readiness and teardown.  The
+ * producer's side is in kafka_producer.c, the consumer's in kafka_consumer.c.
  *
  * Each handle is one rd_kafka_t.  Everything librdkafka has to tell us
  * (delivery reports, messages, rebalances, commit results, errors, logs,
@@ -25,9 +27,8 @@
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
 #include "core.h"
-#include "kafka.h"
+#include "kafka_int.h"
 #include "log.h"
-#include "sluice_kafka.h"
 
 /* Events served per wakeup before the loop gets a turn; the rest is served
  * on the next iteration. */
@@ -35,7 +36,6 @@
 /* Also serve the queue this often without a wakeup: a consumer must poll
  * within max.poll.interval.ms even when nothing arrives. */
 #define TICK_SECONDS 0.5
-#define FLUSH_CHECK_SECONDS 0.005
 /* Our default for statistics.interval.ms: readiness and lag come from it. */
 #define STATS_INTERVAL_MS "1000"
 /* A consumer's default queued.min.messages: librdkafka's maximum, so that
@@ -50,81 +50,6 @@
  * fetchable", fetchable again 0.8 s later at 0/100000).  With the default
  * 100000 that second was paid every 100000 messages of a backlog. */
 #define CONSUMER_QUEUED_MIN_MESSAGES "10000000"
-
-typedef struct {
-    char *name;
-    rd_kafka_topic_t *rkt; /* producers only */
-    sl_series *produced;
-    sl_series *delivered;
-    sl_series *consumed;
-} kafka_topic;
-
-typedef struct handle handle;
-struct handle {
-    sl_ctx *ctx;
-    sl_resource *res;
-    const char *kind;
-    rd_kafka_t *rk;
-    rd_kafka_queue_t *q;      /* the queue the loop serves */
-    rd_kafka_queue_t *closeq; /* a consumer's while it closes */
-    int pipe[2];
-    struct event *wake;
-    struct event *tick;
-    struct event *timer; /* a producer's flush, a consumer's close */
-    sl_kafka_cluster *cluster;
-    void (*on_event)(handle *h, rd_kafka_event_t *ev);
-    void (*after_serve)(handle *h, int served_dr);
-    void (*free_extra)(handle *h);
-    int dispatching;
-    int dead;
-    int fatal;
-    int ready;
-    char why[200];
-    kafka_topic **topics;
-    size_t ntopics;
-    sl_metric *m_produced;
-    sl_metric *m_delivered;
-    sl_metric *m_failed;
-    sl_metric *m_rejected;
-    sl_metric *m_consumed;
-    sl_metric *m_errors;
-    sl_metric *m_lag;
-    sl_metric *m_rebalances;
-    sl_metric *m_commits;
-    int served_dr; /* DR events served in the current wakeup */
-};
-
-struct sl_kafka_producer {
-    handle h; /* first: a handle pointer is a producer pointer */
-    sl_kafka_delivery_fn on_delivery;
-    void *arg;
-    sl_kafka_space_fn on_space;
-    void *space_arg;
-    sl_kafka_flush_fn flush_done;
-    void *flush_arg;
-    double flush_deadline;
-};
-
-typedef struct commit_req commit_req;
-struct commit_req {
-    commit_req *prev;
-    commit_req *next;
-    sl_kafka_commit_fn fn;
-    void *arg;
-};
-
-struct sl_kafka_consumer {
-    handle h;
-    sl_kafka_message_fn on_message;
-    sl_kafka_rebalance_fn on_rebalance;
-    void *arg;
-    commit_req *commits; /* waiting for their result */
-    int closing;
-    int close_reported;
-    int close_failed;
-    sl_kafka_closed_fn closed_fn;
-    void *closed_arg;
-};
 
 static void handle_destroy(handle *h);
 
@@ -150,23 +75,7 @@ SL_API const char *sl_kafka_strerror(int code)
     }
 }
 
-static void series_add(sl_series *s, double v)
-{
-    if (s != NULL)
-        sl_series_add(s, v);
-}
-
-static sl_series *series1(sl_metric *m, const char *a)
-{
-    return m != NULL ? sl_series_of(m, a) : NULL;
-}
-
-static sl_series *series2(sl_metric *m, const char *a, const char *b)
-{
-    return m != NULL ? sl_series_of(m, a, b) : NULL;
-}
-
-static void set_ready(handle *h, int ready, const char *why)
+void kh_set_ready(handle *h, int ready, const char *why)
 {
     if (h->fatal)
         return; /* stays not ready: only a new handle recovers */
@@ -190,7 +99,7 @@ static int handle_ready(void *obj, char *why, size_t whylen)
     return 0;
 }
 
-static kafka_topic *topic_find(handle *h, const char *name)
+kafka_topic *kh_topic_find(handle *h, const char *name)
 {
     for (size_t i = 0; i < h->ntopics; i++)
         if (strcmp(h->topics[i]->name, name) == 0)
@@ -200,9 +109,9 @@ static kafka_topic *topic_find(handle *h, const char *name)
 
 /* The handle's record of `name`, created on first use; for a producer
  * with its rd_kafka_topic_t, whose opaque points back at the record. */
-static kafka_topic *topic_get(handle *h, const char *name, int producer)
+kafka_topic *kh_topic_get(handle *h, const char *name, int producer)
 {
-    kafka_topic *t = topic_find(h, name);
+    kafka_topic *t = kh_topic_find(h, name);
     kafka_topic **grown;
     rd_kafka_topic_conf_t *tconf;
 
@@ -229,10 +138,10 @@ static kafka_topic *topic_get(handle *h, const char *name, int producer)
             goto fail;
     }
     if (producer) {
-        t->produced = series1(h->m_produced, name);
-        t->delivered = series1(h->m_delivered, name);
+        t->produced = kh_series1(h, h->m_produced, name);
+        t->delivered = kh_series1(h, h->m_delivered, name);
     } else {
-        t->consumed = series1(h->m_consumed, name);
+        t->consumed = kh_series1(h, h->m_consumed, name);
     }
     h->topics[h->ntopics++] = t;
     return t;
@@ -244,7 +153,7 @@ fail:
     return NULL;
 }
 
-static void msg_fill(sl_kafka_msg *m, const rd_kafka_message_t *rkm, const char *topic)
+void kh_msg_fill(sl_kafka_msg *m, const rd_kafka_message_t *rkm, const char *topic)
 {
     rd_kafka_timestamp_type_t tstype;
 
@@ -296,13 +205,13 @@ static void handle_error_event(handle *h, rd_kafka_event_t *ev)
     if (rd_kafka_event_error_is_fatal(ev)) {
         char why[200];
         snprintf(why, sizeof(why), "fatal error: %s", text);
-        set_ready(h, 0, why);
+        kh_set_ready(h, 0, why);
         h->fatal = 1;
         sl_log(h->ctx, SL_LOG_ERROR, "%s: fatal: %s; the handle must be replaced", h->kind, text);
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-        set_ready(h, 0, "all Kafka brokers are down");
+        kh_set_ready(h, 0, "all Kafka brokers are down");
         return;
     }
     /* Disconnects and resolution failures are retried by librdkafka and
@@ -329,7 +238,7 @@ static void stats_lag(handle *h, const cJSON *root)
             if (p->string == NULL || strcmp(p->string, "-1") == 0 || !cJSON_IsNumber(lag) ||
                 lag->valuedouble < 0)
                 continue;
-            sl_series_set(sl_series_of(h->m_lag, t->string, p->string), lag->valuedouble);
+            sl_series_set(kh_series2(h, h->m_lag, t->string, p->string), lag->valuedouble);
         }
     }
 }
@@ -352,7 +261,7 @@ static void handle_stats_event(handle *h, rd_kafka_event_t *ev)
             up = 1;
     }
     if (known > 0)
-        set_ready(h, up, "no Kafka broker reachable");
+        kh_set_ready(h, up, "no Kafka broker reachable");
     stats_lag(h, root);
     cJSON_Delete(root);
 }
@@ -391,13 +300,13 @@ static rd_kafka_event_t *next_event(handle *h)
 }
 
 /* Around a call into module code: a free meanwhile only marks the handle
- * dead.  unpin() destroys it then and returns 0; 1 while it lives. */
-static void pin(handle *h)
+ * dead.  kh_unpin() destroys it then and returns 0; 1 while it lives. */
+void kh_pin(handle *h)
 {
     h->dispatching++;
 }
 
-static int unpin(handle *h)
+int kh_unpin(handle *h)
 {
     h->dispatching--;
     if (!h->dead)
@@ -415,7 +324,7 @@ static void serve(handle *h)
 
     if (h->dead)
         return;
-    pin(h);
+    kh_pin(h);
     h->served_dr = 0;
     while (!h->dead && budget > 0 && (ev = next_event(h)) != NULL) {
         budget--;
@@ -427,7 +336,7 @@ static void serve(handle *h)
     }
     if (!h->dead && h->after_serve != NULL)
         h->after_serve(h, h->served_dr);
-    if (!unpin(h))
+    if (!kh_unpin(h))
         return;
     /* Out of budget: the queue may hold more, and its pipe will not fire
      * again until it was empty once, so come back ourselves. */
@@ -473,7 +382,7 @@ static void handle_release(void *obj)
 }
 
 /* The module frees the handle itself. */
-static void handle_free(handle *h)
+void kh_free(handle *h)
 {
     if (h == NULL || h->dead)
         return;
@@ -650,14 +559,14 @@ static void register_producer_metrics(handle *h)
     sl_ctx *ctx = h->ctx;
 
     h->m_produced = sl_counter(ctx, "sluice_kafka_produced_total",
-                               "Messages accepted into the producer's local queue", "topic");
+                               "Messages accepted into the producer's local queue", "module,topic");
     h->m_delivered = sl_counter(ctx, "sluice_kafka_delivered_total",
-                                "Messages acknowledged by the broker", "topic");
+                                "Messages acknowledged by the broker", "module,topic");
     h->m_failed = sl_counter(ctx, "sluice_kafka_delivery_failed_total",
                              "Messages that could not be delivered, by librdkafka error name",
-                             "topic,reason");
+                             "module,topic,reason");
     h->m_rejected = sl_counter(ctx, "sluice_kafka_produce_rejected_total",
-                               "Messages refused by the local producer queue", "reason");
+                               "Messages refused by the local producer queue", "module,reason");
 }
 
 static void register_consumer_metrics(handle *h)
@@ -665,16 +574,17 @@ static void register_consumer_metrics(handle *h)
     sl_ctx *ctx = h->ctx;
 
     h->m_consumed = sl_counter(ctx, "sluice_kafka_consumed_total",
-                               "Messages handed to the consuming module", "topic");
+                               "Messages handed to the consuming module", "module,topic");
     h->m_errors = sl_counter(ctx, "sluice_kafka_consumer_errors_total",
-                             "Errors on the fetch path, by librdkafka error name", "reason");
+                             "Errors on the fetch path, by librdkafka error name",
+                             "module,reason");
     h->m_lag = sl_gauge(ctx, "sluice_kafka_consumer_lag",
                         "Messages between the committed offset and the log end, per partition",
-                        "topic,partition");
+                        "module,topic,partition");
     h->m_rebalances = sl_counter(ctx, "sluice_kafka_rebalances_total",
-                                 "Consumer group rebalances seen", "type");
+                                 "Consumer group rebalances seen", "module,type");
     h->m_commits = sl_counter(ctx, "sluice_kafka_commits_total",
-                              "Explicit offset commits, by result", "result");
+                              "Explicit offset commits, by result", "module,result");
 }
 
 /*
@@ -682,14 +592,15 @@ static void register_consumer_metrics(handle *h)
  * everything is undone, the reason is in `err` and -1 returned; `h` is
  * then freed too.
  */
-static int handle_start(handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char *group,
-                        const char *const *props, int events, event_callback_fn timer_fn,
-                        char *err, size_t errlen)
+int kh_start(handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char *group,
+             const char *const *props, int events, event_callback_fn timer_fn, char *err,
+             size_t errlen)
 {
     struct timeval tick = { 0, (suseconds_t)(TICK_SECONDS * 1e6) };
     rd_kafka_conf_t *conf;
 
     h->ctx = ctx;
+    h->module = sl_module_name(ctx);
     h->kind = type == RD_KAFKA_PRODUCER ? "kafka producer" : "kafka consumer";
     h->pipe[0] = h->pipe[1] = -1;
     snprintf(h->why, sizeof(h->why), "connecting to Kafka");
@@ -747,579 +658,4 @@ fail:
     sl_log(ctx, SL_LOG_ERROR, "%s: %s", h->kind, err);
     handle_destroy(h);
     return -1;
-}
-
-/* ---------------------------------------------------------------- producer */
-
-static void producer_dr_event(sl_kafka_producer *p, rd_kafka_event_t *ev)
-{
-    handle *h = &p->h;
-    const rd_kafka_message_t *rkm;
-
-    while ((rkm = rd_kafka_event_message_next(ev)) != NULL) {
-        kafka_topic *t = rd_kafka_topic_opaque(rkm->rkt);
-        sl_kafka_msg m;
-
-        if (t == NULL)
-            t = topic_find(h, rd_kafka_topic_name(rkm->rkt));
-        /* Metrics first: the module callback may end the instance, and
-         * its metrics with it. */
-        if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            series_add(t != NULL ? t->delivered : NULL, 1);
-            set_ready(h, 1, "");
-        } else {
-            series_add(series2(h->m_failed, rd_kafka_topic_name(rkm->rkt),
-                               rd_kafka_err2name(rkm->err)), 1);
-        }
-        if (p->on_delivery == NULL)
-            continue;
-        msg_fill(&m, rkm, t != NULL ? t->name : NULL);
-        p->on_delivery(p, &m, p->arg);
-        if (h->dead)
-            return;
-    }
-}
-
-static void producer_event(handle *h, rd_kafka_event_t *ev)
-{
-    if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DR)
-        producer_dr_event((sl_kafka_producer *)h, ev);
-}
-
-static void producer_after_serve(handle *h, int served_dr)
-{
-    sl_kafka_producer *p = (sl_kafka_producer *)h;
-    sl_kafka_space_fn fn = p->on_space;
-
-    if (served_dr == 0 || fn == NULL)
-        return;
-    p->on_space = NULL;
-    fn(p, p->space_arg);
-}
-
-static void flush_check(evutil_socket_t fd, short what, void *arg)
-{
-    sl_kafka_producer *p = arg;
-    int n = rd_kafka_outq_len(p->h.rk);
-    struct timeval again = { 0, (suseconds_t)(FLUSH_CHECK_SECONDS * 1e6) };
-    sl_kafka_flush_fn fn = p->flush_done;
-
-    (void)fd;
-    (void)what;
-    if (fn == NULL)
-        return;
-    if (n > 0 && sl_now() < p->flush_deadline) {
-        evtimer_add(p->h.timer, &again);
-        return;
-    }
-    p->flush_done = NULL;
-    fn(p, n, p->flush_arg);
-}
-
-SL_API sl_kafka_producer *sl_kafka_producer_new(sl_ctx *ctx, sl_kafka_delivery_fn on_delivery,
-                                                void *arg, const char *const *props, char *err,
-                                                size_t errlen)
-{
-    sl_kafka_producer *p = calloc(1, sizeof(*p));
-    char scratch[512];
-
-    if (err == NULL || errlen == 0) {
-        err = scratch;
-        errlen = sizeof(scratch);
-    }
-    if (p == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    p->h.on_event = producer_event;
-    p->h.after_serve = producer_after_serve;
-    p->on_delivery = on_delivery;
-    p->arg = arg;
-    if (handle_start(&p->h, ctx, RD_KAFKA_PRODUCER, NULL, props,
-                     RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG |
-                         RD_KAFKA_EVENT_STATS,
-                     flush_check, err, errlen) != 0)
-        return NULL;
-    return p;
-}
-
-static int map_produce_error(handle *h, rd_kafka_resp_err_t e)
-{
-    const char *reason;
-    int code;
-
-    switch (e) {
-    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
-        reason = "queue_full", code = SL_KAFKA_EQUEUEFULL;
-        break;
-    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
-        reason = "too_large", code = SL_KAFKA_ETOOLARGE;
-        break;
-    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
-    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-        reason = "unknown_topic_or_partition", code = SL_KAFKA_EUNKNOWN;
-        break;
-    case RD_KAFKA_RESP_ERR__FATAL:
-        reason = "fatal", code = SL_KAFKA_EFATAL;
-        break;
-    default:
-        reason = "invalid", code = SL_KAFKA_EINVAL;
-        break;
-    }
-    series_add(series1(h->m_rejected, reason), 1);
-    return code;
-}
-
-SL_API int sl_kafka_produce(sl_kafka_producer *p, const char *topic, int32_t partition,
-                            const void *key, size_t keylen, const void *value, size_t len,
-                            const sl_kafka_header *headers, size_t nheaders, void *opaque)
-{
-    handle *h = &p->h;
-    kafka_topic *t;
-    rd_kafka_headers_t *hdrs;
-    rd_kafka_resp_err_t e;
-
-    if (h->dead || topic == NULL || partition < RD_KAFKA_PARTITION_UA)
-        return SL_KAFKA_EINVAL;
-    if (h->fatal)
-        return SL_KAFKA_EFATAL;
-    t = topic_get(h, topic, 1);
-    if (t == NULL)
-        return SL_KAFKA_ENOMEM;
-    if (nheaders == 0) {
-        /* The plain call: the fastest path librdkafka offers. */
-        if (rd_kafka_produce(t->rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)value, len, key,
-                             keylen, opaque) != 0)
-            return map_produce_error(h, rd_kafka_last_error());
-        series_add(t->produced, 1);
-        return 0;
-    }
-    hdrs = rd_kafka_headers_new(nheaders);
-    if (hdrs == NULL)
-        return SL_KAFKA_ENOMEM;
-    for (size_t i = 0; i < nheaders; i++)
-        rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
-                            (ssize_t)headers[i].len);
-    e = rd_kafka_producev(h->rk, RD_KAFKA_V_RKT(t->rkt), RD_KAFKA_V_PARTITION(partition),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                          RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
-                          RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rd_kafka_headers_destroy(hdrs); /* only taken over on success */
-        return map_produce_error(h, e);
-    }
-    series_add(t->produced, 1);
-    return 0;
-}
-
-SL_API void sl_kafka_producer_on_space(sl_kafka_producer *p, sl_kafka_space_fn fn, void *arg)
-{
-    p->on_space = fn;
-    p->space_arg = arg;
-}
-
-SL_API int sl_kafka_producer_outq(const sl_kafka_producer *p)
-{
-    return p->h.rk != NULL ? rd_kafka_outq_len(p->h.rk) : 0;
-}
-
-SL_API void sl_kafka_producer_flush(sl_kafka_producer *p, double timeout, sl_kafka_flush_fn done,
-                                    void *arg)
-{
-    struct timeval now = { 0, 0 };
-    sl_kafka_flush_fn previous = p->flush_done;
-
-    if (p->h.dead)
-        return;
-    if (previous != NULL) {
-        p->flush_done = NULL;
-        pin(&p->h);
-        previous(p, rd_kafka_outq_len(p->h.rk), p->flush_arg);
-        if (!unpin(&p->h))
-            return;
-    }
-    p->flush_done = done;
-    p->flush_arg = arg;
-    p->flush_deadline = sl_now() + (timeout > 0 ? timeout : 0);
-    if (done != NULL)
-        evtimer_add(p->h.timer, &now);
-}
-
-SL_API void sl_kafka_producer_free(sl_kafka_producer *p)
-{
-    if (p != NULL)
-        handle_free(&p->h);
-}
-
-/* ---------------------------------------------------------------- consumer */
-
-/* A librdkafka partition list as our array; NULL (and *n 0) when empty or
- * out of memory. */
-static sl_kafka_tp *tp_array(const rd_kafka_topic_partition_list_t *list, size_t *n)
-{
-    sl_kafka_tp *a;
-
-    *n = 0;
-    if (list == NULL || list->cnt == 0)
-        return NULL;
-    a = calloc((size_t)list->cnt, sizeof(*a));
-    if (a == NULL)
-        return NULL;
-    for (int i = 0; i < list->cnt; i++) {
-        a[i].topic = list->elems[i].topic;
-        a[i].partition = list->elems[i].partition;
-        a[i].offset = list->elems[i].offset;
-    }
-    *n = (size_t)list->cnt;
-    return a;
-}
-
-static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
-{
-    handle *h = &c->h;
-    const rd_kafka_message_t *rkm;
-
-    while ((rkm = rd_kafka_event_message_next(ev)) != NULL) {
-        const char *name = rkm->rkt != NULL ? rd_kafka_topic_name(rkm->rkt) : "";
-        kafka_topic *t;
-        sl_kafka_msg m;
-
-        if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                continue;
-            series_add(series1(h->m_errors, rd_kafka_err2name(rkm->err)), 1);
-            sl_log(h->ctx, SL_LOG_WARN, "%s: %s [%d]: %s", h->kind, name, (int)rkm->partition,
-                   rd_kafka_message_errstr(rkm));
-            continue;
-        }
-        t = topic_get(h, name, 0);
-        series_add(t != NULL ? t->consumed : NULL, 1);
-        set_ready(h, 1, "");
-        msg_fill(&m, rkm, name);
-        c->on_message(c, &m, c->arg);
-        if (h->dead)
-            return;
-    }
-}
-
-static void consumer_rebalance_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
-{
-    handle *h = &c->h;
-    rd_kafka_resp_err_t what = rd_kafka_event_error(ev);
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
-    int cooperative = strcmp(rd_kafka_rebalance_protocol(h->rk), "COOPERATIVE") == 0;
-    rd_kafka_error_t *error = NULL;
-    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-    sl_kafka_rebalance kind;
-    sl_kafka_tp *tps;
-    size_t n;
-
-    if (what == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        kind = SL_KAFKA_ASSIGNED;
-        if (cooperative)
-            error = rd_kafka_incremental_assign(h->rk, parts);
-        else
-            e = rd_kafka_assign(h->rk, parts);
-    } else {
-        kind = rd_kafka_assignment_lost(h->rk) ? SL_KAFKA_LOST : SL_KAFKA_REVOKED;
-    }
-    series_add(series1(h->m_rebalances, kind == SL_KAFKA_ASSIGNED  ? "assigned"
-                                        : kind == SL_KAFKA_REVOKED ? "revoked"
-                                                                   : "lost"),
-               1);
-    sl_log(h->ctx, SL_LOG_INFO, "%s: %d partition%s %s", h->kind, parts != NULL ? parts->cnt : 0,
-           parts != NULL && parts->cnt == 1 ? "" : "s",
-           kind == SL_KAFKA_ASSIGNED ? "assigned" : kind == SL_KAFKA_REVOKED ? "revoked" : "lost");
-    if (c->on_rebalance != NULL) {
-        tps = tp_array(parts, &n);
-        c->on_rebalance(c, kind, tps, n, c->arg);
-        free(tps);
-        if (h->dead)
-            return;
-    }
-    if (kind != SL_KAFKA_ASSIGNED) {
-        /* Revoked only after the module had its say (e.g. committed). */
-        if (cooperative)
-            error = rd_kafka_incremental_unassign(h->rk, parts);
-        else
-            e = rd_kafka_assign(h->rk, NULL);
-    }
-    if (error != NULL) {
-        sl_log(h->ctx, SL_LOG_ERROR, "%s: rebalance: %s", h->kind, rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    } else if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        sl_log(h->ctx, SL_LOG_ERROR, "%s: rebalance: %s", h->kind, rd_kafka_err2str(e));
-    }
-}
-
-static void commit_unlink(sl_kafka_consumer *c, commit_req *r)
-{
-    if (r->prev != NULL)
-        r->prev->next = r->next;
-    else
-        c->commits = r->next;
-    if (r->next != NULL)
-        r->next->prev = r->prev;
-}
-
-static void consumer_commit_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
-{
-    handle *h = &c->h;
-    commit_req *r = rd_kafka_event_opaque(ev);
-    rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
-    sl_kafka_commit_fn fn;
-    sl_kafka_tp *tps;
-    void *arg;
-    size_t n;
-
-    if (r == NULL) {
-        /* An automatic commit; nothing committed is not a failure. */
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-            sl_log(h->ctx, SL_LOG_WARN, "%s: auto-commit: %s", h->kind, rd_kafka_err2str(e));
-        return;
-    }
-    commit_unlink(c, r);
-    fn = r->fn;
-    arg = r->arg;
-    free(r);
-    series_add(series1(h->m_commits, e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"), 1);
-    if (fn == NULL)
-        return;
-    tps = tp_array(rd_kafka_event_topic_partition_list(ev), &n);
-    fn(c, e, tps, n, arg);
-    free(tps);
-}
-
-static void consumer_event(handle *h, rd_kafka_event_t *ev)
-{
-    sl_kafka_consumer *c = (sl_kafka_consumer *)h;
-
-    switch (rd_kafka_event_type(ev)) {
-    case RD_KAFKA_EVENT_FETCH:
-        consumer_fetch_event(c, ev);
-        break;
-    case RD_KAFKA_EVENT_REBALANCE:
-        consumer_rebalance_event(c, ev);
-        break;
-    case RD_KAFKA_EVENT_OFFSET_COMMIT:
-        consumer_commit_event(c, ev);
-        break;
-    default:
-        break;
-    }
-}
-
-static void report_closed(sl_kafka_consumer *c, int err)
-{
-    sl_kafka_closed_fn fn = c->closed_fn;
-
-    if (c->close_reported)
-        return;
-    c->close_reported = 1;
-    evtimer_del(c->h.timer);
-    sl_log(c->h.ctx, err == 0 ? SL_LOG_INFO : SL_LOG_WARN, "%s: %s", c->h.kind,
-           err == 0 ? "left its group" : "did not close in time");
-    if (fn != NULL)
-        fn(c, err, c->closed_arg);
-}
-
-static void consumer_after_serve(handle *h, int served_dr)
-{
-    sl_kafka_consumer *c = (sl_kafka_consumer *)h;
-
-    (void)served_dr;
-    if (c->closing && !c->close_reported && (c->close_failed || rd_kafka_consumer_closed(h->rk)))
-        report_closed(c, c->close_failed ? -1 : 0);
-}
-
-static void close_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    sl_kafka_consumer *c = arg;
-
-    (void)fd;
-    (void)what;
-    report_closed(c, -1);
-}
-
-static void consumer_free_extra(handle *h)
-{
-    sl_kafka_consumer *c = (sl_kafka_consumer *)h;
-
-    /* Results that never came: their callbacks are not called. */
-    while (c->commits != NULL) {
-        commit_req *r = c->commits;
-        c->commits = r->next;
-        free(r);
-    }
-}
-
-SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
-                                                const char *const *topics, size_t ntopics,
-                                                sl_kafka_message_fn on_message,
-                                                sl_kafka_rebalance_fn on_rebalance, void *arg,
-                                                const char *const *props, char *err,
-                                                size_t errlen)
-{
-    sl_kafka_consumer *c;
-    rd_kafka_topic_partition_list_t *subs;
-    rd_kafka_resp_err_t e;
-    char scratch[512];
-
-    if (err == NULL || errlen == 0) {
-        err = scratch;
-        errlen = sizeof(scratch);
-    }
-    if (group == NULL || group[0] == '\0' || topics == NULL || ntopics == 0 ||
-        on_message == NULL) {
-        snprintf(err, errlen, "a consumer needs a group, topics and a message callback");
-        return NULL;
-    }
-    c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    c->h.on_event = consumer_event;
-    c->h.after_serve = consumer_after_serve;
-    c->h.free_extra = consumer_free_extra;
-    c->on_message = on_message;
-    c->on_rebalance = on_rebalance;
-    c->arg = arg;
-    if (handle_start(&c->h, ctx, RD_KAFKA_CONSUMER, group, props,
-                     RD_KAFKA_EVENT_REBALANCE | RD_KAFKA_EVENT_OFFSET_COMMIT |
-                         RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG | RD_KAFKA_EVENT_STATS,
-                     close_timeout, err, errlen) != 0)
-        return NULL;
-    subs = rd_kafka_topic_partition_list_new((int)ntopics);
-    if (subs == NULL) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    for (size_t i = 0; i < ntopics; i++) {
-        /* The embedded broker gives a topic it auto-creates a fixed 4
-         * partitions; create named ones with ours first. */
-        if (c->h.cluster != NULL && topics[i][0] != '^')
-            sl_kafka_cluster_ensure_topic(c->h.cluster, topics[i]);
-        rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
-    }
-    e = rd_kafka_subscribe(c->h.rk, subs);
-    rd_kafka_topic_partition_list_destroy(subs);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
-        goto fail;
-    }
-    return c;
-
-fail:
-    sl_log(ctx, SL_LOG_ERROR, "kafka consumer: %s", err);
-    handle_free(&c->h);
-    return NULL;
-}
-
-SL_API int sl_kafka_consumer_pause(sl_kafka_consumer *c, const char *topic, int32_t partition,
-                                   int pause)
-{
-    rd_kafka_topic_partition_list_t *list;
-    rd_kafka_resp_err_t e;
-
-    if (c->h.dead || topic == NULL || partition < 0)
-        return SL_KAFKA_EINVAL;
-    list = rd_kafka_topic_partition_list_new(1);
-    if (list == NULL)
-        return SL_KAFKA_ENOMEM;
-    rd_kafka_topic_partition_list_add(list, topic, partition);
-    e = pause ? rd_kafka_pause_partitions(c->h.rk, list) : rd_kafka_resume_partitions(c->h.rk, list);
-    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-        e = list->elems[0].err;
-    rd_kafka_topic_partition_list_destroy(list);
-    return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : SL_KAFKA_EUNKNOWN;
-}
-
-SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts,
-                           sl_kafka_commit_fn done, void *arg)
-{
-    rd_kafka_topic_partition_list_t *list;
-    commit_req *r;
-    rd_kafka_resp_err_t e;
-
-    if (c->h.dead || c->close_reported || parts == NULL || nparts == 0)
-        return SL_KAFKA_EINVAL;
-    list = rd_kafka_topic_partition_list_new((int)nparts);
-    r = calloc(1, sizeof(*r));
-    if (list == NULL || r == NULL) {
-        if (list != NULL)
-            rd_kafka_topic_partition_list_destroy(list);
-        free(r);
-        return SL_KAFKA_ENOMEM;
-    }
-    for (size_t i = 0; i < nparts; i++)
-        rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
-            parts[i].offset;
-    r->fn = done;
-    r->arg = arg;
-    r->next = c->commits;
-    if (c->commits != NULL)
-        c->commits->prev = r;
-    c->commits = r;
-    /* With a queue given the result comes back on it as an event: the
-     * call itself does not wait. */
-    e = rd_kafka_commit_queue(c->h.rk, list, c->h.q, NULL, r);
-    rd_kafka_topic_partition_list_destroy(list);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        commit_unlink(c, r);
-        free(r);
-        sl_log(c->h.ctx, SL_LOG_WARN, "%s: commit: %s", c->h.kind, rd_kafka_err2str(e));
-        return SL_KAFKA_EINVAL;
-    }
-    return 0;
-}
-
-/*
- * librdkafka 2.0 has rd_kafka_consumer_close_queue(): the close runs on its
- * threads and its rebalance events come to the queue we give it, which we
- * serve like any other (the consumer queue cannot be given: it is the one
- * being forwarded).  rd_kafka_consumer_closed() then tells us it is done.
- */
-SL_API void sl_kafka_consumer_close(sl_kafka_consumer *c, double timeout, sl_kafka_closed_fn done,
-                                    void *arg)
-{
-    handle *h = &c->h;
-    struct timeval tv;
-    rd_kafka_error_t *error;
-
-    if (h->dead)
-        return;
-    c->closed_fn = done;
-    c->closed_arg = arg;
-    if (c->closing)
-        return;
-    c->closing = 1;
-    if (timeout < 0)
-        timeout = 0;
-    tv.tv_sec = (time_t)timeout;
-    tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
-    h->closeq = rd_kafka_queue_new(h->rk);
-    if (h->closeq == NULL) {
-        c->close_failed = 1;
-        sl_log(h->ctx, SL_LOG_ERROR, "%s: close: out of memory", h->kind);
-    } else {
-        rd_kafka_queue_io_event_enable(h->closeq, h->pipe[1], "1", 1);
-        error = rd_kafka_consumer_close_queue(h->rk, h->closeq);
-        if (error != NULL) {
-            sl_log(h->ctx, SL_LOG_ERROR, "%s: close: %s", h->kind, rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-            c->close_failed = 1;
-        }
-    }
-    if (c->close_failed) {
-        tv.tv_sec = 0;
-        tv.tv_usec = 0;
-    }
-    evtimer_add(h->timer, &tv);
-}
-
-SL_API void sl_kafka_consumer_free(sl_kafka_consumer *c)
-{
-    if (c != NULL)
-        handle_free(&c->h);
 }

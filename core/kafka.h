@@ -1,7 +1,7 @@
 /*
  * kafka.h - what the Kafka connector's files share: the [kafka] section and
  * its process-wide embedded broker (kafka_broker.c), used by the handles
- * (kafka.c).
+ * (kafka.c, with kafka_producer.c and kafka_consumer.c).
  */
 #ifndef SL_KAFKA_H
 #define SL_KAFKA_H

@@ -277,22 +277,33 @@ static void serve_events(sl_req *req, void *arg)
 
 /* -------------------------------------------------------------- status */
 
-/* The connector's per-partition lag gauge, read back from the registry:
- * sluice_kafka_consumer_lag{topic="T",partition="P"} V */
-static double lag_of(const char *metrics, const agg_part *p)
+/* The connector's per-partition lag gauge of this instance, read back
+ * from the registry: sluice_kafka_consumer_lag{module="M",topic="T",
+ * partition="P"[,instance_name="I"]} V.  Matched whole: another module or
+ * instance consuming the same topic has its own series.  -1 when absent. */
+static double lag_of(const agg *a, const char *metrics, const agg_part *p)
 {
-    char want[300];
+    const char *inst = sl_instance_name(a->ctx);
+    char want[512], tail[160];
     const char *at;
+    size_t wlen, tlen;
 
     if (metrics == NULL)
         return -1;
-    snprintf(want, sizeof(want), "sluice_kafka_consumer_lag{topic=\"%s\",partition=\"%d\"",
-             p->topic, (int)p->partition);
-    at = strstr(metrics, want);
-    if (at == NULL)
-        return -1;
-    at = strchr(at, '}');
-    return at != NULL ? strtod(at + 1, NULL) : -1;
+    /* Every series line follows a newline: the text starts with # HELP. */
+    snprintf(want, sizeof(want),
+             "\nsluice_kafka_consumer_lag{module=\"%s\",topic=\"%s\",partition=\"%d\"",
+             sl_module_name(a->ctx), p->topic, (int)p->partition);
+    if (inst[0] != '\0')
+        snprintf(tail, sizeof(tail), ",instance_name=\"%s\"} ", inst);
+    else
+        snprintf(tail, sizeof(tail), "} ");
+    wlen = strlen(want);
+    tlen = strlen(tail);
+    for (at = metrics; (at = strstr(at, want)) != NULL; at += wlen)
+        if (strncmp(at + wlen, tail, tlen) == 0)
+            return strtod(at + wlen + tlen, NULL);
+    return -1;
 }
 
 static cJSON *per_handler(const uint64_t *v, int with_none)
@@ -360,7 +371,7 @@ static void serve_status(sl_req *req, void *arg)
         if (!p->assigned)
             continue;
         o = cJSON_CreateObject();
-        lag = lag_of(metrics, p);
+        lag = lag_of(a, metrics, p);
         if (lag > 0)
             lag_total += lag;
         cJSON_AddStringToObject(o, "topic", p->topic);

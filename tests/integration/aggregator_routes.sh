@@ -163,9 +163,12 @@ t_case "metrics: counters by handler and reason, histograms, paused gauges"
 curl -s "$base/metrics" > "$work/metrics"
 for m in 'sluice_aggregator_consumed_total{handler="analytics"}' 'sluice_aggregator_invalid_total{handler="segment_events",reason="bad_value"}' \
     'sluice_aggregator_batch_size_count' 'sluice_aggregator_flush_latency_seconds_count' 'sluice_aggregator_paused_partitions' \
-    'sluice_aggregator_retries_total{handler="analytics"}' 'sluice_aggregator_forwarded_total' 'sluice_kafka_consumer_lag{topic="analytics.web",partition="0"}'; do
+    'sluice_aggregator_retries_total{handler="analytics"}' 'sluice_aggregator_forwarded_total' 'sluice_kafka_consumer_lag{module="aggregator",topic="analytics.web",partition="0"}'; do
     t_check "$(awk -v n="$m" '$1 == n { print "present" }' "$work/metrics" | head -1)" = present "$m"
 done
+# status reads its lag back from that gauge: -1 would mean it found no series.
+got=$(st '[p["lag"] for p in j["partitions"] if p["topic"] == "analytics.web" and p["partition"] == 0][0]')
+t_check "${got%.*}" -ge 0 "status shows partition 0's lag from the gauge ($got)"
 if command -v promtool >/dev/null; then
     promtool check metrics < "$work/metrics" > "$work/promtool.out" 2>&1
     t_check $? -eq 0 "promtool accepts /metrics: $(head -c 200 "$work/promtool.out")"

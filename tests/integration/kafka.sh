@@ -15,7 +15,7 @@ trap cleanup EXIT
 N=${N:-2000}
 mods=$work/mods
 mkdir -p "$mods"
-cp "$SL_BUILD/_modules/metrics.so" "$mods/"
+cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/generator.so" "$mods/"
 cp "$SL_BUILD/tests/modules/kafkaprobe/.libs/kafkaprobe.so" "$mods/"
 port=$(t_free_port)
 base=http://127.0.0.1:$port
@@ -33,7 +33,7 @@ drain_timeout = 10s
 [kafka]
 brokers = embedded
 embedded_brokers = ${embedded_brokers:-1}
-embedded_topics = t_out:4, t_in:4, t_split:8, t_down:4, t_commit:2
+embedded_topics = t_out:4, t_in:4, t_split:8, t_down:4, t_commit:2, t_both:4
 bootstrap_file = $bootfile
 admin = true
 rdkafka.enable.idempotence = true
@@ -66,6 +66,7 @@ group = g_commit
 produce = false
 auto_commit = false
 tag = ${ctag:-first}
+${gen:-}
 EOF
 }
 
@@ -120,8 +121,8 @@ kread t_out > "$work/out.got"
 expected out "$N" > "$work/out.want"
 t_check "$(wc -l < "$work/out.got")" -eq "$N" "kcat read $N messages"
 t_check -z "$(diff "$work/out.want" "$work/out.got" | head -3)" "contents identical"
-t_check "$(metric 'sluice_kafka_delivered_total{topic="t_out"}')" = "$N" "sluice_kafka_delivered_total{topic=\"t_out\"} = $N"
-t_check "$(metric 'sluice_kafka_produced_total{topic="t_out"}')" = "$N" "sluice_kafka_produced_total{topic=\"t_out\"} = $N"
+t_check "$(metric 'sluice_kafka_delivered_total{module="kafkaprobe",topic="t_out"}')" = "$N" "sluice_kafka_delivered_total{module=\"kafkaprobe\",topic=\"t_out\"} = $N"
+t_check "$(metric 'sluice_kafka_produced_total{module="kafkaprobe",topic="t_out"}')" = "$N" "sluice_kafka_produced_total{module=\"kafkaprobe\",topic=\"t_out\"} = $N"
 got=$(jpost "$base/kafkaprobe/produce?topic=t_hdr&n=3&prefix=h&key=k1&hdr=trace:abc" '"%d %d" % (j["delivered"], j["failed"])')
 t_check "$got" = "3 0" "3 messages with a key and a header delivered"
 t_check "$(kcat -C -b "$(cat "$bootfile")" -t t_hdr -e -q -f '%k|%h|%s\n' | sort | tr '\n' ' ')" = "k1|trace=abc|h-0 k1|trace=abc|h-1 k1|trace=abc|h-2 " \
@@ -139,15 +140,46 @@ sleep 1 # anything beyond N (a duplicate) would arrive now
 t_check "$(jget "$base/kafkaprobe/consumed" 'j["count"], j["distinct"], j["headers"]')" = "($N, $N, $N)" "consumed $N, all distinct, each with its header trace=abc"
 jget "$base/kafkaprobe/consumed?values=1" '"\n".join(j["values"])' | sort > "$work/in.got"
 t_check -z "$(expected in "$N" | diff - "$work/in.got" | head -3)" "contents identical to what kcat produced"
-t_check "$(metric 'sluice_kafka_consumed_total{topic="t_in"}')" = "$N" "sluice_kafka_consumed_total{topic=\"t_in\"} = $N"
+t_check "$(metric 'sluice_kafka_consumed_total{module="kafkaprobe",topic="t_in"}')" = "$N" "sluice_kafka_consumed_total{module=\"kafkaprobe\",topic=\"t_in\"} = $N"
 # The lag gauge comes from librdkafka's statistics, once offsets are committed.
 lag_zero() {
-    curl -s "$base/metrics" | awk '/^sluice_kafka_consumer_lag\{.*topic="t_in"/ && $0 !~ /instance_name/ { n++; s += $2 }
+    curl -s "$base/metrics" | awk '/^sluice_kafka_consumer_lag\{module="kafkaprobe",topic="t_in"/ && $0 !~ /instance_name/ { n++; s += $2 }
         END { exit !(n == 4 && s == 0) }'
 }
 t_wait_for 15 lag_zero
 t_check $? -eq 0 "sluice_kafka_consumer_lag: 4 partitions of t_in, all 0"
 lag_zero || curl -s "$base/metrics" | grep '^sluice_kafka_consumer_lag'   # why, when not
+t_end
+
+# ------------------------------------- two modules producing one topic
+t_case "two modules producing one topic keep their own series (label module)"
+gen=$'[module generator]\ntopic = t_both\neps = 20' write_conf
+kill -HUP "$daemon"
+snap() { curl -s "$base/metrics" > "$work/both.metrics"; }
+val() { # val NAME_WITH_LABELS: its value in the last snap, or "absent"
+    awk -v n="$1" '$1 == n { print $2; found = 1 } END { if (!found) print "absent" }' "$work/both.metrics"
+}
+gen_series='sluice_kafka_delivered_total{module="generator",topic="t_both"}'
+t_wait_until 30 'snap; [ "$(val "$gen_series")" != absent ] && [ "$(val "$gen_series")" -gt 0 ]'
+got=$(jpost "$base/kafkaprobe/produce?topic=t_both&n=10&prefix=both" '"%d %d" % (j["delivered"], j["failed"])')
+t_check "$got" = "10 0" "kafkaprobe delivered 10 to t_both while the generator produces there ($got)"
+snap
+t_check "$(val 'sluice_kafka_delivered_total{module="kafkaprobe",topic="t_both"}')" = 10 "kafkaprobe's delivered series counts its own 10 only"
+t_check "$(val 'sluice_kafka_produced_total{module="kafkaprobe",topic="t_both"}')" = 10 "kafkaprobe's produced series counts its own 10 only"
+t_check "$(val "$gen_series")" -gt 0 "the generator has its own series: $(val "$gen_series")"
+t_check "$(grep '^sluice_kafka_' "$work/both.metrics" | grep -vc '^sluice_kafka_[a-z_]*{module="')" = 0 \
+    "every sluice_kafka_ series has module as its first label"
+# The generator leaves; its series keeps its final count (kafkaprobe still
+# holds the family), and the two together are what the topic holds.
+write_conf
+kill -HUP "$daemon"
+gen_gone() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/generator/status")" = 404 ]; }
+t_wait_for 30 gen_gone
+t_check $? -eq 0 "the generator stopped"
+snap
+gd=$(val "$gen_series")
+t_check "$gd" -gt 0 "the generator's series outlived it: $gd"
+t_check "$(kread t_both | wc -l)" = "$((10 + gd))" "kcat reads 10 + $gd messages in t_both: each counted in its module's series only"
 t_end
 
 # -------------------------------------------- two members split partitions
