@@ -142,8 +142,8 @@ static int agg_check(sl_ctx *ctx)
 
     if (sl_opt_str(ctx, "group")[0] == '\0')
         rc = sl_fail_opt(ctx, "group", "must not be empty");
-    if (sl_opt_list_len(ctx, "topics") == 0)
-        rc = sl_fail_opt(ctx, "topics", "must name at least one topic");
+    if (agg_topics_check(ctx) != 0)
+        rc = -1;
     if (max_buffered != 0 && max_buffered < sl_opt_int(ctx, "batch_size"))
         rc = sl_fail_opt(ctx, "max_buffered", "must be 0 or at least batch_size (%lld)",
                          sl_opt_int(ctx, "batch_size"));

@@ -4,7 +4,7 @@
  *   route.NAME = PATTERN -> middleware, ..., handler
  *
  * PATTERN is a topic name, or a POSIX extended regex when it starts with
- * '^' (like the subscriptions).  The first route in config order whose
+ * '^' (like the subscriptions, whose regexes are checked here too).  The first route in config order whose
  * pattern matches wins.  Middleware: retry, recover, deadletter, dedup,
  * forward (order does not matter: they always apply as retry ->
  * deadletter/recover -> dedup -> handler -> forward).  Without any
@@ -50,6 +50,21 @@ static char *trim(char *s)
     return s;
 }
 
+/* Compiles a pattern starting with '^' as librdkafka compiles the same in
+ * a subscription (POSIX extended, no subexpressions).  0, or -1 with the
+ * reason in `why` and nothing to free. */
+static int compile(const char *pattern, regex_t *re, char *why, size_t whylen)
+{
+    int e = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB);
+    char msg[256];
+
+    if (e == 0)
+        return 0;
+    regerror(e, re, msg, sizeof(msg));
+    snprintf(why, whylen, "bad regex %.200s: %s", pattern, msg);
+    return -1;
+}
+
 /* Parses "PATTERN -> a, b, handler" into `r` (zeroed by the caller; what
  * it holds on failure too is freed with the list).  0, or -1 with the
  * reason in `why`, which does not name the key: the caller does. */
@@ -79,13 +94,8 @@ static int parse_route(const char *name, const char *value, agg_route *r, char *
         goto out;
     }
     if (r->pattern[0] == '^') {
-        int e = regcomp(&r->re, r->pattern, REG_EXTENDED | REG_NOSUB);
-        if (e != 0) {
-            char msg[256];
-            regerror(e, &r->re, msg, sizeof(msg));
-            snprintf(why, whylen, "bad regex %s: %s", r->pattern, msg);
+        if (compile(r->pattern, &r->re, why, whylen) != 0)
             goto out;
-        }
         r->compiled = 1;
     }
     for (item = strtok_r(arrow + 2, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
@@ -191,6 +201,27 @@ int agg_routes_check(sl_ctx *ctx)
         return -1;
     free_routes(routes, n);
     return 0;
+}
+
+int agg_topics_check(sl_ctx *ctx)
+{
+    size_t n = sl_opt_list_len(ctx, "topics");
+    char why[512];
+    regex_t re;
+    int rc = 0;
+
+    if (n == 0)
+        return sl_fail_opt(ctx, "topics", "must name at least one topic");
+    for (size_t i = 0; i < n; i++) {
+        const char *t = sl_opt_list_at(ctx, "topics", i);
+        if (t[0] != '^')
+            continue;
+        if (compile(t, &re, why, sizeof(why)) != 0)
+            rc = sl_fail_opt(ctx, "topics", "%s", why);
+        else
+            regfree(&re);
+    }
+    return rc;
 }
 
 int agg_routes_start(agg *a)

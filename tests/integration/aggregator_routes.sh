@@ -5,9 +5,9 @@
 # then lands in the dead-letter topic with the error in a header while the
 # consumer goes on; duplicates are dropped; valid events are forwarded;
 # segment membership changes are counted per slug, minute and operation,
-# exactly, de-duplicated by the event_id header.  Bad routes are refused by
-# sluiced -t, at startup and on SIGHUP (the running consumer carries on),
-# each at its file:line.
+# exactly, de-duplicated by the event_id header.  Bad routes (and
+# subscription regexes) are refused by sluiced -t, at startup and on SIGHUP
+# (the running consumer carries on), each at its file:line.
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 
@@ -76,13 +76,16 @@ EOF
 "$SLUICED" -t -c "$work/sluice.conf" 2>"$work/t.out"
 t_check $? -eq 0 "sluiced -t accepts the routes: $(head -c 200 "$work/t.out")"
 sed -e 's/^route.seg = .*/route.seg = segment_events -> recover, bogus, segment_events/' \
-    -e 's/^route.an = .*/route.an = ^analytics([a-z]+$ -> analytics/' "$work/sluice.conf" > "$work/bad.conf"
+    -e 's/^route.an = .*/route.an = ^analytics([a-z]+$ -> analytics/' \
+    -e 's/^topics = .*/&, ^bad(/' "$work/sluice.conf" > "$work/bad.conf"
 line_seg=$(grep -n '^route.seg' "$work/bad.conf" | cut -d: -f1)
+line_topics=$(grep -n '^topics' "$work/bad.conf" | cut -d: -f1)
 line_an=$(grep -n '^route.an' "$work/bad.conf" | cut -d: -f1)
 "$SLUICED" -t -c "$work/bad.conf" 2>"$work/bad.out"
 t_check $? -eq 1 "sluiced -t refuses bad routes: exit 1"
 t_check "$(grep -c "bad.conf:$line_seg: \[module aggregator\] route.seg: unknown \"bogus\" (middleware: " "$work/bad.out")" -eq 1 "an unknown middleware at its file:line: $(grep -m1 bogus "$work/bad.out" | head -c 200)"
-t_check "$(grep -c "bad.conf:$line_an: \[module aggregator\] route.an: bad regex" "$work/bad.out")" -eq 1 "a bad regex at its file:line, in the same run: $(grep -m1 regex "$work/bad.out" | head -c 200)"
+t_check "$(grep -c "bad.conf:$line_an: \[module aggregator\] route.an: bad regex" "$work/bad.out")" -eq 1 "a bad regex at its file:line, in the same run: $(grep -m1 'route.an:' "$work/bad.out" | head -c 200)"
+t_check "$(grep -c "bad.conf:$line_topics: \[module aggregator\] topics: bad regex ^bad(" "$work/bad.out")" -eq 1 "a bad subscription regex at its file:line, which librdkafka would refuse at start"
 printf '[core]\nmodules_dir = mods\nlisten = 127.0.0.1:%s\n[module aggregator]\nroute.x = page_views -> recover, dedup\n' "$port" > "$work/nohandler.conf"
 "$SLUICED" -t -c "$work/nohandler.conf" 2>"$work/bad.out"
 t_check $? -eq 1 "a route without a handler: exit 1"
