@@ -847,6 +847,8 @@ static int load_options(sl_ch *ch, long *max_connections, char *err, size_t errl
 
 SL_API sl_ch *sl_ch_new(sl_ctx *ctx)
 {
+    if (sl_ctx_refuse(ctx, "a ClickHouse handle"))
+        return NULL;
     sl_ch *ch = calloc(1, sizeof(*ch));
     long max_connections = 8;
     char err[512];

@@ -78,6 +78,16 @@ struct sl_resource {
 
 typedef void (*sl_stopped_fn)(sl_ctx *ctx, void *arg);
 
+/* Where a module's check() reports: the config file, the line and label of
+ * the instance's section ("[module aggregator]"), and the error list of
+ * the generation being built. */
+typedef struct {
+    sl_errors *errs;
+    const char *file;
+    int line;
+    const char *section;
+} sl_check_site;
+
 struct sl_ctx {
     sl_ctx *next; /* in the list of live instances */
     sl_dso *dso;
@@ -100,6 +110,8 @@ struct sl_ctx {
     struct event *drain_timer;
     sl_stopped_fn on_stopped;
     void *on_stopped_arg;
+    const sl_check_site *check; /* set only on the transient context of
+                                   check(): see sl_instance_check() */
 };
 
 /* The list of instances not yet freed, newest first. */
@@ -121,6 +133,23 @@ void sl_instance_stop(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg
  * reason in ctx->fail_reason).  Returns -1, with nothing pending, when
  * init_schema() itself failed. */
 int sl_instance_init_schema(sl_ctx *ctx, double timeout, sl_stopped_fn done, void *arg);
+/*
+ * Runs the module's check() (if it has one) on the options of an instance
+ * that does not exist yet.  Instances are created only when a generation
+ * is switched in, and a real one would join sl_instances (/readyz, the
+ * reload diff), take listener references and outlive a failed build; so
+ * the check gets a transient context instead: the module and instance
+ * name, `opts` borrowed read-only, never linked anywhere, refusing every
+ * acquisition (sl_ctx_refuse), gone when check() returns.  Every error
+ * goes to `site`.  Returns 0, or -1 when the instance is not valid.
+ */
+int sl_instance_check(sl_dso *dso, const char *instance, const sl_optset *opts,
+                      const sl_check_site *site);
+/* 1, after reporting a module bug, when `ctx` is a check() context, which
+ * may acquire nothing (`what`: "a timer", "a route", ...); else 0.  Every
+ * API function that acquires something on behalf of an instance asks
+ * first. */
+int sl_ctx_refuse(sl_ctx *ctx, const char *what);
 /* Frees a stopped (or never started) instance and drops its dso. */
 void sl_instance_free(sl_ctx *ctx);
 /* 1 when the instance and every connector it holds are ready; else 0 with

@@ -22,8 +22,11 @@ sl_ctx *sl_instances;
 SL_API sl_resource *sl_track(sl_ctx *ctx, const char *kind, void *obj, sl_release_fn release,
                              sl_ready_fn ready)
 {
-    sl_resource *res = calloc(1, sizeof(*res));
+    sl_resource *res;
 
+    if (sl_ctx_refuse(ctx, kind))
+        return NULL;
+    res = calloc(1, sizeof(*res));
     if (res == NULL) {
         sl_log(ctx, SL_LOG_ERROR, "out of memory tracking a %s", kind);
         return NULL;
@@ -99,16 +102,30 @@ static void describe_resources(const sl_ctx *ctx, char *buf, size_t len)
 
 /* --------------------------------------------------------------- lifecycle */
 
+/* "name" or "name/instance", for logs; malloc'd. */
+static char *make_label(const sl_module *mod, const char *instance)
+{
+    size_t lablen = strlen(mod->name) + strlen(instance) + 2;
+    char *label = malloc(lablen);
+
+    if (label == NULL)
+        return NULL;
+    if (instance[0] != '\0')
+        snprintf(label, lablen, "%s/%s", mod->name, instance);
+    else
+        snprintf(label, lablen, "%s", mod->name);
+    return label;
+}
+
 sl_ctx *sl_instance_new(sl_dso *dso, const char *instance, sl_optset *opts,
                         sl_listener *const *listeners, size_t nlisteners)
 {
     sl_ctx *ctx = calloc(1, sizeof(*ctx));
-    size_t lablen = strlen(dso->mod->name) + strlen(instance) + 2;
 
     if (ctx == NULL)
         return NULL;
     ctx->instance = strdup(instance);
-    ctx->label = malloc(lablen);
+    ctx->label = make_label(dso->mod, instance);
     ctx->listeners = nlisteners ? calloc(nlisteners, sizeof(*ctx->listeners)) : NULL;
     if (ctx->instance == NULL || ctx->label == NULL || (nlisteners && ctx->listeners == NULL)) {
         free(ctx->instance);
@@ -117,10 +134,6 @@ sl_ctx *sl_instance_new(sl_dso *dso, const char *instance, sl_optset *opts,
         free(ctx);
         return NULL;
     }
-    if (instance[0] != '\0')
-        snprintf(ctx->label, lablen, "%s/%s", dso->mod->name, instance);
-    else
-        snprintf(ctx->label, lablen, "%s", dso->mod->name);
     for (size_t i = 0; i < nlisteners; i++) {
         ctx->listeners[i] = listeners[i];
         sl_listener_ref(listeners[i]);
@@ -136,6 +149,46 @@ sl_ctx *sl_instance_new(sl_dso *dso, const char *instance, sl_optset *opts,
     ctx->next = sl_instances;
     sl_instances = ctx;
     return ctx;
+}
+
+int sl_instance_check(sl_dso *dso, const char *instance, const sl_optset *opts,
+                      const sl_check_site *site)
+{
+    sl_ctx ctx = { 0 };
+    size_t before = site->errs->n;
+    int rc;
+
+    if (dso->mod->check == NULL)
+        return 0;
+    ctx.dso = dso;
+    ctx.mod = dso->mod;
+    ctx.instance = (char *)instance; /* read only, like every field here */
+    ctx.label = make_label(dso->mod, instance);
+    if (ctx.label == NULL) {
+        sl_errors_add(site->errs, site->file, site->line, "out of memory");
+        return -1;
+    }
+    ctx.opts = *opts; /* borrowed: never freed through this context */
+    ctx.state = SL_INST_NEW;
+    ctx.check = site;
+    rc = dso->mod->check(&ctx);
+    if (rc != 0 && site->errs->n == before)
+        sl_errors_add(site->errs, site->file, site->line, "%s not valid (check() gave no reason)",
+                      site->section);
+    free(ctx.label);
+    return rc != 0 || site->errs->n > before ? -1 : 0;
+}
+
+int sl_ctx_refuse(sl_ctx *ctx, const char *what)
+{
+    const sl_check_site *site = ctx->check;
+
+    if (site == NULL)
+        return 0;
+    sl_errors_add(site->errs, site->file, site->line,
+                  "%s check() tried to acquire %s, which it may not (a bug in module %s)",
+                  site->section, what, ctx->mod->name);
+    return 1;
 }
 
 int sl_instance_start(sl_ctx *ctx)
@@ -343,6 +396,41 @@ SL_API int sl_fail(sl_ctx *ctx, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(ctx->fail_reason, sizeof(ctx->fail_reason), fmt, ap);
     va_end(ap);
+    if (ctx->check != NULL)
+        sl_errors_add(ctx->check->errs, ctx->check->file, ctx->check->line, "%s %s",
+                      ctx->check->section, ctx->fail_reason);
+    return -1;
+}
+
+/* The line `key` was configured at, or 0 when its default was taken. */
+static int line_of(const sl_ctx *ctx, const char *key)
+{
+    for (size_t i = 0; i < ctx->opts.n; i++)
+        if (strcmp(ctx->opts.v[i].key, key) == 0)
+            return ctx->opts.v[i].line;
+    return 0;
+}
+
+SL_API int sl_fail_opt(sl_ctx *ctx, const char *key, const char *fmt, ...)
+{
+    size_t size = sizeof(ctx->fail_reason);
+    int n = snprintf(ctx->fail_reason, size, "%s: ", key);
+    const char *msg;
+    va_list ap;
+    int line;
+
+    if (n < 0 || (size_t)n >= size)
+        n = 0; /* a key too long to name: the message matters more */
+    msg = ctx->fail_reason + n;
+    va_start(ap, fmt);
+    vsnprintf(ctx->fail_reason + n, size - (size_t)n, fmt, ap);
+    va_end(ap);
+    if (ctx->check != NULL) {
+        /* The same place and label as a bad option value (option.c). */
+        line = line_of(ctx, key);
+        sl_errors_add(ctx->check->errs, ctx->check->file, line > 0 ? line : ctx->check->line,
+                      "%s %s: %s", ctx->check->section, key, msg);
+    }
     return -1;
 }
 
@@ -462,12 +550,16 @@ static sl_metric *track_metric(sl_ctx *ctx, sl_metric *m)
 
 SL_API sl_metric *sl_counter(sl_ctx *ctx, const char *name, const char *help, const char *labels)
 {
+    if (sl_ctx_refuse(ctx, "a metric"))
+        return NULL;
     return track_metric(ctx, sl_metric_register(SL_METRIC_COUNTER, name, help, labels, NULL, 0,
                                                 ctx->instance));
 }
 
 SL_API sl_metric *sl_gauge(sl_ctx *ctx, const char *name, const char *help, const char *labels)
 {
+    if (sl_ctx_refuse(ctx, "a metric"))
+        return NULL;
     return track_metric(ctx, sl_metric_register(SL_METRIC_GAUGE, name, help, labels, NULL, 0,
                                                 ctx->instance));
 }
@@ -475,6 +567,8 @@ SL_API sl_metric *sl_gauge(sl_ctx *ctx, const char *name, const char *help, cons
 SL_API sl_metric *sl_histogram(sl_ctx *ctx, const char *name, const char *help, const char *labels,
                                const double *bounds, size_t nbounds)
 {
+    if (sl_ctx_refuse(ctx, "a metric"))
+        return NULL;
     return track_metric(ctx, sl_metric_register(SL_METRIC_HISTOGRAM, name, help, labels, bounds,
                                                 nbounds, ctx->instance));
 }

@@ -147,6 +147,33 @@ static void check_addrs(const sl_optval *listen, const char *file, int line, sl_
     }
 }
 
+/*
+ * Calls the module's check() on the validated options of `s`.  No
+ * instance exists at this point, and none is made: sl_instance_check()
+ * lends the module a transient context holding only these options, whose
+ * errors land in `errs` with the file, the line of the offending key (or
+ * of the section) and the section's label, like any bad option.
+ */
+static int check_module(const spec *s, const char *file, const sl_conf_section *sec,
+                        sl_errors *errs)
+{
+    sl_check_site site = { errs, file, sec->line, NULL };
+    char *label;
+    int rc;
+
+    if (s->dso->mod->check == NULL)
+        return 0;
+    label = sl_section_label(sec);
+    if (label == NULL) {
+        sl_errors_add(errs, file, sec->line, "out of memory");
+        return -1;
+    }
+    site.section = label;
+    rc = sl_instance_check(s->dso, s->instance, &s->opts, &site);
+    free(label);
+    return rc;
+}
+
 static int build_module(cycle *c, const sl_conf *conf, const sl_conf_section *sec, int bind,
                         sl_errors *errs)
 {
@@ -154,6 +181,7 @@ static int build_module(cycle *c, const sl_conf *conf, const sl_conf_section *se
     const sl_option *tables[2];
     sl_errors local = { 0 };
     spec *s = &c->specs[c->nspecs];
+    int checked;
 
     if (sec->arg == NULL) {
         sl_errors_add(errs, conf->file, sec->line, "[module] needs a name: [module NAME]");
@@ -174,11 +202,14 @@ static int build_module(cycle *c, const sl_conf *conf, const sl_conf_section *se
     tables[1] = sl_module_common_options;
     if (sl_options_validate(tables, 2, sec, conf->file, &s->opts, errs) != 0)
         return -1;
+    /* Syntax only start() would have refused, so that a bad value fails
+     * -t, startup and a reload alike, before any instance is touched. */
+    checked = check_module(s, conf->file, sec, errs);
     if (bind)
         return bind_all(sl_optset_get(&s->opts, "listen"), &s->listeners, &s->nlisteners,
-                        conf->file, sec->line, errs);
+                        conf->file, sec->line, errs) != 0 || checked != 0 ? -1 : 0;
     check_addrs(sl_optset_get(&s->opts, "listen"), conf->file, sec->line, errs);
-    return 0;
+    return checked;
 }
 
 static void apply_log_settings(const sl_optset *core)

@@ -533,6 +533,8 @@ static void release_route(void *obj)
 
 SL_API int sl_route(sl_ctx *ctx, unsigned methods, const char *pattern, sl_route_fn fn, void *arg)
 {
+    if (sl_ctx_refuse(ctx, "a route"))
+        return -1;
     route *r;
 
     if (!sl_route_pattern_valid(pattern) || methods == 0 || fn == NULL) {

@@ -528,6 +528,8 @@ static sl_kafka_cluster *admin_cluster(sl_ctx *ctx)
 {
     const sl_optset *opts = sl_kafka_section();
 
+    if (sl_ctx_refuse(ctx, "the embedded broker"))
+        return NULL;
     sl_ctx_uses(ctx, SL_USES_KAFKA);
     if (!sl_optset_get(opts, "admin")->i || !is_embedded(opts))
         return NULL;
@@ -577,6 +579,8 @@ SL_API const char *sl_kafka_embedded_bootstrap(sl_ctx *ctx)
     const sl_optset *opts = sl_kafka_section();
     sl_kafka_cluster *c;
 
+    if (sl_ctx_refuse(ctx, "the embedded broker"))
+        return NULL;
     sl_ctx_uses(ctx, SL_USES_KAFKA);
     if (!is_embedded(opts))
         return NULL;

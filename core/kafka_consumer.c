@@ -247,6 +247,10 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
         err = scratch;
         errlen = sizeof(scratch);
     }
+    if (sl_ctx_refuse(ctx, "a Kafka consumer")) {
+        snprintf(err, errlen, "not in check()");
+        return NULL;
+    }
     if (group == NULL || group[0] == '\0' || topics == NULL || ntopics == 0 ||
         on_message == NULL) {
         snprintf(err, errlen, "a consumer needs a group, topics and a message callback");

@@ -91,13 +91,18 @@ SL_API sl_kafka_producer *sl_kafka_producer_new(sl_ctx *ctx, sl_kafka_delivery_f
                                                 void *arg, const char *const *props, char *err,
                                                 size_t errlen)
 {
-    sl_kafka_producer *p = calloc(1, sizeof(*p));
+    sl_kafka_producer *p;
     char scratch[512];
 
     if (err == NULL || errlen == 0) {
         err = scratch;
         errlen = sizeof(scratch);
     }
+    if (sl_ctx_refuse(ctx, "a Kafka producer")) {
+        snprintf(err, errlen, "not in check()");
+        return NULL;
+    }
+    p = calloc(1, sizeof(*p));
     if (p == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;

@@ -105,6 +105,9 @@ static sl_dso *load(const char *path, const char *name, const struct stat *st, s
         dlclose(h);
         return NULL;
     }
+    /* Only the exact version: an older descriptor is shorter than ours
+     * (ABI 3 appended check()), so reading it as ours would run past its
+     * end, and a newer one may mean what we cannot honour. */
     if (mod->abi_version != SL_ABI_VERSION) {
         sl_errors_add(errs, NULL, 0, "module %s: %s has ABI version %d, this sluiced needs %d",
                       name, path, mod->abi_version, SL_ABI_VERSION);

@@ -98,8 +98,8 @@ static const sl_option *find_decl(const validator *v, const char *key)
     return NULL;
 }
 
-/* "[name arg \"instance\"]" for messages, or NULL when out of memory. */
-static char *section_label(const sl_conf_section *sec)
+/* "[name arg \"instance\"]" for messages (option.h). */
+char *sl_section_label(const sl_conf_section *sec)
 {
     const char *arg = sec->arg ? sec->arg : "";
     const char *inst = sec->instance ? sec->instance : "";
@@ -489,7 +489,7 @@ static char *suggest(const validator *v, const char *key)
 
 static void report_unknown(validator *v, const sl_conf_entry *e)
 {
-    char *label = section_label(v->sec);
+    char *label = sl_section_label(v->sec);
     char *hint = suggest(v, e->key);
 
     if (label == NULL) {
@@ -594,7 +594,7 @@ int sl_options_validate(const sl_option *const *tables, size_t ntables,
             } else if (o->def) {
                 add_value(&v, o, o->name, o->def, 0, 1);
             } else if (sec) {
-                char *label = section_label(sec);
+                char *label = sl_section_label(sec);
 
                 if (label == NULL)
                     v.oom = 1;

@@ -49,6 +49,10 @@ int sl_options_validate(const sl_option *const *tables, size_t ntables,
                         const sl_conf_section *sec, const char *file,
                         sl_optset *out, sl_errors *errs);
 
+/* How messages name a section: "[module generator \"second\"]"; malloc'd,
+ * NULL when out of memory. */
+char *sl_section_label(const sl_conf_section *sec);
+
 /* The value of a declared option, or NULL if there is no such option. */
 const sl_optval *sl_optset_get(const sl_optset *set, const char *name);
 

@@ -296,6 +296,8 @@ static int load_options(sl_pg *pg, char *err, size_t errlen)
 
 SL_API sl_pg *sl_pg_new(sl_ctx *ctx)
 {
+    if (sl_ctx_refuse(ctx, "a PostgreSQL handle"))
+        return NULL;
     sl_pg *pg = calloc(1, sizeof(*pg));
     char err[512];
 

@@ -809,6 +809,8 @@ static int load_options(sl_redis *r, char *err, size_t errlen)
 
 SL_API sl_redis *sl_redis_new(sl_ctx *ctx)
 {
+    if (sl_ctx_refuse(ctx, "a Redis handle"))
+        return NULL;
     sl_redis *r = calloc(1, sizeof(*r));
     char err[256];
 

@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <stdarg.h>
 
-#define SL_ABI_VERSION 2
+#define SL_ABI_VERSION 3
 
 #if defined(__GNUC__)
 #define SL_API __attribute__((visibility("default")))
@@ -87,6 +87,20 @@ typedef struct {
      * missing: this step is for deployments that apply schema separately,
      * e.g. with privileges the running daemon does not hold. */
     int (*init_schema)(sl_ctx *ctx);
+    /* Optional (ABI 3).  Validates the instance's options beyond their
+     * declared types: whatever start() would refuse for what is written in
+     * the file (a route's syntax, a list of weights, an identifier), so
+     * that `sluiced -t`, startup and a SIGHUP reload reject it before
+     * anything runs.  The core calls it for every configured instance each
+     * time it builds a generation, on a transient context that holds only
+     * the options: sl_opt_*(), sl_log(), sl_fail() and sl_fail_opt() work;
+     * nothing may be acquired (no connector, timer, route, metric or
+     * tracked resource: the core refuses them) and no I/O done.  Returns 0,
+     * or -1 after reporting every problem it found with sl_fail_opt() (or
+     * sl_fail() for one that belongs to no single key).  start() may rely
+     * on what check() accepted and keeps only checks that depend on the
+     * running system. */
+    int (*check)(sl_ctx *ctx);
 } sl_module;
 
 SL_API void sl_stopped(sl_ctx *ctx);
@@ -95,8 +109,17 @@ SL_API void sl_stopped(sl_ctx *ctx);
  * it is not.  The core then releases the instance. */
 SL_API void sl_schema_done(sl_ctx *ctx, const char *err);
 
-/* Records why start() failed; returns -1 for convenience. */
+/* Records why start() failed; returns -1 for convenience.  In check() it
+ * reports a config error at the line of the module's section. */
 SL_API int sl_fail(sl_ctx *ctx, const char *fmt, ...) SL_PRINTF(2, 3);
+/* Like sl_fail(), about the value of option `key` (as configured, e.g.
+ * "route.pv").  In check() each call reports one config error at the line
+ * of that key, like a bad option value:
+ *   FILE:LINE: [module aggregator] route.pv: unknown "foo" (...)
+ * (the section's line when the key is not in the file and its default was
+ * taken); a check may call it once per problem.  Elsewhere it records
+ * "KEY: message" as sl_fail() does.  Returns -1. */
+SL_API int sl_fail_opt(sl_ctx *ctx, const char *key, const char *fmt, ...) SL_PRINTF(3, 4);
 
 /* Per-instance module state, owned by the module. */
 SL_API void sl_set_data(sl_ctx *ctx, void *data);

@@ -54,8 +54,11 @@ static void timer_release(void *obj)
 
 SL_API sl_timer *sl_timer_new(sl_ctx *ctx, double seconds, int repeat, sl_timer_fn fn, void *arg)
 {
-    sl_timer *t = calloc(1, sizeof(*t));
+    sl_timer *t;
 
+    if (sl_ctx_refuse(ctx, "a timer"))
+        return NULL;
+    t = calloc(1, sizeof(*t));
     if (t == NULL)
         return NULL;
     t->ev = event_new(sl_base, -1, repeat ? EV_PERSIST : 0, timer_fired, t);
@@ -112,9 +115,13 @@ static void watch_release(void *obj)
 
 SL_API sl_watch *sl_watch_new(sl_ctx *ctx, int fd, short what, sl_watch_fn fn, void *arg)
 {
-    sl_watch *w = calloc(1, sizeof(*w));
-    short flags = EV_PERSIST | ((what & SL_READ) ? EV_READ : 0) | ((what & SL_WRITE) ? EV_WRITE : 0);
+    sl_watch *w;
+    short flags;
 
+    if (sl_ctx_refuse(ctx, "an fd watch"))
+        return NULL;
+    w = calloc(1, sizeof(*w));
+    flags = EV_PERSIST | ((what & SL_READ) ? EV_READ : 0) | ((what & SL_WRITE) ? EV_WRITE : 0);
     if (w == NULL)
         return NULL;
     w->ev = event_new(sl_base, fd, flags, watch_fired, w);

@@ -164,7 +164,10 @@ typedef struct agg {
         *m_batch, *m_latency, *m_flushes, *m_paused, *m_paused_total, *m_buffered;
 } agg;
 
-/* routes.c */
+/* routes.c: check() and start() parse route.* with the same code; the
+ * subscriptions' regexes are compiled as librdkafka will. */
+int agg_routes_check(sl_ctx *ctx);
+int agg_topics_check(sl_ctx *ctx);
 int agg_routes_start(agg *a);
 const agg_route *agg_route_for(const agg *a, const char *topic);
 void agg_routes_free(agg *a);

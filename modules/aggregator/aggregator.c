@@ -133,6 +133,27 @@ static int metrics_start(agg *a)
     return 0;
 }
 
+/* What start() would refuse in the options themselves (sluice.h): every
+ * problem is reported, each at its key. */
+static int agg_check(sl_ctx *ctx)
+{
+    long long max_buffered = sl_opt_int(ctx, "max_buffered");
+    int rc = 0;
+
+    if (sl_opt_str(ctx, "group")[0] == '\0')
+        rc = sl_fail_opt(ctx, "group", "must not be empty");
+    if (agg_topics_check(ctx) != 0)
+        rc = -1;
+    if (max_buffered != 0 && max_buffered < sl_opt_int(ctx, "batch_size"))
+        rc = sl_fail_opt(ctx, "max_buffered", "must be 0 or at least batch_size (%lld)",
+                         sl_opt_int(ctx, "batch_size"));
+    if (agg_routes_check(ctx) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* The options passed check(): what is left to fail depends on the running
+ * system (memory, the connectors). */
 static int agg_start(sl_ctx *ctx)
 {
     agg *a = calloc(1, sizeof(*a));
@@ -152,8 +173,6 @@ static int agg_start(sl_ctx *ctx)
     a->max_buffered = (size_t)sl_opt_int(ctx, "max_buffered");
     if (a->max_buffered == 0)
         a->max_buffered = 2 * a->batch_size;
-    if (a->max_buffered < a->batch_size)
-        return sl_fail(ctx, "max_buffered must be at least batch_size");
     a->retries = sl_opt_int(ctx, "retries");
     a->backoff = sl_opt_seconds(ctx, "retry_backoff");
     a->backoff_max = sl_opt_seconds(ctx, "retry_backoff_max");
@@ -164,8 +183,6 @@ static int agg_start(sl_ctx *ctx)
     a->hold_max = (size_t)sl_opt_int(ctx, "hold_max");
     a->lim.max_future = sl_opt_seconds(ctx, "max_future");
     a->max_message_bytes = (size_t)sl_opt_int(ctx, "max_message_bytes");
-    if (a->group[0] == '\0' || sl_opt_list_len(ctx, "topics") == 0)
-        return sl_fail(ctx, "topics and group must not be empty");
     for (int h = 0; h < AGG_NHANDLERS; h++)
         if (agg_dedup_init(&a->dedup[h], (size_t)sl_opt_int(ctx, "dedup_window")) != 0)
             return sl_fail(ctx, "out of memory for the dedup window");
@@ -227,4 +244,5 @@ SL_API const sl_module sluice_module = {
     .start = agg_start,
     .stop = agg_stop,
     .init_schema = agg_init_schema,
+    .check = agg_check,
 };

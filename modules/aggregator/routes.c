@@ -4,7 +4,7 @@
  *   route.NAME = PATTERN -> middleware, ..., handler
  *
  * PATTERN is a topic name, or a POSIX extended regex when it starts with
- * '^' (like the subscriptions).  The first route in config order whose
+ * '^' (like the subscriptions, whose regexes are checked here too).  The first route in config order whose
  * pattern matches wins.  Middleware: retry, recover, deadletter, dedup,
  * forward (order does not matter: they always apply as retry ->
  * deadletter/recover -> dedup -> handler -> forward).  Without any
@@ -33,7 +33,9 @@ static const struct {
 };
 
 typedef struct {
-    agg *a;
+    sl_ctx *ctx;
+    agg_route *routes;
+    size_t n;
     int failed;
 } parse_state;
 
@@ -48,38 +50,52 @@ static char *trim(char *s)
     return s;
 }
 
-/* Parses "PATTERN -> a, b, handler" into `r`; 0 or -1 after sl_fail(). */
-static int parse_route(agg *a, const char *name, const char *value, agg_route *r)
+/* Compiles a pattern starting with '^' as librdkafka compiles the same in
+ * a subscription (POSIX extended, no subexpressions).  0, or -1 with the
+ * reason in `why` and nothing to free. */
+static int compile(const char *pattern, regex_t *re, char *why, size_t whylen)
+{
+    int e = regcomp(re, pattern, REG_EXTENDED | REG_NOSUB);
+    char msg[256];
+
+    if (e == 0)
+        return 0;
+    regerror(e, re, msg, sizeof(msg));
+    snprintf(why, whylen, "bad regex %.200s: %s", pattern, msg);
+    return -1;
+}
+
+/* Parses "PATTERN -> a, b, handler" into `r` (zeroed by the caller; what
+ * it holds on failure too is freed with the list).  0, or -1 with the
+ * reason in `why`, which does not name the key: the caller does. */
+static int parse_route(const char *name, const char *value, agg_route *r, char *why, size_t whylen)
 {
     char *copy = strdup(value), *arrow, *item, *save = NULL;
     int have_handler = 0, rc = -1;
 
-    if (copy == NULL)
-        return sl_fail(a->ctx, "out of memory");
+    if (copy == NULL) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
     arrow = strstr(copy, "->");
     if (arrow == NULL) {
-        sl_fail(a->ctx, "route.%s: expected \"PATTERN -> middleware, ..., handler\"", name);
+        snprintf(why, whylen, "expected \"PATTERN -> middleware, ..., handler\"");
         goto out;
     }
     *arrow = '\0';
     r->name = strdup(name);
     r->pattern = strdup(trim(copy));
     if (r->name == NULL || r->pattern == NULL) {
-        sl_fail(a->ctx, "out of memory");
+        snprintf(why, whylen, "out of memory");
         goto out;
     }
     if (r->pattern[0] == '\0') {
-        sl_fail(a->ctx, "route.%s: the topic pattern is empty", name);
+        snprintf(why, whylen, "the topic pattern is empty");
         goto out;
     }
     if (r->pattern[0] == '^') {
-        int e = regcomp(&r->re, r->pattern, REG_EXTENDED | REG_NOSUB);
-        if (e != 0) {
-            char msg[256];
-            regerror(e, &r->re, msg, sizeof(msg));
-            sl_fail(a->ctx, "route.%s: bad regex %s: %s", name, r->pattern, msg);
+        if (compile(r->pattern, &r->re, why, whylen) != 0)
             goto out;
-        }
         r->compiled = 1;
     }
     for (item = strtok_r(arrow + 2, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
@@ -94,21 +110,21 @@ static int parse_route(agg *a, const char *name, const char *value, agg_route *r
         for (i = 0; i < AGG_NHANDLERS && !found; i++)
             if (strcmp(w, handler_names[i]) == 0) {
                 if (have_handler) {
-                    sl_fail(a->ctx, "route.%s: more than one handler", name);
+                    snprintf(why, whylen, "more than one handler");
                     goto out;
                 }
                 r->handler = (agg_handler)i;
                 have_handler = found = 1;
             }
         if (!found) {
-            sl_fail(a->ctx,
-                    "route.%s: unknown \"%s\" (middleware: retry, recover, deadletter, dedup, forward; handlers: page_views, analytics, segment_events)",
-                    name, w);
+            snprintf(why, whylen,
+                     "unknown \"%.64s\" (middleware: retry, recover, deadletter, dedup, forward; handlers: page_views, analytics, segment_events)",
+                     w);
             goto out;
         }
     }
     if (!have_handler) {
-        sl_fail(a->ctx, "route.%s: no handler (page_views, analytics or segment_events)", name);
+        snprintf(why, whylen, "no handler (page_views, analytics or segment_events)");
         goto out;
     }
     rc = 0;
@@ -117,43 +133,100 @@ out:
     return rc;
 }
 
+/* One route.* key.  Every bad one is reported, not only the first, so
+ * that `sluiced -t` lists them all. */
 static void add_route(void *arg, const char *key, const char *value)
 {
     parse_state *st = arg;
-    agg *a = st->a;
     agg_route *r;
+    char why[512];
 
-    if (st->failed)
-        return;
-    r = realloc(a->routes, (a->nroutes + 1) * sizeof(*r));
+    r = realloc(st->routes, (st->n + 1) * sizeof(*r));
     if (r == NULL) {
         st->failed = 1;
-        sl_fail(a->ctx, "out of memory");
+        sl_fail(st->ctx, "out of memory");
         return;
     }
-    a->routes = r;
-    r = &a->routes[a->nroutes++];
+    st->routes = r;
+    r = &st->routes[st->n++];
     memset(r, 0, sizeof(*r));
-    if (parse_route(a, key + strlen("route."), value, r) != 0)
+    if (parse_route(key + strlen("route."), value, r, why, sizeof(why)) != 0) {
         st->failed = 1;
+        sl_fail_opt(st->ctx, key, "%s", why);
+    }
 }
 
-int agg_routes_start(agg *a)
+static void free_routes(agg_route *routes, size_t n)
 {
-    parse_state st = { a, 0 };
+    for (size_t i = 0; i < n; i++) {
+        if (routes[i].compiled)
+            regfree(&routes[i].re);
+        free(routes[i].name);
+        free(routes[i].pattern);
+    }
+    free(routes);
+}
+
+/* The routes of the instance's options, or the built-in ones when none is
+ * set: the one parser of both check() and start().  0, or -1 after
+ * sl_fail_opt() said what is wrong (nothing is then left allocated). */
+static int parse_all(sl_ctx *ctx, agg_route **routes, size_t *n)
+{
+    parse_state st = { ctx, NULL, 0, 0 };
     static const char *const defaults[][2] = {
         { "route.page_views", "page_views -> recover, dedup, page_views" },
         { "route.analytics", "^analytics.* -> recover, dedup, analytics" },
         { "route.segment_events", "segment_events -> recover, dedup, segment_events" },
     };
 
-    sl_opt_each_prefixed(a->ctx, "route.*", add_route, &st);
-    if (st.failed)
-        return -1;
-    if (a->nroutes == 0)
+    sl_opt_each_prefixed(ctx, "route.*", add_route, &st);
+    if (st.n == 0 && !st.failed)
         for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]) && !st.failed; i++)
             add_route(&st, defaults[i][0], defaults[i][1]);
-    return st.failed ? -1 : 0;
+    if (st.failed) {
+        free_routes(st.routes, st.n);
+        return -1;
+    }
+    *routes = st.routes;
+    *n = st.n;
+    return 0;
+}
+
+int agg_routes_check(sl_ctx *ctx)
+{
+    agg_route *routes;
+    size_t n;
+
+    if (parse_all(ctx, &routes, &n) != 0)
+        return -1;
+    free_routes(routes, n);
+    return 0;
+}
+
+int agg_topics_check(sl_ctx *ctx)
+{
+    size_t n = sl_opt_list_len(ctx, "topics");
+    char why[512];
+    regex_t re;
+    int rc = 0;
+
+    if (n == 0)
+        return sl_fail_opt(ctx, "topics", "must name at least one topic");
+    for (size_t i = 0; i < n; i++) {
+        const char *t = sl_opt_list_at(ctx, "topics", i);
+        if (t[0] != '^')
+            continue;
+        if (compile(t, &re, why, sizeof(why)) != 0)
+            rc = sl_fail_opt(ctx, "topics", "%s", why);
+        else
+            regfree(&re);
+    }
+    return rc;
+}
+
+int agg_routes_start(agg *a)
+{
+    return parse_all(a->ctx, &a->routes, &a->nroutes);
 }
 
 const agg_route *agg_route_for(const agg *a, const char *topic)
@@ -168,13 +241,7 @@ const agg_route *agg_route_for(const agg *a, const char *topic)
 
 void agg_routes_free(agg *a)
 {
-    for (size_t i = 0; i < a->nroutes; i++) {
-        if (a->routes[i].compiled)
-            regfree(&a->routes[i].re);
-        free(a->routes[i].name);
-        free(a->routes[i].pattern);
-    }
-    free(a->routes);
+    free_routes(a->routes, a->nroutes);
     a->routes = NULL;
     a->nroutes = 0;
 }

@@ -111,20 +111,27 @@ static void free_state(void *obj)
     free(g);
 }
 
-static int weights(gen *g, const char *option, size_t n, const char *names, double *out)
+/* The weight lists, parsed the same way by check() and start().  Each
+ * bad one is reported at its key.  0 or -1. */
+static int weights(sl_ctx *ctx, const char *option, size_t n, const char *names, double *out)
 {
     const char *items[16];
-    size_t len = sl_opt_list_len(g->ctx, option);
+    size_t len = sl_opt_list_len(ctx, option);
     char why[256];
 
     if (len > 16)
         len = 16 + 1; /* reported as a wrong count */
     for (size_t i = 0; i < len && i < 16; i++)
-        items[i] = sl_opt_list_at(g->ctx, option, i);
-    if (gen_parse_weights(option, items, len, n, names, out, why, sizeof(why)) != 0)
-        return sl_fail(g->ctx, "%s", why);
+        items[i] = sl_opt_list_at(ctx, option, i);
+    if (gen_parse_weights(items, len, n, names, out, why, sizeof(why)) != 0)
+        return sl_fail_opt(ctx, option, "%s", why);
     return 0;
 }
+
+static const char MIX_NAMES[] = "view, bounce, malformed";
+static const char KIND_NAMES[] =
+    "missing_field, wrong_type, broken_json, negative_duration, bad_timestamp";
+static const char PART_NAMES[] = "key, round_robin, random";
 
 static int metrics_start(gen *g)
 {
@@ -185,11 +192,9 @@ static int model_start(gen *g)
     double mix[3], kinds[GEN_NKINDS], part[GEN_NPART];
     long long seed = sl_opt_int(ctx, "seed");
 
-    if (weights(g, "mix", 3, "view, bounce, malformed", mix) != 0 ||
-        weights(g, "malformed_kinds", GEN_NKINDS,
-                "missing_field, wrong_type, broken_json, negative_duration, bad_timestamp",
-                kinds) != 0 ||
-        weights(g, "partitioning", GEN_NPART, "key, round_robin, random", part) != 0)
+    if (weights(ctx, "mix", 3, MIX_NAMES, mix) != 0 ||
+        weights(ctx, "malformed_kinds", GEN_NKINDS, KIND_NAMES, kinds) != 0 ||
+        weights(ctx, "partitioning", GEN_NPART, PART_NAMES, part) != 0)
         return -1;
     if (gen_mix_init(&g->mix, mix, kinds, sl_opt_double(ctx, "duplicates")) != 0)
         return sl_fail(ctx, "cannot set up the event mix");
@@ -218,6 +223,30 @@ static int model_start(gen *g)
     return 0;
 }
 
+/* What start() would refuse in the options themselves (sluice.h): every
+ * problem is reported, each at its key. */
+static int gen_check(sl_ctx *ctx)
+{
+    double mix[3], kinds[GEN_NKINDS], part[GEN_NPART];
+    int rc = 0;
+
+    if (sl_opt_str(ctx, "topic")[0] == '\0')
+        rc = sl_fail_opt(ctx, "topic", "must not be empty");
+    if (sl_opt_int(ctx, "peak_burst_min") > sl_opt_int(ctx, "peak_burst_max"))
+        rc = sl_fail_opt(ctx, "peak_burst_min", "must not exceed peak_burst_max (%lld)",
+                         sl_opt_int(ctx, "peak_burst_max"));
+    if (weights(ctx, "mix", 3, MIX_NAMES, mix) != 0)
+        rc = -1;
+    if (weights(ctx, "malformed_kinds", GEN_NKINDS, KIND_NAMES, kinds) != 0)
+        rc = -1;
+    if (weights(ctx, "partitioning", GEN_NPART, PART_NAMES, part) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* The options passed check(); start() still parses the weights (it needs
+ * them) with the same code, and fails only on what depends on the running
+ * system. */
 static int gen_start(sl_ctx *ctx)
 {
     gen *g = calloc(1, sizeof(*g));
@@ -239,10 +268,6 @@ static int gen_start(sl_ctx *ctx)
     g->ring_values = malloc((size_t)GEN_RING * GEN_VALUE_CAP);
     if (g->ring_values == NULL)
         return sl_fail(ctx, "out of memory");
-    if (g->topic[0] == '\0')
-        return sl_fail(ctx, "topic must not be empty");
-    if (sl_opt_int(ctx, "peak_burst_min") > sl_opt_int(ctx, "peak_burst_max"))
-        return sl_fail(ctx, "peak_burst_min must not exceed peak_burst_max");
     if (metrics_start(g) != 0 || model_start(g) != 0)
         return -1;
     if (gen_send_start(g, err, sizeof(err)) != 0)
@@ -277,4 +302,5 @@ SL_API const sl_module sluice_module = {
     .flags = 0,
     .start = gen_start,
     .stop = gen_stop,
+    .check = gen_check,
 };

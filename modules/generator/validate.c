@@ -82,8 +82,8 @@ int gen_parse_count(const char *s, long long max, long long *out, char *why, siz
     return 0;
 }
 
-int gen_parse_weights(const char *option, const char *const *items, size_t nitems, size_t n,
-                      const char *names, double *out, char *why, size_t whylen)
+int gen_parse_weights(const char *const *items, size_t nitems, size_t n, const char *names,
+                      double *out, char *why, size_t whylen)
 {
     double total = 0;
 
@@ -97,7 +97,6 @@ int gen_parse_weights(const char *option, const char *const *items, size_t nitem
     if (total > 0)
         return 0;
 bad:
-    snprintf(why, whylen, "%s must be %zu numbers >= 0, not all 0, the weights of %s", option, n,
-             names);
+    snprintf(why, whylen, "must be %zu numbers >= 0, not all 0, the weights of %s", n, names);
     return -1;
 }

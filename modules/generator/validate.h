@@ -22,8 +22,9 @@ int gen_parse_mode(const char *s, gen_mode *out, char *why, size_t whylen);
 /* `count` of POST generate/burst: an integer from 1 to `max`.  0 or -1. */
 int gen_parse_count(const char *s, long long max, long long *out, char *why, size_t whylen);
 /* A weight list option: exactly `n` numbers >= 0, not all 0, named in
- * `names` (comma separated) for the message.  0 or -1. */
-int gen_parse_weights(const char *option, const char *const *items, size_t nitems, size_t n,
-                      const char *names, double *out, char *why, size_t whylen);
+ * `names` (comma separated) for the message, which leaves naming the
+ * option to the caller.  0 or -1. */
+int gen_parse_weights(const char *const *items, size_t nitems, size_t n, const char *names,
+                      double *out, char *why, size_t whylen);
 
 #endif

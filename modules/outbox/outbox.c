@@ -99,7 +99,6 @@ static void schema_applied(sl_pg *pg, int applied, const char *err, void *arg)
 static int ob_init_schema(sl_ctx *ctx)
 {
     ob *o = calloc(1, sizeof(*o));
-    char err[512];
 
     if (o == NULL)
         return sl_fail(ctx, "out of memory");
@@ -109,14 +108,25 @@ static int ob_init_schema(sl_ctx *ctx)
         return sl_fail(ctx, "out of memory");
     }
     o->table = sl_opt_str(ctx, "table");
-    if (ob_sql_build(o, err, sizeof(err)) != 0)
-        return sl_fail(ctx, "%s", err);
+    if (ob_sql_build(o) != 0)
+        return -1;
     o->pg = sl_pg_new(ctx);
     if (o->pg == NULL)
         return sl_fail(ctx, "no PostgreSQL handle: is [postgres] configured?");
     if (ob_relay_migrate(o, schema_applied) != 0)
         return sl_fail(ctx, "cannot queue the migration");
     return 0;
+}
+
+/* What start() would refuse in the options themselves (sluice.h): every
+ * problem is reported, each at its key. */
+static int ob_check(sl_ctx *ctx)
+{
+    int rc = ob_names_check(ctx);
+
+    if (sl_opt_str(ctx, "topic")[0] == '\0')
+        rc = sl_fail_opt(ctx, "topic", "must not be empty");
+    return rc;
 }
 
 static int ob_start(sl_ctx *ctx)
@@ -151,10 +161,8 @@ static int ob_start(sl_ctx *ctx)
     snprintf(o->backoff_s, sizeof(o->backoff_s), "%.3f", o->backoff);
     snprintf(o->backoff_max_s, sizeof(o->backoff_max_s), "%.3f", o->backoff_max);
     snprintf(o->max_attempts_s, sizeof(o->max_attempts_s), "%lld", o->max_attempts);
-    if (o->topic[0] == '\0')
-        return sl_fail(ctx, "topic must not be empty");
-    if (ob_sql_build(o, err, sizeof(err)) != 0)
-        return sl_fail(ctx, "%s", err);
+    if (ob_sql_build(o) != 0)
+        return -1;
     /* The claim owner: unique per start, so that a restarted relay never
      * mistakes its predecessor's claims for its own. */
     gethostname(host, sizeof(host) - 1);
@@ -195,4 +203,5 @@ SL_API const sl_module sluice_module = {
     .start = ob_start,
     .stop = ob_stop,
     .init_schema = ob_init_schema,
+    .check = ob_check,
 };

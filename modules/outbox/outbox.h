@@ -125,8 +125,10 @@ struct ob {
     int stopping, flushed, stopped;
 };
 
-/* sql.c: builds the statements; -1 with `why` on a bad name. */
-int ob_sql_build(ob *o, char *why, size_t whylen);
+/* sql.c: checks the names spliced into SQL (check() and start() alike);
+ * builds the statements.  Both return 0, or -1 after sl_fail_opt(). */
+int ob_names_check(sl_ctx *ctx);
+int ob_sql_build(ob *o);
 void ob_sql_free(ob *o);
 int ob_ident_ok(const char *s);
 

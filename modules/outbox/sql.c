@@ -182,27 +182,36 @@ static const char retry_one_tmpl[] =
     "UPDATE {T} SET parked = false, attempts = 0, next_attempt_at = NULL"
     " WHERE parked AND sent_at IS NULL AND {ID} = $1::bigint";
 
-int ob_sql_build(ob *o, char *why, size_t whylen)
+/* The names spliced into the SQL: every column option a plain identifier,
+ * the table short enough for the names derived from it.  Each bad one is
+ * reported at its key. */
+static const char *const ident_opts[7] = { "table", "column_id", "column_aggregate_type",
+                                           "column_aggregate_id", "column_event_type",
+                                           "column_payload", "column_created_at" };
+
+int ob_names_check(sl_ctx *ctx)
 {
-    static const char *const opts[] = { "table", "column_id", "column_aggregate_type",
-                                        "column_aggregate_id", "column_event_type",
-                                        "column_payload", "column_created_at" };
+    int rc = 0;
+
+    for (size_t i = 0; i < 7; i++)
+        if (!ob_ident_ok(sl_opt_str(ctx, ident_opts[i])))
+            rc = sl_fail_opt(ctx, ident_opts[i],
+                             "\"%s\" is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes)",
+                             sl_opt_str(ctx, ident_opts[i]));
+    if (rc == 0 && strlen(sl_opt_str(ctx, "table")) > 50)
+        rc = sl_fail_opt(ctx, "table", "\"%s\" is longer than 50 bytes", sl_opt_str(ctx, "table"));
+    return rc;
+}
+
+int ob_sql_build(ob *o)
+{
     char q[7][70], tn[3][80];
     const char *table = sl_opt_str(o->ctx, "table");
 
-    for (size_t i = 0; i < 7; i++) {
-        const char *v = sl_opt_str(o->ctx, opts[i]);
-        if (!ob_ident_ok(v)) {
-            snprintf(why, whylen, "%s \"%s\" is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes)",
-                     opts[i], v);
-            return -1;
-        }
-        snprintf(q[i], sizeof(q[i]), "\"%s\"", v);
-    }
-    if (strlen(table) > 50) {
-        snprintf(why, whylen, "table \"%s\" is longer than 50 bytes", table);
+    if (ob_names_check(o->ctx) != 0)
         return -1;
-    }
+    for (size_t i = 0; i < 7; i++)
+        snprintf(q[i], sizeof(q[i]), "\"%s\"", sl_opt_str(o->ctx, ident_opts[i]));
     snprintf(tn[0], sizeof(tn[0]), "\"%s_aggregate_idx\"", table);
     snprintf(tn[1], sizeof(tn[1]), "\"%s_notify\"", table);
     snprintf(tn[2], sizeof(tn[2]), "\"%s_notify\"", table);
@@ -222,10 +231,8 @@ int ob_sql_build(ob *o, char *why, size_t whylen)
     for (int i = 0; i < OB_NSQL; i++)
         o->sql[i] = expand(tmpls[i], names, nn);
     for (int i = 0; i < OB_NSQL; i++)
-        if (o->sql[i] == NULL || o->migration == NULL) {
-            snprintf(why, whylen, "out of memory");
-            return -1;
-        }
+        if (o->sql[i] == NULL || o->migration == NULL)
+            return sl_fail(o->ctx, "out of memory");
     return 0;
 }
 

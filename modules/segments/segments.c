@@ -336,6 +336,16 @@ static int metrics_start(seg *s)
     return 0;
 }
 
+/* What start() would refuse in the options themselves (sluice.h). */
+static int seg_check(sl_ctx *ctx)
+{
+    size_t len = strlen(sl_opt_str(ctx, "ttl_key"));
+
+    if (len == 0 || len > 200)
+        return sl_fail_opt(ctx, "ttl_key", "must be 1 to 200 characters");
+    return 0;
+}
+
 static int seg_start(sl_ctx *ctx)
 {
     seg *s = calloc(1, sizeof(*s));
@@ -351,8 +361,6 @@ static int seg_start(sl_ctx *ctx)
     s->max_body = (size_t)sl_opt_int(ctx, "max_body");
     s->max_retries = (int)sl_opt_int(ctx, "max_retries");
     s->ttl_key = sl_opt_str(ctx, "ttl_key");
-    if (s->ttl_key[0] == '\0' || strlen(s->ttl_key) > 200)
-        return sl_fail(ctx, "ttl_key must be 1 to 200 characters");
     snprintf(s->marker_key, sizeof(s->marker_key), "%s:built", s->ttl_key);
     s->public_url = sl_opt_str(ctx, "public_url");
     s->docs_dir = sl_opt_str(ctx, "docs_dir");
@@ -399,4 +407,5 @@ SL_API const sl_module sluice_module = {
     .start = seg_start,
     .stop = seg_stop,
     .init_schema = seg_init_schema,
+    .check = seg_check,
 };

@@ -5,7 +5,9 @@
 # then lands in the dead-letter topic with the error in a header while the
 # consumer goes on; duplicates are dropped; valid events are forwarded;
 # segment membership changes are counted per slug, minute and operation,
-# exactly, de-duplicated by the event_id header.
+# exactly, de-duplicated by the event_id header.  Bad routes (and
+# subscription regexes) are refused by sluiced -t, at startup and on SIGHUP
+# (the running consumer carries on), each at its file:line.
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 
@@ -73,12 +75,25 @@ route.pv = page_views -> recover, dedup, page_views
 EOF
 "$SLUICED" -t -c "$work/sluice.conf" 2>"$work/t.out"
 t_check $? -eq 0 "sluiced -t accepts the routes: $(head -c 200 "$work/t.out")"
-sed 's/^route.seg = .*/route.seg = segment_events -> recover, bogus, segment_events/' "$work/sluice.conf" > "$work/bad.conf"
-"$SLUICED" -c "$work/bad.conf" 2>"$work/bad.out" &
-bad=$!
-t_wait_until 20 "! kill -0 $bad 2>/dev/null"
-kill -9 $bad 2>/dev/null
-t_check "$(grep -c 'route.seg: unknown "bogus"' "$work/bad.out")" -ge 1 "an unknown middleware is refused at start: $(grep -m1 bogus "$work/bad.out" | head -c 200)"
+sed -e 's/^route.seg = .*/route.seg = segment_events -> recover, bogus, segment_events/' \
+    -e 's/^route.an = .*/route.an = ^analytics([a-z]+$ -> analytics/' \
+    -e 's/^topics = .*/&, ^bad(/' "$work/sluice.conf" > "$work/bad.conf"
+line_seg=$(grep -n '^route.seg' "$work/bad.conf" | cut -d: -f1)
+line_topics=$(grep -n '^topics' "$work/bad.conf" | cut -d: -f1)
+line_an=$(grep -n '^route.an' "$work/bad.conf" | cut -d: -f1)
+"$SLUICED" -t -c "$work/bad.conf" 2>"$work/bad.out"
+t_check $? -eq 1 "sluiced -t refuses bad routes: exit 1"
+t_check "$(grep -c "bad.conf:$line_seg: \[module aggregator\] route.seg: unknown \"bogus\" (middleware: " "$work/bad.out")" -eq 1 "an unknown middleware at its file:line: $(grep -m1 bogus "$work/bad.out" | head -c 200)"
+t_check "$(grep -c "bad.conf:$line_an: \[module aggregator\] route.an: bad regex" "$work/bad.out")" -eq 1 "a bad regex at its file:line, in the same run: $(grep -m1 'route.an:' "$work/bad.out" | head -c 200)"
+t_check "$(grep -c "bad.conf:$line_topics: \[module aggregator\] topics: bad regex ^bad(" "$work/bad.out")" -eq 1 "a bad subscription regex at its file:line, which librdkafka would refuse at start"
+printf '[core]\nmodules_dir = mods\nlisten = 127.0.0.1:%s\n[module aggregator]\nroute.x = page_views -> recover, dedup\n' "$port" > "$work/nohandler.conf"
+"$SLUICED" -t -c "$work/nohandler.conf" 2>"$work/bad.out"
+t_check $? -eq 1 "a route without a handler: exit 1"
+t_check "$(grep -c 'nohandler.conf:5: \[module aggregator\] route.x: no handler' "$work/bad.out")" -eq 1 "reported at nohandler.conf:5"
+timeout 60 "$SLUICED" -c "$work/bad.conf" 2>"$work/bad.out"
+t_check $? -eq 1 "starting with bad routes: exit 1, before any instance starts"
+t_check "$(grep -c "bad.conf:$line_seg: \[module aggregator\] route.seg: unknown \"bogus\"" "$work/bad.out")" -eq 1 "the same file:line at startup"
+t_check "$(grep -c '\] started' "$work/bad.out")" -eq 0 "nothing was started"
 "$SLUICED" -c "$work/sluice.conf" 2>>"$work/sluiced.log" &
 daemon=$!
 t_wait_http "$base/healthz" 10 && t_wait_for 10 test -s "$bootfile"
@@ -174,6 +189,26 @@ if command -v promtool >/dev/null; then
     t_check $? -eq 0 "promtool accepts /metrics: $(head -c 200 "$work/promtool.out")"
 fi
 t_check "$(grep -c 'ERROR\|runtime error\|AddressSanitizer' "$work/sluiced.log")" = 0 "no errors or sanitizer reports in the log"
+t_end
+
+t_case "SIGHUP with a bad route: the running aggregator keeps consuming; the failure is counted and logged with file:line"
+cp "$work/sluice.conf" "$work/good.conf"
+sed 's/^route.pv = .*/route.pv = page_views -> recover, nosuch, page_views/' "$work/good.conf" > "$work/sluice.conf"
+line_pv=$(grep -n '^route.pv' "$work/sluice.conf" | cut -d: -f1)
+t_check "$(metric sluice_reload_failures_total)" = 0 "no reload failure before"
+kill -HUP "$daemon"
+t_wait_until 20 '[ "$(metric sluice_reload_failures_total)" = 1 ]'
+t_check "$(metric sluice_reload_failures_total)" = 1 "sluice_reload_failures_total 1"
+t_check "$(metric sluice_config_last_reload_successful)" = 0 "sluice_config_last_reload_successful 0"
+t_check "$(grep -c "sluice.conf:$line_pv: \[module aggregator\] route.pv: unknown \"nosuch\"" "$work/sluiced.log")" -eq 1 "logged with file:line and the reason"
+t_check "$(grep -c 'aggregator\] changed\|aggregator\] stopping' "$work/sluiced.log")" -eq 0 "the running aggregator was not touched"
+kput page_views 0 '{"event_id":"pv3","event_type":"view","page_id":"page-2","user_id":"user-3","ts":"'"$(now)"'","duration_s":12}'
+t_wait_until 20 '[ "$(chq "SELECT count() FROM page_views FINAL WHERE event_id = '"'pv3'"'")" = 1 ]'
+t_check "$(chq "SELECT count() FROM page_views FINAL WHERE event_id = 'pv3'")" = 1 "the old generation still consumes and stores"
+cp "$work/good.conf" "$work/sluice.conf"
+kill -HUP "$daemon"
+t_wait_until 20 '[ "$(metric sluice_config_last_reload_successful)" = 1 ]'
+t_check "$(metric sluice_config_last_reload_successful)" = 1 "the good config reloads afterwards"
 t_end
 
 t_exit

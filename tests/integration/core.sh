@@ -87,6 +87,34 @@ t_check "$(grep -c 'librdkafka' "$work/v.out")" -eq 1 "-V prints build informati
 t_check "$(grep -c '^  limit (int, default "10", from 1 to 100)' "$work/help.out")" -eq 1 "--help-module lists declared options"
 t_end
 
+t_case "sluiced -t runs each module's check(): what start() would refuse, at the key's file:line"
+echo_extra="ratio = 2/3" write_conf
+"$SLUICED" -t -c "$work/sluice.conf" 2>"$work/t.out"
+t_check $? -eq 0 "a ratio check() accepts: exit 0 ($(head -c 200 "$work/t.out"))"
+second='[module echo "b"]
+ratio = 3/0
+check_fail = true' echo_extra="ratio = 3 of 4" write_conf
+cp "$work/sluice.conf" "$work/bad.conf"
+line_ratio=$(grep -n '^ratio = 3 of 4' "$work/bad.conf" | cut -d: -f1)
+line_b=$(grep -n '^ratio = 3/0' "$work/bad.conf" | cut -d: -f1)
+line_sec=$(grep -n '^\[module echo "b"\]' "$work/bad.conf" | cut -d: -f1)
+"$SLUICED" -t -c "$work/bad.conf" 2>"$work/t.out"
+t_check $? -eq 1 "a value check() refuses: exit 1"
+t_check "$(grep -c "bad.conf:$line_ratio: \[module echo\] ratio: \"3 of 4\" is not N/M with M > 0" "$work/t.out")" -eq 1 "reported at the key's line: $(grep -m1 'ratio' "$work/t.out" | head -c 200)"
+t_check "$(grep -c "bad.conf:$line_b: \[module echo \"b\"\] ratio: \"3/0\"" "$work/t.out")" -eq 1 "a named instance's error carries its label and line"
+t_check "$(grep -c "bad.conf:$line_sec: \[module echo \"b\"\] told to fail its check" "$work/t.out")" -eq 1 "sl_fail() in check() is reported at the section's line"
+t_check "$(grep -c 'test failed' "$work/t.out")" -eq 1 "says the test failed"
+"$SLUICED" -c "$work/bad.conf" 2>"$work/start.out"
+t_check $? -eq 1 "starting with it: exit 1"
+t_check "$(grep -c "bad.conf:$line_ratio: \[module echo\] ratio" "$work/start.out")" -eq 1 "with the same file:line"
+t_check "$(grep -c '\] started' "$work/start.out")" -eq 0 "and nothing was started"
+echo_extra="check_grab = true" write_conf
+"$SLUICED" -t -c "$work/sluice.conf" 2>"$work/t.out"
+t_check $? -eq 1 "a check() that asks for a timer: exit 1"
+t_check "$(grep -c 'check() tried to acquire a timer, which it may not (a bug in module echo)' "$work/t.out")" -eq 1 "refused and reported as a module bug"
+t_check "$(grep -c 'handed check() a timer' "$work/t.out")" -eq 0 "the timer was not handed out"
+t_end
+
 t_case "--init-schema runs every module's schema step and exits 0 only when all applied"
 schema_conf() { # schema_conf HOW...: one echo instance per HOW, and the metrics module
     printf '[core]\nmodules_dir = mods\nlisten = 127.0.0.1:%s\n[module metrics]\n' "$port" > "$work/schema.conf"
@@ -175,17 +203,30 @@ t_check "$(metric sluice_config_last_reload_successful)" = 1 "reload successful"
 t_check "$(grep -c '\[echo\] changed; starting its successor' "$work/sluiced.log")" -eq 1 "logged as a replacement"
 t_end
 
+# refused_reload LINE FAILURES PATTERN: a reload with LINE added to
+# [module echo] fails, leaves the running instance alone, is counted (the
+# FAILURES-th) and logged as sluice.conf:N followed by PATTERN.
+refused_reload() {
+    local line
+    value=three echo_extra="$1" write_conf
+    line=$(grep -n -x -F "$1" "$work/sluice.conf" | cut -d: -f1)
+    reload
+    t_check "$(curl -s "$base/echo" | json_field value)" = two "old option still served"
+    t_check "$(metric sluice_reload_failures_total)" = "$2" "failure counted"
+    t_check "$(metric sluice_config_last_reload_successful)" = 0 "last reload unsuccessful"
+    t_check "$(grep -c "sluice.conf:$line:$3" "$work/sluiced.log")" -ge 1 "logged at sluice.conf:$line: $(grep "sluice.conf:$line:$3" "$work/sluiced.log" | tail -1 | cut -c1-200)"
+    t_check "$(grep -c '\[echo\] changed' "$work/sluiced.log")" -eq 1 "the running instance was not replaced"
+    value=two write_conf
+    reload
+    t_check "$(metric sluice_config_last_reload_successful)" = 1 "a good config afterwards succeeds"
+}
+
 t_case "reload with a broken config keeps the old generation and counts the failure"
-value=three echo_extra="limit = 0" write_conf
-bad_line=$(grep -n '^limit = 0' "$work/sluice.conf" | cut -d: -f1)
-reload
-t_check "$(curl -s "$base/echo" | json_field value)" = two "old option still served"
-t_check "$(metric sluice_reload_failures_total)" = 1 "failure counted"
-t_check "$(metric sluice_config_last_reload_successful)" = 0 "last reload unsuccessful"
-t_check "$(grep -c "sluice.conf:$bad_line:.*limit" "$work/sluiced.log")" -ge 1 "logged with file:line"
-value=two write_conf
-reload
-t_check "$(metric sluice_config_last_reload_successful)" = 1 "a good config afterwards succeeds"
+refused_reload "limit = 0" 1 ".*limit"
+t_end
+
+t_case "reload with a value the module's check() refuses keeps the old generation"
+refused_reload "ratio = 1/0" 2 ' \[module echo\] ratio: "1/0" is not N/M with M > 0'
 t_end
 
 t_case "reload after the .so was rebuilt runs the new code"
@@ -319,7 +360,7 @@ t_check "$(grep -c 'Non-2xx' "$work/wrk.out")" -eq 0 "zero non-2xx responses"
 t_check "$(grep -c 'Socket errors' "$work/wrk.out")" -eq 0 "zero socket errors"
 reloads=$(metric sluice_reloads_total)
 t_check "${reloads%.*}" -ge 100 "at least 100 reloads counted ($reloads)"
-t_check "$(metric sluice_reload_failures_total)" = 1 "no new reload failure"
+t_check "$(metric sluice_reload_failures_total)" = 2 "no new reload failure (two cases above failed on purpose)"
 growth=$((rss_after - rss_before))
 echo "    RSS before ${rss_before} kB, after ${rss_after} kB"
 # AddressSanitizer's quarantine holds freed memory on purpose, so RSS says

@@ -172,6 +172,14 @@ for key in mode strategy eps; do
     line=$(grep -n "^$key = " "$work/bad.conf" | cut -d: -f1)
     t_check "$(grep -c "bad.conf:$line:.*$key" "$work/t.out")" -ge 1 "$key reported at bad.conf:$line"
 done
+# Syntax of the values, which only the module knows: its check().
+sed -e 's/^seed = 42/seed = 42\nmix = 85,10\npartitioning = 0,0,0\npeak_burst_min = 5000/' "$work/sluice.conf" > "$work/bad.conf"
+"$SLUICED" -t -c "$work/bad.conf" 2>"$work/t.out"
+t_check $? -eq 1 "bad weight lists and burst bounds: exit 1"
+for key in mix partitioning peak_burst_min; do
+    line=$(grep -n "^$key = " "$work/bad.conf" | cut -d: -f1)
+    t_check "$(grep -c "bad.conf:$line: \[module generator\] $key: must" "$work/t.out")" -eq 1 "$key reported at bad.conf:$line: $(grep -m1 "\] $key:" "$work/t.out" | head -c 160)"
+done
 t_end
 
 # ------------------------------------------- async: status equals the stream

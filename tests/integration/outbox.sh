@@ -266,6 +266,10 @@ stream_ok() {
 # ---------------------------------------------------------------- config
 t_case "-t refuses a table or column name that is not a plain identifier"
 write_conf "$work/bad.conf" "$port" 'table = outbox; DROP TABLE users'
+line=$(grep -n '^table = outbox; DROP' "$work/bad.conf" | cut -d: -f1)
+(cd "$work" && "$SLUICED" -t -c bad.conf) 2>"$work/t.out"
+t_check $? -eq 1 "sluiced -t refuses it: exit 1"
+t_check "$(grep -c "bad.conf:$line: \[module outbox\] table: \"outbox; DROP TABLE users\" is not a plain identifier" "$work/t.out")" -eq 1 "at bad.conf:$line: $(grep -m1 identifier "$work/t.out" | head -c 200)"
 (cd "$work" && timeout 20 "$SLUICED" -c bad.conf) 2>"$work/bad.log"
 t_check $? -ne 0 "sluiced refuses to run it"
 t_check "$(grep -c 'not a plain identifier' "$work/bad.log")" -ge 1 "the log says why: $(grep -m1 identifier "$work/bad.log")"

@@ -102,6 +102,11 @@ t_check $? -eq 0 "test config: $(head -c 200 "$work/t.out")"
 sed "s|^modules_dir = .*|modules_dir = $mods|" "$SL_TOP/conf/segments.conf" > "$work/role.conf"
 "$SLUICED" -t -c "$work/role.conf" 2>"$work/t.out"
 t_check $? -eq 0 "conf/segments.conf: $(head -c 200 "$work/t.out")"
+sed 's/^max_body = 4096/max_body = 4096\nttl_key =/' "$work/sluice.conf" > "$work/bad.conf"
+line=$(grep -n '^ttl_key =' "$work/bad.conf" | cut -d: -f1)
+"$SLUICED" -t -c "$work/bad.conf" 2>"$work/t.out"
+t_check $? -eq 1 "an empty ttl_key: exit 1"
+t_check "$(grep -c "bad.conf:$line: \[module segments\] ttl_key: must be 1 to 200 characters" "$work/t.out")" -eq 1 "reported at bad.conf:$line"
 t_end
 
 "$SLUICED" -c "$work/sluice.conf" 2>>"$work/sluiced.log" &

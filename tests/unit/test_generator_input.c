@@ -73,13 +73,13 @@ static void test_weights(void **state)
     const char *ok[] = { "85", "10", "5" }, *neg[] = { "1", "-1", "1" }, *zero[] = { "0", "0", "0" },
                *text[] = { "a", "1", "1" };
     (void)state;
-    assert_int_equal(gen_parse_weights("mix", ok, 3, 3, "view, bounce, malformed", w, why, sizeof(why)), 0);
+    assert_int_equal(gen_parse_weights(ok, 3, 3, "view, bounce, malformed", w, why, sizeof(why)), 0);
     assert_true(w[0] == 85 && w[1] == 10 && w[2] == 5);
-    assert_int_equal(gen_parse_weights("mix", ok, 2, 3, "view, bounce, malformed", w, why, sizeof(why)), -1);
-    assert_string_equal(why, "mix must be 3 numbers >= 0, not all 0, the weights of view, bounce, malformed");
-    assert_int_equal(gen_parse_weights("mix", neg, 3, 3, "x", w, why, sizeof(why)), -1);
-    assert_int_equal(gen_parse_weights("mix", zero, 3, 3, "x", w, why, sizeof(why)), -1);
-    assert_int_equal(gen_parse_weights("mix", text, 3, 3, "x", w, why, sizeof(why)), -1);
+    assert_int_equal(gen_parse_weights(ok, 2, 3, "view, bounce, malformed", w, why, sizeof(why)), -1);
+    assert_string_equal(why, "must be 3 numbers >= 0, not all 0, the weights of view, bounce, malformed");
+    assert_int_equal(gen_parse_weights(neg, 3, 3, "x", w, why, sizeof(why)), -1);
+    assert_int_equal(gen_parse_weights(zero, 3, 3, "x", w, why, sizeof(why)), -1);
+    assert_int_equal(gen_parse_weights(text, 3, 3, "x", w, why, sizeof(why)), -1);
 }
 
 /* ------------------------------------------------------------- events */

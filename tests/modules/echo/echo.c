@@ -2,8 +2,10 @@
  * echo - a module for testing the core: it answers with its options, can
  * answer late (to test draining), can refuse to start, and owns a timer and
  * metrics like a real module, and has a schema step that can succeed,
- * fail, be refused or never finish (for --init-schema).  ECHO_BUILD lets a test build a second
- * version of the same module and see which code a reload really runs.
+ * fail, be refused or never finish (for --init-schema), and a check() of
+ * its `ratio` syntax (with ways to misbehave).  ECHO_BUILD lets a test
+ * build a second version of the same module and see which code a reload
+ * really runs.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -190,8 +192,41 @@ static const sl_option echo_options[] = {
     { "ready", SL_OPT_BOOL, "true", "report ready", 0, 0, NULL },
     { "limit", SL_OPT_INT, "10", "a bounded integer, for validation tests", 1, 100, NULL },
     { "schema", SL_OPT_ENUM, "ok", "how init_schema ends", 0, 0, "ok|fail|refuse|hang" },
+    { "ratio", SL_OPT_STRING, "1/1", "N/M with M > 0: syntax only check() validates", 0, 0, NULL },
+    { "check_fail", SL_OPT_BOOL, "false", "check() refuses the section as a whole", 0, 0, NULL },
+    { "check_grab", SL_OPT_BOOL, "false",
+      "check() misbehaves by asking for a timer, which the core must refuse", 0, 0, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
+
+static void on_grabbed(void *arg)
+{
+    (void)arg;
+}
+
+/* Syntax beyond the declared types, as a real module would check it. */
+static int echo_check(sl_ctx *ctx)
+{
+    const char *ratio = sl_opt_str(ctx, "ratio");
+    char *end;
+    long n, m = 0;
+    int rc = 0;
+
+    n = strtol(ratio, &end, 10);
+    if (end != ratio && *end == '/') {
+        const char *den = end + 1;
+        m = strtol(den, &end, 10);
+        if (end == den)
+            m = 0;
+    }
+    if (*end != '\0' || m <= 0 || n < 0)
+        rc = sl_fail_opt(ctx, "ratio", "\"%s\" is not N/M with M > 0", ratio);
+    if (sl_opt_bool(ctx, "check_fail"))
+        rc = sl_fail(ctx, "told to fail its check");
+    if (sl_opt_bool(ctx, "check_grab") && sl_timer_new(ctx, 1, 0, on_grabbed, NULL) != NULL)
+        rc = sl_fail(ctx, "the core handed check() a timer");
+    return rc;
+}
 
 /* Reports later, from the loop, like a real schema step waiting on a
  * database. */
@@ -223,4 +258,5 @@ SL_API const sl_module sluice_module = {
     .start = echo_start,
     .stop = echo_stop,
     .init_schema = echo_init_schema,
+    .check = echo_check,
 };
