@@ -28,6 +28,7 @@
 #include <librdkafka/rdkafka.h>
 #include "core.h"
 #include "kafka_int.h"
+#include "metrics.h"
 #include "log.h"
 
 /* Events served per wakeup before the loop gets a turn; the rest is served
@@ -235,8 +236,16 @@ static void stats_lag(handle *h, const cJSON *root)
         const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
         cJSON_ArrayForEach(p, parts) {
             const cJSON *lag = cJSON_GetObjectItemCaseSensitive(p, "consumer_lag");
-            if (p->string == NULL || strcmp(p->string, "-1") == 0 || !cJSON_IsNumber(lag) ||
-                lag->valuedouble < 0)
+            if (p->string == NULL || strcmp(p->string, "-1") == 0)
+                continue;
+            /* librdkafka goes on computing a lag for a partition a
+             * rebalance took away, from offsets it no longer follows:
+             * only the member that reads a partition reports its lag. */
+            if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(p, "desired"))) {
+                sl_series_retire(kh_series2(h, h->m_lag, t->string, p->string));
+                continue;
+            }
+            if (!cJSON_IsNumber(lag) || lag->valuedouble < 0)
                 continue;
             sl_series_set(kh_series2(h, h->m_lag, t->string, p->string), lag->valuedouble);
         }

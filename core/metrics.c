@@ -61,6 +61,7 @@ struct sl_series {
     uint64_t count;    /* histogram observations */
     uint64_t *buckets; /* histogram: nbounds + 1 plain (not cumulative) counts */
     int hidden;        /* its instance holds no registration of the family */
+    int retired;       /* a gauge whose subject is gone, until its next update */
 };
 
 /* How many live registrations of a family an instance name holds. */
@@ -736,6 +737,7 @@ SL_API void sl_series_add(sl_series *s, double v)
         return;
     case SL_METRIC_GAUGE:
         s->value += v;
+        s->retired = 0;
         return;
     case SL_METRIC_HISTOGRAM:
         series_misuse(s, SL_WARN_TYPE, "sl_series_add() on a histogram ignored");
@@ -754,6 +756,13 @@ SL_API void sl_series_set(sl_series *s, double v)
         return;
     }
     s->value = v;
+    s->retired = 0;
+}
+
+void sl_series_retire(sl_series *s)
+{
+    if (s != NULL && s->fam->type == SL_METRIC_GAUGE)
+        s->retired = 1;
 }
 
 /* NaN observations are dropped: one would make the sum NaN for good. */
@@ -949,7 +958,7 @@ static void render_family(sbuf *b, const sl_family *f)
     sb_puts(b, "\n");
 
     for (s = f->first; s != NULL; s = s->next) {
-        if (s->hidden)
+        if (s->hidden || s->retired)
             continue;
         if (f->type != SL_METRIC_HISTOGRAM) {
             sb_series_name(b, f, s, "", NULL);

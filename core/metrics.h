@@ -29,6 +29,11 @@ sl_metric *sl_metric_register(sl_metric_type type, const char *name, const char 
 /* Drops one registration; the family goes with its last one. */
 void sl_metric_release(sl_metric *m);
 
+/* A gauge whose subject is gone (a partition this consumer no longer
+ * reads): not exposed until its next sl_series_set() or sl_series_add().
+ * Other types are left alone: a counter's history stays meaningful. */
+void sl_series_retire(sl_series *s);
+
 /*
  * Renders every family in the Prometheus text format 0.0.4, families sorted
  * by name, series in creation order.  Returns a malloc'd NUL-terminated

@@ -21,6 +21,11 @@ port=$(t_free_port)
 base=http://127.0.0.1:$port
 bootfile=$work/bootstrap
 
+# Instance b of the split group; probe_b="" leaves it out.
+section_b='[module kafkaprobe "b"]
+topics = t_split
+group = g_split
+produce = false'
 write_conf() {
     cat > "$work/sluice.conf" <<EOF
 # written by tests/integration/kafka.sh
@@ -55,10 +60,7 @@ topics = t_split
 group = g_split
 produce = false
 
-[module kafkaprobe "b"]
-topics = t_split
-group = g_split
-produce = false
+${probe_b-$section_b}
 
 [module kafkaprobe "c"]
 topics = t_commit
@@ -211,6 +213,38 @@ t_check "$cb" -gt 0 "b read some"
 { jget "$base/kafkaprobe/a/consumed?values=1" '"\n".join(j["values"])'
   jget "$base/kafkaprobe/b/consumed?values=1" '"\n".join(j["values"])'; } | sort > "$work/split.got"
 t_check -z "$(diff "$work/split.want" "$work/split.got" | head -3)" "the union is every message exactly once"
+# Lag is reported by the member that reads a partition, and only by it: a
+# member whose partition was moved away by the rebalance must not keep
+# exposing its last lag for it.
+lag_readers() { # who reads which partition, as lag_owners prints it
+    for m in a b; do
+        curl -s --max-time 60 "$base/kafkaprobe/$m/consumed" | python3 -c 'import json,sys
+for p in json.load(sys.stdin)["partitions"]: print(p.split("/")[1] + sys.argv[1])' "$m" 2>/dev/null
+    done | sort | tr '\n' ' '
+}
+lag_once() { # every partition's lag, each from the member that reads it
+    [ "$(lag_owners)" = "$(lag_readers)" ] && [ "$(lag_owners | wc -w)" -eq 8 ]
+}
+lag_owners() {
+    curl -s "$base/metrics" | grep '^sluice_kafka_consumer_lag{module="kafkaprobe",topic="t_split",' |
+        sed 's/.*partition="\([0-9]*\)",instance_name="\(.\)".*/\1\2/' | sort | tr '\n' ' '
+}
+t_wait_for 10 lag_once
+t_check $? -eq 0 "one lag series per partition: $(lag_owners)"
+# b leaves (a reload removes it), a takes all 8; b comes back and takes 4
+# of them from a.
+probe_b="" write_conf
+kill -HUP "$daemon"
+t_wait_for 30 bash -c "[ \"\$(curl -s $base/kafkaprobe/a/consumed | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"assigned\"])')\" = 8 ]"
+t_check $? -eq 0 "with b removed a reads all 8 partitions"
+t_wait_for 10 lag_once
+t_check $? -eq 0 "one lag series per partition, all a's: $(lag_owners)"
+write_conf
+kill -HUP "$daemon"
+t_wait_for 30 split_ready
+t_check $? -eq 0 "with b back the partitions are split again"
+t_wait_for 10 lag_once
+t_check $? -eq 0 "one lag series per partition again: $(lag_owners), readers: $(lag_readers)"
 t_end
 
 # ------------------------------------------------- commit, pause, resume

@@ -354,6 +354,35 @@ static void test_instance_gone(void **state)
     sl_metric_release(plain);
 }
 
+/* A retired gauge is not exposed until it is set again; a counter cannot
+ * be retired. */
+static void test_retire(void **state)
+{
+    sl_metric *lag, *msgs;
+
+    (void)state;
+    lag = sl_metric_register(SL_METRIC_GAUGE, "lag", "", "partition", NULL, 0, "");
+    msgs = sl_metric_register(SL_METRIC_COUNTER, "msgs_total", "", NULL, NULL, 0, "");
+    assert_non_null(lag);
+    assert_non_null(msgs);
+    sl_series_set(sl_series_of(lag, "0"), 3);
+    sl_series_set(sl_series_of(lag, "1"), 5);
+    sl_series_retire(sl_series_of(lag, "0"));
+    sl_series_retire(sl_series_of(msgs));
+    assert_rendered("# TYPE lag gauge\n"
+                    "lag{partition=\"1\"} 5\n"
+                    "# TYPE msgs_total counter\n"
+                    "msgs_total 0\n");
+    sl_series_set(sl_series_of(lag, "0"), 2);
+    assert_rendered("# TYPE lag gauge\n"
+                    "lag{partition=\"0\"} 2\n"
+                    "lag{partition=\"1\"} 5\n"
+                    "# TYPE msgs_total counter\n"
+                    "msgs_total 0\n");
+    sl_metric_release(lag);
+    sl_metric_release(msgs);
+}
+
 static void test_exposition(void **state)
 {
     sl_metric *conns, *req, *lat, *empty;
@@ -555,6 +584,7 @@ int main(void)
         cmocka_unit_test_teardown(test_histogram, registry_empty),
         cmocka_unit_test_teardown(test_instance_name, registry_empty),
         cmocka_unit_test_teardown(test_instance_gone, registry_empty),
+        cmocka_unit_test_teardown(test_retire, registry_empty),
         cmocka_unit_test_teardown(test_exposition, registry_empty),
         cmocka_unit_test_teardown(test_value_format, registry_empty),
         cmocka_unit_test_teardown(test_misuse, registry_empty),
