@@ -11,9 +11,8 @@
 #include <librdkafka/rdkafka_mock.h>
 #include "schema.h"
 
-/* Defined in kafka.c: referencing the schema is what links the handles
- * into the daemon (it links the core as a static convenience library, and
- * only the modules, loaded later, call the handle functions). */
+/* The [kafka] section: brokers (embedded, a list or file:PATH), client
+ * properties, the embedded broker's topics. */
 extern const sl_section_schema sl_kafka_schema;
 
 /* `brokers = file:PATH` reads the bootstrap servers from PATH (another
