@@ -12,6 +12,7 @@
  * committed, then the consumer leaves its group.  The module is
  * exclusive: a successor starts only after this member left.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +134,30 @@ static int metrics_start(agg *a)
     return 0;
 }
 
+/* A topic template must expand to a legal Kafka topic name for any source
+ * topic: outside {topic} only [A-Za-z0-9._-]; otherwise every dead letter
+ * would be refused by the broker while the daemon runs. */
+static int topic_template_check(sl_ctx *ctx, const char *key)
+{
+    const char *t = sl_opt_str(ctx, key);
+
+    if (t[0] == '\0')
+        return sl_fail_opt(ctx, key, "must not be empty");
+    for (const char *p = t; *p != '\0'; p++) {
+        if (strncmp(p, "{topic}", 7) == 0) {
+            p += 6;
+            continue;
+        }
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            return sl_fail_opt(ctx, key,
+                               "\"%s\": '%c' cannot be in a topic name (letters, digits, '.', '_', '-'; {topic} is the source topic)",
+                               t, *p);
+    }
+    if (strlen(t) > 200)
+        return sl_fail_opt(ctx, key, "longer than 200 characters");
+    return 0;
+}
+
 /* What start() would refuse in the options themselves (sluice.h): every
  * problem is reported, each at its key. */
 static int agg_check(sl_ctx *ctx)
@@ -148,6 +173,10 @@ static int agg_check(sl_ctx *ctx)
         rc = sl_fail_opt(ctx, "max_buffered", "must be 0 or at least batch_size (%lld)",
                          sl_opt_int(ctx, "batch_size"));
     if (agg_routes_check(ctx) != 0)
+        rc = -1;
+    if (topic_template_check(ctx, "deadletter_topic") != 0)
+        rc = -1;
+    if (topic_template_check(ctx, "forward_topic") != 0)
         rc = -1;
     return rc;
 }
