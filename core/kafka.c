@@ -535,7 +535,8 @@ static rd_kafka_conf_t *build_conf(handle *h, const char *group, const char *con
         if (group != NULL && conf_set(conf, "fetch.wait.max.ms", "10", err, errlen) != 0)
             goto fail;
     }
-    if (sl_kafka_conf_apply_section(conf, opts, err, errlen) != 0)
+    if (sl_kafka_conf_apply_section(conf, opts, group != NULL ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER,
+                                    err, errlen) != 0)
         goto fail;
     for (size_t i = 0; props != NULL && props[i] != NULL; i += 2) {
         if (props[i + 1] == NULL) {

@@ -53,9 +53,12 @@ void sl_kafka_mock_destroy(rd_kafka_mock_cluster_t *mock);
 /* librdkafka's log levels (syslog's) as ours. */
 sl_log_level sl_kafka_log_level(int syslog_level);
 
-/* Sets client.id and every rdkafka.* property of `opts` on `conf`.
- * Returns 0 or -1 with the reason in `err`. */
-int sl_kafka_conf_apply_section(rd_kafka_conf_t *conf, const sl_optset *opts, char *err,
-                                size_t errlen);
+/* Sets client.id and the rdkafka.* properties of `opts` on the `conf` of
+ * a client of `type`.  [kafka] applies to every handle, so a property
+ * librdkafka lists for the other kind only (linger.ms on a consumer) is
+ * left out rather than making librdkafka warn at every start that it
+ * ignores it.  Returns 0 or -1 with the reason in `err`. */
+int sl_kafka_conf_apply_section(rd_kafka_conf_t *conf, const sl_optset *opts,
+                                rd_kafka_type_t type, char *err, size_t errlen);
 
 #endif

@@ -45,7 +45,7 @@ const sl_option sl_kafka_options[] = {
       "let modules take embedded brokers down and inject errors (reliability tests only)", 0, 0,
       NULL },
     { "rdkafka.*", SL_OPT_STRING, NULL,
-      "any librdkafka configuration property, e.g. rdkafka.linger.ms = 5", 0, 0, NULL },
+      "any librdkafka configuration property, e.g. rdkafka.linger.ms = 5; one librdkafka lists for producers only or consumers only goes to that kind of handle only", 0, 0, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 
@@ -106,21 +106,69 @@ static int is_owned_property(const char *name)
     return 0;
 }
 
-int sl_kafka_conf_apply_section(rd_kafka_conf_t *conf, const sl_optset *opts, char *err,
-                                size_t errlen)
+/* librdkafka's own table of its properties, one "name | C/P | ..." line
+ * each: the second column says which kind of client reads a property.
+ * malloc'd; NULL when out of memory. */
+static char *properties_table(void)
 {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    if (f == NULL)
+        return NULL;
+    rd_kafka_conf_properties_show(f);
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* 'P' (producers), 'C' (consumers) or '*' for `name`; 0 when the table
+ * does not list it (librdkafka then judges it itself). */
+static char property_scope(const char *table, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (const char *line = table; line != NULL && *line != '\0';) {
+        const char *nl = strchr(line, '\n');
+        const char *bar = strchr(line, '|');
+        if (strncmp(line, name, n) == 0 && line[n] == ' ' && bar != NULL &&
+            (nl == NULL || bar < nl)) {
+            for (bar++; *bar == ' '; bar++)
+                ;
+            return *bar;
+        }
+        line = nl != NULL ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
+int sl_kafka_conf_apply_section(rd_kafka_conf_t *conf, const sl_optset *opts,
+                                rd_kafka_type_t type, char *err, size_t errlen)
+{
+    char other = type == RD_KAFKA_PRODUCER ? 'C' : 'P';
+    char *table = NULL;
+    int rc = 0;
+
     if (rd_kafka_conf_set(conf, "client.id", sl_optset_get(opts, "client_id")->raw, err, errlen) !=
         RD_KAFKA_CONF_OK)
         return -1;
-    for (size_t i = 0; i < opts->n; i++) {
+    for (size_t i = 0; i < opts->n && rc == 0; i++) {
         const sl_optval *v = &opts->v[i];
+        const char *name = v->key + strlen(RDKAFKA_PREFIX);
         if (strncmp(v->key, RDKAFKA_PREFIX, strlen(RDKAFKA_PREFIX)) != 0)
             continue;
-        if (rd_kafka_conf_set(conf, v->key + strlen(RDKAFKA_PREFIX), v->raw, err, errlen) !=
-            RD_KAFKA_CONF_OK)
-            return -1;
+        if (table == NULL)
+            table = properties_table();
+        if (table != NULL && property_scope(table, name) == other)
+            continue;
+        if (rd_kafka_conf_set(conf, name, v->raw, err, errlen) != RD_KAFKA_CONF_OK)
+            rc = -1;
     }
-    return 0;
+    free(table);
+    return rc;
 }
 
 /* Splits "name:count" (count optional, default `def`).  Returns 0 with a

@@ -396,6 +396,9 @@ t_check $? -eq 0 "sluiced exited 0"
 t_check ! -e "$bootfile" "bootstrap file removed"
 t_check "$(grep -c 'did not finish draining' "$work/sluiced.log")" -eq 0 "every instance drained in time"
 t_check "$(grep -c 'embedded Kafka broker on .* stopped' "$work/sluiced.log")" -ge 1 "embedded broker stopped"
+# [kafka] sets producer-only (enable.idempotence) and consumer-only
+# (session.timeout.ms) properties; each kind of handle got only its own.
+t_check "$(grep -c CONFWARN "$work/sluiced.log")" -eq 0 "no librdkafka warning about a property of the other kind: $(grep -m1 CONFWARN "$work/sluiced.log" | head -c 200)"
 t_end
 
 t_exit
