@@ -1,7 +1,7 @@
 /*
  * pg.c - the PostgreSQL connector: the [postgres] section, the handle (a
- * pool of connections, see pg_conn.c for what runs on them), and the API
- * of sluice_pg.h.
+ * pool of connections: pg_connect.c brings them up and down, pg_conn.c
+ * runs the work on them), and the API of sluice_pg.h.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,7 @@
 /*
- * pg_int.h - what pg.c (the handle and its API) and pg_conn.c (the
- * connections and what runs on them) share; nothing else includes it.
+ * pg_int.h - what pg.c (the handle and its API), pg_connect.c (bringing
+ * a connection up and down) and pg_conn.c (the work on a live connection)
+ * share; nothing else includes it.
  *
  * Requests are "ops".  An op waits in the pool's queue (jobs) for a free
  * connection, or in its transaction's queue for the connection the
@@ -18,6 +19,8 @@
 #include <libpq-fe.h>
 #include "connector.h"
 #include "pg.h"
+
+#define BACKOFF_FIRST 0.1 /* the first wait before a connection is retried */
 
 typedef enum { OP_QUERY, OP_SCRIPT, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_LISTEN,
                OP_UNLISTEN } op_kind;
@@ -120,7 +123,7 @@ struct sl_pg {
     sl_series *s_latency, *s_reconnects, *s_up, *s_out[OUT_N];
 };
 
-/* ---------------------------------------------------- pg_conn.c for pg.c */
+/* -------------------------------------- pg_conn.c for pg.c and pg_connect.c */
 
 /* Around every entry into the handle's code; the outermost leave() frees
  * a handle freed meanwhile, and unlinks listeners removed meanwhile. */
@@ -149,12 +152,25 @@ void pgc_on_tick(evutil_socket_t fd, short what, void *arg);
 void pgc_tx_fail(sl_pg_tx *tx, const char *why);
 void pgc_tx_free(sl_pg_tx *tx);
 
-void pgc_conn_init(sl_pg *pg, conn *c, int id);
-void pgc_conn_fini(conn *c);
-void pgc_conn_start(conn *c);
 /* Gives an idle connection its next op, if any. */
 void pgc_conn_next(conn *c);
+/* Reads and writes a connection that is up, on socket readiness `what`. */
+void pgc_conn_io(conn *c, short what);
 /* Queues LISTEN or UNLISTEN on the LISTEN connection when it is up. */
 void pgc_listen_queue(conn *c, op_kind kind, sl_pg_listener *l, const char *channel);
+
+/* -------------------------------------- pg_connect.c for pg.c and pg_conn.c */
+
+void pgc_conn_init(sl_pg *pg, conn *c, int id);
+void pgc_conn_fini(conn *c);
+/* Resolves the host name if need be, then connects; retried after a
+ * backoff until it is up. */
+void pgc_conn_start(conn *c);
+/* Watches the socket for `what`; `rebuild` makes a fresh event. */
+int pgc_watch(conn *c, short what, int rebuild);
+/* Closes the libpq connection (and cancels a lookup); the state is down. */
+void pgc_conn_close(conn *c);
+/* With no pool connection up, fails what waits for one. */
+void pgc_pool_down(sl_pg *pg);
 
 #endif
