@@ -648,19 +648,26 @@ void pgc_listen_queue(conn *c, op_kind kind, sl_pg_listener *l, const char *chan
     if (c->pq == NULL || (c->state != C_IDLE && c->state != C_BUSY))
         return; /* queued again when the connection is up */
     quoted = PQescapeIdentifier(c->pq, channel, strlen(channel));
-    if (quoted == NULL)
-        return;
-    sql = malloc(strlen(quoted) + 10);
-    if (sql != NULL) {
-        sprintf(sql, "%s %s", kind == OP_LISTEN ? "LISTEN" : "UNLISTEN", quoted);
-        o = pgc_op_new(kind, sql, 0, NULL, NULL, NULL);
-        if (o != NULL) {
-            o->internal = 1;
-            o->listener = l;
-            pgc_push_back(&c->own, &c->own_tail, o);
+    o = NULL;
+    if (quoted != NULL) {
+        sql = malloc(strlen(quoted) + 10);
+        if (sql != NULL) {
+            sprintf(sql, "%s %s", kind == OP_LISTEN ? "LISTEN" : "UNLISTEN", quoted);
+            o = pgc_op_new(kind, sql, 0, NULL, NULL, NULL);
+            free(sql);
         }
-        free(sql);
+        PQfreemem(quoted);
     }
-    PQfreemem(quoted);
+    if (o == NULL) {
+        /* The channel's subscription is redone whenever the LISTEN
+         * connection comes back; until then its notifications are missed,
+         * and whoever waits on them falls back to polling. */
+        sl_log_core(SL_LOG_ERROR, "postgres", "%s: out of memory queueing %s %s", c->pg->label,
+                    kind == OP_LISTEN ? "LISTEN" : "UNLISTEN", channel);
+    } else {
+        o->internal = 1;
+        o->listener = l;
+        pgc_push_back(&c->own, &c->own_tail, o);
+    }
     pgc_conn_next(c);
 }
