@@ -155,11 +155,11 @@ t_end
 
 t_case "a module with another ABI version is refused"
 cat > "$work/oldabi.c" <<'EOF'
-#include "sluice.h"
+#include <sluice/sluice.h>
 static int start(sl_ctx *ctx) { (void)ctx; return 0; }
 SL_API const sl_module sluice_module = { 999, "oldabi", "wrong ABI", 0, 0, start, 0 };
 EOF
-${CC:-cc} -shared -fPIC -I"$SL_TOP/core" -o "$mods/oldabi.so" "$work/oldabi.c"
+${CC:-cc} -shared -fPIC -I"$SL_TOP/core/include" -o "$mods/oldabi.so" "$work/oldabi.c"
 printf '[core]\nmodules_dir = mods\nlisten =\n[module oldabi]\n' > "$work/abi.conf"
 "$SLUICED" -t -c "$work/abi.conf" 2>"$work/t.out"
 t_check $? -eq 1 "exit 1"
@@ -231,7 +231,7 @@ t_end
 
 t_case "reload after the .so was rebuilt runs the new code"
 t_check "$(curl -s "$base/echo" | json_field build)" = 1 "build 1 before"
-${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core" -o "$work/echo2.so" \
+${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core/include" -o "$work/echo2.so" \
     "$SL_TOP/tests/modules/echo/echo.c" -lcjson
 mv "$work/echo2.so" "$mods/echo.so"
 reload
@@ -240,7 +240,7 @@ t_check "$(curl -s "$base/echo" | json_field value)" = two "options kept"
 t_end
 
 t_case "an exclusive module drains before its successor starts"
-${CC:-cc} -shared -fPIC -DECHO_BUILD=3 -DECHO_FLAGS=SL_MODULE_EXCLUSIVE -I"$SL_TOP/core" \
+${CC:-cc} -shared -fPIC -DECHO_BUILD=3 -DECHO_FLAGS=SL_MODULE_EXCLUSIVE -I"$SL_TOP/core/include" \
     -o "$work/echo3.so" "$SL_TOP/tests/modules/echo/echo.c" -lcjson
 mv "$work/echo3.so" "$mods/echo.so"
 curl -s "$base/echo/slow?ms=1000" > "$work/slow.out" &
@@ -258,7 +258,7 @@ order=$(tail -n +"$((mark + 1))" "$work/sluiced.log" | grep -E '\[echo\] (stoppe
 t_check "$order" = "stopped started " "old stopped before the successor started ($order)"
 t_check "$(curl -s "$base/echo" | json_field build)" = 3 "successor serves"
 # Back to an ordinary build for the cases below.
-${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core" -o "$work/echo2.so" \
+${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core/include" -o "$work/echo2.so" \
     "$SL_TOP/tests/modules/echo/echo.c" -lcjson
 mv "$work/echo2.so" "$mods/echo.so"
 reload
