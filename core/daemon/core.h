@@ -34,7 +34,8 @@ struct sl_dso {
     ino_t ino;
     struct timespec mtime;
     void *handle;
-    const sl_module *mod;
+    const sl_module *mod;  /* &desc */
+    sl_module desc;        /* the module's descriptor, hooks its ABI lacks NULL */
     int refs;
 };
 

@@ -46,7 +46,8 @@ static void usage(FILE *out)
 
 static void version(void)
 {
-    printf("sluiced %s (module ABI %d)\n", SL_VERSION, SL_ABI_VERSION);
+    printf("sluiced %s (module ABI %d, loads modules built for ABI %d to %d)\n", SL_VERSION,
+           SL_ABI_VERSION, SL_ABI_OLDEST, SL_ABI_VERSION);
     printf("built with libevent %s, librdkafka %s, libpq %d, hiredis %d.%d.%d, %s, cJSON %s\n",
            event_get_version(), rd_kafka_version_str(), PQlibVersion(), HIREDIS_MAJOR,
            HIREDIS_MINOR, HIREDIS_PATCH, curl_version(), cJSON_Version());

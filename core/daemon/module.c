@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,11 +78,42 @@ done:
     return rc;
 }
 
+/* How many bytes of sl_module a module built for ABI `abi` defines, or 0
+ * for an ABI this core does not load.  The descriptor only grows at its
+ * end (sluice.h), so each version's is a prefix of ours. */
+static size_t descriptor_size(int abi)
+{
+    _Static_assert(SL_ABI_VERSION == 3, "a new module ABI needs its descriptor size here");
+    switch (abi) {
+    case 2:
+        return offsetof(sl_module, check);
+    case 3:
+        return sizeof(sl_module);
+    default:
+        return 0;
+    }
+}
+
+static void refuse_abi(const char *name, const char *path, int abi, sl_errors *errs)
+{
+    if (abi > SL_ABI_VERSION)
+        sl_errors_add(errs, NULL, 0,
+                      "module %s: %s has module ABI version %d, newer than this sluiced's %d: "
+                      "upgrade sluiced or rebuild the module against its <sluice/sluice.h>",
+                      name, path, abi, SL_ABI_VERSION);
+    else
+        sl_errors_add(errs, NULL, 0,
+                      "module %s: %s has module ABI version %d, which this sluiced no longer "
+                      "loads (it loads %d to %d): rebuild the module against its <sluice/sluice.h>",
+                      name, path, abi, SL_ABI_OLDEST, SL_ABI_VERSION);
+}
+
 /* Loads `path` through a private copy and checks its descriptor. */
 static sl_dso *load(const char *path, const char *name, const struct stat *st, sl_errors *errs)
 {
     char copy[PATH_MAX];
     const sl_module *mod;
+    size_t size;
     sl_dso *d;
     void *h;
 
@@ -105,12 +137,9 @@ static sl_dso *load(const char *path, const char *name, const struct stat *st, s
         dlclose(h);
         return NULL;
     }
-    /* Only the exact version: an older descriptor is shorter than ours
-     * (ABI 3 appended check()), so reading it as ours would run past its
-     * end, and a newer one may mean what we cannot honour. */
-    if (mod->abi_version != SL_ABI_VERSION) {
-        sl_errors_add(errs, NULL, 0, "module %s: %s has ABI version %d, this sluiced needs %d",
-                      name, path, mod->abi_version, SL_ABI_VERSION);
+    size = descriptor_size(mod->abi_version);
+    if (size == 0) {
+        refuse_abi(name, path, mod->abi_version, errs);
         dlclose(h);
         return NULL;
     }
@@ -131,7 +160,14 @@ static sl_dso *load(const char *path, const char *name, const struct stat *st, s
     d->ino = st->st_ino;
     d->mtime = st->st_mtim;
     d->handle = h;
-    d->mod = mod;
+    /* Only the members the module's version defines are read: an older
+     * descriptor ends before the hooks added since, which stay NULL. */
+    memcpy(&d->desc, mod, size);
+    d->mod = &d->desc;
+    if (mod->abi_version != SL_ABI_VERSION)
+        sl_log_core(SL_LOG_INFO, "core",
+                    "module %s is built for module ABI %d: loaded without the hooks ABI %d added",
+                    name, mod->abi_version, SL_ABI_VERSION);
     d->refs = 1;
     d->next = dsos;
     dsos = d;

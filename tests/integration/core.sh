@@ -153,7 +153,7 @@ t_check $? -eq 1 "an invalid config: exit 1"
 t_check "$(grep -c 'schema.conf:3' "$work/s.out")" -eq 1 "with file:line"
 t_end
 
-t_case "a module with another ABI version is refused"
+t_case "a module built for a newer or a retired ABI is refused"
 cat > "$work/oldabi.c" <<'EOF'
 #include <sluice/sluice.h>
 static int start(sl_ctx *ctx) { (void)ctx; return 0; }
@@ -163,8 +163,33 @@ ${CC:-cc} -shared -fPIC -I"$SL_TOP/core/include" -o "$mods/oldabi.so" "$work/old
 printf '[core]\nmodules_dir = mods\nlisten =\n[module oldabi]\n' > "$work/abi.conf"
 "$SLUICED" -t -c "$work/abi.conf" 2>"$work/t.out"
 t_check $? -eq 1 "exit 1"
-t_check "$(grep -c 'ABI version 999' "$work/t.out")" -eq 1 "says which ABI it has"
+t_check "$(grep -c 'ABI version 999, newer than this sluiced' "$work/t.out")" -eq 1 "says which ABI it has"
+sed -i 's/{ 999,/{ 1,/' "$work/oldabi.c"
+${CC:-cc} -shared -fPIC -I"$SL_TOP/core/include" -o "$mods/oldabi.so" "$work/oldabi.c"
+"$SLUICED" -t -c "$work/abi.conf" 2>"$work/t.out"
+t_check $? -eq 1 "an ABI older than the oldest loaded: exit 1"
+t_check "$(grep -c 'ABI version 1, which this sluiced no longer loads (it loads 2 to 3)' "$work/t.out")" -eq 1 \
+    "says which it loads"
 rm -f "$mods/oldabi.so"
+t_end
+
+t_case "a module built for an older ABI loads, without the hooks added since"
+cp "$SL_BUILD/tests/modules/abitwo/.libs/abitwo.so" "$mods/"
+abiport=$(t_free_port)
+printf '[core]\nmodules_dir = mods\nlisten = 127.0.0.1:%s\n[module abitwo]\nvalue = old\n' "$abiport" > "$work/abi2.conf"
+"$SLUICED" -t -c "$work/abi2.conf" 2>"$work/t2.out"
+t_check $? -eq 0 "-t accepts it"
+"$SLUICED" -c "$work/abi2.conf" 2>"$work/abi2.log" &
+abipid=$!
+pids+=("$abipid")
+t_wait_http "http://127.0.0.1:$abiport/abitwo" 10
+t_check "$(curl -s "http://127.0.0.1:$abiport/abitwo")" = old "it serves its route with its options"
+t_check "$(grep -c 'module abitwo is built for module ABI 2: loaded without the hooks ABI 3 added' "$work/abi2.log")" -eq 1 \
+    "the log says it runs without the newer hooks"
+kill -TERM "$abipid"
+wait "$abipid"
+t_check $? -eq 0 "and it drains and exits 0"
+rm -f "$mods/abitwo.so"
 t_end
 
 # -------------------------------------------------------------- serving

@@ -18,7 +18,20 @@
 #include <stdint.h>
 #include <stdarg.h>
 
+/*
+ * The module ABI.  A module records the version it was built against in
+ * its descriptor's first member, which stays first in every version, so
+ * the core can always tell which layout it holds.  The descriptor only
+ * grows: a new optional hook is appended at its end and raises
+ * SL_ABI_VERSION, and the core loads a module built for any version from
+ * SL_ABI_OLDEST on, with the hooks its version lacks absent (NULL).  A
+ * module built for a newer version than the core's is refused, since the
+ * core cannot know what its extra members mean.  A change that is not an
+ * append (a member or function that changes type or meaning) raises both,
+ * so that older modules are refused instead of misread.
+ */
 #define SL_ABI_VERSION 3
+#define SL_ABI_OLDEST 2
 
 #if defined(__GNUC__)
 #define SL_API __attribute__((visibility("default")))
@@ -66,7 +79,7 @@ typedef struct {
 #define SL_MODULE_EXCLUSIVE 0x1
 
 typedef struct {
-    int abi_version;          /* SL_ABI_VERSION */
+    int abi_version;          /* SL_ABI_VERSION; first in every version */
     const char *name;
     const char *description;
     const sl_option *options; /* terminated by an entry with name == NULL */
@@ -87,6 +100,8 @@ typedef struct {
      * missing: this step is for deployments that apply schema separately,
      * e.g. with privileges the running daemon does not hold. */
     int (*init_schema)(sl_ctx *ctx);
+    /* ABI 2 ends here.  Members below are appended in the version they
+     * name; the core treats them as NULL in a module built before it. */
     /* Optional (ABI 3).  Validates the instance's options beyond their
      * declared types: whatever start() would refuse for what is written in
      * the file (a route's syntax, a list of weights, an identifier), so
