@@ -13,9 +13,9 @@
 
 #include <event2/event.h>
 
-#include "pg_int.h"
-#include "redis.h"
-#include "sluice_clickhouse.h"
+#include "connectors/pg/pg_int.h"
+#include "connectors/redis/redis.h"
+#include <sluice/clickhouse.h>
 
 /* The loop lives in main.c, which unit tests do not link; nothing here
  * runs on it. */
