@@ -3,7 +3,11 @@
  * answers, statements and their results, transactions, LISTEN/NOTIFY and
  * deadlines; pg_connect.c brings the connection up and down.
  *
- * Only libpq's non-blocking calls are used: PQsendQuery*, PQflush until it
+ * A prepared statement (sluice_pg.h) costs its connection one more round
+ * trip the first time: PQsendPrepare, then, once that answered,
+ * PQsendQueryPrepared for the same op; `preparing` marks the first step.
+ *
+ * Only libpq's non-blocking calls are used: PQsend*, PQflush until it
  * returns 0, PQconsumeInput, PQisBusy and PQgetResult.  PQcancel is not
  * used because it connects synchronously: a statement past its deadline
  * costs its connection instead, which is closed and opened again, and the
@@ -93,8 +97,7 @@ op *pgc_op_new(op_kind kind, const char *sql, int nparams, const char *const *pa
     o->kind = kind;
     o->fn = fn;
     o->arg = arg;
-    o->sql = strdup(sql);
-    if (o->sql == NULL)
+    if (sql != NULL && (o->sql = strdup(sql)) == NULL)
         goto oom;
     if (nparams > 0) {
         o->params = calloc((size_t)nparams, sizeof(*o->params));
@@ -321,15 +324,30 @@ static void conn_flush(conn *c)
         conn_drop(c, OUT_LOST, "cannot watch the connection's socket");
 }
 
+/* Runs a statement the connection has prepared. */
+static int send_prepared(conn *c, op *o)
+{
+    return PQsendQueryPrepared(c->pq, o->stmt->name, o->nparams,
+                               (const char *const *)o->params, NULL, NULL, 0);
+}
+
 static void conn_send(conn *c, op *o)
 {
     int sent;
 
-    if (o->kind == OP_QUERY)
+    if (o->kind == OP_QUERY) {
         sent = PQsendQueryParams(c->pq, o->sql, o->nparams, NULL,
                                  (const char *const *)o->params, NULL, NULL, 0);
-    else
+    } else if (o->kind == OP_EXEC && pgc_set_has(&c->prepared, o->stmt->index)) {
+        sent = send_prepared(c, o);
+    } else if (o->kind == OP_EXEC) {
+        /* Parameter types are left to the server, as PQsendQueryParams
+         * does: inferred from the SQL, text when it cannot tell. */
+        sent = PQsendPrepare(c->pq, o->stmt->name, o->stmt->sql, 0, NULL);
+        c->preparing = 1;
+    } else {
         sent = PQsendQuery(c->pq, o->sql);
+    }
     c->cur = o;
     c->state = C_BUSY;
     o->sent = sl_now();
@@ -454,6 +472,33 @@ static void finish_op(conn *c)
     pgc_op_free(o);
 }
 
+/*
+ * The Parse of cur's statement answered.  Prepared: the statement is run
+ * at once on the same connection, and 1 is returned (the op goes on).
+ * Refused: 0, and cur finishes with that error like any statement.
+ */
+static int prepared(conn *c)
+{
+    sl_pg *pg = c->pg;
+    op *o = c->cur;
+    ExecStatusType st = c->res != NULL ? PQresultStatus(c->res) : PGRES_FATAL_ERROR;
+
+    c->preparing = 0;
+    if (st != PGRES_COMMAND_OK)
+        return 0;
+    PQclear(c->res);
+    c->res = NULL;
+    pgc_set_add(&c->prepared, o->stmt->index);
+    if (pg->s_prepares != NULL)
+        sl_series_add(pg->s_prepares, 1);
+    if (!send_prepared(c, o)) {
+        conn_drop(c, OUT_LOST, PQerrorMessage(c->pq));
+        return 1;
+    }
+    conn_flush(c);
+    return 1;
+}
+
 /* Keeps the first error result of a statement, else its last result. */
 static int collect(conn *c, PGresult *r)
 {
@@ -508,6 +553,11 @@ void pgc_conn_io(conn *c, short what)
         return;
     while (c->cur != NULL && !PQisBusy(c->pq)) {
         r = PQgetResult(c->pq);
+        if (r == NULL && c->preparing && prepared(c)) {
+            if (c->state == C_DOWN)
+                return;
+            continue;
+        }
         if (r == NULL) {
             finish_op(c);
             return;
