@@ -45,7 +45,15 @@ unit_tests() {
         p=tests/unit/$(basename "$src" .c)
         case " $progs " in
         *" $p "*) ;;
-        *) echo "fail unit $p: tests/unit/$(basename "$src") is not in the build's TESTS" >> "$SL_RESULTS" ;;
+        *)
+            # Built without its module (configure --disable-NAME), or
+            # never added to a Makefile fragment: CI builds everything.
+            if [ "${CI:-}" = true ]; then
+                echo "fail unit $p: tests/unit/$(basename "$src") is not in the build's TESTS" >> "$SL_RESULTS"
+            else
+                echo "skip unit $p: not in this build's TESTS (a module configured out?)" >> "$SL_RESULTS"
+            fi
+            ;;
         esac
     done
     for p in $progs; do
