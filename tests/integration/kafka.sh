@@ -273,9 +273,9 @@ t_check "$code" = 200 "partition 1 resumed ($code)"
 t_wait_until 30 '[ "$(jget "$cbase/consumed" "j[\"count\"]")" -ge 120 ]'
 t_check "$(jget "$cbase/consumed" 'j["count"], j["distinct"]')" = "(120, 120)" "all 120 read after resume, once each"
 # The successor (a changed option replaces the instance) starts at the
-# committed offsets: it reads again exactly the 20 read but not committed.
-# The successor reads what was not committed, then a marker put after the
-# reload: once it has the marker it has read everything it would re-read.
+# committed offsets: it reads again exactly the 20 read but not committed,
+# then a marker put in each partition after the reload; once it has both
+# markers it has read everything it would re-read.
 ctag=second write_conf
 kill -HUP "$daemon"
 t_wait_until 60 '[ "$(jget "$cbase/consumed" "j[\"tag\"]")" = second ] && [ "$(jget "$cbase/consumed" "j[\"assigned\"]")" -eq 2 ]'
