@@ -158,7 +158,9 @@ server_says() { grep -c "$1" "$srvlog"; }
 t_case "a prepared statement is parsed once per connection, then run by name"
 psqlc "ALTER SYSTEM SET log_min_duration_statement = 0" > /dev/null
 psqlc "SELECT pg_reload_conf()" > /dev/null
-sleep 0.5
+# The postmaster applies it, then signals every backend, which applies it
+# before its next command.
+t_wait_until 30 '[ "$(psqlc "SHOW log_min_duration_statement")" = 0 ]'
 p0=$(prepares)
 t_check "$p0" = 0 "sluice_pg_prepares_total starts at 0"
 parse0=$(server_says 'parse sl_note_ins:')
