@@ -11,8 +11,8 @@
 #include <string.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
-#include "trace.h"
-#include "trace_otlp.h"
+#include "trace/trace.h"
+#include "trace/trace_otlp.h"
 
 /* The daemon defines the loop in main.c, which a unit test does not link. */
 struct event_base *sl_base;
