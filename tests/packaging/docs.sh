@@ -13,7 +13,7 @@ rm -f /tmp/sluice-docs.$$
 t_check "$rc" -eq 0 "gen-reference.sh --check"
 # The man page holds every section the code declares.
 for s in $("$SLUICED" --list-sections) $(cd "$SL_BUILD/_modules" && ls *.so | sed 's/\.so$//'); do
-    case $s in core | redis | clickhouse | kafka | postgres) head="[$s]" ;; *) head="[module $s]" ;; esac
+    case $s in core | redis | clickhouse | kafka | postgres | tracing) head="[$s]" ;; *) head="[module $s]" ;; esac
     t_check "$(grep -c -F ".SS \"$head\"" "$SL_TOP/contrib/man/sluice.conf.5")" = 1 "sluice.conf(5) documents $head"
 done
 t_end
