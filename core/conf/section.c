@@ -62,3 +62,13 @@ const sl_section_schema *sl_section_find(const char *name)
             return sl_sections[i];
     return NULL;
 }
+
+int sl_section_left_out(const char *name)
+{
+#ifdef SL_WITH_CLICKHOUSE
+    (void)name;
+    return 0;
+#else
+    return strcmp(name, "clickhouse") == 0;
+#endif
+}

@@ -252,6 +252,12 @@ static cycle *build(const char *path, int bind, sl_errors *errs)
         if (strcmp(sec->name, "module") == 0)
             continue;
         at = section_index(sec->name);
+        if (at == SL_MAX_SECTIONS && sl_section_left_out(sec->name)) {
+            sl_errors_add(errs, conf->file, sec->line,
+                          "section [%s]: this sluiced is built without it (--disable-%s)",
+                          sec->name, sec->name);
+            continue;
+        }
         if (at == SL_MAX_SECTIONS) {
             sl_errors_add(errs, conf->file, sec->line, "unknown section [%s]", sec->name);
             continue;
