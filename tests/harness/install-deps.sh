@@ -6,14 +6,15 @@
 set -eu
 
 pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
-      librdkafka-dev libpq-dev libhiredis-dev libcurl4-openssl-dev
+      librdkafka-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libssl-dev openssl
       libcjson-dev libcmocka-dev postgresql redis-server clickhouse-server
       clickhouse-client kcat prometheus wrk nginx-light curl python3
       chromium docker-compose clang libclang-rt-14-dev)
 # chromium: tests/integration/status.sh loads the status page headless, and
 # segments.sh checks /docs; docker-compose: tests/integration/deploy.sh
 # validates the compose file (`docker-compose config` needs no Docker
-# engine); clang and its runtime: the libFuzzer run of segments_fuzz.sh.
+# engine); clang and its runtime: the libFuzzer runs; libssl-dev: TLS
+# listeners and token digests; openssl: hostile.sh makes its certificates.
 
 missing=()
 for p in "${pkgs[@]}"; do
