@@ -629,7 +629,7 @@ static int admit(edge *e, const route *r, unsigned method)
         return -1;
     }
     if (body > max_body) {
-        snprintf(msg, sizeof(msg), "request body over %zu bytes", max_body);
+        snprintf(msg, sizeof(msg), "request body of %zu bytes is over the limit of %zu", body, max_body);
         refuse(e, 413, msg, NULL);
         return -1;
     }

@@ -69,7 +69,7 @@ static void serve_user(sl_req *req, void *arg)
     char why[256];
     cJSON *body;
 
-    if (c == NULL || seg_ready(c, serve_user) != 0 || !seg_body_ok(c))
+    if (c == NULL || seg_ready(c, serve_user) != 0)
         return;
     sl_req_body(req, &len);
     if (len > 0) { /* no fields are defined: an empty object at most */
