@@ -26,6 +26,7 @@
 #include "log.h"
 #include "notify.h"
 #include "conf/section.h"
+#include "trace/trace.h"
 
 typedef struct {
     sl_dso *dso;
@@ -523,6 +524,7 @@ static void apply_core_settings(const cycle *c)
                             c->specs[i].tls);
     if (c->tokens != NULL)
         sl_log_core(SL_LOG_INFO, "core", "%zu bearer tokens loaded", sl_tokens_count(c->tokens));
+    sl_trace_configure(sl_cycle_section("tracing"));
 }
 
 static double drain_timeout(void)

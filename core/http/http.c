@@ -35,6 +35,7 @@
 #include <cjson/cJSON.h>
 #include "daemon/core.h"
 #include "daemon/log.h"
+#include "http/http_trace.h"
 #include "metrics/metrics.h"
 #include "edge.h"
 #include "http.h"
@@ -77,6 +78,7 @@ struct sl_req {
     void *more_arg;
     char id[SL_REQUEST_ID_SIZE];
     char caller[72]; /* a token name is at most 64 characters */
+    sl_http_trace trace;
 };
 
 static sl_listener *listeners;
@@ -153,6 +155,7 @@ static void account(sl_req *req)
 static void req_done(sl_req *req)
 {
     account(req);
+    sl_http_trace_end(&req->trace, req->status);
     if (req->res != NULL)
         sl_untrack(req->ctx, req->res);
     req_free(req);
@@ -638,6 +641,7 @@ static int admit(edge *e, const route *r, unsigned method)
 
 static void serve(edge *e, route *r, const char *path, sl_params *params, unsigned method)
 {
+    sl_trace_ctx saved;
     sl_req *req;
 
     e->module = r->ctx->label;
@@ -663,7 +667,10 @@ static void serve(edge *e, route *r, const char *path, sl_params *params, unsign
     memcpy(req->id, e->id, sizeof(req->id));
     memcpy(req->caller, e->caller, sizeof(req->caller));
     req->res = sl_track(r->ctx, "request", req, release_request, NULL);
+    sl_http_trace_begin(&req->trace, e->ev, method, r->pattern, path, r->ctx->label, e->id);
+    sl_trace_enter(&req->trace.ctx, &saved);
     r->fn(req, r->arg);
+    sl_trace_restore(&saved);
 }
 
 static void dispatch(struct evhttp_request *ev, void *arg)
