@@ -48,8 +48,8 @@ documented=$(sed -n 's/^\.B [A-Z]* \(\/.*\)$/\1/p' "$page")
 n=0
 for dir in "$SL_TOP"/modules/*/; do
     mod=$(basename "$dir")
-    # sl_route[_scoped](ctx, SL_GET, "/path", ...) or a module's own route(x, ..., "path", ...),
-    # which prefixes /MODULE/.
+    # sl_route(ctx, SL_GET, "/path", ...), sl_route_scoped(...), or a module's
+    # own route(x, ..., "path", ...), which prefixes /MODULE/.
     while read -r path; do
         case $path in /*) ;; *) path=/$mod/$path ;; esac
         n=$((n + 1))
