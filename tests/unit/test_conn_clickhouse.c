@@ -1,6 +1,6 @@
 /*
- * test_conn_clickhouse.c - the ClickHouse handle's retries without a
- * server (fake_daemon.h): a request to a port that refuses connections is
+ * test_conn_clickhouse.c - ClickHouse table names, and the handle's retries
+ * without a server (fake_daemon.h): a request to a port that refuses connections is
  * tried 1 + retries times, then answered once, from the loop, with the
  * transport error and no HTTP status; the handle is not ready; and it may
  * be freed from inside that callback.
@@ -50,6 +50,24 @@ static void on_result(sl_ch *ch, const sl_ch_result *res, void *arg)
         sl_ch_free(ch);
 }
 
+static void table_names(void **state)
+{
+    (void)state;
+    assert_true(sl_ch_valid_table("events"));
+    assert_true(sl_ch_valid_table("_tmp1"));
+    assert_true(sl_ch_valid_table("analytics.page_views"));
+    assert_false(sl_ch_valid_table(NULL));
+    assert_false(sl_ch_valid_table(""));
+    assert_false(sl_ch_valid_table("1events"));
+    assert_false(sl_ch_valid_table("a.b.c"));
+    assert_false(sl_ch_valid_table("db."));
+    assert_false(sl_ch_valid_table(".t"));
+    assert_false(sl_ch_valid_table("t; DROP TABLE x"));
+    assert_false(sl_ch_valid_table("t`"));
+    assert_false(sl_ch_valid_table("t FORMAT TSV"));
+    assert_false(sl_ch_valid_table("caf\xc3\xa9"));
+}
+
 static void retries_then_one_answer(void **state)
 {
     result_seen seen = { 0 };
@@ -89,6 +107,7 @@ static void free_inside_the_callback(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(table_names),
         cmocka_unit_test(retries_then_one_answer),
         cmocka_unit_test(free_inside_the_callback),
     };
