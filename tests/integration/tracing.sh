@@ -23,7 +23,7 @@ trap cleanup EXIT
 
 mods=$work/mods
 mkdir -p "$mods"
-cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so" \
+cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so" "$SL_BUILD/_modules/generator.so" \
     "$SL_BUILD/tests/modules/echo/.libs/echo.so" \
     "$SL_BUILD/tests/modules/kafkaprobe/.libs/kafkaprobe.so" "$mods/"
 port=$(t_free_port)
@@ -277,6 +277,34 @@ t_check "$(kcat -C -b "$(cat "$work/bootstrap")" -t traced -e -q -f '%h\n' | gre
     "the message carries the row's trace"
 t_check "$(kcat -C -b "$(cat "$work/bootstrap")" -t traced -e -q -f '%h\n' | grep -c "$tp_span")" -eq 0 \
     "with the produce span's position, not the given one"
+t_end
+
+t_case "generator: traces started on its share of events, recorded at [tracing] sample_ratio"
+# Every event starts a trace; a quarter of the traces are recorded.  Each
+# is decided independently, so the count is binomial: 2000 draws at 0.25
+# give 500 with a standard deviation of 19.4; the bounds are 5 of them.
+sed -i 's/^sample_ratio = .*//; s/^max_queue = .*/max_queue = 100000/; s/^batch_size = .*/batch_size = 512/; s/^\[tracing\]$/[tracing]\nsample_ratio = 0.25/' "$work/sluice.conf"
+cat >> "$work/sluice.conf" <<CONF
+
+[module generator]
+topic = gen_traced
+mode = night
+eps = 0.001
+trace_share = 1
+CONF
+kill -HUP "$daemon"
+t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/generator/status")" = 200 ]'
+curl -s -o /dev/null -X POST "$base/generator/generate/burst?count=2000"
+t_wait_until 60 "[ \"\$(curl -s $base/generator/status | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"delivered\"][\"total\"])')\" -ge 2000 ]"
+t_wait_until 30 '[ "$(metric sluice_tracing_spans_pending)" = 0 ]'
+delivered=$(curl -s "$base/generator/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["delivered"]["total"])')
+n=$(py "len([s for s in S if s['name'] == 'generate'])")
+t_check "$n" -ge 403 "recorded traces $n of $delivered events: at least 403"
+t_check "$n" -le 597 "recorded traces $n of $delivered events: at most 597"
+t_check "$(py "len(set(s['trace'] for s in S if s['name'] == 'generate')) == len([s for s in S if s['name'] == 'generate']) and all(s['parent'] == '' for s in S if s['name'] == 'generate')")" \
+    = True "each a root of its own trace"
+gens=$(py "len([s for s in S if s['name'] == 'send gen_traced' and s['parent'] in set(g['span'] for g in S if g['name'] == 'generate')])")
+t_check "$gens" = "$n" "each with its produce span under it ($gens)"
 t_end
 
 kill "$daemon"

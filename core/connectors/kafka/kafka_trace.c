@@ -26,6 +26,24 @@ static void unlink_ps(kafka_trace *kt, kafka_pspan *ps)
         kt->tail = ps->prev;
 }
 
+/* The message's traceparent header, parsed; -1 when it has none valid. */
+static int header_tp(const rd_kafka_message_t *rkm, sl_tp *tp)
+{
+    rd_kafka_headers_t *hdrs;
+    const void *value;
+    size_t size;
+    char text[SL_TP_LEN + 1];
+
+    if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, "traceparent", &value, &size) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        size != SL_TP_LEN)
+        return -1;
+    memcpy(text, value, SL_TP_LEN);
+    text[SL_TP_LEN] = '\0';
+    return sl_tp_parse(text, tp);
+}
+
 static void common(sl_span *s, const char *op, const char *topic, int32_t partition)
 {
     sl_span_set_str(s, "messaging.system", "kafka");
@@ -92,20 +110,9 @@ void kafka_trace_refused(kafka_trace *kt, kafka_pspan *ps, const char *why)
 
 int kafka_trace_delivered(kafka_trace *kt, const rd_kafka_message_t *rkm, sl_trace_ctx *ctx)
 {
-    rd_kafka_headers_t *hdrs;
-    const void *value;
-    size_t size;
-    char text[SL_TP_LEN + 1];
     sl_tp tp;
 
-    if (kt->head == NULL || rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(hdrs, "traceparent", &value, &size) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR ||
-        size != SL_TP_LEN)
-        return 0;
-    memcpy(text, value, SL_TP_LEN);
-    text[SL_TP_LEN] = '\0';
-    if (sl_tp_parse(text, &tp) != 0)
+    if (kt->head == NULL || header_tp(rkm, &tp) != 0)
         return 0;
     for (kafka_pspan *ps = kt->head; ps != NULL; ps = ps->next) {
         if (memcmp(ps->tp.span_id, tp.span_id, 8) != 0)
@@ -136,21 +143,11 @@ void kafka_trace_free(kafka_trace *kt)
 sl_span *kafka_trace_consume(const rd_kafka_message_t *rkm, const char *topic,
                              const char *group, sl_trace_ctx *ctx)
 {
-    rd_kafka_headers_t *hdrs;
-    const void *value;
-    size_t size;
-    char text[SL_TP_LEN + 1], name[300];
+    char name[300];
     sl_trace_ctx parent = { 0 };
     sl_span *s;
 
-    if (!sl_trace_on() || rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(hdrs, "traceparent", &value, &size) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR ||
-        size != SL_TP_LEN)
-        return NULL;
-    memcpy(text, value, SL_TP_LEN);
-    text[SL_TP_LEN] = '\0';
-    if (sl_tp_parse(text, &parent.tp) != 0)
+    if (!sl_trace_on() || header_tp(rkm, &parent.tp) != 0)
         return NULL;
     parent.traced = 1;
     snprintf(name, sizeof(name), "process %s", topic);
