@@ -111,10 +111,11 @@ static void consumer_rebalance_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
     } else {
         kind = rd_kafka_assignment_lost(h->rk) ? SL_KAFKA_LOST : SL_KAFKA_REVOKED;
     }
-    kafka_series_add(kafka_series1(h, h->m_rebalances, kind == SL_KAFKA_ASSIGNED  ? "assigned"
-                                              : kind == SL_KAFKA_REVOKED ? "revoked"
-                                                                         : "lost"),
-                  1);
+    kafka_series_add(kafka_series1(h, h->m_rebalances,
+                                   kind == SL_KAFKA_ASSIGNED  ? "assigned"
+                                   : kind == SL_KAFKA_REVOKED ? "revoked"
+                                                              : "lost"),
+                     1);
     sl_log(h->ctx, SL_LOG_INFO, "%s: %d partition%s %s", h->kind, parts != NULL ? parts->cnt : 0,
            parts != NULL && parts->cnt == 1 ? "" : "s",
            kind == SL_KAFKA_ASSIGNED ? "assigned" : kind == SL_KAFKA_REVOKED ? "revoked" : "lost");
@@ -170,8 +171,9 @@ static void consumer_commit_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
     fn = r->fn;
     arg = r->arg;
     free(r);
-    kafka_series_add(
-        kafka_series1(h, h->m_commits, e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"), 1);
+    kafka_series_add(kafka_series1(h, h->m_commits,
+                                   e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"),
+                     1);
     if (fn == NULL)
         return;
     tps = tp_array(rd_kafka_event_topic_partition_list(ev), &n);
@@ -280,9 +282,9 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
     c->arg = arg;
     snprintf(c->group, sizeof(c->group), "%s", group);
     if (kafka_start(&c->h, ctx, RD_KAFKA_CONSUMER, group, props,
-                 RD_KAFKA_EVENT_REBALANCE | RD_KAFKA_EVENT_OFFSET_COMMIT |
-                     RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG | RD_KAFKA_EVENT_STATS,
-                 close_timeout, err, errlen) != 0)
+                    RD_KAFKA_EVENT_REBALANCE | RD_KAFKA_EVENT_OFFSET_COMMIT | RD_KAFKA_EVENT_ERROR |
+                            RD_KAFKA_EVENT_LOG | RD_KAFKA_EVENT_STATS,
+                    close_timeout, err, errlen) != 0)
         return NULL;
     subs = rd_kafka_topic_partition_list_new((int)ntopics);
     if (subs == NULL) {

@@ -44,8 +44,8 @@ static void producer_dr_event(sl_kafka_producer *p, rd_kafka_event_t *ev)
             kafka_set_ready(h, 1, "");
         } else {
             kafka_series_add(kafka_series2(h, h->m_failed, rd_kafka_topic_name(rkm->rkt),
-                                     rd_kafka_err2name(rkm->err)),
-                          1);
+                                           rd_kafka_err2name(rkm->err)),
+                             1);
         }
         if (p->on_delivery == NULL)
             continue;
@@ -128,9 +128,9 @@ SL_API sl_kafka_producer *sl_kafka_producer_new(sl_ctx *ctx, sl_kafka_delivery_f
     p->on_delivery = on_delivery;
     p->arg = arg;
     if (kafka_start(&p->h, ctx, RD_KAFKA_PRODUCER, NULL, props,
-                 RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG |
-                     RD_KAFKA_EVENT_STATS,
-                 flush_check, err, errlen) != 0)
+                    RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG |
+                            RD_KAFKA_EVENT_STATS,
+                    flush_check, err, errlen) != 0)
         return NULL;
     return p;
 }
