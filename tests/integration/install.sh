@@ -30,7 +30,9 @@ t_check -f "$root/share/man/man5/sluice.conf.5" "man page sluice.conf(5)"
 t_check -f "$dest$unitdir/sluiced@.service" "systemd unit in $unitdir"
 t_check "$(grep -c "^ExecStart=$prefix/sbin/sluiced -c $sysconfdir/sluice/%i.conf$" "$dest$unitdir/sluiced@.service" 2>/dev/null)" = 1 \
     "the unit runs the installed sluiced with $sysconfdir/sluice/%i.conf"
-t_check -f "$root/include/sluice.h" "include/sluice.h"
+for h in sluice kafka pg redis clickhouse; do
+    t_check -f "$root/include/sluice/$h.h" "include/sluice/$h.h"
+done
 t_end
 
 t_case "the installed man pages render without warnings"

@@ -12,8 +12,8 @@
 
 #include <event2/event.h>
 
-#include "redis.h"
-#include "sluice_clickhouse.h"
+#include "connectors/redis/redis.h"
+#include <sluice/clickhouse.h>
 
 /* The loop lives in main.c, which unit tests do not link; nothing here
  * runs on it. */

@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <string.h>
 #include <cmocka.h>
-#include "redact.h"
+#include "daemon/redact.h"
 
 static void expect(const char *in, const char *want, int changed)
 {

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "sluice.h"
+#include <sluice/sluice.h>
 
 #ifndef ECHO_BUILD
 #define ECHO_BUILD 1

@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "sluice.h"
-#include "sluice_pg.h"
+#include <sluice/sluice.h>
+#include <sluice/pg.h>
 
 #define MAX_NOTES 1000
 
