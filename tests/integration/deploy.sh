@@ -150,7 +150,7 @@ t_check "$(grep -c 'SLUICE_BIND:-127.0.0.1' "$compose")" -ge 6 "the bind address
 # No password in the compose file, the role files or the image's inputs.
 t_check "$(grep -niE '(password|passwd|secret)[a-z_]*["]?[:=] *["]?[A-Za-z0-9]' "$compose" | grep -vE '_FILE|password_file|secrets/|requirepass|AUTH' | wc -l)" = 0 \
     "no password written in docker-compose.yml"
-t_check "$(grep -nE '^(password|dsn|url) *=.*(password=|:[^/@]*@)' "$SL_TOP"/docker/conf/*.conf | wc -l)" = 0 \
+t_check "$(grep -nE '^password *=|^dsn *=.*password *=|^url *=.*://[^/@]*@|^rdkafka\.[a-z.]*password *=' "$SL_TOP"/docker/conf/*.conf | wc -l)" = 0 \
     "no password in docker/conf/*.conf (dsn, url or password =)"
 t_check "$(grep -c '^password_file = /run/secrets/' "$SL_TOP/docker/conf/sluice.conf")" = 3 \
     "sluice.conf reads the PostgreSQL, Redis and ClickHouse passwords from compose secrets"
