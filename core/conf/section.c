@@ -8,6 +8,7 @@
 #include "connectors/clickhouse/clickhouse.h"
 #include "connectors/kafka/kafka.h"
 #include "connectors/pg/pg.h"
+#include "trace/trace.h"
 
 static const sl_option core_options[] = {
     { "listen", SL_OPT_LIST, "127.0.0.1:8080",
@@ -33,6 +34,9 @@ static const sl_section_schema core_schema = {
 
 const sl_section_schema *const sl_sections[] = {
     &core_schema,
+    /* Before the connectors: shutdown runs in this order, and the
+     * exporter's curl handles go before curl's global clean-up. */
+    &sl_tracing_schema,
     &sl_redis_schema,
     &sl_clickhouse_schema,
     &sl_kafka_schema,

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "notify.h"
 #include "conf/section.h"
+#include "trace/trace.h"
 
 typedef struct {
     sl_dso *dso;
@@ -347,6 +348,7 @@ static void apply_core_settings(const cycle *c)
     sl_http_configure((size_t)sl_optset_get(core, "max_body_size")->i,
                       sl_optset_get(core, "request_timeout")->d);
     sl_listeners_set_core(c->listeners, c->nlisteners);
+    sl_trace_configure(sl_cycle_section("tracing"));
 }
 
 static double drain_timeout(void)

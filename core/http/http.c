@@ -27,6 +27,7 @@
 #include "daemon/core.h"
 #include "http.h"
 #include "daemon/log.h"
+#include "http/http_trace.h"
 #include "metrics/metrics.h"
 #include "router.h"
 
@@ -68,6 +69,7 @@ struct sl_req {
     int gone;
     void (*more)(sl_req *req, void *arg);
     void *more_arg;
+    sl_http_trace trace;
 };
 
 static sl_listener *listeners;
@@ -130,6 +132,7 @@ static void account(sl_req *req)
 static void req_done(sl_req *req)
 {
     account(req);
+    sl_http_trace_end(&req->trace, req->status);
     if (req->res != NULL)
         sl_untrack(req->ctx, req->res);
     req_free(req);
@@ -463,6 +466,7 @@ static void dispatch(struct evhttp_request *ev, void *arg)
     route *stopping = NULL;
     sl_params params;
     sl_req *req;
+    sl_trace_ctx saved;
 
     if (path == NULL || path[0] == '\0')
         path = "/";
@@ -501,7 +505,10 @@ static void dispatch(struct evhttp_request *ev, void *arg)
         req->params = params;
         req->started = sl_now();
         req->res = sl_track(r->ctx, "request", req, release_request, NULL);
+        sl_http_trace_begin(&req->trace, ev, method, r->pattern, path, r->ctx->label, NULL);
+        sl_trace_enter(&req->trace.ctx, &saved);
         r->fn(req, r->arg);
+        sl_trace_restore(&saved);
         return;
     }
     if (stopping != NULL) {

@@ -100,6 +100,11 @@ static void destroy(void *obj)
     /* Every transaction is gone already, those whose end op waits here too. */
     while ((o = pgc_pop_front(&pg->failed, &pg->failed_tail)) != NULL)
         pgc_op_free(o);
+    while (pg->stmts != NULL) {
+        sl_pg_stmt *st = pg->stmts;
+        pg->stmts = st->next;
+        pgc_stmt_free(st);
+    }
     for (sl_pg_listener *l = pg->listeners; l != NULL; l = l->next)
         l->dead = 1;
     pgc_sweep_listeners(pg);
@@ -114,6 +119,7 @@ static void destroy(void *obj)
     sl_metric_release(pg->m_queries);
     sl_metric_release(pg->m_reconnects);
     sl_metric_release(pg->m_up);
+    sl_metric_release(pg->m_prepares);
     free_params(pg);
     free(pg->label);
     free(pg);
@@ -172,6 +178,13 @@ static void register_metrics(sl_pg *pg, const char *module, const char *instance
     pg->m_up = sl_metric_register(SL_METRIC_GAUGE, "sluice_pg_connections_up",
                                   "PostgreSQL connections established (pool and LISTEN)",
                                   "module", NULL, 0, instance);
+    pg->m_prepares = sl_metric_register(
+        SL_METRIC_COUNTER, "sluice_pg_prepares_total",
+        "Prepared statements parsed and planned on a connection: once per statement and "
+        "connection, again after the connection is re-established",
+        "module", NULL, 0, instance);
+    if (pg->m_prepares != NULL)
+        pg->s_prepares = sl_series_of(pg->m_prepares, module);
     if (pg->m_latency != NULL)
         pg->s_latency = sl_series_of(pg->m_latency, module);
     if (pg->m_reconnects != NULL)
@@ -417,6 +430,55 @@ SL_API int sl_pg_query(sl_pg *pg, const char *sql, int nparams, const char *cons
     if (o == NULL)
         return -1;
     o->deadline = sl_now() + pg->query_timeout;
+    pgc_trace_statement(pg, o);
+    submit(pg, o);
+    return 0;
+}
+
+SL_API const sl_pg_stmt *sl_pg_prepare(sl_pg *pg, const char *name, const char *sql)
+{
+    sl_pg_stmt *st;
+
+    if (pg == NULL || pg->life.freeing || !pgc_stmt_name_ok(name) || sql == NULL)
+        return NULL;
+    st = pgc_stmt_find(pg->stmts, name);
+    if (st != NULL)
+        return strcmp(st->sql, sql) == 0 ? st : NULL;
+    /* Room in every pool connection's set now, so that recording a
+     * statement as prepared can never fail later. */
+    for (int i = 0; i < pg->pool_size; i++)
+        if (pgc_set_reserve(&pg->conns[i].prepared, (size_t)pg->nstmts + 1) != 0)
+            return NULL;
+    st = pgc_stmt_new(pg, pg->nstmts, name, sql);
+    if (st == NULL)
+        return NULL;
+    st->next = pg->stmts;
+    pg->stmts = st;
+    pg->nstmts++;
+    return st;
+}
+
+static op *exec_op(const sl_pg *pg, const sl_pg_stmt *stmt, int nparams,
+                   const char *const *params, sl_pg_fn fn, void *arg)
+{
+    op *o;
+
+    if (stmt == NULL || stmt->pg != pg || bad_args("", nparams, params))
+        return NULL;
+    o = pgc_op_new(OP_EXEC, NULL, nparams, params, fn, arg);
+    if (o != NULL)
+        o->stmt = stmt;
+    return o;
+}
+
+SL_API int sl_pg_exec(sl_pg *pg, const sl_pg_stmt *stmt, int nparams, const char *const *params,
+                      sl_pg_fn fn, void *arg)
+{
+    op *o;
+
+    if (pg == NULL || pg->life.freeing || (o = exec_op(pg, stmt, nparams, params, fn, arg)) == NULL)
+        return -1;
+    o->deadline = sl_now() + pg->query_timeout;
     submit(pg, o);
     return 0;
 }
@@ -436,6 +498,7 @@ static sl_pg_tx *tx_begin(sl_pg *pg, int unbounded)
         return NULL;
     }
     tx->pg = pg;
+    pgc_trace_tx_begin(pg, tx);
     tx->unbounded = unbounded;
     tx->deadline = sl_now() + pg->tx_timeout;
     tx->next = pg->txs;
@@ -467,6 +530,7 @@ static int tx_add(sl_pg_tx *tx, op *o)
 
     pgc_enter(pg);
     o->tx = tx;
+    pgc_trace_statement(pg, o);
     if (!tx->unbounded && !o->ends_tx)
         o->deadline = sl_now() + pg->query_timeout;
     if (tx->failed && (tx->c == NULL || !o->ends_tx)) {
@@ -495,6 +559,17 @@ SL_API int sl_pg_tx_query(sl_pg_tx *tx, const char *sql, int nparams, const char
         return -1;
     o = pgc_op_new(OP_QUERY, sql, nparams, params, fn, arg);
     return o != NULL ? tx_add(tx, o) : -1;
+}
+
+SL_API int sl_pg_tx_exec(sl_pg_tx *tx, const sl_pg_stmt *stmt, int nparams,
+                         const char *const *params, sl_pg_fn fn, void *arg)
+{
+    op *o;
+
+    if (tx == NULL || tx->ended || tx->pg->life.freeing ||
+        (o = exec_op(tx->pg, stmt, nparams, params, fn, arg)) == NULL)
+        return -1;
+    return tx_add(tx, o);
 }
 
 int sl_pg_tx_script(sl_pg_tx *tx, const char *sql, sl_pg_fn fn, void *arg)

@@ -3,7 +3,11 @@
  * answers, statements and their results, transactions, LISTEN/NOTIFY and
  * deadlines; pg_connect.c brings the connection up and down.
  *
- * Only libpq's non-blocking calls are used: PQsendQuery*, PQflush until it
+ * A prepared statement (sluice_pg.h) costs its connection one more round
+ * trip the first time: PQsendPrepare, then, once that answered,
+ * PQsendQueryPrepared for the same op; `preparing` marks the first step.
+ *
+ * Only libpq's non-blocking calls are used: PQsend*, PQflush until it
  * returns 0, PQconsumeInput, PQisBusy and PQgetResult.  PQcancel is not
  * used because it connects synchronously: a statement past its deadline
  * costs its connection instead, which is closed and opened again, and the
@@ -80,6 +84,10 @@ void pgc_op_free(op *o)
     free(o->params);
     free(o->sql);
     free(o->why);
+    if (o->span != NULL) {
+        sl_span_fail(o->span, "not run");
+        sl_span_end(o->span);
+    }
     free(o);
 }
 
@@ -93,8 +101,8 @@ op *pgc_op_new(op_kind kind, const char *sql, int nparams, const char *const *pa
     o->kind = kind;
     o->fn = fn;
     o->arg = arg;
-    o->sql = strdup(sql);
-    if (o->sql == NULL)
+    o->trace = sl_trace_cur;
+    if (sql != NULL && (o->sql = strdup(sql)) == NULL)
         goto oom;
     if (nparams > 0) {
         o->params = calloc((size_t)nparams, sizeof(*o->params));
@@ -204,8 +212,7 @@ void pgc_on_deliver(evutil_socket_t fd, short what, void *arg)
     while (!pg->life.freeing && (o = pgc_pop_front(&pg->failed, &pg->failed_tail)) != NULL) {
         sl_pg_tx *ends = o->ends_tx ? o->tx : NULL;
         count(pg, o, o->out);
-        if (o->fn != NULL)
-            o->fn(pg, NULL, o->out == OUT_OK ? NULL : (o->why ? o->why : "failed"), o->arg);
+        pgc_call(pg, o, NULL, o->out == OUT_OK ? NULL : (o->why ? o->why : "failed"));
         pgc_op_free(o);
         if (ends != NULL)
             pgc_tx_free(ends);
@@ -303,6 +310,7 @@ void pgc_tx_free(sl_pg_tx *tx)
     }
     if (tx->owned_free != NULL)
         tx->owned_free(tx->owned);
+    pgc_trace_tx_end(tx);
     free(tx);
 }
 
@@ -321,15 +329,30 @@ static void conn_flush(conn *c)
         conn_drop(c, OUT_LOST, "cannot watch the connection's socket");
 }
 
+/* Runs a statement the connection has prepared. */
+static int send_prepared(conn *c, op *o)
+{
+    return PQsendQueryPrepared(c->pq, o->stmt->name, o->nparams,
+                               (const char *const *)o->params, NULL, NULL, 0);
+}
+
 static void conn_send(conn *c, op *o)
 {
     int sent;
 
-    if (o->kind == OP_QUERY)
+    if (o->kind == OP_QUERY) {
         sent = PQsendQueryParams(c->pq, o->sql, o->nparams, NULL,
                                  (const char *const *)o->params, NULL, NULL, 0);
-    else
+    } else if (o->kind == OP_EXEC && pgc_set_has(&c->prepared, o->stmt->index)) {
+        sent = send_prepared(c, o);
+    } else if (o->kind == OP_EXEC) {
+        /* Parameter types are left to the server, as PQsendQueryParams
+         * does: inferred from the SQL, text when it cannot tell. */
+        sent = PQsendPrepare(c->pq, o->stmt->name, o->stmt->sql, 0, NULL);
+        c->preparing = 1;
+    } else {
         sent = PQsendQuery(c->pq, o->sql);
+    }
     c->cur = o;
     c->state = C_BUSY;
     o->sent = sl_now();
@@ -445,13 +468,40 @@ static void finish_op(conn *c)
         notify_listening(pg, o->listener);
     else if (o->internal && err != NULL)
         sl_log_core(SL_LOG_WARN, "postgres", "%s: %s failed: %s", pg->label, o->sql, err);
-    if (o->fn != NULL && !pg->life.freeing)
-        o->fn(pg, (const sl_pg_result *)res, err, o->arg);
+    if (!pg->life.freeing)
+        pgc_call(pg, o, res, err);
     if (ends != NULL)
         pgc_tx_free(ends);
     if (res != NULL)
         PQclear(res);
     pgc_op_free(o);
+}
+
+/*
+ * The Parse of cur's statement answered.  Prepared: the statement is run
+ * at once on the same connection, and 1 is returned (the op goes on).
+ * Refused: 0, and cur finishes with that error like any statement.
+ */
+static int prepared(conn *c)
+{
+    sl_pg *pg = c->pg;
+    op *o = c->cur;
+    ExecStatusType st = c->res != NULL ? PQresultStatus(c->res) : PGRES_FATAL_ERROR;
+
+    c->preparing = 0;
+    if (st != PGRES_COMMAND_OK)
+        return 0;
+    PQclear(c->res);
+    c->res = NULL;
+    pgc_set_add(&c->prepared, o->stmt->index);
+    if (pg->s_prepares != NULL)
+        sl_series_add(pg->s_prepares, 1);
+    if (!send_prepared(c, o)) {
+        conn_drop(c, OUT_LOST, PQerrorMessage(c->pq));
+        return 1;
+    }
+    conn_flush(c);
+    return 1;
 }
 
 /* Keeps the first error result of a statement, else its last result. */
@@ -508,6 +558,11 @@ void pgc_conn_io(conn *c, short what)
         return;
     while (c->cur != NULL && !PQisBusy(c->pq)) {
         r = PQgetResult(c->pq);
+        if (r == NULL && c->preparing && prepared(c)) {
+            if (c->state == C_DOWN)
+                return;
+            continue;
+        }
         if (r == NULL) {
             finish_op(c);
             return;

@@ -81,6 +81,10 @@ void pgc_conn_close(conn *c)
         set_up(c, 0);
     c->state = C_DOWN;
     c->flushing = 0;
+    /* A new session has nothing prepared: each statement is prepared
+     * again on its first use there. */
+    c->preparing = 0;
+    pgc_set_clear(&c->prepared);
     evtimer_del(c->timer);
 }
 
@@ -359,4 +363,5 @@ void pgc_conn_fini(conn *c)
     pgc_op_free(c->cur);
     while ((o = pgc_pop_front(&c->own, &c->own_tail)) != NULL)
         pgc_op_free(o);
+    pgc_set_free(&c->prepared);
 }

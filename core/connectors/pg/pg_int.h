@@ -1,7 +1,8 @@
 /*
  * pg_int.h - what pg.c (the handle and its API), pg_connect.c (bringing
- * a connection up and down) and pg_conn.c (the work on a live connection)
- * share; nothing else includes it.
+ * a connection up and down), pg_conn.c (the work on a live connection)
+ * and pg_stmt.c (prepared statements' bookkeeping) share; nothing else
+ * includes it but the unit test of pg_stmt.c.
  *
  * Requests are "ops".  An op waits in the pool's queue (jobs) for a free
  * connection, or in its transaction's queue for the connection the
@@ -19,10 +20,11 @@
 #include <libpq-fe.h>
 #include "connectors/connector.h"
 #include "pg.h"
+#include "trace/trace.h"
 
 #define BACKOFF_FIRST 0.1 /* the first wait before a connection is retried */
 
-typedef enum { OP_QUERY, OP_SCRIPT, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_LISTEN,
+typedef enum { OP_QUERY, OP_EXEC, OP_SCRIPT, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_LISTEN,
                OP_UNLISTEN } op_kind;
 
 typedef enum { OUT_OK, OUT_ERROR, OUT_TIMEOUT, OUT_UNAVAILABLE, OUT_LOST, OUT_OVERFLOW,
@@ -31,10 +33,27 @@ typedef enum { OUT_OK, OUT_ERROR, OUT_TIMEOUT, OUT_UNAVAILABLE, OUT_LOST, OUT_OV
 typedef struct conn conn;
 typedef struct op op;
 
+/* A set of small integers (statement indexes), one byte each. */
+typedef struct {
+    unsigned char *has;
+    size_t n;
+} pgc_set;
+
+/* A prepared statement of a handle (sluice_pg.h); `index` is its place in
+ * every connection's set of the statements it has prepared. */
+struct sl_pg_stmt {
+    sl_pg_stmt *next;         /* in pg->stmts */
+    const sl_pg *pg;
+    int index;
+    char name[56];            /* server-side: "sl_" + the caller's name */
+    char *sql;
+};
+
 struct op {
     op *next;
     op_kind kind;
-    char *sql;
+    char *sql;                /* NULL for OP_EXEC */
+    const sl_pg_stmt *stmt;   /* OP_EXEC */
     int nparams;
     char **params;
     sl_pg_fn fn;
@@ -47,6 +66,8 @@ struct op {
     double sent;
     outcome out;              /* for answers given from `failed` */
     char *why;
+    sl_span *span;            /* its span, while it runs */
+    sl_trace_ctx trace;       /* current when it was made: its callback's */
 };
 
 struct sl_pg_tx {
@@ -62,6 +83,8 @@ struct sl_pg_tx {
     char err[512];
     void *owned;              /* freed with the transaction (migration state) */
     void (*owned_free)(void *);
+    sl_span *span;            /* the transaction's span */
+    sl_trace_ctx trace;       /* its statements' parent */
 };
 
 struct sl_pg_listener {
@@ -90,6 +113,8 @@ struct conn {
     op *cur;                  /* in flight */
     PGresult *res;            /* what came back for cur so far */
     int flushing;
+    int preparing;            /* cur's statement is being prepared first */
+    pgc_set prepared;         /* statements prepared in this session */
     sl_pg_tx *tx;             /* pinned to this transaction */
     op *own, *own_tail;       /* its own statements: LISTEN, probes */
 };
@@ -113,14 +138,16 @@ struct sl_pg {
     op *failed, *failed_tail; /* answered on the next loop turn */
     sl_pg_tx *txs;
     sl_pg_listener *listeners;
+    sl_pg_stmt *stmts;
+    int nstmts;
     int nup;                  /* pool connections up */
     int down;                 /* none up after a failure: requests fail fast */
     char err[512];            /* why the last connection went or did not come */
 
     struct event *deliver, *tick;
 
-    sl_metric *m_latency, *m_queries, *m_reconnects, *m_up;
-    sl_series *s_latency, *s_reconnects, *s_up, *s_out[OUT_N];
+    sl_metric *m_latency, *m_queries, *m_reconnects, *m_up, *m_prepares;
+    sl_series *s_latency, *s_reconnects, *s_up, *s_prepares, *s_out[OUT_N];
 };
 
 /* -------------------------------------- pg_conn.c for pg.c and pg_connect.c */
@@ -132,6 +159,15 @@ void pgc_leave(sl_pg *pg);
 void pgc_sweep_listeners(sl_pg *pg);
 
 /* libpq's multi-line messages as one line. */
+/* Spans (pg_trace.c): a statement's, opened once it is submitted (its
+ * transaction set); ended, and the callback run in the context the op was
+ * made in, by pgc_call(); a transaction's, from begin to free. */
+void pgc_trace_statement(sl_pg *pg, op *o);
+void pgc_trace_done(op *o, const PGresult *res, const char *err);
+void pgc_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx);
+void pgc_trace_tx_end(sl_pg_tx *tx);
+void pgc_call(sl_pg *pg, op *o, const PGresult *res, const char *err);
+
 void pgc_one_line(char *dst, size_t len, const char *msg);
 
 /* An op with copies of `sql` and the parameters; NULL when out of memory. */
@@ -158,6 +194,24 @@ void pgc_conn_next(conn *c);
 void pgc_conn_io(conn *c, short what);
 /* Queues LISTEN or UNLISTEN on the LISTEN connection when it is up. */
 void pgc_listen_queue(conn *c, op_kind kind, sl_pg_listener *l, const char *channel);
+
+/* ------------------------------------------ pg_stmt.c (pure, unit tested) */
+
+/* A statement name a module may give: [a-z0-9_], 1 to 50 bytes. */
+int pgc_stmt_name_ok(const char *name);
+/* The statement of `list` named `name` (the caller's name), or NULL. */
+sl_pg_stmt *pgc_stmt_find(sl_pg_stmt *list, const char *name);
+/* A new statement (not linked); NULL when out of memory. */
+sl_pg_stmt *pgc_stmt_new(const sl_pg *pg, int index, const char *name, const char *sql);
+void pgc_stmt_free(sl_pg_stmt *st);
+
+/* Makes room for members below `n` (-1: out of memory); then add never
+ * fails for them. */
+int pgc_set_reserve(pgc_set *s, size_t n);
+int pgc_set_has(const pgc_set *s, int i);
+void pgc_set_add(pgc_set *s, int i);
+void pgc_set_clear(pgc_set *s);
+void pgc_set_free(pgc_set *s);
 
 /* -------------------------------------- pg_connect.c for pg.c and pg_conn.c */
 

@@ -73,6 +73,45 @@ SL_API int sl_pg_query(sl_pg *pg, const char *sql, int nparams, const char *cons
                        sl_pg_fn fn, void *arg);
 
 /*
+ * Prepared statements, for SQL that runs on every request or claim: parsed
+ * and planned once per connection instead of on every call.
+ *
+ *     const sl_pg_stmt *get = sl_pg_prepare(pg, "user_segments",
+ *         "SELECT slug FROM user_segments WHERE user_id = $1");      (at start)
+ *     sl_pg_exec(pg, get, 1, p, on_segments, state);                 (per request)
+ *
+ * sl_pg_prepare() only records the statement in the handle; nothing is sent.
+ * Each connection prepares it (Parse, under the server-side name "sl_" +
+ * `name`) the first time it runs it, then runs it by name (Bind/Execute).
+ * A connection that is re-established has nothing prepared and prepares
+ * again on first use, so a statement is kept across reconnects and
+ * server restarts without the module doing anything.  A statement that the
+ * server refuses to prepare (a syntax error, a missing table) fails the
+ * call that wanted it, with the server's error and SQLSTATE, like
+ * sl_pg_query(); the next call tries again.  Prepared statements are not
+ * transactional, so one first prepared inside a transaction that is rolled
+ * back stays prepared.  Server-side plans follow PostgreSQL's plan cache:
+ * DDL on the tables re-plans them; a change of the result's columns
+ * (SELECT * after ALTER TABLE) makes PostgreSQL refuse the statement
+ * (SQLSTATE 0A000) until the connection is re-established, so name the
+ * columns.
+ *
+ * `name` is [a-z0-9_], 1 to 50 bytes, unique within the handle; preparing a
+ * name again with the same SQL returns the same statement (so a module may
+ * prepare where it first needs one), with other SQL NULL.  The SQL is
+ * copied.  The statement belongs to the handle and lives until the handle
+ * is freed.  NULL on bad arguments or out of memory.
+ *
+ * sl_pg_exec() and sl_pg_tx_exec() behave exactly like sl_pg_query() and
+ * sl_pg_tx_query() (parameters, deadlines, callbacks, return value) with a
+ * statement of this handle in place of the SQL.
+ */
+typedef struct sl_pg_stmt sl_pg_stmt;
+SL_API const sl_pg_stmt *sl_pg_prepare(sl_pg *pg, const char *name, const char *sql);
+SL_API int sl_pg_exec(sl_pg *pg, const sl_pg_stmt *stmt, int nparams,
+                      const char *const *params, sl_pg_fn fn, void *arg);
+
+/*
  * Transactions: statements run in order on one connection as one unit.
  *
  *     sl_pg_tx *tx = sl_pg_tx_begin(pg);
@@ -100,6 +139,8 @@ SL_API int sl_pg_query(sl_pg *pg, const char *sql, int nparams, const char *cons
 SL_API sl_pg_tx *sl_pg_tx_begin(sl_pg *pg);
 SL_API int sl_pg_tx_query(sl_pg_tx *tx, const char *sql, int nparams, const char *const *params,
                           sl_pg_fn fn, void *arg);
+SL_API int sl_pg_tx_exec(sl_pg_tx *tx, const sl_pg_stmt *stmt, int nparams,
+                         const char *const *params, sl_pg_fn fn, void *arg);
 SL_API int sl_pg_tx_commit(sl_pg_tx *tx, sl_pg_fn fn, void *arg);
 SL_API int sl_pg_tx_rollback(sl_pg_tx *tx, sl_pg_fn fn, void *arg);
 

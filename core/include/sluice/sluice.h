@@ -284,6 +284,64 @@ SL_API void sl_series_add(sl_series *s, double v);
 SL_API void sl_series_set(sl_series *s, double v);
 SL_API void sl_series_observe(sl_series *s, double v);
 
+/* ---------------------------------------------------------------- tracing */
+
+/*
+ * Spans, exported as OpenTelemetry traces when [tracing] endpoint is set.
+ * The core keeps a current context while it runs module code on behalf of
+ * a request or a message: a route handler, the callbacks of connector work
+ * submitted under it (queries, produce), and timers armed under it.  Spans
+ * the connectors open (an SQL statement, a Redis command, a ClickHouse
+ * request, a produce) become children of it by themselves; a module opens
+ * its own only for work of its own.
+ *
+ * With tracing off every function below costs a test and sl_span_start()
+ * returns NULL; every function accepts a NULL span.  Attribute names follow
+ * the OpenTelemetry semantic conventions (db.system, messaging.system...).
+ * A span is owned by the instance that started it: one still open when
+ * the instance stops is ended with an error status.
+ */
+typedef struct sl_span sl_span;
+
+/* OpenTelemetry span kinds, with OTLP's numbering. */
+typedef enum {
+    SL_SPAN_INTERNAL = 1,
+    SL_SPAN_SERVER = 2,
+    SL_SPAN_CLIENT = 3,
+    SL_SPAN_PRODUCER = 4,
+    SL_SPAN_CONSUMER = 5
+} sl_span_kind;
+
+/* A traceparent header value and its NUL. */
+#define SL_TRACEPARENT_SIZE 56
+
+/* A span, child of the current context (a new trace when there is none). */
+SL_API sl_span *sl_span_start(sl_ctx *ctx, sl_span_kind kind, const char *name);
+/* A span whose parent is `traceparent` (a header carried by a message; the
+ * current context when NULL or not a valid traceparent). */
+SL_API sl_span *sl_span_start_from(sl_ctx *ctx, sl_span_kind kind, const char *name,
+                                   const char *traceparent);
+SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value);
+SL_API void sl_span_set_int(sl_span *s, const char *key, long long value);
+/* Links the span to another position, e.g. a batch to the messages it
+ * carries; ignored when `traceparent` is not valid. */
+SL_API void sl_span_link(sl_span *s, const char *traceparent);
+/* Marks the span failed (status ERROR) with a short reason. */
+SL_API void sl_span_fail(sl_span *s, const char *fmt, ...) SL_PRINTF(2, 3);
+/* Ends (and frees) the span. */
+SL_API void sl_span_end(sl_span *s);
+/* Makes the span the current context until sl_span_leave(), so that work
+ * started in between (queries, produce, further spans) nests under it.
+ * Pairs must nest. */
+SL_API void sl_span_enter(sl_span *s);
+SL_API void sl_span_leave(sl_span *s);
+/* Writes the traceparent of the current context into `buf`
+ * (SL_TRACEPARENT_SIZE bytes), for a module that carries it with its data
+ * (an outbox row).  Returns 0, or -1 when there is no current trace. */
+SL_API int sl_trace_current(char *buf);
+/* The same for a span (its own position). */
+SL_API int sl_span_traceparent(const sl_span *s, char *buf);
+
 /* ---------------------------------------------------------- introspection */
 
 /* The whole metrics registry in the Prometheus text format 0.0.4.  Returns a
