@@ -283,8 +283,9 @@ t_check "$(greq '/generator/generate/burst?count=1000' | cut -c1-3)" = 200 "anot
 pending=$(curl -s "$gbase/generator/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate"]["burst_pending"])')
 refused "$(greq '/generator/generate/burst?count=1000')" 429 "a third over burst_pending_max 2000 ($pending pending)"
 t_check "$(curl -s -D - -o /dev/null -X POST "$gbase/generator/generate/burst?count=1000" | grep -ci '^Retry-After:')" = 1 "with Retry-After"
-# The first burst event may have taken the one in-flight slot.
-t_check "$pending" -ge 1999 "the two bursts are pending ($pending)"
+# The first events of a burst take the one in-flight slot or are dropped
+# at it; the rest wait, more than a third burst of 1000 leaves room for.
+t_check "$pending" -gt 1000 "the two bursts are pending, but for the few sent or dropped ($pending)"
 t_check "$(curl -s "$gbase/generator/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rate"]["burst_pending"])')" = "$pending" \
     "the refused bursts added nothing: $pending pending, at most burst_pending_max"
 kill "$gen"
