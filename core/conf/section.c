@@ -5,7 +5,9 @@
 #include "daemon/core.h"
 #include "section.h"
 #include "connectors/redis/redis.h"
+#ifdef SL_WITH_CLICKHOUSE
 #include "connectors/clickhouse/clickhouse.h"
+#endif
 #include "connectors/kafka/kafka.h"
 #include "connectors/pg/pg.h"
 #include "trace/trace.h"
@@ -38,7 +40,9 @@ const sl_section_schema *const sl_sections[] = {
      * exporter's curl handles go before curl's global clean-up. */
     &sl_tracing_schema,
     &sl_redis_schema,
+#ifdef SL_WITH_CLICKHOUSE
     &sl_clickhouse_schema,
+#endif
     &sl_kafka_schema,
     &sl_postgres_schema,
     NULL
