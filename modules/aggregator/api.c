@@ -174,8 +174,8 @@ static void on_rows(sl_ch *ch, const sl_ch_result *res, void *arg)
 
     (void)ch;
     if (res->error != NULL) {
-        sl_log(q->a->ctx, SL_LOG_WARN, "query for %s failed (code %d, %.3fs): %s",
-               sl_req_path(q->req), res->code, res->elapsed, res->error);
+        sl_log(q->a->ctx, SL_LOG_WARN, "query for %s failed (code %d, %u attempt(s), %.3fs): %s",
+               sl_req_path(q->req), res->code, res->attempts, res->elapsed, res->error);
         reply_failed(q, res);
         return query_free(q);
     }
