@@ -174,8 +174,10 @@ static void on_rows(sl_ch *ch, const sl_ch_result *res, void *arg)
 
     (void)ch;
     if (res->error != NULL) {
-        sl_log(q->a->ctx, SL_LOG_WARN, "query for %s failed (code %d, %u attempt(s), %.3fs): %s",
-               sl_req_path(q->req), res->code, res->attempts, res->elapsed, res->error);
+        sl_log(q->a->ctx, SL_LOG_WARN,
+               "query for %s failed (code %d, %u attempt(s), %.3fs, request %s): %s",
+               sl_req_path(q->req), res->code, res->attempts, res->elapsed, sl_req_id(q->req),
+               res->error);
         reply_failed(q, res);
         return query_free(q);
     }
@@ -492,7 +494,7 @@ static int route(agg *a, const char *what, sl_route_fn fn)
         snprintf(path, sizeof(path), "/aggregator/%s/%s", inst, what);
     else
         snprintf(path, sizeof(path), "/aggregator/%s", what);
-    return sl_route(a->ctx, SL_GET, path, fn, a);
+    return sl_route_scoped(a->ctx, SL_GET, path, SL_SCOPE_READ, 0, fn, a);
 }
 
 int agg_api_start(agg *a)

@@ -25,7 +25,8 @@ typedef struct {
 
 static void reply_pg_error(ob_call *c, const char *err)
 {
-    sl_log(c->o->ctx, SL_LOG_WARN, "%s: %s", sl_req_path(c->req), err);
+    sl_log(c->o->ctx, SL_LOG_WARN, "%s (request %s): %s", sl_req_path(c->req), sl_req_id(c->req),
+           err);
     sl_reply_error(c->req, 503, "outbox table unavailable");
 }
 
@@ -153,7 +154,9 @@ static int route(ob *o, unsigned methods, const char *what, sl_route_fn fn)
         snprintf(path, sizeof(path), "/outbox/%s/%s", inst, what);
     else
         snprintf(path, sizeof(path), "/outbox/%s", what);
-    return sl_route(o->ctx, methods, path, fn, o);
+    /* Releasing parked rows is operating the daemon. */
+    return sl_route_scoped(o->ctx, methods, path, methods == SL_GET ? SL_SCOPE_READ : SL_SCOPE_ADMIN,
+                           0, fn, o);
 }
 
 int ob_api_start(ob *o)

@@ -124,20 +124,9 @@ void seg_error(seg_call *c, int status, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     cJSON_AddStringToObject(o, "error", msg);
+    /* as the core's own errors: the id the log lines of a failure carry */
+    cJSON_AddStringToObject(o, "request_id", sl_req_id(c->req));
     seg_reply(c, status, o);
-}
-
-int seg_body_ok(seg_call *c)
-{
-    size_t len;
-
-    sl_req_body(c->req, &len);
-    if (len > c->s->max_body) {
-        seg_error(c, 413, "request body of %zu bytes is over the limit of %zu", len,
-                  c->s->max_body);
-        return 0;
-    }
-    return 1;
 }
 
 cJSON *seg_body_json(seg_call *c)
@@ -146,8 +135,6 @@ cJSON *seg_body_json(seg_call *c)
     const char *body;
     const char *end = NULL;
 
-    if (!seg_body_ok(c))
-        return NULL;
     body = sl_req_body(c->req, &len);
     if (len == 0) {
         seg_error(c, 400, "request body must be a JSON object, got an empty body");
