@@ -18,19 +18,20 @@ cp "$SL_BUILD"/_modules/*.so "$mods/"
 port=$(t_free_port)
 base=http://127.0.0.1:$port
 
-# req METHOD PATH [CURL ARGS...]: "CODE BODY"
+# req METHOD PATH [CURL ARGS...]: "CODE BODY" (bodies sent as JSON)
 req() {
     local m=$1 path=$2 out
     shift 2
-    out=$(curl -s --max-time 60 -X "$m" -w '\n%{http_code}' "$@" "$base$path")
+    out=$(curl -s --max-time 60 -X "$m" -H 'Content-Type: application/json' -w '\n%{http_code}' "$@" "$base$path")
     echo "${out##*$'\n'} ${out%$'\n'*}"
 }
-# is_json_error "CODE BODY": True when BODY is {"error": "<non-empty>"}
+# is_json_error "CODE BODY": True when BODY is {"error": "...", "request_id": "..."}
 is_json_error() {
     echo "${1#* }" | python3 -c 'import json,sys
 try: j = json.load(sys.stdin)
 except Exception: print(False); sys.exit()
-print(isinstance(j, dict) and isinstance(j.get("error"), str) and j["error"] != "")'
+print(isinstance(j, dict) and isinstance(j.get("error"), str) and j["error"] != ""
+      and isinstance(j.get("request_id"), str) and j["request_id"] != "")'
 }
 # refused "CODE BODY" WANT WHAT: the status and a JSON error
 refused() {
@@ -163,7 +164,7 @@ refused "$(req GET '/segment/reports/1-2026-01-00000000000000000000000000000000.
 big=$(python3 -c 'print("{\"slug\": \"" + "A" * 5000 + "\"}")')
 refused "$(req POST /segment -d "$big")" 413 "a body over max_body"
 t_check "$(snapshot)" = "$before" "nothing written ($before)"
-t_check "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/segment" -d '{"slug":"HOSTILE_B","user_percent":12.5}')" = 201 \
+t_check "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$base/segment" -H 'Content-Type: application/json' -d '{"slug":"HOSTILE_B","user_percent":12.5}')" = 201 \
     "a valid request right after: 201"
 t_end
 
@@ -174,7 +175,8 @@ r=$(req POST /segment -d '{"slug":"HOSTILE_X"}')
 psqlc "ALTER TABLE segments DROP CONSTRAINT hostile_no" >/dev/null
 refused "$r" 500 "a refused statement"
 t_check "$(echo "$r" | grep -c 'hostile_no\|violates\|constraint')" = 0 "the answer does not quote PostgreSQL: $r"
-t_check "$(grep -c 'hostile_no' "$work/sluiced.log")" -ge 1 "the log has PostgreSQL's reason"
+rid=$(echo "${r#* }" | python3 -c 'import json,sys; print(json.load(sys.stdin)["request_id"])')
+t_check "$(grep 'hostile_no' "$work/sluiced.log" | grep -c "request $rid")" -ge 1 "the log has PostgreSQL's reason, under the answer's request id $rid"
 t_end
 
 t_case "segments: segment_history rows older than history_retention are removed in bounded batches"
