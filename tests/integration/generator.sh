@@ -130,6 +130,8 @@ out["keys_in_two_partitions"] = sum(1 for p in key_parts.values() if len(p) > 1)
 out["burst_distinct_ts"] = len(set(origin_ts["burst"]))
 if origin_ms["night"]:
     out["night_first"] = min(origin_ms["night"]) / 1000.0
+    n = sorted(origin_ms["night"])
+    out["night_min_gap_ms"] = min([b - a for a, b in zip(n, n[1:])] or [10000])
 if origin_ms["night"] and origin_ms["regular"]:
     out["regular_after_night"] = int(min(origin_ms["regular"]) > max(origin_ms["night"]))
 # produce times in groups: a gap of more than 100 ms starts a new one
@@ -230,9 +232,10 @@ night_at=$(date +%s.%N)
 code=$(post '/generator/config/mode?mode=night')
 t_check "$code" = 200 "mode night ($code)"
 # Night sends one event every 10 s: the first comes 10 s after the switch,
-# the second not before 20 s.  Wait for the first, then leave night.
+# the next one 10 s later.  Wait for the first, then leave night (a loaded
+# machine may see it late enough for a second one to come).
 t_wait_until 30 '[ "$(status "j[\"by_origin\"][\"night\"][\"generated\"]")" -ge 1 ]'
-t_check "$(status 'j["by_origin"]["night"]["generated"]')" = 1 "night: one event, $(python3 -c "print(round($(date +%s.%N) - $night_at, 1))") s after the switch"
+t_check "$(status 'j["by_origin"]["night"]["generated"]')" -ge 1 "night: its first event seen $(python3 -c "print(round($(date +%s.%N) - $night_at, 1))") s after the switch"
 t_check "$(status 'j["rate"]["target_eps"]')" = 0.1 "night target 0.1 events/s"
 code=$(post '/generator/config/mode?mode=regular')
 t_check "$code" = 200 "mode regular ($code)"
@@ -252,12 +255,15 @@ first_peak_done() {
 t_wait_until 60 first_peak_done
 pause
 analyze page_views
-t_check "$(fact page_views origin_night)" = 1 "the stream holds 1 night event"
+night_n=$(status 'j["by_origin"]["night"]["delivered"]')
+t_check "$(fact page_views origin_night)" = "${night_n:-none}" "the stream holds the $night_n night event(s) status says were delivered"
+t_check "$(fact page_views origin_night)" -ge 1 "at least one"
+t_check "$(fact page_views night_min_gap_ms)" -ge 9900 "night events 10 s apart (closest $(fact page_views night_min_gap_ms) ms)"
 after=$(python3 -c "print(int(($(fact page_views night_first) - $night_at) * 1000))")
 t_check "$(python3 -c "print(9900 <= $after < 20000)")" = True "it was sent $after ms after the switch to night: at 10 s, before the second slot (20 s)"
 t_check "$(fact page_views origin_regular)" = "$(status 'j["by_origin"]["regular"]["delivered"]')" "regular events: kcat $(fact page_views origin_regular) = status"
 t_check "$(fact page_views origin_regular)" -ge 1 "regular events came"
-t_check "$(fact page_views regular_after_night)" = 1 "every regular event came after the night event"
+t_check "$(fact page_views regular_after_night)" = 1 "every regular event came after the night events"
 pb=$(status 'j["by_origin"]["peak_burst"]["delivered"]')
 t_check "$(fact page_views origin_peak_burst)" = "$pb" "peak burst: kcat $(fact page_views origin_peak_burst) = status $pb"
 sizes=$(peak_sizes | tr '\n' ' ')

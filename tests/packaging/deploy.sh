@@ -26,8 +26,8 @@ else
     cat "$work/compose.err"
     t_check "$rc" -eq 0 "docker-compose config"
     t_check "$(docker-compose -f "$compose" config --services 2>/dev/null | sort | tr '\n' ' ')" = \
-        "aggregator clickhouse generator grafana kafka kafka-init outbox postgres prometheus redis segments " \
-        "services: Kafka, its topic init, PostgreSQL, Redis, ClickHouse, Prometheus, Grafana, one sluiced per role"
+        "aggregator clickhouse generator grafana jaeger kafka kafka-init outbox postgres prometheus redis segments " \
+        "services: Kafka, its topic init, PostgreSQL, Redis, ClickHouse, Prometheus, Grafana, Jaeger, one sluiced per role"
 fi
 t_end
 
@@ -140,13 +140,14 @@ done
 t_end
 
 t_case "the compose file publishes only what users call, on loopback, with no password in a file"
-# Published ports: the four roles' APIs, Grafana and Prometheus, each bound
-# to ${SLUICE_BIND:-127.0.0.1}; nothing of Kafka, PostgreSQL, Redis, ClickHouse.
+# Published ports: the four roles' APIs, Grafana, Prometheus and the Jaeger
+# UI, each bound to ${SLUICE_BIND:-127.0.0.1}; nothing of Kafka, PostgreSQL,
+# Redis, ClickHouse.
 t_check "$(q 'sorted(s for s, v in c["services"].items() if v.get("ports"))')" = \
-    "['aggregator', 'generator', 'grafana', 'outbox', 'prometheus', 'segments']" "only the APIs, Grafana and Prometheus are published"
+    "['aggregator', 'generator', 'grafana', 'jaeger', 'outbox', 'prometheus', 'segments']" "only the APIs, Grafana, Prometheus and the Jaeger UI are published"
 t_check "$(q 'sorted({p[0] for s in c["services"].values() for p in P(s)})')" = "['127.0.0.1']" \
     "every published port is bound to 127.0.0.1 by default"
-t_check "$(grep -c 'SLUICE_BIND:-127.0.0.1' "$compose")" -ge 6 "the bind address is one variable (SLUICE_BIND)"
+t_check "$(grep -c 'SLUICE_BIND:-127.0.0.1' "$compose")" -ge 7 "the bind address is one variable (SLUICE_BIND)"
 # No password in the compose file, the role files or the image's inputs.
 t_check "$(grep -niE '(password|passwd|secret)[a-z_]*["]?[:=] *["]?[A-Za-z0-9]' "$compose" | grep -vE '_FILE|password_file|secrets/|requirepass|AUTH' | wc -l)" = 0 \
     "no password written in docker-compose.yml"
