@@ -71,6 +71,7 @@ struct sl_pg_listener {
     sl_pg_notify_fn fn;
     void *arg;
     int dead;                 /* unlistened inside a callback: unlinked later */
+    int active;               /* LISTEN in effect on the live LISTEN connection */
 };
 
 typedef enum { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY } conn_state;
@@ -114,6 +115,7 @@ struct sl_pg {
     sl_pg_tx *txs;
     sl_pg_listener *listeners;
     int nup;                  /* pool connections up */
+    unsigned long long epoch; /* connections established or lost (sl_pg_epoch) */
     int down;                 /* none up after a failure: requests fail fast */
     char err[512];            /* why the last connection went or did not come */
 
