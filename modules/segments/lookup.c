@@ -30,7 +30,7 @@
 #include "seg.h"
 #include "ucache.h"
 
-#define CHANNEL "sluice_segments_cache"
+#define CHANNEL "segments_cache"
 #define STACK_MEMBERS 64
 #define STACK_ANSWER 4096
 

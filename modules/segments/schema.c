@@ -95,7 +95,7 @@ const sl_pg_migration seg_migrations[] = {
       "DECLARE n bigint; ids text;"
       "BEGIN"
       "  IF TG_OP = 'TRUNCATE' THEN"
-      "    PERFORM pg_notify('sluice_segments_cache', '*'); RETURN NULL;"
+      "    PERFORM pg_notify('segments_cache', '*'); RETURN NULL;"
       "  ELSIF TG_OP = 'INSERT' THEN"
       "    SELECT count(DISTINCT user_id), string_agg(DISTINCT user_id::text, ',')"
       "      INTO n, ids FROM changed_new;"
@@ -108,7 +108,7 @@ const sl_pg_migration seg_migrations[] = {
       "  END IF;"
       /* 200 ids of 16 digits stay well within NOTIFY's 8000 bytes */
       "  IF n > 200 THEN ids := '*'; END IF;"
-      "  IF n > 0 THEN PERFORM pg_notify('sluice_segments_cache', ids); END IF;"
+      "  IF n > 0 THEN PERFORM pg_notify('segments_cache', ids); END IF;"
       "  RETURN NULL;"
       "END $$;"
       "DROP TRIGGER IF EXISTS user_segments_cache_insert ON user_segments;"
