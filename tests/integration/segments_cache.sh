@@ -122,6 +122,8 @@ def change(c, uid, add, dele):
 stale_a = lost = 0
 delays = []
 for i in range(200):
+    if lost >= 3:
+        break                                  # no use waiting 10 s for each of the rest
     uid = 100 + i % 20
     have = get(cb, uid); get(ca, uid)          # both instances hold the user
     add, dele = (["C3"], []) if "C3" not in have else ([], ["C3"])
