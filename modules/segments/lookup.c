@@ -35,7 +35,8 @@
 #define STACK_ANSWER 4096
 
 /* A miss: the memberships not expired by the database's clock, with
- * their expiry in microseconds (the answer formats it, ucache.c). */
+ * their expiry in microseconds (the answer formats it, ucache.c).
+ * Prepared once per connection. */
 static const char SQL_USER_SEGMENTS[] =
     "SELECT us.slug, (extract(epoch FROM us.expires_at) * 1000000)::bigint"
     " FROM users u LEFT JOIN user_segments us ON us.user_id = u.id"
@@ -227,7 +228,7 @@ static void serve_user_segments(sl_req *req, void *arg)
         c->cache_ticket_ok = 1;
     }
     snprintf(id, sizeof(id), "%lld", c->user);
-    if (sl_pg_query(s->pg, SQL_USER_SEGMENTS, 1, p, on_user_segments, c) != 0)
+    if (sl_pg_exec(s->pg, s->st_user_segments, 1, p, on_user_segments, c) != 0)
         seg_error(c, 503, "database unavailable: query not accepted");
 }
 
@@ -280,6 +281,9 @@ int seg_lookup_start(seg *s)
 
     if (metrics_start(s) != 0)
         return sl_fail(s->ctx, "cannot register the cache's metrics");
+    s->st_user_segments = sl_pg_prepare(s->pg, "segments_user_segments", SQL_USER_SEGMENTS);
+    if (s->st_user_segments == NULL)
+        return sl_fail(s->ctx, "out of memory");
     if (bytes > 0) {
         s->cache = ucache_new((size_t)sl_opt_int(s->ctx, "cache_entries"), (size_t)bytes,
                               sl_opt_seconds(s->ctx, "cache_max_age"));
@@ -293,7 +297,8 @@ int seg_lookup_start(seg *s)
             return sl_fail(s->ctx, "cannot listen on %s", CHANNEL);
         report(s);
     }
-    if (sl_route(s->ctx, SL_GET, "/segment/user/{id}", serve_user_segments, s) != 0)
+    if (sl_route_scoped(s->ctx, SL_GET, "/segment/user/{id}", SL_SCOPE_READ, 0, serve_user_segments,
+                        s) != 0)
         return sl_fail(s->ctx, "cannot register GET /segment/user/{id}");
     return 0;
 }

@@ -32,6 +32,9 @@ typedef enum {
     SEG_NROUTES
 } seg_route;
 
+/* statements of POST /segment/user, prepared (members.c) */
+#define SEG_CHANGE_STMTS 7
+
 /* requests held while a new instance checks the schema */
 #define SEG_MAX_WAITING 4096
 
@@ -105,6 +108,8 @@ struct seg {
     int sweeping, rebuild_needed, gauge_busy;
     char sweep_now[32];           /* the time the due members were chosen by */
     char rebuild_after_user[24], rebuild_after_slug[SEG_SLUG_MAX + 1];
+    const sl_pg_stmt *st_change[SEG_CHANGE_STMTS]; /* members.c */
+    const sl_pg_stmt *st_user_segments;
     /* read cache (lookup.c) */
     struct ucache *cache;         /* NULL: cache_bytes = 0 */
     sl_pg_listener *listener;
@@ -125,9 +130,8 @@ void seg_reply(seg_call *c, int status, cJSON *json);
 void seg_error(seg_call *c, int status, const char *fmt, ...) SL_PRINTF(3, 4);
 /* Answers directly, for routes that need no call state. */
 void seg_count(seg *s, seg_route route, int status, double t0);
-/* 1 when the body is within max_body; else answers 413 and frees c. */
-int seg_body_ok(seg_call *c);
-/* The JSON body, or NULL after answering 400/413 and freeing c. */
+/* The JSON body, or NULL after answering 400 and freeing c.  (The core
+ * answered 413 for a body over max_body: the routes declare it.) */
 cJSON *seg_body_json(seg_call *c);
 /* 0 when the schema is ready.  Else -1: until the first schema check
  * ends (a successor started by a reload, a few milliseconds) the request

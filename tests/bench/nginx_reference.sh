@@ -1,9 +1,9 @@
 # tests/bench/nginx_reference.sh - sourced by HTTP benchmarks: nginx with
 # one worker answering a fixed JSON body, the HTTP ceiling an endpoint of
-# sluiced is measured against.  Tuned as nginx would be for this load:
-# access log off, and keep-alive connections never closed after a number
-# of requests (keepalive_requests defaults to 1000, which makes wrk
-# reconnect every 1000 requests).
+# sluiced is measured against.  At its best: no access log, and
+# keepalive_requests raised, since its default (1000) closes every
+# keep-alive connection after 1000 requests and makes wrk reconnect, a cost
+# sluiced (which keeps connections open) does not pay.
 #
 #   nginx_ref_start DIR PORT LOCATION BODY   starts it in the foreground
 #                                            (background job; $! is its pid)

@@ -72,7 +72,9 @@ t_check "$(psqlc 'SELECT count(*) FROM user_segments')" = 3000 "3000 users in C1
 t_end
 
 t_case "an expired membership is never served, though the sweeper has not removed it"
-curl -s -X POST "$a/segment/user" -d '{"user_id":7,"add_segments":["C2"],"ttl":2}' > /dev/null
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$a/segment/user" -H 'Content-Type: application/json' \
+    -d '{"user_id":7,"add_segments":["C2"],"ttl":2}')
+t_check "$code" = 200 "C2 added to user 7 with a TTL of 2 s"
 h0=$(metric "$a" sluice_segments_cache_hits_total)
 # Polls A over one keep-alive connection until past the expiry: every
 # answer asked for at or after expires_at must lack C2.
