@@ -77,8 +77,12 @@ typedef struct {
     long long n;
 } ob_ids;
 
+/* POST retry?aggregate_id=: the longest id accepted */
+#define OB_AGGREGATE_ID_MAX 256
+
 typedef enum { OB_SQL_CLAIM, OB_SQL_UNBLOCK, OB_SQL_ACK, OB_SQL_FAIL, OB_SQL_RELEASE, OB_SQL_RENEW,
-               OB_SQL_PENDING, OB_SQL_PARKED, OB_SQL_RETRY, OB_SQL_RETRY_ONE, OB_NSQL } ob_sql;
+               OB_SQL_PENDING, OB_SQL_PARKED, OB_SQL_RETRY, OB_SQL_RETRY_ONE,
+               OB_SQL_RETRY_AGG, OB_NSQL } ob_sql;
 
 typedef struct ob_stmt ob_stmt;
 typedef struct ob ob;

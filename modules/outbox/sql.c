@@ -181,6 +181,9 @@ static const char retry_tmpl[] =
 static const char retry_one_tmpl[] =
     "UPDATE {T} SET parked = false, attempts = 0, next_attempt_at = NULL"
     " WHERE parked AND sent_at IS NULL AND {ID} = $1::bigint";
+static const char retry_agg_tmpl[] =
+    "UPDATE {T} SET parked = false, attempts = 0, next_attempt_at = NULL"
+    " WHERE parked AND sent_at IS NULL AND {AID} = $1";
 
 /* The names spliced into the SQL: every column option a plain identifier,
  * the table short enough for the names derived from it.  Each bad one is
@@ -225,7 +228,7 @@ int ob_sql_build(ob *o)
     const char *const tmpls[OB_NSQL] = { claim_tmpl,   unblock_tmpl,
                                          o->mark ? mark_tmpl : delete_tmpl, fail_tmpl,
                                          release_tmpl, renew_tmpl, pending_tmpl, parked_tmpl,
-                                         retry_tmpl, retry_one_tmpl };
+                                         retry_tmpl, retry_one_tmpl, retry_agg_tmpl };
 
     o->migration = expand(migration_tmpl, names, nn);
     for (int i = 0; i < OB_NSQL; i++)

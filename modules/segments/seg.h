@@ -8,6 +8,7 @@
  *   members.c   POST /segment/user
  *   ttl.c       the Redis expiry schedule and its sweeper
  *   report.c    history links and streamed CSV reports
+ *   retention.c segment_history rows past history_retention removed
  *   openapi.c   /openapi.json and /docs
  */
 #ifndef SEG_H
@@ -31,9 +32,6 @@ typedef enum {
     SEG_R_DOCS,
     SEG_NROUTES
 } seg_route;
-
-/* statements of POST /segment/user, prepared (members.c) */
-#define SEG_CHANGE_STMTS 7
 
 /* requests held while a new instance checks the schema */
 #define SEG_MAX_WAITING 4096
@@ -92,7 +90,6 @@ struct seg {
     int releasing;                /* inside release_waiting: no sl_stopped yet */
     int migrate_failed;           /* the last schema check failed */
     int migrated;                 /* schema ready and secret loaded */
-    char migrate_err[256];
     char secret[128];
     size_t max_body;
     int max_retries;
@@ -103,12 +100,16 @@ struct seg {
     double sweep_interval;
     int sweep_batch;
     int report_page;
+    long long max_user_id;        /* users created on demand: ids up to this */
+    /* history retention */
+    double retention, retention_interval;
+    long long retention_batch;
+    sl_timer *retention_timer;
     /* ttl sweeper */
     sl_timer *sweep_timer, *gauge_timer, *migrate_timer;
     int sweeping, rebuild_needed, gauge_busy;
     char sweep_now[32];           /* the time the due members were chosen by */
     char rebuild_after_user[24], rebuild_after_slug[SEG_SLUG_MAX + 1];
-    const sl_pg_stmt *st_change[SEG_CHANGE_STMTS]; /* members.c */
     const sl_pg_stmt *st_user_segments;
     /* read cache (lookup.c) */
     struct ucache *cache;         /* NULL: cache_bytes = 0 */
@@ -120,7 +121,7 @@ struct seg {
     /* metrics */
     sl_metric *m_requests, *m_latency;
     sl_series *s_active, *s_lag, *s_removals, *s_rebuilds, *s_assign_create, *s_assign_new,
-        *s_retries, *s_scheduled;
+        *s_retries, *s_scheduled, *s_history_removed;
 };
 
 /* segments.c */
@@ -174,5 +175,8 @@ int seg_ttl_start(seg *s);
 /* Schedules `n` members "user:slug" with their expiry (epoch seconds). */
 void seg_ttl_schedule(seg *s, const char *const *members, const char *const *scores, size_t n);
 void seg_sweep_tick(void *arg);
+
+/* retention.c: 0, or -1 when out of memory. */
+int seg_retention_start(seg *s);
 
 #endif
