@@ -23,10 +23,15 @@ void sl_conn_enter(sl_conn_life *life)
     life->depth++;
 }
 
-void sl_conn_leave(sl_conn_life *life)
+int sl_conn_leave(sl_conn_life *life)
 {
-    if (--life->depth == 0 && life->freeing)
+    if (!life->freeing) {
+        life->depth--;
+        return 1;
+    }
+    if (--life->depth == 0)
         life->destroy(life->obj);
+    return 0;
 }
 
 void sl_conn_released(sl_conn_life *life)

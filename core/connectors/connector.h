@@ -1,7 +1,15 @@
 /*
- * connector.h - what the connectors (redis.c, clickhouse.c, chttp.c)
- * share: the lifetime of a handle that may be freed from inside its own
- * callbacks, timers armed in seconds, and the options of their section.
+ * connector.h - what the connectors (kafka/, pg/, redis/, clickhouse/ and
+ * the curl client http/chttp.c) share: the one lifetime guard of a handle
+ * that may be freed from inside its own callbacks, timers armed in
+ * seconds, and the options of their section.
+ *
+ * Names, the same in every connector, X being its short name (kafka, pg,
+ * redis, ch): what modules call is SL_API sl_X_* in <sluice/...>; what the
+ * rest of the core calls is sl_X_* in connectors/NAME/NAME.h; what the
+ * files of one connector share is X_* in connectors/NAME/NAME_int.h
+ * (kafka_, pg_, redis_, ch_); a function of one file is static and has no
+ * prefix.
  */
 #ifndef SL_CONNECTOR_H
 #define SL_CONNECTOR_H
@@ -31,9 +39,11 @@ typedef struct {
  * sl_conn_released().  Returns 0 or -1 (out of memory). */
 int sl_conn_track(sl_conn_life *life, sl_ctx *ctx, const char *kind, void *obj,
                   void (*destroy)(void *obj), sl_release_fn release, sl_ready_fn ready);
-/* Around every entry from the loop into the handle's code. */
+/* Around every entry from the loop into the handle's code.  Leave returns
+ * 1 while the handle lives, 0 once it is being freed: it may be gone
+ * already, so the caller must not touch it any more. */
 void sl_conn_enter(sl_conn_life *life);
-void sl_conn_leave(sl_conn_life *life);
+int sl_conn_leave(sl_conn_life *life);
 /* The module frees the handle. */
 void sl_conn_free(sl_conn_life *life);
 /* The instance released it (from its release function). */

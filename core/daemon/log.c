@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "log.h"
+#include "trace/trace.h"
 
 static sl_log_level max_level = SL_LOG_INFO;
 static sl_log_format log_format = SL_LOG_TEXT;
@@ -58,13 +59,18 @@ static size_t json_escape(char *buf, size_t len, size_t cap, const char *s)
 
 void sl_log_v(sl_log_level level, const char *who, const char *fmt, va_list ap)
 {
-    char msg[4096], line[8192], ts[32];
+    char msg[4096], line[8192], ts[32], trace_id[33] = "";
+    const char *request_id = sl_trace_cur.request_id;
     struct timespec now;
     struct tm tm;
     size_t len;
 
-    if (level > max_level)
+    /* A request that asked for X-Log-Level: debug logs everything, for its
+     * own lines only: the slot is set only while its work runs. */
+    if (level > max_level && !sl_trace_cur.log_debug)
         return;
+    if (sl_trace_cur.traced)
+        sl_tp_hex(sl_trace_cur.tp.trace_id, 16, trace_id);
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     len = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
@@ -77,10 +83,19 @@ void sl_log_v(sl_log_level level, const char *who, const char *fmt, va_list ap)
         len = json_escape(line, len, sizeof(line), who);
         len += (size_t)snprintf(line + len, sizeof(line) - len, "\",\"msg\":\"");
         len = json_escape(line, len, sizeof(line), msg);
+        if (request_id[0] != '\0') {
+            len += (size_t)snprintf(line + len, sizeof(line) - len, "\",\"request_id\":\"");
+            len = json_escape(line, len, sizeof(line), request_id);
+        }
+        if (trace_id[0] != '\0')
+            len += (size_t)snprintf(line + len, sizeof(line) - len, "\",\"trace_id\":\"%s",
+                                    trace_id);
         len += (size_t)snprintf(line + len, sizeof(line) - len, "\"}\n");
     } else {
-        len = (size_t)snprintf(line, sizeof(line), "%s %-5s [%s] %s\n", ts, level_names[level],
-                               who, msg);
+        len = (size_t)snprintf(line, sizeof(line), "%s %-5s [%s] %s%s%s%s%s\n", ts,
+                               level_names[level], who, msg,
+                               request_id[0] != '\0' ? " request_id=" : "", request_id,
+                               trace_id[0] != '\0' ? " trace_id=" : "", trace_id);
     }
     if (len >= sizeof(line)) {
         len = sizeof(line) - 1;

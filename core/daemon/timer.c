@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <time.h>
 #include "core.h"
+#include "trace/trace.h"
 
 struct sl_timer {
     struct event *ev;
@@ -16,6 +17,7 @@ struct sl_timer {
     int repeat;
     sl_timer_fn fn;
     void *arg;
+    sl_trace_ctx trace; /* current when it was armed: its work's context */
 };
 
 struct sl_watch {
@@ -40,9 +42,12 @@ static struct timeval to_timeval(double seconds)
 static void timer_fired(evutil_socket_t fd, short what, void *arg)
 {
     sl_timer *t = arg;
+    sl_trace_ctx saved;
     (void)fd;
     (void)what;
+    sl_trace_enter(&t->trace, &saved);
     t->fn(t->arg);
+    sl_trace_restore(&saved);
 }
 
 static void timer_release(void *obj)
@@ -84,6 +89,7 @@ SL_API void sl_timer_arm(sl_timer *t, double seconds)
 {
     struct timeval tv = to_timeval(seconds);
     t->seconds = seconds;
+    t->trace = sl_trace_cur;
     event_add(t->ev, &tv);
 }
 

@@ -15,6 +15,7 @@
  *     uses for its contexts).
  * Callers must not set CURLOPT_PRIVATE: it points at our transfer record.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,30 @@ struct sl_chttp {
 };
 
 static void destroy(void *obj);
+
+static int curl_ready;
+
+int sl_chttp_global_init(char *err, size_t errlen)
+{
+    CURLcode rc;
+
+    if (curl_ready)
+        return 0;
+    rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "curl_global_init: %s", curl_easy_strerror(rc));
+        return -1;
+    }
+    curl_ready = 1;
+    return 0;
+}
+
+void sl_chttp_global_cleanup(void)
+{
+    if (curl_ready)
+        curl_global_cleanup();
+    curl_ready = 0;
+}
 
 static void sock_free(sl_chttp *h, sock *sk)
 {
@@ -91,6 +116,9 @@ static void check_done(sl_chttp *h)
         curl_multi_remove_handle(h->multi, easy);
         if (x == NULL)
             continue;
+        /* The easy handle outlives x (its owner may keep it for a retry):
+         * a later sl_chttp_cancel() of it must not find x. */
+        curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         unlink_xfer(h, x);
         {
             sl_chttp_done_fn done = x->done;

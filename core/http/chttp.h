@@ -16,6 +16,13 @@
 
 typedef struct sl_chttp sl_chttp;
 
+/* curl_global_init(), once per process, by whichever section needs curl
+ * first: it is not thread-safe against other libraries' set-up, so it runs
+ * before modules start.  Returns 0, or -1 with the reason in `err`. */
+int sl_chttp_global_init(char *err, size_t errlen);
+/* At exit, after every sl_chttp was freed; a second call does nothing. */
+void sl_chttp_global_cleanup(void);
+
 /* A finished transfer: `result` is curl's code for it.  The easy handle has
  * already been taken off the multi handle, so the callback may add it again
  * (a retry), free it, or free the whole sl_chttp. */

@@ -600,7 +600,7 @@ size_t sl_metrics_family_count(void)
     return n;
 }
 
-const sl_family *mreg_families(void)
+const sl_family *metrics_families(void)
 {
     return families;
 }

@@ -82,6 +82,6 @@ static inline const char *type_name(sl_metric_type type)
 }
 
 /* The registered families, sorted by name: the head of their list. */
-const sl_family *mreg_families(void);
+const sl_family *metrics_families(void);
 
 #endif

@@ -211,7 +211,7 @@ char *sl_metrics_render(size_t *len)
     const sl_family *f;
 
     sb_put(&b, "", 0); /* an empty registry still gets a string */
-    for (f = mreg_families(); f != NULL; f = f->next)
+    for (f = metrics_families(); f != NULL; f = f->next)
         render_family(&b, f);
     if (b.oom) {
         free(b.p);

@@ -43,25 +43,6 @@ static const sl_option clickhouse_options[] = {
 
 /* ---------------------------------------------------------- the section */
 
-static int curl_ready;
-
-/* curl_global_init() is not thread-safe against other libraries' set-up,
- * so it runs here, before modules start, once per process. */
-static int init_curl(char *err, size_t errlen)
-{
-    CURLcode rc;
-
-    if (curl_ready)
-        return 0;
-    rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (rc != CURLE_OK) {
-        snprintf(err, errlen, "curl_global_init: %s", curl_easy_strerror(rc));
-        return -1;
-    }
-    curl_ready = 1;
-    return 0;
-}
-
 static int check_url(const char *url, char *err, size_t errlen)
 {
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
@@ -93,7 +74,7 @@ static int ch_prepare(const sl_optset *old, const sl_optset *opts, sl_errors *er
 
     (void)old;
     (void)opts;
-    if (init_curl(err, sizeof(err)) == 0)
+    if (sl_chttp_global_init(err, sizeof(err)) == 0)
         return 0;
     sl_errors_add(errs, NULL, 0, "[clickhouse]: %s", err);
     return -1;
@@ -101,9 +82,7 @@ static int ch_prepare(const sl_optset *old, const sl_optset *opts, sl_errors *er
 
 static void ch_shutdown(void)
 {
-    if (curl_ready)
-        curl_global_cleanup();
-    curl_ready = 0;
+    sl_chttp_global_cleanup();
 }
 
 const sl_section_schema sl_clickhouse_schema = {
@@ -254,7 +233,7 @@ SL_API sl_ch *sl_ch_new(sl_ctx *ctx)
     }
     ch->label = strdup(ctx->label != NULL ? ctx->label : sl_module_name(ctx));
     if (ch->label == NULL || load_options(ch, &max_connections, err, sizeof(err)) != 0 ||
-        init_curl(err, sizeof(err)) != 0) {
+        sl_chttp_global_init(err, sizeof(err)) != 0) {
         sl_log(ctx, SL_LOG_ERROR, "clickhouse: %s", ch->label == NULL ? "out of memory" : err);
         destroy(ch);
         return NULL;

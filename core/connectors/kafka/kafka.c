@@ -13,10 +13,11 @@
  * librdkafka, so none of its threads ever runs our code or a module's.
  *
  * A module may free a handle, or stop its instance, from inside one of the
- * handle's callbacks.  The handle then only marks itself dead and is
- * destroyed once the dispatch that called the module has unwound, and
- * nothing it owned (metrics included, which the core may already have
- * released) is touched after a module callback returned into a dead handle.
+ * handle's callbacks.  The connectors' lifetime guard (sl_conn_life,
+ * connector.h) then only marks it as being freed and destroys it once the
+ * dispatch that called the module has unwound, and nothing it owned
+ * (metrics included, which the core may already have released) is touched
+ * after a module callback returned into a handle being freed.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -52,7 +53,7 @@
  * 100000 that second was paid every 100000 messages of a backlog. */
 #define CONSUMER_QUEUED_MIN_MESSAGES "10000000"
 
-static void handle_destroy(handle *h);
+static void handle_destroy(void *obj);
 
 const sl_section_schema sl_kafka_schema = {
     "kafka", "the Kafka connector: brokers, client properties, embedded broker",
@@ -76,7 +77,7 @@ SL_API const char *sl_kafka_strerror(int code)
     }
 }
 
-void kh_set_ready(handle *h, int ready, const char *why)
+void kafka_set_ready(kafka_handle *h, int ready, const char *why)
 {
     if (h->fatal)
         return; /* stays not ready: only a new handle recovers */
@@ -92,7 +93,7 @@ void kh_set_ready(handle *h, int ready, const char *why)
 
 static int handle_ready(void *obj, char *why, size_t whylen)
 {
-    handle *h = obj;
+    kafka_handle *h = obj;
 
     if (h->ready)
         return 1;
@@ -100,7 +101,7 @@ static int handle_ready(void *obj, char *why, size_t whylen)
     return 0;
 }
 
-kafka_topic *kh_topic_find(handle *h, const char *name)
+kafka_topic *kafka_topic_find(kafka_handle *h, const char *name)
 {
     for (size_t i = 0; i < h->ntopics; i++)
         if (strcmp(h->topics[i]->name, name) == 0)
@@ -110,9 +111,9 @@ kafka_topic *kh_topic_find(handle *h, const char *name)
 
 /* The handle's record of `name`, created on first use; for a producer
  * with its rd_kafka_topic_t, whose opaque points back at the record. */
-kafka_topic *kh_topic_get(handle *h, const char *name, int producer)
+kafka_topic *kafka_topic_get(kafka_handle *h, const char *name, int producer)
 {
-    kafka_topic *t = kh_topic_find(h, name);
+    kafka_topic *t = kafka_topic_find(h, name);
     kafka_topic **grown;
     rd_kafka_topic_conf_t *tconf;
 
@@ -139,10 +140,10 @@ kafka_topic *kh_topic_get(handle *h, const char *name, int producer)
             goto fail;
     }
     if (producer) {
-        t->produced = kh_series1(h, h->m_produced, name);
-        t->delivered = kh_series1(h, h->m_delivered, name);
+        t->produced = kafka_series1(h, h->m_produced, name);
+        t->delivered = kafka_series1(h, h->m_delivered, name);
     } else {
-        t->consumed = kh_series1(h, h->m_consumed, name);
+        t->consumed = kafka_series1(h, h->m_consumed, name);
     }
     h->topics[h->ntopics++] = t;
     return t;
@@ -154,7 +155,7 @@ fail:
     return NULL;
 }
 
-void kh_msg_fill(sl_kafka_msg *m, const rd_kafka_message_t *rkm, const char *topic)
+void kafka_msg_fill(sl_kafka_msg *m, const rd_kafka_message_t *rkm, const char *topic)
 {
     rd_kafka_timestamp_type_t tstype;
 
@@ -189,7 +190,7 @@ SL_API int sl_kafka_msg_header(const sl_kafka_msg *m, size_t i, const char **nam
 
 /* ------------------------------------------------------- common events */
 
-static void handle_log_event(handle *h, rd_kafka_event_t *ev)
+static void handle_log_event(kafka_handle *h, rd_kafka_event_t *ev)
 {
     const char *fac, *str;
     int level;
@@ -198,7 +199,7 @@ static void handle_log_event(handle *h, rd_kafka_event_t *ev)
         sl_log(h->ctx, sl_kafka_log_level(level), "%s: librdkafka %s: %s", h->kind, fac, str);
 }
 
-static void handle_error_event(handle *h, rd_kafka_event_t *ev)
+static void handle_error_event(kafka_handle *h, rd_kafka_event_t *ev)
 {
     rd_kafka_resp_err_t err = rd_kafka_event_error(ev);
     const char *text = rd_kafka_event_error_string(ev);
@@ -206,13 +207,13 @@ static void handle_error_event(handle *h, rd_kafka_event_t *ev)
     if (rd_kafka_event_error_is_fatal(ev)) {
         char why[200];
         snprintf(why, sizeof(why), "fatal error: %s", text);
-        kh_set_ready(h, 0, why);
+        kafka_set_ready(h, 0, why);
         h->fatal = 1;
         sl_log(h->ctx, SL_LOG_ERROR, "%s: fatal: %s; the handle must be replaced", h->kind, text);
         return;
     }
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
-        kh_set_ready(h, 0, "all Kafka brokers are down");
+        kafka_set_ready(h, 0, "all Kafka brokers are down");
         return;
     }
     /* Disconnects and resolution failures are retried by librdkafka and
@@ -225,7 +226,7 @@ static void handle_error_event(handle *h, rd_kafka_event_t *ev)
 
 /* Sets every partition's consumer lag; partitions not assigned report -1
  * and are skipped. */
-static void stats_lag(handle *h, const cJSON *root)
+static void stats_lag(kafka_handle *h, const cJSON *root)
 {
     const cJSON *topics = cJSON_GetObjectItemCaseSensitive(root, "topics");
     const cJSON *t, *p;
@@ -242,19 +243,19 @@ static void stats_lag(handle *h, const cJSON *root)
              * rebalance took away, from offsets it no longer follows:
              * only the member that reads a partition reports its lag. */
             if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(p, "desired"))) {
-                sl_series_retire(kh_series2(h, h->m_lag, t->string, p->string));
+                sl_series_retire(kafka_series2(h, h->m_lag, t->string, p->string));
                 continue;
             }
             if (!cJSON_IsNumber(lag) || lag->valuedouble < 0)
                 continue;
-            sl_series_set(kh_series2(h, h->m_lag, t->string, p->string), lag->valuedouble);
+            sl_series_set(kafka_series2(h, h->m_lag, t->string, p->string), lag->valuedouble);
         }
     }
 }
 
 /* librdkafka's statistics JSON: the broker states make readiness, the
  * partitions' lag a gauge.  Parsed here, on the loop. */
-static void handle_stats_event(handle *h, rd_kafka_event_t *ev)
+static void handle_stats_event(kafka_handle *h, rd_kafka_event_t *ev)
 {
     cJSON *root = cJSON_Parse(rd_kafka_event_stats(ev));
     const cJSON *brokers, *b;
@@ -270,13 +271,13 @@ static void handle_stats_event(handle *h, rd_kafka_event_t *ev)
             up = 1;
     }
     if (known > 0)
-        kh_set_ready(h, up, "no Kafka broker reachable");
+        kafka_set_ready(h, up, "no Kafka broker reachable");
     stats_lag(h, root);
     cJSON_Delete(root);
 }
 
 /* Returns 1 when the event was one every handle treats alike. */
-static int handle_common_event(handle *h, rd_kafka_event_t *ev)
+static int handle_common_event(kafka_handle *h, rd_kafka_event_t *ev)
 {
     switch (rd_kafka_event_type(ev)) {
     case RD_KAFKA_EVENT_LOG:
@@ -295,7 +296,7 @@ static int handle_common_event(handle *h, rd_kafka_event_t *ev)
 
 /* ------------------------------------------------------------- serving */
 
-static rd_kafka_event_t *next_event(handle *h)
+static rd_kafka_event_t *next_event(kafka_handle *h)
 {
     rd_kafka_event_t *ev = NULL;
 
@@ -308,34 +309,17 @@ static rd_kafka_event_t *next_event(handle *h)
     return ev;
 }
 
-/* Around a call into module code: a free meanwhile only marks the handle
- * dead.  kh_unpin() destroys it then and returns 0; 1 while it lives. */
-void kh_pin(handle *h)
-{
-    h->dispatching++;
-}
-
-int kh_unpin(handle *h)
-{
-    h->dispatching--;
-    if (!h->dead)
-        return 1;
-    if (h->dispatching == 0)
-        handle_destroy(h);
-    return 0;
-}
-
 /* Drains the handle's queue, up to the budget, on the loop thread. */
-static void serve(handle *h)
+static void serve(kafka_handle *h)
 {
     int budget = DRAIN_BUDGET;
     rd_kafka_event_t *ev = NULL;
 
-    if (h->dead)
+    if (h->life.freeing)
         return;
-    kh_pin(h);
+    sl_conn_enter(&h->life);
     h->served_dr = 0;
-    while (!h->dead && budget > 0 && (ev = next_event(h)) != NULL) {
+    while (!h->life.freeing && budget > 0 && (ev = next_event(h)) != NULL) {
         budget--;
         if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DR)
             h->served_dr++;
@@ -343,9 +327,9 @@ static void serve(handle *h)
             h->on_event(h, ev);
         rd_kafka_event_destroy(ev);
     }
-    if (!h->dead && h->after_serve != NULL)
+    if (!h->life.freeing && h->after_serve != NULL)
         h->after_serve(h, h->served_dr);
-    if (!kh_unpin(h))
+    if (!sl_conn_leave(&h->life))
         return;
     /* Out of budget: the queue may hold more, and its pipe will not fire
      * again until it was empty once, so come back ourselves. */
@@ -370,35 +354,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     serve(arg);
 }
 
-/* Marks the handle dead and destroys it now, or once the dispatch that is
- * calling module code has unwound. */
-static void handle_kill(handle *h)
-{
-    if (h->dead)
-        return;
-    h->dead = 1;
-    if (h->dispatching == 0)
-        handle_destroy(h);
-}
-
 /* The core releases the handle with its instance. */
 static void handle_release(void *obj)
 {
-    handle *h = obj;
+    kafka_handle *h = obj;
 
-    h->res = NULL;
-    handle_kill(h);
+    sl_conn_released(&h->life);
 }
 
 /* The module frees the handle itself. */
-void kh_free(handle *h)
+void kafka_free(kafka_handle *h)
 {
-    if (h == NULL || h->dead)
-        return;
-    if (h->res != NULL)
-        sl_untrack(h->ctx, h->res);
-    h->res = NULL;
-    handle_kill(h);
+    if (h != NULL)
+        sl_conn_free(&h->life);
 }
 
 /*
@@ -409,8 +377,9 @@ void kh_free(handle *h)
  * join is then bounded by librdkafka's thread shutdown, a few milliseconds
  * here (logged at debug level), not by any broker round trip.
  */
-static void handle_destroy(handle *h)
+static void handle_destroy(void *obj)
 {
+    kafka_handle *h = obj;
     double started = sl_now();
 
     if (h->free_extra != NULL)
@@ -502,7 +471,7 @@ static int brokers_from_file(const char *path, char *out, size_t outlen, char *e
 /* The client's configuration, by precedence: our defaults, the [kafka]
  * section, the module's overrides, then what the connector needs to stay
  * on the loop. */
-static rd_kafka_conf_t *build_conf(handle *h, const char *group, const char *const *props,
+static rd_kafka_conf_t *build_conf(kafka_handle *h, const char *group, const char *const *props,
                                    int events, char *err, size_t errlen)
 {
     const sl_optset *opts = sl_kafka_section();
@@ -564,7 +533,7 @@ fail:
 
 /* A handle registers the families of its kind only, so that /metrics does
  * not list consumer families for an instance that only produces. */
-static void register_producer_metrics(handle *h)
+static void register_producer_metrics(kafka_handle *h)
 {
     sl_ctx *ctx = h->ctx;
 
@@ -579,7 +548,7 @@ static void register_producer_metrics(handle *h)
                                "Messages refused by the local producer queue", "module,reason");
 }
 
-static void register_consumer_metrics(handle *h)
+static void register_consumer_metrics(kafka_handle *h)
 {
     sl_ctx *ctx = h->ctx;
 
@@ -602,7 +571,7 @@ static void register_consumer_metrics(handle *h)
  * everything is undone, the reason is in `err` and -1 returned; `h` is
  * then freed too.
  */
-int kh_start(handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char *group,
+int kafka_start(kafka_handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char *group,
              const char *const *props, int events, event_callback_fn timer_fn, char *err,
              size_t errlen)
 {
@@ -657,8 +626,8 @@ int kh_start(handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char *group,
         snprintf(err, errlen, "cannot add the handle to the loop");
         goto fail;
     }
-    h->res = sl_track(h->ctx, h->kind, h, handle_release, handle_ready);
-    if (h->res == NULL) {
+    if (sl_conn_track(&h->life, ctx, h->kind, h, handle_destroy, handle_release,
+                      handle_ready) != 0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

@@ -18,7 +18,7 @@ struct commit_req {
 };
 
 struct sl_kafka_consumer {
-    handle h;
+    kafka_handle h;
     sl_kafka_message_fn on_message;
     sl_kafka_rebalance_fn on_rebalance;
     void *arg;
@@ -53,7 +53,7 @@ static sl_kafka_tp *tp_array(const rd_kafka_topic_partition_list_t *list, size_t
 
 static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
 {
-    handle *h = &c->h;
+    kafka_handle *h = &c->h;
     const rd_kafka_message_t *rkm;
 
     while ((rkm = rd_kafka_event_message_next(ev)) != NULL) {
@@ -64,24 +64,24 @@ static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
         if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 continue;
-            kh_series_add(kh_series1(h, h->m_errors, rd_kafka_err2name(rkm->err)), 1);
+            kafka_series_add(kafka_series1(h, h->m_errors, rd_kafka_err2name(rkm->err)), 1);
             sl_log(h->ctx, SL_LOG_WARN, "%s: %s [%d]: %s", h->kind, name, (int)rkm->partition,
                    rd_kafka_message_errstr(rkm));
             continue;
         }
-        t = kh_topic_get(h, name, 0);
-        kh_series_add(t != NULL ? t->consumed : NULL, 1);
-        kh_set_ready(h, 1, "");
-        kh_msg_fill(&m, rkm, name);
+        t = kafka_topic_get(h, name, 0);
+        kafka_series_add(t != NULL ? t->consumed : NULL, 1);
+        kafka_set_ready(h, 1, "");
+        kafka_msg_fill(&m, rkm, name);
         c->on_message(c, &m, c->arg);
-        if (h->dead)
+        if (h->life.freeing)
             return;
     }
 }
 
 static void consumer_rebalance_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
 {
-    handle *h = &c->h;
+    kafka_handle *h = &c->h;
     rd_kafka_resp_err_t what = rd_kafka_event_error(ev);
     rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
     int cooperative = strcmp(rd_kafka_rebalance_protocol(h->rk), "COOPERATIVE") == 0;
@@ -100,7 +100,7 @@ static void consumer_rebalance_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
     } else {
         kind = rd_kafka_assignment_lost(h->rk) ? SL_KAFKA_LOST : SL_KAFKA_REVOKED;
     }
-    kh_series_add(kh_series1(h, h->m_rebalances, kind == SL_KAFKA_ASSIGNED  ? "assigned"
+    kafka_series_add(kafka_series1(h, h->m_rebalances, kind == SL_KAFKA_ASSIGNED  ? "assigned"
                                               : kind == SL_KAFKA_REVOKED ? "revoked"
                                                                          : "lost"),
                   1);
@@ -111,7 +111,7 @@ static void consumer_rebalance_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
         tps = tp_array(parts, &n);
         c->on_rebalance(c, kind, tps, n, c->arg);
         free(tps);
-        if (h->dead)
+        if (h->life.freeing)
             return;
     }
     if (kind != SL_KAFKA_ASSIGNED) {
@@ -141,7 +141,7 @@ static void commit_unlink(sl_kafka_consumer *c, commit_req *r)
 
 static void consumer_commit_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
 {
-    handle *h = &c->h;
+    kafka_handle *h = &c->h;
     commit_req *r = rd_kafka_event_opaque(ev);
     rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
     sl_kafka_commit_fn fn;
@@ -159,8 +159,8 @@ static void consumer_commit_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
     fn = r->fn;
     arg = r->arg;
     free(r);
-    kh_series_add(kh_series1(h, h->m_commits, e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"),
-                  1);
+    kafka_series_add(
+        kafka_series1(h, h->m_commits, e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"), 1);
     if (fn == NULL)
         return;
     tps = tp_array(rd_kafka_event_topic_partition_list(ev), &n);
@@ -168,7 +168,7 @@ static void consumer_commit_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
     free(tps);
 }
 
-static void consumer_event(handle *h, rd_kafka_event_t *ev)
+static void consumer_event(kafka_handle *h, rd_kafka_event_t *ev)
 {
     sl_kafka_consumer *c = (sl_kafka_consumer *)h;
 
@@ -201,7 +201,7 @@ static void report_closed(sl_kafka_consumer *c, int err)
         fn(c, err, c->closed_arg);
 }
 
-static void consumer_after_serve(handle *h, int served_dr)
+static void consumer_after_serve(kafka_handle *h, int served_dr)
 {
     sl_kafka_consumer *c = (sl_kafka_consumer *)h;
 
@@ -219,7 +219,7 @@ static void close_timeout(evutil_socket_t fd, short what, void *arg)
     report_closed(c, -1);
 }
 
-static void consumer_free_extra(handle *h)
+static void consumer_free_extra(kafka_handle *h)
 {
     sl_kafka_consumer *c = (sl_kafka_consumer *)h;
 
@@ -267,7 +267,7 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
     c->on_message = on_message;
     c->on_rebalance = on_rebalance;
     c->arg = arg;
-    if (kh_start(&c->h, ctx, RD_KAFKA_CONSUMER, group, props,
+    if (kafka_start(&c->h, ctx, RD_KAFKA_CONSUMER, group, props,
                  RD_KAFKA_EVENT_REBALANCE | RD_KAFKA_EVENT_OFFSET_COMMIT |
                      RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG | RD_KAFKA_EVENT_STATS,
                  close_timeout, err, errlen) != 0)
@@ -294,7 +294,7 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
 
 fail:
     sl_log(ctx, SL_LOG_ERROR, "kafka consumer: %s", err);
-    kh_free(&c->h);
+    kafka_free(&c->h);
     return NULL;
 }
 
@@ -304,7 +304,7 @@ SL_API int sl_kafka_consumer_pause(sl_kafka_consumer *c, const char *topic, int3
     rd_kafka_topic_partition_list_t *list;
     rd_kafka_resp_err_t e;
 
-    if (c->h.dead || topic == NULL || partition < 0)
+    if (c->h.life.freeing || topic == NULL || partition < 0)
         return SL_KAFKA_EINVAL;
     list = rd_kafka_topic_partition_list_new(1);
     if (list == NULL)
@@ -324,7 +324,7 @@ SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_
     commit_req *r;
     rd_kafka_resp_err_t e;
 
-    if (c->h.dead || c->close_reported || parts == NULL || nparts == 0)
+    if (c->h.life.freeing || c->close_reported || parts == NULL || nparts == 0)
         return SL_KAFKA_EINVAL;
     list = rd_kafka_topic_partition_list_new((int)nparts);
     r = calloc(1, sizeof(*r));
@@ -365,11 +365,11 @@ SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_
 SL_API void sl_kafka_consumer_close(sl_kafka_consumer *c, double timeout, sl_kafka_closed_fn done,
                                     void *arg)
 {
-    handle *h = &c->h;
+    kafka_handle *h = &c->h;
     struct timeval tv;
     rd_kafka_error_t *error;
 
-    if (h->dead)
+    if (h->life.freeing)
         return;
     c->closed_fn = done;
     c->closed_arg = arg;
@@ -403,5 +403,5 @@ SL_API void sl_kafka_consumer_close(sl_kafka_consumer *c, double timeout, sl_kaf
 SL_API void sl_kafka_consumer_free(sl_kafka_consumer *c)
 {
     if (c != NULL)
-        kh_free(&c->h);
+        kafka_free(&c->h);
 }

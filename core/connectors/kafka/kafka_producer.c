@@ -11,7 +11,7 @@
 #define FLUSH_CHECK_SECONDS 0.005
 
 struct sl_kafka_producer {
-    handle h; /* first: a handle pointer is a producer pointer */
+    kafka_handle h; /* first: a handle pointer is a producer pointer */
     sl_kafka_delivery_fn on_delivery;
     void *arg;
     sl_kafka_space_fn on_space;
@@ -23,7 +23,7 @@ struct sl_kafka_producer {
 
 static void producer_dr_event(sl_kafka_producer *p, rd_kafka_event_t *ev)
 {
-    handle *h = &p->h;
+    kafka_handle *h = &p->h;
     const rd_kafka_message_t *rkm;
 
     while ((rkm = rd_kafka_event_message_next(ev)) != NULL) {
@@ -31,33 +31,33 @@ static void producer_dr_event(sl_kafka_producer *p, rd_kafka_event_t *ev)
         sl_kafka_msg m;
 
         if (t == NULL)
-            t = kh_topic_find(h, rd_kafka_topic_name(rkm->rkt));
+            t = kafka_topic_find(h, rd_kafka_topic_name(rkm->rkt));
         /* Metrics first: the module callback may end the instance, and
          * its metrics with it. */
         if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            kh_series_add(t != NULL ? t->delivered : NULL, 1);
-            kh_set_ready(h, 1, "");
+            kafka_series_add(t != NULL ? t->delivered : NULL, 1);
+            kafka_set_ready(h, 1, "");
         } else {
-            kh_series_add(kh_series2(h, h->m_failed, rd_kafka_topic_name(rkm->rkt),
+            kafka_series_add(kafka_series2(h, h->m_failed, rd_kafka_topic_name(rkm->rkt),
                                      rd_kafka_err2name(rkm->err)),
                           1);
         }
         if (p->on_delivery == NULL)
             continue;
-        kh_msg_fill(&m, rkm, t != NULL ? t->name : NULL);
+        kafka_msg_fill(&m, rkm, t != NULL ? t->name : NULL);
         p->on_delivery(p, &m, p->arg);
-        if (h->dead)
+        if (h->life.freeing)
             return;
     }
 }
 
-static void producer_event(handle *h, rd_kafka_event_t *ev)
+static void producer_event(kafka_handle *h, rd_kafka_event_t *ev)
 {
     if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DR)
         producer_dr_event((sl_kafka_producer *)h, ev);
 }
 
-static void producer_after_serve(handle *h, int served_dr)
+static void producer_after_serve(kafka_handle *h, int served_dr)
 {
     sl_kafka_producer *p = (sl_kafka_producer *)h;
     sl_kafka_space_fn fn = p->on_space;
@@ -111,7 +111,7 @@ SL_API sl_kafka_producer *sl_kafka_producer_new(sl_ctx *ctx, sl_kafka_delivery_f
     p->h.after_serve = producer_after_serve;
     p->on_delivery = on_delivery;
     p->arg = arg;
-    if (kh_start(&p->h, ctx, RD_KAFKA_PRODUCER, NULL, props,
+    if (kafka_start(&p->h, ctx, RD_KAFKA_PRODUCER, NULL, props,
                  RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG |
                      RD_KAFKA_EVENT_STATS,
                  flush_check, err, errlen) != 0)
@@ -119,7 +119,7 @@ SL_API sl_kafka_producer *sl_kafka_producer_new(sl_ctx *ctx, sl_kafka_delivery_f
     return p;
 }
 
-static int map_produce_error(handle *h, rd_kafka_resp_err_t e)
+static int map_produce_error(kafka_handle *h, rd_kafka_resp_err_t e)
 {
     const char *reason;
     int code;
@@ -142,7 +142,7 @@ static int map_produce_error(handle *h, rd_kafka_resp_err_t e)
         reason = "invalid", code = SL_KAFKA_EINVAL;
         break;
     }
-    kh_series_add(kh_series1(h, h->m_rejected, reason), 1);
+    kafka_series_add(kafka_series1(h, h->m_rejected, reason), 1);
     return code;
 }
 
@@ -150,16 +150,16 @@ SL_API int sl_kafka_produce(sl_kafka_producer *p, const char *topic, int32_t par
                             const void *key, size_t keylen, const void *value, size_t len,
                             const sl_kafka_header *headers, size_t nheaders, void *opaque)
 {
-    handle *h = &p->h;
+    kafka_handle *h = &p->h;
     kafka_topic *t;
     rd_kafka_headers_t *hdrs;
     rd_kafka_resp_err_t e;
 
-    if (h->dead || topic == NULL || partition < RD_KAFKA_PARTITION_UA)
+    if (h->life.freeing || topic == NULL || partition < RD_KAFKA_PARTITION_UA)
         return SL_KAFKA_EINVAL;
     if (h->fatal)
         return SL_KAFKA_EFATAL;
-    t = kh_topic_get(h, topic, 1);
+    t = kafka_topic_get(h, topic, 1);
     if (t == NULL)
         return SL_KAFKA_ENOMEM;
     if (nheaders == 0) {
@@ -167,7 +167,7 @@ SL_API int sl_kafka_produce(sl_kafka_producer *p, const char *topic, int32_t par
         if (rd_kafka_produce(t->rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)value, len, key,
                              keylen, opaque) != 0)
             return map_produce_error(h, rd_kafka_last_error());
-        kh_series_add(t->produced, 1);
+        kafka_series_add(t->produced, 1);
         return 0;
     }
     hdrs = rd_kafka_headers_new(nheaders);
@@ -184,7 +184,7 @@ SL_API int sl_kafka_produce(sl_kafka_producer *p, const char *topic, int32_t par
         rd_kafka_headers_destroy(hdrs); /* only taken over on success */
         return map_produce_error(h, e);
     }
-    kh_series_add(t->produced, 1);
+    kafka_series_add(t->produced, 1);
     return 0;
 }
 
@@ -205,13 +205,13 @@ SL_API void sl_kafka_producer_flush(sl_kafka_producer *p, double timeout, sl_kaf
     struct timeval now = { 0, 0 };
     sl_kafka_flush_fn previous = p->flush_done;
 
-    if (p->h.dead)
+    if (p->h.life.freeing)
         return;
     if (previous != NULL) {
         p->flush_done = NULL;
-        kh_pin(&p->h);
+        sl_conn_enter(&p->h.life);
         previous(p, rd_kafka_outq_len(p->h.rk), p->flush_arg);
-        if (!kh_unpin(&p->h))
+        if (!sl_conn_leave(&p->h.life))
             return;
     }
     p->flush_done = done;
@@ -224,5 +224,5 @@ SL_API void sl_kafka_producer_flush(sl_kafka_producer *p, double timeout, sl_kaf
 SL_API void sl_kafka_producer_free(sl_kafka_producer *p)
 {
     if (p != NULL)
-        kh_free(&p->h);
+        kafka_free(&p->h);
 }

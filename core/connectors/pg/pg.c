@@ -411,6 +411,7 @@ SL_API int sl_pg_query(sl_pg *pg, const char *sql, int nparams, const char *cons
     if (o == NULL)
         return -1;
     o->deadline = sl_now() + pg->query_timeout;
+    pgc_trace_statement(pg, o);
     submit(pg, o);
     return 0;
 }
@@ -478,6 +479,7 @@ static sl_pg_tx *tx_begin(sl_pg *pg, int unbounded)
         return NULL;
     }
     tx->pg = pg;
+    pgc_trace_tx_begin(pg, tx);
     tx->unbounded = unbounded;
     tx->deadline = sl_now() + pg->tx_timeout;
     tx->next = pg->txs;
@@ -509,6 +511,7 @@ static int tx_add(sl_pg_tx *tx, op *o)
 
     pgc_enter(pg);
     o->tx = tx;
+    pgc_trace_statement(pg, o);
     if (!tx->unbounded && !o->ends_tx)
         o->deadline = sl_now() + pg->query_timeout;
     if (tx->failed && (tx->c == NULL || !o->ends_tx)) {

@@ -84,6 +84,10 @@ void pgc_op_free(op *o)
     free(o->params);
     free(o->sql);
     free(o->why);
+    if (o->span != NULL) {
+        sl_span_fail(o->span, "not run");
+        sl_span_end(o->span);
+    }
     free(o);
 }
 
@@ -97,6 +101,7 @@ op *pgc_op_new(op_kind kind, const char *sql, int nparams, const char *const *pa
     o->kind = kind;
     o->fn = fn;
     o->arg = arg;
+    o->trace = sl_trace_cur;
     if (sql != NULL && (o->sql = strdup(sql)) == NULL)
         goto oom;
     if (nparams > 0) {
@@ -207,8 +212,7 @@ void pgc_on_deliver(evutil_socket_t fd, short what, void *arg)
     while (!pg->life.freeing && (o = pgc_pop_front(&pg->failed, &pg->failed_tail)) != NULL) {
         sl_pg_tx *ends = o->ends_tx ? o->tx : NULL;
         count(pg, o, o->out);
-        if (o->fn != NULL)
-            o->fn(pg, NULL, o->out == OUT_OK ? NULL : (o->why ? o->why : "failed"), o->arg);
+        pgc_call(pg, o, NULL, o->out == OUT_OK ? NULL : (o->why ? o->why : "failed"));
         pgc_op_free(o);
         if (ends != NULL)
             pgc_tx_free(ends);
@@ -306,6 +310,7 @@ void pgc_tx_free(sl_pg_tx *tx)
     }
     if (tx->owned_free != NULL)
         tx->owned_free(tx->owned);
+    pgc_trace_tx_end(tx);
     free(tx);
 }
 
@@ -463,8 +468,8 @@ static void finish_op(conn *c)
         notify_listening(pg, o->listener);
     else if (o->internal && err != NULL)
         sl_log_core(SL_LOG_WARN, "postgres", "%s: %s failed: %s", pg->label, o->sql, err);
-    if (o->fn != NULL && !pg->life.freeing)
-        o->fn(pg, (const sl_pg_result *)res, err, o->arg);
+    if (!pg->life.freeing)
+        pgc_call(pg, o, res, err);
     if (ends != NULL)
         pgc_tx_free(ends);
     if (res != NULL)

@@ -20,6 +20,7 @@
 #include <libpq-fe.h>
 #include "connectors/connector.h"
 #include "pg.h"
+#include "trace/trace.h"
 
 #define BACKOFF_FIRST 0.1 /* the first wait before a connection is retried */
 
@@ -65,6 +66,8 @@ struct op {
     double sent;
     outcome out;              /* for answers given from `failed` */
     char *why;
+    sl_span *span;            /* its span, while it runs */
+    sl_trace_ctx trace;       /* current when it was made: its callback's */
 };
 
 struct sl_pg_tx {
@@ -80,6 +83,8 @@ struct sl_pg_tx {
     char err[512];
     void *owned;              /* freed with the transaction (migration state) */
     void (*owned_free)(void *);
+    sl_span *span;            /* the transaction's span */
+    sl_trace_ctx trace;       /* its statements' parent */
 };
 
 struct sl_pg_listener {
@@ -154,6 +159,15 @@ void pgc_leave(sl_pg *pg);
 void pgc_sweep_listeners(sl_pg *pg);
 
 /* libpq's multi-line messages as one line. */
+/* Spans (pg_trace.c): a statement's, opened once it is submitted (its
+ * transaction set); ended, and the callback run in the context the op was
+ * made in, by pgc_call(); a transaction's, from begin to free. */
+void pgc_trace_statement(sl_pg *pg, op *o);
+void pgc_trace_done(op *o, const PGresult *res, const char *err);
+void pgc_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx);
+void pgc_trace_tx_end(sl_pg_tx *tx);
+void pgc_call(sl_pg *pg, op *o, const PGresult *res, const char *err);
+
 void pgc_one_line(char *dst, size_t len, const char *msg);
 
 /* An op with copies of `sql` and the parameters; NULL when out of memory. */

@@ -145,9 +145,9 @@ static void destroy(void *obj)
         redisAsyncContext *ac = r->ac;
         r->ac = NULL;
         ac->data = NULL;
-        redisAsyncFree(ac); /* rcmd_on_reply frees the waiting commands silently */
+        redisAsyncFree(ac); /* redis_cmd_on_reply frees the waiting commands silently */
     }
-    rconn_ev_cleanup(r);
+    redis_conn_ev_cleanup(r);
     while ((c = r->head) != NULL) { /* only if hiredis never took them */
         r->head = c->next;
         free(c);
@@ -165,7 +165,7 @@ static void destroy(void *obj)
         event_free(r->retry_timer);
     if (r->deliver != NULL)
         event_free(r->deliver);
-    set_up(r, 0);
+    redis_set_up(r, 0);
     sl_metric_release(r->m_latency);
     sl_metric_release(r->m_commands);
     sl_metric_release(r->m_reconnects);
@@ -259,10 +259,10 @@ SL_API sl_redis *sl_redis_new(sl_ctx *ctx)
         return NULL;
     }
     r->backoff = BACKOFF_FIRST;
-    r->connect_timer = evtimer_new(sl_base, rconn_on_connect_timeout, r);
-    r->command_timer = evtimer_new(sl_base, rconn_on_command_timeout, r);
-    r->retry_timer = evtimer_new(sl_base, rconn_on_retry, r);
-    r->deliver = event_new(sl_base, -1, 0, rcmd_on_deliver, r);
+    r->connect_timer = evtimer_new(sl_base, redis_conn_on_connect_timeout, r);
+    r->command_timer = evtimer_new(sl_base, redis_conn_on_command_timeout, r);
+    r->retry_timer = evtimer_new(sl_base, redis_conn_on_retry, r);
+    r->deliver = event_new(sl_base, -1, 0, redis_cmd_on_deliver, r);
     if (r->connect_timer == NULL || r->command_timer == NULL || r->retry_timer == NULL ||
         r->deliver == NULL) {
         sl_log(ctx, SL_LOG_ERROR, "redis: out of memory");
@@ -277,7 +277,7 @@ SL_API sl_redis *sl_redis_new(sl_ctx *ctx)
     sl_ctx_uses(ctx, SL_USES_REDIS);
     r->state = ST_DOWN;
     sl_conn_enter(&r->life);
-    rconn_start(r);
+    redis_conn_start(r);
     sl_conn_leave(&r->life);
     return r;
 }

@@ -33,7 +33,7 @@ static void count(sl_redis *r, const cmd *c, outcome o)
 }
 
 /* Keeps the command timer at the deadline of the oldest waiting command. */
-void rcmd_rearm_timer(sl_redis *r)
+void redis_cmd_rearm_timer(sl_redis *r)
 {
     if (r->head == NULL)
         event_del(r->command_timer);
@@ -68,7 +68,7 @@ static void call(sl_redis *r, cmd *c, const redisReply *reply, const char *err)
 
 /* ------------------------------------------------------- failing early */
 
-void rcmd_on_deliver(evutil_socket_t fd, short what, void *arg)
+void redis_cmd_on_deliver(evutil_socket_t fd, short what, void *arg)
 {
     sl_redis *r = arg;
     cmd *c;
@@ -106,7 +106,7 @@ static void fail_later(sl_redis *r, cmd *c, const char *why)
 
 /* hiredis calls this once per command: with the reply, or with NULL when
  * the connection went before the reply came. */
-void rcmd_on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
+void redis_cmd_on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 {
     cmd *c = privdata;
     sl_redis *r = c->r;
@@ -136,16 +136,16 @@ void rcmd_on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
     count(r, c, o);
     if (c->internal) {
         if (err != NULL && r->ac == ac)
-            rconn_drop(r, "setting up the connection to %s:%d failed: %s", r->url.host, r->url.port,
-                 err);
+            redis_conn_drop(r, "setting up the connection to %s:%d failed: %s", r->url.host,
+                            r->url.port, err);
         else if (err == NULL && c->handshake_end && r->ac == ac)
-            rconn_mark_up(r);
+            redis_conn_mark_up(r);
     } else {
         call(r, c, reply, err);
     }
     free(c);
     if (!r->life.freeing)
-        rcmd_rearm_timer(r);
+        redis_cmd_rearm_timer(r);
     sl_conn_leave(&r->life);
 }
 
@@ -195,7 +195,7 @@ SL_API int sl_redis_command(sl_redis *r, int argc, const char *const *argv, cons
     }
     /* hiredis copies the arguments into its output buffer (argv-style: no
      * value is ever interpreted as part of the command syntax). */
-    if (redisAsyncCommandArgv(r->ac, rcmd_on_reply, c, argc, (const char **)argv, argvlen) !=
+    if (redisAsyncCommandArgv(r->ac, redis_cmd_on_reply, c, argc, (const char **)argv, argvlen) !=
         REDIS_OK) {
         fail_later(r, c, "redis not connected: connection closing");
         return 0;
@@ -206,7 +206,7 @@ SL_API int sl_redis_command(sl_redis *r, int argc, const char *const *argv, cons
         r->head = c;
     r->tail = c;
     if (r->head == c)
-        rcmd_rearm_timer(r);
+        redis_cmd_rearm_timer(r);
     return 0;
 }
 

@@ -86,7 +86,7 @@ static void ev_del_write(void *privdata)
 
 /* hiredis is done with the socket; may run inside on_read/on_write, where
  * freeing the running event is allowed as long as it is not touched after. */
-void rconn_ev_cleanup(void *privdata)
+void redis_conn_ev_cleanup(void *privdata)
 {
     sl_redis *r = privdata;
 
@@ -102,14 +102,14 @@ static int attach(sl_redis *r, redisAsyncContext *ac)
     r->rev = event_new(sl_base, ac->c.fd, EV_READ, on_read, r);
     r->wev = event_new(sl_base, ac->c.fd, EV_WRITE, on_write, r);
     if (r->rev == NULL || r->wev == NULL) {
-        rconn_ev_cleanup(r);
+        redis_conn_ev_cleanup(r);
         return -1;
     }
     ac->ev.addRead = ev_add_read;
     ac->ev.delRead = ev_del_read;
     ac->ev.addWrite = ev_add_write;
     ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = rconn_ev_cleanup;
+    ac->ev.cleanup = redis_conn_ev_cleanup;
     ac->ev.data = r;
     event_add(r->rev, NULL);
     return 0;
@@ -123,7 +123,7 @@ static void schedule_retry(sl_redis *r)
     double delay = r->backoff * (0.8 + 0.2 * ((double)random() / (double)RAND_MAX));
 
     r->state = ST_DOWN;
-    set_up(r, 0);
+    redis_set_up(r, 0);
     event_del(r->connect_timer);
     sl_conn_arm(r->retry_timer, delay);
     r->backoff *= 2;
@@ -148,7 +148,7 @@ static void lost(sl_redis *r)
  * command still waiting is answered with the reason.  Inside a hiredis
  * callback hiredis itself defers the free until the callback returns.
  */
-void rconn_drop(sl_redis *r, const char *fmt, ...)
+void redis_conn_drop(sl_redis *r, const char *fmt, ...)
 {
     redisAsyncContext *ac = r->ac;
     va_list ap;
@@ -179,7 +179,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     lost(r);
 }
 
-void rconn_mark_up(sl_redis *r)
+void redis_conn_mark_up(sl_redis *r)
 {
     event_del(r->connect_timer);
     if (r->failures > 0)
@@ -192,7 +192,7 @@ void rconn_mark_up(sl_redis *r)
     r->failures = 0;
     r->backoff = BACKOFF_FIRST;
     r->err[0] = '\0';
-    set_up(r, 1);
+    redis_set_up(r, 1);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -221,7 +221,7 @@ static int send_internal(sl_redis *r, int argc, const char **argv, int handshake
     c->handshake_end = handshake_end;
     c->start = sl_now();
     c->deadline = c->start + r->command_timeout;
-    if (redisAsyncCommandArgv(r->ac, rcmd_on_reply, c, argc, argv, NULL) != REDIS_OK) {
+    if (redisAsyncCommandArgv(r->ac, redis_cmd_on_reply, c, argc, argv, NULL) != REDIS_OK) {
         free(c);
         return -1;
     }
@@ -267,7 +267,7 @@ static void connect_to(sl_redis *r, const char *ip)
         int bad = r->url.user[0] != '\0' ? send_internal(r, 3, auth3, 0)
                                          : send_internal(r, 2, auth2, 0);
         if (bad != 0) {
-            rconn_drop(r, "cannot queue AUTH");
+            redis_conn_drop(r, "cannot queue AUTH");
             return;
         }
     }
@@ -275,18 +275,18 @@ static void connect_to(sl_redis *r, const char *ip)
         const char *select[] = { "SELECT", db };
         snprintf(db, sizeof(db), "%d", r->url.db);
         if (send_internal(r, 2, select, 0) != 0) {
-            rconn_drop(r, "cannot queue SELECT");
+            redis_conn_drop(r, "cannot queue SELECT");
             return;
         }
     }
     {
         const char *ping[] = { "PING" };
         if (send_internal(r, 1, ping, 1) != 0) {
-            rconn_drop(r, "cannot queue PING");
+            redis_conn_drop(r, "cannot queue PING");
             return;
         }
     }
-    rcmd_rearm_timer(r);
+    redis_cmd_rearm_timer(r);
 }
 
 static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
@@ -324,7 +324,7 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
 
 /* Numeric addresses connect at once; names are resolved without blocking
  * the loop (hiredis would call getaddrinfo() itself). */
-void rconn_start(sl_redis *r)
+void redis_conn_start(sl_redis *r)
 {
     struct evutil_addrinfo hints;
     unsigned char buf[sizeof(struct in6_addr)];
@@ -352,7 +352,7 @@ void rconn_start(sl_redis *r)
     r->dns_req = evdns_getaddrinfo(r->dns, r->url.host, port, &hints, on_resolved, r);
 }
 
-void rconn_on_retry(evutil_socket_t fd, short what, void *arg)
+void redis_conn_on_retry(evutil_socket_t fd, short what, void *arg)
 {
     sl_redis *r = arg;
 
@@ -361,11 +361,11 @@ void rconn_on_retry(evutil_socket_t fd, short what, void *arg)
     sl_conn_enter(&r->life);
     if (r->s_reconnects != NULL)
         sl_series_add(r->s_reconnects, 1);
-    rconn_start(r);
+    redis_conn_start(r);
     sl_conn_leave(&r->life);
 }
 
-void rconn_on_connect_timeout(evutil_socket_t fd, short what, void *arg)
+void redis_conn_on_connect_timeout(evutil_socket_t fd, short what, void *arg)
 {
     sl_redis *r = arg;
 
@@ -373,12 +373,12 @@ void rconn_on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     sl_conn_enter(&r->life);
     if (r->state == ST_CONNECTING)
-        rconn_drop(r, "connect to %s:%d timed out after %gs", r->addr, r->url.port,
+        redis_conn_drop(r, "connect to %s:%d timed out after %gs", r->addr, r->url.port,
              r->connect_timeout);
     sl_conn_leave(&r->life);
 }
 
-void rconn_on_command_timeout(evutil_socket_t fd, short what, void *arg)
+void redis_conn_on_command_timeout(evutil_socket_t fd, short what, void *arg)
 {
     sl_redis *r = arg;
 
@@ -391,10 +391,10 @@ void rconn_on_command_timeout(evutil_socket_t fd, short what, void *arg)
         sl_log_core(r->state == ST_UP ? SL_LOG_WARN : SL_LOG_DEBUG, WHO,
                     "%s: redis %s:%d did not answer within %gs; resetting the connection",
                     r->label, r->url.host, r->url.port, r->command_timeout);
-        rconn_drop(r, "no reply from redis within %gs (command_timeout); connection reset",
+        redis_conn_drop(r, "no reply from redis within %gs (command_timeout); connection reset",
              r->command_timeout);
     } else {
-        rcmd_rearm_timer(r);
+        redis_cmd_rearm_timer(r);
     }
     sl_conn_leave(&r->life);
 }

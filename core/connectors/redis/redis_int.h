@@ -65,7 +65,7 @@ struct sl_redis {
     sl_series *s_latency, *s_reconnects, *s_up, *s_out[OUT_N];
 };
 
-static inline void set_up(sl_redis *r, int up)
+static inline void redis_set_up(sl_redis *r, int up)
 {
     if (r->s_up != NULL)
         sl_series_set(r->s_up, up);
@@ -74,27 +74,27 @@ static inline void set_up(sl_redis *r, int up)
 /* -------------------------------------------- redis_conn.c for the others */
 
 /* Starts connecting: at once to a numeric address, else after resolving. */
-void rconn_start(sl_redis *r);
+void redis_conn_start(sl_redis *r);
 /* Closes the connection on our initiative with the reason; every command
  * still waiting is answered with it, and reconnecting starts. */
-void rconn_drop(sl_redis *r, const char *fmt, ...) SL_PRINTF(2, 3);
+void redis_conn_drop(sl_redis *r, const char *fmt, ...) SL_PRINTF(2, 3);
 /* The handshake's PING was answered: the connection is usable. */
-void rconn_mark_up(sl_redis *r);
+void redis_conn_mark_up(sl_redis *r);
 /* Frees the read and write events hiredis had us add. */
-void rconn_ev_cleanup(void *privdata);
+void redis_conn_ev_cleanup(void *privdata);
 /* Timer callbacks: the wait before reconnecting, the connect deadline, and
  * the deadline of the oldest command. */
-void rconn_on_retry(evutil_socket_t fd, short what, void *arg);
-void rconn_on_connect_timeout(evutil_socket_t fd, short what, void *arg);
-void rconn_on_command_timeout(evutil_socket_t fd, short what, void *arg);
+void redis_conn_on_retry(evutil_socket_t fd, short what, void *arg);
+void redis_conn_on_connect_timeout(evutil_socket_t fd, short what, void *arg);
+void redis_conn_on_command_timeout(evutil_socket_t fd, short what, void *arg);
 
 /* --------------------------------------------- redis_cmd.c for the others */
 
 /* hiredis's reply callback of every command, ours and the module's. */
-void rcmd_on_reply(redisAsyncContext *ac, void *reply_, void *privdata);
+void redis_cmd_on_reply(redisAsyncContext *ac, void *reply_, void *privdata);
 /* Keeps the command timer at the deadline of the oldest waiting command. */
-void rcmd_rearm_timer(sl_redis *r);
+void redis_cmd_rearm_timer(sl_redis *r);
 /* The `deliver` event: answers the commands failed before being sent. */
-void rcmd_on_deliver(evutil_socket_t fd, short what, void *arg);
+void redis_cmd_on_deliver(evutil_socket_t fd, short what, void *arg);
 
 #endif

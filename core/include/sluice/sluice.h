@@ -217,12 +217,45 @@ typedef void (*sl_route_fn)(sl_req *req, void *arg);
 #define SL_HEAD 0x10
 
 /*
+ * Who may call a route, when the listener requires credentials ([core]
+ * tokens_file set and the listener not allow_anonymous): a bearer token
+ * granting the scope.  OPEN routes need none (health probes); READ is for
+ * GETs of module APIs, WRITE for changes to the data a module serves
+ * (segments, users), ADMIN for operating the daemon (generator control,
+ * outbox retry).  ADMIN is 0 so that a route that declares nothing gets
+ * the strictest scope.
+ */
+#define SL_SCOPE_ADMIN 0x0
+#define SL_SCOPE_OPEN 0x1
+#define SL_SCOPE_READ 0x2
+#define SL_SCOPE_WRITE 0x3
+#define SL_SCOPE_MASK 0xf
+/* Flag for `access`: the route takes request bodies of any Content-Type.
+ * Without it, a POST, PUT or DELETE with a body must say
+ * Content-Type: application/json (else 415), so that a web page cannot
+ * send one cross-site as a "simple" form or text/plain request. */
+#define SL_ROUTE_ANY_BODY 0x100
+
+/*
  * Registers `pattern` (e.g. "/segment/user/{id}") for the given methods.
  * Served on the instance's own `listen` addresses if its section sets any,
  * else on [core] listen.  When two instances register the same route the
  * newest wins, so a successor takes over without refusing a request.
+ * The route requires SL_SCOPE_ADMIN; see sl_route_scoped().
  */
 SL_API int sl_route(sl_ctx *ctx, unsigned methods, const char *pattern, sl_route_fn fn, void *arg);
+
+/*
+ * Like sl_route(), with `access` one SL_SCOPE_* optionally ORed with
+ * SL_ROUTE_ANY_BODY, and the largest request body the route accepts in
+ * `max_body` bytes (0: [core] max_body_size, which also bounds any
+ * route's); a larger body is answered 413 before the handler runs.  The
+ * core answers every refusal itself (401, 403, 413, 415, 429) with a JSON
+ * error, so a handler only sees requests that passed.  Added without an
+ * ABI change: sl_route() keeps its meaning.
+ */
+SL_API int sl_route_scoped(sl_ctx *ctx, unsigned methods, const char *pattern, unsigned access,
+                           size_t max_body, sl_route_fn fn, void *arg);
 
 SL_API unsigned sl_req_method(const sl_req *req);
 SL_API const char *sl_req_path(const sl_req *req);
@@ -231,6 +264,15 @@ SL_API const char *sl_req_param(const sl_req *req, const char *name);
 /* Value of a query-string parameter, decoded; NULL when absent. */
 SL_API const char *sl_req_query(const sl_req *req, const char *name);
 SL_API const char *sl_req_header(const sl_req *req, const char *name);
+/* The request's id: the client's X-Request-Id when it sent a sane one (1
+ * to 64 characters of [A-Za-z0-9._:-]), else one the core made.  Every
+ * response carries it back in X-Request-Id, the core's JSON errors in
+ * "request_id"; log it with anything written about the request, so that
+ * a client's report and the server's log meet. */
+SL_API const char *sl_req_id(const sl_req *req);
+/* Who called: the name of the bearer token that authorized the request
+ * (never its secret), or "anonymous" on a listener without credentials. */
+SL_API const char *sl_req_caller(const sl_req *req);
 /* The request body; NUL-terminated, its length without the terminator in
  * `len` unless that is NULL. */
 SL_API const char *sl_req_body(sl_req *req, size_t *len);
@@ -240,7 +282,10 @@ SL_API cJSON *sl_req_json(sl_req *req);
 
 /* Answers with `json` serialized; takes ownership of `json`. */
 SL_API void sl_reply_json(sl_req *req, int status, cJSON *json);
-/* Answers {"error": "..."}. */
+/* Answers {"error": "...", "request_id": "..."}.  A 5xx error is also
+ * logged with the request id, so the message may name the internal
+ * reason; for a detail the client should not see, log it yourself with
+ * sl_req_id() and answer a short message. */
 SL_API void sl_reply_error(sl_req *req, int status, const char *fmt, ...) SL_PRINTF(3, 4);
 SL_API void sl_reply(sl_req *req, int status, const char *content_type, const void *body, size_t len);
 /* Adds a response header; before the reply. */
@@ -283,6 +328,64 @@ SL_API sl_series *sl_series_ofv(sl_metric *m, const char *const *values);
 SL_API void sl_series_add(sl_series *s, double v);
 SL_API void sl_series_set(sl_series *s, double v);
 SL_API void sl_series_observe(sl_series *s, double v);
+
+/* ---------------------------------------------------------------- tracing */
+
+/*
+ * Spans, exported as OpenTelemetry traces when [tracing] endpoint is set.
+ * The core keeps a current context while it runs module code on behalf of
+ * a request or a message: a route handler, the callbacks of connector work
+ * submitted under it (queries, produce), and timers armed under it.  Spans
+ * the connectors open (an SQL statement, a Redis command, a ClickHouse
+ * request, a produce) become children of it by themselves; a module opens
+ * its own only for work of its own.
+ *
+ * With tracing off every function below costs a test and sl_span_start()
+ * returns NULL; every function accepts a NULL span.  Attribute names follow
+ * the OpenTelemetry semantic conventions (db.system, messaging.system...).
+ * A span is owned by the instance that started it: one still open when
+ * the instance stops is ended with an error status.
+ */
+typedef struct sl_span sl_span;
+
+/* OpenTelemetry span kinds, with OTLP's numbering. */
+typedef enum {
+    SL_SPAN_INTERNAL = 1,
+    SL_SPAN_SERVER = 2,
+    SL_SPAN_CLIENT = 3,
+    SL_SPAN_PRODUCER = 4,
+    SL_SPAN_CONSUMER = 5
+} sl_span_kind;
+
+/* A traceparent header value and its NUL. */
+#define SL_TRACEPARENT_SIZE 56
+
+/* A span, child of the current context (a new trace when there is none). */
+SL_API sl_span *sl_span_start(sl_ctx *ctx, sl_span_kind kind, const char *name);
+/* A span whose parent is `traceparent` (a header carried by a message; the
+ * current context when NULL or not a valid traceparent). */
+SL_API sl_span *sl_span_start_from(sl_ctx *ctx, sl_span_kind kind, const char *name,
+                                   const char *traceparent);
+SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value);
+SL_API void sl_span_set_int(sl_span *s, const char *key, long long value);
+/* Links the span to another position, e.g. a batch to the messages it
+ * carries; ignored when `traceparent` is not valid. */
+SL_API void sl_span_link(sl_span *s, const char *traceparent);
+/* Marks the span failed (status ERROR) with a short reason. */
+SL_API void sl_span_fail(sl_span *s, const char *fmt, ...) SL_PRINTF(2, 3);
+/* Ends (and frees) the span. */
+SL_API void sl_span_end(sl_span *s);
+/* Makes the span the current context until sl_span_leave(), so that work
+ * started in between (queries, produce, further spans) nests under it.
+ * Pairs must nest. */
+SL_API void sl_span_enter(sl_span *s);
+SL_API void sl_span_leave(sl_span *s);
+/* Writes the traceparent of the current context into `buf`
+ * (SL_TRACEPARENT_SIZE bytes), for a module that carries it with its data
+ * (an outbox row).  Returns 0, or -1 when there is no current trace. */
+SL_API int sl_trace_current(char *buf);
+/* The same for a span (its own position). */
+SL_API int sl_span_traceparent(const sl_span *s, char *buf);
 
 /* ---------------------------------------------------------- introspection */
 
