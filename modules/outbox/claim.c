@@ -201,9 +201,11 @@ static void take_row(ob *o, const sl_pg_result *res, int i)
             a->block_id = id;
         return;
     }
-    if (prev != NULL && !ob_mine_has(&o->mine, atoll(prev))) {
-        /* An earlier row of its aggregate is in the table and not held:
-         * it committed after the cursor went past it.  It goes first. */
+    if (prev != NULL &&
+        (!ob_mine_has(&o->mine, atoll(prev)) || ob_mine_failed(&o->mine, atoll(prev)))) {
+        /* An earlier row of its aggregate is in the table and not held
+         * (it committed after the cursor went past it), or it failed and
+         * its failure is still being recorded: it goes first. */
         o->released_blocked++;
         ob_claim_rewind(o, bucket, atoll(prev) - 1);
         return;

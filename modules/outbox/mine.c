@@ -78,6 +78,24 @@ int ob_mine_has(const ob_mine *m, long long id)
     return find(m, id) >= 0;
 }
 
+/* The bucket byte's high bit marks a failed row (OB_BUCKETS < 128). */
+#define FAILED 0x80
+
+void ob_mine_mark_failed(ob_mine *m, long long id)
+{
+    long long at = find(m, id);
+
+    if (at >= 0)
+        m->buckets[at] |= FAILED;
+}
+
+int ob_mine_failed(const ob_mine *m, long long id)
+{
+    long long at = find(m, id);
+
+    return at >= 0 && (m->buckets[at] & FAILED) != 0;
+}
+
 int ob_mine_del(ob_mine *m, long long id)
 {
     long long at = find(m, id);
@@ -87,7 +105,7 @@ int ob_mine_del(ob_mine *m, long long id)
     if (at < 0)
         return -1;
     hole = (size_t)at;
-    bucket = m->buckets[hole];
+    bucket = m->buckets[hole] & ~FAILED;
     m->ids[hole] = 0;
     m->n--;
     /* Shift back every entry of the run after the hole that may sit in

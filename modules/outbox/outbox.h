@@ -205,6 +205,10 @@ void ob_queue_free(ob_queue *q);
 /* mine.c: a set of ids, each with its bucket. */
 int ob_mine_add(ob_mine *m, long long id, int bucket); /* 0, or -1 out of memory */
 int ob_mine_has(const ob_mine *m, long long id);
+/* A row held whose publication failed: held, but not in its aggregate's
+ * order any more (claim.c). */
+void ob_mine_mark_failed(ob_mine *m, long long id);
+int ob_mine_failed(const ob_mine *m, long long id);
 /* Removes `id`; its bucket, or -1 when it was not there. */
 int ob_mine_del(ob_mine *m, long long id);
 void ob_mine_free(ob_mine *m);

@@ -320,6 +320,7 @@ void ob_settle_fail(ob *o, const ob_row *r, const char *why)
         snprintf(o->fail_error, sizeof(o->fail_error), "%s", why);
     o->failed_n++;
     sl_series_add(o->m_failed, 1);
+    ob_mine_mark_failed(&o->mine, r->id);
     add(o, &o->failed, r, 1);
 }
 

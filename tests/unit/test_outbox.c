@@ -230,6 +230,14 @@ static void test_mine(void **state)
         assert_int_equal(ob_mine_has(&m, id * 1024), id % 2 == 1);
     assert_int_equal(m.n, 25000);
     assert_int_equal(ob_mine_del(&m, 2 * 1024), -1);
+    /* A failed row stays held, marked, with its bucket. */
+    assert_false(ob_mine_failed(&m, 3 * 1024));
+    ob_mine_mark_failed(&m, 3 * 1024);
+    ob_mine_mark_failed(&m, 2 * 1024); /* not held: nothing */
+    assert_true(ob_mine_failed(&m, 3 * 1024));
+    assert_false(ob_mine_failed(&m, 5 * 1024));
+    assert_false(ob_mine_failed(&m, 2 * 1024));
+    assert_true(ob_mine_has(&m, 3 * 1024));
     for (long long id = 1; id <= 50000; id += 2)
         assert_int_equal(ob_mine_del(&m, id * 1024), (int)(id % OB_BUCKETS));
     assert_int_equal(m.n, 0);
