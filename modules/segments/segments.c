@@ -114,6 +114,8 @@ void seg_error(seg_call *c, int status, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     cJSON_AddStringToObject(o, "error", msg);
+    /* Like the core's errors: what a client quotes to find the log line. */
+    cJSON_AddStringToObject(o, "request_id", sl_req_id(c->req));
     seg_reply(c, status, o);
 }
 
