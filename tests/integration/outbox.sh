@@ -346,7 +346,7 @@ start1 "batch_size = 200"
 # The writers go on while it is killed, so that it dies holding work.
 write_rows kill 4 8000 kill &
 writer=$!
-t_wait_until 60 '[ "$(status "$base" "j[\"published\"]")" -gt 1000 ]'
+t_wait_until 60 '[ "$(status "$base" "j[\"published\"]")" -gt 1000 ] && [ "$(claimed_left)" -gt 0 ]'
 kill -9 "$d1"
 wait "$d1" 2>/dev/null
 claimed=$(claimed_left)
