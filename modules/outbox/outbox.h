@@ -117,8 +117,12 @@ typedef struct {
     int full;         /* the last read filled its share: more may wait */
 } ob_bucket;
 
+/* POST retry?aggregate_id=: the longest id accepted */
+#define OB_AGGREGATE_ID_MAX 256
+
 typedef enum { OB_SQL_READ, OB_SQL_ACK, OB_SQL_FAIL, OB_SQL_BEAT, OB_SQL_TAKE, OB_SQL_LEAVE,
-               OB_SQL_PENDING, OB_SQL_PARKED, OB_SQL_RETRY, OB_SQL_RETRY_ONE, OB_NSQL } ob_sql;
+               OB_SQL_PENDING, OB_SQL_PARKED, OB_SQL_RETRY, OB_SQL_RETRY_ONE,
+               OB_SQL_RETRY_AGG, OB_NSQL } ob_sql;
 
 typedef struct ob_stmt ob_stmt;
 typedef struct ob ob;

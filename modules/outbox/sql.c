@@ -194,6 +194,9 @@ static const char retry_tmpl[] =
 static const char retry_one_tmpl[] =
     "UPDATE {T} SET parked = false, attempts = 0, next_attempt_at = NULL"
     " WHERE parked AND sent_at IS NULL AND {ID} = $1::bigint";
+static const char retry_agg_tmpl[] =
+    "UPDATE {T} SET parked = false, attempts = 0, next_attempt_at = NULL"
+    " WHERE parked AND sent_at IS NULL AND {AID} = $1";
 
 /* The names spliced into the SQL: every column option a plain identifier,
  * the table short enough for the names derived from it.  Each bad one is
@@ -242,7 +245,8 @@ int ob_sql_build(ob *o)
                                          fail_tmpl,    beat_tmpl,
                                          take_tmpl,    leave_tmpl,
                                          pending_tmpl, parked_tmpl,
-                                         retry_tmpl,   retry_one_tmpl };
+                                         retry_tmpl,   retry_one_tmpl,
+                                         retry_agg_tmpl };
 
     o->migration[0] = expand(migration1_tmpl, names, nn);
     o->migration[1] = expand(migration2_tmpl, names, nn);

@@ -79,6 +79,17 @@ const sl_pg_migration seg_migrations[] = {
       "DROP TRIGGER IF EXISTS user_segments_change ON user_segments;"
       "CREATE TRIGGER user_segments_change AFTER INSERT OR DELETE ON user_segments"
       "  FOR EACH ROW EXECUTE FUNCTION segments_membership_change();" },
+    /* The sequence stops at the largest id a client can address (2^53 - 1,
+     * a JSON number exactly) instead of handing out ids no request can
+     * name; a database whose sequence already passed it is left alone.
+     * history_retention deletes by age: an index on it. */
+    { 2,
+      "DO $$ BEGIN"
+      "  IF (SELECT last_value FROM users_id_seq) <= 9007199254740991 THEN"
+      "    ALTER SEQUENCE users_id_seq MAXVALUE 9007199254740991;"
+      "  END IF;"
+      "END $$;"
+      "CREATE INDEX IF NOT EXISTS segment_history_executed ON segment_history (executed_at);" },
 };
 
 const size_t seg_nmigrations = sizeof(seg_migrations) / sizeof(seg_migrations[0]);

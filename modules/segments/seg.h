@@ -7,6 +7,7 @@
  *   members.c   POST /segment/user
  *   ttl.c       the Redis expiry schedule and its sweeper
  *   report.c    history links and streamed CSV reports
+ *   retention.c segment_history rows past history_retention removed
  *   openapi.c   /openapi.json and /docs
  */
 #ifndef SEG_H
@@ -85,7 +86,6 @@ struct seg {
     int releasing;                /* inside release_waiting: no sl_stopped yet */
     int migrate_failed;           /* the last schema check failed */
     int migrated;                 /* schema ready and secret loaded */
-    char migrate_err[256];
     char secret[128];
     size_t max_body;
     int max_retries;
@@ -96,6 +96,11 @@ struct seg {
     double sweep_interval;
     int sweep_batch;
     int report_page;
+    long long max_user_id;        /* users created on demand: ids up to this */
+    /* history retention */
+    double retention, retention_interval;
+    long long retention_batch;
+    sl_timer *retention_timer;
     /* ttl sweeper */
     sl_timer *sweep_timer, *gauge_timer, *migrate_timer;
     int sweeping, rebuild_needed, gauge_busy;
@@ -104,7 +109,7 @@ struct seg {
     /* metrics */
     sl_metric *m_requests, *m_latency;
     sl_series *s_active, *s_lag, *s_removals, *s_rebuilds, *s_assign_create, *s_assign_new,
-        *s_retries, *s_scheduled;
+        *s_retries, *s_scheduled, *s_history_removed;
 };
 
 /* segments.c */
@@ -150,5 +155,8 @@ int seg_ttl_start(seg *s);
 /* Schedules `n` members "user:slug" with their expiry (epoch seconds). */
 void seg_ttl_schedule(seg *s, const char *const *members, const char *const *scores, size_t n);
 void seg_sweep_tick(void *arg);
+
+/* retention.c: 0, or -1 when out of memory. */
+int seg_retention_start(seg *s);
 
 #endif

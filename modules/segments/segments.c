@@ -35,6 +35,16 @@ static const sl_option seg_options[] = {
       0, 0, NULL },
     { "report_secret", SL_OPT_STRING, "",
       "key signing report names; empty: the per-install secret kept in PostgreSQL", 0, 0, NULL },
+    { "max_user_id", SL_OPT_INT, "4503599627370495",
+      "POST /segment/user creates an unknown user only up to this id (400 beyond); ids up to 9007199254740991 stay left for POST /user",
+      1, 9007199254740990LL, NULL },
+    { "history_retention", SL_OPT_DURATION, "0",
+      "segment_history rows older than this are deleted (e.g. 8760h); 0 keeps them for ever", 0,
+      3153600000.0, NULL },
+    { "history_delete_batch", SL_OPT_INT, "10000",
+      "history_retention: rows deleted per statement at most", 1, 1000000, NULL },
+    { "history_sweep_interval", SL_OPT_DURATION, "1m",
+      "history_retention: how often old rows are looked for", 1, 86400, NULL },
     { "docs_dir", SL_OPT_STRING, "",
       "directory of the swagger-ui-dist package served under /docs; empty: /docs answers 404", 0, 0,
       NULL },
@@ -157,8 +167,8 @@ int seg_ready(seg_call *c, sl_route_fn again)
         s->nwaiting++;
         return -1;
     }
-    seg_error(c, 503, "database unavailable: schema not ready yet%s%s",
-              s->migrate_err[0] ? ": " : "", s->migrate_err);
+    /* the reason is in the log */
+    seg_error(c, 503, "database unavailable: schema not ready yet");
     return -1;
 }
 
@@ -210,15 +220,14 @@ static void on_secret(sl_pg *pg, const sl_pg_result *res, const char *err, void 
     (void)pg;
     v = err == NULL ? sl_pg_value(res, 0, 0) : NULL;
     if (v == NULL || strlen(v) >= sizeof(s->secret)) {
-        snprintf(s->migrate_err, sizeof(s->migrate_err), "reading the install secret: %s",
-                 err != NULL ? err : "no row");
+        sl_log(s->ctx, SL_LOG_WARN, "reading the install secret failed, retrying: %s",
+               err != NULL ? err : "no row");
         migrate_later(s);
         return;
     }
     snprintf(s->secret, sizeof(s->secret), "%s", v);
     s->migrated = 1;
     s->migrate_failed = 0;
-    s->migrate_err[0] = '\0';
     sl_set_ready(s->ctx, 1, NULL);
     sl_log(s->ctx, SL_LOG_INFO, "schema ready");
     release_waiting(s);
@@ -230,7 +239,6 @@ static void on_migrated(sl_pg *pg, int applied, const char *err, void *arg)
     seg *s = arg;
 
     if (err != NULL) {
-        snprintf(s->migrate_err, sizeof(s->migrate_err), "%s", err);
         sl_log(s->ctx, SL_LOG_WARN, "migrations failed, retrying: %s", err);
         migrate_later(s);
         return;
@@ -354,6 +362,7 @@ static int seg_start(sl_ctx *ctx)
     s->sweep_interval = sl_opt_seconds(ctx, "sweep_interval");
     s->sweep_batch = (int)sl_opt_int(ctx, "sweep_batch");
     s->report_page = (int)sl_opt_int(ctx, "report_page");
+    s->max_user_id = sl_opt_int(ctx, "max_user_id");
     if (metrics_start(s) != 0)
         return -1;
     s->pg = sl_pg_new(ctx);
@@ -367,7 +376,7 @@ static int seg_start(sl_ctx *ctx)
         return sl_fail(ctx, "out of memory");
     sl_timer_disarm(s->migrate_timer);
     if (seg_api_routes(s) != 0 || seg_members_routes(s) != 0 || seg_report_routes(s) != 0 ||
-        seg_openapi_routes(s) != 0 || seg_ttl_start(s) != 0)
+        seg_openapi_routes(s) != 0 || seg_ttl_start(s) != 0 || seg_retention_start(s) != 0)
         return sl_fail(ctx, "cannot register routes or timers");
     sl_set_ready(ctx, 0, "applying the schema");
     migrate_now(s);

@@ -46,6 +46,8 @@ struct req {
     char *resp;           /* the answer of the current attempt */
     size_t resp_len, resp_cap;
     int too_large;
+    size_t max_answer;    /* answers longer than this fail the request */
+    int caller;           /* sl_ch_query_limited(): no attempt after an answer */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -78,9 +80,11 @@ struct sl_ch {
 void ch_req_free(req *q);
 /* Takes `q` out of ch->reqs. */
 void ch_unlink_req(sl_ch *ch, req *q);
-/* Takes ownership of url and body in every case. */
+/* Takes ownership of url and body in every case.  `max_answer` 0: the
+ * connector's own bound; `caller`: a query run for a caller
+ * (sl_ch_query_limited), not attempted again once ClickHouse answered. */
 int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn,
-              void *arg);
+              void *arg, size_t max_answer, int caller);
 /* The /ping timer's callback, and arming it (not while the handle frees). */
 void ch_on_ping_timer(evutil_socket_t fd, short what, void *arg);
 void ch_schedule_ping(sl_ch *ch, double delay);
