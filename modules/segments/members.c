@@ -47,6 +47,9 @@ static void changed(seg_call *c)
 
     cJSON_AddNumberToObject(o, "segments_added", (double)c->n1);
     cJSON_AddNumberToObject(o, "segments_deleted", (double)c->n2);
+    /* Even with nothing added or deleted: a TTL may have been refreshed,
+     * or the user created with its rollout memberships. */
+    seg_cache_forget(c->s, c->ch.user_id);
     /* Schedule what carries a ttl: "user:slug score" lines. */
     if (c->expiries != NULL) {
         const char *members[SEG_LIST_MAX], *scores[SEG_LIST_MAX];

@@ -4,6 +4,7 @@
  *   schema.c    the migrations (tables, history/outbox trigger, bucket fn)
  *   call.c      one request's database work: transactions with retries
  *   api.c       users and segments endpoints
+ *   lookup.c    GET /segment/user/{id} and its read cache (ucache.c)
  *   members.c   POST /segment/user
  *   ttl.c       the Redis expiry schedule and its sweeper
  *   report.c    history links and streamed CSV reports
@@ -67,6 +68,9 @@ struct seg_call {
     double percent;
     long long n1, n2;
     char *expiries;               /* members' "user:slug score" to schedule */
+    /* read cache (lookup.c): the ticket taken before a miss's read */
+    uint64_t cache_ticket;
+    int cache_ticket_ok;
     /* report stream */
     long long user;
     int year, month;
@@ -106,6 +110,14 @@ struct seg {
     int sweeping, rebuild_needed, gauge_busy;
     char sweep_now[32];           /* the time the due members were chosen by */
     char rebuild_after_user[24], rebuild_after_slug[SEG_SLUG_MAX + 1];
+    const sl_pg_stmt *st_user_segments;
+    /* read cache (lookup.c) */
+    struct ucache *cache;         /* NULL: cache_bytes = 0 */
+    sl_pg_listener *listener;
+    unsigned long long cache_epoch;
+    uint64_t evictions_seen;
+    sl_series *s_cache_hits, *s_cache_misses, *s_cache_evictions, *s_cache_entries,
+        *s_cache_bytes, *s_inv_change, *s_inv_flush, *s_inv_connection, *s_get_ok, *s_get_latency;
     /* metrics */
     sl_metric *m_requests, *m_latency;
     sl_series *s_active, *s_lag, *s_removals, *s_rebuilds, *s_assign_create, *s_assign_new,
@@ -149,6 +161,14 @@ int seg_api_routes(seg *s);
 int seg_members_routes(seg *s);
 int seg_report_routes(seg *s);
 int seg_openapi_routes(seg *s);
+
+/* lookup.c: registers GET /segment/user/{id}, creates the cache and
+ * listens for changes. */
+int seg_lookup_start(seg *s);
+/* This instance changed one user / many: called after the commit and
+ * before the answer, so the caller never reads the old state back. */
+void seg_cache_forget(seg *s, long long user);
+void seg_cache_flush(seg *s);
 
 /* ttl.c */
 int seg_ttl_start(seg *s);

@@ -28,6 +28,16 @@ static const sl_option seg_options[] = {
       0.01, 60, NULL },
     { "sweep_batch", SL_OPT_INT, "500", "memberships the sweeper removes per round at most", 1,
       100000, NULL },
+    { "cache_bytes", SL_OPT_INT, "67108864",
+      "memory the read cache of GET /segment/user/{id} may hold, in bytes (entries, answers, "
+      "hash table); 0 turns the cache off",
+      0, 1099511627776.0, NULL },
+    { "cache_entries", SL_OPT_INT, "1000000", "users the read cache may hold at most", 1,
+      100000000, NULL },
+    { "cache_max_age", SL_OPT_DURATION, "5m",
+      "longest a cached answer is served before it is read again: the staleness bound should a "
+      "change's notification be lost while its connection stays up",
+      0.1, 86400, NULL },
     { "report_page", SL_OPT_INT, "1000", "history rows read per round trip while streaming a report",
       1, 100000, NULL },
     { "public_url", SL_OPT_STRING, "",
@@ -335,10 +345,15 @@ static int metrics_start(seg *s)
 static int seg_check(sl_ctx *ctx)
 {
     size_t len = strlen(sl_opt_str(ctx, "ttl_key"));
+    long long cache = sl_opt_int(ctx, "cache_bytes");
+    int rc = 0;
 
     if (len == 0 || len > 200)
-        return sl_fail_opt(ctx, "ttl_key", "must be 1 to 200 characters");
-    return 0;
+        rc = sl_fail_opt(ctx, "ttl_key", "must be 1 to 200 characters");
+    /* below that the hash table alone would fill it */
+    if (cache > 0 && cache < 65536)
+        rc = sl_fail_opt(ctx, "cache_bytes", "must be 0 (no cache) or at least 65536");
+    return rc;
 }
 
 static int seg_start(sl_ctx *ctx)
@@ -375,6 +390,8 @@ static int seg_start(sl_ctx *ctx)
     if (s->migrate_timer == NULL)
         return sl_fail(ctx, "out of memory");
     sl_timer_disarm(s->migrate_timer);
+    if (seg_lookup_start(s) != 0)
+        return -1;
     if (seg_api_routes(s) != 0 || seg_members_routes(s) != 0 || seg_report_routes(s) != 0 ||
         seg_openapi_routes(s) != 0 || seg_ttl_start(s) != 0 || seg_retention_start(s) != 0)
         return sl_fail(ctx, "cannot register routes or timers");

@@ -687,6 +687,16 @@ SL_API void sl_pg_unlisten(sl_pg_listener *l)
     pg_leave(pg); /* unlinks and frees it unless inside a callback */
 }
 
+SL_API int sl_pg_listening(const sl_pg_listener *l)
+{
+    return l != NULL && !l->dead && l->active;
+}
+
+SL_API unsigned long long sl_pg_epoch(const sl_pg *pg)
+{
+    return pg != NULL ? pg->epoch : 0;
+}
+
 /* --------------------------------------------------------------- results */
 
 /* sl_pg_result is libpq's PGresult under a name modules can see. */
