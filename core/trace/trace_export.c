@@ -235,6 +235,32 @@ static int tracing_check(const sl_optset *opts, const char *file, sl_errors *err
     return -1;
 }
 
+/*
+ * The exporter's metrics exist whether or not [tracing] is configured, so
+ * that a dashboard or an alert on them sees zero rather than no series
+ * while tracing is off.  Released by tracing_shutdown().
+ */
+int sl_trace_metrics_init(void)
+{
+    ex.dropped = sl_metric_register(
+            SL_METRIC_COUNTER, "sluice_tracing_spans_dropped_total",
+            "Spans not exported, by reason: queue (the queue was full), export (the collector "
+            "failed or refused the batch), disabled (tracing was turned off with spans queued).",
+            "reason", NULL, 0, NULL);
+    ex.exported = sl_metric_register(SL_METRIC_COUNTER, "sluice_tracing_spans_exported_total",
+                                     "Spans the collector accepted.", NULL, NULL, 0, NULL);
+    ex.pending = sl_metric_register(SL_METRIC_GAUGE, "sluice_tracing_spans_pending",
+                                    "Ended spans queued or being sent.", NULL, NULL, 0, NULL);
+    if (ex.dropped == NULL || ex.exported == NULL || ex.pending == NULL)
+        return -1;
+    ex.drop_queue = sl_series_of(ex.dropped, "queue");
+    ex.drop_export = sl_series_of(ex.dropped, "export");
+    ex.drop_disabled = sl_series_of(ex.dropped, "disabled");
+    ex.sent = sl_series_of(ex.exported);
+    ex.waiting = sl_series_of(ex.pending);
+    return 0;
+}
+
 /* The exporter's process-wide parts, made once the section is first used. */
 static int make_exporter(char *err, size_t errlen)
 {
@@ -247,25 +273,11 @@ static int make_exporter(char *err, size_t errlen)
     ex.headers = curl_slist_append(NULL, "Content-Type: application/json");
     ex.timer = event_new(sl_base, -1, EV_PERSIST, on_timer, NULL);
     ex.soon = event_new(sl_base, -1, 0, on_timer, NULL);
-    ex.dropped = sl_metric_register(
-            SL_METRIC_COUNTER, "sluice_tracing_spans_dropped_total",
-            "Spans not exported, by reason: queue (the queue was full), export (the collector "
-            "failed or refused the batch), disabled (tracing was turned off with spans queued).",
-            "reason", NULL, 0, NULL);
-    ex.exported = sl_metric_register(SL_METRIC_COUNTER, "sluice_tracing_spans_exported_total",
-                                     "Spans the collector accepted.", NULL, NULL, 0, NULL);
-    ex.pending = sl_metric_register(SL_METRIC_GAUGE, "sluice_tracing_spans_pending",
-                                    "Ended spans queued or being sent.", NULL, NULL, 0, NULL);
     if (ex.http == NULL || ex.easy == NULL || ex.headers == NULL || ex.timer == NULL ||
-        ex.soon == NULL || ex.dropped == NULL || ex.exported == NULL || ex.pending == NULL) {
+        ex.soon == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    ex.drop_queue = sl_series_of(ex.dropped, "queue");
-    ex.drop_export = sl_series_of(ex.dropped, "export");
-    ex.drop_disabled = sl_series_of(ex.dropped, "disabled");
-    ex.sent = sl_series_of(ex.exported);
-    ex.waiting = sl_series_of(ex.pending);
     return 0;
 }
 
