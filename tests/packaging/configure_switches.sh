@@ -31,6 +31,8 @@ else
         "no ClickHouse API exported"
     t_check "$(nm -D --defined-only "$b/core/sluiced" | grep -c ' sl_pg_query$')" -eq 1 \
         "the other connectors' API is"
+    t_check "$(readelf -d "$b/core/sluiced" | grep -c 'NEEDED.*libcurl')" -eq 1 \
+        "libcurl still linked, as the README says: the tracing exporter uses the core's curl client"
     printf '[core]\nlisten =\n[clickhouse]\nurl = http://127.0.0.1:8123\n' > "$work/ch.conf"
     "$b/core/sluiced" -t -c "$work/ch.conf" 2> "$work/t.out"
     rc=$?
