@@ -392,10 +392,14 @@ t_check "$(grep -c 'deadlock\|ERROR' "$work/sluiced.log")" = 0 "no error logged 
 t_end
 
 t_case "a deadlock with another transaction is retried, not answered as an error"
-# psql takes the membership row, then (0.6 s later) the user row that the
-# request holds while it waits for the membership: PostgreSQL picks the
-# request, which waited first, as the deadlock victim.  Timing on a loaded
-# machine may let psql be picked instead, so up to three tries.
+# psql takes the membership row, then, once the request waits for it
+# (holding the user row), the user row: PostgreSQL picks the request, which
+# waited first, as the deadlock victim.  Its deadlock check may still come
+# second on a loaded machine and pick psql instead, so up to three tries.
+psql_holds() { # psql has deleted the membership and waits for the request
+    [ "$(psqlc "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND state = 'active'
+                AND query LIKE '%until the request waits%'")" = 1 ]
+}
 retried=0
 for try in 1 2 3; do
     curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment/user" -d '{"user_id":800010,"add_segments":["C1"]}'
@@ -403,13 +407,19 @@ for try in 1 2 3; do
     psql -X -q "$SL_PG_DSN" > "$work/deadlock.out" 2>&1 <<'SQL' &
 BEGIN;
 DELETE FROM user_segments WHERE user_id = 800010 AND slug = 'C1';
-SELECT pg_sleep(0.6);
+DO $$ BEGIN -- until the request waits for a lock (at most 30 s)
+    FOR i IN 1..3000 LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock');
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
 SELECT 1 FROM users WHERE id = 800010 FOR UPDATE;
 SELECT pg_sleep(0.5);
 ROLLBACK;
 SQL
     ppid=$!
-    sleep 0.2
+    t_wait_until 30 psql_holds
     r=$(req POST /segment/user /segment/user -d '{"user_id":800010,"delete_segments":["C1"]}')
     wait "$ppid"
     if [ "$(python3 -c "print($(metric 'sluice_segments_tx_retries_total') > $r0)")" = True ]; then
