@@ -59,12 +59,12 @@ static const char SQL_MEMBERS[] = "SELECT count(*) FROM user_segments WHERE slug
 
 int seg_rollout_prepare(seg *s)
 {
-    s->st_lock = sl_pg_prepare(s->pg, "segments_lock", SQL_LOCK);
-    s->st_expired = sl_pg_prepare(s->pg, "segments_expired", SQL_EXPIRED);
-    s->st_update = sl_pg_prepare(s->pg, "segments_update", SQL_UPDATE);
-    s->st_grow = sl_pg_prepare(s->pg, "segments_grow", SQL_GROW);
-    s->st_shrink = sl_pg_prepare(s->pg, "segments_shrink", SQL_SHRINK);
-    s->st_members = sl_pg_prepare(s->pg, "segments_members", SQL_MEMBERS);
+    s->st_lock = sl_pg_prepare(s->pg, "rollout_lock", SQL_LOCK);
+    s->st_expired = sl_pg_prepare(s->pg, "rollout_expired", SQL_EXPIRED);
+    s->st_update = sl_pg_prepare(s->pg, "rollout_update", SQL_UPDATE);
+    s->st_grow = sl_pg_prepare(s->pg, "rollout_grow", SQL_GROW);
+    s->st_shrink = sl_pg_prepare(s->pg, "rollout_shrink", SQL_SHRINK);
+    s->st_members = sl_pg_prepare(s->pg, "rollout_members", SQL_MEMBERS);
     if (s->st_lock == NULL || s->st_expired == NULL || s->st_update == NULL || s->st_grow == NULL ||
         s->st_shrink == NULL || s->st_members == NULL)
         return -1;
