@@ -26,8 +26,6 @@
 #include <cjson/cJSON.h>
 #include "seg.h"
 
-static const char SQL_LOCK[] = "SELECT 1 FROM segments WHERE slug = $1 FOR UPDATE";
-
 static const char SQL_EXPIRED[] =
         "DELETE FROM user_segments WHERE slug = $1 AND expires_at <= now()";
 
@@ -59,16 +57,15 @@ static const char SQL_MEMBERS[] = "SELECT count(*) FROM user_segments WHERE slug
 
 int seg_rollout_prepare(seg *s)
 {
-    s->st_lock = sl_pg_prepare(s->pg, "rollout_lock", SQL_LOCK);
-    s->st_expired = sl_pg_prepare(s->pg, "rollout_expired", SQL_EXPIRED);
-    s->st_update = sl_pg_prepare(s->pg, "rollout_update", SQL_UPDATE);
-    s->st_grow = sl_pg_prepare(s->pg, "rollout_grow", SQL_GROW);
-    s->st_shrink = sl_pg_prepare(s->pg, "rollout_shrink", SQL_SHRINK);
-    s->st_members = sl_pg_prepare(s->pg, "rollout_members", SQL_MEMBERS);
-    if (s->st_lock == NULL || s->st_expired == NULL || s->st_update == NULL || s->st_grow == NULL ||
-        s->st_shrink == NULL || s->st_members == NULL)
-        return -1;
-    return 0;
+    static const seg_sql sql[] = {
+        { SEG_ST_ROLLOUT_EXPIRED, "rollout_expired", SQL_EXPIRED },
+        { SEG_ST_ROLLOUT_UPDATE, "rollout_update", SQL_UPDATE },
+        { SEG_ST_ROLLOUT_GROW, "rollout_grow", SQL_GROW },
+        { SEG_ST_ROLLOUT_SHRINK, "rollout_shrink", SQL_SHRINK },
+        { SEG_ST_ROLLOUT_MEMBERS, "rollout_members", SQL_MEMBERS },
+    };
+
+    return seg_prepare(s, sql, sizeof(sql) / sizeof(sql[0]));
 }
 
 int seg_rollout_fill(seg_call *c, sl_pg_fn fn)
@@ -77,7 +74,7 @@ int seg_rollout_fill(seg_call *c, sl_pg_fn fn)
     const char *p[2] = { c->slug, pct };
 
     snprintf(pct, sizeof(pct), "%.2f", c->percent);
-    return sl_pg_tx_exec(c->tx, c->s->st_grow, 2, p, fn, c);
+    return sl_pg_tx_exec(c->tx, c->s->st[SEG_ST_ROLLOUT_GROW], 2, p, fn, c);
 }
 
 static void updated(seg_call *c)
@@ -154,16 +151,17 @@ static void on_updated(sl_pg *pg, const sl_pg_result *res, const char *err, void
         char pct2[32];
         const char *pr[2] = { c->slug, pct2 };
         snprintf(pct2, sizeof(pct2), "%.2f", c->percent);
-        if (sl_pg_tx_exec(c->tx, c->s->st_grow, 2, pr, on_grown, c) != 0 ||
-            sl_pg_tx_exec(c->tx, c->s->st_shrink, 2, pr, on_shrunk, c) != 0)
+        if (sl_pg_tx_exec(c->tx, c->s->st[SEG_ST_ROLLOUT_GROW], 2, pr, on_grown, c) != 0 ||
+            sl_pg_tx_exec(c->tx, c->s->st[SEG_ST_ROLLOUT_SHRINK], 2, pr, on_shrunk, c) != 0)
             return seg_tx_end(c);
     }
-    if (sl_pg_tx_exec(c->tx, c->s->st_members, 1, p, on_members, c) != 0)
+    if (sl_pg_tx_exec(c->tx, c->s->st[SEG_ST_ROLLOUT_MEMBERS], 1, p, on_members, c) != 0)
         seg_tx_end(c);
 }
 
 static void update_begin(seg_call *c)
 {
+    seg *s = c->s;
     char pct[32];
     const char *p[5] = { c->slug, NULL, c->patch.set_percent ? "t" : "f",
                          c->patch.has_description ? c->patch.description : NULL,
@@ -173,9 +171,13 @@ static void update_begin(seg_call *c)
         snprintf(pct, sizeof(pct), "%.2f", c->patch.percent);
         p[1] = pct;
     }
-    if (sl_pg_tx_exec(c->tx, c->s->st_lock, 1, p, NULL, NULL) != 0 ||
-        sl_pg_tx_exec(c->tx, c->s->st_expired, 1, p, NULL, NULL) != 0 ||
-        sl_pg_tx_exec(c->tx, c->s->st_update, 5, p, on_updated, c) != 0)
+    /* A new percent may move many users: one "*" for every cache (the
+     * row triggers then stay quiet in this transaction). */
+    if (sl_pg_tx_exec(c->tx, s->st[SEG_ST_SEGMENT_LOCK], 1, p, NULL, NULL) != 0 ||
+        (c->patch.set_percent && c->patch.percent >= 0 &&
+         sl_pg_tx_exec(c->tx, s->st[SEG_ST_CACHE_ALL], 0, NULL, NULL, NULL) != 0) ||
+        sl_pg_tx_exec(c->tx, s->st[SEG_ST_ROLLOUT_EXPIRED], 1, p, NULL, NULL) != 0 ||
+        sl_pg_tx_exec(c->tx, s->st[SEG_ST_ROLLOUT_UPDATE], 5, p, on_updated, c) != 0)
         seg_tx_end(c);
 }
 

@@ -396,7 +396,7 @@ static int seg_start(sl_ctx *ctx)
     if (seg_lookup_start(s) != 0)
         return -1;
     if (seg_rollout_prepare(s) != 0)
-        return sl_fail(ctx, "out of memory");
+        return -1;
     if (seg_api_routes(s) != 0 || seg_members_routes(s) != 0 || seg_rollout_routes(s) != 0 ||
         seg_report_routes(s) != 0 ||
         seg_openapi_routes(s) != 0 || seg_ttl_start(s) != 0 || seg_retention_start(s) != 0)
