@@ -99,7 +99,11 @@ else
     start=$(date +%s)
     # --format docker keeps the HEALTHCHECK (the OCI format has none);
     # --pull=never: the base is the local one, never a registry's.
+    # The build downloads Swagger UI over HTTPS: with this machine's CA
+    # bundle, which also trusts a TLS-intercepting proxy if there is one.
+    ca=${CURL_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
     (cd "$SL_TOP" && pod build --network host "${ulimits[@]}" --format docker --pull=never \
+        -v "$ca:/run/build-ca.crt:ro" --build-arg SWAGGER_UI_CACERT=/run/build-ca.crt \
         -f docker/Dockerfile -t "$image" .) > "$work/build.log" 2>&1
     rc=$?
     [ "$rc" -eq 0 ] || tail -40 "$work/build.log"
