@@ -254,7 +254,7 @@ t_check "$(grep -cE '^ARG SWAGGER_UI_SHA256=[0-9a-f]{64}$' "$df")/$(grep -c 'sha
 # Kafka UI: on the compose Kafka, published like the other UIs, a login
 # whose password is a compose secret.
 t_check "$(q 'c["services"]["kafka-ui"]["environment"]["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"]')" = kafka:9092 "Kafka UI reads the compose Kafka"
-t_check "$(q 'P(c["services"]["kafka-ui"])')" = "[('127.0.0.1', 8086, 8080)]" "Kafka UI on 127.0.0.1:8086 by default"
+t_check "$(q 'P(c["services"]["kafka-ui"])')" = "[('127.0.0.1', 8086, 8086)]" "Kafka UI on 127.0.0.1:8086 by default (its own port inside too)"
 t_check "$(q 'c["services"]["kafka-ui"]["environment"]["AUTH_TYPE"]')" = LOGIN_FORM "Kafka UI needs a login"
 t_check "$(q '[(x["source"], x["target"]) for x in c["services"]["kafka-ui"]["secrets"]]')" = "[('kafka_ui_password', 'spring.security.user.password')]" \
     "its password is the kafka_ui_password secret, read as a Spring property"
