@@ -122,7 +122,13 @@ typedef struct {
 
 typedef enum { OB_SQL_READ, OB_SQL_ACK, OB_SQL_FAIL, OB_SQL_BEAT, OB_SQL_TAKE, OB_SQL_LEAVE,
                OB_SQL_PENDING, OB_SQL_PARKED, OB_SQL_RETRY, OB_SQL_RETRY_ONE,
-               OB_SQL_RETRY_AGG, OB_NSQL } ob_sql;
+               OB_SQL_RETRY_AGG, OB_SQL_MARK, OB_NSQL } ob_sql;
+
+/* How long a read waits for its marker (claim.c) before it is read again
+ * with predecessors: far above a NOTIFY's usual milliseconds. */
+#define OB_MARKER_WAIT 2.0
+
+typedef struct ob_read ob_read;
 
 typedef struct ob_stmt ob_stmt;
 typedef struct ob ob;
@@ -151,7 +157,10 @@ struct ob {
     ob_ids settled; /* settled while a read was in flight: leave mine after it */
     char fail_error[256];
     ob_stmt *stmts; /* settle statements not yet taken by the database (settle.c) */
-    int reading;  /* a read is in flight */
+    int reading;  /* a read is in flight (or waits for its marker) */
+    ob_read *wait; /* the read waiting for its marker */
+    unsigned long long marker_seq;
+    int look_next; /* the next read looks up predecessors (claim.c) */
     int more;     /* work may be waiting: read again when there is room */
     int waiting_space;
     int busy;     /* settle statements of ours in flight or waiting for a retry */
@@ -159,7 +168,7 @@ struct ob {
     int left;     /* stop: the buckets were handed back */
     int migrated;
     sl_timer *poll_timer, *ack_timer, *gauge_timer, *kick, *migrate_timer, *beat_timer,
-        *retry_timer, *due_timer;
+        *retry_timer, *due_timer, *marker_timer;
     double due_at; /* when due_timer fires (sl_now), 0 when disarmed */
 
     /* counts */
@@ -245,6 +254,15 @@ void ob_claim(ob *o);
 void ob_claim_rewind(ob *o, int b, long long id);
 /* Read every owned bucket again from its first row. */
 void ob_claim_rewind_all(ob *o);
+/* Read parked rows again (a retry may have un-parked them). */
+void ob_claim_rewind_parked(ob *o);
+/* A marker came back (a NOTIFY whose payload starts with "m "). */
+void ob_claim_marker(ob *o, const char *payload);
+/* The read waiting for its marker is given up: nothing of it is taken,
+ * and the next read looks up predecessors. */
+void ob_claim_abandon(ob *o);
+void ob_claim_marker_late(void *arg); /* the marker timer */
+void ob_claim_free(ob *o);
 /* Takes a row read into `mine` (counted in its bucket): 0, or -1. */
 int ob_claim_hold(ob *o, long long id, int bucket);
 /* A row leaves `mine` (settled or dropped). */
