@@ -64,6 +64,10 @@
  *   - every poll_interval, parked rows are read again, and while not
  *     listening (NOTIFYs may be missed) every owned bucket is read again
  *     from its first row; so is it when listening is (re)established.
+ *     While listening, OB_SWEEP buckets in turn are, at bounded cost, for
+ *     rows inserted without the trigger firing (session_replication_role
+ *     = replica): such a row is found, but a later row of its aggregate
+ *     read before it is not held back for it.
  * A row read again that this relay already holds, or whose acknowledgement
  * the database has not yet taken, is in `mine` and skipped.
  */
@@ -155,6 +159,18 @@ void ob_claim_rewind_parked(ob *o)
             ob_queue_resume(&o->q, a);
         }
         a = n;
+    }
+}
+
+void ob_claim_rewind_sweep(ob *o)
+{
+    for (int i = 0, n = 0; i < OB_BUCKETS && n < OB_SWEEP; i++) {
+        int b = (o->sweep + i) % OB_BUCKETS;
+        if (o->bk[b].own != OB_OWNED)
+            continue;
+        ob_claim_rewind(o, b, 0);
+        n++;
+        o->sweep = (b + 1) % OB_BUCKETS;
     }
 }
 

@@ -128,6 +128,10 @@ typedef enum { OB_SQL_READ, OB_SQL_ACK, OB_SQL_FAIL, OB_SQL_BEAT, OB_SQL_TAKE, O
  * with predecessors: far above a NOTIFY's usual milliseconds. */
 #define OB_MARKER_WAIT 2.0
 
+/* Buckets read again from their first row at each poll while listening
+ * (relay.c): every bucket once in OB_BUCKETS / OB_SWEEP polls. */
+#define OB_SWEEP 8
+
 typedef struct ob_read ob_read;
 
 typedef struct ob_stmt ob_stmt;
@@ -161,6 +165,7 @@ struct ob {
     ob_read *wait; /* the read waiting for its marker */
     unsigned long long marker_seq;
     int look_next; /* the next read looks up predecessors (claim.c) */
+    int sweep;     /* the bucket the next poll's sweep starts at */
     int more;     /* work may be waiting: read again when there is room */
     int waiting_space;
     int busy;     /* settle statements of ours in flight or waiting for a retry */
@@ -256,6 +261,8 @@ void ob_claim_rewind(ob *o, int b, long long id);
 void ob_claim_rewind_all(ob *o);
 /* Read parked rows again (a retry may have un-parked them). */
 void ob_claim_rewind_parked(ob *o);
+/* Read the next OB_SWEEP owned buckets again from their first row. */
+void ob_claim_rewind_sweep(ob *o);
 /* A marker came back (a NOTIFY whose payload starts with "m "). */
 void ob_claim_marker(ob *o, const char *payload);
 /* The read waiting for its marker is given up: nothing of it is taken,

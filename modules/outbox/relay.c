@@ -282,13 +282,17 @@ static void poll_fire(void *arg)
             return; /* claiming would only hold rows nobody can publish */
         }
     }
-    /* While listening, the NOTIFYs bring every late row (claim.c):
-     * reading every bucket from its first row would only read again the
-     * rows held.  Parked rows are read again either way. */
-    if (o->listener != NULL && sl_pg_listening(o->listener))
+    /* While listening, the NOTIFYs bring every late row (claim.c), and
+     * reading every bucket from its first row would mostly read again the
+     * rows held: a few buckets are, in turn, for a row whose NOTIFY never
+     * fired (inserted with session_replication_role = replica).  Parked
+     * rows are read again either way. */
+    if (o->listener != NULL && sl_pg_listening(o->listener)) {
         ob_claim_rewind_parked(o);
-    else
+        ob_claim_rewind_sweep(o);
+    } else {
         ob_claim_rewind_all(o);
+    }
     o->more = 1;
     ob_claim(o);
 }
