@@ -42,7 +42,9 @@ t_check() {
     if test "${args[@]}"; then
         echo "    ok: $msg"
     else
-        echo "    FAILED: $msg"
+        # The operands show what was seen, so a failure in a CI log explains itself.
+        local seen="${args[*]}"
+        echo "    FAILED: $msg (test ${seen:0:300})"
         t_ok=0
     fi
 }
