@@ -1,6 +1,6 @@
 /*
  * claim.c - what a relay takes from the table: the rows of the buckets it
- * owns (lease.c), read in id order, one read in flight at a time.
+ * owns (lease.c), read in id order.
  *
  * Why buckets, and why this keeps order.  The relay used to claim rows
  * one by one (an UPDATE stamping each row, a NOT EXISTS per row against
@@ -48,8 +48,12 @@
  * this read but read again from there.  While the LISTEN connection is
  * not up, or when a marker did not come back within OB_MARKER_WAIT, reads
  * look up each row's predecessor in the table, as they all used to.  The
- * marker costs one tiny statement and a NOTIFY delivery per read, while
- * the next read waits; Kafka goes on delivering meanwhile.
+ * marker costs one tiny statement and a NOTIFY delivery per read; the
+ * next read is sent meanwhile, from the cursors moved past the rows
+ * waiting (one read sent and one waiting, at most).  Reads are decided
+ * oldest first, a later marker vouching for earlier reads too; a bucket
+ * moved back below where a read started marks that read "dirty" for it,
+ * and a read decided untrusted moves its buckets back to where it started.
  *
  * Cursors and rows committed late.  Ids are taken at insert and rows
  * become visible at commit, so a row may appear behind a cursor.  Three
@@ -87,15 +91,21 @@ typedef struct {
     long long prev; /* lookup mode: the aggregate's row before it still in the table; 0 none */
 } ob_got;
 
+typedef enum { OB_RD_WAITING, OB_RD_TRUSTED, OB_RD_UNTRUSTED } ob_rd_state;
+
 struct ob_read {
     ob *o;
+    ob_read *next; /* o->wait: returned, not yet decided, oldest first */
     int buckets[OB_BUCKETS];
     long long start[OB_BUCKETS]; /* each bucket's cursor when the read was sent */
+    int dirty[OB_BUCKETS]; /* moved back below start since: read again */
     int n;
     long long per; /* rows asked per bucket */
     int look;      /* with each row's predecessor */
+    ob_rd_state state;
     ob_got *rows;
     int nrows;
+    ob_ids settled; /* settled after this read was sent: leave mine once it is decided */
     char marker[200];
 };
 
@@ -115,19 +125,44 @@ void ob_claim_unhold(ob *o, long long id)
         o->bk[b].held--;
 }
 
+/* The newest read not decided (sent last), or NULL. */
+static ob_read *newest(ob *o)
+{
+    return o->rd_sent != NULL ? o->rd_sent : o->wait_tail;
+}
+
 void ob_claim_unhold_later(ob *o, long long id)
 {
-    if (!o->reading || ob_ids_add(&o->settled, id, 0, NULL, NULL) != 0)
+    ob_read *rd = newest(o);
+
+    /* Reads are decided oldest first: when the newest one sent before
+     * the database took the statement is, all are. */
+    if (rd == NULL || ob_ids_add(&rd->settled, id, 0, NULL, NULL) != 0)
         ob_claim_unhold(o, id); /* out of memory: published twice at worst */
 }
 
-/* The read that was in flight is done: what was settled meanwhile leaves
- * mine. */
-static void unhold_settled(ob *o)
+/* What was settled while `rd` was undecided leaves mine. */
+static void unhold_settled(ob *o, ob_read *rd)
 {
-    for (size_t i = 0; i < o->settled.n; i++)
-        ob_claim_unhold(o, o->settled.ids[i]);
-    ob_ids_free(&o->settled);
+    for (size_t i = 0; i < rd->settled.n; i++)
+        ob_claim_unhold(o, rd->settled.ids[i]);
+    ob_ids_free(&rd->settled);
+}
+
+/* Every read not yet decided whose rows of bucket `b` may now follow an
+ * unheld row below `id`. */
+static void mark_dirty(ob *o, int b, long long id)
+{
+    if (o->rd_sent != NULL && id < o->rd_sent->start[b])
+        o->rd_sent->dirty[b] = 1;
+    for (ob_read *rd = o->wait; rd != NULL; rd = rd->next)
+        if (id < rd->start[b])
+            rd->dirty[b] = 1;
+}
+
+void ob_claim_forget(ob *o, int b)
+{
+    mark_dirty(o, b, -1);
 }
 
 void ob_claim_rewind(ob *o, int b, long long id)
@@ -136,6 +171,7 @@ void ob_claim_rewind(ob *o, int b, long long id)
 
     if (k->own != OB_OWNED)
         return;
+    mark_dirty(o, b, id);
     if (k->rewind < 0 || id < k->rewind)
         k->rewind = id < 0 ? 0 : id;
 }
@@ -290,61 +326,59 @@ static void read_free(ob_read *rd)
     for (int i = 0; i < rd->nrows; i++)
         free(rd->rows[i].r);
     free(rd->rows);
+    ob_ids_free(&rd->settled);
     free(rd);
 }
 
-/* The read is decided on.  `trusted`: every late row of its buckets has
- * been seen to (claim.c's header); otherwise nothing of it is taken and
- * its buckets are read again.  A bucket whose cursor was moved back while
- * the read was in flight (a late row's NOTIFY, a row dropped from memory)
- * is read again too: a row of it below the read's start may now precede
- * one the read returned. */
-static void read_done(ob *o, ob_read *rd, int trusted)
+/* The oldest read is decided on.  Trusted: every late row of its buckets
+ * has been seen to (claim.c's header); otherwise nothing of it is taken
+ * and its buckets are read again from where it started.  A bucket moved
+ * back below where the read started, meanwhile (a late row's NOTIFY, a
+ * row dropped from memory, the bucket lost), is read again too: a row of
+ * it below the read's start may now precede one the read returned. */
+static void decide(ob *o, int trusted)
 {
-    long long got[OB_BUCKETS] = { 0 }, last[OB_BUCKETS];
+    ob_read *rd = o->wait;
     int skip[OB_BUCKETS] = { 0 }, halt[OB_BUCKETS] = { 0 };
 
-    o->reading = 0;
-    if (o->wait == rd) {
-        o->wait = NULL;
-        if (o->marker_timer != NULL)
-            sl_timer_disarm(o->marker_timer);
-    }
-    for (int b = 0; b < OB_BUCKETS; b++)
-        last[b] = -1;
+    o->wait = rd->next;
+    if (o->wait == NULL)
+        o->wait_tail = NULL;
+    o->wait_rows -= rd->nrows;
     for (int j = 0; j < rd->n; j++) {
-        const ob_bucket *k = &o->bk[rd->buckets[j]];
-        skip[rd->buckets[j]] = !trusted || (k->rewind >= 0 && k->rewind < rd->start[rd->buckets[j]]);
+        int b = rd->buckets[j];
+        skip[b] = !trusted || rd->dirty[b];
+        if (!trusted) /* its cursor went past the read's rows: back */
+            ob_claim_rewind(o, b, rd->start[b]);
+        if (skip[b])
+            o->more = 1;
     }
     for (int i = 0; i < rd->nrows; i++) {
         ob_got *g = &rd->rows[i];
         int b = g->bucket;
-        got[b]++;
-        if (g->id > last[b])
-            last[b] = g->id;
         /* A bucket lost or handed over meanwhile: its rows are not ours. */
         if (o->bk[b].own != OB_OWNED || o->stopping || skip[b] || halt[b])
             continue;
         if (take_row(o, g) != 0)
             halt[b] = 1;
     }
-    for (int j = 0; j < rd->n; j++) {
-        int b = rd->buckets[j];
-        ob_bucket *k = &o->bk[b];
-        if (k->own != OB_OWNED)
-            continue;
-        if (skip[b]) {
-            o->more = 1;
-            continue;
-        }
-        if (last[b] > k->cursor)
-            k->cursor = last[b];
-        k->full = got[b] >= rd->per;
-        if (k->full)
-            o->more = 1;
-    }
+    unhold_settled(o, rd);
     read_free(rd);
-    unhold_settled(o);
+}
+
+/* Decides the reads whose turn it is, oldest first. */
+static void decide_ready(ob *o)
+{
+    int n = 0;
+
+    while (o->wait != NULL && o->wait->state != OB_RD_WAITING) {
+        decide(o, o->wait->state == OB_RD_TRUSTED);
+        n++;
+    }
+    if (o->wait == NULL && o->marker_timer != NULL)
+        sl_timer_disarm(o->marker_timer);
+    if (n == 0)
+        return;
     sl_series_set(o->m_buckets, (double)ob_lease_owned(o));
     ob_settle_soon(o);
     ob_relay_produce(o);
@@ -366,16 +400,30 @@ static void on_marker_sent(sl_pg *pg, const sl_pg_result *res, const char *err, 
 
 void ob_claim_marker(ob *o, const char *payload)
 {
-    if (o->wait != NULL && strcmp(payload, o->wait->marker) == 0)
-        read_done(o, o->wait, 1);
+    ob_read *hit = NULL;
+
+    for (ob_read *rd = o->wait; rd != NULL && hit == NULL; rd = rd->next)
+        if (strcmp(payload, rd->marker) == 0)
+            hit = rd;
+    if (hit == NULL)
+        return;
+    /* A later read's marker vouches for the earlier reads too: it
+     * committed after their snapshots as well. */
+    for (ob_read *rd = o->wait; rd != hit->next; rd = rd->next)
+        if (rd->state == OB_RD_WAITING)
+            rd->state = OB_RD_TRUSTED;
+    decide_ready(o);
 }
 
 void ob_claim_abandon(ob *o)
 {
-    if (o->wait != NULL) {
-        o->look_next = 1;
-        read_done(o, o->wait, 0);
-    }
+    if (o->wait == NULL)
+        return;
+    o->look_next = 1;
+    for (ob_read *rd = o->wait; rd != NULL; rd = rd->next)
+        if (rd->state == OB_RD_WAITING)
+            rd->state = OB_RD_UNTRUSTED;
+    decide_ready(o);
 }
 
 void ob_claim_marker_late(void *arg)
@@ -384,30 +432,57 @@ void ob_claim_marker_late(void *arg)
 
     if (o->wait != NULL)
         sl_log(o->ctx, SL_LOG_WARN,
-               "the read's marker did not come back within %.0f s: reading again, with predecessors",
+               "a read's marker did not come back within %.0f s: reading again, with predecessors",
                OB_MARKER_WAIT);
     ob_claim_abandon(o);
 }
 
+/* Sends the marker of a read without predecessors (claim.c's header). */
+static void send_marker(ob *o, ob_read *rd)
+{
+    const char *p[2];
+
+    snprintf(rd->marker, sizeof(rd->marker), "m %s %llu", o->me, ++o->marker_seq);
+    p[0] = o->channel;
+    p[1] = rd->marker;
+    if (o->listener == NULL || !sl_pg_listening(o->listener) ||
+        sl_pg_exec(o->pg, o->stmt[OB_SQL_MARK], 2, p, on_marker_sent, o) != 0) {
+        rd->state = OB_RD_UNTRUSTED;
+        o->look_next = 1;
+        return;
+    }
+    sl_timer_arm(o->marker_timer, OB_MARKER_WAIT);
+}
+
+/* The read's rows are parsed and wait for their turn (and marker); the
+ * cursors move past them at once, so that the next read can be sent
+ * while this one waits.  A read decided untrusted moves them back. */
 static void on_read(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
 {
     ob_read *rd = arg;
     ob *o = rd->o;
     int n = err == NULL ? sl_pg_nrows(res) : 0;
-    const char *p[2];
+    long long got[OB_BUCKETS] = { 0 }, last[OB_BUCKETS];
     (void)pg;
 
+    o->reading = 0;
+    o->rd_sent = NULL;
     if (err == NULL && n > 0 && (rd->rows = calloc((size_t)n, sizeof(*rd->rows))) == NULL)
         err = "out of memory";
     if (err != NULL) {
-        o->reading = 0;
-        unhold_settled(o);
+        ob_read *prev = o->wait_tail;
         sl_log(o->ctx, SL_LOG_WARN, "reading the outbox failed: %s", err);
-        /* Nothing was taken: the cursors stay; the next poll reads again. */
+        /* Nothing was taken: the cursors stay; the next poll reads again.
+         * What was settled meanwhile waits for the reads sent before. */
+        for (size_t i = 0; i < rd->settled.n; i++)
+            if (prev == NULL || ob_ids_add(&prev->settled, rd->settled.ids[i], 0, NULL, NULL) != 0)
+                ob_claim_unhold(o, rd->settled.ids[i]);
         read_free(rd);
         ob_relay_settled(o);
         return;
     }
+    for (int b = 0; b < OB_BUCKETS; b++)
+        last[b] = -1;
     for (int i = 0; i < n; i++) {
         ob_got *g = &rd->rows[rd->nrows];
         const char *parked = sl_pg_value(res, i, 7), *due = sl_pg_value(res, i, 8),
@@ -420,23 +495,35 @@ static void on_read(sl_pg *pg, const sl_pg_result *res, const char *err, void *a
         g->due = due != NULL ? atof(due) : 0;
         g->prev = prev != NULL ? atoll(prev) : 0;
         g->r = ob_mine_has(&o->mine, g->id) ? NULL : row_new(o, res, i);
+        got[g->bucket]++;
+        if (g->id > last[g->bucket])
+            last[g->bucket] = g->id;
         rd->nrows++;
     }
-    if (rd->look || o->stopping) {
-        read_done(o, rd, 1);
-        return;
+    for (int j = 0; j < rd->n; j++) {
+        int b = rd->buckets[j];
+        ob_bucket *k = &o->bk[b];
+        if (k->own != OB_OWNED)
+            continue;
+        if (last[b] > k->cursor)
+            k->cursor = last[b];
+        k->full = got[b] >= rd->per;
+        if (k->full)
+            o->more = 1;
     }
-    /* Without predecessors: wait for the marker (claim.c's header). */
-    snprintf(rd->marker, sizeof(rd->marker), "m %s %llu", o->me, ++o->marker_seq);
-    p[0] = o->channel;
-    p[1] = rd->marker;
-    o->wait = rd;
-    if (!sl_pg_listening(o->listener) ||
-        sl_pg_exec(o->pg, o->stmt[OB_SQL_MARK], 2, p, on_marker_sent, o) != 0) {
-        ob_claim_abandon(o);
-        return;
-    }
-    sl_timer_arm(o->marker_timer, OB_MARKER_WAIT);
+    if (o->wait_tail != NULL)
+        o->wait_tail->next = rd;
+    else
+        o->wait = rd;
+    o->wait_tail = rd;
+    o->wait_rows += rd->nrows;
+    if (rd->look || o->stopping)
+        rd->state = OB_RD_TRUSTED;
+    else
+        send_marker(o, rd);
+    decide_ready(o);
+    if (o->more)
+        ob_claim(o); /* the next read, while this one waits */
 }
 
 /* One read over every owned bucket, when a whole batch fits (or nothing is
@@ -444,7 +531,7 @@ static void on_read(sl_pg *pg, const sl_pg_result *res, const char *err, void *a
  * one. */
 void ob_claim(ob *o)
 {
-    long long held = o->q.queued + o->q.flying;
+    long long held = o->q.queued + o->q.flying + o->wait_rows;
     long long room = o->max_inflight - held;
     long long want = o->batch_size < o->max_inflight ? o->batch_size : o->max_inflight;
     char *buckets, *cursors, per[32];
@@ -453,8 +540,12 @@ void ob_claim(ob *o)
     ob_read *rd;
     int owned = ob_lease_owned(o);
 
-    if (o->stopping || o->reading || !o->migrated || o->producer == NULL || owned == 0)
+    if (o->stopping || !o->migrated || o->producer == NULL || owned == 0)
         return; /* (no producer: it failed and is being replaced, see relay.c) */
+    if (o->reading || (o->wait != NULL && o->wait->next != NULL)) {
+        o->more = 1; /* one read sent and one waiting for its marker, at most */
+        return;
+    }
     if (room <= 0 || (held > 0 && room < want)) {
         o->more = 1; /* come back when there is room */
         return;
@@ -499,9 +590,11 @@ void ob_claim(ob *o)
     p[4] = rd->look ? "t" : "f";
     o->more = 0;
     o->reading = 1;
+    o->rd_sent = rd;
     o->look_next = 0;
     if (sl_pg_exec(o->pg, o->stmt[OB_SQL_READ], 5, p, on_read, rd) != 0) {
         o->reading = 0;
+        o->rd_sent = NULL;
         o->more = 1;
         free(rd);
     }
@@ -511,7 +604,10 @@ void ob_claim(ob *o)
 
 void ob_claim_free(ob *o)
 {
-    if (o->wait != NULL)
-        read_free(o->wait);
-    o->wait = NULL;
+    while (o->wait != NULL) {
+        ob_read *rd = o->wait;
+        o->wait = rd->next;
+        read_free(rd);
+    }
+    o->wait_tail = NULL;
 }

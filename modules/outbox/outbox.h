@@ -158,11 +158,12 @@ struct ob {
     ob_queue q;
     ob_mine mine;
     ob_ids acked, failed;
-    ob_ids settled; /* settled while a read was in flight: leave mine after it */
     char fail_error[256];
     ob_stmt *stmts; /* settle statements not yet taken by the database (settle.c) */
-    int reading;  /* a read is in flight (or waits for its marker) */
-    ob_read *wait; /* the read waiting for its marker */
+    int reading;  /* a read's statement is in flight */
+    ob_read *rd_sent; /* that read */
+    ob_read *wait, *wait_tail; /* reads returned, not yet decided (claim.c) */
+    long long wait_rows; /* their rows */
     unsigned long long marker_seq;
     int look_next; /* the next read looks up predecessors (claim.c) */
     int sweep;     /* the bucket the next poll's sweep starts at */
@@ -263,6 +264,8 @@ void ob_claim_rewind_all(ob *o);
 void ob_claim_rewind_parked(ob *o);
 /* Read the next OB_SWEEP owned buckets again from their first row. */
 void ob_claim_rewind_sweep(ob *o);
+/* Bucket `b` is lost or taken anew: no read not yet decided takes from it. */
+void ob_claim_forget(ob *o, int b);
 /* A marker came back (a NOTIFY whose payload starts with "m "). */
 void ob_claim_marker(ob *o, const char *payload);
 /* The read waiting for its marker is given up: nothing of it is taken,

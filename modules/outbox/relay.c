@@ -456,7 +456,7 @@ int ob_relay_start(ob *o, char *err, size_t errlen)
  * buckets are handed back, and that taken too. */
 static void maybe_finish(ob *o)
 {
-    if (!o->stopping || o->stopped || !o->flushed || o->reading || o->beating)
+    if (!o->stopping || o->stopped || !o->flushed || o->reading || o->wait != NULL || o->beating)
         return;
     if (o->acked.n > 0 || o->failed.n > 0)
         ob_settle_flush(o);
@@ -537,6 +537,5 @@ void ob_relay_free(ob *o)
     ob_claim_free(o);
     ob_queue_free(&o->q);
     ob_mine_free(&o->mine);
-    ob_ids_free(&o->settled);
     ob_settle_free(o);
 }
