@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # contrib/gen-reference.sh - the configuration reference, generated from the
 # options the core, the connectors and the modules declare, so that it
-# cannot drift from the code.  It lives in two places: README.md (markdown,
-# between <!-- reference:begin/end -->) and the sluice.conf(5) man page
+# cannot drift from the code.  It lives in the sluice.conf(5) man page
 # contrib/man/sluice.conf.5 (roff, between .\" reference:begin/end).
 #
 #   contrib/gen-reference.sh [BUILD]           print it (markdown)
 #   contrib/gen-reference.sh --man [BUILD]     print it (roff)
-#   contrib/gen-reference.sh --update [BUILD]  rewrite both sections
-#   contrib/gen-reference.sh --check [BUILD]   exit 1 if either is stale
+#   contrib/gen-reference.sh --update [BUILD]  rewrite the man page's section
+#   contrib/gen-reference.sh --check [BUILD]   exit 1 if it is stale
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 mode=print
@@ -82,13 +81,11 @@ splice() {
         !skip { print }
     ' "$1"
 }
-splice "$top/README.md" '<!-- reference:begin -->' '<!-- reference:end -->' \
-    "$(printf '%s\n' "$texts" | markdown)" > "$new/README.md"
 splice "$top/contrib/man/sluice.conf.5" '.\" reference:begin' '.\" reference:end' \
     "$(printf '%s\n' "$texts" | roff)" > "$new/sluice.conf.5"
 
 stale=0
-for f in README.md contrib/man/sluice.conf.5; do
+for f in contrib/man/sluice.conf.5; do
     if [ "$mode" = check ]; then
         if ! diff -u "$top/$f" "$new/$(basename "$f")"; then
             echo "$f: the configuration reference is stale: run contrib/gen-reference.sh --update" >&2

@@ -7,7 +7,8 @@
 #                                dir, stopped on exit), run conf/sluice.conf
 #                                (every module, embedded broker) on them
 #   contrib/quickstart.sh test   install, build with ASan+UBSan (build-asan/),
-#                                run every test; ends "N passed, N failed"
+#                                run every test; ends
+#                                "N passed, N failed, N skipped"
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"

@@ -7,9 +7,13 @@
 #   ... commands ...; t_check "$code" = 200 "healthz answered $code"
 #   t_end
 #
-# Each case passes unless a t_check in it failed.  Results are appended to
-# $SL_RESULTS (one "pass NAME" or "fail NAME" line per case) so that the
-# runner can total them; a script may also be run on its own.
+# A case passes when it made at least one check and none failed; a case
+# with no check at all fails (it proved nothing).  `t_skip REASON` marks a
+# case skipped (say why: a tool is missing...); under CI=true a skip counts
+# as a failure, since CI installs everything the tests need.  Results are
+# appended to $SL_RESULTS, one "pass NAME", "fail NAME" or "skip NAME: REASON"
+# line per case, so that the runner can total them; a script may also be
+# run on its own.
 
 set -u
 SL_TOP=${SL_TOP:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -18,11 +22,15 @@ SL_RESULTS=${SL_RESULTS:-/dev/null}
 SLUICED=${SLUICED:-$SL_BUILD/core/sluiced}
 t_name=""
 t_ok=1
+t_checks=0
+t_skipped=""
 t_failed_total=0
 
 t_case() {
     t_name=$1
     t_ok=1
+    t_checks=0
+    t_skipped=""
     echo "--- case: $t_name"
 }
 
@@ -30,6 +38,7 @@ t_case() {
 t_check() {
     local msg=${*: -1}
     local args=("${@:1:$#-1}")
+    t_checks=$((t_checks + 1))
     if test "${args[@]}"; then
         echo "    ok: $msg"
     else
@@ -38,12 +47,36 @@ t_check() {
     fi
 }
 
+# t_skip REASON: the case cannot run here (and says why).  Checks made
+# before or after still count: a failed one fails the case.
+t_skip() {
+    t_skipped=$1
+    if [ "${CI:-}" = true ]; then
+        echo "    FAILED: skipped under CI=true, where nothing may be: $1"
+        t_ok=0
+    else
+        echo "    SKIPPED: $1"
+    fi
+}
+
 t_end() {
+    local why=""
+    if [ "$t_ok" = 1 ] && [ -n "$t_skipped" ]; then
+        echo "skip $t_name: $t_skipped" >> "$SL_RESULTS"
+        echo "--- skip: $t_name"
+        return
+    fi
+    [ -n "$t_skipped" ] && why=" (skipped: $t_skipped)"
+    if [ "$t_ok" = 1 ] && [ "$t_checks" = 0 ]; then
+        echo "    FAILED: the case made no check"
+        t_ok=0
+        why=" (made no check)"
+    fi
     if [ "$t_ok" = 1 ]; then
         echo "pass $t_name" >> "$SL_RESULTS"
         echo "--- pass: $t_name"
     else
-        echo "fail $t_name" >> "$SL_RESULTS"
+        echo "fail $t_name$why" >> "$SL_RESULTS"
         echo "--- FAIL: $t_name"
         t_failed_total=$((t_failed_total + 1))
     fi

@@ -20,9 +20,9 @@
 
 #include <regex.h>
 #include <stdint.h>
-#include "sluice.h"
-#include "sluice_clickhouse.h"
-#include "sluice_kafka.h"
+#include <sluice/sluice.h>
+#include <sluice/clickhouse.h>
+#include <sluice/kafka.h>
 #include "dedup.h"
 #include "jbuf.h"
 #include "validate.h"

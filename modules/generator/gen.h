@@ -14,8 +14,8 @@
 #define GEN_GEN_H
 
 #include <stdint.h>
-#include "sluice.h"
-#include "sluice_kafka.h"
+#include <sluice/sluice.h>
+#include <sluice/kafka.h>
 #include "backoff.h"
 #include "bucket.h"
 #include "cdf.h"

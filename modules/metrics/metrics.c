@@ -15,7 +15,7 @@
 #include <string.h>
 #include <cjson/cJSON.h>
 #include "history.h"
-#include "sluice.h"
+#include <sluice/sluice.h>
 #include "status_html.h"
 
 typedef struct {

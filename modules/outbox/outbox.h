@@ -28,9 +28,9 @@
 #define OB_OUTBOX_H
 
 #include <stddef.h>
-#include "sluice.h"
-#include "sluice_kafka.h"
-#include "sluice_pg.h"
+#include <sluice/sluice.h>
+#include <sluice/kafka.h>
+#include <sluice/pg.h>
 
 typedef struct ob_agg ob_agg;
 

@@ -12,9 +12,9 @@
 #ifndef SEG_H
 #define SEG_H
 
-#include "sluice.h"
-#include "sluice_pg.h"
-#include "sluice_redis.h"
+#include <sluice/sluice.h>
+#include <sluice/pg.h>
+#include <sluice/redis.h>
 #include "parse.h"
 
 typedef enum {

@@ -153,18 +153,43 @@ t_check $? -eq 1 "an invalid config: exit 1"
 t_check "$(grep -c 'schema.conf:3' "$work/s.out")" -eq 1 "with file:line"
 t_end
 
-t_case "a module with another ABI version is refused"
+t_case "a module built for a newer or a retired ABI is refused"
 cat > "$work/oldabi.c" <<'EOF'
-#include "sluice.h"
+#include <sluice/sluice.h>
 static int start(sl_ctx *ctx) { (void)ctx; return 0; }
 SL_API const sl_module sluice_module = { 999, "oldabi", "wrong ABI", 0, 0, start, 0 };
 EOF
-${CC:-cc} -shared -fPIC -I"$SL_TOP/core" -o "$mods/oldabi.so" "$work/oldabi.c"
+${CC:-cc} -shared -fPIC -I"$SL_TOP/core/include" -o "$mods/oldabi.so" "$work/oldabi.c"
 printf '[core]\nmodules_dir = mods\nlisten =\n[module oldabi]\n' > "$work/abi.conf"
 "$SLUICED" -t -c "$work/abi.conf" 2>"$work/t.out"
 t_check $? -eq 1 "exit 1"
-t_check "$(grep -c 'ABI version 999' "$work/t.out")" -eq 1 "says which ABI it has"
+t_check "$(grep -c 'ABI version 999, newer than this sluiced' "$work/t.out")" -eq 1 "says which ABI it has"
+sed -i 's/{ 999,/{ 1,/' "$work/oldabi.c"
+${CC:-cc} -shared -fPIC -I"$SL_TOP/core/include" -o "$mods/oldabi.so" "$work/oldabi.c"
+"$SLUICED" -t -c "$work/abi.conf" 2>"$work/t.out"
+t_check $? -eq 1 "an ABI older than the oldest loaded: exit 1"
+t_check "$(grep -c 'ABI version 1, which this sluiced no longer loads (it loads 2 to 3)' "$work/t.out")" -eq 1 \
+    "says which it loads"
 rm -f "$mods/oldabi.so"
+t_end
+
+t_case "a module built for an older ABI loads, without the hooks added since"
+cp "$SL_BUILD/tests/modules/abitwo/.libs/abitwo.so" "$mods/"
+abiport=$(t_free_port)
+printf '[core]\nmodules_dir = mods\nlisten = 127.0.0.1:%s\n[module abitwo]\nvalue = old\n' "$abiport" > "$work/abi2.conf"
+"$SLUICED" -t -c "$work/abi2.conf" 2>"$work/t2.out"
+t_check $? -eq 0 "-t accepts it"
+"$SLUICED" -c "$work/abi2.conf" 2>"$work/abi2.log" &
+abipid=$!
+pids+=("$abipid")
+t_wait_http "http://127.0.0.1:$abiport/abitwo" 10
+t_check "$(curl -s "http://127.0.0.1:$abiport/abitwo")" = old "it serves its route with its options"
+t_check "$(grep -c 'module abitwo is built for module ABI 2: loaded without the hooks ABI 3 added' "$work/abi2.log")" -eq 1 \
+    "the log says it runs without the newer hooks"
+kill -TERM "$abipid"
+wait "$abipid"
+t_check $? -eq 0 "and it drains and exits 0"
+rm -f "$mods/abitwo.so"
 t_end
 
 # -------------------------------------------------------------- serving
@@ -231,7 +256,7 @@ t_end
 
 t_case "reload after the .so was rebuilt runs the new code"
 t_check "$(curl -s "$base/echo" | json_field build)" = 1 "build 1 before"
-${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core" -o "$work/echo2.so" \
+${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core/include" -o "$work/echo2.so" \
     "$SL_TOP/tests/modules/echo/echo.c" -lcjson
 mv "$work/echo2.so" "$mods/echo.so"
 reload
@@ -240,7 +265,7 @@ t_check "$(curl -s "$base/echo" | json_field value)" = two "options kept"
 t_end
 
 t_case "an exclusive module drains before its successor starts"
-${CC:-cc} -shared -fPIC -DECHO_BUILD=3 -DECHO_FLAGS=SL_MODULE_EXCLUSIVE -I"$SL_TOP/core" \
+${CC:-cc} -shared -fPIC -DECHO_BUILD=3 -DECHO_FLAGS=SL_MODULE_EXCLUSIVE -I"$SL_TOP/core/include" \
     -o "$work/echo3.so" "$SL_TOP/tests/modules/echo/echo.c" -lcjson
 mv "$work/echo3.so" "$mods/echo.so"
 curl -s "$base/echo/slow?ms=1000" > "$work/slow.out" &
@@ -258,7 +283,7 @@ order=$(tail -n +"$((mark + 1))" "$work/sluiced.log" | grep -E '\[echo\] (stoppe
 t_check "$order" = "stopped started " "old stopped before the successor started ($order)"
 t_check "$(curl -s "$base/echo" | json_field build)" = 3 "successor serves"
 # Back to an ordinary build for the cases below.
-${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core" -o "$work/echo2.so" \
+${CC:-cc} -shared -fPIC -DECHO_BUILD=2 -I"$SL_TOP/core/include" -o "$work/echo2.so" \
     "$SL_TOP/tests/modules/echo/echo.c" -lcjson
 mv "$work/echo2.so" "$mods/echo.so"
 reload

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The PostgreSQL connector against a real server, driven through a real
 # sluiced and the pgprobe test module: parameters stored verbatim,
-# transactions all or nothing, LISTEN/NOTIFY, timeouts, the server stopped,
+# prepared statements parsed once per connection and again after a
+# reconnect, transactions all or nothing, LISTEN/NOTIFY, timeouts, the server stopped,
 # killed and restarted under traffic with readiness following, migrations
 # applied once by two daemons starting together.  Counts are exact.
 . "$(dirname "$0")/../lib.sh"
@@ -113,7 +114,7 @@ t_check "$(psqlc "SELECT count(*) FROM pg_stat_activity WHERE application_name =
 curl -s "$base/metrics" | grep -A3 '^# HELP sluice_pg_' > "$work/pgmetrics.txt"
 out=$(curl -s "$base/metrics" | promtool check metrics 2>&1)
 t_check $? -eq 0 "promtool accepts /metrics: $out"
-t_check "$(grep -c '^# TYPE sluice_pg_' "$work/pgmetrics.txt")" = 4 "4 sluice_pg_ families"
+t_check "$(grep -c '^# TYPE sluice_pg_' "$work/pgmetrics.txt")" = 5 "5 sluice_pg_ families"
 t_end
 
 # ----------------------------------------------------------- round trips
@@ -141,6 +142,51 @@ seq 101 300 | xargs -P 20 -I{} curl -s -o /dev/null -w '%{http_code}\n' --max-ti
     --data-binary '{"sql":"INSERT INTO notes (id, body) VALUES ($1, $2)","params":[{},"bulk"]}' > "$work/bulk.codes"
 t_check "$(grep -c '^200$' "$work/bulk.codes")" = 200 "200 answers of 200 were 200"
 t_check "$(psqlc "SELECT count(*) FROM notes WHERE body = 'bulk'")" = 200 "200 rows"
+t_end
+
+# ------------------------------------------------------------ prepared
+# body_prep NAME SQL [PARAMS_JSON]: /pg/query's JSON for a prepared statement.
+body_prep() {
+    python3 -c 'import json,sys; print(json.dumps({"prepare": sys.argv[1], "sql": sys.argv[2], "params": json.loads(sys.argv[3])}))' "$1" "$2" "${3:-[]}"
+}
+qp() { curl -s --max-time 15 -X POST "$base/pg/query" --data-binary "$(body_prep "$@")"; }
+prepares() { metric 'sluice_pg_prepares_total{module="pgprobe"}'; }
+# The server's own account: with log_min_duration_statement = 0 it logs
+# each Parse of a named statement ("parse sl_NAME") and each Execute.
+srvlog=$SL_SVC_ROOT/postgres/server.log
+server_says() { grep -c "$1" "$srvlog"; }
+t_case "a prepared statement is parsed once per connection, then run by name"
+psqlc "ALTER SYSTEM SET log_min_duration_statement = 0" > /dev/null
+psqlc "SELECT pg_reload_conf()" > /dev/null
+sleep 0.5
+p0=$(prepares)
+t_check "$p0" = 0 "sluice_pg_prepares_total starts at 0"
+parse0=$(server_says 'parse sl_note_ins:')
+seq 401 440 | xargs -P 8 -I{} curl -s -o /dev/null -w '%{http_code}\n' --max-time 15 -X POST "$base/pg/query" \
+    --data-binary '{"prepare":"note_ins","sql":"INSERT INTO notes (id, body) VALUES ($1, $2)","params":[{},"prepared"]}' > "$work/prep.codes"
+t_check "$(grep -c '^200$' "$work/prep.codes")" = 40 "40 prepared inserts answered 200"
+t_check "$(psqlc "SELECT count(*) FROM notes WHERE body = 'prepared'")" = 40 "40 rows stored"
+n=$(prepares)
+t_check "$n" -ge 1 -a "$n" -le 4 "prepared $n times: at most once per connection of the pool of 4"
+t_check "$(( $(server_says 'parse sl_note_ins:') - parse0 ))" = "$n" "the server parsed sl_note_ins $n times"
+t_check "$(server_says 'execute sl_note_ins:')" = 40 "and executed it by name 40 times"
+a=$(qp note_ins 'SELECT 1')
+t_check "$(code_of -X POST "$base/pg/query" --data-binary "$(body_prep note_ins 'SELECT 1')")" = 400 "the same name with other SQL is refused: $a"
+a=$(qp bad_sql 'SELECT body FROM nowhere WHERE id = $1' '[1]')
+t_check "$(echo "$a" | py 'j.get("sqlstate")')" = 42P01 "a statement the server cannot prepare fails with its SQLSTATE: $a"
+t_check "$(qp note_get 'SELECT body FROM notes WHERE id = $1' '[401]' | py 'j["rows"]')" = "[['prepared']]" "the pool carries on"
+t_end
+
+t_case "prepared statements inside a transaction: rolled back with it, still prepared after it"
+a=$(curl -s --max-time 15 -X POST "$base/pg/tx" --data-binary '{"statements":[
+    {"prepare":"note_ins","sql":"INSERT INTO notes (id, body) VALUES ($1, $2)","params":[501,"tx"]},
+    {"prepare":"note_get","sql":"SELECT body FROM notes WHERE id = $1","params":[501]}],"end":"rollback"}')
+t_check "$(echo "$a" | py '[j["ok"]] + [r.get("rows") for r in j["results"]]')" = "[True, 0, 1]" "both ran inside it: $a"
+t_check "$(psqlc "SELECT count(*) FROM notes WHERE id = 501")" = 0 "the insert was rolled back"
+for i in 1 2 3 4 5 6 7 8; do qp note_get 'SELECT body FROM notes WHERE id = $1' '[401]' > /dev/null; done
+t_check "$(psqlc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sluiced pgprobe' AND state LIKE 'idle in transaction%'")" = 0 \
+    "no connection left in a transaction"
+t_check "$(server_says 'prepared statement "sl_[a-z0-9_]*" already exists')" = 0 "no statement was prepared twice in one session (the server never said 'already exists')"
 t_end
 
 # ---------------------------------------------------------- transactions
@@ -277,6 +323,14 @@ wait_eq 5 5 conns_up
 t_check "$(conns_up)" = 5 "all 5 connections up again"
 t_check "$(psqlc "SELECT string_agg(k || v, ',' ORDER BY k) FROM ledger WHERE k IN ('a', 'b')")" = "a1,b2" \
     "committed data survived the kill"
+p0=$(prepares)
+for i in 1 2 3 4 5 6 7 8; do
+    a=$(qp note_get 'SELECT body FROM notes WHERE id = $1' '[401]')
+    [ "$(echo "$a" | py 'j.get("rows")')" = "[['prepared']]" ] || break
+done
+t_check "$(echo "$a" | py 'j.get("rows")')" = "[['prepared']]" "a prepared statement kept across the restarts answers: $a"
+t_check "$(prepares)" -gt "$p0" "it was prepared again on the new connections ($p0 -> $(prepares))"
+t_check "$(server_says 'prepared statement "sl_[a-z0-9_]*" already exists')" = 0 "never twice in one session"
 t_end
 
 t_case "server frozen: statements and connects time out instead of hanging, then recovery"

@@ -12,9 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core.h"
-#include "conf.h"
-#include "option.h"
+#include "daemon/core.h"
+#include "conf/conf.h"
+#include "conf/option.h"
 
 /* The loop lives in main.c, which unit tests do not link; a check never
  * reaches it. */

@@ -13,8 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "conf.h"
-#include "errors.h"
+#include "conf/conf.h"
+#include "conf/errors.h"
 
 /* ---------------------------------------------------------------- helpers */
 

@@ -16,7 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "metrics.h"
+#include "metrics/metrics.h"
 
 static const double bounds[] = { 0.005, 0.5, 1, 10 };
 

@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conf.h"
-#include "errors.h"
-#include "option.h"
+#include "conf/conf.h"
+#include "conf/errors.h"
+#include "conf/option.h"
 
 /* A module's table: one option of every type, and a pass-through prefix. */
 static const sl_option mod_opts[] = {

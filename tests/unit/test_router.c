@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <cmocka.h>
-#include "router.h"
+#include "http/router.h"
 
 static void test_patterns_valid(void **state)
 {

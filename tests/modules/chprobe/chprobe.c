@@ -23,8 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "sluice.h"
-#include "sluice_clickhouse.h"
+#include <sluice/sluice.h>
+#include <sluice/clickhouse.h>
 
 typedef struct gen gen;
 

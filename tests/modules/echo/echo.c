@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "sluice.h"
+#include <sluice/sluice.h>
 
 #ifndef ECHO_BUILD
 #define ECHO_BUILD 1
@@ -69,6 +69,8 @@ static void answer_slow(void *arg)
     echo *e = s->e;
     cJSON *body = cJSON_CreateObject();
 
+    /* Runs from a timer: a test sees the request's context reach it. */
+    sl_log(e->ctx, SL_LOG_DEBUG, "answering a slow request");
     cJSON_AddStringToObject(body, "value", sl_opt_str(e->ctx, "value"));
     cJSON_AddNumberToObject(body, "build", ECHO_BUILD);
     sl_reply_json(s->req, 200, body);
@@ -113,6 +115,7 @@ static void serve_slow(sl_req *req, void *arg)
     }
     s->next = e->pending;
     e->pending = s;
+    sl_log(e->ctx, SL_LOG_DEBUG, "slow reply in %ld ms", n);
 }
 
 /* POST /echo/body answers the JSON body it was sent. */

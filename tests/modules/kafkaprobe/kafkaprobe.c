@@ -30,8 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "sluice.h"
-#include "sluice_kafka.h"
+#include <sluice/sluice.h>
+#include <sluice/kafka.h>
 
 typedef struct probe probe;
 

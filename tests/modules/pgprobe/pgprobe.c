@@ -2,11 +2,13 @@
  * pgprobe - drives the PostgreSQL connector over HTTP, for the integration
  * tests.  Every route answers JSON:
  *
- *   POST /pg/query        {"sql": "...", "params": ["x", null, 3]}
+ *   POST /pg/query        {"sql": "...", "params": ["x", null, 3], "prepare": "name"}
  *                         200 {"columns": [...], "rows": [[...]], "affected": n}
+ *                         with "prepare", the SQL runs as the handle's prepared
+ *                         statement of that name (sl_pg_prepare, sl_pg_exec)
  *                         422 {"error", "sqlstate"} refused by the server,
  *                         503 {"error"} no answer (down, timeout, lost)
- *   POST /pg/tx           {"statements": [{"sql", "params"}...], "end": "commit"|"rollback",
+ *   POST /pg/tx           {"statements": [{"sql", "params", "prepare"}...], "end": "commit"|"rollback",
  *                          "hold": seconds to wait before ending it (optional)}
  *                         200 {"ok": bool, "error": str|null, "results": [{"error", "rows"}]}
  *   POST /pg/listen?channel=C   starts listening on C
@@ -22,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "sluice.h"
-#include "sluice_pg.h"
+#include <sluice/sluice.h>
+#include <sluice/pg.h>
 
 #define MAX_NOTES 1000
 
@@ -107,6 +109,21 @@ static int params_from(const cJSON *arr, params *p)
     return n;
 }
 
+/* The statement named by `prepare` in a request, or NULL when there is
+ * none; `*bad` when it names one the connector refuses. */
+static const sl_pg_stmt *prepared_of(probe *p, const cJSON *item, const char *sql, int *bad)
+{
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(item, "prepare");
+    const sl_pg_stmt *st;
+
+    *bad = 0;
+    if (name == NULL)
+        return NULL;
+    st = cJSON_IsString(name) ? sl_pg_prepare(p->pg, name->valuestring, sql) : NULL;
+    *bad = st == NULL;
+    return st;
+}
+
 /* --------------------------------------------------------------- query */
 
 static void on_query(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
@@ -131,8 +148,9 @@ static void serve_query(sl_req *req, void *arg)
     probe *p = arg;
     cJSON *body = sl_req_json(req);
     const cJSON *sql;
+    const sl_pg_stmt *st;
     params ps;
-    int n;
+    int n, bad, rc;
 
     if (body == NULL)
         return;
@@ -142,7 +160,16 @@ static void serve_query(sl_req *req, void *arg)
         sl_reply_error(req, 400, "want {\"sql\": string, \"params\": [up to 32 scalars]}");
         return;
     }
-    if (sl_pg_query(p->pg, sql->valuestring, n, ps.v, on_query, req) != 0)
+    st = prepared_of(p, body, sql->valuestring, &bad);
+    if (bad) {
+        sl_reply_error(req, 400, "the connector refused that statement name (or its SQL changed)");
+        return;
+    }
+    if (st != NULL)
+        rc = sl_pg_exec(p->pg, st, n, ps.v, on_query, req);
+    else
+        rc = sl_pg_query(p->pg, sql->valuestring, n, ps.v, on_query, req);
+    if (rc != 0)
         sl_reply_error(req, 500, "query not accepted");
 }
 
@@ -233,17 +260,24 @@ static void serve_tx(sl_req *req, void *arg)
     call->results = cJSON_CreateArray();
     cJSON_ArrayForEach(it, stmts) {
         const cJSON *sql = cJSON_GetObjectItemCaseSensitive(it, "sql");
+        const sl_pg_stmt *st = NULL;
         params ps;
-        int n = params_from(cJSON_GetObjectItemCaseSensitive(it, "params"), &ps);
+        int n = params_from(cJSON_GetObjectItemCaseSensitive(it, "params"), &ps), bad = 0, rc;
         tx_step *s = malloc(sizeof(*s));
         cJSON_AddItemToArray(call->results, cJSON_CreateObject());
-        if (s == NULL || !cJSON_IsString(sql) || n < 0) {
+        if (cJSON_IsString(sql))
+            st = prepared_of(p, it, sql->valuestring, &bad);
+        if (s == NULL || !cJSON_IsString(sql) || n < 0 || bad) {
             free(s);
             continue; /* shows as a result with neither rows nor error */
         }
         s->call = call;
         s->index = i++;
-        if (sl_pg_tx_query(tx, sql->valuestring, n, ps.v, on_tx_statement, s) != 0)
+        if (st != NULL)
+            rc = sl_pg_tx_exec(tx, st, n, ps.v, on_tx_statement, s);
+        else
+            rc = sl_pg_tx_query(tx, sql->valuestring, n, ps.v, on_tx_statement, s);
+        if (rc != 0)
             free(s);
     }
     if (hold != NULL && hold->valuedouble > 0) {

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
-#include "sluice.h"
-#include "sluice_redis.h"
+#include <sluice/sluice.h>
+#include <sluice/redis.h>
 
 typedef struct {
     sl_ctx *ctx;

@@ -1,0 +1,407 @@
+/*
+ * kafka_consumer.c - the consumer side of the Kafka connector: the group
+ * subscription, fetched messages, rebalances, pause and resume, offset
+ * commits and leaving the group.  The handle it embeds is served by kafka.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "daemon/core.h"
+#include "kafka_int.h"
+
+typedef struct commit_req commit_req;
+struct commit_req {
+    commit_req *prev;
+    commit_req *next;
+    sl_kafka_commit_fn fn;
+    void *arg;
+};
+
+struct sl_kafka_consumer {
+    kafka_handle h;
+    sl_kafka_message_fn on_message;
+    sl_kafka_rebalance_fn on_rebalance;
+    void *arg;
+    commit_req *commits; /* waiting for their result */
+    int closing;
+    int close_reported;
+    int close_failed;
+    sl_kafka_closed_fn closed_fn;
+    void *closed_arg;
+};
+
+/* A librdkafka partition list as our array; NULL (and *n 0) when empty or
+ * out of memory. */
+static sl_kafka_tp *tp_array(const rd_kafka_topic_partition_list_t *list, size_t *n)
+{
+    sl_kafka_tp *a;
+
+    *n = 0;
+    if (list == NULL || list->cnt == 0)
+        return NULL;
+    a = calloc((size_t)list->cnt, sizeof(*a));
+    if (a == NULL)
+        return NULL;
+    for (int i = 0; i < list->cnt; i++) {
+        a[i].topic = list->elems[i].topic;
+        a[i].partition = list->elems[i].partition;
+        a[i].offset = list->elems[i].offset;
+    }
+    *n = (size_t)list->cnt;
+    return a;
+}
+
+static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
+{
+    kafka_handle *h = &c->h;
+    const rd_kafka_message_t *rkm;
+
+    while ((rkm = rd_kafka_event_message_next(ev)) != NULL) {
+        const char *name = rkm->rkt != NULL ? rd_kafka_topic_name(rkm->rkt) : "";
+        kafka_topic *t;
+        sl_kafka_msg m;
+
+        if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                continue;
+            kafka_series_add(kafka_series1(h, h->m_errors, rd_kafka_err2name(rkm->err)), 1);
+            sl_log(h->ctx, SL_LOG_WARN, "%s: %s [%d]: %s", h->kind, name, (int)rkm->partition,
+                   rd_kafka_message_errstr(rkm));
+            continue;
+        }
+        t = kafka_topic_get(h, name, 0);
+        kafka_series_add(t != NULL ? t->consumed : NULL, 1);
+        kafka_set_ready(h, 1, "");
+        kafka_msg_fill(&m, rkm, name);
+        c->on_message(c, &m, c->arg);
+        if (h->life.freeing)
+            return;
+    }
+}
+
+static void consumer_rebalance_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
+{
+    kafka_handle *h = &c->h;
+    rd_kafka_resp_err_t what = rd_kafka_event_error(ev);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_event_topic_partition_list(ev);
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(h->rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    sl_kafka_rebalance kind;
+    sl_kafka_tp *tps;
+    size_t n;
+
+    if (what == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        kind = SL_KAFKA_ASSIGNED;
+        if (cooperative)
+            error = rd_kafka_incremental_assign(h->rk, parts);
+        else
+            e = rd_kafka_assign(h->rk, parts);
+    } else {
+        kind = rd_kafka_assignment_lost(h->rk) ? SL_KAFKA_LOST : SL_KAFKA_REVOKED;
+    }
+    kafka_series_add(kafka_series1(h, h->m_rebalances, kind == SL_KAFKA_ASSIGNED  ? "assigned"
+                                              : kind == SL_KAFKA_REVOKED ? "revoked"
+                                                                         : "lost"),
+                  1);
+    sl_log(h->ctx, SL_LOG_INFO, "%s: %d partition%s %s", h->kind, parts != NULL ? parts->cnt : 0,
+           parts != NULL && parts->cnt == 1 ? "" : "s",
+           kind == SL_KAFKA_ASSIGNED ? "assigned" : kind == SL_KAFKA_REVOKED ? "revoked" : "lost");
+    if (c->on_rebalance != NULL) {
+        tps = tp_array(parts, &n);
+        c->on_rebalance(c, kind, tps, n, c->arg);
+        free(tps);
+        if (h->life.freeing)
+            return;
+    }
+    if (kind != SL_KAFKA_ASSIGNED) {
+        /* Revoked only after the module had its say (e.g. committed). */
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(h->rk, parts);
+        else
+            e = rd_kafka_assign(h->rk, NULL);
+    }
+    if (error != NULL) {
+        sl_log(h->ctx, SL_LOG_ERROR, "%s: rebalance: %s", h->kind, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sl_log(h->ctx, SL_LOG_ERROR, "%s: rebalance: %s", h->kind, rd_kafka_err2str(e));
+    }
+}
+
+static void commit_unlink(sl_kafka_consumer *c, commit_req *r)
+{
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        c->commits = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+}
+
+static void consumer_commit_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
+{
+    kafka_handle *h = &c->h;
+    commit_req *r = rd_kafka_event_opaque(ev);
+    rd_kafka_resp_err_t e = rd_kafka_event_error(ev);
+    sl_kafka_commit_fn fn;
+    sl_kafka_tp *tps;
+    void *arg;
+    size_t n;
+
+    if (r == NULL) {
+        /* An automatic commit; nothing committed is not a failure. */
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            sl_log(h->ctx, SL_LOG_WARN, "%s: auto-commit: %s", h->kind, rd_kafka_err2str(e));
+        return;
+    }
+    commit_unlink(c, r);
+    fn = r->fn;
+    arg = r->arg;
+    free(r);
+    kafka_series_add(
+        kafka_series1(h, h->m_commits, e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"), 1);
+    if (fn == NULL)
+        return;
+    tps = tp_array(rd_kafka_event_topic_partition_list(ev), &n);
+    fn(c, e, tps, n, arg);
+    free(tps);
+}
+
+static void consumer_event(kafka_handle *h, rd_kafka_event_t *ev)
+{
+    sl_kafka_consumer *c = (sl_kafka_consumer *)h;
+
+    switch (rd_kafka_event_type(ev)) {
+    case RD_KAFKA_EVENT_FETCH:
+        consumer_fetch_event(c, ev);
+        break;
+    case RD_KAFKA_EVENT_REBALANCE:
+        consumer_rebalance_event(c, ev);
+        break;
+    case RD_KAFKA_EVENT_OFFSET_COMMIT:
+        consumer_commit_event(c, ev);
+        break;
+    default:
+        break;
+    }
+}
+
+static void report_closed(sl_kafka_consumer *c, int err)
+{
+    sl_kafka_closed_fn fn = c->closed_fn;
+
+    if (c->close_reported)
+        return;
+    c->close_reported = 1;
+    evtimer_del(c->h.timer);
+    sl_log(c->h.ctx, err == 0 ? SL_LOG_INFO : SL_LOG_WARN, "%s: %s", c->h.kind,
+           err == 0 ? "left its group" : "did not close in time");
+    if (fn != NULL)
+        fn(c, err, c->closed_arg);
+}
+
+static void consumer_after_serve(kafka_handle *h, int served_dr)
+{
+    sl_kafka_consumer *c = (sl_kafka_consumer *)h;
+
+    (void)served_dr;
+    if (c->closing && !c->close_reported && (c->close_failed || rd_kafka_consumer_closed(h->rk)))
+        report_closed(c, c->close_failed ? -1 : 0);
+}
+
+static void close_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    sl_kafka_consumer *c = arg;
+
+    (void)fd;
+    (void)what;
+    report_closed(c, -1);
+}
+
+static void consumer_free_extra(kafka_handle *h)
+{
+    sl_kafka_consumer *c = (sl_kafka_consumer *)h;
+
+    /* Results that never came: their callbacks are not called. */
+    while (c->commits != NULL) {
+        commit_req *r = c->commits;
+        c->commits = r->next;
+        free(r);
+    }
+}
+
+SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
+                                                const char *const *topics, size_t ntopics,
+                                                sl_kafka_message_fn on_message,
+                                                sl_kafka_rebalance_fn on_rebalance, void *arg,
+                                                const char *const *props, char *err,
+                                                size_t errlen)
+{
+    sl_kafka_consumer *c;
+    rd_kafka_topic_partition_list_t *subs;
+    rd_kafka_resp_err_t e;
+    char scratch[512];
+
+    if (err == NULL || errlen == 0) {
+        err = scratch;
+        errlen = sizeof(scratch);
+    }
+    if (sl_ctx_refuse(ctx, "a Kafka consumer")) {
+        snprintf(err, errlen, "not in check()");
+        return NULL;
+    }
+    if (group == NULL || group[0] == '\0' || topics == NULL || ntopics == 0 ||
+        on_message == NULL) {
+        snprintf(err, errlen, "a consumer needs a group, topics and a message callback");
+        return NULL;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->h.on_event = consumer_event;
+    c->h.after_serve = consumer_after_serve;
+    c->h.free_extra = consumer_free_extra;
+    c->on_message = on_message;
+    c->on_rebalance = on_rebalance;
+    c->arg = arg;
+    if (kafka_start(&c->h, ctx, RD_KAFKA_CONSUMER, group, props,
+                 RD_KAFKA_EVENT_REBALANCE | RD_KAFKA_EVENT_OFFSET_COMMIT |
+                     RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG | RD_KAFKA_EVENT_STATS,
+                 close_timeout, err, errlen) != 0)
+        return NULL;
+    subs = rd_kafka_topic_partition_list_new((int)ntopics);
+    if (subs == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < ntopics; i++) {
+        /* The embedded broker gives a topic it auto-creates a fixed 4
+         * partitions; create named ones with ours first. */
+        if (c->h.cluster != NULL && topics[i][0] != '^')
+            sl_kafka_cluster_ensure_topic(c->h.cluster, topics[i]);
+        rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
+    }
+    e = rd_kafka_subscribe(c->h.rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "subscribe: %s", rd_kafka_err2str(e));
+        goto fail;
+    }
+    return c;
+
+fail:
+    sl_log(ctx, SL_LOG_ERROR, "kafka consumer: %s", err);
+    kafka_free(&c->h);
+    return NULL;
+}
+
+SL_API int sl_kafka_consumer_pause(sl_kafka_consumer *c, const char *topic, int32_t partition,
+                                   int pause)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t e;
+
+    if (c->h.life.freeing || topic == NULL || partition < 0)
+        return SL_KAFKA_EINVAL;
+    list = rd_kafka_topic_partition_list_new(1);
+    if (list == NULL)
+        return SL_KAFKA_ENOMEM;
+    rd_kafka_topic_partition_list_add(list, topic, partition);
+    e = pause ? rd_kafka_pause_partitions(c->h.rk, list) : rd_kafka_resume_partitions(c->h.rk, list);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        e = list->elems[0].err;
+    rd_kafka_topic_partition_list_destroy(list);
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : SL_KAFKA_EUNKNOWN;
+}
+
+SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts,
+                           sl_kafka_commit_fn done, void *arg)
+{
+    rd_kafka_topic_partition_list_t *list;
+    commit_req *r;
+    rd_kafka_resp_err_t e;
+
+    if (c->h.life.freeing || c->close_reported || parts == NULL || nparts == 0)
+        return SL_KAFKA_EINVAL;
+    list = rd_kafka_topic_partition_list_new((int)nparts);
+    r = calloc(1, sizeof(*r));
+    if (list == NULL || r == NULL) {
+        if (list != NULL)
+            rd_kafka_topic_partition_list_destroy(list);
+        free(r);
+        return SL_KAFKA_ENOMEM;
+    }
+    for (size_t i = 0; i < nparts; i++)
+        rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
+            parts[i].offset;
+    r->fn = done;
+    r->arg = arg;
+    r->next = c->commits;
+    if (c->commits != NULL)
+        c->commits->prev = r;
+    c->commits = r;
+    /* With a queue given the result comes back on it as an event: the
+     * call itself does not wait. */
+    e = rd_kafka_commit_queue(c->h.rk, list, c->h.q, NULL, r);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        commit_unlink(c, r);
+        free(r);
+        sl_log(c->h.ctx, SL_LOG_WARN, "%s: commit: %s", c->h.kind, rd_kafka_err2str(e));
+        return SL_KAFKA_EINVAL;
+    }
+    return 0;
+}
+
+/*
+ * librdkafka 2.0 has rd_kafka_consumer_close_queue(): the close runs on its
+ * threads and its rebalance events come to the queue we give it, which we
+ * serve like any other (the consumer queue cannot be given: it is the one
+ * being forwarded).  rd_kafka_consumer_closed() then tells us it is done.
+ */
+SL_API void sl_kafka_consumer_close(sl_kafka_consumer *c, double timeout, sl_kafka_closed_fn done,
+                                    void *arg)
+{
+    kafka_handle *h = &c->h;
+    struct timeval tv;
+    rd_kafka_error_t *error;
+
+    if (h->life.freeing)
+        return;
+    c->closed_fn = done;
+    c->closed_arg = arg;
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (timeout < 0)
+        timeout = 0;
+    tv.tv_sec = (time_t)timeout;
+    tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
+    h->closeq = rd_kafka_queue_new(h->rk);
+    if (h->closeq == NULL) {
+        c->close_failed = 1;
+        sl_log(h->ctx, SL_LOG_ERROR, "%s: close: out of memory", h->kind);
+    } else {
+        rd_kafka_queue_io_event_enable(h->closeq, h->pipe[1], "1", 1);
+        error = rd_kafka_consumer_close_queue(h->rk, h->closeq);
+        if (error != NULL) {
+            sl_log(h->ctx, SL_LOG_ERROR, "%s: close: %s", h->kind, rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+            c->close_failed = 1;
+        }
+    }
+    if (c->close_failed) {
+        tv.tv_sec = 0;
+        tv.tv_usec = 0;
+    }
+    evtimer_add(h->timer, &tv);
+}
+
+SL_API void sl_kafka_consumer_free(sl_kafka_consumer *c)
+{
+    if (c != NULL)
+        kafka_free(&c->h);
+}

@@ -1,0 +1,106 @@
+/*
+ * pg_trace.c - spans of PostgreSQL work: one per statement a module sends
+ * (from submission to its result, queue wait included, as the caller sees
+ * it) and one per transaction, the statements of a transaction nested
+ * under it.  Only work done for a traced request or message gets spans:
+ * a relay's idle polling would otherwise start a trace per poll.  Attribute names are OpenTelemetry's database conventions;
+ * both db.system (older collectors) and db.system.name are set.
+ */
+#include <stdio.h>
+#include <string.h>
+#include "pg_int.h"
+
+/* The statement's first keyword, the span's name ("SELECT", "INSERT"). */
+static void operation(const char *sql, char *out, size_t len)
+{
+    size_t n = 0;
+
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
+        sql++;
+    while (n + 1 < len && ((*sql >= 'A' && *sql <= 'Z') || (*sql >= 'a' && *sql <= 'z'))) {
+        char c = *sql++;
+        out[n++] = c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+    }
+    out[n] = '\0';
+    if (n == 0)
+        snprintf(out, len, "postgresql");
+}
+
+static void common(sl_pg *pg, sl_span *s)
+{
+    sl_span_set_str(s, "db.system", "postgresql");
+    sl_span_set_str(s, "db.system.name", "postgresql");
+    sl_span_set_str(s, "server.address", pg->where);
+    for (int i = 0; pg->keys[i] != NULL; i++)
+        if (strcmp(pg->keys[i], "dbname") == 0 && pg->vals[i] != NULL && pg->vals[i][0] != '\0')
+            sl_span_set_str(s, "db.namespace", pg->vals[i]);
+}
+
+void pgc_trace_statement(sl_pg *pg, op *o)
+{
+    const sl_trace_ctx *parent = o->tx != NULL ? &o->tx->trace : &o->trace;
+    const char *sql = o->sql != NULL ? o->sql : o->stmt->sql; /* OP_EXEC: prepared */
+    char name[32];
+
+    if (!sl_trace_on() || o->internal || !parent->traced)
+        return;
+    operation(sql, name, sizeof(name));
+    o->span = sl_span_begin(parent, SL_SPAN_CLIENT, name, NULL);
+    if (o->span == NULL)
+        return;
+    common(pg, o->span);
+    sl_span_set_str(o->span, "db.operation.name", name);
+    /* Parameters are bound, never spliced: the text holds no values. */
+    sl_span_set_str(o->span, "db.query.text", sql);
+    sl_span_set_str(o->span, "db.statement", sql);
+    if (o->stmt != NULL)
+        sl_span_set_str(o->span, "db.postgresql.prepared_statement", o->stmt->name);
+}
+
+void pgc_trace_done(op *o, const PGresult *res, const char *err)
+{
+    if (o->span == NULL)
+        return;
+    if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK)
+        sl_span_set_int(o->span, "db.response.returned_rows", PQntuples(res));
+    if (err != NULL) {
+        const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        if (state != NULL)
+            sl_span_set_str(o->span, "db.response.status_code", state);
+        sl_span_fail(o->span, "%s", err);
+    }
+    sl_span_end(o->span);
+    o->span = NULL;
+}
+
+void pgc_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx)
+{
+    tx->trace = sl_trace_cur;
+    if (!sl_trace_on() || !tx->trace.traced)
+        return;
+    tx->span = sl_span_begin(NULL, SL_SPAN_CLIENT, "transaction", &tx->trace.tp);
+    tx->trace.traced = 1;
+    common(pg, tx->span);
+}
+
+void pgc_trace_tx_end(sl_pg_tx *tx)
+{
+    if (tx->span == NULL)
+        return;
+    if (tx->failed)
+        sl_span_fail(tx->span, "rolled back: %s", tx->err);
+    sl_span_end(tx->span);
+    tx->span = NULL;
+}
+
+void pgc_call(sl_pg *pg, op *o, const PGresult *res, const char *err)
+{
+    sl_trace_ctx saved;
+
+    pgc_trace_done(o, res, err);
+    if (o->fn == NULL)
+        return;
+    sl_trace_enter(&o->trace, &saved);
+    o->fn(pg, (const sl_pg_result *)res, err, o->arg);
+    sl_trace_restore(&saved);
+}

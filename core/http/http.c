@@ -1,0 +1,696 @@
+/*
+ * http.c - listeners, the route table and the request API of sluice.h.
+ *
+ * Every request is dispatched by one generic evhttp callback per listener.
+ * The route table is a list, newest registration first, so that when a
+ * successor instance registers the routes of the instance it replaces, it
+ * wins at once and the old one only finishes what it already accepted.
+ * Tables hold a few dozen routes; a linear scan costs less than a request's
+ * parsing.
+ *
+ * A request handed to a module is tracked as a resource of its instance: if
+ * the instance stops before answering, the core answers 503 for it.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <cjson/cJSON.h>
+#include "daemon/core.h"
+#include "http.h"
+#include "daemon/log.h"
+#include "http/http_trace.h"
+#include "metrics/metrics.h"
+#include "router.h"
+
+struct sl_listener {
+    sl_listener *next;
+    char *addr;
+    struct evhttp *http;
+    int refs;
+    int core;
+};
+
+typedef struct route {
+    struct route *next;
+    unsigned methods;
+    char *pattern;
+    sl_route_fn fn;
+    void *arg;
+    sl_ctx *ctx;
+    sl_resource *res;
+} route;
+
+struct sl_req {
+    struct evhttp_request *ev;
+    sl_ctx *ctx;
+    sl_resource *res;
+    char *module;  /* metric labels, copied: the route may go first */
+    char *pattern;
+    unsigned method;
+    char *path;
+    sl_params params;
+    struct evkeyvalq query;
+    int query_parsed;
+    char *body;
+    size_t body_len;
+    cJSON *json;
+    double started;
+    int status;
+    int streaming;
+    int gone;
+    void (*more)(sl_req *req, void *arg);
+    void *more_arg;
+    sl_http_trace trace;
+};
+
+static sl_listener *listeners;
+static size_t replies_in_flight; /* answered, not yet fully written out */
+static route *routes;
+static size_t max_body_size = 1024 * 1024;
+static double request_timeout = 60;
+static sl_metric *requests_total;
+static sl_metric *request_seconds;
+
+static const double latency_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                         0.05,   0.1,   0.25,   0.5,   1,    2.5 };
+
+void sl_http_metrics_init(void)
+{
+    requests_total = sl_metric_register(SL_METRIC_COUNTER, "sluice_http_requests_total",
+                                        "HTTP requests answered, by module, route and status code.",
+                                        "module,route,code", NULL, 0, NULL);
+    request_seconds = sl_metric_register(
+        SL_METRIC_HISTOGRAM, "sluice_http_request_duration_seconds",
+        "Time from dispatch to the end of the answer, by module and route.", "module,route",
+        latency_bounds, sizeof(latency_bounds) / sizeof(latency_bounds[0]), NULL);
+}
+
+void sl_http_metrics_free(void)
+{
+    if (requests_total != NULL)
+        sl_metric_release(requests_total);
+    if (request_seconds != NULL)
+        sl_metric_release(request_seconds);
+    requests_total = request_seconds = NULL;
+}
+
+/* ---------------------------------------------------------------- replies */
+
+static void req_free(sl_req *req)
+{
+    sl_params_free(&req->params);
+    if (req->query_parsed)
+        evhttp_clear_headers(&req->query);
+    cJSON_Delete(req->json);
+    free(req->body);
+    free(req->module);
+    free(req->pattern);
+    free(req->path);
+    free(req);
+}
+
+static void account(sl_req *req)
+{
+    char code[8];
+
+    snprintf(code, sizeof(code), "%d", req->status);
+    sl_series_add(sl_series_of(requests_total, req->module, req->pattern, code), 1);
+    sl_series_observe(sl_series_of(request_seconds, req->module, req->pattern),
+                      sl_now() - req->started);
+}
+
+/* The request is answered: forget it. */
+static void req_done(sl_req *req)
+{
+    account(req);
+    sl_http_trace_end(&req->trace, req->status);
+    if (req->res != NULL)
+        sl_untrack(req->ctx, req->res);
+    req_free(req);
+}
+
+static void reply_written(struct evhttp_request *ev, void *arg)
+{
+    (void)ev;
+    (void)arg;
+    replies_in_flight--;
+}
+
+size_t sl_http_replies_in_flight(void)
+{
+    return replies_in_flight;
+}
+
+/* Counts a reply until libevent has written all of it, so that shutdown
+ * can wait for answers to reach their clients. */
+static void watch_reply(struct evhttp_request *ev)
+{
+    replies_in_flight++;
+    evhttp_request_set_on_complete_cb(ev, reply_written, NULL);
+}
+
+static void send_body(sl_req *req, int status, const char *ctype, const void *body, size_t len)
+{
+    struct evbuffer *buf = evbuffer_new();
+
+    if (evhttp_request_get_connection(req->ev) != NULL)
+        watch_reply(req->ev);
+    req->status = status;
+    if (ctype != NULL)
+        evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type", ctype);
+    if (buf != NULL && evbuffer_add(buf, body, len) == 0) {
+        evhttp_send_reply(req->ev, status, NULL, buf);
+    } else {
+        req->status = 500;
+        evhttp_send_error(req->ev, 500, "out of memory");
+    }
+    if (buf != NULL)
+        evbuffer_free(buf);
+}
+
+SL_API void sl_reply(sl_req *req, int status, const char *content_type, const void *body,
+                     size_t len)
+{
+    send_body(req, status, content_type, body, len);
+    req_done(req);
+}
+
+SL_API void sl_reply_json(sl_req *req, int status, cJSON *json)
+{
+    char *text = json != NULL ? cJSON_PrintUnformatted(json) : NULL;
+
+    cJSON_Delete(json);
+    if (text == NULL) {
+        static const char oom[] = "{\"error\":\"out of memory\"}";
+        sl_reply(req, 500, "application/json", oom, sizeof(oom) - 1);
+        return;
+    }
+    sl_reply(req, status, "application/json", text, strlen(text));
+    free(text);
+}
+
+static void reply_errorv(sl_req *req, int status, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    cJSON *obj = cJSON_CreateObject();
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (obj != NULL && cJSON_AddStringToObject(obj, "error", msg) == NULL) {
+        cJSON_Delete(obj);
+        obj = NULL;
+    }
+    sl_reply_json(req, status, obj);
+}
+
+SL_API void sl_reply_error(sl_req *req, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    reply_errorv(req, status, fmt, ap);
+    va_end(ap);
+}
+
+/* Answers outside of a sl_req: 404, 405 and friends. */
+static void plain_error(struct evhttp_request *ev, int status, const char *msg)
+{
+    sl_req req = { .ev = ev };
+    char text[512];
+    int len = snprintf(text, sizeof(text), "{\"error\":\"%s\"}", msg);
+
+    send_body(&req, status, "application/json", text, (size_t)len);
+}
+
+SL_API void sl_reply_header(sl_req *req, const char *name, const char *value)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req->ev), name, value);
+}
+
+static void stream_closed(struct evhttp_connection *conn, void *arg)
+{
+    sl_req *req = arg;
+    (void)conn;
+    req->gone = 1;
+}
+
+static void chunk_written(struct evhttp_connection *conn, void *arg)
+{
+    sl_req *req = arg;
+    (void)conn;
+    if (req->more != NULL && !req->gone)
+        req->more(req, req->more_arg);
+}
+
+SL_API void sl_reply_start(sl_req *req, int status, const char *content_type,
+                           void (*more)(sl_req *req, void *arg), void *arg)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req->ev);
+
+    req->status = status;
+    req->streaming = 1;
+    req->more = more;
+    req->more_arg = arg;
+    if (content_type != NULL)
+        evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type",
+                          content_type);
+    if (conn == NULL) {
+        req->gone = 1;
+    } else {
+        evhttp_connection_set_closecb(conn, stream_closed, req);
+        watch_reply(req->ev);
+    }
+    evhttp_send_reply_start(req->ev, status, NULL);
+}
+
+SL_API void sl_reply_chunk(sl_req *req, const void *data, size_t len)
+{
+    struct evbuffer *buf;
+
+    if (req->gone || len == 0)
+        return;
+    buf = evbuffer_new();
+    if (buf == NULL || evbuffer_add(buf, data, len) != 0) {
+        /* Nothing sensible can follow a lost chunk: end the stream short. */
+        req->gone = 1;
+    } else {
+        evhttp_send_reply_chunk_with_cb(req->ev, buf, chunk_written, req);
+    }
+    if (buf != NULL)
+        evbuffer_free(buf);
+}
+
+SL_API void sl_reply_end(sl_req *req)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req->ev);
+
+    if (conn != NULL)
+        evhttp_connection_set_closecb(conn, NULL, NULL);
+    evhttp_send_reply_end(req->ev);
+    req_done(req);
+}
+
+SL_API int sl_req_gone(const sl_req *req)
+{
+    return req->gone;
+}
+
+/* The instance stopped before answering: the core answers for it. */
+static void release_request(void *obj)
+{
+    sl_req *req = obj;
+
+    req->res = NULL; /* the tracker is freeing it */
+    if (req->streaming) {
+        sl_reply_end(req);
+        return;
+    }
+    sl_reply_error(req, 503, "module %s stopped before answering", req->module);
+}
+
+/* ---------------------------------------------------------------- requests */
+
+SL_API unsigned sl_req_method(const sl_req *req)
+{
+    return req->method;
+}
+
+SL_API const char *sl_req_path(const sl_req *req)
+{
+    return req->path;
+}
+
+SL_API const char *sl_req_param(const sl_req *req, const char *name)
+{
+    return sl_params_get(&req->params, name);
+}
+
+SL_API const char *sl_req_query(const sl_req *req, const char *name)
+{
+    sl_req *mut = (sl_req *)req; /* parsed lazily: most handlers never ask */
+
+    if (!mut->query_parsed) {
+        const char *q = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req->ev));
+        TAILQ_INIT(&mut->query);
+        mut->query_parsed = 1;
+        if (q != NULL && evhttp_parse_query_str(q, &mut->query) != 0) {
+            evhttp_clear_headers(&mut->query);
+            TAILQ_INIT(&mut->query);
+        }
+    }
+    return evhttp_find_header(&mut->query, name);
+}
+
+SL_API const char *sl_req_header(const sl_req *req, const char *name)
+{
+    return evhttp_find_header(evhttp_request_get_input_headers(req->ev), name);
+}
+
+SL_API const char *sl_req_body(sl_req *req, size_t *len)
+{
+    size_t ignored;
+
+    if (len == NULL)
+        len = &ignored;
+    if (req->body == NULL) {
+        struct evbuffer *in = evhttp_request_get_input_buffer(req->ev);
+        size_t n = evbuffer_get_length(in);
+        req->body = malloc(n + 1);
+        if (req->body == NULL) {
+            *len = 0;
+            return "";
+        }
+        evbuffer_copyout(in, req->body, n);
+        req->body[n] = '\0';
+        req->body_len = n;
+    }
+    *len = req->body_len;
+    return req->body;
+}
+
+SL_API cJSON *sl_req_json(sl_req *req)
+{
+    size_t len;
+    const char *body = sl_req_body(req, &len);
+    const char *end = NULL;
+
+    if (req->json != NULL)
+        return req->json;
+    if (len == 0) {
+        sl_reply_error(req, 400, "request body must be a JSON object, got an empty body");
+        return NULL;
+    }
+    req->json = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (req->json == NULL) {
+        size_t at = end != NULL && end >= body ? (size_t)(end - body) : 0;
+        sl_reply_error(req, 400, "malformed JSON body near byte %zu", at);
+        return NULL;
+    }
+    if (!cJSON_IsObject(req->json)) {
+        sl_reply_error(req, 400, "request body must be a JSON object");
+        return NULL;
+    }
+    return req->json;
+}
+
+/* ---------------------------------------------------------------- routing */
+
+static unsigned method_of(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET:
+        return SL_GET;
+    case EVHTTP_REQ_POST:
+        return SL_POST;
+    case EVHTTP_REQ_PUT:
+        return SL_PUT;
+    case EVHTTP_REQ_DELETE:
+        return SL_DELETE;
+    case EVHTTP_REQ_HEAD:
+        return SL_HEAD;
+    default:
+        return 0;
+    }
+}
+
+static int served_on(const route *r, const sl_listener *l)
+{
+    if (r->ctx->nlisteners == 0)
+        return l->core;
+    for (size_t i = 0; i < r->ctx->nlisteners; i++)
+        if (r->ctx->listeners[i] == l)
+            return 1;
+    return 0;
+}
+
+static void allow_header(struct evhttp_request *ev, unsigned methods)
+{
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } names[] = { { SL_GET, "GET" },       { SL_HEAD, "HEAD" }, { SL_POST, "POST" },
+                  { SL_PUT, "PUT" },       { SL_DELETE, "DELETE" } };
+    char allow[64] = "";
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (methods & names[i].bit) {
+            if (allow[0] != '\0')
+                strcat(allow, ", ");
+            strcat(allow, names[i].name);
+        }
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(ev), "Allow", allow);
+}
+
+static void count_unrouted(int status)
+{
+    char code[8];
+    snprintf(code, sizeof(code), "%d", status);
+    sl_series_add(sl_series_of(requests_total, "core", "unmatched", code), 1);
+}
+
+static void dispatch(struct evhttp_request *ev, void *arg)
+{
+    sl_listener *l = arg;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
+    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    unsigned method = method_of(evhttp_request_get_command(ev));
+    unsigned allowed = 0;
+    route *stopping = NULL;
+    sl_params params;
+    sl_req *req;
+    sl_trace_ctx saved;
+
+    if (path == NULL || path[0] == '\0')
+        path = "/";
+    for (route *r = routes; r != NULL; r = r->next) {
+        if (!served_on(r, l))
+            continue;
+        int m = sl_route_match(r->pattern, path, &params);
+        if (m < 0) {
+            plain_error(ev, 400, "invalid percent-encoding in path");
+            count_unrouted(400);
+            return;
+        }
+        if (m == 0)
+            continue;
+        if (!(r->methods & method) || r->ctx->state != SL_INST_RUNNING) {
+            if (r->methods & method)
+                stopping = stopping != NULL ? stopping : r;
+            else
+                allowed |= r->methods;
+            sl_params_free(&params);
+            continue;
+        }
+        req = calloc(1, sizeof(*req));
+        if (req == NULL || (req->module = strdup(r->ctx->label)) == NULL ||
+            (req->pattern = strdup(r->pattern)) == NULL || (req->path = strdup(path)) == NULL) {
+            if (req != NULL)
+                req_free(req);
+            sl_params_free(&params);
+            plain_error(ev, 500, "out of memory");
+            count_unrouted(500);
+            return;
+        }
+        req->ev = ev;
+        req->ctx = r->ctx;
+        req->method = method;
+        req->params = params;
+        req->started = sl_now();
+        req->res = sl_track(r->ctx, "request", req, release_request, NULL);
+        sl_http_trace_begin(&req->trace, ev, method, r->pattern, path, r->ctx->label, NULL);
+        sl_trace_enter(&req->trace.ctx, &saved);
+        r->fn(req, r->arg);
+        sl_trace_restore(&saved);
+        return;
+    }
+    if (stopping != NULL) {
+        plain_error(ev, 503, "the module serving this route is restarting");
+        count_unrouted(503);
+    } else if (allowed != 0) {
+        allow_header(ev, allowed);
+        plain_error(ev, 405, "method not allowed");
+        count_unrouted(405);
+    } else {
+        plain_error(ev, 404, "no such route");
+        count_unrouted(404);
+    }
+}
+
+static void release_route(void *obj)
+{
+    route *r = obj;
+
+    for (route **pp = &routes; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    }
+    free(r->pattern);
+    free(r);
+}
+
+SL_API int sl_route(sl_ctx *ctx, unsigned methods, const char *pattern, sl_route_fn fn, void *arg)
+{
+    if (sl_ctx_refuse(ctx, "a route"))
+        return -1;
+    route *r;
+
+    if (!sl_route_pattern_valid(pattern) || methods == 0 || fn == NULL) {
+        sl_log(ctx, SL_LOG_ERROR, "invalid route '%s'", pattern != NULL ? pattern : "(null)");
+        return -1;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL || (r->pattern = strdup(pattern)) == NULL) {
+        free(r);
+        return -1;
+    }
+    /* HEAD is answered wherever GET is, as HTTP expects. */
+    r->methods = methods & SL_GET ? methods | SL_HEAD : methods;
+    r->fn = fn;
+    r->arg = arg;
+    r->ctx = ctx;
+    r->res = sl_track(ctx, "route", r, release_route, NULL);
+    if (r->res == NULL) {
+        free(r->pattern);
+        free(r);
+        return -1;
+    }
+    r->next = routes;
+    routes = r;
+    return 0;
+}
+
+/* -------------------------------------------------------------- listeners */
+
+static int split_addr(const char *addr, char *host, size_t hostlen, unsigned short *port)
+{
+    const char *colon = strrchr(addr, ':');
+    char *end;
+    long p;
+
+    if (colon == NULL)
+        return -1;
+    p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || end == colon + 1 || p < 1 || p > 65535)
+        return -1;
+    if (colon == addr) {
+        snprintf(host, hostlen, "127.0.0.1");
+    } else {
+        size_t n = (size_t)(colon - addr);
+        if (addr[0] == '[' && colon[-1] == ']') {
+            addr++;
+            n -= 2;
+        }
+        if (n >= hostlen)
+            return -1;
+        memcpy(host, addr, n);
+        host[n] = '\0';
+    }
+    *port = (unsigned short)p;
+    return 0;
+}
+
+static void apply_settings(struct evhttp *http)
+{
+    evhttp_set_max_body_size(http, (ev_ssize_t)max_body_size);
+    evhttp_set_timeout_tv(http, &(struct timeval){ .tv_sec = (time_t)request_timeout,
+                                                    .tv_usec = (suseconds_t)((request_timeout - (time_t)request_timeout) * 1e6) });
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
+                                         EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
+}
+
+void sl_http_configure(size_t max_body, double timeout)
+{
+    max_body_size = max_body;
+    request_timeout = timeout;
+    for (sl_listener *l = listeners; l != NULL; l = l->next)
+        apply_settings(l->http);
+}
+
+sl_listener *sl_listener_get(const char *addr, sl_errors *errs)
+{
+    char host[256];
+    unsigned short port;
+    sl_listener *l;
+
+    for (l = listeners; l != NULL; l = l->next) {
+        if (strcmp(l->addr, addr) == 0) {
+            l->refs++;
+            return l;
+        }
+    }
+    if (split_addr(addr, host, sizeof(host), &port) != 0) {
+        sl_errors_add(errs, NULL, 0, "listen address '%s' is not host:port", addr);
+        return NULL;
+    }
+    l = calloc(1, sizeof(*l));
+    if (l == NULL || (l->addr = strdup(addr)) == NULL || (l->http = evhttp_new(sl_base)) == NULL) {
+        sl_errors_add(errs, NULL, 0, "out of memory binding %s", addr);
+        goto fail;
+    }
+    apply_settings(l->http);
+    evhttp_set_gencb(l->http, dispatch, l);
+    if (evhttp_bind_socket_with_handle(l->http, host, port) == NULL) {
+        sl_errors_add(errs, NULL, 0, "cannot listen on %s: %s", addr, strerror(errno));
+        goto fail;
+    }
+    l->refs = 1;
+    l->next = listeners;
+    listeners = l;
+    sl_log_core(SL_LOG_INFO, "core", "listening on %s", addr);
+    return l;
+
+fail:
+    if (l != NULL) {
+        if (l->http != NULL)
+            evhttp_free(l->http);
+        free(l->addr);
+        free(l);
+    }
+    return NULL;
+}
+
+void sl_listener_ref(sl_listener *l)
+{
+    l->refs++;
+}
+
+void sl_listener_put(sl_listener *l)
+{
+    if (--l->refs > 0)
+        return;
+    for (sl_listener **pp = &listeners; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    }
+    sl_log_core(SL_LOG_INFO, "core", "closed listener %s", l->addr);
+    evhttp_free(l->http);
+    free(l->addr);
+    free(l);
+}
+
+const char *sl_listener_addr(const sl_listener *l)
+{
+    return l->addr;
+}
+
+void sl_listeners_set_core(sl_listener *const *ls, size_t n)
+{
+    for (sl_listener *l = listeners; l != NULL; l = l->next) {
+        l->core = 0;
+        for (size_t i = 0; i < n; i++)
+            if (ls[i] == l)
+                l->core = 1;
+    }
+}

@@ -1,0 +1,42 @@
+/*
+ * http.h - HTTP listeners and the route table, on the shared loop (evhttp).
+ *
+ * Listeners are shared by address and reference counted: a generation holds
+ * references on the addresses of [core] listen, an instance on those of its
+ * own `listen`.  A reload that keeps an address keeps its socket open, so no
+ * request is refused.  Routes are registered by instances (sl_route) and
+ * released with them.
+ */
+#ifndef SL_HTTP_H
+#define SL_HTTP_H
+
+#include <stddef.h>
+#include "conf/errors.h"
+
+typedef struct sl_listener sl_listener;
+
+/* A reference to the listener bound to `addr` ("host:port", or ":port"
+ * meaning 127.0.0.1), binding it if no listener has that address yet.
+ * NULL after appending the reason to `errs`. */
+sl_listener *sl_listener_get(const char *addr, sl_errors *errs);
+void sl_listener_ref(sl_listener *l);
+/* Drops a reference; the last one closes the socket. */
+void sl_listener_put(sl_listener *l);
+const char *sl_listener_addr(const sl_listener *l);
+
+/* Marks exactly these listeners as the [core] ones, served with the routes
+ * of instances without their own `listen`. */
+void sl_listeners_set_core(sl_listener *const *ls, size_t n);
+
+/* Settings from [core] applied to every listener, present and future. */
+void sl_http_configure(size_t max_body, double timeout);
+
+/* Answers handed to libevent but not yet written out completely; a
+ * connection that breaks first may never complete, so waiters bound it. */
+size_t sl_http_replies_in_flight(void);
+
+/* Registers the core's HTTP metrics; once at start. */
+void sl_http_metrics_init(void);
+void sl_http_metrics_free(void);
+
+#endif

@@ -1,0 +1,321 @@
+/*
+ * trace.c - span ids and sampling, and spans; see
+ * trace.h.  The context slot is in trace_ctx.c; the exporter (the
+ * [tracing] section, the queue, OTLP) in trace_export.c.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/random.h>
+#include "daemon/core.h"
+#include "daemon/log.h"
+#include "trace.h"
+
+/* Bounds on what one span holds, so a runaway caller cannot make one huge. */
+#define ATTRS_MAX 8192
+#define VALUE_MAX 2048
+#define LINKS_MAX 1024
+
+/* ------------------------------------------------------------------ ids */
+
+/* xoshiro256**: ids need to be unique and unpredictable enough to not
+ * collide across processes, not secret; seeded from the kernel once. */
+static uint64_t rng[4];
+static int rng_seeded;
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+static uint64_t next64(void)
+{
+    uint64_t result, t;
+
+    if (!rng_seeded) {
+        if (getrandom(rng, sizeof(rng), 0) != (ssize_t)sizeof(rng)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            rng[0] = (uint64_t)ts.tv_nsec ^ 0x9e3779b97f4a7c15ULL;
+            rng[1] = (uint64_t)ts.tv_sec;
+            rng[2] = (uint64_t)getpid() << 32 | 0x5851f42dULL;
+            rng[3] = 0xd1b54a32d192ed03ULL;
+        }
+        rng_seeded = 1;
+    }
+    result = rotl(rng[1] * 5, 7) * 9;
+    t = rng[1] << 17;
+    rng[2] ^= rng[0];
+    rng[3] ^= rng[1];
+    rng[1] ^= rng[2];
+    rng[0] ^= rng[3];
+    rng[2] ^= t;
+    rng[3] = rotl(rng[3], 45);
+    return result;
+}
+
+static void random_id(uint8_t *id, size_t n)
+{
+    do {
+        for (size_t i = 0; i < n; i += 8) {
+            uint64_t v = next64();
+            memcpy(id + i, &v, n - i < 8 ? n - i : 8);
+        }
+    } while (sl_tp_id_zero(id, n));
+}
+
+/* The ratio decision of a new trace, from its id as OpenTelemetry's
+ * TraceIdRatioBased does: the same trace is decided the same everywhere. */
+static int sampled(const uint8_t trace_id[16])
+{
+    double ratio = sl_trace_ratio();
+    uint64_t low = 0;
+
+    if (ratio >= 1)
+        return 1;
+    for (int i = 8; i < 16; i++)
+        low = low << 8 | trace_id[i];
+    return (double)(low >> 11) < ratio * (double)(1ULL << 53);
+}
+
+static uint64_t wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- spans */
+
+sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, sl_tp *pos)
+{
+    sl_span *s;
+    sl_tp tp;
+    int has_parent;
+
+    if (parent == NULL)
+        parent = &sl_trace_cur;
+    has_parent = parent->traced;
+    if (has_parent) {
+        memcpy(tp.trace_id, parent->tp.trace_id, 16);
+        tp.flags = parent->tp.flags & SL_TP_SAMPLED;
+    } else {
+        random_id(tp.trace_id, 16);
+        tp.flags = sl_trace_on() && sampled(tp.trace_id) ? SL_TP_SAMPLED : 0;
+    }
+    random_id(tp.span_id, 8);
+    if (pos != NULL)
+        *pos = tp;
+    if (!sl_trace_on())
+        return NULL;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL || (s->name = strdup(name)) == NULL) {
+        free(s);
+        return NULL;
+    }
+    s->tp = tp;
+    s->has_parent = (uint8_t)has_parent;
+    if (has_parent)
+        memcpy(s->parent, parent->tp.span_id, 8);
+    s->recording = (tp.flags & SL_TP_SAMPLED) != 0;
+    s->kind = (uint8_t)kind;
+    s->start_ns = wall_ns();
+    return s;
+}
+
+void sl_span_free(sl_span *s)
+{
+    free(s->name);
+    free(s->status_msg);
+    free(s->tracestate);
+    free(s->attrs);
+    free(s->links);
+    free(s);
+}
+
+void sl_span_tracestate(sl_span *s, const char *tracestate)
+{
+    if (s == NULL || !s->recording || tracestate == NULL || !sl_tracestate_valid(tracestate))
+        return;
+    free(s->tracestate);
+    s->tracestate = strdup(tracestate);
+}
+
+/* Appends one attribute record; a span over its bound keeps what it had. */
+static void add_attr(sl_span *s, char type, const char *key, const char *value)
+{
+    size_t klen = strlen(key), vlen = strnlen(value, VALUE_MAX), need = 1 + klen + 1 + vlen + 1;
+
+    if (s->alen + need > ATTRS_MAX)
+        return;
+    if (s->alen + need > s->acap) {
+        size_t cap = s->acap ? s->acap * 2 : 256;
+        while (cap < s->alen + need)
+            cap *= 2;
+        char *p = realloc(s->attrs, cap);
+        if (p == NULL)
+            return;
+        s->attrs = p;
+        s->acap = cap;
+    }
+    s->attrs[s->alen++] = type;
+    memcpy(s->attrs + s->alen, key, klen + 1);
+    s->alen += klen + 1;
+    memcpy(s->attrs + s->alen, value, vlen);
+    s->alen += vlen;
+    s->attrs[s->alen++] = '\0';
+}
+
+static void release_span(void *obj)
+{
+    sl_span *s = obj;
+
+    s->res = NULL; /* the tracker is freeing it */
+    sl_span_fail(s, "the instance stopped before the span ended");
+    sl_span_end(s);
+}
+
+static sl_span *start_owned(sl_ctx *ctx, sl_span *s)
+{
+    if (s == NULL)
+        return NULL;
+    s->owner = ctx;
+    s->res = sl_track(ctx, "span", s, release_span, NULL);
+    if (s->res == NULL) {
+        sl_span_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+SL_API sl_span *sl_span_start(sl_ctx *ctx, sl_span_kind kind, const char *name)
+{
+    if (!sl_trace_on())
+        return NULL;
+    return start_owned(ctx, sl_span_begin(NULL, (int)kind, name, NULL));
+}
+
+SL_API sl_span *sl_span_start_from(sl_ctx *ctx, sl_span_kind kind, const char *name,
+                                   const char *traceparent)
+{
+    sl_trace_ctx remote = { 0 };
+
+    if (!sl_trace_on())
+        return NULL;
+    if (sl_tp_parse(traceparent, &remote.tp) != 0)
+        return sl_span_start(ctx, kind, name);
+    remote.traced = 1;
+    return start_owned(ctx, sl_span_begin(&remote, (int)kind, name, NULL));
+}
+
+SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value)
+{
+    if (s != NULL && s->recording && key != NULL && value != NULL)
+        add_attr(s, 's', key, value);
+}
+
+SL_API void sl_span_set_int(sl_span *s, const char *key, long long value)
+{
+    char text[24];
+
+    if (s == NULL || !s->recording || key == NULL)
+        return;
+    snprintf(text, sizeof(text), "%lld", value);
+    add_attr(s, 'i', key, text);
+}
+
+SL_API void sl_span_link(sl_span *s, const char *traceparent)
+{
+    sl_tp tp;
+
+    if (s == NULL || !s->recording || sl_tp_parse(traceparent, &tp) != 0)
+        return;
+    if (s->nlinks == LINKS_MAX) {
+        s->dropped_links++;
+        return;
+    }
+    if (s->nlinks == s->caplinks) {
+        size_t cap = s->caplinks ? s->caplinks * 2 : 8;
+        sl_tp *p = realloc(s->links, cap * sizeof(*p));
+        if (p == NULL) {
+            s->dropped_links++;
+            return;
+        }
+        s->links = p;
+        s->caplinks = cap;
+    }
+    s->links[s->nlinks++] = tp;
+}
+
+SL_API void sl_span_fail(sl_span *s, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    if (s == NULL)
+        return;
+    s->failed = 1;
+    if (!s->recording || s->status_msg != NULL)
+        return; /* the first reason is the cause; later ones follow from it */
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    s->status_msg = strdup(msg);
+}
+
+SL_API void sl_span_end(sl_span *s)
+{
+    if (s == NULL)
+        return;
+    if (s->entered)
+        sl_span_leave(s);
+    if (s->res != NULL)
+        sl_untrack(s->owner, s->res);
+    s->res = NULL;
+    if (!s->recording) {
+        sl_span_free(s);
+        return;
+    }
+    s->end_ns = wall_ns();
+    sl_trace_export_span(s);
+}
+
+SL_API void sl_span_enter(sl_span *s)
+{
+    sl_trace_ctx next;
+
+    if (s == NULL || s->entered)
+        return;
+    next = sl_trace_cur;
+    next.tp = s->tp;
+    next.traced = 1;
+    sl_trace_enter(&next, &s->saved);
+    s->entered = 1;
+}
+
+SL_API void sl_span_leave(sl_span *s)
+{
+    if (s == NULL || !s->entered)
+        return;
+    sl_trace_restore(&s->saved);
+    s->entered = 0;
+}
+
+SL_API int sl_trace_current(char *buf)
+{
+    if (!sl_trace_cur.traced)
+        return -1;
+    sl_tp_format(&sl_trace_cur.tp, buf);
+    return 0;
+}
+
+SL_API int sl_span_traceparent(const sl_span *s, char *buf)
+{
+    if (s == NULL)
+        return -1;
+    sl_tp_format(&s->tp, buf);
+    return 0;
+}

@@ -1,0 +1,102 @@
+/*
+ * trace.h - the core's side of tracing: the current context, spans the
+ * core opens itself, and the exporter's settings.  Modules use the tracing
+ * part of sluice.h.
+ *
+ * The current context is one slot on the loop thread.  The core fills it
+ * while it runs module code on behalf of a request or a message (a route
+ * handler, a connector callback, a timer armed during such work) and
+ * restores what was there after, so that a span opened anywhere below
+ * (by a connector for a query, or by the module) gets the right parent
+ * without the module passing anything along.  Connectors capture the
+ * context when work is submitted and put it back around the callback that
+ * reports its end.
+ */
+#ifndef SL_TRACE_H
+#define SL_TRACE_H
+
+#include <stdint.h>
+#include <sluice/sluice.h>
+#include "conf/errors.h"
+#include "conf/option.h"
+#include "conf/section.h"
+#include "traceparent.h"
+
+/* The longest request id kept with a context; longer ones are cut. */
+#define SL_REQID_MAX 64
+
+typedef struct {
+    sl_tp tp;                          /* valid when `traced` */
+    uint8_t traced;                    /* a trace position is current */
+    uint8_t log_debug;                 /* this work logs at debug (X-Log-Level) */
+    char request_id[SL_REQID_MAX + 1]; /* "" when none */
+} sl_trace_ctx;
+
+/* A span; records are appended to `attrs` as a type byte ('s' string,
+ * 'i' integer as decimal text), the key and the value, each NUL-ended. */
+struct sl_span {
+    sl_span *next; /* in the export queue */
+    sl_tp tp;
+    uint8_t parent[8];
+    uint8_t has_parent;
+    uint8_t recording; /* sampled: exported when it ends */
+    uint8_t entered;
+    uint8_t kind;
+    uint8_t failed;
+    uint64_t start_ns, end_ns;
+    char *name;
+    char *status_msg;
+    char *tracestate;
+    char *attrs;
+    size_t alen, acap;
+    sl_tp *links;
+    size_t nlinks, caplinks;
+    unsigned dropped_links;
+    sl_ctx *owner; /* when started through sluice.h */
+    sl_resource *res;
+    sl_trace_ctx saved; /* while entered */
+};
+
+/* The current context; all zero outside any request or message. */
+extern sl_trace_ctx sl_trace_cur;
+
+/* Makes `next` current (NULL: none) after saving the current one in
+ * `saved`; sl_trace_restore() puts it back.  Cheap enough for every
+ * callback. */
+void sl_trace_enter(const sl_trace_ctx *next, sl_trace_ctx *saved);
+void sl_trace_restore(const sl_trace_ctx *saved);
+
+/* 1 when spans are recorded and exported ([tracing] endpoint set). */
+int sl_trace_on(void);
+
+/*
+ * Opens a span child of `parent` (NULL: of the current context); a parent
+ * without a trace starts one, sampled at [tracing] sample_ratio, else the
+ * parent's sampled flag decides.  Always fills `pos` (when not NULL) with
+ * the new span's position, so that a request's context exists even when
+ * it is not recorded.  Returns NULL when the span is not recorded
+ * (tracing off, or not sampled): every span function accepts NULL.  Not
+ * tracked against any instance: the caller owns it and ends it.
+ */
+sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, sl_tp *pos);
+/* The tracestate received with the parent (validated), kept on the span. */
+void sl_span_tracestate(sl_span *s, const char *tracestate);
+
+/* The [tracing] section. */
+extern const sl_section_schema sl_tracing_schema;
+
+/* Applies the [tracing] options of the generation becoming current (NULL:
+ * the section is absent, tracing off). */
+void sl_trace_configure(const sl_optset *opts);
+
+/* The sample ratio of new traces. */
+double sl_trace_ratio(void);
+
+/* Frees a span without exporting it. */
+void sl_span_free(sl_span *s);
+
+/* Export side, for trace.c: queues an ended span (takes it), or drops and
+ * counts it. */
+void sl_trace_export_span(sl_span *s);
+
+#endif

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# Tracing as a user meets it: a real sluiced exporting to a small OTLP/HTTP
+# receiver (tests/harness/otlp_receiver.py) that records every body.  The
+# caller's traceparent is continued and answered; the server span carries
+# the HTTP conventions; PostgreSQL statements of POST /segment/user nest
+# under its transaction span under the request span; X-Log-Level: debug
+# raises the level of one request's lines only (a timer of that request
+# included), not of a concurrent one; a collector answering 500 or gone
+# never slows a request, its spans are dropped and counted, and export
+# resumes when it is back; with tracing off nothing is added.
+. "$(dirname "$0")/../lib.sh"
+. "$SL_TOP/tests/harness/services.sh"
+
+work=$(t_tmpdir)
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    sl_svc_stop_all
+    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+mods=$work/mods
+mkdir -p "$mods"
+cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so" \
+    "$SL_BUILD/tests/modules/echo/.libs/echo.so" "$mods/"
+port=$(t_free_port)
+otlp_port=$(t_free_port)
+base=http://127.0.0.1:$port
+recv=$work/otlp.jsonl
+control=$work/otlp.control
+spans() { [ -f "$recv" ] && python3 "$SL_TOP/tests/harness/otlp_spans.py" "$recv"; }
+# py EXPR: a Python expression over the list of recorded spans `S`.
+py() { spans | python3 -c 'import json,sys; S=[json.loads(l) for l in sys.stdin]; print(eval(sys.argv[1]))' "$1"; }
+metric() {
+    curl -s "$base/metrics" | awk -v n="$1" '$1 == n { print $2; found = 1 } END { if (!found) print 0 }'
+}
+start_receiver() {
+    python3 "$SL_TOP/tests/harness/otlp_receiver.py" "$otlp_port" "$recv" "$control" &
+    receiver=$!
+    pids+=("$receiver")
+    t_wait_until 10 "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $otlp_port), 1)'"
+}
+# The response headers of a request: header NAME of them.
+header() { tr -d '\r' < "$1" | awk -v n="$2" 'tolower($1) == tolower(n) ":" { print $2 }'; }
+
+write_conf() { # write_conf FILE TRACING_LINES...
+    local f=$1
+    shift
+    cat > "$f" <<CONF
+# written by tests/integration/tracing.sh
+[core]
+listen = 127.0.0.1:$port
+modules_dir = mods
+log_level = info
+
+[module metrics]
+
+[module echo]
+value = traced
+CONF
+    [ $# -gt 0 ] && printf '%s\n' '' '[tracing]' "$@" >> "$f"
+    return 0
+}
+
+t_case "sluiced -t checks [tracing] with file:line"
+write_conf "$work/bad.conf" "endpoint = ftp://127.0.0.1/v1/traces" "sample_ratio = 0.5"
+line=$(grep -n '^endpoint' "$work/bad.conf" | cut -d: -f1)
+"$SLUICED" -t -c "$work/bad.conf" 2>"$work/t.out"
+t_check $? -eq 1 "a non-http endpoint: exit 1"
+t_check "$(grep -c "bad.conf:$line: \[tracing\] endpoint: \"ftp://127.0.0.1/v1/traces\" is not an http" "$work/t.out")" -eq 1 \
+    "reported at bad.conf:$line: $(head -c 300 "$work/t.out")"
+write_conf "$work/bad.conf" "endpoint = http://127.0.0.1:1/v1/traces" "sample_ratio = 1.5"
+line=$(grep -n '^sample_ratio' "$work/bad.conf" | cut -d: -f1)
+"$SLUICED" -t -c "$work/bad.conf" 2>"$work/t.out"
+t_check $? -eq 1 "sample_ratio 1.5: exit 1"
+t_check "$(grep -c "bad.conf:$line:" "$work/t.out")" -ge 1 "reported at bad.conf:$line"
+t_end
+
+t_case "tracing off (no [tracing]): no traceparent answered, no tracing metrics"
+write_conf "$work/off.conf"
+"$SLUICED" -c "$work/off.conf" 2>>"$work/off.log" &
+off=$!
+pids+=("$off")
+t_wait_http "$base/healthz" 15
+curl -s -D "$work/h" -o /dev/null -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' "$base/echo"
+t_check "$(header "$work/h" traceparent)" = "" "no traceparent header"
+t_check "$(curl -s "$base/metrics" | grep -c '^sluice_tracing_')" -eq 0 "no sluice_tracing_ series"
+kill "$off"
+wait "$off" 2>/dev/null
+t_end
+
+start_receiver
+tp_trace=4bf92f3577b34da6a3ce929d0e0e4736
+tp_span=00f067aa0ba902b7
+write_conf "$work/sluice.conf" "endpoint = http://127.0.0.1:$otlp_port/v1/traces" \
+    "service_name = sluice-test" "flush_interval = 100ms" "batch_size = 10" "max_queue = 50" \
+    "timeout = 1s" "resource.deployment.environment = test"
+"$SLUICED" -c "$work/sluice.conf" 2>>"$work/sluiced.log" &
+daemon=$!
+pids+=("$daemon")
+t_wait_http "$base/healthz" 15
+
+t_case "a request continues the caller's trace: answered traceparent, server span exported"
+curl -s -D "$work/h" -o /dev/null -A trace-test -H "traceparent: 00-$tp_trace-$tp_span-01" \
+    -H 'tracestate: rojo=00f067aa0ba902b7' "$base/echo"
+answered=$(header "$work/h" traceparent)
+t_check "$(cut -d- -f2 <<< "$answered")" = "$tp_trace" "same trace id answered: $answered"
+t_check "$(cut -d- -f4 <<< "$answered")" = "01" "sampled flag kept"
+my_span=$(cut -d- -f3 <<< "$answered")
+t_check "$my_span" != "$tp_span" "a span of its own: $my_span"
+t_wait_until 10 "[ \"\$(py 'len([s for s in S if s[\"span\"] == \"$my_span\"])')\" = 1 ]"
+t_check "$(py "[(s['name'], s['kind'], s['parent'], s['trace']) for s in S if s['span'] == '$my_span']")" \
+    = "[('GET /echo', 2, '$tp_span', '$tp_trace')]" "server span GET /echo, kind SERVER, parent the caller's"
+t_check "$(py "[(s['attrs']['http.request.method'], s['attrs']['http.route'], s['attrs']['url.path'], s['attrs']['http.response.status_code'], s['attrs']['user_agent.original'], s['attrs']['client.address']) for s in S if s['span'] == '$my_span']")" \
+    = "[('GET', '/echo', '/echo', 200, 'trace-test', '127.0.0.1')]" "http.* attributes"
+t_check "$(py "[(s['service'], s['resource']['deployment.environment']) for s in S if s['span'] == '$my_span']")" \
+    = "[('sluice-test', 'test')]" "service.name and resource.* attributes"
+t_end
+
+t_case "a request without traceparent starts a trace; a 404 of a route is answered 404 in its span"
+curl -s -D "$work/h" -o /dev/null "$base/echo/item/%zz"
+curl -s -D "$work/h" -o /dev/null "$base/echo"
+answered=$(header "$work/h" traceparent)
+t_check "$(grep -cE '^00-[0-9a-f]{32}-[0-9a-f]{16}-01$' <<< "$answered")" -eq 1 "a new sampled traceparent: $answered"
+t_check "$(cut -d- -f2 <<< "$answered")" != "$tp_trace" "a trace of its own"
+span2=$(cut -d- -f3 <<< "$answered")
+t_wait_until 10 "[ \"\$(py 'len([s for s in S if s[\"span\"] == \"$span2\"])')\" = 1 ]"
+t_check "$(py "[s['parent'] for s in S if s['span'] == '$span2']")" = "['']" "a root span"
+t_end
+
+t_case "X-Log-Level: debug raises the level of that request's lines only, timers included"
+curl -s -D "$work/hd" -o /dev/null -H 'X-Log-Level: debug' "$base/echo/slow?ms=300" &
+c1=$!
+curl -s -D "$work/hn" -o /dev/null "$base/echo/slow?ms=300" &
+c2=$!
+wait "$c1" "$c2"
+dbg=$(cut -d- -f2 <<< "$(header "$work/hd" traceparent)")
+plain=$(cut -d- -f2 <<< "$(header "$work/hn" traceparent)")
+t_check "$(grep -c "debug \[echo\] slow reply in 300 ms trace_id=$dbg" "$work/sluiced.log")" -eq 1 "the handler's debug line, with its trace id"
+t_check "$(grep -c "debug \[echo\] answering a slow request trace_id=$dbg" "$work/sluiced.log")" -eq 1 "the timer's debug line, with the request's trace id"
+t_check "$(grep -c "trace_id=$plain" "$work/sluiced.log")" -eq 0 "no line of the concurrent request without the header"
+t_check "$(grep -c ' debug ' "$work/sluiced.log")" -eq 2 "no other debug line"
+t_end
+
+t_case "collector answering 500, then gone: requests unaffected, spans dropped and counted, export resumes"
+exported0=$(metric sluice_tracing_spans_exported_total)
+echo 500 > "$control"
+slow=0
+for i in $(seq 1 300); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base/echo") || slow=$((slow + 1))
+    [ "$code" = 200 ] || slow=$((slow + 1))
+done
+t_check "$slow" -eq 0 "300 requests answered 200 within 2 s each while the collector refuses"
+t_wait_until 10 "[ \"\$(metric 'sluice_tracing_spans_dropped_total{reason=\"export\"}')\" != 0 ]"
+refused=$(metric 'sluice_tracing_spans_dropped_total{reason="export"}')
+t_check "$refused" != 0 "refused batches counted: $refused"
+t_check "$(grep -c 'export to .* failed' "$work/sluiced.log")" -eq 1 "the failure logged once"
+kill -9 "$receiver"
+wait "$receiver" 2>/dev/null
+for i in $(seq 1 600); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base/echo") || slow=$((slow + 1))
+    [ "$code" = 200 ] || slow=$((slow + 1))
+done
+t_check "$slow" -eq 0 "600 more answered 200 within 2 s each with the collector gone"
+gone=$(metric 'sluice_tracing_spans_dropped_total{reason="export"}')
+t_check "$gone" -gt "$refused" "batches that found no collector counted: $gone"
+# A collector that takes connections and never answers: one export waits
+# its timeout while the queue fills up.
+python3 -c 'import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1000); time.sleep(3600)' "$otlp_port" &
+hang=$!
+pids+=("$hang")
+t_wait_until 10 "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $otlp_port), 1)'"
+for i in $(seq 1 600); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base/echo") || slow=$((slow + 1))
+    [ "$code" = 200 ] || slow=$((slow + 1))
+done
+t_check "$slow" -eq 0 "600 more answered 200 within 2 s each with a collector that never answers"
+t_wait_until 10 "[ \"\$(metric 'sluice_tracing_spans_dropped_total{reason=\"queue\"}')\" != 0 ]"
+t_check "$(metric 'sluice_tracing_spans_dropped_total{reason="queue"}')" != 0 \
+    "spans beyond max_queue dropped and counted: $(metric 'sluice_tracing_spans_dropped_total{reason="queue"}')"
+kill -9 "$hang"
+wait "$hang" 2>/dev/null
+rm -f "$control"
+start_receiver
+curl -s -D "$work/h" -o /dev/null "$base/echo"
+back=$(cut -d- -f3 <<< "$(header "$work/h" traceparent)")
+t_wait_until 15 "[ \"\$(py 'len([s for s in S if s[\"span\"] == \"$back\"])')\" = 1 ]"
+t_check "$(py "len([s for s in S if s['span'] == '$back'])")" = 1 "a span after the collector came back arrives"
+t_check "$(metric sluice_tracing_spans_exported_total)" != "$exported0" "exported count moves again"
+t_check "$(grep -c 'export to .* works again' "$work/sluiced.log")" -eq 1 "the recovery logged"
+t_end
+
+t_case "postgres and redis start"
+sl_svc_start postgres && sl_svc_start redis
+t_check $? -eq 0 "postgres ${SL_PG_DSN:-none}, redis ${SL_REDIS_URL:-none}"
+t_end
+[ -n "${SL_PG_PORT:-}" ] && [ -n "${SL_REDIS_PORT:-}" ] || { t_exit; exit 1; }
+
+cat >> "$work/sluice.conf" <<CONF
+
+[postgres]
+dsn = $SL_PG_DSN
+
+[redis]
+url = $SL_REDIS_URL
+
+[module segments]
+CONF
+kill -HUP "$daemon"
+t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]'
+
+t_case "POST /segment/user: SQL statements nest under its transaction under the request span"
+curl -s -o /dev/null -X POST "$base/user" -d '{"user_id": 41}'
+curl -s -o /dev/null -X POST "$base/segment" -d '{"slug": "TRACE_ME"}'
+trace=1111222233334444aaaabbbbccccdddd
+code=$(curl -s -D "$work/h" -o "$work/b" -w '%{http_code}' -X POST "$base/segment/user" \
+    -H "traceparent: 00-$trace-$tp_span-01" -d '{"user_id": 41, "add_segments": ["TRACE_ME"]}')
+t_check "$code" = 200 "POST /segment/user 200: $(cat "$work/b")"
+req_span=$(cut -d- -f3 <<< "$(header "$work/h" traceparent)")
+t_wait_until 10 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"name\"] == \"COMMIT\"])')\" = 1 ]"
+t_check "$(py "[s['name'] for s in S if s['span'] == '$req_span']")" = "['POST /segment/user']" "the request span"
+tx=$(py "[s['span'] for s in S if s['trace'] == '$trace' and s['name'] == 'transaction']")
+t_check "$(py "[(s['parent'], s['kind'], s['attrs']['db.system']) for s in S if s['trace'] == '$trace' and s['name'] == 'transaction']")" \
+    = "[('$req_span', 3, 'postgresql')]" "one transaction span, CLIENT, under the request span"
+txid=$(py "[s['span'] for s in S if s['trace'] == '$trace' and s['name'] == 'transaction'][0]")
+stmts=$(py "sorted(set(s['name'] for s in S if s['trace'] == '$trace' and s['parent'] == '$txid'))")
+t_check "$(py "all(s['attrs']['db.system'] == 'postgresql' and s['attrs']['db.query.text'] and s['kind'] == 3 for s in S if s['trace'] == '$trace' and s['parent'] == '$txid')")" \
+    = True "every statement of it: CLIENT, db.system postgresql, db.query.text ($stmts)"
+t_check "$(py "len([s for s in S if s['trace'] == '$trace' and s['parent'] == '$txid' and 'user_segments' in s['attrs']['db.query.text']])")" \
+    -ge 1 "the user_segments change among them"
+t_check "$(py "len([s for s in S if s['trace'] == '$trace' and s['parent'] not in ('$req_span', '$txid', '$tp_span')])")" \
+    = 0 "nothing of the trace hangs elsewhere"
+t_end
+
+kill "$daemon"
+wait "$daemon" 2>/dev/null
+t_exit

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The deployment files, checked with the tools that read them, since no
+# Docker engine, Prometheus server or Grafana runs here:
+#   docker/docker-compose.yml  docker-compose config, and every service,
+#                              port, config and file it names exists
+#   docker/Dockerfile          bookworm stages, non-root, make install,
+#                              every COPY source present
+#   docker/conf/*.conf         sluiced -t (for the modules this tree has)
+#   contrib/prometheus/        promtool check config / check rules / test rules
+#   contrib/grafana/           valid JSON, a row per module, every query valid
+#                              PromQL, provisioned by the compose file
+. "$(dirname "$0")/../lib.sh"
+
+t_scratch
+compose=$SL_TOP/docker/docker-compose.yml
+# Debian's docker-compose depends on python3-yaml: use that interpreter.
+py=/usr/bin/python3
+roles="generator aggregator segments outbox"
+
+t_case "docker-compose config accepts the compose file"
+if ! command -v docker-compose >/dev/null; then
+    t_skip "docker-compose is not installed (tests/harness/install-deps.sh installs it)"
+else
+    docker-compose -f "$compose" config > "$work/compose.yml" 2> "$work/compose.err"
+    rc=$?
+    cat "$work/compose.err"
+    t_check "$rc" -eq 0 "docker-compose config"
+    t_check "$(docker-compose -f "$compose" config --services 2>/dev/null | sort | tr '\n' ' ')" = \
+        "aggregator clickhouse generator grafana kafka kafka-init outbox postgres prometheus redis segments " \
+        "services: Kafka, its topic init, PostgreSQL, Redis, ClickHouse, Prometheus, Grafana, one sluiced per role"
+fi
+t_end
+
+# q PYTHON-EXPR: evaluated over the resolved compose file `c` (and os).
+q() { "$py" -c 'import os, sys, yaml; c = yaml.safe_load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$work/compose.yml" "$1"; }
+
+t_case "the compose file: real Kafka in KRaft mode, health checks, and the files it names exist"
+t_check "$(q 'c["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]')" = "broker,controller" "Kafka runs KRaft (broker,controller)"
+t_check "$(q '"KAFKA_ZOOKEEPER_CONNECT" in c["services"]["kafka"]["environment"]')" = False "no ZooKeeper"
+t_check "$(q '[s for s, v in c["services"].items() if s != "kafka-init" and "healthcheck" not in v]')" = "[]" \
+    "every long-running service has a health check"
+for r in $roles; do
+    t_check "$(q "' '.join(c['services']['$r']['healthcheck']['test'])")" = "CMD curl -fsS http://127.0.0.1:8080/readyz" \
+        "$r: healthy when /readyz answers 200"
+    t_check "$(q "c['services']['$r']['image']")" = "sluice:local" "$r: the sluice image"
+    t_check "$(q "c['services']['$r']['build']['dockerfile']")" = "docker/Dockerfile" "$r: built from docker/Dockerfile"
+    conf=$(q "c['services']['$r']['command'][-1]")
+    t_check "$conf" = "/etc/sluice/$r.conf" "$r runs its role file"
+    t_check -f "$SL_TOP/docker/conf/$r.conf" "docker/conf/$r.conf exists"
+    t_check "$(q "[p['target'] for p in c['services']['$r']['ports']]")" = "[8080]" "$r: container port 8080"
+    t_check "$(grep -c '^listen = 0.0.0.0:8080$' "$SL_TOP/docker/conf/$r.conf" 2>/dev/null)" = 1 \
+        "docker/conf/$r.conf listens on 8080"
+done
+t_check "$(q 'len([p["published"] for s in c["services"].values() for p in s.get("ports", [])]) == len({p["published"] for s in c["services"].values() for p in s.get("ports", [])})')" = True \
+    "no host port published twice"
+# Bind mounts: every host path is in the repository.
+q '"\n".join(v.split(":")[0] for s in c["services"].values() for v in s.get("volumes", []) if v.startswith("/"))' > "$work/binds"
+t_check "$(wc -l < "$work/binds")" -ge 4 "bind mounts found: $(wc -l < "$work/binds")"
+while read -r b; do
+    t_check -e "$b" "bind-mounted $b exists"
+    case $b in "$SL_TOP"/*) ;; *) t_check "$b" = "under $SL_TOP" "bind mount inside the repository" ;; esac
+done < "$work/binds"
+# Services the sluiced configs and Prometheus name are compose services.
+for host in $(sed -n 's/.*\(host=\|\/\/\)\([a-z-]*\)[ :].*/\2/p' "$SL_TOP"/docker/conf/*.conf | sort -u) \
+    $(sed -n 's/^brokers = \([a-z-]*\):.*/\1/p' "$SL_TOP"/docker/conf/*.conf | sort -u); do
+    t_check "$(q "'$host' in c['services']")" = True "docker/conf names service $host"
+done
+for target in $(grep -o '"[a-z-]*:[0-9]*"' "$SL_TOP/docker/prometheus.yml" | tr -d '"'); do
+    t_check "$(q "'${target%:*}' in c['services']")" = True "Prometheus target $target is a service"
+    t_check "${target#*:}" = 8080 "Prometheus scrapes $target on the sluiced port"
+done
+t_end
+
+t_case "the Dockerfile: bookworm stages, make install, non-root user, COPY sources present"
+df=$SL_TOP/docker/Dockerfile
+t_check "$(grep -c '^FROM debian:bookworm' "$df")" = 2 "two stages on Debian bookworm"
+t_check "$(grep -c 'make install DESTDIR=' "$df")" = 1 "installed with make install"
+t_check "$(grep '^USER ' "$df" | awk '{print $2}')" = sluice "runs as user sluice"
+t_check "$(grep -c '^HEALTHCHECK' "$df")" = 1 "image health check (/healthz)"
+for src in $(awk '$1 == "COPY" && $2 !~ /^--from/ { for (i = 2; i < NF; i++) print $i }' "$df"); do
+    t_check -e "$SL_TOP/$src" "COPY source $src exists"
+done
+# The runtime packages exist in bookworm (the apt lists here are bookworm's).
+for p in $(sed -n '/^FROM debian:bookworm-slim/,$p' "$df" | grep -o 'lib[a-z0-9.-]*[0-9]' | sort -u); do
+    t_check -n "$(apt-cache show "$p" 2>/dev/null | head -1)" "runtime package $p known to apt"
+done
+# Every library sluiced and its modules link directly comes from one of
+# the runtime stage's packages (libc6 is in every image; the sanitizer
+# runtimes only in a test build).
+runtime=$(sed -n '/^FROM debian:bookworm-slim/,$p' "$df" | grep -o 'lib[a-z0-9.-]*[0-9]' | sort -u | tr '\n' ' ')
+for f in "$SLUICED" "$SL_BUILD"/_modules/*.so; do
+    readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'
+done | sort -u > "$work/needed"
+while read -r so; do
+    path=$(ldconfig -p | awk -v s="$so" '$1 == s && /x86-64/ { print $NF; exit }')
+    pkg=$(dpkg -S "/usr$path" 2>/dev/null || dpkg -S "$path" 2>/dev/null)
+    pkg=${pkg%%:*}
+    case $pkg in libc6 | gcc-*-base | libasan* | libubsan*) continue ;; esac
+    t_check "$(echo " $runtime" | grep -c " $pkg ")" = 1 "$so ($pkg) installed by the runtime stage"
+done < "$work/needed"
+t_end
+
+t_case "docker/conf/*.conf pass sluiced -t (modules this tree builds)"
+for f in "$SL_TOP"/docker/conf/*.conf; do
+    name=$(basename "$f")
+    missing=""
+    for m in $(sed -n 's/^\[module \([a-z]*\).*/\1/p' "$f"); do
+        # A module whose source is not in this tree yet is checked once it
+        # is; one whose source is here must be built.
+        [ -d "$SL_TOP/modules/$m" ] || missing="$missing $m"
+    done
+    if [ -n "$missing" ]; then
+        echo "    (not checked: $name needs modules not in this tree:$missing)"
+        continue
+    fi
+    sed "s|^modules_dir = .*|modules_dir = $SL_BUILD/_modules|" "$f" > "$work/$name"
+    "$SLUICED" -t -c "$work/$name" > "$work/t.out" 2>&1
+    rc=$?
+    cat "$work/t.out"
+    t_check "$rc" -eq 0 "$name"
+done
+t_end
+
+t_case "Prometheus: scrape configs and alert rules pass promtool"
+for cfg in contrib/prometheus/prometheus.yml docker/prometheus.yml; do
+    # The compose file mounts the rules beside docker/prometheus.yml.
+    mkdir -p "$work/prom"
+    cp "$SL_TOP/$cfg" "$work/prom/prometheus.yml"
+    cp "$SL_TOP/contrib/prometheus/sluice.rules.yml" "$work/prom/"
+    promtool check config "$work/prom/prometheus.yml" > "$work/p.out" 2>&1
+    rc=$?
+    cat "$work/p.out"
+    t_check "$rc" -eq 0 "promtool check config $cfg"
+done
+promtool check rules "$SL_TOP/contrib/prometheus/sluice.rules.yml"
+t_check $? -eq 0 "promtool check rules"
+(cd "$SL_TOP/contrib/prometheus" && promtool test rules sluice.rules.test.yml)
+t_check $? -eq 0 "promtool test rules: every alert fires on its case"
+for a in SluicedNotReady SluiceReloadFailed SluiceConsumerLagHigh SluiceOutboxBacklog; do
+    t_check "$(grep -c "alert: $a$" "$SL_TOP/contrib/prometheus/sluice.rules.yml")" = 1 "alert $a"
+done
+t_end
+
+t_case "Grafana: the dashboard is valid JSON with a row per module, valid queries, provisioned"
+dash=$SL_TOP/contrib/grafana/sluice.json
+t_check "$("$py" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(" ".join(p["title"] for p in d["panels"] if p["type"] == "row"))' "$dash")" = \
+    "core generator aggregator outbox segments metrics" "rows: core generator aggregator outbox segments metrics"
+# Every query as a recording rule: promtool then parses it as PromQL.
+"$py" - "$dash" "$work/queries.yml" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+rules = []
+for p in d["panels"]:
+    if p["type"] == "row":
+        continue
+    assert p["datasource"]["uid"] == "prometheus", p["title"]
+    assert p["targets"], p["title"]
+    for t in p["targets"]:
+        rules.append({"record": "dashboard:q%d" % len(rules),
+                      "expr": t["expr"].replace("$__rate_interval", "1m")})
+json.dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"))
+print(len(rules), "queries")
+EOF
+t_check $? -eq 0 "every panel has queries on the prometheus datasource"
+promtool check rules "$work/queries.yml" > "$work/q.out" 2>&1
+rc=$?
+tail -3 "$work/q.out"
+t_check "$rc" -eq 0 "every dashboard query is valid PromQL"
+t_check "$(grep -c 'uid: prometheus' "$SL_TOP/contrib/grafana/provisioning/datasources/prometheus.yml")" = 1 \
+    "the provisioned datasource has the dashboard's uid"
+t_check "$(grep -c 'path: /var/lib/grafana/dashboards/sluice$' "$SL_TOP/contrib/grafana/provisioning/dashboards/sluice.yml")" = 1 \
+    "the dashboard provider reads /var/lib/grafana/dashboards/sluice"
+t_check "$(q '[v for v in c["services"]["grafana"]["volumes"] if v.endswith(":/var/lib/grafana/dashboards/sluice/sluice.json:ro")] != []')" = True \
+    "the compose file mounts the dashboard there"
+t_end
+
+t_exit

@@ -1,0 +1,230 @@
+/*
+ * Unit tests of W3C Trace Context parsing and formatting, and of the OTLP
+ * JSON encoding of spans.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+#include "trace/trace.h"
+#include "trace/trace_otlp.h"
+
+/* The daemon defines the loop in main.c, which a unit test does not link. */
+struct event_base *sl_base;
+
+static const char good[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+static void test_parse_valid(void **state)
+{
+    sl_tp tp;
+    char out[SL_TP_LEN + 1];
+    (void)state;
+
+    assert_int_equal(sl_tp_parse(good, &tp), 0);
+    assert_int_equal(tp.trace_id[0], 0x4b);
+    assert_int_equal(tp.trace_id[15], 0x36);
+    assert_int_equal(tp.span_id[0], 0x00);
+    assert_int_equal(tp.span_id[7], 0xb7);
+    assert_int_equal(tp.flags, SL_TP_SAMPLED);
+    sl_tp_format(&tp, out);
+    assert_string_equal(out, good);
+
+    assert_int_equal(sl_tp_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &tp), 0);
+    assert_int_equal(tp.flags, 0);
+    /* A later version is read by the fields it shares with 00. */
+    assert_int_equal(sl_tp_parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what", &tp), 0);
+    assert_int_equal(tp.flags, 1);
+}
+
+static void test_parse_invalid(void **state)
+{
+    sl_tp tp;
+    static const char *const bad[] = {
+        NULL,
+        "",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",   /* short */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-011", /* v00 with more */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", /* upper case */
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01", /* zero trace */
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", /* zero span */
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", /* version ff */
+        "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x", /* no dash after */
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(sl_tp_parse(bad[i], &tp), -1);
+}
+
+static void test_tracestate(void **state)
+{
+    char big[SL_TRACESTATE_MAX + 2];
+    char many[40 * 5 + 1] = "";
+    (void)state;
+
+    assert_true(sl_tracestate_valid("rojo=00f067aa0ba902b7"));
+    assert_true(sl_tracestate_valid("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"));
+    assert_true(sl_tracestate_valid("rojo=1, congo=2 ,"));
+    assert_true(sl_tracestate_valid("tenant@vendor=x"));
+    assert_false(sl_tracestate_valid("Rojo=1"));
+    assert_false(sl_tracestate_valid("rojo"));
+    assert_false(sl_tracestate_valid("rojo="));
+    assert_false(sl_tracestate_valid("=1"));
+    assert_false(sl_tracestate_valid("rojo=a=b"));
+    assert_false(sl_tracestate_valid("rojo=\x01"));
+    memset(big, 'a', sizeof(big) - 1);
+    big[0] = 'k';
+    big[1] = '=';
+    big[sizeof(big) - 1] = '\0';
+    assert_false(sl_tracestate_valid(big));
+    for (int i = 0; i < 33; i++) {
+        char m[8];
+        snprintf(m, sizeof(m), "%sk%d=1", i ? "," : "", i);
+        strcat(many, m);
+    }
+    assert_false(sl_tracestate_valid(many)); /* 33 members */
+}
+
+/* A recorded span built by hand: tracing is off in a unit test. */
+static sl_span *make_span(const char *name, int kind)
+{
+    sl_span *s = calloc(1, sizeof(*s));
+
+    assert_non_null(s);
+    assert_int_equal(sl_tp_parse(good, &s->tp), 0);
+    s->name = strdup(name);
+    s->kind = (uint8_t)kind;
+    s->recording = 1;
+    s->start_ns = 1700000000000000000ULL;
+    s->end_ns = 1700000000000000500ULL;
+    return s;
+}
+
+static cJSON *attr_value(const cJSON *attrs, const char *key)
+{
+    const cJSON *a;
+    cJSON_ArrayForEach(a, attrs)
+    {
+        if (strcmp(cJSON_GetObjectItem(a, "key")->valuestring, key) == 0)
+            return cJSON_GetObjectItem(a, "value");
+    }
+    return NULL;
+}
+
+static void test_otlp_body(void **state)
+{
+    const char *keys[] = { "deployment.environment" }, *values[] = { "test\"q" };
+    char *resource = sl_otlp_resource("svc", keys, values, 1);
+    sl_span *a = make_span("GET /segment/user/{id}", 2), *b = make_span("SELECT", 3);
+    size_t len;
+    char *body;
+    cJSON *doc, *rs, *spans, *sa, *sb;
+    (void)state;
+
+    assert_non_null(resource);
+    a->next = b;
+    b->has_parent = 1;
+    memcpy(b->parent, a->tp.span_id, 8);
+    b->tp.span_id[7] = 0x01;
+    sl_span_set_str(b, "db.system", "postgresql");
+    sl_span_set_int(b, "db.response.returned_rows", 3);
+    sl_span_set_str(b, "db.query.text", "SELECT \"x\"\n");
+    sl_span_link(b, good);
+    sl_span_link(b, "nonsense");
+    sl_span_fail(b, "boom %d", 7);
+    sl_span_fail(b, "later");
+
+    body = sl_otlp_body(resource, a, 10, &len);
+    assert_non_null(body);
+    assert_int_equal(strlen(body), len);
+    doc = cJSON_Parse(body);
+    assert_non_null(doc);
+    rs = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "resourceSpans"), 0);
+    assert_string_equal(
+        attr_value(cJSON_GetObjectItem(cJSON_GetObjectItem(rs, "resource"), "attributes"), "service.name")
+            ->child->valuestring,
+        "svc");
+    assert_string_equal(
+        attr_value(cJSON_GetObjectItem(cJSON_GetObjectItem(rs, "resource"), "attributes"),
+                   "deployment.environment")
+            ->child->valuestring,
+        "test\"q");
+    spans = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "scopeSpans"), 0), "spans");
+    assert_int_equal(cJSON_GetArraySize(spans), 2);
+    sa = cJSON_GetArrayItem(spans, 0);
+    sb = cJSON_GetArrayItem(spans, 1);
+    assert_string_equal(cJSON_GetObjectItem(sa, "traceId")->valuestring,
+                        "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_string_equal(cJSON_GetObjectItem(sa, "spanId")->valuestring, "00f067aa0ba902b7");
+    assert_null(cJSON_GetObjectItem(sa, "parentSpanId"));
+    assert_int_equal(cJSON_GetObjectItem(sa, "kind")->valueint, 2);
+    assert_string_equal(cJSON_GetObjectItem(sa, "startTimeUnixNano")->valuestring,
+                        "1700000000000000000");
+    assert_string_equal(cJSON_GetObjectItem(sb, "parentSpanId")->valuestring, "00f067aa0ba902b7");
+    assert_string_equal(cJSON_GetObjectItem(sb, "spanId")->valuestring, "00f067aa0ba90201");
+    assert_string_equal(attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.system")->child->valuestring,
+                        "postgresql");
+    assert_string_equal(
+        cJSON_GetObjectItem(attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.response.returned_rows"),
+                            "intValue")->valuestring,
+        "3");
+    assert_string_equal(attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.query.text")->child->valuestring,
+                        "SELECT \"x\"\n");
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "links")), 1);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(sb, "status"), "code")->valueint, 2);
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(sb, "status"), "message")->valuestring,
+                        "boom 7");
+    cJSON_Delete(doc);
+    free(body);
+
+    /* `max` bounds the batch. */
+    body = sl_otlp_body(resource, a, 1, &len);
+    doc = cJSON_Parse(body);
+    rs = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "resourceSpans"), 0);
+    spans = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "scopeSpans"), 0), "spans");
+    assert_int_equal(cJSON_GetArraySize(spans), 1);
+    cJSON_Delete(doc);
+    free(body);
+    sl_span_free(a);
+    sl_span_free(b);
+    free(resource);
+}
+
+/* With tracing off a context still gets a position (a request answers its
+ * trace id) but no span is recorded. */
+static void test_off_is_free(void **state)
+{
+    sl_tp pos, pos2;
+    sl_trace_ctx parent = { 0 };
+    (void)state;
+
+    assert_false(sl_trace_on());
+    assert_null(sl_span_begin(NULL, 2, "x", &pos));
+    assert_false(sl_tp_id_zero(pos.trace_id, 16));
+    assert_false(sl_tp_id_zero(pos.span_id, 8));
+    assert_int_equal(pos.flags, 0);
+    parent.tp = pos;
+    parent.traced = 1;
+    assert_null(sl_span_begin(&parent, 3, "y", &pos2));
+    assert_memory_equal(pos2.trace_id, pos.trace_id, 16);
+    assert_memory_not_equal(pos2.span_id, pos.span_id, 8);
+    assert_null(sl_span_start(NULL, SL_SPAN_INTERNAL, "z"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_valid),  cmocka_unit_test(test_parse_invalid),
+        cmocka_unit_test(test_tracestate),   cmocka_unit_test(test_otlp_body),
+        cmocka_unit_test(test_off_is_free),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
