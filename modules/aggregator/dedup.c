@@ -4,12 +4,13 @@
  * ring only on a 32-bit fingerprint match; eviction deletes by shifting
  * the rest of the cluster back, so there are no tombstones to age.
  */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include "dedup.h"
+
+#define HUGE_PAGE ((size_t)2 << 20)
 
 /* ------------------------------------------------------------ SipHash */
 
@@ -80,8 +81,9 @@ agg_h128 agg_siphash128(uint64_t k0, uint64_t k1, const void *data, size_t len)
 
 int agg_dedup_init(agg_dedup *d, size_t cap)
 {
-    size_t slots = 1;
+    size_t slots = 1, ringlen, slotlen;
     uint64_t key[2];
+    char *at;
 
     memset(d, 0, sizeof(*d));
     if (cap == 0)
@@ -93,12 +95,23 @@ int agg_dedup_init(agg_dedup *d, size_t cap)
         slots <<= 1;
     d->cap = cap;
     d->mask = slots - 1;
-    d->ring = malloc(cap * sizeof(*d->ring));
-    d->slots = calloc(slots, sizeof(*d->slots));
-    if (d->ring == NULL || d->slots == NULL) {
+    /* Anonymous memory: zero, and untouched until used.  Every lookup
+     * lands on a random page of the index, so in huge pages where the
+     * kernel allows them (a miss in the TLB costs as much as the load);
+     * hence the mapping is aligned to one. */
+    ringlen = (cap * sizeof(*d->ring) + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    slotlen = slots * sizeof(*d->slots);
+    d->maplen = ringlen + slotlen + HUGE_PAGE;
+    d->map = mmap(NULL, d->maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (d->map == MAP_FAILED) {
+        d->map = NULL;
         agg_dedup_free(d);
         return -1;
     }
+    at = (char *)(((uintptr_t)d->map + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    madvise(at, ringlen + slotlen, MADV_HUGEPAGE); /* only advice: fine if refused */
+    d->ring = (agg_h128 *)at;
+    d->slots = (uint64_t *)(at + ringlen);
     /* Only the strength of the key is at stake, never correctness. */
     if (getrandom(key, sizeof(key), GRND_NONBLOCK) != (ssize_t)sizeof(key)) {
         key[0] = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)d;
@@ -138,16 +151,27 @@ static void unindex(agg_dedup *d, size_t idx)
     d->slots[i] = 0;
 }
 
-int agg_dedup_check(agg_dedup *d, const char *id)
+agg_h128 agg_dedup_prepare(const agg_dedup *d, const char *id, size_t len)
 {
-    agg_h128 h;
-    uint32_t fp;
+    agg_h128 h = agg_siphash128(d->k0, d->k1, id, len);
+
+    if (d->cap != 0) {
+        /* A window bigger than the caches misses on both: the two loads
+         * overlap each other and the caller's work instead of queueing. */
+        __builtin_prefetch(&d->slots[fingerprint(h) & d->mask]);
+        if (d->n == d->cap)
+            __builtin_prefetch(&d->slots[fingerprint(d->ring[d->next]) & d->mask]);
+    }
+    return h;
+}
+
+int agg_dedup_check_hash(agg_dedup *d, agg_h128 h)
+{
+    uint32_t fp = fingerprint(h);
     size_t i;
 
     if (d->cap == 0)
         return 0;
-    h = agg_siphash128(d->k0, d->k1, id, strlen(id));
-    fp = fingerprint(h);
     for (i = fp & d->mask; d->slots[i] != 0; i = (i + 1) & d->mask) {
         uint64_t s = d->slots[i];
         if ((uint32_t)(s >> 32) == fp) {
@@ -170,9 +194,14 @@ int agg_dedup_check(agg_dedup *d, const char *id)
     return 0;
 }
 
+int agg_dedup_check(agg_dedup *d, const char *id)
+{
+    return agg_dedup_check_hash(d, agg_dedup_prepare(d, id, strlen(id)));
+}
+
 void agg_dedup_free(agg_dedup *d)
 {
-    free(d->ring);
-    free(d->slots);
+    if (d->map != NULL)
+        munmap(d->map, d->maplen);
     memset(d, 0, sizeof(*d));
 }

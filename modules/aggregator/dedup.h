@@ -30,6 +30,8 @@ typedef struct {
     size_t mask;     /* index slots - 1 (a power of two minus one) */
     agg_h128 *ring;  /* hashes in insertion order */
     uint64_t *slots; /* 0 empty, else (low 32 bits of the hash << 32) | (ring index + 1) */
+    void *map;       /* the mapping ring and slots live in */
+    size_t maplen;
     size_t next;     /* ring position of the next insert */
     size_t n;
     uint64_t k0, k1; /* the hash key */
@@ -41,6 +43,12 @@ int agg_dedup_init(agg_dedup *d, size_t cap);
 /* 1 when `id` was seen within the window (nothing changes), else records
  * it, evicting the oldest, and returns 0. */
 int agg_dedup_check(agg_dedup *d, const char *id);
+/* The same in two steps, so that the memory it needs is on its way while
+ * the caller does other work: agg_dedup_prepare() hashes `id` and asks for
+ * the index lines the check will read (its own and the eviction's);
+ * agg_dedup_check_hash() is agg_dedup_check() on that hash. */
+agg_h128 agg_dedup_prepare(const agg_dedup *d, const char *id, size_t len);
+int agg_dedup_check_hash(agg_dedup *d, agg_h128 h);
 void agg_dedup_free(agg_dedup *d);
 
 /* SipHash-1-3 of `len` bytes with key (k0, k1), 128-bit output. */
