@@ -184,15 +184,18 @@ size_t agg_paused_count(const agg *a);
 void agg_consume_free(agg *a);
 
 /* handlers.c: appends the row to `row` (nothing unless AGG_OK) and
- * returns AGG_OK with the event's id (for de-duplication) and its
- * minute, or a reason. */
+ * returns AGG_OK with the event's minute, or a reason.  With `dedup`, the
+ * event id's hash in it is prepared before the row is rendered (the
+ * window's memory is fetched meanwhile) and returned for
+ * agg_dedup_check_hash(). */
 typedef struct {
     agg_reason reason;
     char detail[256];
-    char id[AGG_ID_MAX + 1];
+    agg_h128 id_hash;
     int64_t minute;
 } agg_result;
-void agg_handle(agg *a, agg_handler h, const agg_msg *m, jbuf *row, agg_result *res);
+void agg_handle(agg *a, agg_handler h, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
+                agg_result *res);
 /* kafka_topic, kafka_partition, kafka_offset of a row (RowBinary). */
 void agg_row_source(jbuf *row, const agg_msg *m);
 

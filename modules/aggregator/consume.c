@@ -17,6 +17,9 @@
 #include <time.h>
 #include "agg.h"
 
+/* What a prefetched message costs librdkafka besides its payload, rounded up. */
+#define AGG_PREFETCH_MSG_COST 512
+
 #define DLQ_TAG ((void *)1)
 #define FWD_TAG ((void *)2)
 
@@ -262,11 +265,12 @@ static int process(agg *a, agg_part *p, const agg_msg *m)
         /* The row goes straight into the open batch: no copy. */
         jbuf *rows = &a->cur->rows[h];
         size_t mark = rows->len;
+        agg_dedup *dedup = (r->mw & AGG_MW_DEDUP) ? &a->dedup[h] : NULL;
 
-        agg_handle(a, h, m, rows, &res);
+        agg_handle(a, h, dedup, m, rows, &res);
         if (res.reason != AGG_OK) {
             jb_truncate(rows, mark);
-        } else if ((r->mw & AGG_MW_DEDUP) && agg_dedup_check(&a->dedup[h], res.id)) {
+        } else if (dedup != NULL && agg_dedup_check_hash(dedup, res.id_hash)) {
             jb_truncate(rows, mark);
             a->n.duplicates[h]++;
             sl_series_add(a->s_dups[h], 1);
@@ -506,10 +510,10 @@ int agg_consume_start(agg *a, char *err, size_t errlen)
     unsigned mw = 0;
     int rc = -1;
     long long prefetch = sl_opt_int(a->ctx, "prefetch_bytes");
-    char kbytes[24], fetch_max[24];
+    char kbytes[24], fetch_max[24], min_msgs[24];
 
     sl_opt_each_prefixed(a->ctx, "rdkafka.*", count_prop, &nextra);
-    pr.v = calloc(2 * nextra + 12, sizeof(*pr.v));
+    pr.v = calloc(2 * nextra + 14, sizeof(*pr.v));
     if (topics == NULL || pr.v == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -522,11 +526,17 @@ int agg_consume_start(agg *a, char *err, size_t errlen)
     pr.v[pr.n++] = "fetch.wait.max.ms";
     pr.v[pr.n++] = "10";
     /* The prefetch budget: half queued for the loop, half in one fetch
-     * response on its way. */
+     * response on its way.  librdkafka counts only payload against
+     * queued.max.messages.kbytes, and keeps about 400 bytes more per
+     * message (measured with 2.0.2), so the queue is also capped at one
+     * message per 512 bytes of its half: small messages cannot multiply it. */
     snprintf(kbytes, sizeof(kbytes), "%lld", prefetch / 2 / 1024);
     snprintf(fetch_max, sizeof(fetch_max), "%lld", prefetch / 2);
+    snprintf(min_msgs, sizeof(min_msgs), "%lld", prefetch / 2 / AGG_PREFETCH_MSG_COST);
     pr.v[pr.n++] = "queued.max.messages.kbytes";
     pr.v[pr.n++] = kbytes;
+    pr.v[pr.n++] = "queued.min.messages";
+    pr.v[pr.n++] = min_msgs;
     pr.v[pr.n++] = "fetch.max.bytes";
     pr.v[pr.n++] = fetch_max;
     sl_opt_each_prefixed(a->ctx, "rdkafka.*", add_prop, &pr);

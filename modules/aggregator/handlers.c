@@ -34,16 +34,25 @@ static int64_t times(jbuf *row, int64_t ts_ms)
     return minute;
 }
 
-static void page_view(agg *a, const agg_msg *m, jbuf *row, agg_result *res)
+static void id_hash(const agg_dedup *dedup, const char *id, size_t len, agg_result *res)
+{
+    if (dedup != NULL)
+        res->id_hash = agg_dedup_prepare(dedup, id, len);
+}
+
+static void page_view(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
+                      agg_result *res)
 {
     agg_page_view e;
+    size_t idlen;
 
     res->reason = agg_check_page_view(m->value, m->len, &a->lim, &e, res->detail,
                                       sizeof(res->detail));
     if (res->reason != AGG_OK)
         return;
-    memcpy(res->id, e.event_id, sizeof(res->id));
-    rb_cstr(row, e.event_id);
+    idlen = strlen(e.event_id);
+    id_hash(dedup, e.event_id, idlen, res);
+    rb_str(row, e.event_id, idlen);
     rb_cstr(row, e.bounce ? "bounce" : "view");
     rb_cstr(row, e.page_id);
     rb_cstr(row, e.user_id);
@@ -52,7 +61,8 @@ static void page_view(agg *a, const agg_msg *m, jbuf *row, agg_result *res)
     agg_row_source(row, m);
 }
 
-static void analytics(agg *a, const agg_msg *m, jbuf *row, agg_result *res)
+static void analytics(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
+                      agg_result *res)
 {
     agg_analytics e;
 
@@ -62,7 +72,7 @@ static void analytics(agg *a, const agg_msg *m, jbuf *row, agg_result *res)
         free(e.properties);
         return;
     }
-    memcpy(res->id, e.id, sizeof(res->id));
+    id_hash(dedup, e.id, strlen(e.id), res);
     rb_cstr(row, e.id);
     rb_cstr(row, e.event_type);
     rb_cstr(row, e.user_id);
@@ -72,15 +82,18 @@ static void analytics(agg *a, const agg_msg *m, jbuf *row, agg_result *res)
     agg_row_source(row, m);
 }
 
-static void segment(agg *a, const agg_msg *m, jbuf *row, agg_result *res)
+static void segment(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
+                    agg_result *res)
 {
     agg_segment e;
+    char id[24];
 
     res->reason = agg_check_segment(m->value, m->len, m->event_id, m->event_type, &a->lim, &e,
                                     res->detail, sizeof(res->detail));
     if (res->reason != AGG_OK)
         return;
-    snprintf(res->id, sizeof(res->id), "%llu", (unsigned long long)e.event_id);
+    id_hash(dedup, id, (size_t)snprintf(id, sizeof(id), "%llu", (unsigned long long)e.event_id),
+            res);
     rb_u64(row, e.event_id);
     rb_i64(row, e.user_id);
     rb_cstr(row, e.slug);
@@ -89,10 +102,10 @@ static void segment(agg *a, const agg_msg *m, jbuf *row, agg_result *res)
     agg_row_source(row, m);
 }
 
-void agg_handle(agg *a, agg_handler h, const agg_msg *m, jbuf *row, agg_result *res)
+void agg_handle(agg *a, agg_handler h, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
+                agg_result *res)
 {
     res->detail[0] = '\0';
-    res->id[0] = '\0';
     res->minute = 0;
     if (m->value == NULL || m->len == 0) {
         res->reason = AGG_R_EMPTY;
@@ -106,8 +119,8 @@ void agg_handle(agg *a, agg_handler h, const agg_msg *m, jbuf *row, agg_result *
         return;
     }
     switch (h) {
-    case AGG_H_PAGE_VIEWS: page_view(a, m, row, res); break;
-    case AGG_H_ANALYTICS: analytics(a, m, row, res); break;
-    default: segment(a, m, row, res); break;
+    case AGG_H_PAGE_VIEWS: page_view(a, dedup, m, row, res); break;
+    case AGG_H_ANALYTICS: analytics(a, dedup, m, row, res); break;
+    default: segment(a, dedup, m, row, res); break;
     }
 }
