@@ -44,6 +44,9 @@ typedef struct {
 extern const sl_section_schema *const sl_sections[];
 
 const sl_section_schema *sl_section_find(const char *name);
+/* 1 when `name` is a section this build left out (./configure
+ * --disable-NAME), so that a config holding it is told why it is refused. */
+int sl_section_left_out(const char *name);
 
 /* Options every [module ...] section accepts besides the module's own. */
 extern const sl_option sl_module_common_options[];

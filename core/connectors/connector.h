@@ -4,11 +4,12 @@
  * that may be freed from inside its own callbacks, timers armed in
  * seconds, and the options of their section.
  *
- * Names, the same in every connector X: what modules call is SL_API
- * sl_X_* in <sluice/X.h>; what the rest of the core calls is sl_X_* in
- * connectors/X/X.h; what the files of one connector share is X_* in
- * connectors/X/X_int.h (kafka_, pg_, redis_, clickhouse_); a function of
- * one file is static and has no prefix.
+ * Names, the same in every connector, X being its short name (kafka, pg,
+ * redis, ch): what modules call is SL_API sl_X_* in <sluice/...>; what the
+ * rest of the core calls is sl_X_* in connectors/NAME/NAME.h; what the
+ * files of one connector share is X_* in connectors/NAME/NAME_int.h
+ * (kafka_, pg_, redis_, ch_); a function of one file is static and has no
+ * prefix.
  */
 #ifndef SL_CONNECTOR_H
 #define SL_CONNECTOR_H

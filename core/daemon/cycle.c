@@ -21,6 +21,7 @@
 #include <string.h>
 #include "conf/conf.h"
 #include "core.h"
+#include "http/edge.h"
 #include "http/http.h"
 #include "log.h"
 #include "notify.h"
@@ -33,6 +34,7 @@ typedef struct {
     sl_optset opts;
     sl_listener **listeners;
     size_t nlisteners;
+    sl_tls *tls; /* of its own listeners, loaded when the generation is built */
 } spec;
 
 typedef struct {
@@ -42,6 +44,8 @@ typedef struct {
     int present[SL_MAX_SECTIONS];
     sl_listener **listeners;
     size_t nlisteners;
+    sl_tls *tls;        /* of the [core] listeners */
+    sl_tokens *tokens;  /* from [core] tokens_file, or NULL */
     spec *specs;
     size_t nspecs;
 } cycle;
@@ -61,6 +65,8 @@ static void cycle_free(cycle *c)
     for (size_t i = 0; i < c->nlisteners; i++)
         sl_listener_put(c->listeners[i]);
     free(c->listeners);
+    sl_tls_put(c->tls);
+    sl_tokens_free(c->tokens);
     for (size_t i = 0; i < c->nspecs; i++) {
         spec *s = &c->specs[i];
         if (s->dso != NULL)
@@ -70,6 +76,7 @@ static void cycle_free(cycle *c)
         for (size_t j = 0; j < s->nlisteners; j++)
             sl_listener_put(s->listeners[j]);
         free(s->listeners);
+        sl_tls_put(s->tls);
     }
     free(c->specs);
     free(c->modules_dir);
@@ -148,6 +155,134 @@ static void check_addrs(const sl_optval *listen, const char *file, int line, sl_
     }
 }
 
+/* The line of option `key` in the file, else the section's. */
+static int line_of(const sl_optset *opts, const char *key, int section_line)
+{
+    const sl_optval *v = sl_optset_get(opts, key);
+    return v != NULL && v->line > 0 ? v->line : section_line;
+}
+
+/* Loads a certificate and key named relative to the config file's
+ * directory, like every other path in it. */
+static void load_tls(const char *cert, const char *key, const char *file, int line, sl_tls **tls,
+                     sl_errors *errs)
+{
+    char *c = resolve_dir(file, cert), *k = resolve_dir(file, key);
+
+    if (c == NULL || k == NULL)
+        sl_errors_add(errs, file, line, "out of memory");
+    else
+        *tls = sl_tls_load(c, k, file, line, errs);
+    free(c);
+    free(k);
+}
+
+/*
+ * Checks the listener settings of a section (`opts`, [core] or a module's)
+ * and loads its TLS certificate into `*tls`.  Secure by default: a listen
+ * address off loopback needs credentials ([core] tokens_file) or an
+ * explicit allow_anonymous, like Redis's protected mode.
+ */
+static int check_listen(const sl_optset *opts, int have_tokens, const char *file, int line,
+                        const char *label, sl_tls **tls, sl_errors *errs)
+{
+    const sl_optval *listen = sl_optset_get(opts, "listen");
+    const char *cert = sl_optset_get(opts, "tls_cert")->raw;
+    const char *key = sl_optset_get(opts, "tls_key")->raw;
+    size_t before = errs->n;
+
+    for (size_t i = 0; listen != NULL && i < listen->nlist; i++) {
+        const char *addr = listen->list[i], *colon = strrchr(addr, ':');
+        char host[256];
+        size_t n = colon != NULL ? (size_t)(colon - addr) : strlen(addr);
+        if (n >= sizeof(host))
+            continue; /* reported as a bad address */
+        memcpy(host, addr, n);
+        host[n] = '\0';
+        if (n > 0 && !sl_edge_loopback(host) && !have_tokens &&
+            !sl_optset_get(opts, "allow_anonymous")->i)
+            sl_errors_add(errs, file, line_of(opts, "listen", line),
+                          "%s listen %s is not on loopback and [core] tokens_file is not set: "
+                          "anyone who reaches it could call every route; set tokens_file, or "
+                          "allow_anonymous = yes if that is intended",
+                          label, addr);
+    }
+    if ((cert[0] == '\0') != (key[0] == '\0'))
+        sl_errors_add(errs, file, line_of(opts, cert[0] ? "tls_cert" : "tls_key", line),
+                      "%s tls_cert and tls_key go together", label);
+    else if (cert[0] != '\0')
+        load_tls(cert, key, file, line_of(opts, "tls_cert", line), tls, errs);
+    return errs->n > before ? -1 : 0;
+}
+
+/* The options that configure a listener: two sections naming the same
+ * address must agree on them. */
+static const char *const listen_keys[] = { "allow_anonymous", "allowed_hosts", "max_connections",
+                                           "tls_cert", "tls_key" };
+
+static int same_listen_settings(const sl_optset *a, const sl_optset *b)
+{
+    for (size_t i = 0; i < sizeof(listen_keys) / sizeof(listen_keys[0]); i++)
+        if (strcmp(sl_optset_get(a, listen_keys[i])->raw, sl_optset_get(b, listen_keys[i])->raw) != 0)
+            return 0;
+    return 1;
+}
+
+static int lists_share(const sl_optval *a, const sl_optval *b, const char **which)
+{
+    for (size_t i = 0; a != NULL && i < a->nlist; i++)
+        for (size_t j = 0; b != NULL && j < b->nlist; j++)
+            if (strcmp(a->list[i], b->list[j]) == 0) {
+                *which = a->list[i];
+                return 1;
+            }
+    return 0;
+}
+
+/* A listener is one socket with one set of settings. */
+static void check_shared_listeners(const cycle *c, const char *file, sl_errors *errs)
+{
+    const sl_optset *core = &c->sections[section_index("core")];
+    const char *addr;
+
+    for (size_t i = 0; i < c->nspecs; i++) {
+        const sl_optset *a = &c->specs[i].opts;
+        if (lists_share(sl_optset_get(a, "listen"), sl_optset_get(core, "listen"), &addr) &&
+            !same_listen_settings(a, core))
+            sl_errors_add(errs, file, line_of(a, "listen", 0),
+                          "[module %s] listens on %s like [core] with other listener settings "
+                          "(allow_anonymous, allowed_hosts, max_connections, tls_cert, tls_key)",
+                          c->specs[i].dso->mod->name, addr);
+        for (size_t j = i + 1; j < c->nspecs; j++)
+            if (lists_share(sl_optset_get(a, "listen"), sl_optset_get(&c->specs[j].opts, "listen"),
+                            &addr) &&
+                !same_listen_settings(a, &c->specs[j].opts))
+                sl_errors_add(errs, file, line_of(&c->specs[j].opts, "listen", 0),
+                              "[module %s] listens on %s like [module %s] with other listener "
+                              "settings",
+                              c->specs[j].dso->mod->name, addr, c->specs[i].dso->mod->name);
+    }
+}
+
+/* Reads [core] tokens_file into c->tokens; its errors carry its own file
+ * and line. */
+static void load_tokens(cycle *c, const char *path, sl_errors *errs)
+{
+    const sl_optset *core = &c->sections[section_index("core")];
+    const char *file = sl_optset_get(core, "tokens_file")->raw;
+    char *full;
+
+    if (file[0] == '\0')
+        return;
+    full = resolve_dir(path, file);
+    if (full == NULL) {
+        sl_errors_add(errs, path, 0, "out of memory");
+        return;
+    }
+    c->tokens = sl_tokens_load(full, errs);
+    free(full);
+}
+
 /*
  * Calls the module's check() on the validated options of `s`.  No
  * instance exists at this point, and none is made: sl_instance_check()
@@ -182,6 +317,7 @@ static int build_module(cycle *c, const sl_conf *conf, const sl_conf_section *se
     const sl_option *tables[2];
     sl_errors local = { 0 };
     spec *s = &c->specs[c->nspecs];
+    char *label;
     int checked;
 
     if (sec->arg == NULL) {
@@ -206,6 +342,11 @@ static int build_module(cycle *c, const sl_conf *conf, const sl_conf_section *se
     /* Syntax only start() would have refused, so that a bad value fails
      * -t, startup and a reload alike, before any instance is touched. */
     checked = check_module(s, conf->file, sec, errs);
+    label = sl_section_label(sec);
+    if (check_listen(&s->opts, c->tokens != NULL, conf->file, sec->line,
+                     label != NULL ? label : "[module]", &s->tls, errs) != 0)
+        checked = -1;
+    free(label);
     if (bind)
         return bind_all(sl_optset_get(&s->opts, "listen"), &s->listeners, &s->nlisteners,
                         conf->file, sec->line, errs) != 0 || checked != 0 ? -1 : 0;
@@ -252,6 +393,12 @@ static cycle *build(const char *path, int bind, sl_errors *errs)
         if (strcmp(sec->name, "module") == 0)
             continue;
         at = section_index(sec->name);
+        if (at == SL_MAX_SECTIONS && sl_section_left_out(sec->name)) {
+            sl_errors_add(errs, conf->file, sec->line,
+                          "section [%s]: this sluiced is built without it (--disable-%s)",
+                          sec->name, sec->name);
+            continue;
+        }
         if (at == SL_MAX_SECTIONS) {
             sl_errors_add(errs, conf->file, sec->line, "unknown section [%s]", sec->name);
             continue;
@@ -281,6 +428,9 @@ static cycle *build(const char *path, int bind, sl_errors *errs)
     if (current == NULL && bind)
         apply_log_settings(&c->sections[core_at]);
 
+    load_tokens(c, path, errs);
+    check_listen(&c->sections[core_at], c->tokens != NULL, conf->file, core_line, "[core]", &c->tls,
+                 errs);
     c->modules_dir = resolve_dir(path, sl_optset_get(&c->sections[core_at], "modules_dir")->raw);
     if (c->modules_dir == NULL) {
         sl_errors_add(errs, path, 0, "out of memory");
@@ -295,6 +445,7 @@ static cycle *build(const char *path, int bind, sl_errors *errs)
                  conf->file, core_line, errs);
     else
         check_addrs(sl_optset_get(&c->sections[core_at], "listen"), conf->file, core_line, errs);
+    check_shared_listeners(c, conf->file, errs);
     if (errs->n > before)
         goto fail;
     sl_conf_free(conf);
@@ -340,14 +491,45 @@ const sl_optset *sl_cycle_section(const char *name)
 
 /* ------------------------------------------------------------- applying */
 
+static void configure_listeners(sl_listener *const *ls, size_t n, const sl_optset *opts,
+                                sl_tls *tls)
+{
+    const sl_optval *hosts = sl_optset_get(opts, "allowed_hosts");
+    sl_listen_settings ls_set = {
+        .anonymous = (int)sl_optset_get(opts, "allow_anonymous")->i,
+        .max_connections = (size_t)sl_optset_get(opts, "max_connections")->i,
+        .allowed_hosts = hosts->list,
+        .nallowed_hosts = hosts->nlist,
+        .tls = tls,
+    };
+
+    for (size_t i = 0; i < n; i++)
+        if (sl_listener_configure(ls[i], &ls_set) != 0)
+            sl_log_core(SL_LOG_ERROR, "core", "out of memory configuring listener %s; it keeps "
+                        "its previous settings", sl_listener_addr(ls[i]));
+}
+
 static void apply_core_settings(const cycle *c)
 {
     const sl_optset *core = &c->sections[section_index("core")];
+    sl_http_settings hs = {
+        .max_body = (size_t)sl_optset_get(core, "max_body_size")->i,
+        .max_header = (size_t)sl_optset_get(core, "max_header_size")->i,
+        .timeout = sl_optset_get(core, "request_timeout")->d,
+        .rate = sl_optset_get(core, "rate_limit")->d,
+        .burst = sl_optset_get(core, "rate_burst")->d,
+        .tokens = c->tokens,
+    };
 
     apply_log_settings(core);
-    sl_http_configure((size_t)sl_optset_get(core, "max_body_size")->i,
-                      sl_optset_get(core, "request_timeout")->d);
+    sl_http_configure(&hs);
     sl_listeners_set_core(c->listeners, c->nlisteners);
+    configure_listeners(c->listeners, c->nlisteners, core, c->tls);
+    for (size_t i = 0; i < c->nspecs; i++)
+        configure_listeners(c->specs[i].listeners, c->specs[i].nlisteners, &c->specs[i].opts,
+                            c->specs[i].tls);
+    if (c->tokens != NULL)
+        sl_log_core(SL_LOG_INFO, "core", "%zu bearer tokens loaded", sl_tokens_count(c->tokens));
     sl_trace_configure(sl_cycle_section("tracing"));
 }
 

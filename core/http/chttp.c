@@ -116,6 +116,9 @@ static void check_done(sl_chttp *h)
         curl_multi_remove_handle(h->multi, easy);
         if (x == NULL)
             continue;
+        /* The easy handle outlives x (its owner may keep it for a retry):
+         * a later sl_chttp_cancel() of it must not find x. */
+        curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
         unlink_xfer(h, x);
         {
             sl_chttp_done_fn done = x->done;

@@ -10,6 +10,13 @@
  *
  * A request handed to a module is tracked as a resource of its instance: if
  * the instance stops before answering, the core answers 503 for it.
+ *
+ * Before a module sees a request the core checks it at the edge, cheapest
+ * and least revealing first: Host against allowed_hosts (421), the route
+ * (404, 405), cross-site marks on anything but GET (403), the bearer token
+ * against the route's scope (401, 403), the caller's rate (429), the body's
+ * Content-Type (415) and size (413).  Every answer carries the request's
+ * id, and every refusal is logged with it.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -19,29 +26,29 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/queue.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <cjson/cJSON.h>
 #include "daemon/core.h"
-#include "http.h"
 #include "daemon/log.h"
 #include "http/http_trace.h"
 #include "metrics/metrics.h"
+#include "edge.h"
+#include "http.h"
+#include "http_int.h"
+#include "ratelimit.h"
 #include "router.h"
-
-struct sl_listener {
-    sl_listener *next;
-    char *addr;
-    struct evhttp *http;
-    int refs;
-    int core;
-};
+#include "tokens.h"
 
 typedef struct route {
     struct route *next;
     unsigned methods;
+    unsigned access;
+    size_t max_body;
     char *pattern;
     sl_route_fn fn;
     void *arg;
@@ -69,16 +76,21 @@ struct sl_req {
     int gone;
     void (*more)(sl_req *req, void *arg);
     void *more_arg;
+    char id[SL_REQUEST_ID_SIZE];
+    char caller[72]; /* a token name is at most 64 characters */
     sl_http_trace trace;
 };
 
 static sl_listener *listeners;
 static size_t replies_in_flight; /* answered, not yet fully written out */
 static route *routes;
-static size_t max_body_size = 1024 * 1024;
-static double request_timeout = 60;
+static sl_http_settings settings = { .max_body = 1024 * 1024, .max_header = 16384, .timeout = 30 };
+static sl_rate rate;
+static unsigned long long id_prefix;
+static unsigned long long id_count;
 static sl_metric *requests_total;
 static sl_metric *request_seconds;
+static sl_metric *auth_failures;
 
 static const double latency_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                          0.05,   0.1,   0.25,   0.5,   1,    2.5 };
@@ -92,6 +104,14 @@ void sl_http_metrics_init(void)
         SL_METRIC_HISTOGRAM, "sluice_http_request_duration_seconds",
         "Time from dispatch to the end of the answer, by module and route.", "module,route",
         latency_bounds, sizeof(latency_bounds) / sizeof(latency_bounds[0]), NULL);
+    auth_failures = sl_metric_register(
+        SL_METRIC_COUNTER, "sluice_http_auth_failures_total",
+        "Requests refused for their credentials, by module and reason (missing, invalid, scope).",
+        "module,reason", NULL, 0, NULL);
+    sl_conn_metrics_init();
+    /* Request ids are unique across restarts without a syscall per request. */
+    if (getrandom(&id_prefix, sizeof(id_prefix), GRND_NONBLOCK) != sizeof(id_prefix))
+        id_prefix = (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 32);
 }
 
 void sl_http_metrics_free(void)
@@ -100,7 +120,10 @@ void sl_http_metrics_free(void)
         sl_metric_release(requests_total);
     if (request_seconds != NULL)
         sl_metric_release(request_seconds);
-    requests_total = request_seconds = NULL;
+    if (auth_failures != NULL)
+        sl_metric_release(auth_failures);
+    requests_total = request_seconds = auth_failures = NULL;
+    sl_conn_metrics_free();
 }
 
 /* ---------------------------------------------------------------- replies */
@@ -141,8 +164,8 @@ static void req_done(sl_req *req)
 static void reply_written(struct evhttp_request *ev, void *arg)
 {
     (void)ev;
-    (void)arg;
     replies_in_flight--;
+    sl_conn_idle(arg);
 }
 
 size_t sl_http_replies_in_flight(void)
@@ -155,7 +178,7 @@ size_t sl_http_replies_in_flight(void)
 static void watch_reply(struct evhttp_request *ev)
 {
     replies_in_flight++;
-    evhttp_request_set_on_complete_cb(ev, reply_written, NULL);
+    evhttp_request_set_on_complete_cb(ev, reply_written, sl_conn_find(ev));
 }
 
 static void send_body(sl_req *req, int status, const char *ctype, const void *body, size_t len)
@@ -198,17 +221,36 @@ SL_API void sl_reply_json(sl_req *req, int status, cJSON *json)
     free(text);
 }
 
+/* {"error": msg, "request_id": id}; NULL when out of memory. */
+static char *error_json(const char *msg, const char *id)
+{
+    cJSON *obj = cJSON_CreateObject();
+    char *text = NULL;
+
+    if (obj != NULL && cJSON_AddStringToObject(obj, "error", msg) != NULL &&
+        cJSON_AddStringToObject(obj, "request_id", id) != NULL)
+        text = cJSON_PrintUnformatted(obj);
+    cJSON_Delete(obj);
+    return text;
+}
+
 static void reply_errorv(sl_req *req, int status, const char *fmt, va_list ap)
 {
+    static const char oom[] = "{\"error\":\"out of memory\"}";
     char msg[1024];
-    cJSON *obj = cJSON_CreateObject();
+    char *text;
 
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    if (obj != NULL && cJSON_AddStringToObject(obj, "error", msg) == NULL) {
-        cJSON_Delete(obj);
-        obj = NULL;
+    if (status >= 500)
+        sl_log_core(SL_LOG_WARN, req->module, "request %s: %s %s: %d %s", req->id,
+                    evhttp_request_get_uri(req->ev), req->caller, status, msg);
+    text = error_json(msg, req->id);
+    if (text == NULL) {
+        sl_reply(req, 500, "application/json", oom, sizeof(oom) - 1);
+        return;
     }
-    sl_reply_json(req, status, obj);
+    sl_reply(req, status, "application/json", text, strlen(text));
+    free(text);
 }
 
 SL_API void sl_reply_error(sl_req *req, int status, const char *fmt, ...)
@@ -219,26 +261,24 @@ SL_API void sl_reply_error(sl_req *req, int status, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Answers outside of a sl_req: 404, 405 and friends. */
-static void plain_error(struct evhttp_request *ev, int status, const char *msg)
+/* Answers outside of a sl_req: refusals at the edge, 404, 405 and friends. */
+static void plain_error(struct evhttp_request *ev, const char *id, int status, const char *msg)
 {
+    static const char oom[] = "{\"error\":\"out of memory\"}";
     sl_req req = { .ev = ev };
-    char text[512];
-    int len = snprintf(text, sizeof(text), "{\"error\":\"%s\"}", msg);
+    char *text = error_json(msg, id);
 
-    send_body(&req, status, "application/json", text, (size_t)len);
+    if (text == NULL) {
+        send_body(&req, 500, "application/json", oom, sizeof(oom) - 1);
+        return;
+    }
+    send_body(&req, status, "application/json", text, strlen(text));
+    free(text);
 }
 
 SL_API void sl_reply_header(sl_req *req, const char *name, const char *value)
 {
     evhttp_add_header(evhttp_request_get_output_headers(req->ev), name, value);
-}
-
-static void stream_closed(struct evhttp_connection *conn, void *arg)
-{
-    sl_req *req = arg;
-    (void)conn;
-    req->gone = 1;
 }
 
 static void chunk_written(struct evhttp_connection *conn, void *arg)
@@ -264,7 +304,7 @@ SL_API void sl_reply_start(sl_req *req, int status, const char *content_type,
     if (conn == NULL) {
         req->gone = 1;
     } else {
-        evhttp_connection_set_closecb(conn, stream_closed, req);
+        sl_conn_watch_close(sl_conn_find(req->ev), &req->gone);
         watch_reply(req->ev);
     }
     evhttp_send_reply_start(req->ev, status, NULL);
@@ -289,10 +329,8 @@ SL_API void sl_reply_chunk(sl_req *req, const void *data, size_t len)
 
 SL_API void sl_reply_end(sl_req *req)
 {
-    struct evhttp_connection *conn = evhttp_request_get_connection(req->ev);
-
-    if (conn != NULL)
-        evhttp_connection_set_closecb(conn, NULL, NULL);
+    if (!req->gone)
+        sl_conn_watch_close(sl_conn_find(req->ev), NULL);
     evhttp_send_reply_end(req->ev);
     req_done(req);
 }
@@ -351,6 +389,16 @@ SL_API const char *sl_req_query(const sl_req *req, const char *name)
 SL_API const char *sl_req_header(const sl_req *req, const char *name)
 {
     return evhttp_find_header(evhttp_request_get_input_headers(req->ev), name);
+}
+
+SL_API const char *sl_req_id(const sl_req *req)
+{
+    return req->id;
+}
+
+SL_API const char *sl_req_caller(const sl_req *req)
+{
+    return req->caller;
 }
 
 SL_API const char *sl_req_body(sl_req *req, size_t *len)
@@ -449,11 +497,180 @@ static void allow_header(struct evhttp_request *ev, unsigned methods)
     evhttp_add_header(evhttp_request_get_output_headers(ev), "Allow", allow);
 }
 
-static void count_unrouted(int status)
+/* What the edge knows of a request before a module sees it. */
+typedef struct {
+    struct evhttp_request *ev;
+    sl_listener *l;
+    const char *module; /* metric labels: "core", "unmatched" until routed */
+    const char *pattern;
+    char id[SL_REQUEST_ID_SIZE];
+    char caller[72];
+} edge;
+
+static void count(const char *module, const char *pattern, int status)
 {
     char code[8];
     snprintf(code, sizeof(code), "%d", status);
-    sl_series_add(sl_series_of(requests_total, "core", "unmatched", code), 1);
+    sl_series_add(sl_series_of(requests_total, module, pattern, code), 1);
+}
+
+static const char *peer_of(struct evhttp_request *ev)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
+    char *host = NULL;
+    ev_uint16_t port;
+
+    if (evcon != NULL)
+        evhttp_connection_get_peer(evcon, &host, &port);
+    return host != NULL ? host : "-";
+}
+
+/* Answers a request the edge refuses, and logs why with its id: the
+ * client gets `msg`, the log also `why` when the two differ. */
+static void refuse(const edge *e, int status, const char *msg, const char *why)
+{
+    sl_log_core(status == 404 || status == 405 || status == 429 ? SL_LOG_DEBUG : SL_LOG_INFO,
+                "http", "request %s from %s (%s): %s %s refused %d: %s", e->id, peer_of(e->ev),
+                e->caller, e->l->addr, evhttp_request_get_uri(e->ev), status,
+                why != NULL ? why : msg);
+    plain_error(e->ev, e->id, status, msg);
+    count(e->module, e->pattern, status);
+}
+
+static void auth_failed(const edge *e, const char *reason, int status, const char *challenge,
+                        const char *msg)
+{
+    sl_series_add(sl_series_of(auth_failures, e->module, reason), 1);
+    evhttp_add_header(evhttp_request_get_output_headers(e->ev), "WWW-Authenticate", challenge);
+    refuse(e, status, msg, NULL);
+}
+
+static unsigned token_bit(unsigned scope)
+{
+    switch (scope) {
+    case SL_SCOPE_READ:
+        return SL_TOKEN_READ;
+    case SL_SCOPE_WRITE:
+        return SL_TOKEN_WRITE;
+    default:
+        return SL_TOKEN_ADMIN;
+    }
+}
+
+static const char *scope_name(unsigned scope)
+{
+    return scope == SL_SCOPE_READ ? "read" : scope == SL_SCOPE_WRITE ? "write" : "admin";
+}
+
+/* Checks the caller's credentials against the route's scope; fills
+ * e->caller.  Returns 0, or -1 after refusing the request. */
+static int authorize(edge *e, unsigned scope)
+{
+    const char *header = evhttp_find_header(evhttp_request_get_input_headers(e->ev),
+                                            "Authorization");
+    const char *secret, *name;
+    unsigned granted = 0;
+    size_t len = 0;
+    char msg[96];
+
+    if (scope == SL_SCOPE_OPEN || e->l->anonymous || settings.tokens == NULL)
+        return 0;
+    secret = sl_edge_bearer(header, &len);
+    if (secret == NULL) {
+        auth_failed(e, header == NULL ? "missing" : "invalid", 401, "Bearer realm=\"sluice\"",
+                    header == NULL ? "this route needs a bearer token"
+                                   : "the Authorization header is not a bearer token");
+        return -1;
+    }
+    name = sl_tokens_find(settings.tokens, secret, len, &granted);
+    if (name == NULL) {
+        auth_failed(e, "invalid", 401, "Bearer realm=\"sluice\", error=\"invalid_token\"",
+                    "unknown bearer token");
+        return -1;
+    }
+    snprintf(e->caller, sizeof(e->caller), "%s", name);
+    if (!(granted & token_bit(scope))) {
+        snprintf(msg, sizeof(msg), "token %s lacks the %s scope", name, scope_name(scope));
+        auth_failed(e, "scope", 403, "Bearer realm=\"sluice\", error=\"insufficient_scope\"", msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* The edge's checks of a routed request; 0 when it may be served. */
+static int admit(edge *e, const route *r, unsigned method)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(e->ev);
+    size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(e->ev));
+    size_t max_body = r->max_body != 0 && r->max_body < settings.max_body ? r->max_body
+                                                                            : settings.max_body;
+    unsigned scope = r->access & SL_SCOPE_MASK;
+    char msg[128];
+    long wait;
+
+    if (!(method & (SL_GET | SL_HEAD)) &&
+        sl_edge_cross_site(evhttp_find_header(in, "Sec-Fetch-Site"),
+                           evhttp_find_header(in, "Origin"), e->l->tls != NULL ? "https" : "http",
+                           evhttp_find_header(in, "Host"))) {
+        refuse(e, 403, "cross-site request refused", NULL);
+        return -1;
+    }
+    if (authorize(e, scope) != 0)
+        return -1;
+    if (scope != SL_SCOPE_OPEN &&
+        (wait = sl_rate_take(&rate, strcmp(e->caller, "anonymous") != 0 ? e->caller
+                                                                        : peer_of(e->ev),
+                             sl_now())) > 0) {
+        snprintf(msg, sizeof(msg), "%ld", wait);
+        evhttp_add_header(evhttp_request_get_output_headers(e->ev), "Retry-After", msg);
+        refuse(e, 429, "too many requests", NULL);
+        return -1;
+    }
+    if (body > 0 && !(method & (SL_GET | SL_HEAD)) && !(r->access & SL_ROUTE_ANY_BODY) &&
+        !sl_edge_is_json(evhttp_find_header(in, "Content-Type"))) {
+        refuse(e, 415, "the request body must be sent as Content-Type: application/json", NULL);
+        return -1;
+    }
+    if (body > max_body) {
+        snprintf(msg, sizeof(msg), "request body of %zu bytes is over the limit of %zu", body, max_body);
+        refuse(e, 413, msg, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static void serve(edge *e, route *r, const char *path, sl_params *params, unsigned method)
+{
+    sl_trace_ctx saved;
+    sl_req *req;
+
+    e->module = r->ctx->label;
+    e->pattern = r->pattern;
+    if (admit(e, r, method) != 0) {
+        sl_params_free(params);
+        return;
+    }
+    req = calloc(1, sizeof(*req));
+    if (req == NULL || (req->module = strdup(r->ctx->label)) == NULL ||
+        (req->pattern = strdup(r->pattern)) == NULL || (req->path = strdup(path)) == NULL) {
+        if (req != NULL)
+            req_free(req);
+        sl_params_free(params);
+        refuse(e, 500, "out of memory", NULL);
+        return;
+    }
+    req->ev = e->ev;
+    req->ctx = r->ctx;
+    req->method = method;
+    req->params = *params;
+    req->started = sl_now();
+    memcpy(req->id, e->id, sizeof(req->id));
+    memcpy(req->caller, e->caller, sizeof(req->caller));
+    req->res = sl_track(r->ctx, "request", req, release_request, NULL);
+    sl_http_trace_begin(&req->trace, e->ev, method, r->pattern, path, r->ctx->label, e->id);
+    sl_trace_enter(&req->trace.ctx, &saved);
+    r->fn(req, r->arg);
+    sl_trace_restore(&saved);
 }
 
 static void dispatch(struct evhttp_request *ev, void *arg)
@@ -461,13 +678,25 @@ static void dispatch(struct evhttp_request *ev, void *arg)
     sl_listener *l = arg;
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
     const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    const char *given = evhttp_find_header(evhttp_request_get_input_headers(ev), "X-Request-Id");
     unsigned method = method_of(evhttp_request_get_command(ev));
     unsigned allowed = 0;
     route *stopping = NULL;
     sl_params params;
-    sl_req *req;
-    sl_trace_ctx saved;
+    edge e = { .ev = ev, .l = l, .module = "core", .pattern = "unmatched", .caller = "anonymous" };
 
+    sl_conn_busy(sl_conn_find(ev));
+    if (sl_edge_request_id_sane(given))
+        snprintf(e.id, sizeof(e.id), "%s", given);
+    else
+        sl_edge_request_id_make(id_prefix, ++id_count, e.id);
+    evhttp_add_header(evhttp_request_get_output_headers(ev), "X-Request-Id", e.id);
+    if (l->nallowed_hosts > 0 &&
+        !sl_edge_host_allowed(evhttp_find_header(evhttp_request_get_input_headers(ev), "Host"),
+                              (const char *const *)l->allowed_hosts, l->nallowed_hosts)) {
+        refuse(&e, 421, "this host name is not served here", NULL);
+        return;
+    }
     if (path == NULL || path[0] == '\0')
         path = "/";
     for (route *r = routes; r != NULL; r = r->next) {
@@ -475,8 +704,7 @@ static void dispatch(struct evhttp_request *ev, void *arg)
             continue;
         int m = sl_route_match(r->pattern, path, &params);
         if (m < 0) {
-            plain_error(ev, 400, "invalid percent-encoding in path");
-            count_unrouted(400);
+            refuse(&e, 400, "invalid percent-encoding in path", NULL);
             return;
         }
         if (m == 0)
@@ -489,38 +717,16 @@ static void dispatch(struct evhttp_request *ev, void *arg)
             sl_params_free(&params);
             continue;
         }
-        req = calloc(1, sizeof(*req));
-        if (req == NULL || (req->module = strdup(r->ctx->label)) == NULL ||
-            (req->pattern = strdup(r->pattern)) == NULL || (req->path = strdup(path)) == NULL) {
-            if (req != NULL)
-                req_free(req);
-            sl_params_free(&params);
-            plain_error(ev, 500, "out of memory");
-            count_unrouted(500);
-            return;
-        }
-        req->ev = ev;
-        req->ctx = r->ctx;
-        req->method = method;
-        req->params = params;
-        req->started = sl_now();
-        req->res = sl_track(r->ctx, "request", req, release_request, NULL);
-        sl_http_trace_begin(&req->trace, ev, method, r->pattern, path, r->ctx->label, NULL);
-        sl_trace_enter(&req->trace.ctx, &saved);
-        r->fn(req, r->arg);
-        sl_trace_restore(&saved);
+        serve(&e, r, path, &params, method);
         return;
     }
     if (stopping != NULL) {
-        plain_error(ev, 503, "the module serving this route is restarting");
-        count_unrouted(503);
+        refuse(&e, 503, "the module serving this route is restarting", NULL);
     } else if (allowed != 0) {
         allow_header(ev, allowed);
-        plain_error(ev, 405, "method not allowed");
-        count_unrouted(405);
+        refuse(&e, 405, "method not allowed", NULL);
     } else {
-        plain_error(ev, 404, "no such route");
-        count_unrouted(404);
+        refuse(&e, 404, "no such route", NULL);
     }
 }
 
@@ -538,13 +744,15 @@ static void release_route(void *obj)
     free(r);
 }
 
-SL_API int sl_route(sl_ctx *ctx, unsigned methods, const char *pattern, sl_route_fn fn, void *arg)
+SL_API int sl_route_scoped(sl_ctx *ctx, unsigned methods, const char *pattern, unsigned access,
+                           size_t max_body, sl_route_fn fn, void *arg)
 {
     if (sl_ctx_refuse(ctx, "a route"))
         return -1;
     route *r;
 
-    if (!sl_route_pattern_valid(pattern) || methods == 0 || fn == NULL) {
+    if (!sl_route_pattern_valid(pattern) || methods == 0 || fn == NULL ||
+        (access & SL_SCOPE_MASK) > SL_SCOPE_WRITE || (access & ~(SL_SCOPE_MASK | SL_ROUTE_ANY_BODY))) {
         sl_log(ctx, SL_LOG_ERROR, "invalid route '%s'", pattern != NULL ? pattern : "(null)");
         return -1;
     }
@@ -555,6 +763,8 @@ SL_API int sl_route(sl_ctx *ctx, unsigned methods, const char *pattern, sl_route
     }
     /* HEAD is answered wherever GET is, as HTTP expects. */
     r->methods = methods & SL_GET ? methods | SL_HEAD : methods;
+    r->access = access;
+    r->max_body = max_body;
     r->fn = fn;
     r->arg = arg;
     r->ctx = ctx;
@@ -567,6 +777,11 @@ SL_API int sl_route(sl_ctx *ctx, unsigned methods, const char *pattern, sl_route
     r->next = routes;
     routes = r;
     return 0;
+}
+
+SL_API int sl_route(sl_ctx *ctx, unsigned methods, const char *pattern, sl_route_fn fn, void *arg)
+{
+    return sl_route_scoped(ctx, methods, pattern, SL_SCOPE_ADMIN, 0, fn, arg);
 }
 
 /* -------------------------------------------------------------- listeners */
@@ -601,19 +816,64 @@ static int split_addr(const char *addr, char *host, size_t hostlen, unsigned sho
 
 static void apply_settings(struct evhttp *http)
 {
-    evhttp_set_max_body_size(http, (ev_ssize_t)max_body_size);
-    evhttp_set_timeout_tv(http, &(struct timeval){ .tv_sec = (time_t)request_timeout,
-                                                    .tv_usec = (suseconds_t)((request_timeout - (time_t)request_timeout) * 1e6) });
+    double t = settings.timeout;
+
+    evhttp_set_max_body_size(http, (ev_ssize_t)settings.max_body);
+    evhttp_set_max_headers_size(http, (ev_ssize_t)settings.max_header);
+    /* evhttp's own timeout is one of inactivity; it still bounds a reply
+     * the client does not read.  The whole-request deadline is
+     * http_conn.c's. */
+    evhttp_set_timeout_tv(http, &(struct timeval){ .tv_sec = (time_t)t,
+                                                    .tv_usec = (suseconds_t)((t - (time_t)t) * 1e6) });
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
                                          EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
 }
 
-void sl_http_configure(size_t max_body, double timeout)
+void sl_http_configure(const sl_http_settings *s)
 {
-    max_body_size = max_body;
-    request_timeout = timeout;
+    int rate_changed = s->rate != settings.rate || s->burst != settings.burst;
+
+    settings = *s;
+    if (rate_changed)
+        sl_rate_configure(&rate, s->rate, s->burst);
+    sl_conn_set_deadline(s->timeout);
     for (sl_listener *l = listeners; l != NULL; l = l->next)
         apply_settings(l->http);
+}
+
+static void free_hosts(sl_listener *l)
+{
+    for (size_t i = 0; i < l->nallowed_hosts; i++)
+        free(l->allowed_hosts[i]);
+    free(l->allowed_hosts);
+    l->allowed_hosts = NULL;
+    l->nallowed_hosts = 0;
+}
+
+int sl_listener_configure(sl_listener *l, const sl_listen_settings *s)
+{
+    char **hosts = s->nallowed_hosts ? calloc(s->nallowed_hosts, sizeof(*hosts)) : NULL;
+
+    if (s->nallowed_hosts > 0 && hosts == NULL)
+        return -1;
+    for (size_t i = 0; i < s->nallowed_hosts; i++) {
+        if ((hosts[i] = strdup(s->allowed_hosts[i])) == NULL) {
+            while (i > 0)
+                free(hosts[--i]);
+            free(hosts);
+            return -1;
+        }
+    }
+    free_hosts(l);
+    l->allowed_hosts = hosts;
+    l->nallowed_hosts = s->nallowed_hosts;
+    l->anonymous = s->anonymous;
+    l->max_connections = s->max_connections;
+    if (s->tls != NULL)
+        sl_tls_ref(s->tls);
+    sl_tls_put(l->tls);
+    l->tls = s->tls;
+    return 0;
 }
 
 sl_listener *sl_listener_get(const char *addr, sl_errors *errs)
@@ -639,6 +899,7 @@ sl_listener *sl_listener_get(const char *addr, sl_errors *errs)
     }
     apply_settings(l->http);
     evhttp_set_gencb(l->http, dispatch, l);
+    sl_conn_attach(l);
     if (evhttp_bind_socket_with_handle(l->http, host, port) == NULL) {
         sl_errors_add(errs, NULL, 0, "cannot listen on %s: %s", addr, strerror(errno));
         goto fail;
@@ -676,6 +937,8 @@ void sl_listener_put(sl_listener *l)
     }
     sl_log_core(SL_LOG_INFO, "core", "closed listener %s", l->addr);
     evhttp_free(l->http);
+    free_hosts(l);
+    sl_tls_put(l->tls);
     free(l->addr);
     free(l);
 }

@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 #include "conf/errors.h"
+#include "tls.h"
+#include "tokens.h"
 
 typedef struct sl_listener sl_listener;
 
@@ -29,7 +31,28 @@ const char *sl_listener_addr(const sl_listener *l);
 void sl_listeners_set_core(sl_listener *const *ls, size_t n);
 
 /* Settings from [core] applied to every listener, present and future. */
-void sl_http_configure(size_t max_body, double timeout);
+typedef struct {
+    size_t max_body;   /* bytes; also the bound of every route's own limit */
+    size_t max_header; /* bytes of request line and headers */
+    double timeout;    /* seconds a client has to send one whole request */
+    double rate;       /* requests per second per caller; 0: no limit */
+    double burst;
+    const sl_tokens *tokens; /* borrowed from the generation; NULL: none */
+} sl_http_settings;
+void sl_http_configure(const sl_http_settings *s);
+
+/* Settings of one listener, from the section whose `listen` names it. */
+typedef struct {
+    int anonymous;          /* serve every route without credentials */
+    size_t max_connections; /* 0: no cap */
+    char *const *allowed_hosts; /* Host names served; none: any */
+    size_t nallowed_hosts;
+    sl_tls *tls;            /* NULL: plain HTTP; the listener takes a reference */
+} sl_listen_settings;
+/* Applies to connections accepted from now on (and to the requests of
+ * those open, for anonymous and allowed_hosts).  Returns 0, or -1 when out
+ * of memory with the listener unchanged. */
+int sl_listener_configure(sl_listener *l, const sl_listen_settings *s);
 
 /* Answers handed to libevent but not yet written out completely; a
  * connection that breaks first may never complete, so waiters bound it. */

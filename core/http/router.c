@@ -5,7 +5,7 @@
 #include <string.h>
 #include "router.h"
 
-static int hexval(int c)
+int sl_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -26,8 +26,8 @@ char *sl_percent_decode(const char *s, size_t len)
     for (size_t i = 0; i < len; i++) {
         int c = (unsigned char)s[i];
         if (c == '%') {
-            int hi = i + 2 < len ? hexval(s[i + 1]) : -1;
-            int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
+            int hi = i + 2 < len ? sl_hex_digit(s[i + 1]) : -1;
+            int lo = hi >= 0 ? sl_hex_digit(s[i + 2]) : -1;
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
                 free(out);
                 return NULL;

@@ -33,6 +33,9 @@ int sl_route_match(const char *pattern, const char *path, sl_params *params);
 void sl_params_free(sl_params *params);
 const char *sl_params_get(const sl_params *params, const char *name);
 
+/* The value of a hexadecimal digit, either case; -1 for any other byte. */
+int sl_hex_digit(int c);
+
 /* Percent-decodes `len` bytes of `s` into a new string; NULL when the
  * encoding is invalid, decodes to NUL, or memory runs out. */
 char *sl_percent_decode(const char *s, size_t len);

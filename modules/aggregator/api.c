@@ -409,7 +409,7 @@ static int route(agg *a, const char *what, sl_route_fn fn)
         snprintf(path, sizeof(path), "/aggregator/%s/%s", inst, what);
     else
         snprintf(path, sizeof(path), "/aggregator/%s", what);
-    return sl_route(a->ctx, SL_GET, path, fn, a);
+    return sl_route_scoped(a->ctx, SL_GET, path, SL_SCOPE_READ, 0, fn, a);
 }
 
 int agg_api_start(agg *a)

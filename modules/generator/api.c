@@ -172,7 +172,10 @@ static int route(gen *g, unsigned methods, const char *what, sl_route_fn fn)
         snprintf(path, sizeof(path), "/generator/%s/%s", inst, what);
     else
         snprintf(path, sizeof(path), "/generator/%s", what);
-    return sl_route(g->ctx, methods, path, fn, g);
+    /* Reading the status is read; anything that changes the traffic is
+     * operating the daemon. */
+    return sl_route_scoped(g->ctx, methods, path, methods == SL_GET ? SL_SCOPE_READ : SL_SCOPE_ADMIN,
+                           0, fn, g);
 }
 
 int gen_api_start(gen *g)

@@ -150,6 +150,10 @@ static int metrics_start(sl_ctx *ctx)
 {
     double every = sl_opt_seconds(ctx, "sample_interval");
     double keep = sl_opt_seconds(ctx, "history");
+    const char *access = sl_opt_str(ctx, "scope");
+    unsigned scope = strcmp(access, "open") == 0   ? SL_SCOPE_OPEN
+                     : strcmp(access, "read") == 0 ? SL_SCOPE_READ
+                                                   : SL_SCOPE_ADMIN;
     state *st = calloc(1, sizeof(*st));
 
     if (st == NULL)
@@ -169,11 +173,13 @@ static int metrics_start(sl_ctx *ctx)
                                           "Instances not ready (see /readyz for why)", NULL));
     if (st->ready == NULL || st->not_ready == NULL)
         return sl_fail(ctx, "cannot register the readiness gauges");
-    if (sl_route(ctx, SL_GET, "/metrics", serve_metrics, st) != 0 ||
-        sl_route(ctx, SL_GET, "/healthz", serve_healthz, st) != 0 ||
-        sl_route(ctx, SL_GET, "/readyz", serve_readyz, st) != 0 ||
-        sl_route(ctx, SL_GET, "/", serve_page, st) != 0 ||
-        sl_route(ctx, SL_GET, "/status.json", serve_status, st) != 0)
+    /* Probes must work without credentials; the rest shows how the
+     * daemon runs, so its scope is the operator's choice. */
+    if (sl_route_scoped(ctx, SL_GET, "/metrics", scope, 0, serve_metrics, st) != 0 ||
+        sl_route_scoped(ctx, SL_GET, "/healthz", SL_SCOPE_OPEN, 0, serve_healthz, st) != 0 ||
+        sl_route_scoped(ctx, SL_GET, "/readyz", SL_SCOPE_OPEN, 0, serve_readyz, st) != 0 ||
+        sl_route_scoped(ctx, SL_GET, "/", scope, 0, serve_page, st) != 0 ||
+        sl_route_scoped(ctx, SL_GET, "/status.json", scope, 0, serve_status, st) != 0)
         return sl_fail(ctx, "cannot register routes");
     if (sl_timer_new(ctx, every, 1, sample, st) == NULL)
         return sl_fail(ctx, "cannot start the sampling timer");
@@ -191,6 +197,10 @@ static const sl_option options[] = {
       "how often the status page's history samples the metrics", 0.05, 3600, NULL },
     { "history", SL_OPT_DURATION, "10m", "how far back the status page's charts go", 1, 86400,
       NULL },
+    { "scope", SL_OPT_ENUM, "read",
+      "token scope /metrics, the status page and /status.json require when [core] tokens_file is "
+      "set (/healthz and /readyz are always open); open: none, e.g. on a listener of their own",
+      0, 0, "open|read|admin" },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 

@@ -129,7 +129,9 @@ static int route(ob *o, unsigned methods, const char *what, sl_route_fn fn)
         snprintf(path, sizeof(path), "/outbox/%s/%s", inst, what);
     else
         snprintf(path, sizeof(path), "/outbox/%s", what);
-    return sl_route(o->ctx, methods, path, fn, o);
+    /* Releasing parked rows is operating the daemon. */
+    return sl_route_scoped(o->ctx, methods, path, methods == SL_GET ? SL_SCOPE_READ : SL_SCOPE_ADMIN,
+                           0, fn, o);
 }
 
 int ob_api_start(ob *o)

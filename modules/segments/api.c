@@ -69,7 +69,7 @@ static void serve_user(sl_req *req, void *arg)
     char why[256];
     cJSON *body;
 
-    if (c == NULL || seg_ready(c, serve_user) != 0 || !seg_body_ok(c))
+    if (c == NULL || seg_ready(c, serve_user) != 0)
         return;
     sl_req_body(req, &len);
     if (len > 0) { /* no fields are defined: an empty object at most */
@@ -318,11 +318,12 @@ static void serve_user_segments(sl_req *req, void *arg)
 
 int seg_api_routes(seg *s)
 {
-    if (sl_route(s->ctx, SL_POST, "/user", serve_user, s) != 0 ||
-        sl_route(s->ctx, SL_POST, "/segment", serve_create, s) != 0 ||
-        sl_route(s->ctx, SL_DELETE, "/segment", serve_delete, s) != 0 ||
-        sl_route(s->ctx, SL_GET, "/segment", serve_list, s) != 0 ||
-        sl_route(s->ctx, SL_GET, "/segment/user/{id}", serve_user_segments, s) != 0)
+    if (sl_route_scoped(s->ctx, SL_POST, "/user", SL_SCOPE_WRITE, s->max_body, serve_user, s) != 0 ||
+        sl_route_scoped(s->ctx, SL_POST, "/segment", SL_SCOPE_WRITE, s->max_body, serve_create, s) != 0 ||
+        sl_route_scoped(s->ctx, SL_DELETE, "/segment", SL_SCOPE_WRITE, s->max_body, serve_delete, s) != 0 ||
+        sl_route_scoped(s->ctx, SL_GET, "/segment", SL_SCOPE_READ, 0, serve_list, s) != 0 ||
+        sl_route_scoped(s->ctx, SL_GET, "/segment/user/{id}", SL_SCOPE_READ, 0, serve_user_segments,
+                        s) != 0)
         return -1;
     return 0;
 }

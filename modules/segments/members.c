@@ -191,5 +191,6 @@ static void serve_change(sl_req *req, void *arg)
 
 int seg_members_routes(seg *s)
 {
-    return sl_route(s->ctx, SL_POST, "/segment/user", serve_change, s);
+    return sl_route_scoped(s->ctx, SL_POST, "/segment/user", SL_SCOPE_WRITE, s->max_body,
+                           serve_change, s);
 }

@@ -115,9 +115,10 @@ static void serve_asset(sl_req *req, void *arg)
 
 int seg_openapi_routes(seg *s)
 {
-    if (sl_route(s->ctx, SL_GET, "/openapi.json", serve_openapi, s) != 0 ||
-        sl_route(s->ctx, SL_GET, "/docs", serve_docs, s) != 0 ||
-        sl_route(s->ctx, SL_GET, "/docs/{file}", serve_asset, s) != 0)
+    /* The API's description is public, like the paths it describes. */
+    if (sl_route_scoped(s->ctx, SL_GET, "/openapi.json", SL_SCOPE_OPEN, 0, serve_openapi, s) != 0 ||
+        sl_route_scoped(s->ctx, SL_GET, "/docs", SL_SCOPE_OPEN, 0, serve_docs, s) != 0 ||
+        sl_route_scoped(s->ctx, SL_GET, "/docs/{file}", SL_SCOPE_OPEN, 0, serve_asset, s) != 0)
         return -1;
     return 0;
 }

@@ -192,8 +192,10 @@ static void serve_report(sl_req *req, void *arg)
 
 int seg_report_routes(seg *s)
 {
-    if (sl_route(s->ctx, SL_GET, "/segment/history/{id}", serve_history, s) != 0 ||
-        sl_route(s->ctx, SL_GET, "/segment/reports/{name}", serve_report, s) != 0)
+    if (sl_route_scoped(s->ctx, SL_GET, "/segment/history/{id}", SL_SCOPE_READ, 0, serve_history,
+                        s) != 0 ||
+        sl_route_scoped(s->ctx, SL_GET, "/segment/reports/{name}", SL_SCOPE_READ, 0, serve_report,
+                        s) != 0)
         return -1;
     return 0;
 }

@@ -114,9 +114,8 @@ void seg_reply(seg_call *c, int status, cJSON *json);
 void seg_error(seg_call *c, int status, const char *fmt, ...) SL_PRINTF(3, 4);
 /* Answers directly, for routes that need no call state. */
 void seg_count(seg *s, seg_route route, int status, double t0);
-/* 1 when the body is within max_body; else answers 413 and frees c. */
-int seg_body_ok(seg_call *c);
-/* The JSON body, or NULL after answering 400/413 and freeing c. */
+/* The JSON body, or NULL after answering 400 and freeing c.  (The core
+ * answered 413 for a body over max_body: the routes declare it.) */
 cJSON *seg_body_json(seg_call *c);
 /* 0 when the schema is ready.  Else -1: until the first schema check
  * ends (a successor started by a reload, a few milliseconds) the request

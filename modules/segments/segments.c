@@ -117,27 +117,12 @@ void seg_error(seg_call *c, int status, const char *fmt, ...)
     seg_reply(c, status, o);
 }
 
-int seg_body_ok(seg_call *c)
-{
-    size_t len;
-
-    sl_req_body(c->req, &len);
-    if (len > c->s->max_body) {
-        seg_error(c, 413, "request body of %zu bytes is over the limit of %zu", len,
-                  c->s->max_body);
-        return 0;
-    }
-    return 1;
-}
-
 cJSON *seg_body_json(seg_call *c)
 {
     size_t len;
     const char *body;
     const char *end = NULL;
 
-    if (!seg_body_ok(c))
-        return NULL;
     body = sl_req_body(c->req, &len);
     if (len == 0) {
         seg_error(c, 400, "request body must be a JSON object, got an empty body");

@@ -6,7 +6,7 @@
 set -eu
 
 pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
-      librdkafka-dev libpq-dev libhiredis-dev libcurl4-openssl-dev
+      librdkafka-dev libpq-dev libhiredis-dev libcurl4-openssl-dev libssl-dev openssl
       libcjson-dev libcmocka-dev postgresql redis-server clickhouse-server
       clickhouse-client kcat prometheus wrk nginx-light curl python3
       chromium docker-compose clang libclang-rt-14-dev systemd
@@ -14,7 +14,8 @@ pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
 # chromium: tests/integration/status.sh loads the status page headless, and
 # segments.sh checks /docs; docker-compose: tests/packaging/deploy.sh
 # validates the compose file (`docker-compose config` needs no Docker
-# engine); clang and its runtime: the libFuzzer run of segments_fuzz.sh;
+# engine); clang and its runtime: the libFuzzer runs; libssl-dev: TLS
+# listeners and token digests; openssl: hostile.sh makes its certificates;
 # systemd: systemd-analyze, which tests/packaging/systemd_unit.sh runs on
 # the unit; jq: aggregator.sh reads error bodies; iproute2: ss, which
 # clickhouse.sh and kafka.sh count connections and listeners with.

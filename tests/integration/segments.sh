@@ -41,7 +41,7 @@ fi
 req() {
     local m=$1 tpl=$2 path=$3 out code
     shift 3
-    out=$(curl -s --max-time 20 -X "$m" -w '\n%{http_code}' "$@" "$base$path")
+    out=$(curl -s --max-time 20 -X "$m" -H 'Content-Type: application/json' -w '\n%{http_code}' "$@" "$base$path")
     code=${out##*$'\n'}
     echo "$m $tpl $code" >> "$calls"
     python3 -c 'import json,sys; print(json.dumps({"m": sys.argv[1], "p": sys.argv[2], "c": sys.argv[3], "b": sys.argv[4]}))' \
@@ -283,7 +283,7 @@ t_check "$mismatch" = 0 "new users' memberships equal the independent hash (mism
 t_check "$(psqlc "SELECT segments_bucket(42, 'ROLLOUT_25')")" = "$(python3 -c 'import hashlib; print(int.from_bytes(hashlib.sha256(b"42:ROLLOUT_25").digest()[:4], "big") % 10000)')" \
     "segments_bucket() in SQL equals the hash"
 for u in 990001 990002 990003 990004 990005 990006 990007 990008; do
-    curl -s -o /dev/null -X POST "$base/segment/user" -d "{\"user_id\":$u,\"add_segments\":[\"AVITO_DISCOUNT_30\"]}"
+    curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment/user" -d "{\"user_id\":$u,\"add_segments\":[\"AVITO_DISCOUNT_30\"]}"
 done
 implicit=$(python3 - <<'PY'
 import hashlib, os, subprocess
@@ -328,9 +328,9 @@ t_end
 t_case "Redis FLUSHALL mid-run: the schedule is rebuilt from expires_at, TTLs still honoured"
 rebuilds0=$(metric 'sluice_segments_ttl_rebuilds_total')
 for u in 700001 700002 700003; do
-    curl -s -o /dev/null -X POST "$base/segment/user" -d "{\"user_id\":$u,\"add_segments\":[\"AVITO_DISCOUNT_30\",\"AVITO_PERFORMANCE_VAS\"],\"ttl\":3}"
+    curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment/user" -d "{\"user_id\":$u,\"add_segments\":[\"AVITO_DISCOUNT_30\",\"AVITO_PERFORMANCE_VAS\"],\"ttl\":3}"
 done
-curl -s -o /dev/null -X POST "$base/segment/user" -d '{"user_id":700004,"add_segments":["AVITO_DISCOUNT_30"],"ttl":3600}'
+curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment/user" -d '{"user_id":700004,"add_segments":["AVITO_DISCOUNT_30"],"ttl":3600}'
 t_check "$(rcli ZCARD sluice:segments:ttl)" -ge 7 "7 scheduled"
 rcli FLUSHALL > /dev/null
 t_wait_until 5 '[ "$(rcli ZCARD sluice:segments:ttl)" -ge 7 ]'
@@ -366,7 +366,7 @@ t_end
 
 # ------------------------------------------------------------- concurrency
 t_case "64 concurrent clients on the same users: no lost update, no crash, history replays to the state"
-for s in C0 C1 C2 C3 C4 C5; do curl -s -o /dev/null -X POST "$base/segment" -d "{\"slug\":\"$s\"}"; done
+for s in C0 C1 C2 C3 C4 C5; do curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment" -d "{\"slug\":\"$s\"}"; done
 python3 - > "$work/conc.bodies" <<'PY'
 import json, random
 random.seed(7)
@@ -380,7 +380,7 @@ for n in range(1280):
     print(json.dumps({"user_id": 800001 + n % 4, "add_segments": a, "delete_segments": d}))
 PY
 retries0=$(metric 'sluice_segments_tx_retries_total')
-tr '\n' '\0' < "$work/conc.bodies" | xargs -0 -P 64 -I{} curl -s -o /dev/null -w '%{http_code}\n' --max-time 30 \
+tr '\n' '\0' < "$work/conc.bodies" | xargs -0 -P 64 -I{} curl -s -H 'Content-Type: application/json' -o /dev/null -w '%{http_code}\n' --max-time 30 \
     -X POST "$base/segment/user" --data-binary {} > "$work/conc.codes"
 t_check "$(grep -c '^200$' "$work/conc.codes")" = 1280 "all 1280 answered 200 ($(sort "$work/conc.codes" | uniq -c | tr '\n' ' '))"
 t_check "$(kill -0 "$daemon" 2>/dev/null && echo alive)" = alive "sluiced still running"
@@ -407,7 +407,7 @@ t_case "a deadlock with another transaction is retried, not answered as an error
 # machine may let psql be picked instead, so up to three tries.
 retried=0
 for try in 1 2 3; do
-    curl -s -o /dev/null -X POST "$base/segment/user" -d '{"user_id":800010,"add_segments":["C1"]}'
+    curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment/user" -d '{"user_id":800010,"add_segments":["C1"]}'
     r0=$(metric 'sluice_segments_tx_retries_total')
     psql -X -q "$SL_PG_DSN" > "$work/deadlock.out" 2>&1 <<'SQL' &
 BEGIN;
@@ -435,13 +435,13 @@ t_end
 
 # --------------------------------------------------- PostgreSQL restarted
 t_case "PostgreSQL restarted under load: 503 JSON, then recovery, no partial writes"
-curl -s -o /dev/null -X POST "$base/segment" -d '{"slug":"R1"}'
-curl -s -o /dev/null -X POST "$base/segment" -d '{"slug":"R2"}'
+curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment" -d '{"slug":"R1"}'
+curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment" -d '{"slug":"R2"}'
 rm -f "$work/stop-load"
 ( i=0
   while [ ! -e "$work/stop-load" ]; do
       u=$((600000 + i))
-      curl -s -o "$work/load.body" -w "%{http_code} $u " --max-time 15 -X POST "$base/segment/user" \
+      curl -s -H 'Content-Type: application/json' -o "$work/load.body" -w "%{http_code} $u " --max-time 15 -X POST "$base/segment/user" \
           -d "{\"user_id\":$u,\"add_segments\":[\"R1\",\"R2\"],\"ttl\":86400}"
       head -c 200 "$work/load.body"; echo
       i=$((i + 1))

@@ -36,7 +36,7 @@ jget() { # jget URL EXPR: a Python expression over the JSON answer `j`
     curl -s --max-time 30 "$1" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$2" 2>/dev/null
 }
 post() { # post URL [JSON]: the answer's body; the status code in $work/code
-    curl -s --max-time 30 -o "$work/body" -w '%{http_code}' -X POST "$1" ${2:+-d "$2"} > "$work/code"
+    curl -s --max-time 30 -o "$work/body" -w '%{http_code}' -X POST -H 'Content-Type: application/json' "$1" ${2:+-d "$2"} > "$work/code"
     cat "$work/body"
 }
 
@@ -124,7 +124,7 @@ segment_flow() { # segment_flow TAG
     for id in "${ids[@]:0:$((USERS / 3))}"; do
         post "$sbase/segment/user" "{\"user_id\": $id, \"delete_segments\": [\"$b\"]}" >/dev/null
     done
-    curl -s -o /dev/null -X DELETE "$sbase/segment" -d "{\"slug\": \"$a\"}"
+    curl -s -o /dev/null -X DELETE -H 'Content-Type: application/json' "$sbase/segment" -d "{\"slug\": \"$a\"}"
     t_check "$(jget "$sbase/segment/user/${ids[0]}" 'len(j["segments"])')" = 0 "user ${ids[0]} ends in no segment"
     t_check "$(jget "$sbase/segment/user/${ids[-1]}" '[s["slug"] for s in j["segments"]]')" = "['$b']" "user ${ids[-1]} ends in $b"
 }

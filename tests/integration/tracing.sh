@@ -138,8 +138,9 @@ c2=$!
 wait "$c1" "$c2"
 dbg=$(cut -d- -f2 <<< "$(header "$work/hd" traceparent)")
 plain=$(cut -d- -f2 <<< "$(header "$work/hn" traceparent)")
-t_check "$(grep -c "debug \[echo\] slow reply in 300 ms trace_id=$dbg" "$work/sluiced.log")" -eq 1 "the handler's debug line, with its trace id"
-t_check "$(grep -c "debug \[echo\] answering a slow request trace_id=$dbg" "$work/sluiced.log")" -eq 1 "the timer's debug line, with the request's trace id"
+# (between the message and the trace id: the request's id, X-Request-Id)
+t_check "$(grep -cE "debug \[echo\] slow reply in 300 ms request_id=[0-9a-f-]+ trace_id=$dbg" "$work/sluiced.log")" -eq 1 "the handler's debug line, with its trace id"
+t_check "$(grep -cE "debug \[echo\] answering a slow request request_id=[0-9a-f-]+ trace_id=$dbg" "$work/sluiced.log")" -eq 1 "the timer's debug line, with the request's trace id"
 t_check "$(grep -c "trace_id=$plain" "$work/sluiced.log")" -eq 0 "no line of the concurrent request without the header"
 t_check "$(grep -c ' debug ' "$work/sluiced.log")" -eq 2 "no other debug line"
 t_end
@@ -214,10 +215,10 @@ kill -HUP "$daemon"
 t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]'
 
 t_case "POST /segment/user: SQL statements nest under its transaction under the request span"
-curl -s -o /dev/null -X POST "$base/user" -d '{"user_id": 41}'
-curl -s -o /dev/null -X POST "$base/segment" -d '{"slug": "TRACE_ME"}'
+curl -s -o /dev/null -X POST -H 'Content-Type: application/json' "$base/user" -d '{"user_id": 41}'
+curl -s -o /dev/null -X POST -H 'Content-Type: application/json' "$base/segment" -d '{"slug": "TRACE_ME"}'
 trace=1111222233334444aaaabbbbccccdddd
-code=$(curl -s -D "$work/h" -o "$work/b" -w '%{http_code}' -X POST "$base/segment/user" \
+code=$(curl -s -D "$work/h" -o "$work/b" -w '%{http_code}' -X POST -H 'Content-Type: application/json' "$base/segment/user" \
     -H "traceparent: 00-$trace-$tp_span-01" -d '{"user_id": 41, "add_segments": ["TRACE_ME"]}')
 t_check "$code" = 200 "POST /segment/user 200: $(cat "$work/b")"
 req_span=$(cut -d- -f3 <<< "$(header "$work/h" traceparent)")

@@ -48,14 +48,14 @@ documented=$(sed -n 's/^\.B [A-Z]* \(\/.*\)$/\1/p' "$page")
 n=0
 for dir in "$SL_TOP"/modules/*/; do
     mod=$(basename "$dir")
-    # sl_route(ctx, SL_GET, "/path", ...) or a module's own route(x, ..., "path", ...),
-    # which prefixes /MODULE/.
+    # sl_route(ctx, SL_GET, "/path", ...), sl_route_scoped(...), or a module's
+    # own route(x, ..., "path", ...), which prefixes /MODULE/.
     while read -r path; do
         case $path in /*) ;; *) path=/$mod/$path ;; esac
         n=$((n + 1))
         grep -qxF -- "$path" <<< "$documented" ||
             t_check "$path" = documented "$mod: $path is in sluice-api(7)'s ROUTES"
-    done < <(grep -ohE '\b(sl_)?route[(][a-z]+(->ctx)?, (SL_[A-Z_| ]+, )*"[^"]*"' "$dir"*.c | grep -oE '"[^"]*"$' | tr -d '"')
+    done < <(grep -ohE '\b(sl_)?route(_scoped)?[(][a-z]+(->ctx)?, (SL_[A-Z_| ]+, )*"[^"]*"' "$dir"*.c | grep -oE '"[^"]*"$' | tr -d '"')
 done
 t_check "$n" -gt 20 "$n routes found in the modules' sources"
 t_end

@@ -1,7 +1,7 @@
 /*
  * test_connectors.c - unit tests of the connectors' pure parts: the Redis
- * url (redis.c), ClickHouse table names (clickhouse.c), and the bookkeeping
- * of PostgreSQL prepared statements (pg_stmt.c).
+ * url (redis.c) and the bookkeeping of PostgreSQL prepared statements
+ * (pg_stmt.c).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +15,6 @@
 
 #include "connectors/pg/pg_int.h"
 #include "connectors/redis/redis.h"
-#include <sluice/clickhouse.h>
 
 /* The loop lives in main.c, which unit tests do not link; nothing here
  * runs on it. */
@@ -86,24 +85,6 @@ static void url_bad(void **state)
         if (err[0] == '\0')
             fail_msg("no reason given for \"%s\"", bad[i]);
     }
-}
-
-static void table_names(void **state)
-{
-    (void)state;
-    assert_true(sl_ch_valid_table("events"));
-    assert_true(sl_ch_valid_table("_tmp1"));
-    assert_true(sl_ch_valid_table("analytics.page_views"));
-    assert_false(sl_ch_valid_table(NULL));
-    assert_false(sl_ch_valid_table(""));
-    assert_false(sl_ch_valid_table("1events"));
-    assert_false(sl_ch_valid_table("a.b.c"));
-    assert_false(sl_ch_valid_table("db."));
-    assert_false(sl_ch_valid_table(".t"));
-    assert_false(sl_ch_valid_table("t; DROP TABLE x"));
-    assert_false(sl_ch_valid_table("t`"));
-    assert_false(sl_ch_valid_table("t FORMAT TSV"));
-    assert_false(sl_ch_valid_table("caf\xc3\xa9"));
 }
 
 static void stmt_names(void **state)
@@ -185,7 +166,6 @@ int main(void)
         cmocka_unit_test(url_defaults),
         cmocka_unit_test(url_full),
         cmocka_unit_test(url_bad),
-        cmocka_unit_test(table_names),
         cmocka_unit_test(stmt_names),
         cmocka_unit_test(stmt_list),
         cmocka_unit_test(prepared_set),

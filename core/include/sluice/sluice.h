@@ -217,12 +217,45 @@ typedef void (*sl_route_fn)(sl_req *req, void *arg);
 #define SL_HEAD 0x10
 
 /*
+ * Who may call a route, when the listener requires credentials ([core]
+ * tokens_file set and the listener not allow_anonymous): a bearer token
+ * granting the scope.  OPEN routes need none (health probes); READ is for
+ * GETs of module APIs, WRITE for changes to the data a module serves
+ * (segments, users), ADMIN for operating the daemon (generator control,
+ * outbox retry).  ADMIN is 0 so that a route that declares nothing gets
+ * the strictest scope.
+ */
+#define SL_SCOPE_ADMIN 0x0
+#define SL_SCOPE_OPEN 0x1
+#define SL_SCOPE_READ 0x2
+#define SL_SCOPE_WRITE 0x3
+#define SL_SCOPE_MASK 0xf
+/* Flag for `access`: the route takes request bodies of any Content-Type.
+ * Without it, a POST, PUT or DELETE with a body must say
+ * Content-Type: application/json (else 415), so that a web page cannot
+ * send one cross-site as a "simple" form or text/plain request. */
+#define SL_ROUTE_ANY_BODY 0x100
+
+/*
  * Registers `pattern` (e.g. "/segment/user/{id}") for the given methods.
  * Served on the instance's own `listen` addresses if its section sets any,
  * else on [core] listen.  When two instances register the same route the
  * newest wins, so a successor takes over without refusing a request.
+ * The route requires SL_SCOPE_ADMIN; see sl_route_scoped().
  */
 SL_API int sl_route(sl_ctx *ctx, unsigned methods, const char *pattern, sl_route_fn fn, void *arg);
+
+/*
+ * Like sl_route(), with `access` one SL_SCOPE_* optionally ORed with
+ * SL_ROUTE_ANY_BODY, and the largest request body the route accepts in
+ * `max_body` bytes (0: [core] max_body_size, which also bounds any
+ * route's); a larger body is answered 413 before the handler runs.  The
+ * core answers every refusal itself (401, 403, 413, 415, 429) with a JSON
+ * error, so a handler only sees requests that passed.  Added without an
+ * ABI change: sl_route() keeps its meaning.
+ */
+SL_API int sl_route_scoped(sl_ctx *ctx, unsigned methods, const char *pattern, unsigned access,
+                           size_t max_body, sl_route_fn fn, void *arg);
 
 SL_API unsigned sl_req_method(const sl_req *req);
 SL_API const char *sl_req_path(const sl_req *req);
@@ -231,6 +264,15 @@ SL_API const char *sl_req_param(const sl_req *req, const char *name);
 /* Value of a query-string parameter, decoded; NULL when absent. */
 SL_API const char *sl_req_query(const sl_req *req, const char *name);
 SL_API const char *sl_req_header(const sl_req *req, const char *name);
+/* The request's id: the client's X-Request-Id when it sent a sane one (1
+ * to 64 characters of [A-Za-z0-9._:-]), else one the core made.  Every
+ * response carries it back in X-Request-Id, the core's JSON errors in
+ * "request_id"; log it with anything written about the request, so that
+ * a client's report and the server's log meet. */
+SL_API const char *sl_req_id(const sl_req *req);
+/* Who called: the name of the bearer token that authorized the request
+ * (never its secret), or "anonymous" on a listener without credentials. */
+SL_API const char *sl_req_caller(const sl_req *req);
 /* The request body; NUL-terminated, its length without the terminator in
  * `len` unless that is NULL. */
 SL_API const char *sl_req_body(sl_req *req, size_t *len);
@@ -240,7 +282,10 @@ SL_API cJSON *sl_req_json(sl_req *req);
 
 /* Answers with `json` serialized; takes ownership of `json`. */
 SL_API void sl_reply_json(sl_req *req, int status, cJSON *json);
-/* Answers {"error": "..."}. */
+/* Answers {"error": "...", "request_id": "..."}.  A 5xx error is also
+ * logged with the request id, so the message may name the internal
+ * reason; for a detail the client should not see, log it yourself with
+ * sl_req_id() and answer a short message. */
 SL_API void sl_reply_error(sl_req *req, int status, const char *fmt, ...) SL_PRINTF(3, 4);
 SL_API void sl_reply(sl_req *req, int status, const char *content_type, const void *body, size_t len);
 /* Adds a response header; before the reply. */

@@ -457,7 +457,7 @@ static void route(probe *pr, unsigned methods, const char *what, sl_route_fn fn)
         snprintf(path, sizeof(path), "/kafkaprobe/%s/%s", inst, what);
     else
         snprintf(path, sizeof(path), "/kafkaprobe/%s", what);
-    sl_route(pr->ctx, methods, path, fn, pr);
+    sl_route_scoped(pr->ctx, methods, path, SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, fn, pr);
 }
 
 static int probe_start(sl_ctx *ctx)

@@ -443,11 +443,11 @@ static int start(sl_ctx *ctx)
         return sl_fail(ctx, "no PostgreSQL handle (see the log)");
     }
     sl_set_data(ctx, p);
-    if (sl_route(ctx, SL_POST, "/pg/query", serve_query, p) != 0 ||
-        sl_route(ctx, SL_POST, "/pg/tx", serve_tx, p) != 0 ||
-        sl_route(ctx, SL_POST, "/pg/listen", serve_listen, p) != 0 ||
+    if (sl_route_scoped(ctx, SL_POST, "/pg/query", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_query, p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/pg/tx", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_tx, p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/pg/listen", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_listen, p) != 0 ||
         sl_route(ctx, SL_GET, "/pg/notes", serve_notes, p) != 0 ||
-        sl_route(ctx, SL_POST, "/pg/migrate", serve_migrate, p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/pg/migrate", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_migrate, p) != 0 ||
         sl_route(ctx, SL_GET, "/pg/migrations", serve_migrations, p) != 0) {
         probe_free(p);
         return sl_fail(ctx, "cannot register routes");

@@ -163,9 +163,9 @@ static int probe_start(sl_ctx *ctx)
     p->redis = sl_redis_new(ctx);
     if (p->redis == NULL)
         return sl_fail(ctx, "cannot create the redis connection");
-    if (sl_route(ctx, SL_POST, "/redis/set", serve_set, p) != 0 ||
+    if (sl_route_scoped(ctx, SL_POST, "/redis/set", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_set, p) != 0 ||
         sl_route(ctx, SL_GET, "/redis/get", serve_get, p) != 0 ||
-        sl_route(ctx, SL_POST, "/redis/cmd", serve_cmd, p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/redis/cmd", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_cmd, p) != 0 ||
         sl_route(ctx, SL_GET, "/redis/status", serve_status, p) != 0)
         return sl_fail(ctx, "cannot register routes");
     return 0;
