@@ -205,9 +205,7 @@ SL_API sl_span *sl_span_start_from(sl_ctx *ctx, sl_span_kind kind, const char *n
 
     if (!sl_trace_on())
         return NULL;
-    if (sl_tp_parse(traceparent, &remote.tp) != 0)
-        return sl_span_start(ctx, kind, name);
-    remote.traced = 1;
+    remote.traced = sl_tp_parse(traceparent, &remote.tp) == 0;
     return start_owned(ctx, sl_span_begin(&remote, (int)kind, name, NULL));
 }
 

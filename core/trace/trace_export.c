@@ -68,8 +68,8 @@ static struct {
     struct event *timer; /* the flush interval */
     struct event *soon;  /* a full batch: send from the loop, not from the caller */
 
-    sl_metric *dropped, *exported;
-    sl_series *drop_queue, *drop_export, *drop_disabled, *sent;
+    sl_metric *dropped, *exported, *pending;
+    sl_series *drop_queue, *drop_export, *drop_disabled, *sent, *waiting;
 } ex;
 
 int sl_trace_on(void)
@@ -84,6 +84,13 @@ double sl_trace_ratio(void)
 
 /* ------------------------------------------------------------ the queue */
 
+/* Queued or in flight: what a test waits on to see everything sent. */
+static void count_pending(void)
+{
+    if (ex.waiting != NULL)
+        sl_series_set(ex.waiting, (double)(ex.queued + ex.sending));
+}
+
 static void drop_queued(void)
 {
     while (ex.head != NULL) {
@@ -93,6 +100,7 @@ static void drop_queued(void)
     }
     ex.tail = NULL;
     ex.queued = 0;
+    count_pending();
 }
 
 static void flush(void);
@@ -131,6 +139,7 @@ static void export_done(CURL *easy, CURLcode result, void *arg)
             sl_log_core(SL_LOG_DEBUG, "tracing", "collector answered %ld", code);
         ex.failing = 1;
     }
+    count_pending();
     if (ex.on && ex.queued >= ex.batch)
         event_active(ex.soon, EV_TIMEOUT, 0);
 }
@@ -156,6 +165,7 @@ static void flush(void)
         ex.tail = NULL;
     ex.queued -= n;
     if (ex.body == NULL) {
+        count_pending();
         sl_series_add(ex.drop_export, (double)n);
         sl_log_core(SL_LOG_ERROR, "tracing", "out of memory encoding %zu spans", n);
         return;
@@ -169,6 +179,7 @@ static void flush(void)
     curl_easy_setopt(ex.easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     curl_easy_setopt(ex.easy, CURLOPT_TIMEOUT_MS, (long)(ex.timeout * 1000));
     ex.sending = n;
+    count_pending();
     if (sl_chttp_add(ex.http, ex.easy, export_done, NULL) != 0)
         export_done(ex.easy, CURLE_OUT_OF_MEMORY, NULL);
 }
@@ -194,7 +205,9 @@ void sl_trace_export_span(sl_span *s)
     else
         ex.head = s;
     ex.tail = s;
-    if (++ex.queued == ex.batch && ex.sending == 0)
+    ex.queued++;
+    count_pending();
+    if (ex.queued == ex.batch && ex.sending == 0)
         event_active(ex.soon, EV_TIMEOUT, 0);
 }
 
@@ -241,8 +254,10 @@ static int make_exporter(char *err, size_t errlen)
         "reason", NULL, 0, NULL);
     ex.exported = sl_metric_register(SL_METRIC_COUNTER, "sluice_tracing_spans_exported_total",
                                      "Spans the collector accepted.", NULL, NULL, 0, NULL);
+    ex.pending = sl_metric_register(SL_METRIC_GAUGE, "sluice_tracing_spans_pending",
+                                    "Ended spans queued or being sent.", NULL, NULL, 0, NULL);
     if (ex.http == NULL || ex.easy == NULL || ex.headers == NULL || ex.timer == NULL ||
-        ex.soon == NULL || ex.dropped == NULL || ex.exported == NULL) {
+        ex.soon == NULL || ex.dropped == NULL || ex.exported == NULL || ex.pending == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -250,6 +265,7 @@ static int make_exporter(char *err, size_t errlen)
     ex.drop_export = sl_series_of(ex.dropped, "export");
     ex.drop_disabled = sl_series_of(ex.dropped, "disabled");
     ex.sent = sl_series_of(ex.exported);
+    ex.waiting = sl_series_of(ex.pending);
     return 0;
 }
 
@@ -281,6 +297,8 @@ static void tracing_shutdown(void)
         sl_metric_release(ex.dropped);
     if (ex.exported != NULL)
         sl_metric_release(ex.exported);
+    if (ex.pending != NULL)
+        sl_metric_release(ex.pending);
     free(ex.body);
     free(ex.endpoint);
     free(ex.resource);

@@ -87,6 +87,7 @@ struct gen {
     gen_partitioner part;
     size_t event_size;
     int trace_headers; /* also send the origin and partitioning headers */
+    double trace_share; /* of events that start a trace */
 
     /* when to generate */
     gen_bucket bucket;

@@ -48,6 +48,9 @@ static const sl_option gen_options[] = {
     { "trace_headers", SL_OPT_BOOL, "false",
       "also send the headers origin and partitioning (for tests and debugging; each header costs an allocation per message)",
       0, 0, NULL },
+    { "trace_share", SL_OPT_DOUBLE, "0",
+      "share of events that start a trace when [tracing] is on (its sample_ratio then decides which are recorded); the message carries it in a traceparent header",
+      0, 1, NULL },
     { "burst_max", SL_OPT_INT, "100000", "largest burst POST generate/burst accepts", 1, 100000000,
       NULL },
     { "peak_every", SL_OPT_DURATION, "30s", "peak mode: time between bursts", 0.1, 86400, NULL },
@@ -220,6 +223,7 @@ static int model_start(gen *g)
     g->backoff.cap = sl_opt_seconds(ctx, "retry_backoff_max");
     g->event_size = (size_t)sl_opt_int(ctx, "event_size");
     g->trace_headers = sl_opt_bool(ctx, "trace_headers");
+    g->trace_share = sl_opt_double(ctx, "trace_share");
     return 0;
 }
 

@@ -130,11 +130,22 @@ static int hand_over(gen *g, const gen_msg *m)
         { "origin", origin, strlen(origin) },
         { "partitioning", how, strlen(how) },
     };
-    int rc = sl_kafka_produce(g->producer, g->topic,
-                              m->partition == GEN_BY_KEY ? SL_KAFKA_PARTITION_ANY : m->partition,
-                              m->key, m->keylen, m->value, m->len, h, g->trace_headers ? 5 : 3,
-                              tag(g, m));
+    /* A traced event is the root of its own trace, even in a burst asked
+     * for over HTTP: the core's produce span nests under it and the message
+     * carries the context.  The random draw happens only with a share set,
+     * so seeded runs repeat as before. */
+    sl_span *span = g->trace_share > 0 && gen_rng_unit(&g->rng) < g->trace_share
+                        ? sl_span_start_from(g->ctx, SL_SPAN_INTERNAL, "generate", NULL)
+                        : NULL;
+    int rc;
 
+    sl_span_set_str(span, "sluice.event_type", type);
+    sl_span_enter(span);
+    rc = sl_kafka_produce(g->producer, g->topic,
+                          m->partition == GEN_BY_KEY ? SL_KAFKA_PARTITION_ANY : m->partition,
+                          m->key, m->keylen, m->value, m->len, h, g->trace_headers ? 5 : 3,
+                          tag(g, m));
+    sl_span_end(span);
     if (rc == 0) {
         g->inflight++;
         g->inflight_by[m->klass][m->origin]++;

@@ -90,7 +90,6 @@ reference_run() { # prints msgs/s from the tool's final line
                       match(line, /: [0-9]+ msgs\/s/)) print substr(line, RSTART + 2, RLENGTH - 8) + 0;
                   else { print "rdkafka_performance did not deliver everything: " line > "/dev/stderr"; exit 1 } }'
 }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 
 # A short warm-up of both paths (connections, metadata, page faults).
 curl -s -o /dev/null -X POST "$base/kafkaprobe/produce?topic=bench_connector&n=10000&size=$SIZE"
@@ -107,8 +106,8 @@ for i in $(seq 1 "$RUNS"); do
     echo "$r" >> "$work/r"
     printf '%-6s %22s %28s\n' "$i" "$c" "$r"
 done
-mc=$(median < "$work/c")
-mr=$(median < "$work/r")
+mc=$(bench_median < "$work/c")
+mr=$(bench_median < "$work/r")
 printf '%-6s %22s %28s\n' median "$mc" "$mr"
 awk -v c="$mc" -v r="$mr" 'BEGIN { printf "ratio connector / rdkafka_performance: %.2f (target >= 0.9)\n", c / r }'
 bench_result kafka_produce "$mc" msgs/s "$mr" rdkafka_performance ">=0.9"

@@ -1,6 +1,6 @@
 # tests/bench/rdkafka_reference.sh - sourced by Kafka benchmarks: librdkafka's
 # own rdkafka_performance, the reference a Kafka producer is measured
-# against, and the median of a column of figures.
+# against.
 #
 #   ref_build DIR                         builds it into DIR, prints its path
 #   ref_rate PERF BOOTSTRAP TOPIC SIZE N [ARG...]
@@ -9,7 +9,6 @@
 #                                         linger.ms=5, then ARGs such as -H
 #                                         name=value headers), prints msgs/s;
 #                                         fails unless every one was delivered
-#   median < FILE                         the median of one number per line
 
 ref_build() {
     local here dir=$1
@@ -34,8 +33,4 @@ ref_rate() {
             END { if (match(line, /[0-9]+ delivered/) && substr(line, RSTART, RLENGTH - 10) + 0 == n &&
                       match(line, /: [0-9]+ msgs\/s/)) print substr(line, RSTART + 2, RLENGTH - 8) + 0;
                   else { print "rdkafka_performance did not deliver everything: " line > "/dev/stderr"; exit 1 } }'
-}
-
-median() {
-    sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }

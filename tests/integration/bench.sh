@@ -18,6 +18,14 @@ cat > "$work/benches/bench_beta.sh" <<'B'
 echo "crashed before its figures" >&2
 exit 3
 B
+# A reference run that failed: its median of nothing, or a nan.
+cat > "$work/benches/bench_gamma.sh" <<'B'
+. "$SL_TOP/tests/bench/result.sh"
+printf '5000\n\n' > "$BENCH_TMP/runs"
+if m=$(bench_median < "$BENCH_TMP/runs"); then echo "median of a failed run: $m"; fi
+bench_result requests 8000 req/s nan nginx ">=0.8"
+echo "after a nan reference: not reached"
+B
 export SL_TOP
 
 t_case "run-all.sh: one table of every benchmark's RESULT lines, with ratios"
@@ -33,12 +41,23 @@ t_check -s "$work/logs/bench_alpha.log" "the benchmark's own output kept"
 t_end
 
 t_case "run-all.sh: a failed benchmark shows in the table and fails the run"
-BENCH_DIR=$work/benches BENCH_LOGS=$work/logs bash "$SL_TOP/tests/bench/run-all.sh" > "$work/out" 2>&1
+BENCH_DIR=$work/benches BENCH_LOGS=$work/logs bash "$SL_TOP/tests/bench/run-all.sh" alpha beta > "$work/out" 2>&1
 rc=$?
 cat "$work/out"
 t_check "$rc" -ne 0 "non-zero exit"
 t_check "$(grep -c '^beta .*FAILED(exit_3' "$work/out")" = 1 "beta's row says it failed"
 t_check "$(grep -c '^alpha ' "$work/out")" = 2 "alpha's figures still listed"
+t_end
+
+t_case "a failed reference run fails the benchmark instead of becoming nan"
+BENCH_TMP=$work BENCH_DIR=$work/benches BENCH_LOGS=$work/logs bash "$SL_TOP/tests/bench/run-all.sh" gamma > "$work/out" 2>&1
+rc=$?
+cat "$work/out" "$work/logs/bench_gamma.log"
+t_check "$rc" -ne 0 "run-all.sh exits non-zero"
+t_check "$(grep -c '^gamma .*FAILED(exit_1' "$work/out")" = 1 "gamma's row says it failed"
+t_check "$(grep -c '^RESULT .*ratio=FAILED' "$work/logs/bench_gamma.log")" = 1 "its RESULT line says FAILED, not a ratio"
+t_check "$(grep -c "reference 'nan' is not a number" "$work/logs/bench_gamma.log")" = 1 "and why"
+t_check "$(grep -c 'median of a failed run\|not reached' "$work/logs/bench_gamma.log")" = 0 "bench_median refused a run with no figure; bench_result stopped the benchmark"
 t_end
 
 t_case "every real benchmark reports through result.sh"

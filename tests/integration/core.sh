@@ -51,12 +51,23 @@ metric() { # metric NAME_WITH_LABELS: its value, or "absent"
     curl -s "$base/metrics" | awk -v n="$1" '$1 == n { print $2; found = 1 } END { if (!found) print "absent" }'
 }
 
-reload() { # SIGHUP and wait until the reload counter moved
+# hup: SIGHUP, and wait until the reload counter moved (the core counts a
+# reload, failed or not, once it has built the new generation and started
+# the successors that do not wait for a drain); fails if it did not.
+hup() {
     local before
     before=$(metric sluice_reloads_total)
     kill -HUP "$daemon"
-    t_wait_for 5 bash -c "[ \"\$(curl -s $base/metrics | awk '\$1==\"sluice_reloads_total\"{print \$2}')\" != '$before' ]"
-    sleep 0.1
+    t_wait_until 30 "[ \"\$(metric sluice_reloads_total)\" != '$before' ]"
+}
+reload() { # hup, as a check
+    hup
+    t_check $? -eq 0 "SIGHUP: the reload ran (sluice_reloads_total $(metric sluice_reloads_total))"
+}
+# in_flight N: wait until N requests to /echo/slow are being served.
+in_flight() {
+    t_wait_until 30 "[ \"\$(metric sluice_echo_slow_pending)\" = $1 ]"
+    t_check "$(metric sluice_echo_slow_pending)" = "$1" "$1 slow request(s) in flight"
 }
 
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
@@ -269,15 +280,20 @@ t_case "an exclusive module drains before its successor starts"
 ${CC:-cc} -shared -fPIC -DECHO_BUILD=3 -DECHO_FLAGS=SL_MODULE_EXCLUSIVE -I"$SL_TOP/core/include" \
     -o "$work/echo3.so" "$SL_TOP/tests/modules/echo/echo.c" -lcjson
 mv "$work/echo3.so" "$mods/echo.so"
-curl -s "$base/echo/slow?ms=1000" > "$work/slow.out" &
+# The slow request keeps the old instance draining for 8 s (within the
+# drain_timeout of 20 s): the window in which a request must find the route
+# restarting.
+drain=20s value=two write_conf
+curl -s "$base/echo/slow?ms=8000" > "$work/slow.out" &
 slow=$!
-sleep 0.3
+in_flight 1
 mark=$(wc -l < "$work/sluiced.log")
 kill -HUP "$daemon"
-sleep 0.2
+t_wait_until 30 "tail -n +$((mark + 1)) '$work/sluiced.log' | grep -q '\[echo\] changed; draining before its successor starts'"
 during=$(curl -s -o /dev/null -w '%{http_code}' "$base/echo")
+t_check "$(kill -0 $slow 2>/dev/null && echo draining)" = draining "the old instance was still draining then"
 wait $slow
-t_wait_for 5 bash -c "curl -s $base/echo | grep -q '\"build\":3'"
+t_wait_until 30 "curl -s $base/echo | grep -q '\"build\":3'"
 t_check "$during" = 503 "requests during the drain: 503 (the route is restarting)"
 t_check "$(json_field build < "$work/slow.out")" = 2 "in-flight request answered by the old build"
 order=$(tail -n +"$((mark + 1))" "$work/sluiced.log" | grep -E '\[echo\] (stopped|started)' | awk '{ print $4 }' | tr '\n' ' ')
@@ -301,11 +317,13 @@ t_check "$(metric sluice_modules_loaded)" = 3 "3 instances"
 t_check "$(metric 'sluice_echo_requests_total{instance_name="b"}')" = 1 "the added instance's series exposed"
 value=two write_conf
 reload
+t_wait_until 30 "! curl -s -o /dev/null --max-time 2 http://127.0.0.1:$port2/echo"
 curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port2/echo"
 t_check $? -eq 7 "removed instance's port is closed (curl exit 7)"
 t_check "$(metric sluice_modules_loaded)" = 2 "2 instances"
 t_check "$(metric 'sluice_echo_requests_total{instance_name="b"}')" = absent "the removed instance's series no longer exposed"
 t_check "$(metric sluice_echo_requests_total)" != absent "the remaining instance's series still are"
+t_wait_until 30 "grep -q 'unloading module echo' '$work/sluiced.log'"
 t_check "$(grep -c 'unloading module echo' "$work/sluiced.log")" -ge 1 "an unused image was unloaded"
 t_end
 
@@ -331,12 +349,13 @@ t_check "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 "200 ag
 t_end
 
 t_case "a replaced instance finishes its in-flight requests"
-curl -s "$base/echo/slow?ms=1500" > "$work/slow.out" &
+curl -s "$base/echo/slow?ms=5000" > "$work/slow.out" &
 slow=$!
-sleep 0.3
+in_flight 1
 value=four write_conf
 reload
 t_check "$(curl -s "$base/echo" | json_field value)" = four "successor serves at once"
+t_check "$(kill -0 $slow 2>/dev/null && echo waiting)" = waiting "while the old instance still holds the slow request"
 wait $slow
 t_check "$(json_field value < "$work/slow.out")" = two "in-flight request answered by the old instance"
 t_end
@@ -347,7 +366,7 @@ reload
 code_file=$work/cut.out
 curl -s -o /dev/null -w '%{http_code}' "$base/echo/slow?ms=8000" > "$code_file" &
 slow=$!
-sleep 0.3
+in_flight 1
 drain=1s value=six write_conf
 reload
 wait $slow
@@ -367,17 +386,23 @@ request = function()
 end
 EOF
 rss_before=$(awk '/VmRSS/ { print $2 }' /proc/$daemon/status)
-wrk -t2 -c32 -d12s -s "$work/mix.lua" "$base" > "$work/wrk.out" 2>&1 &
+# wrk runs until the 100 reloads are done (SIGINT makes it print its
+# figures); each SIGHUP waits for the reload before it, since signals
+# that arrive during a reload are merged into one.
+before=$(metric sluice_reloads_total)
+wrk -t2 -c32 -d600s -s "$work/mix.lua" "$base" > "$work/wrk.out" 2>&1 &
 wrk_pid=$!
-sleep 0.5
+t_wait_until 30 "[ \"\$(metric 'sluice_http_requests_total{module=\"core\",route=\"/healthz\",code=\"200\"}')\" != absent ]"
+unapplied=0
 for i in $(seq 1 100); do
     if [ $((i % 2)) = 0 ]; then value=a; else value=b; fi
     value=$value write_conf
-    kill -HUP "$daemon"
-    sleep 0.1
+    hup || unapplied=$((unapplied + 1))
 done
+t_check "$unapplied" = 0 "every SIGHUP was applied before the next ($unapplied not)"
+t_check "$(kill -0 $wrk_pid 2>/dev/null && echo running)" = running "wrk ran through all 100 reloads"
+kill -INT $wrk_pid
 wait $wrk_pid
-sleep 0.3
 rss_after=$(awk '/VmRSS/ { print $2 }' /proc/$daemon/status)
 cat "$work/wrk.out"
 requests=$(awk '/requests in/ { print $1 }' "$work/wrk.out")
@@ -385,7 +410,7 @@ t_check "${requests:-0}" -gt 1000 "wrk made ${requests:-0} requests"
 t_check "$(grep -c 'Non-2xx' "$work/wrk.out")" -eq 0 "zero non-2xx responses"
 t_check "$(grep -c 'Socket errors' "$work/wrk.out")" -eq 0 "zero socket errors"
 reloads=$(metric sluice_reloads_total)
-t_check "${reloads%.*}" -ge 100 "at least 100 reloads counted ($reloads)"
+t_check "$((${reloads%.*} - ${before%.*}))" = 100 "100 reloads counted ($before -> $reloads)"
 t_check "$(metric sluice_reload_failures_total)" = 2 "no new reload failure (two cases above failed on purpose)"
 growth=$((rss_after - rss_before))
 echo "    RSS before ${rss_before} kB, after ${rss_after} kB"
@@ -401,7 +426,7 @@ t_end
 t_case "SIGTERM drains in-flight work and exits 0, sanitizer-clean"
 curl -s "$base/echo/slow?ms=700" > "$work/last.out" &
 slow=$!
-sleep 0.2
+in_flight 1
 kill -TERM "$daemon"
 wait "$daemon"
 rc=$?

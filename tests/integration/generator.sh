@@ -130,6 +130,8 @@ out["keys_in_two_partitions"] = sum(1 for p in key_parts.values() if len(p) > 1)
 out["burst_distinct_ts"] = len(set(origin_ts["burst"]))
 if origin_ms["night"]:
     out["night_first"] = min(origin_ms["night"]) / 1000.0
+    n = sorted(origin_ms["night"])
+    out["night_min_gap_ms"] = min([b - a for a, b in zip(n, n[1:])] or [10000])
 if origin_ms["night"] and origin_ms["regular"]:
     out["regular_after_night"] = int(min(origin_ms["regular"]) > max(origin_ms["night"]))
 # produce times in groups: a gap of more than 100 ms starts a new one
@@ -192,9 +194,9 @@ peak_every = 2s"
 write_conf
 start_daemon
 t_check $? -eq 0 "sluiced started"
-sleep 3
+t_wait_until 30 '[ "$(status "j[\"by_origin\"][\"fixed\"][\"delivered\"]")" -ge 600 ]'
 t_check "$(post '/generator/generate/burst?count=500')" = 200 "burst of 500 accepted"
-sleep 1
+t_wait_until 30 '[ "$(status "j[\"by_origin\"][\"burst\"][\"delivered\"]")" = 500 ]'
 pause
 analyze page_views
 gen_n=$(status 'j["generated"]["total"]')
@@ -229,28 +231,45 @@ t_case "night, then regular, then peak: each visible in the delivered stream"
 night_at=$(date +%s.%N)
 code=$(post '/generator/config/mode?mode=night')
 t_check "$code" = 200 "mode night ($code)"
-sleep 12
-t_check "$(status 'j["by_origin"]["night"]["generated"]')" = 1 "night: one event in 12 s"
+# Night sends one event every 10 s: the first comes 10 s after the switch,
+# the next one 10 s later.  Wait for the first, then leave night (a loaded
+# machine may see it late enough for a second one to come).
+t_wait_until 30 '[ "$(status "j[\"by_origin\"][\"night\"][\"generated\"]")" -ge 1 ]'
+t_check "$(status 'j["by_origin"]["night"]["generated"]')" -ge 1 "night: its first event seen $(python3 -c "print(round($(date +%s.%N) - $night_at, 1))") s after the switch"
 t_check "$(status 'j["rate"]["target_eps"]')" = 0.1 "night target 0.1 events/s"
 code=$(post '/generator/config/mode?mode=regular')
 t_check "$code" = 200 "mode regular ($code)"
 target=$(status 'j["rate"]["target_eps"]')
 t_check "$(python3 -c "print(1 <= $target <= 10 and $target == int($target))")" = True "regular target $target events/s, from 1 to 10"
-sleep 3
+t_wait_until 30 '[ "$(status "j[\"by_origin\"][\"regular\"][\"delivered\"]")" -ge 1 ]'
+peak_mark=$(wc -l < "$work/sluiced.log")
 t_check "$(post '/generator/config/mode?mode=peak')" = 200 "mode peak"
-peak_came() { [ "$(status 'j["by_origin"]["peak_burst"]["generated"]')" -gt 0 ]; }
-t_wait_for 10 peak_came
+# Bursts come every peak_every (2 s): wait until the first one logged has
+# been delivered whole; a later one may have started meanwhile.
+peak_sizes() { tail -n +"$((peak_mark + 1))" "$work/sluiced.log" | sed -n 's/.*peak burst of \([0-9]*\) events.*/\1/p'; }
+first_peak_done() {
+    local first
+    first=$(peak_sizes | head -1)
+    [ -n "$first" ] && [ "$(status 'j["by_origin"]["peak_burst"]["delivered"]')" -ge "$first" ]
+}
+t_wait_until 60 first_peak_done
 pause
 analyze page_views
-t_check "$(fact page_views origin_night)" = 1 "the stream holds 1 night event"
+night_n=$(status 'j["by_origin"]["night"]["delivered"]')
+t_check "$(fact page_views origin_night)" = "${night_n:-none}" "the stream holds the $night_n night event(s) status says were delivered"
+t_check "$(fact page_views origin_night)" -ge 1 "at least one"
+t_check "$(fact page_views night_min_gap_ms)" -ge 9900 "night events 10 s apart (closest $(fact page_views night_min_gap_ms) ms)"
 after=$(python3 -c "print(int(($(fact page_views night_first) - $night_at) * 1000))")
-t_check "$(python3 -c "print(9900 <= $after <= 10500)")" = True "it was sent $after ms after the switch to night (10 s)"
+t_check "$(python3 -c "print(9900 <= $after < 20000)")" = True "it was sent $after ms after the switch to night: at 10 s, before the second slot (20 s)"
 t_check "$(fact page_views origin_regular)" = "$(status 'j["by_origin"]["regular"]["delivered"]')" "regular events: kcat $(fact page_views origin_regular) = status"
 t_check "$(fact page_views origin_regular)" -ge 1 "regular events came"
-t_check "$(fact page_views regular_after_night)" = 1 "every regular event came after the night event"
+t_check "$(fact page_views regular_after_night)" = 1 "every regular event came after the night events"
 pb=$(status 'j["by_origin"]["peak_burst"]["delivered"]')
 t_check "$(fact page_views origin_peak_burst)" = "$pb" "peak burst: kcat $(fact page_views origin_peak_burst) = status $pb"
-t_check "$(python3 -c "print(100 <= $pb <= 1000)")" = True "the peak burst had 100 to 1000 events ($pb)"
+sizes=$(peak_sizes | tr '\n' ' ')
+t_check -n "$sizes" "peak bursts logged: $sizes"
+t_check "$(python3 -c "s = [int(x) for x in '$sizes'.split()]; print(bool(s) and all(100 <= x <= 1000 for x in s))")" = True "every peak burst had 100 to 1000 events ($sizes)"
+t_check "$(python3 -c "s = [int(x) for x in '$sizes'.split()]; print(bool(s) and s[0] <= $pb <= sum(s))")" = True "the stream holds the first burst whole and no more than the bursts logged ($pb)"
 t_check "$(fact page_views count)" = "$(status 'j["delivered"]["total"]')" "kcat count = delivered ($(fact page_views count))"
 t_end
 
@@ -278,7 +297,7 @@ t_end
 t_case "SIGHUP to sync under load: the old instance drains without losing an event"
 drained_before=$(grep -c '\[generator\] drained' "$work/sluiced.log")
 post "/generator/config/speed?eps=5000" >/dev/null
-sleep 2.5
+t_wait_until 30 '[ "$(status "j[\"rate\"][\"measured_eps\"] > 1000")" = True ]'
 t_check "$(status 'j["rate"]["measured_eps"] > 1000')" = True "generating at $(status 'int(j["rate"]["measured_eps"])') events/s when the SIGHUP comes"
 gen="seed = 7
 topic = pv_sync
@@ -305,10 +324,10 @@ t_end
 # producer's topic-level properties to its topics, or the attempt waits for
 # librdkafka's default 300 s and no retry happens within this case.
 t_case "sync: the broker down means retries, then recovery; every event accounted for"
-sleep 2
+t_wait_until 30 '[ "$(status "j[\"delivered\"][\"total\"]")" -gt 0 ]'
 t_check "$(broker 0)" = 200 "broker 1 down"
-# 10 s: longer than one event's 5 attempts (1 s each, 0.2+0.4+0.8+1.6 s apart)
-sleep 10
+# One event's 5 attempts take about 8 s (1 s each, 0.2+0.4+0.8+1.6 s apart).
+t_wait_until 60 '[ "$(status "j[\"failed\"][\"total\"]")" -ge 1 ] && [ "$(status "j[\"queued\"]")" -gt 0 ]'
 t_check "$(status 'j["queued"]')" -gt 0 "events wait in the backlog ($(status 'j["queued"]'))"
 t_check "$(status 'j["retries"]')" -ge 4 "attempts failed and were retried ($(status 'j["retries"]') retries)"
 t_check "$(status 'j["failed"]["total"]')" -ge 1 "an event failed after 5 attempts ($(status 'j["failed"]["total"]'))"
@@ -333,14 +352,16 @@ write_conf
 kill -HUP "$daemon"
 replaced() { [ "$(status 'j["topic"]')" = pv_async ]; }
 t_wait_for 20 replaced
-sleep 1
+t_check $? -eq 0 "the successor writes to pv_async"
+t_wait_until 30 '[ "$(status "j[\"delivered\"][\"total\"]")" -gt 0 ]'
 t_check "$(broker 0)" = 200 "broker 1 down"
-sleep 3
+t_wait_until 60 '[ "$(status "j[\"inflight\"]")" = 50 ] && [ "$(status "j[\"dropped_by_reason\"][\"inflight_limit\"]")" -ge 1 ] && [ "$(status "j[\"rate\"][\"missed\"]")" -gt 0 ]'
 t_check "$(status 'j["inflight"]')" = 50 "50 events in flight, the limit"
 t_check "$(status 'j["dropped_by_reason"]["inflight_limit"]')" -ge 1 "drops counted by reason inflight_limit ($(status 'j["dropped_by_reason"]["inflight_limit"]'))"
 t_check "$(status 'j["rate"]["missed"]')" -gt 0 "slots the paused generator skipped are counted ($(status 'j["rate"]["missed"]'))"
+d_up=$(status 'j["delivered"]["total"]')
 t_check "$(broker 1)" = 200 "broker 1 up"
-sleep 2
+t_wait_until 60 "[ \"\$(status 'j[\"delivered\"][\"total\"]')\" -gt $((d_up + 50)) ]"
 pause
 accounted pv_async
 t_check "$x" = "$(status 'j["dropped_by_reason"]["inflight_limit"]')" "every drop is an in-flight-limit drop"
@@ -359,7 +380,8 @@ write_conf
 kill -HUP "$daemon"
 replaced() { [ "$(status 'j["topic"]')" = pv_batch ]; }
 t_wait_for 20 replaced
-sleep 4
+t_check $? -eq 0 "the successor writes to pv_batch"
+t_wait_until 60 '[ "$(status "j[\"delivered\"][\"total\"]")" -ge 400 ]'
 pause
 accounted pv_batch
 t_check "$d" = "$g" "delivered $d = generated $g"
@@ -398,7 +420,7 @@ kill -HUP "$daemon"
 b_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/generator/b/status")" = 200 ]; }
 t_wait_for 20 b_up
 t_check $? -eq 0 "/generator/b/status answers"
-sleep 2
+t_wait_until 30 '[ "$(curl -s "$base/generator/b/status" | python3 -c "import json,sys; print(json.load(sys.stdin)[\"delivered\"][\"total\"])")" -gt 0 ]'
 t_check "$(post '/generator/b/config/speed?eps=0')" = 200 "instance b paused through its own route"
 b_settled() { [ "$(curl -s "$base/generator/b/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pending"])')" = 0 ]; }
 t_wait_for 30 b_settled
@@ -411,8 +433,9 @@ t_end
 
 # -------------------------------------------------------------- shutdown
 t_case "SIGTERM drains the generator and exits 0"
+g0=$(status 'j["generated"]["total"]')
 post "/generator/config/speed?eps=100" >/dev/null
-sleep 1
+t_wait_until 30 "[ \"\$(status 'j[\"generated\"][\"total\"]')\" -gt $g0 ]"
 kill -TERM "$daemon"
 wait "$daemon"
 t_check $? -eq 0 "sluiced exited 0"

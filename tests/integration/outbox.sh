@@ -289,23 +289,26 @@ t_check "$(psqlc "SELECT count(*) FROM pg_trigger WHERE tgname = 'outbox_notify'
 t_check "$(psqlc "SELECT count(*) FROM sluice_migrations WHERE module = 'outbox:outbox'")" = 1 "migration recorded once"
 t_end
 
-t_case "NOTIFY wakes the relay: with polling every 60 s a row leaves within milliseconds"
+# Polling alone would leave a row waiting for up to poll_interval (60 s),
+# 30 s on average: five rows all gone within a sixth of it would happen by
+# chance once in (1/6)^5, about 8000 runs.  A slow machine cannot make the
+# check fail unless it stalls for 10 s.
+t_case "NOTIFY wakes the relay: with polling every 60 s a row leaves at once"
 worst=0
 for i in 1 2 3 4 5; do
     psqlc "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'ping', 'order.ping', '{\"n\": $i}')" > /dev/null
     t0=$(date +%s%N)
-    t_wait_for 10 empty
+    t_wait_for 20 empty
     ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     [ "$ms" -gt "$worst" ] && worst=$ms
-    sleep 0.2
 done
-t_check "$worst" -lt 1500 "slowest of 5 rows acknowledged and deleted ${worst} ms after its commit (psql polling included)"
+t_check "$worst" -lt 10000 "slowest of 5 rows acknowledged and deleted ${worst} ms after its commit, well within poll_interval (60 s)"
 kcat -C -b "$broker" -t outbox.order -e -q -o beginning -f '%k|%h|%s\n' > "$work/ping.dump" 2>/dev/null
 t_check "$(grep -c '^ping|' "$work/ping.dump")" = 5 "5 messages keyed 'ping' on outbox.order"
 t_check "$(head -1 "$work/ping.dump" | grep -c 'event_id=[0-9]*,event_type=order.ping,aggregate_type=order')" = 1 "headers: $(head -1 "$work/ping.dump" | cut -d'|' -f2)"
 t_check "$(metric "$base" sluice_outbox_published_total)" = 5 "sluice_outbox_published_total 5"
 t_check "$(metric "$base" sluice_outbox_lag_seconds_count)" = 5 "lag histogram holds 5 samples"
-t_check "$(metric "$base" 'sluice_outbox_lag_seconds_bucket{le="0.5"}')" = 5 "all 5 acknowledged within 0.5 s of their commit (sum $(metric "$base" sluice_outbox_lag_seconds_sum) s)"
+t_check "$(metric "$base" 'sluice_outbox_lag_seconds_bucket{le="10"}')" = 5 "all 5 acknowledged within 10 s of their commit (sum $(metric "$base" sluice_outbox_lag_seconds_sum) s)"
 stop_daemon "$d1"
 t_check $? -eq 0 "SIGTERM drained and exited 0"
 t_end
@@ -350,28 +353,35 @@ t_end
 # --------------------------------------------------------- broker down
 t_case "broker down for 20 s under two relays: rows stay, retries with backoff, claims renewed past the lease, then drain"
 # A delivery timeout above the lease: a row waits longer than the lease in
-# its relay, and only the renewal keeps the other relay from taking it.
+# its relay, and only the renewal keeps the other relay from taking it.  A
+# renewal comes every lease/3; an 8 s lease leaves a loaded machine more
+# than 5 s of slack before a late one would let the other relay take over.
 stop_daemon "$d1"
-start1 "delivery_timeout = 6s"
-t_check $? -eq 0 "first relay restarted (delivery_timeout 6 s, lease 4 s)"
-start2 "delivery_timeout = 6s"
+start1 "lease = 8s
+delivery_timeout = 12s"
+t_check $? -eq 0 "first relay restarted (delivery_timeout 12 s, lease 8 s)"
+start2 "lease = 8s
+delivery_timeout = 12s"
 t_check $? -eq 0 "second relay started"
 t_check "$(code_of -X POST "$base0/kafkaprobe/broker?id=-1&up=0")" = 200 "broker down"
 down_at=$SECONDS
 write_rows down 2 2000 down
-t_wait_until 25 '[ "$(status "$base" "j[\"retried\"]")" -gt 0 ] && [ $((SECONDS - down_at)) -ge 10 ]'
+# Either relay may hold the rows: their counters are summed.
+both() { echo $(($(status "$base" "j[\"$1\"]") + $(status "$base2" "j[\"$1\"]"))); }
+both_metric() { echo $(($(metric "$base" "$1") + $(metric "$base2" "$1"))); }
+t_wait_until 40 '[ "$(both retried)" -gt 0 ] && [ $((SECONDS - down_at)) -ge 10 ]'
 n=$(left)
 t_check "$n" -ge 1500 "rows stay in the table while the broker is down: $n"
-t_check "$(status "$base" 'j["failed"]')" -gt 0 "failed publications counted: $(status "$base" 'j["failed"]') + $(status "$base2" 'j["failed"]')"
-t_check "$(metric "$base" sluice_outbox_failed_total)" -gt 0 "sluice_outbox_failed_total $(metric "$base" sluice_outbox_failed_total)"
-t_check "$(status "$base" 'j["retried"]')" -gt 0 "rows released with backoff for retry: $(status "$base" 'j["retried"]') + $(status "$base2" 'j["retried"]')"
+t_check "$(both failed)" -gt 0 "failed publications counted: $(status "$base" 'j["failed"]') + $(status "$base2" 'j["failed"]')"
+t_check "$(both_metric sluice_outbox_failed_total)" -gt 0 "sluice_outbox_failed_total $(metric "$base" sluice_outbox_failed_total) + $(metric "$base2" sluice_outbox_failed_total)"
+t_check "$(both retried)" -gt 0 "rows released with backoff for retry: $(status "$base" 'j["retried"]') + $(status "$base2" 'j["retried"]')"
 t_check "$(psqlc "SELECT max(attempts) FROM outbox")" -ge 1 "attempts recorded in the table: max $(psqlc "SELECT max(attempts) FROM outbox")"
 t_check "$(psqlc "SELECT count(*) FROM outbox WHERE next_attempt_at IS NOT NULL")" -gt 0 "next attempts scheduled: $(psqlc "SELECT count(*) FROM outbox WHERE next_attempt_at IS NOT NULL") rows"
 while [ $((SECONDS - down_at)) -lt 20 ]; do sleep 1; done
 a1=$(psqlc "SELECT coalesce(max(attempts), 0) FROM outbox")
 t_check "$a1" -le 10 "backoff bounds the attempts: at most $a1 per row in 20 s"
-t_check "$(status "$base" 'j["renewed"]')" -gt 0 "claims renewed: $(status "$base" 'j["renewed"]') + $(status "$base2" 'j["renewed"]')"
-t_check "$(( $(status "$base" 'j["takeovers"]') + $(status "$base2" 'j["takeovers"]') ))" = 0 "no live relay's claim was taken over"
+t_check "$(both renewed)" -gt 0 "claims renewed: $(status "$base" 'j["renewed"]') + $(status "$base2" 'j["renewed"]')"
+t_check "$(both takeovers)" = 0 "no live relay's claim was taken over"
 # A stop while acks are outstanding: wait flush_timeout (5 s), hand back
 # the rest.  Which relay holds rows at this moment is up to their race.
 me1=$(status "$base" 'j["relay"]')
@@ -388,10 +398,13 @@ for _ in $(seq 1 150); do
     sleep 0.1
 done
 t_check "$vheld" -gt 0 "relay $victim holds $vheld rows"
+vstops=$(grep -c 'outbox relay stopped' "$vlog")
 stop_daemon "$vpid"
 t_check $? -eq 0 "SIGTERM on relay $victim with the broker down: exit 0"
-# Whether a delivery was still outstanding at that instant is timing: say it.
-echo "    info: $(grep 'outbox relay stopped\|within flush_timeout' "$vlog" | tail -2 | sed 's/.*\[outbox\] //' | paste -sd';')"
+# Whether a delivery was still outstanding at that instant is timing; that
+# the relay reported its stop is not.
+t_check "$(grep -c 'outbox relay stopped' "$vlog")" -gt "$vstops" \
+    "relay $victim reported its stop: $(grep 'outbox relay stopped\|within flush_timeout' "$vlog" | tail -2 | sed 's/.*\[outbox\] //' | paste -sd';')"
 t_check "$(held "$vme")" = 0 "and handed back every row it held"
 t_check "$(code_of -X POST "$base0/kafkaprobe/broker?id=-1&up=1")" = 200 "broker up after $((SECONDS - down_at)) s"
 t_wait_until 90 empty
@@ -413,7 +426,8 @@ n1=$(( $(status "$base" 'j["published"]') - p1 ))
 n2=$(( $(status "$base2" 'j["published"]') - p2 ))
 t_check "$n1" -gt 0 "the first relay published $n1"
 t_check "$n2" -gt 0 "the second relay published $n2"
-echo "    info: rows given back because the other relay held an earlier row: $(status "$base" 'j["given_back_for_order"]') + $(status "$base2" 'j["given_back_for_order"]')"
+t_check "$(status "$base" 'isinstance(j["given_back_for_order"], int)')" = True \
+    "status counts rows given back because the other relay held an earlier row: $(status "$base" 'j["given_back_for_order"]') + $(status "$base2" 'j["given_back_for_order"]')"
 stop_daemon "$d2"
 t_check $? -eq 0 "second relay drained on SIGTERM"
 t_end
@@ -430,7 +444,8 @@ t_check "$(psqlc "SELECT attempts FROM outbox WHERE parked")" = 3 "parked after 
 sleep 1
 t_check "$(left)" = 2 "the later row of its aggregate waits behind it (published in the same claim, it would have overtaken)"
 t_check "$(status "$base" 'len(j["parked_list"])')" = 1 "GET /outbox/status lists it"
-t_check "$(status "$base" 'j["parked_list"][0]["last_error"]')" != "" "with its error: $(status "$base" 'j["parked_list"][0]["last_error"]')"
+t_check "$(status "$base" 'isinstance(j["parked_list"][0]["last_error"], str) and j["parked_list"][0]["last_error"] != ""')" = True \
+    "with its error: $(status "$base" 'j["parked_list"][0]["last_error"]')"
 t_wait_until 12 '[ "$(metric "$base" sluice_outbox_parked)" = 1 ]'
 t_check "$(metric "$base" sluice_outbox_parked)" = 1 "sluice_outbox_parked 1"
 t_check "$(metric "$base" sluice_outbox_parked_total)" = 1 "sluice_outbox_parked_total 1"
@@ -512,16 +527,41 @@ t_case "SIGHUP with a changed relay config drains the old relay under load; SIGT
 write_rows hup 4 8000 hup &
 writer=$!
 t_wait_until 30 '[ "$(status "$base" "j[\"claimed\"]")" -gt 0 ]'
+# A writer kept open across the reload, so that rows keep coming while the
+# old relay drains and its successor starts, however fast the bulk writers
+# are: one row now, one once the old relay stopped.
+mkfifo "$work/hup.fifo"
+psql -X -q -v ON_ERROR_STOP=1 "$SL_PG_DSN" < "$work/hup.fifo" > /dev/null 2>>"$work/psql.err" &
+hup_psql=$!
+exec 4>"$work/hup.fifo"
+hup_row() { # hup_row SEQ: one row of aggregate hupx-w0-a0 (an order), through the open writer
+    echo "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'hupx-w0-a0', 'order.changed', '{\"a\": \"hupx-w0-a0\", \"s\": $1}');" >&4
+    echo "hupx-w0-a0 $1" >> "$work/hupx.expected"
+}
+hup_row 1
+old_me=$(status "$base" 'j["relay"]')
 write_conf "$work/one.conf" "$port" "batch_size = 300"
 stops=$(grep -c 'outbox relay stopped' "$work/one.log")
 kill -HUP "$d1"
 t_wait_until 30 '[ "$(grep -c "outbox relay stopped" "$work/one.log")" -gt "$stops" ]'
 t_check "$(grep -c 'outbox relay stopped' "$work/one.log")" -gt "$stops" "the old relay drained: $(grep 'outbox relay stopped' "$work/one.log" | tail -1 | sed 's/.*stopped: //')"
+t_check "$(grep 'outbox relay stopped' "$work/one.log" | tail -1 | sed -n 's/.*stopped: \([0-9]*\) published.*/\1/p')" -gt 0 \
+    "the old relay was publishing when SIGHUP came"
 t_check "$(grep -c 'changed; draining before its successor starts' "$work/one.log")" -ge 1 "drained before its successor started (exclusive module)"
+hup_row 2
+t_wait_until 30 '[ "$(status "$base" "j[\"relay\"]")" != "$old_me" ] && [ -n "$(status "$base" "j[\"relay\"]")" ]'
+new_me=$(status "$base" 'j["relay"]')
+t_check "${new_me:-none}" != "$old_me" "the successor answers as a new relay ($new_me)"
+# The marker: a row written once the successor serves, which only it can publish.
+hup_row 3
+t_wait_until 60 '[ "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = '\''hupx-w0-a0'\''")" = 0 ]'
+t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = 'hupx-w0-a0'")" = 0 "the marker row written after the reload left the table"
+t_check "$(status "$base" 'j["published"]')" -gt 0 "the new relay publishes ($(status "$base" 'j["published"]'))"
+exec 4>&-
+wait "$hup_psql"
+t_check $? -eq 0 "the open writer committed its 3 rows"
 wait "$writer"
 t_check $? -eq 0 "writers done"
-t_wait_until 20 '[ "$(status "$base" "j[\"published\"]")" -gt 0 ]'
-t_check "$(status "$base" 'j["published"]')" -gt 0 "the new relay publishes"
 stop_daemon "$d1"
 rc=$?
 t_check $rc -eq 0 "SIGTERM: drained and exited 0"
@@ -529,7 +569,7 @@ t_check "$(claimed_left)" = 0 "no claim left behind ($(left) rows wait for the n
 start1
 t_wait_until 60 empty
 t_check "$(left)" = 0 "the next relay drained the table"
-stream_ok "$work/hup.expected"
+stream_ok "$work/hup.expected" "$work/hupx.expected"
 stop_daemon "$d1"
 t_check $? -eq 0 "SIGTERM on an idle relay: exit 0"
 t_check "$(claimed_left)" = 0 "no claim left behind"

@@ -309,7 +309,10 @@ t_check "$(code_of "$r")" = 200 "added with ttl 2: $r"
 t_wait_until 10 '[ "$(psqlc "SELECT count(*) FROM segment_history WHERE user_id = $uid AND slug = '"'AVITO_PERFORMANCE_VAS'"' AND operation = '"'D'"'")" = 1 ]'
 lag=$(psqlc "SELECT extract(epoch FROM h.executed_at - (SELECT max(executed_at) FROM segment_history WHERE user_id = $uid AND slug = 'AVITO_PERFORMANCE_VAS' AND operation = 'I') - interval '2 seconds')
              FROM segment_history h WHERE h.user_id = $uid AND h.slug = 'AVITO_PERFORMANCE_VAS' AND h.operation = 'D'")
-t_check "$(python3 -c "print(0 <= ${lag:-99} < 1)")" = True "removed ${lag}s after its expiry"
+# The sweeper looks every 100 ms; a loaded machine may delay it, so the
+# bound is one more ttl (2 s), which a sweeper that did not run on its
+# own (and left it to a rebuild or a read) would miss.
+t_check "$(python3 -c "print(0 <= ${lag:-99} < 2)")" = True "removed ${lag}s after its expiry (within one more ttl)"
 t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = '$uid' AND event_type = 'segment_removed' AND payload->>'slug' = 'AVITO_PERFORMANCE_VAS'")" = 1 "with its outbox event"
 t_check "$(rcli ZSCORE sluice:segments:ttl "$uid:AVITO_PERFORMANCE_VAS")" = "" "and gone from the schedule"
 t_check "$(python3 -c "print($(metric 'sluice_segments_ttl_removals_total') >= 1)")" = True "sluice_segments_ttl_removals_total counts it"
@@ -343,7 +346,7 @@ t_check "$(psqlc "$short")" = 0 "the 6 short memberships expired"
 t_check "$(psqlc "SELECT count(*) FROM segment_history WHERE user_id BETWEEN 700001 AND 700003 AND operation = 'D'")" = 6 "6 D rows"
 late=$(psqlc "SELECT max(extract(epoch FROM h.executed_at - i.executed_at)) FROM segment_history h JOIN segment_history i
               ON i.user_id = h.user_id AND i.slug = h.slug AND i.operation = 'I' WHERE h.operation = 'D' AND h.user_id BETWEEN 700001 AND 700003")
-t_check "$(python3 -c "print(3 <= $late < 4)")" = True "each removed within a second of its expiry (at most ${late}s after the add, ttl 3)"
+t_check "$(python3 -c "print(3 <= ${late:-0} < 6)")" = True "each removed after its expiry and within one more ttl (at most ${late}s after the add, ttl 3)"
 t_check "$(psqlc "SELECT count(*) FROM user_segments WHERE user_id = 700004 AND expires_at IS NOT NULL")" = 1 "the long one stays"
 t_check "$(rcli ZRANGE sluice:segments:ttl 0 -1 | grep -c '^70000[123]:')" = 0 "the swept ones are gone from the schedule"
 t_end
@@ -449,14 +452,13 @@ rm -f "$work/stop-load"
   done > "$work/load.codes" ) &
 lpid=$!
 pids+=("$lpid")
-sleep 1
+t_wait_until 30 '[ "$(grep -c "^200 " "$work/load.codes")" -ge 3 ]'
 sl_svc_stop postgres
 t_wait_until 10 'grep -q "^503 " "$work/load.codes"'
 r=$(req GET /segment /segment)
 t_check "$(code_of "$r")" = 503 "503 while down: $r"
 t_check "$(body_of "$r" | py '"unavailable" in j["error"]')" = True "JSON naming the problem"
 t_check "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 503 "/readyz 503"
-sleep 1
 sl_svc_restart postgres
 t_check $? -eq 0 "postgres back"
 t_wait_until 20 '[ "$(tail -n 3 "$work/load.codes" | grep -c "^200 ")" = 3 ]'
@@ -600,16 +602,22 @@ t_check "$(metric 'sluice_segments_active_memberships')" = "$(psqlc "SELECT coun
 t_end
 
 t_case "SIGHUP with a changed option under load: the successor serves without refusing a request"
-wrk -t2 -c16 -d6s "$base/segment/user/$uid" > "$work/wrk.out" 2>&1 &
+# wrk runs until the reloads are done (SIGINT makes it print its figures);
+# each SIGHUP waits for the previous reload, since signals that arrive
+# during one are merged.
+done0=$(grep -c 'reload complete' "$work/sluiced.log")
+wrk -t2 -c16 -d600s "$base/segment/user/$uid" > "$work/wrk.out" 2>&1 &
 wpid=$!
-sleep 1
+t_wait_until 30 '[ "$(ss -Htn state established "( dport = :$port )" | wc -l)" -gt 0 ]'
 for i in 1 2 3 4 5 6; do
     sed -i "s/^sweep_interval = .*/sweep_interval = $((100 + i))ms/" "$work/sluice.conf"
     kill -HUP "$daemon"
-    sleep 0.5
+    t_wait_until 30 "[ \$(grep -c 'reload complete' '$work/sluiced.log') -ge $((done0 + i)) ]"
 done
+t_check "$(kill -0 $wpid 2>/dev/null && echo running)" = running "wrk ran through the reloads"
+kill -INT "$wpid"
 wait "$wpid"
-t_check "$(grep -c 'reload complete' "$work/sluiced.log")" -ge 6 "6 reloads completed"
+t_check "$(grep -c 'reload complete' "$work/sluiced.log")" -ge $((done0 + 6)) "6 reloads completed"
 t_check "$(grep -c 'Non-2xx\|Socket errors' "$work/wrk.out")" = 0 "no non-2xx answer, no socket error ($(grep 'Requests/sec' "$work/wrk.out"))"
 t_check "$(awk '/requests in/ { print $1 }' "$work/wrk.out")" -gt 100 "requests were served meanwhile"
 t_end

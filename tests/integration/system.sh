@@ -100,10 +100,11 @@ check_segments() { # check_segments PHASE
     t_wait_until 120 segs_caught_up
     t_check "$(pgq "SELECT count(*) FROM outbox")" = 0 "$1: the outbox table is empty"
     want=$(seg_want)
+    t_check "${want:-0}" -gt 0 "$1: history recorded $want changes"
     t_check "$(seg_got)" = "$want" "$1: segment_events holds the $want changes history recorded (got $(seg_got))"
     want=$(pgq "SELECT string_agg(slug || ':' || operation || ':' || n, ' ' ORDER BY slug, operation) FROM (SELECT slug, operation, count(*) AS n FROM segment_history GROUP BY 1, 2) t")
     got=$(chq "SELECT arrayStringConcat(groupArray(concat(slug, ':', operation, ':', toString(n))), ' ') FROM (SELECT slug, operation, sum(changes) AS n FROM segment_changes_per_minute FINAL GROUP BY slug, operation ORDER BY slug, operation)")
-    t_check "$got" = "$want" "$1: per-minute changes by segment and operation match history ($want)"
+    t_check "${got:-nothing}" = "${want:-none}" "$1: per-minute changes by segment and operation match history ($want)"
 }
 
 # users and two segments; both given to every user, one taken from a third
@@ -174,6 +175,18 @@ hup_all() {
     done
 }
 
+delivered() { gen 'j["delivered"]["total"]'; }
+flowing() { # flowing WHEN: both kinds of traffic move; their counts go to $d_at, $h_at
+    local d h
+    d=$(delivered)
+    h=$(seg_want)
+    t_wait_until 60 "[ \"\$(delivered)\" -gt ${d:-0} ] && [ \"\$(seg_want)\" -gt ${h:-0} ]"
+    d_at=$(delivered)
+    h_at=$(seg_want)
+    t_check "${d_at:-0}" -gt "${d:-0}" "events delivered $1 ($d -> $d_at)"
+    t_check "${h_at:-0}" -gt "${h:-0}" "memberships changed $1 ($h -> $h_at)"
+}
+
 traffic_under_hup() { # traffic_under_hup TAG NAME...: the SIGHUP phase
     local tag=$1 churner
     shift
@@ -181,9 +194,13 @@ traffic_under_hup() { # traffic_under_hup TAG NAME...: the SIGHUP phase
     churn "$tag" &
     churner=$!
     curl -s -o /dev/null -X POST "$gbase/generator/config/speed?eps=400"
-    sleep 3
+    # Under traffic: events are delivered and memberships change right up
+    # to the SIGHUP, in the reload, and after it.
+    flowing "before the SIGHUP"
     hup_all "$@"
-    sleep 5
+    t_check "$(delivered)" -gt "$d_at" "events delivered while the instances reloaded ($d_at -> $(delivered))"
+    t_check "$(seg_want)" -gt "$h_at" "memberships changed while the instances reloaded ($h_at -> $(seg_want))"
+    flowing "after the SIGHUP"
     curl -s -o /dev/null -X POST "$gbase/generator/config/speed?eps=0"
     touch "$work/stop"
     wait "$churner"

@@ -23,8 +23,9 @@ trap cleanup EXIT
 
 mods=$work/mods
 mkdir -p "$mods"
-cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so" \
-    "$SL_BUILD/tests/modules/echo/.libs/echo.so" "$mods/"
+cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so" "$SL_BUILD/_modules/generator.so" \
+    "$SL_BUILD/tests/modules/echo/.libs/echo.so" \
+    "$SL_BUILD/tests/modules/kafkaprobe/.libs/kafkaprobe.so" "$mods/"
 port=$(t_free_port)
 otlp_port=$(t_free_port)
 base=http://127.0.0.1:$port
@@ -235,6 +236,76 @@ t_check "$(py "len([s for s in S if s['trace'] == '$trace' and s['parent'] == '$
     -ge 1 "the user_segments change among them"
 t_check "$(py "len([s for s in S if s['trace'] == '$trace' and s['parent'] not in ('$req_span', '$txid', '$tp_span')])")" \
     = 0 "nothing of the trace hangs elsewhere"
+t_end
+
+cat >> "$work/sluice.conf" <<CONF
+
+[kafka]
+brokers = embedded
+bootstrap_file = $work/bootstrap
+
+[module kafkaprobe]
+topics = traced
+CONF
+kill -HUP "$daemon"
+t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ] && [ -s "$work/bootstrap" ]'
+
+t_case "Kafka: a produce span from enqueue to delivery, the traceparent header sent, a consume span continuing it"
+trace=5555666677778888999900001111aaaa
+code=$(curl -s -D "$work/h" -o "$work/b" -w '%{http_code}' -X POST \
+    -H "traceparent: 00-$trace-$tp_span-01" "$base/kafkaprobe/produce?topic=traced&n=1&key=k1")
+t_check "$code" = 200 "produced: $(cat "$work/b")"
+req_span=$(cut -d- -f3 <<< "$(header "$work/h" traceparent)")
+t_wait_until 20 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"kind\"] == 5])')\" = 1 ]"
+t_check "$(py "[(s['name'], s['parent'], s['attrs']['messaging.system'], s['attrs']['messaging.destination.name']) for s in S if s['trace'] == '$trace' and s['kind'] == 4]")" \
+    = "[('send traced', '$req_span', 'kafka', 'traced')]" "one PRODUCER span under the request span"
+send=$(py "[s['span'] for s in S if s['trace'] == '$trace' and s['kind'] == 4][0]")
+t_check "$(py "[s['attrs']['messaging.kafka.offset'] >= 0 for s in S if s['span'] == '$send']")" = "[True]" \
+    "it ended at the delivery report (offset known)"
+t_check "$(kcat -C -b "$(cat "$work/bootstrap")" -t traced -e -q -f '%h\n')" = "traceparent=00-$trace-$send-01" \
+    "kcat sees the traceparent header naming the produce span"
+t_check "$(py "[(s['name'], s['parent'], s['attrs']['messaging.consumer.group.name'], s['attrs']['messaging.kafka.message.key']) for s in S if s['trace'] == '$trace' and s['kind'] == 5]")" \
+    = "[('process traced', '$send', 'kafkaprobe', 'k1')]" "one CONSUMER span under the produce span"
+t_end
+
+t_case "Kafka: a traceparent header given by the module (an outbox row's) is continued, not the request's"
+row=aaaabbbbccccddddeeeeffff00001111
+curl -s -o "$work/b" -X POST "$base/kafkaprobe/produce?topic=traced&n=1&hdr=traceparent:00-$row-$tp_span-01"
+t_wait_until 20 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$row\" and s[\"kind\"] == 5])')\" = 1 ]"
+t_check "$(py "[s['parent'] for s in S if s['trace'] == '$row' and s['kind'] == 4]")" = "['$tp_span']" \
+    "the produce span's parent is the given header"
+t_check "$(kcat -C -b "$(cat "$work/bootstrap")" -t traced -e -q -f '%h\n' | grep -c "traceparent=00-$row-")" -eq 1 \
+    "the message carries the row's trace"
+t_check "$(kcat -C -b "$(cat "$work/bootstrap")" -t traced -e -q -f '%h\n' | grep -c "$tp_span")" -eq 0 \
+    "with the produce span's position, not the given one"
+t_end
+
+t_case "generator: traces started on its share of events, recorded at [tracing] sample_ratio"
+# Every event starts a trace; a quarter of the traces are recorded.  Each
+# is decided independently, so the count is binomial: 2000 draws at 0.25
+# give 500 with a standard deviation of 19.4; the bounds are 5 of them.
+sed -i 's/^sample_ratio = .*//; s/^max_queue = .*/max_queue = 100000/; s/^batch_size = .*/batch_size = 512/; s/^\[tracing\]$/[tracing]\nsample_ratio = 0.25/' "$work/sluice.conf"
+cat >> "$work/sluice.conf" <<CONF
+
+[module generator]
+topic = gen_traced
+mode = night
+eps = 0.001
+trace_share = 1
+CONF
+kill -HUP "$daemon"
+t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/generator/status")" = 200 ]'
+curl -s -o /dev/null -X POST "$base/generator/generate/burst?count=2000"
+t_wait_until 60 "[ \"\$(curl -s $base/generator/status | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"delivered\"][\"total\"])')\" -ge 2000 ]"
+t_wait_until 30 '[ "$(metric sluice_tracing_spans_pending)" = 0 ]'
+delivered=$(curl -s "$base/generator/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["delivered"]["total"])')
+n=$(py "len([s for s in S if s['name'] == 'generate'])")
+t_check "$n" -ge 403 "recorded traces $n of $delivered events: at least 403"
+t_check "$n" -le 597 "recorded traces $n of $delivered events: at most 597"
+t_check "$(py "len(set(s['trace'] for s in S if s['name'] == 'generate')) == len([s for s in S if s['name'] == 'generate']) and all(s['parent'] == '' for s in S if s['name'] == 'generate')")" \
+    = True "each a root of its own trace"
+gens=$(py "len([s for s in S if s['name'] == 'send gen_traced' and s['parent'] in set(g['span'] for g in S if g['name'] == 'generate')])")
+t_check "$gens" = "$n" "each with its produce span under it ($gens)"
 t_end
 
 kill "$daemon"

@@ -26,8 +26,8 @@ else
     cat "$work/compose.err"
     t_check "$rc" -eq 0 "docker-compose config"
     t_check "$(docker-compose -f "$compose" config --services 2>/dev/null | sort | tr '\n' ' ')" = \
-        "aggregator clickhouse generator grafana kafka kafka-init outbox postgres prometheus redis segments " \
-        "services: Kafka, its topic init, PostgreSQL, Redis, ClickHouse, Prometheus, Grafana, one sluiced per role"
+        "aggregator clickhouse generator grafana jaeger kafka kafka-init outbox postgres prometheus redis segments " \
+        "services: Kafka, its topic init, PostgreSQL, Redis, ClickHouse, Prometheus, Grafana, Jaeger, one sluiced per role"
 fi
 t_end
 

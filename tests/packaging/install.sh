@@ -29,6 +29,8 @@ t_check -f "$root/share/man/man8/sluiced.8" "man page sluiced(8)"
 t_check -f "$root/share/man/man5/sluice.conf.5" "man page sluice.conf(5)"
 t_check -f "$root/share/man/man7/sluice-api.7" "man page sluice-api(7)"
 t_check -f "$root/share/man/man7/sluice-metrics.7" "man page sluice-metrics(7)"
+t_check -f "$root/share/man/man7/sluice-security.7" "man page sluice-security(7)"
+t_check -f "$root/share/man/man7/sluice-tracing.7" "man page sluice-tracing(7)"
 t_check -f "$dest$unitdir/sluiced@.service" "systemd unit in $unitdir"
 t_check "$(grep -c "^ExecStart=$prefix/sbin/sluiced -c $sysconfdir/sluice/%i.conf$" "$dest$unitdir/sluiced@.service" 2>/dev/null)" = 1 \
     "the unit runs the installed sluiced with $sysconfdir/sluice/%i.conf"
@@ -38,7 +40,8 @@ done
 t_end
 
 t_case "the installed man pages render without warnings"
-for page in man8/sluiced.8 man5/sluice.conf.5 man7/sluice-api.7 man7/sluice-metrics.7; do
+for page in man8/sluiced.8 man5/sluice.conf.5 man7/sluice-api.7 man7/sluice-metrics.7 \
+    man7/sluice-security.7 man7/sluice-tracing.7; do
     out=$(MANWIDTH=80 man --warnings -l "$root/share/man/$page" 2>&1 >/dev/null)
     t_check -z "$out" "$page: no warning${out:+: $out}"
     t_check "$(MANWIDTH=80 man -l "$root/share/man/$page" 2>/dev/null | wc -l)" -gt 50 "$page renders"

@@ -96,16 +96,16 @@ static void stmt_names(void **state)
     longest[50] = '\0';
     memset(too_long, 'a', 51);
     too_long[51] = '\0';
-    assert_true(pgc_stmt_name_ok("outbox_claim"));
-    assert_true(pgc_stmt_name_ok("q1"));
-    assert_true(pgc_stmt_name_ok(longest));
-    assert_false(pgc_stmt_name_ok(too_long));
-    assert_false(pgc_stmt_name_ok(""));
-    assert_false(pgc_stmt_name_ok(NULL));
-    assert_false(pgc_stmt_name_ok("Claim")); /* the server would fold it */
-    assert_false(pgc_stmt_name_ok("a-b"));
-    assert_false(pgc_stmt_name_ok("a b"));
-    assert_false(pgc_stmt_name_ok("x\"; DROP"));
+    assert_true(pg_stmt_name_ok("outbox_claim"));
+    assert_true(pg_stmt_name_ok("q1"));
+    assert_true(pg_stmt_name_ok(longest));
+    assert_false(pg_stmt_name_ok(too_long));
+    assert_false(pg_stmt_name_ok(""));
+    assert_false(pg_stmt_name_ok(NULL));
+    assert_false(pg_stmt_name_ok("Claim")); /* the server would fold it */
+    assert_false(pg_stmt_name_ok("a-b"));
+    assert_false(pg_stmt_name_ok("a b"));
+    assert_false(pg_stmt_name_ok("x\"; DROP"));
 }
 
 static void stmt_list(void **state)
@@ -113,51 +113,51 @@ static void stmt_list(void **state)
     sl_pg_stmt *a, *b;
 
     (void)state;
-    a = pgc_stmt_new(NULL, 0, "claim", "SELECT $1");
-    b = pgc_stmt_new(NULL, 1, "ack", "DELETE FROM t WHERE id = $1");
+    a = pg_stmt_new(NULL, 0, "claim", "SELECT $1");
+    b = pg_stmt_new(NULL, 1, "ack", "DELETE FROM t WHERE id = $1");
     assert_non_null(a);
     assert_non_null(b);
     assert_string_equal(a->name, "sl_claim"); /* the server-side name */
     assert_string_equal(b->sql, "DELETE FROM t WHERE id = $1");
     a->next = b;
-    assert_ptr_equal(pgc_stmt_find(a, "claim"), a);
-    assert_ptr_equal(pgc_stmt_find(a, "ack"), b);
-    assert_null(pgc_stmt_find(a, "sl_ack")); /* by the caller's name only */
-    assert_null(pgc_stmt_find(a, "nack"));
-    assert_null(pgc_stmt_find(NULL, "ack"));
-    pgc_stmt_free(a);
-    pgc_stmt_free(b);
+    assert_ptr_equal(pg_stmt_find(a, "claim"), a);
+    assert_ptr_equal(pg_stmt_find(a, "ack"), b);
+    assert_null(pg_stmt_find(a, "sl_ack")); /* by the caller's name only */
+    assert_null(pg_stmt_find(a, "nack"));
+    assert_null(pg_stmt_find(NULL, "ack"));
+    pg_stmt_free(a);
+    pg_stmt_free(b);
 }
 
 static void prepared_set(void **state)
 {
-    pgc_set s = { NULL, 0 };
+    pg_set s = { NULL, 0 };
 
     (void)state;
-    assert_false(pgc_set_has(&s, 0));
-    pgc_set_add(&s, 0); /* no room reserved: not recorded, and no write */
-    assert_false(pgc_set_has(&s, 0));
-    assert_int_equal(pgc_set_reserve(&s, 3), 0);
-    assert_false(pgc_set_has(&s, 2));
-    pgc_set_add(&s, 2);
-    pgc_set_add(&s, 0);
-    assert_true(pgc_set_has(&s, 2));
-    assert_true(pgc_set_has(&s, 0));
-    assert_false(pgc_set_has(&s, 1));
-    assert_false(pgc_set_has(&s, 3));
-    assert_false(pgc_set_has(&s, -1));
-    assert_int_equal(pgc_set_reserve(&s, 10), 0); /* growing keeps members */
-    assert_true(pgc_set_has(&s, 2));
-    assert_false(pgc_set_has(&s, 9));
-    assert_int_equal(pgc_set_reserve(&s, 2), 0); /* never shrinks */
-    assert_true(pgc_set_has(&s, 2));
-    pgc_set_clear(&s); /* a reconnect: nothing prepared, room kept */
-    assert_false(pgc_set_has(&s, 2));
-    assert_false(pgc_set_has(&s, 0));
-    pgc_set_add(&s, 9);
-    assert_true(pgc_set_has(&s, 9));
-    pgc_set_free(&s);
-    assert_false(pgc_set_has(&s, 9));
+    assert_false(pg_set_has(&s, 0));
+    pg_set_add(&s, 0); /* no room reserved: not recorded, and no write */
+    assert_false(pg_set_has(&s, 0));
+    assert_int_equal(pg_set_reserve(&s, 3), 0);
+    assert_false(pg_set_has(&s, 2));
+    pg_set_add(&s, 2);
+    pg_set_add(&s, 0);
+    assert_true(pg_set_has(&s, 2));
+    assert_true(pg_set_has(&s, 0));
+    assert_false(pg_set_has(&s, 1));
+    assert_false(pg_set_has(&s, 3));
+    assert_false(pg_set_has(&s, -1));
+    assert_int_equal(pg_set_reserve(&s, 10), 0); /* growing keeps members */
+    assert_true(pg_set_has(&s, 2));
+    assert_false(pg_set_has(&s, 9));
+    assert_int_equal(pg_set_reserve(&s, 2), 0); /* never shrinks */
+    assert_true(pg_set_has(&s, 2));
+    pg_set_clear(&s); /* a reconnect: nothing prepared, room kept */
+    assert_false(pg_set_has(&s, 2));
+    assert_false(pg_set_has(&s, 0));
+    pg_set_add(&s, 9);
+    assert_true(pg_set_has(&s, 9));
+    pg_set_free(&s);
+    assert_false(pg_set_has(&s, 9));
 }
 
 int main(void)

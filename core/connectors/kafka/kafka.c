@@ -572,8 +572,8 @@ static void register_consumer_metrics(kafka_handle *h)
  * then freed too.
  */
 int kafka_start(kafka_handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char *group,
-             const char *const *props, int events, event_callback_fn timer_fn, char *err,
-             size_t errlen)
+                const char *const *props, int events, event_callback_fn timer_fn, char *err,
+                size_t errlen)
 {
     struct timeval tick = { 0, (suseconds_t)(TICK_SECONDS * 1e6) };
     rd_kafka_conf_t *conf;
@@ -626,8 +626,8 @@ int kafka_start(kafka_handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char *
         snprintf(err, errlen, "cannot add the handle to the loop");
         goto fail;
     }
-    if (sl_conn_track(&h->life, ctx, h->kind, h, handle_destroy, handle_release,
-                      handle_ready) != 0) {
+    if (sl_conn_track(&h->life, ctx, h->kind, h, handle_destroy, handle_release, handle_ready) !=
+        0) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include "daemon/core.h"
 #include "kafka_int.h"
+#include "kafka_trace.h"
 
 typedef struct commit_req commit_req;
 struct commit_req {
@@ -28,6 +29,7 @@ struct sl_kafka_consumer {
     int close_failed;
     sl_kafka_closed_fn closed_fn;
     void *closed_arg;
+    char group[256]; /* for spans */
 };
 
 /* A librdkafka partition list as our array; NULL (and *n 0) when empty or
@@ -60,6 +62,8 @@ static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
         const char *name = rkm->rkt != NULL ? rd_kafka_topic_name(rkm->rkt) : "";
         kafka_topic *t;
         sl_kafka_msg m;
+        sl_trace_ctx ctx, saved;
+        sl_span *span;
 
         if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
@@ -73,7 +77,14 @@ static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
         kafka_series_add(t != NULL ? t->consumed : NULL, 1);
         kafka_set_ready(h, 1, "");
         kafka_msg_fill(&m, rkm, name);
+        span = kafka_trace_consume(rkm, name, c->group, &ctx);
+        if (span != NULL)
+            sl_trace_enter(&ctx, &saved);
         c->on_message(c, &m, c->arg);
+        if (span != NULL) {
+            sl_trace_restore(&saved);
+            sl_span_end(span);
+        }
         if (h->life.freeing)
             return;
     }
@@ -100,10 +111,11 @@ static void consumer_rebalance_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
     } else {
         kind = rd_kafka_assignment_lost(h->rk) ? SL_KAFKA_LOST : SL_KAFKA_REVOKED;
     }
-    kafka_series_add(kafka_series1(h, h->m_rebalances, kind == SL_KAFKA_ASSIGNED  ? "assigned"
-                                              : kind == SL_KAFKA_REVOKED ? "revoked"
-                                                                         : "lost"),
-                  1);
+    kafka_series_add(kafka_series1(h, h->m_rebalances,
+                                   kind == SL_KAFKA_ASSIGNED  ? "assigned"
+                                   : kind == SL_KAFKA_REVOKED ? "revoked"
+                                                              : "lost"),
+                     1);
     sl_log(h->ctx, SL_LOG_INFO, "%s: %d partition%s %s", h->kind, parts != NULL ? parts->cnt : 0,
            parts != NULL && parts->cnt == 1 ? "" : "s",
            kind == SL_KAFKA_ASSIGNED ? "assigned" : kind == SL_KAFKA_REVOKED ? "revoked" : "lost");
@@ -159,8 +171,9 @@ static void consumer_commit_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
     fn = r->fn;
     arg = r->arg;
     free(r);
-    kafka_series_add(
-        kafka_series1(h, h->m_commits, e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"), 1);
+    kafka_series_add(kafka_series1(h, h->m_commits,
+                                   e == RD_KAFKA_RESP_ERR_NO_ERROR ? "ok" : "failed"),
+                     1);
     if (fn == NULL)
         return;
     tps = tp_array(rd_kafka_event_topic_partition_list(ev), &n);
@@ -267,10 +280,11 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
     c->on_message = on_message;
     c->on_rebalance = on_rebalance;
     c->arg = arg;
+    snprintf(c->group, sizeof(c->group), "%s", group);
     if (kafka_start(&c->h, ctx, RD_KAFKA_CONSUMER, group, props,
-                 RD_KAFKA_EVENT_REBALANCE | RD_KAFKA_EVENT_OFFSET_COMMIT |
-                     RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG | RD_KAFKA_EVENT_STATS,
-                 close_timeout, err, errlen) != 0)
+                    RD_KAFKA_EVENT_REBALANCE | RD_KAFKA_EVENT_OFFSET_COMMIT | RD_KAFKA_EVENT_ERROR |
+                            RD_KAFKA_EVENT_LOG | RD_KAFKA_EVENT_STATS,
+                    close_timeout, err, errlen) != 0)
         return NULL;
     subs = rd_kafka_topic_partition_list_new((int)ntopics);
     if (subs == NULL) {

@@ -105,8 +105,8 @@ void kafka_msg_fill(sl_kafka_msg *m, const rd_kafka_message_t *rkm, const char *
  * returned.
  */
 int kafka_start(kafka_handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char *group,
-             const char *const *props, int events, event_callback_fn timer_fn, char *err,
-             size_t errlen);
+                const char *const *props, int events, event_callback_fn timer_fn, char *err,
+                size_t errlen);
 /* The module frees the handle: destroyed now, or once the dispatch that
  * is calling module code has unwound. */
 void kafka_free(kafka_handle *h);

@@ -5,8 +5,10 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "daemon/core.h"
 #include "kafka_int.h"
+#include "kafka_trace.h"
 
 #define FLUSH_CHECK_SECONDS 0.005
 
@@ -19,6 +21,7 @@ struct sl_kafka_producer {
     sl_kafka_flush_fn flush_done;
     void *flush_arg;
     double flush_deadline;
+    kafka_trace trace;
 };
 
 static void producer_dr_event(sl_kafka_producer *p, rd_kafka_event_t *ev)
@@ -29,6 +32,8 @@ static void producer_dr_event(sl_kafka_producer *p, rd_kafka_event_t *ev)
     while ((rkm = rd_kafka_event_message_next(ev)) != NULL) {
         kafka_topic *t = rd_kafka_topic_opaque(rkm->rkt);
         sl_kafka_msg m;
+        sl_trace_ctx ctx, saved;
+        int traced = kafka_trace_delivered(&p->trace, rkm, &ctx);
 
         if (t == NULL)
             t = kafka_topic_find(h, rd_kafka_topic_name(rkm->rkt));
@@ -39,13 +44,18 @@ static void producer_dr_event(sl_kafka_producer *p, rd_kafka_event_t *ev)
             kafka_set_ready(h, 1, "");
         } else {
             kafka_series_add(kafka_series2(h, h->m_failed, rd_kafka_topic_name(rkm->rkt),
-                                     rd_kafka_err2name(rkm->err)),
-                          1);
+                                           rd_kafka_err2name(rkm->err)),
+                             1);
         }
         if (p->on_delivery == NULL)
             continue;
         kafka_msg_fill(&m, rkm, t != NULL ? t->name : NULL);
+        /* In the context the message was produced in, like any callback. */
+        if (traced)
+            sl_trace_enter(&ctx, &saved);
         p->on_delivery(p, &m, p->arg);
+        if (traced)
+            sl_trace_restore(&saved);
         if (h->life.freeing)
             return;
     }
@@ -55,6 +65,11 @@ static void producer_event(kafka_handle *h, rd_kafka_event_t *ev)
 {
     if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DR)
         producer_dr_event((sl_kafka_producer *)h, ev);
+}
+
+static void producer_free_extra(kafka_handle *h)
+{
+    kafka_trace_free(&((sl_kafka_producer *)h)->trace);
 }
 
 static void producer_after_serve(kafka_handle *h, int served_dr)
@@ -109,12 +124,13 @@ SL_API sl_kafka_producer *sl_kafka_producer_new(sl_ctx *ctx, sl_kafka_delivery_f
     }
     p->h.on_event = producer_event;
     p->h.after_serve = producer_after_serve;
+    p->h.free_extra = producer_free_extra;
     p->on_delivery = on_delivery;
     p->arg = arg;
     if (kafka_start(&p->h, ctx, RD_KAFKA_PRODUCER, NULL, props,
-                 RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG |
-                     RD_KAFKA_EVENT_STATS,
-                 flush_check, err, errlen) != 0)
+                    RD_KAFKA_EVENT_DR | RD_KAFKA_EVENT_ERROR | RD_KAFKA_EVENT_LOG |
+                            RD_KAFKA_EVENT_STATS,
+                    flush_check, err, errlen) != 0)
         return NULL;
     return p;
 }
@@ -154,6 +170,8 @@ SL_API int sl_kafka_produce(sl_kafka_producer *p, const char *topic, int32_t par
     kafka_topic *t;
     rd_kafka_headers_t *hdrs;
     rd_kafka_resp_err_t e;
+    kafka_pspan *ps;
+    char tp[SL_TP_LEN + 1];
 
     if (h->life.freeing || topic == NULL || partition < RD_KAFKA_PARTITION_UA)
         return SL_KAFKA_EINVAL;
@@ -162,7 +180,8 @@ SL_API int sl_kafka_produce(sl_kafka_producer *p, const char *topic, int32_t par
     t = kafka_topic_get(h, topic, 1);
     if (t == NULL)
         return SL_KAFKA_ENOMEM;
-    if (nheaders == 0) {
+    ps = kafka_trace_produce(&p->trace, topic, partition, headers, nheaders, tp);
+    if (nheaders == 0 && ps == NULL) {
         /* The plain call: the fastest path librdkafka offers. */
         if (rd_kafka_produce(t->rkt, partition, RD_KAFKA_MSG_F_COPY, (void *)value, len, key,
                              keylen, opaque) != 0)
@@ -170,18 +189,28 @@ SL_API int sl_kafka_produce(sl_kafka_producer *p, const char *topic, int32_t par
         kafka_series_add(t->produced, 1);
         return 0;
     }
-    hdrs = rd_kafka_headers_new(nheaders);
-    if (hdrs == NULL)
+    hdrs = rd_kafka_headers_new(nheaders + 1);
+    if (hdrs == NULL) {
+        if (ps != NULL)
+            kafka_trace_refused(&p->trace, ps, "out of memory");
         return SL_KAFKA_ENOMEM;
+    }
+    /* A traced message carries its produce span's position instead of the
+     * caller's (which became that span's parent). */
     for (size_t i = 0; i < nheaders; i++)
-        rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
-                            (ssize_t)headers[i].len);
+        if (ps == NULL || strcmp(headers[i].name, "traceparent") != 0)
+            rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value,
+                                (ssize_t)headers[i].len);
+    if (ps != NULL)
+        rd_kafka_header_add(hdrs, "traceparent", -1, tp, SL_TP_LEN);
     e = rd_kafka_producev(h->rk, RD_KAFKA_V_RKT(t->rkt), RD_KAFKA_V_PARTITION(partition),
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                           RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
                           RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_headers_destroy(hdrs); /* only taken over on success */
+        if (ps != NULL)
+            kafka_trace_refused(&p->trace, ps, rd_kafka_err2str(e));
         return map_produce_error(h, e);
     }
     kafka_series_add(t->produced, 1);

@@ -53,7 +53,7 @@ static int pg_check(const sl_optset *opts, const char *file, sl_errors *errs)
         PQconninfoFree(parsed);
         return 0;
     }
-    pgc_one_line(why, sizeof(why), msg != NULL ? msg : "out of memory");
+    pg_one_line(why, sizeof(why), msg != NULL ? msg : "out of memory");
     sl_errors_add(errs, file, v->line, "[postgres] dsn: %s", why);
     PQfreemem(msg);
     return -1;
@@ -83,27 +83,27 @@ static void destroy(void *obj)
     op *o;
 
     for (int i = 0; pg->conns != NULL && i < pg->pool_size; i++)
-        pgc_conn_fini(&pg->conns[i]);
+        pg_conn_fini(&pg->conns[i]);
     free(pg->conns);
     if (pg->lconn != NULL) {
-        pgc_conn_fini(pg->lconn);
+        pg_conn_fini(pg->lconn);
         free(pg->lconn);
     }
     while (pg->txs != NULL)
-        pgc_tx_free(pg->txs);
-    while ((o = pgc_pop_front(&pg->jobs, &pg->jobs_tail)) != NULL)
-        pgc_op_free(o);
+        pg_tx_free(pg->txs);
+    while ((o = pg_pop_front(&pg->jobs, &pg->jobs_tail)) != NULL)
+        pg_op_free(o);
     /* Every transaction is gone already, those whose end op waits here too. */
-    while ((o = pgc_pop_front(&pg->failed, &pg->failed_tail)) != NULL)
-        pgc_op_free(o);
+    while ((o = pg_pop_front(&pg->failed, &pg->failed_tail)) != NULL)
+        pg_op_free(o);
     while (pg->stmts != NULL) {
         sl_pg_stmt *st = pg->stmts;
         pg->stmts = st->next;
-        pgc_stmt_free(st);
+        pg_stmt_free(st);
     }
     for (sl_pg_listener *l = pg->listeners; l != NULL; l = l->next)
         l->dead = 1;
-    pgc_sweep_listeners(pg);
+    pg_sweep_listeners(pg);
     if (pg->dns != NULL)
         evdns_base_free(pg->dns, 0);
     free(pg->resolve);
@@ -217,7 +217,7 @@ static int build_params(sl_pg *pg, const char *dsn, char *err, size_t errlen)
 
     parsed = PQconninfoParse(dsn, &msg);
     if (parsed == NULL) {
-        pgc_one_line(err, errlen, msg != NULL ? msg : "out of memory");
+        pg_one_line(err, errlen, msg != NULL ? msg : "out of memory");
         PQfreemem(msg);
         return -1;
     }
@@ -327,12 +327,12 @@ SL_API sl_pg *sl_pg_new(sl_ctx *ctx)
         return NULL;
     }
     pg->conns = calloc((size_t)pg->pool_size, sizeof(*pg->conns));
-    pg->deliver = event_new(sl_base, -1, 0, pgc_on_deliver, pg);
-    pg->tick = evtimer_new(sl_base, pgc_on_tick, pg);
+    pg->deliver = event_new(sl_base, -1, 0, pg_on_deliver, pg);
+    pg->tick = evtimer_new(sl_base, pg_on_tick, pg);
     if (pg->conns == NULL || pg->deliver == NULL || pg->tick == NULL)
         goto oom;
     for (int i = 0; i < pg->pool_size; i++) {
-        pgc_conn_init(pg, &pg->conns[i], i + 1);
+        pg_conn_init(pg, &pg->conns[i], i + 1);
         if (pg->conns[i].timer == NULL)
             goto oom;
     }
@@ -340,10 +340,10 @@ SL_API sl_pg *sl_pg_new(sl_ctx *ctx)
     if (sl_conn_track(&pg->life, ctx, "postgres pool", pg, destroy, release, ready) != 0)
         goto oom;
     sl_ctx_uses(ctx, SL_USES_POSTGRES);
-    pgc_enter(pg);
+    pg_enter(pg);
     for (int i = 0; i < pg->pool_size; i++)
-        pgc_conn_start(&pg->conns[i]);
-    pgc_leave(pg);
+        pg_conn_start(&pg->conns[i]);
+    pg_leave(pg);
     return pg;
 oom:
     sl_log(ctx, SL_LOG_ERROR, "postgres: out of memory");
@@ -371,28 +371,28 @@ const char *sl_pg_label(const sl_pg *pg)
  * when no connection is up or the queue is full. */
 static void submit(sl_pg *pg, op *o)
 {
-    pgc_enter(pg);
+    pg_enter(pg);
     if (pg->down || pg->njobs >= pg->max_queue) {
         int full = !pg->down;
         if (o->kind == OP_BEGIN) {
             o->tx->begin = NULL;
-            pgc_tx_fail(o->tx, full ? "queue full" : pg->err);
-            pgc_op_free(o);
+            pg_tx_fail(o->tx, full ? "queue full" : pg->err);
+            pg_op_free(o);
         } else if (full) {
-            pgc_fail_later(pg, o, OUT_OVERFLOW, "postgres queue full (max_queue %lld)",
-                       pg->max_queue);
+            pg_fail_later(pg, o, OUT_OVERFLOW, "postgres queue full (max_queue %lld)",
+                          pg->max_queue);
         } else {
-            pgc_fail_later(pg, o, OUT_UNAVAILABLE, "postgres unavailable: %s", pg->err);
+            pg_fail_later(pg, o, OUT_UNAVAILABLE, "postgres unavailable: %s", pg->err);
         }
-        pgc_leave(pg);
+        pg_leave(pg);
         return;
     }
-    pgc_push_back(&pg->jobs, &pg->jobs_tail, o);
+    pg_push_back(&pg->jobs, &pg->jobs_tail, o);
     pg->njobs++;
-    pgc_arm_tick(pg);
+    pg_arm_tick(pg);
     for (int i = 0; i < pg->pool_size && pg->jobs != NULL; i++)
-        pgc_conn_next(&pg->conns[i]);
-    pgc_leave(pg);
+        pg_conn_next(&pg->conns[i]);
+    pg_leave(pg);
 }
 
 static int bad_args(const char *sql, int nparams, const char *const *params)
@@ -407,11 +407,11 @@ SL_API int sl_pg_query(sl_pg *pg, const char *sql, int nparams, const char *cons
 
     if (pg == NULL || pg->life.freeing || bad_args(sql, nparams, params))
         return -1;
-    o = pgc_op_new(OP_QUERY, sql, nparams, params, fn, arg);
+    o = pg_op_new(OP_QUERY, sql, nparams, params, fn, arg);
     if (o == NULL)
         return -1;
     o->deadline = sl_now() + pg->query_timeout;
-    pgc_trace_statement(pg, o);
+    pg_trace_statement(pg, o);
     submit(pg, o);
     return 0;
 }
@@ -420,17 +420,17 @@ SL_API const sl_pg_stmt *sl_pg_prepare(sl_pg *pg, const char *name, const char *
 {
     sl_pg_stmt *st;
 
-    if (pg == NULL || pg->life.freeing || !pgc_stmt_name_ok(name) || sql == NULL)
+    if (pg == NULL || pg->life.freeing || !pg_stmt_name_ok(name) || sql == NULL)
         return NULL;
-    st = pgc_stmt_find(pg->stmts, name);
+    st = pg_stmt_find(pg->stmts, name);
     if (st != NULL)
         return strcmp(st->sql, sql) == 0 ? st : NULL;
     /* Room in every pool connection's set now, so that recording a
      * statement as prepared can never fail later. */
     for (int i = 0; i < pg->pool_size; i++)
-        if (pgc_set_reserve(&pg->conns[i].prepared, (size_t)pg->nstmts + 1) != 0)
+        if (pg_set_reserve(&pg->conns[i].prepared, (size_t)pg->nstmts + 1) != 0)
             return NULL;
-    st = pgc_stmt_new(pg, pg->nstmts, name, sql);
+    st = pg_stmt_new(pg, pg->nstmts, name, sql);
     if (st == NULL)
         return NULL;
     st->next = pg->stmts;
@@ -446,7 +446,7 @@ static op *exec_op(const sl_pg *pg, const sl_pg_stmt *stmt, int nparams,
 
     if (stmt == NULL || stmt->pg != pg || bad_args("", nparams, params))
         return NULL;
-    o = pgc_op_new(OP_EXEC, NULL, nparams, params, fn, arg);
+    o = pg_op_new(OP_EXEC, NULL, nparams, params, fn, arg);
     if (o != NULL)
         o->stmt = stmt;
     return o;
@@ -472,14 +472,14 @@ static sl_pg_tx *tx_begin(sl_pg *pg, int unbounded)
     if (pg == NULL || pg->life.freeing)
         return NULL;
     tx = calloc(1, sizeof(*tx));
-    b = pgc_op_new(OP_BEGIN, "BEGIN", 0, NULL, NULL, NULL);
+    b = pg_op_new(OP_BEGIN, "BEGIN", 0, NULL, NULL, NULL);
     if (tx == NULL || b == NULL) {
         free(tx);
-        pgc_op_free(b);
+        pg_op_free(b);
         return NULL;
     }
     tx->pg = pg;
-    pgc_trace_tx_begin(pg, tx);
+    pg_trace_tx_begin(pg, tx);
     tx->unbounded = unbounded;
     tx->deadline = sl_now() + pg->tx_timeout;
     tx->next = pg->txs;
@@ -509,25 +509,25 @@ static int tx_add(sl_pg_tx *tx, op *o)
 {
     sl_pg *pg = tx->pg;
 
-    pgc_enter(pg);
+    pg_enter(pg);
     o->tx = tx;
-    pgc_trace_statement(pg, o);
+    pg_trace_statement(pg, o);
     if (!tx->unbounded && !o->ends_tx)
         o->deadline = sl_now() + pg->query_timeout;
     if (tx->failed && (tx->c == NULL || !o->ends_tx)) {
         if (o->ends_tx && o->kind == OP_ROLLBACK)
-            pgc_fail_later(pg, o, OUT_OK, NULL);
+            pg_fail_later(pg, o, OUT_OK, NULL);
         else if (o->ends_tx)
-            pgc_fail_later(pg, o, OUT_ABORTED, "transaction rolled back: %s", tx->err);
+            pg_fail_later(pg, o, OUT_ABORTED, "transaction rolled back: %s", tx->err);
         else
-            pgc_fail_later(pg, o, OUT_ABORTED, "not run, transaction rolled back: %s", tx->err);
+            pg_fail_later(pg, o, OUT_ABORTED, "not run, transaction rolled back: %s", tx->err);
     } else {
-        pgc_push_back(&tx->head, &tx->tail, o);
-        pgc_arm_tick(pg);
+        pg_push_back(&tx->head, &tx->tail, o);
+        pg_arm_tick(pg);
         if (tx->c != NULL)
-            pgc_conn_next(tx->c);
+            pg_conn_next(tx->c);
     }
-    pgc_leave(pg);
+    pg_leave(pg);
     return 0;
 }
 
@@ -538,7 +538,7 @@ SL_API int sl_pg_tx_query(sl_pg_tx *tx, const char *sql, int nparams, const char
 
     if (tx == NULL || tx->ended || tx->pg->life.freeing || bad_args(sql, nparams, params))
         return -1;
-    o = pgc_op_new(OP_QUERY, sql, nparams, params, fn, arg);
+    o = pg_op_new(OP_QUERY, sql, nparams, params, fn, arg);
     return o != NULL ? tx_add(tx, o) : -1;
 }
 
@@ -559,7 +559,7 @@ int sl_pg_tx_script(sl_pg_tx *tx, const char *sql, sl_pg_fn fn, void *arg)
 
     if (tx == NULL || tx->ended || tx->pg->life.freeing || sql == NULL)
         return -1;
-    o = pgc_op_new(OP_SCRIPT, sql, 0, NULL, fn, arg);
+    o = pg_op_new(OP_SCRIPT, sql, 0, NULL, fn, arg);
     return o != NULL ? tx_add(tx, o) : -1;
 }
 
@@ -575,7 +575,7 @@ static int tx_end(sl_pg_tx *tx, op_kind kind, sl_pg_fn fn, void *arg)
 
     if (tx == NULL || tx->ended || tx->pg->life.freeing)
         return -1;
-    o = pgc_op_new(kind, kind == OP_COMMIT ? "COMMIT" : "ROLLBACK", 0, NULL, fn, arg);
+    o = pg_op_new(kind, kind == OP_COMMIT ? "COMMIT" : "ROLLBACK", 0, NULL, fn, arg);
     if (o == NULL)
         return -1;
     o->ends_tx = 1;
@@ -620,7 +620,7 @@ SL_API sl_pg_listener *sl_pg_listen(sl_pg *pg, const char *channel, sl_pg_notify
     if (pg->lconn == NULL) {
         pg->lconn = calloc(1, sizeof(*pg->lconn));
         if (pg->lconn != NULL)
-            pgc_conn_init(pg, pg->lconn, 0);
+            pg_conn_init(pg, pg->lconn, 0);
         if (pg->lconn == NULL || pg->lconn->timer == NULL) {
             free(pg->lconn);
             pg->lconn = NULL;
@@ -634,12 +634,12 @@ SL_API sl_pg_listener *sl_pg_listen(sl_pg *pg, const char *channel, sl_pg_notify
     l->arg = arg;
     l->next = pg->listeners;
     pg->listeners = l;
-    pgc_enter(pg);
+    pg_enter(pg);
     if (pg->lconn->state == C_DOWN && !evtimer_pending(pg->lconn->timer, NULL))
-        pgc_conn_start(pg->lconn); /* its LISTENs are queued once it is up */
+        pg_conn_start(pg->lconn); /* its LISTENs are queued once it is up */
     else
-        pgc_listen_queue(pg->lconn, OP_LISTEN, l, channel);
-    pgc_leave(pg);
+        pg_listen_queue(pg->lconn, OP_LISTEN, l, channel);
+    pg_leave(pg);
     return l;
 }
 
@@ -662,10 +662,10 @@ SL_API void sl_pg_unlisten(sl_pg_listener *l)
         c->cur->listener = NULL;
     for (sl_pg_listener *p = pg->listeners; p != NULL; p = p->next)
         others += !p->dead && strcmp(p->channel, l->channel) == 0;
-    pgc_enter(pg);
+    pg_enter(pg);
     if (!others)
-        pgc_listen_queue(c, OP_UNLISTEN, NULL, l->channel);
-    pgc_leave(pg); /* unlinks and frees it unless inside a callback */
+        pg_listen_queue(c, OP_UNLISTEN, NULL, l->channel);
+    pg_leave(pg); /* unlinks and frees it unless inside a callback */
 }
 
 /* --------------------------------------------------------------- results */

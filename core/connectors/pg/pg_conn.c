@@ -29,7 +29,7 @@ static void conn_drop(conn *c, outcome out, const char *why);
 
 
 /* libpq messages end in a newline and may span lines; logs want one. */
-void pgc_one_line(char *dst, size_t len, const char *msg)
+void pg_one_line(char *dst, size_t len, const char *msg)
 {
     size_t n;
 
@@ -44,12 +44,12 @@ void pgc_one_line(char *dst, size_t len, const char *msg)
 
 /* Frames of ours on the stack: the handle is destroyed only when none is,
  * so a module may free it from inside any of its callbacks. */
-void pgc_enter(sl_pg *pg)
+void pg_enter(sl_pg *pg)
 {
     sl_conn_enter(&pg->life);
 }
 
-void pgc_sweep_listeners(sl_pg *pg)
+void pg_sweep_listeners(sl_pg *pg)
 {
     sl_pg_listener **pp = &pg->listeners;
 
@@ -66,16 +66,16 @@ void pgc_sweep_listeners(sl_pg *pg)
 }
 
 /* Listeners removed inside a callback are unlinked by the outermost frame. */
-void pgc_leave(sl_pg *pg)
+void pg_leave(sl_pg *pg)
 {
     if (pg->life.depth == 1 && !pg->life.freeing)
-        pgc_sweep_listeners(pg);
+        pg_sweep_listeners(pg);
     sl_conn_leave(&pg->life);
 }
 
 /* ------------------------------------------------------------------- ops */
 
-void pgc_op_free(op *o)
+void pg_op_free(op *o)
 {
     if (o == NULL)
         return;
@@ -91,8 +91,8 @@ void pgc_op_free(op *o)
     free(o);
 }
 
-op *pgc_op_new(op_kind kind, const char *sql, int nparams, const char *const *params,
-                  sl_pg_fn fn, void *arg)
+op *pg_op_new(op_kind kind, const char *sql, int nparams, const char *const *params, sl_pg_fn fn,
+              void *arg)
 {
     op *o = calloc(1, sizeof(*o));
 
@@ -116,11 +116,11 @@ op *pgc_op_new(op_kind kind, const char *sql, int nparams, const char *const *pa
     }
     return o;
 oom:
-    pgc_op_free(o);
+    pg_op_free(o);
     return NULL;
 }
 
-void pgc_push_back(op **head, op **tail, op *o)
+void pg_push_back(op **head, op **tail, op *o)
 {
     o->next = NULL;
     if (*tail != NULL)
@@ -130,7 +130,7 @@ void pgc_push_back(op **head, op **tail, op *o)
     *tail = o;
 }
 
-op *pgc_pop_front(op **head, op **tail)
+op *pg_pop_front(op **head, op **tail)
 {
     op *o = *head;
 
@@ -167,7 +167,7 @@ static void count(sl_pg *pg, const op *o, outcome out)
         sl_series_add(pg->s_out[out], 1);
 }
 
-void pgc_arm_tick(sl_pg *pg)
+void pg_arm_tick(sl_pg *pg)
 {
     if (!pg->life.freeing && !evtimer_pending(pg->tick, NULL))
         sl_conn_arm(pg->tick, TICK_SECONDS);
@@ -177,13 +177,13 @@ void pgc_arm_tick(sl_pg *pg)
  * Answers `o` on the next loop turn with `why` (NULL: success without a
  * result, a ROLLBACK that was asked for).  Internal ops are dropped.
  */
-void pgc_fail_later(sl_pg *pg, op *o, outcome out, const char *fmt, ...)
+void pg_fail_later(sl_pg *pg, op *o, outcome out, const char *fmt, ...)
 {
     char buf[1024];
     va_list ap;
 
     if (o->internal) {
-        pgc_op_free(o);
+        pg_op_free(o);
         return;
     }
     o->out = out;
@@ -197,27 +197,27 @@ void pgc_fail_later(sl_pg *pg, op *o, outcome out, const char *fmt, ...)
         if (o->why == NULL)
             o->why = strdup("out of memory");
     }
-    pgc_push_back(&pg->failed, &pg->failed_tail, o);
+    pg_push_back(&pg->failed, &pg->failed_tail, o);
     event_active(pg->deliver, 0, 0);
 }
 
-void pgc_on_deliver(evutil_socket_t fd, short what, void *arg)
+void pg_on_deliver(evutil_socket_t fd, short what, void *arg)
 {
     sl_pg *pg = arg;
     op *o;
 
     (void)fd;
     (void)what;
-    pgc_enter(pg);
-    while (!pg->life.freeing && (o = pgc_pop_front(&pg->failed, &pg->failed_tail)) != NULL) {
+    pg_enter(pg);
+    while (!pg->life.freeing && (o = pg_pop_front(&pg->failed, &pg->failed_tail)) != NULL) {
         sl_pg_tx *ends = o->ends_tx ? o->tx : NULL;
         count(pg, o, o->out);
-        pgc_call(pg, o, NULL, o->out == OUT_OK ? NULL : (o->why ? o->why : "failed"));
-        pgc_op_free(o);
+        pg_call(pg, o, NULL, o->out == OUT_OK ? NULL : (o->why ? o->why : "failed"));
+        pg_op_free(o);
         if (ends != NULL)
-            pgc_tx_free(ends);
+            pg_tx_free(ends);
     }
-    pgc_leave(pg);
+    pg_leave(pg);
 }
 
 /* ----------------------------------------------------------- transactions */
@@ -236,24 +236,24 @@ static void tx_flush(sl_pg_tx *tx, int keep_end)
     sl_pg *pg = tx->pg;
     op *keep = NULL, *o;
 
-    while ((o = pgc_pop_front(&tx->head, &tx->tail)) != NULL) {
+    while ((o = pg_pop_front(&tx->head, &tx->tail)) != NULL) {
         if (o->internal) {
-            pgc_op_free(o);
+            pg_op_free(o);
         } else if (o->ends_tx && keep_end) {
             keep = o;
         } else if (o->ends_tx && o->kind == OP_ROLLBACK) {
-            pgc_fail_later(pg, o, OUT_OK, NULL);
+            pg_fail_later(pg, o, OUT_OK, NULL);
         } else if (o->ends_tx) {
-            pgc_fail_later(pg, o, OUT_ABORTED, "transaction rolled back: %s", tx->err);
+            pg_fail_later(pg, o, OUT_ABORTED, "transaction rolled back: %s", tx->err);
         } else {
-            pgc_fail_later(pg, o, OUT_ABORTED, "not run, transaction rolled back: %s", tx->err);
+            pg_fail_later(pg, o, OUT_ABORTED, "not run, transaction rolled back: %s", tx->err);
         }
     }
     if (keep != NULL)
-        pgc_push_back(&tx->head, &tx->tail, keep);
+        pg_push_back(&tx->head, &tx->tail, keep);
 }
 
-void pgc_tx_fail(sl_pg_tx *tx, const char *why)
+void pg_tx_fail(sl_pg_tx *tx, const char *why)
 {
     sl_pg *pg = tx->pg;
     op *rb;
@@ -261,11 +261,11 @@ void pgc_tx_fail(sl_pg_tx *tx, const char *why)
     if (tx->failed)
         return;
     tx->failed = 1;
-    pgc_one_line(tx->err, sizeof(tx->err), why);
+    pg_one_line(tx->err, sizeof(tx->err), why);
     if (tx->begin != NULL) {
         unlink_op(&pg->jobs, &pg->jobs_tail, tx->begin);
         pg->njobs--;
-        pgc_op_free(tx->begin);
+        pg_op_free(tx->begin);
         tx->begin = NULL;
     }
     if (tx->c == NULL) {
@@ -275,7 +275,7 @@ void pgc_tx_fail(sl_pg_tx *tx, const char *why)
     /* The connection is still in the transaction: roll it back before it
      * serves anyone else; the end op, if any, is answered after that. */
     tx_flush(tx, 1);
-    rb = pgc_op_new(OP_ROLLBACK, "ROLLBACK", 0, NULL, NULL, NULL);
+    rb = pg_op_new(OP_ROLLBACK, "ROLLBACK", 0, NULL, NULL, NULL);
     if (rb == NULL) {
         conn_drop(tx->c, OUT_LOST, "out of memory"); /* the server rolls back */
         return;
@@ -286,10 +286,10 @@ void pgc_tx_fail(sl_pg_tx *tx, const char *why)
     tx->head = rb;
     if (tx->tail == NULL)
         tx->tail = rb;
-    pgc_conn_next(tx->c);
+    pg_conn_next(tx->c);
 }
 
-void pgc_tx_free(sl_pg_tx *tx)
+void pg_tx_free(sl_pg_tx *tx)
 {
     sl_pg *pg = tx->pg;
     op *o;
@@ -301,16 +301,16 @@ void pgc_tx_free(sl_pg_tx *tx)
         }
     }
     unpin(tx);
-    while ((o = pgc_pop_front(&tx->head, &tx->tail)) != NULL)
-        pgc_op_free(o);
+    while ((o = pg_pop_front(&tx->head, &tx->tail)) != NULL)
+        pg_op_free(o);
     if (tx->begin != NULL) {
         unlink_op(&pg->jobs, &pg->jobs_tail, tx->begin);
         pg->njobs--;
-        pgc_op_free(tx->begin);
+        pg_op_free(tx->begin);
     }
     if (tx->owned_free != NULL)
         tx->owned_free(tx->owned);
-    pgc_trace_tx_end(tx);
+    pg_trace_tx_end(tx);
     free(tx);
 }
 
@@ -325,7 +325,7 @@ static void conn_flush(conn *c)
         return;
     }
     c->flushing = r == 1;
-    if (pgc_watch(c, c->flushing ? EV_READ | EV_WRITE : EV_READ, 0) != 0)
+    if (pg_watch(c, c->flushing ? EV_READ | EV_WRITE : EV_READ, 0) != 0)
         conn_drop(c, OUT_LOST, "cannot watch the connection's socket");
 }
 
@@ -343,7 +343,7 @@ static void conn_send(conn *c, op *o)
     if (o->kind == OP_QUERY) {
         sent = PQsendQueryParams(c->pq, o->sql, o->nparams, NULL,
                                  (const char *const *)o->params, NULL, NULL, 0);
-    } else if (o->kind == OP_EXEC && pgc_set_has(&c->prepared, o->stmt->index)) {
+    } else if (o->kind == OP_EXEC && pg_set_has(&c->prepared, o->stmt->index)) {
         sent = send_prepared(c, o);
     } else if (o->kind == OP_EXEC) {
         /* Parameter types are left to the server, as PQsendQueryParams
@@ -364,27 +364,27 @@ static void conn_send(conn *c, op *o)
         conn_drop(c, OUT_LOST, PQerrorMessage(c->pq));
         return;
     }
-    pgc_arm_tick(c->pg);
+    pg_arm_tick(c->pg);
     conn_flush(c);
 }
 
 /* The next op for an idle connection: its own (LISTEN, a probe), its
  * transaction's, or the pool's.  Ops whose deadline passed while they
  * waited fail here. */
-void pgc_conn_next(conn *c)
+void pg_conn_next(conn *c)
 {
     sl_pg *pg = c->pg;
     op *o;
 
     while (c->state == C_IDLE && !pg->life.freeing) {
         if (c->own != NULL) {
-            o = pgc_pop_front(&c->own, &c->own_tail);
+            o = pg_pop_front(&c->own, &c->own_tail);
         } else if (c->tx != NULL) {
-            o = pgc_pop_front(&c->tx->head, &c->tx->tail);
+            o = pg_pop_front(&c->tx->head, &c->tx->tail);
         } else if (c == pg->lconn) {
             return;
         } else {
-            o = pgc_pop_front(&pg->jobs, &pg->jobs_tail);
+            o = pg_pop_front(&pg->jobs, &pg->jobs_tail);
             if (o != NULL)
                 pg->njobs--;
         }
@@ -393,14 +393,14 @@ void pgc_conn_next(conn *c)
         if (o->deadline > 0 && sl_now() >= o->deadline && !o->ends_tx) {
             if (o->kind == OP_BEGIN) {
                 o->tx->begin = NULL;
-                pgc_tx_fail(o->tx, "timed out waiting for a free connection");
-                pgc_op_free(o);
+                pg_tx_fail(o->tx, "timed out waiting for a free connection");
+                pg_op_free(o);
             } else {
                 sl_pg_tx *tx = o->tx;
-                pgc_fail_later(pg, o, OUT_TIMEOUT, "timed out after %gs waiting for a connection",
-                           pg->query_timeout);
+                pg_fail_later(pg, o, OUT_TIMEOUT, "timed out after %gs waiting for a connection",
+                              pg->query_timeout);
                 if (tx != NULL)
-                    pgc_tx_fail(tx, "a statement timed out");
+                    pg_tx_fail(tx, "a statement timed out");
             }
             continue;
         }
@@ -419,7 +419,7 @@ static const char *result_error(conn *c, PGresult *res, char *buf, size_t len)
 
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY)
         return NULL;
-    pgc_one_line(buf, len, res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c->pq));
+    pg_one_line(buf, len, res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(c->pq));
     return buf;
 }
 
@@ -451,7 +451,7 @@ static void finish_op(conn *c)
     if (o->kind == OP_BEGIN) {
         if (err != NULL) {
             unpin(tx);
-            pgc_tx_fail(tx, err);
+            pg_tx_fail(tx, err);
         }
     } else if (o->ends_tx) {
         unpin(tx);
@@ -460,21 +460,21 @@ static void finish_op(conn *c)
         unpin(tx);
         tx_flush(tx, 0);
     } else if (tx != NULL && err != NULL) {
-        pgc_tx_fail(tx, err);
+        pg_tx_fail(tx, err);
     }
-    pgc_conn_next(c);
+    pg_conn_next(c);
 
     if (o->kind == OP_LISTEN && err == NULL)
         notify_listening(pg, o->listener);
     else if (o->internal && err != NULL)
         sl_log_core(SL_LOG_WARN, "postgres", "%s: %s failed: %s", pg->label, o->sql, err);
     if (!pg->life.freeing)
-        pgc_call(pg, o, res, err);
+        pg_call(pg, o, res, err);
     if (ends != NULL)
-        pgc_tx_free(ends);
+        pg_tx_free(ends);
     if (res != NULL)
         PQclear(res);
-    pgc_op_free(o);
+    pg_op_free(o);
 }
 
 /*
@@ -493,7 +493,7 @@ static int prepared(conn *c)
         return 0;
     PQclear(c->res);
     c->res = NULL;
-    pgc_set_add(&c->prepared, o->stmt->index);
+    pg_set_add(&c->prepared, o->stmt->index);
     if (pg->s_prepares != NULL)
         sl_series_add(pg->s_prepares, 1);
     if (!send_prepared(c, o)) {
@@ -540,7 +540,7 @@ static void dispatch_notifications(conn *c)
     }
 }
 
-void pgc_conn_io(conn *c, short what)
+void pg_conn_io(conn *c, short what)
 {
     PGresult *r;
 
@@ -590,12 +590,12 @@ static void probe_idle(sl_pg *pg)
         op *o;
         if (c == NULL || c->state != C_IDLE || c->tx != NULL || c->own != NULL)
             continue;
-        o = pgc_op_new(OP_SCRIPT, "SELECT 1", 0, NULL, NULL, NULL);
+        o = pg_op_new(OP_SCRIPT, "SELECT 1", 0, NULL, NULL, NULL);
         if (o == NULL)
             return;
         o->internal = 1;
-        pgc_push_back(&c->own, &c->own_tail, o);
-        pgc_conn_next(c);
+        pg_push_back(&c->own, &c->own_tail, o);
+        pg_conn_next(c);
     }
 }
 
@@ -612,37 +612,37 @@ static void conn_drop(conn *c, outcome out, const char *why)
     sl_pg_tx *tx = c->tx;
     char msg[512];
 
-    pgc_one_line(msg, sizeof(msg), why);
+    pg_one_line(msg, sizeof(msg), why);
     c->cur = NULL;
-    pgc_conn_close(c);
+    pg_conn_close(c);
     snprintf(pg->err, sizeof(pg->err), "%s", msg);
     sl_log_core(SL_LOG_WARN, "postgres", "%s: connection %d to %s %s: %s", pg->label, c->id,
                 pg->where, out == OUT_TIMEOUT ? "abandoned" : "lost", msg);
     if (o != NULL) {
         if (o->ends_tx && o->kind == OP_COMMIT)
-            pgc_fail_later(pg, o, out, "connection lost during COMMIT, outcome unknown: %s", msg);
+            pg_fail_later(pg, o, out, "connection lost during COMMIT, outcome unknown: %s", msg);
         else
-            pgc_fail_later(pg, o, out, "%s", msg);
+            pg_fail_later(pg, o, out, "%s", msg);
     }
     if (tx != NULL) {
         unpin(tx);
-        pgc_tx_fail(tx, msg);
+        pg_tx_fail(tx, msg);
     }
     {
         op *own;
-        while ((own = pgc_pop_front(&c->own, &c->own_tail)) != NULL)
-            pgc_op_free(own); /* LISTENs are queued again once it is back */
+        while ((own = pg_pop_front(&c->own, &c->own_tail)) != NULL)
+            pg_op_free(own); /* LISTENs are queued again once it is back */
     }
     c->backoff = BACKOFF_FIRST;
     sl_conn_arm(c->timer, out == OUT_TIMEOUT ? 0 : BACKOFF_FIRST);
     if (c->id > 0)
-        pgc_pool_down(pg);
+        pg_pool_down(pg);
     if (out == OUT_TIMEOUT)
         probe_idle(pg);
 }
 
 /* Deadlines: waiting ops, statements in flight, open transactions. */
-void pgc_on_tick(evutil_socket_t fd, short what, void *arg)
+void pg_on_tick(evutil_socket_t fd, short what, void *arg)
 {
     sl_pg *pg = arg;
     double now = sl_now();
@@ -651,7 +651,7 @@ void pgc_on_tick(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    pgc_enter(pg);
+    pg_enter(pg);
     for (o = pg->jobs; o != NULL && !pg->life.freeing; o = next) {
         next = o->next;
         if (o->deadline <= 0 || now < o->deadline)
@@ -660,11 +660,11 @@ void pgc_on_tick(evutil_socket_t fd, short what, void *arg)
         pg->njobs--;
         if (o->kind == OP_BEGIN) {
             o->tx->begin = NULL;
-            pgc_tx_fail(o->tx, "timed out waiting for a free connection");
-            pgc_op_free(o);
+            pg_tx_fail(o->tx, "timed out waiting for a free connection");
+            pg_op_free(o);
         } else {
-            pgc_fail_later(pg, o, OUT_TIMEOUT, "timed out after %gs waiting for a free connection",
-                       pg->query_timeout);
+            pg_fail_later(pg, o, OUT_TIMEOUT, "timed out after %gs waiting for a free connection",
+                          pg->query_timeout);
         }
     }
     for (int i = -1; i < pg->pool_size && !pg->life.freeing; i++) {
@@ -678,24 +678,24 @@ void pgc_on_tick(evutil_socket_t fd, short what, void *arg)
         if (!tx->unbounded && !tx->failed && now >= tx->deadline) {
             snprintf(why, sizeof(why), "transaction not ended within tx_timeout (%gs)",
                      pg->tx_timeout);
-            pgc_tx_fail(tx, why);
+            pg_tx_fail(tx, why);
         }
     }
     if (!pg->life.freeing && (pg->jobs != NULL || pg->txs != NULL))
-        pgc_arm_tick(pg);
+        pg_arm_tick(pg);
     for (int i = -1; i < pg->pool_size && !pg->life.freeing; i++) {
         conn *c = i < 0 ? pg->lconn : &pg->conns[i];
         if (c != NULL && c->cur != NULL && c->cur->deadline > 0)
-            pgc_arm_tick(pg);
+            pg_arm_tick(pg);
     }
-    pgc_leave(pg);
+    pg_leave(pg);
 }
 
 /* ---------------------------------------------------------------- listen */
 
 /* Queues LISTEN (or UNLISTEN) for one channel on the LISTEN connection.
  * The channel is an identifier, not a value: it is quoted by libpq. */
-void pgc_listen_queue(conn *c, op_kind kind, sl_pg_listener *l, const char *channel)
+void pg_listen_queue(conn *c, op_kind kind, sl_pg_listener *l, const char *channel)
 {
     char *quoted, *sql;
     op *o;
@@ -708,7 +708,7 @@ void pgc_listen_queue(conn *c, op_kind kind, sl_pg_listener *l, const char *chan
         sql = malloc(strlen(quoted) + 10);
         if (sql != NULL) {
             sprintf(sql, "%s %s", kind == OP_LISTEN ? "LISTEN" : "UNLISTEN", quoted);
-            o = pgc_op_new(kind, sql, 0, NULL, NULL, NULL);
+            o = pg_op_new(kind, sql, 0, NULL, NULL, NULL);
             free(sql);
         }
         PQfreemem(quoted);
@@ -722,7 +722,7 @@ void pgc_listen_queue(conn *c, op_kind kind, sl_pg_listener *l, const char *chan
     } else {
         o->internal = 1;
         o->listener = l;
-        pgc_push_back(&c->own, &c->own_tail, o);
+        pg_push_back(&c->own, &c->own_tail, o);
     }
-    pgc_conn_next(c);
+    pg_conn_next(c);
 }

@@ -33,7 +33,7 @@ static void on_io(evutil_socket_t fd, short what, void *arg);
  * may change from one step to the next, possibly to a new socket with the
  * number of one libpq just closed, so `rebuild` makes a fresh event rather
  * than trusting the old one. */
-int pgc_watch(conn *c, short what, int rebuild)
+int pg_watch(conn *c, short what, int rebuild)
 {
     int fd = PQsocket(c->pq);
 
@@ -62,7 +62,7 @@ static void set_up(conn *c, int up)
 
 /* Closes the libpq connection; the event goes first so that libevent
  * forgets the descriptor before libpq closes it. */
-void pgc_conn_close(conn *c)
+void pg_conn_close(conn *c)
 {
     if (c->dns_req != NULL) {
         evdns_getaddrinfo_cancel(c->dns_req); /* on_resolved ignores it */
@@ -84,14 +84,14 @@ void pgc_conn_close(conn *c)
     /* A new session has nothing prepared: each statement is prepared
      * again on its first use there. */
     c->preparing = 0;
-    pgc_set_clear(&c->prepared);
+    pg_set_clear(&c->prepared);
     evtimer_del(c->timer);
 }
 
 /* No pool connection is up and one just failed: whatever waits for a
  * connection would wait for nothing, so it fails now, and so will new
  * requests until a connection is back. */
-void pgc_pool_down(sl_pg *pg)
+void pg_pool_down(sl_pg *pg)
 {
     op *o;
 
@@ -101,14 +101,14 @@ void pgc_pool_down(sl_pg *pg)
         sl_log_core(SL_LOG_WARN, "postgres", "%s: no connection to %s: %s", pg->label, pg->where,
                     pg->err);
     pg->down = 1;
-    while ((o = pgc_pop_front(&pg->jobs, &pg->jobs_tail)) != NULL) {
+    while ((o = pg_pop_front(&pg->jobs, &pg->jobs_tail)) != NULL) {
         pg->njobs--;
         if (o->kind == OP_BEGIN) {
             o->tx->begin = NULL;
-            pgc_tx_fail(o->tx, pg->err);
-            pgc_op_free(o);
+            pg_tx_fail(o->tx, pg->err);
+            pg_op_free(o);
         } else {
-            pgc_fail_later(pg, o, OUT_UNAVAILABLE, "postgres unavailable: %s", pg->err);
+            pg_fail_later(pg, o, OUT_UNAVAILABLE, "postgres unavailable: %s", pg->err);
         }
     }
 }
@@ -119,8 +119,8 @@ static void conn_failed(conn *c, const char *why)
     sl_pg *pg = c->pg;
     char msg[512];
 
-    pgc_one_line(msg, sizeof(msg), why);
-    pgc_conn_close(c);
+    pg_one_line(msg, sizeof(msg), why);
+    pg_conn_close(c);
     snprintf(pg->err, sizeof(pg->err), "%s", msg);
     c->attempts++;
     sl_log_core(c->attempts == 1 ? SL_LOG_WARN : SL_LOG_DEBUG, "postgres",
@@ -129,7 +129,7 @@ static void conn_failed(conn *c, const char *why)
     sl_conn_arm(c->timer, c->backoff);
     c->backoff = c->backoff * 2 < pg->reconnect_max ? c->backoff * 2 : pg->reconnect_max;
     if (c->id > 0)
-        pgc_pool_down(pg);
+        pg_pool_down(pg);
 }
 
 /* A new LISTEN connection listens to nothing yet: every channel asked
@@ -138,7 +138,7 @@ static void listen_queue_all(conn *c)
 {
     for (sl_pg_listener *l = c->pg->listeners; l != NULL; l = l->next)
         if (!l->dead)
-            pgc_listen_queue(c, OP_LISTEN, l, l->channel);
+            pg_listen_queue(c, OP_LISTEN, l, l->channel);
 }
 
 static void conn_up(conn *c)
@@ -146,7 +146,7 @@ static void conn_up(conn *c)
     sl_pg *pg = c->pg;
 
     evtimer_del(c->timer);
-    if (PQsetnonblocking(c->pq, 1) != 0 || pgc_watch(c, EV_READ, 1) != 0) {
+    if (PQsetnonblocking(c->pq, 1) != 0 || pg_watch(c, EV_READ, 1) != 0) {
         conn_failed(c, "cannot watch the connection's socket");
         return;
     }
@@ -161,18 +161,18 @@ static void conn_up(conn *c)
     c->backoff = BACKOFF_FIRST;
     if (c == pg->lconn)
         listen_queue_all(c);
-    pgc_conn_next(c);
+    pg_conn_next(c);
 }
 
 static void connect_step(conn *c)
 {
     switch (PQconnectPoll(c->pq)) {
     case PGRES_POLLING_READING:
-        if (pgc_watch(c, EV_READ, 1) != 0)
+        if (pg_watch(c, EV_READ, 1) != 0)
             conn_failed(c, "cannot watch the connection's socket");
         break;
     case PGRES_POLLING_WRITING:
-        if (pgc_watch(c, EV_WRITE, 1) != 0)
+        if (pg_watch(c, EV_WRITE, 1) != 0)
             conn_failed(c, "cannot watch the connection's socket");
         break;
     case PGRES_POLLING_OK:
@@ -225,7 +225,7 @@ static void conn_open(conn *c, const char *hosts, const char *addrs)
     c->state = C_CONNECTING;
     sl_conn_arm(c->timer, pg->connect_timeout);
     /* libpq's contract: start as if PQconnectPoll had said WRITING. */
-    if (pgc_watch(c, EV_WRITE, 1) != 0)
+    if (pg_watch(c, EV_WRITE, 1) != 0)
         conn_failed(c, "cannot watch the connection's socket");
 }
 
@@ -239,14 +239,14 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     size_t hl = 0, al = 0;
     int count = 0;
 
-    if (result == EVUTIL_EAI_CANCEL) { /* from pgc_conn_close(): touch nothing */
+    if (result == EVUTIL_EAI_CANCEL) { /* from pg_conn_close(): touch nothing */
         if (res != NULL)
             evutil_freeaddrinfo(res);
         return;
     }
     pg = c->pg;
     c->dns_req = NULL;
-    pgc_enter(pg);
+    pg_enter(pg);
     for (struct evutil_addrinfo *a = res; a != NULL && count < MAX_ADDRS; a = a->ai_next) {
         const void *in = a->ai_family == AF_INET6
                              ? (const void *)&((const struct sockaddr_in6 *)(const void *)a->ai_addr)->sin6_addr
@@ -260,7 +260,7 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
         count++;
     }
     if (pg->life.freeing) {
-        /* nothing: pgc_leave() frees */
+        /* nothing: pg_leave() frees */
     } else if (result != 0 || count == 0) {
         char why[512];
         snprintf(why, sizeof(why), "cannot resolve %.255s: %s", pg->resolve,
@@ -273,10 +273,10 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     }
     if (res != NULL)
         evutil_freeaddrinfo(res);
-    pgc_leave(pg);
+    pg_leave(pg);
 }
 
-void pgc_conn_start(conn *c)
+void pg_conn_start(conn *c)
 {
     sl_pg *pg = c->pg;
     struct evutil_addrinfo hints;
@@ -313,16 +313,16 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    pgc_enter(pg);
+    pg_enter(pg);
     if (c->state == C_CONNECTING) {
         snprintf(why, sizeof(why), "connect timed out after %gs", pg->connect_timeout);
         conn_failed(c, why);
     } else if (c->state == C_DOWN) {
         if (c->ever_up && pg->s_reconnects != NULL)
             sl_series_add(pg->s_reconnects, 1);
-        pgc_conn_start(c);
+        pg_conn_start(c);
     }
-    pgc_leave(pg);
+    pg_leave(pg);
 }
 
 /* Socket readiness: the next step of the connect while connecting, the
@@ -333,17 +333,17 @@ static void on_io(evutil_socket_t fd, short what, void *arg)
     sl_pg *pg = c->pg;
 
     (void)fd;
-    pgc_enter(pg);
+    pg_enter(pg);
     if (c->state == C_CONNECTING)
         connect_step(c);
     else if (c->state == C_IDLE || c->state == C_BUSY)
-        pgc_conn_io(c, what);
-    pgc_leave(pg);
+        pg_conn_io(c, what);
+    pg_leave(pg);
 }
 
 /* ---------------------------------------------------------------- set up */
 
-void pgc_conn_init(sl_pg *pg, conn *c, int id)
+void pg_conn_init(sl_pg *pg, conn *c, int id)
 {
     c->pg = pg;
     c->id = id;
@@ -352,16 +352,16 @@ void pgc_conn_init(sl_pg *pg, conn *c, int id)
     c->timer = evtimer_new(sl_base, on_timer, c);
 }
 
-void pgc_conn_fini(conn *c)
+void pg_conn_fini(conn *c)
 {
     op *o;
 
     if (c->timer != NULL) {
-        pgc_conn_close(c);
+        pg_conn_close(c);
         event_free(c->timer);
     }
-    pgc_op_free(c->cur);
-    while ((o = pgc_pop_front(&c->own, &c->own_tail)) != NULL)
-        pgc_op_free(o);
-    pgc_set_free(&c->prepared);
+    pg_op_free(c->cur);
+    while ((o = pg_pop_front(&c->own, &c->own_tail)) != NULL)
+        pg_op_free(o);
+    pg_set_free(&c->prepared);
 }

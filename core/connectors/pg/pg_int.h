@@ -37,7 +37,7 @@ typedef struct op op;
 typedef struct {
     unsigned char *has;
     size_t n;
-} pgc_set;
+} pg_set;
 
 /* A prepared statement of a handle (sluice_pg.h); `index` is its place in
  * every connection's set of the statements it has prepared. */
@@ -114,7 +114,7 @@ struct conn {
     PGresult *res;            /* what came back for cur so far */
     int flushing;
     int preparing;            /* cur's statement is being prepared first */
-    pgc_set prepared;         /* statements prepared in this session */
+    pg_set prepared;          /* statements prepared in this session */
     sl_pg_tx *tx;             /* pinned to this transaction */
     op *own, *own_tail;       /* its own statements: LISTEN, probes */
 };
@@ -154,77 +154,77 @@ struct sl_pg {
 
 /* Around every entry into the handle's code; the outermost leave() frees
  * a handle freed meanwhile, and unlinks listeners removed meanwhile. */
-void pgc_enter(sl_pg *pg);
-void pgc_leave(sl_pg *pg);
-void pgc_sweep_listeners(sl_pg *pg);
+void pg_enter(sl_pg *pg);
+void pg_leave(sl_pg *pg);
+void pg_sweep_listeners(sl_pg *pg);
 
 /* libpq's multi-line messages as one line. */
 /* Spans (pg_trace.c): a statement's, opened once it is submitted (its
  * transaction set); ended, and the callback run in the context the op was
- * made in, by pgc_call(); a transaction's, from begin to free. */
-void pgc_trace_statement(sl_pg *pg, op *o);
-void pgc_trace_done(op *o, const PGresult *res, const char *err);
-void pgc_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx);
-void pgc_trace_tx_end(sl_pg_tx *tx);
-void pgc_call(sl_pg *pg, op *o, const PGresult *res, const char *err);
+ * made in, by pg_call(); a transaction's, from begin to free. */
+void pg_trace_statement(sl_pg *pg, op *o);
+void pg_trace_done(op *o, const PGresult *res, const char *err);
+void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx);
+void pg_trace_tx_end(sl_pg_tx *tx);
+void pg_call(sl_pg *pg, op *o, const PGresult *res, const char *err);
 
-void pgc_one_line(char *dst, size_t len, const char *msg);
+void pg_one_line(char *dst, size_t len, const char *msg);
 
 /* An op with copies of `sql` and the parameters; NULL when out of memory. */
-op *pgc_op_new(op_kind kind, const char *sql, int nparams, const char *const *params,
-               sl_pg_fn fn, void *arg);
-void pgc_op_free(op *o);
-void pgc_push_back(op **head, op **tail, op *o);
-op *pgc_pop_front(op **head, op **tail);
+op *pg_op_new(op_kind kind, const char *sql, int nparams, const char *const *params, sl_pg_fn fn,
+              void *arg);
+void pg_op_free(op *o);
+void pg_push_back(op **head, op **tail, op *o);
+op *pg_pop_front(op **head, op **tail);
 /* Answers `o` on the next loop turn with the reason (NULL fmt: success
  * without a result, a ROLLBACK that was asked for). */
-void pgc_fail_later(sl_pg *pg, op *o, outcome out, const char *fmt, ...) SL_PRINTF(4, 5);
-void pgc_arm_tick(sl_pg *pg);
+void pg_fail_later(sl_pg *pg, op *o, outcome out, const char *fmt, ...) SL_PRINTF(4, 5);
+void pg_arm_tick(sl_pg *pg);
 /* Event callbacks: answers of `failed`, and deadlines. */
-void pgc_on_deliver(evutil_socket_t fd, short what, void *arg);
-void pgc_on_tick(evutil_socket_t fd, short what, void *arg);
+void pg_on_deliver(evutil_socket_t fd, short what, void *arg);
+void pg_on_tick(evutil_socket_t fd, short what, void *arg);
 
 /* Rolls the transaction back and fails what it still has queued. */
-void pgc_tx_fail(sl_pg_tx *tx, const char *why);
-void pgc_tx_free(sl_pg_tx *tx);
+void pg_tx_fail(sl_pg_tx *tx, const char *why);
+void pg_tx_free(sl_pg_tx *tx);
 
 /* Gives an idle connection its next op, if any. */
-void pgc_conn_next(conn *c);
+void pg_conn_next(conn *c);
 /* Reads and writes a connection that is up, on socket readiness `what`. */
-void pgc_conn_io(conn *c, short what);
+void pg_conn_io(conn *c, short what);
 /* Queues LISTEN or UNLISTEN on the LISTEN connection when it is up. */
-void pgc_listen_queue(conn *c, op_kind kind, sl_pg_listener *l, const char *channel);
+void pg_listen_queue(conn *c, op_kind kind, sl_pg_listener *l, const char *channel);
 
 /* ------------------------------------------ pg_stmt.c (pure, unit tested) */
 
 /* A statement name a module may give: [a-z0-9_], 1 to 50 bytes. */
-int pgc_stmt_name_ok(const char *name);
+int pg_stmt_name_ok(const char *name);
 /* The statement of `list` named `name` (the caller's name), or NULL. */
-sl_pg_stmt *pgc_stmt_find(sl_pg_stmt *list, const char *name);
+sl_pg_stmt *pg_stmt_find(sl_pg_stmt *list, const char *name);
 /* A new statement (not linked); NULL when out of memory. */
-sl_pg_stmt *pgc_stmt_new(const sl_pg *pg, int index, const char *name, const char *sql);
-void pgc_stmt_free(sl_pg_stmt *st);
+sl_pg_stmt *pg_stmt_new(const sl_pg *pg, int index, const char *name, const char *sql);
+void pg_stmt_free(sl_pg_stmt *st);
 
 /* Makes room for members below `n` (-1: out of memory); then add never
  * fails for them. */
-int pgc_set_reserve(pgc_set *s, size_t n);
-int pgc_set_has(const pgc_set *s, int i);
-void pgc_set_add(pgc_set *s, int i);
-void pgc_set_clear(pgc_set *s);
-void pgc_set_free(pgc_set *s);
+int pg_set_reserve(pg_set *s, size_t n);
+int pg_set_has(const pg_set *s, int i);
+void pg_set_add(pg_set *s, int i);
+void pg_set_clear(pg_set *s);
+void pg_set_free(pg_set *s);
 
 /* -------------------------------------- pg_connect.c for pg.c and pg_conn.c */
 
-void pgc_conn_init(sl_pg *pg, conn *c, int id);
-void pgc_conn_fini(conn *c);
+void pg_conn_init(sl_pg *pg, conn *c, int id);
+void pg_conn_fini(conn *c);
 /* Resolves the host name if need be, then connects; retried after a
  * backoff until it is up. */
-void pgc_conn_start(conn *c);
+void pg_conn_start(conn *c);
 /* Watches the socket for `what`; `rebuild` makes a fresh event. */
-int pgc_watch(conn *c, short what, int rebuild);
+int pg_watch(conn *c, short what, int rebuild);
 /* Closes the libpq connection (and cancels a lookup); the state is down. */
-void pgc_conn_close(conn *c);
+void pg_conn_close(conn *c);
 /* With no pool connection up, fails what waits for one. */
-void pgc_pool_down(sl_pg *pg);
+void pg_pool_down(sl_pg *pg);
 
 #endif

@@ -11,7 +11,7 @@
 
 #define NAME_MAX_LEN 50 /* "sl_" + this fits PostgreSQL's 63-byte names */
 
-int pgc_stmt_name_ok(const char *name)
+int pg_stmt_name_ok(const char *name)
 {
     size_t n = 0;
 
@@ -25,7 +25,7 @@ int pgc_stmt_name_ok(const char *name)
     return n >= 1 && n <= NAME_MAX_LEN;
 }
 
-sl_pg_stmt *pgc_stmt_find(sl_pg_stmt *list, const char *name)
+sl_pg_stmt *pg_stmt_find(sl_pg_stmt *list, const char *name)
 {
     for (sl_pg_stmt *st = list; st != NULL; st = st->next)
         if (strcmp(st->name + 3, name) == 0)
@@ -33,7 +33,7 @@ sl_pg_stmt *pgc_stmt_find(sl_pg_stmt *list, const char *name)
     return NULL;
 }
 
-sl_pg_stmt *pgc_stmt_new(const sl_pg *pg, int index, const char *name, const char *sql)
+sl_pg_stmt *pg_stmt_new(const sl_pg *pg, int index, const char *name, const char *sql)
 {
     sl_pg_stmt *st = calloc(1, sizeof(*st));
 
@@ -50,14 +50,14 @@ sl_pg_stmt *pgc_stmt_new(const sl_pg *pg, int index, const char *name, const cha
     return st;
 }
 
-void pgc_stmt_free(sl_pg_stmt *st)
+void pg_stmt_free(sl_pg_stmt *st)
 {
     if (st != NULL)
         free(st->sql);
     free(st);
 }
 
-int pgc_set_reserve(pgc_set *s, size_t n)
+int pg_set_reserve(pg_set *s, size_t n)
 {
     unsigned char *has;
 
@@ -72,24 +72,24 @@ int pgc_set_reserve(pgc_set *s, size_t n)
     return 0;
 }
 
-int pgc_set_has(const pgc_set *s, int i)
+int pg_set_has(const pg_set *s, int i)
 {
     return i >= 0 && (size_t)i < s->n && s->has[i];
 }
 
-void pgc_set_add(pgc_set *s, int i)
+void pg_set_add(pg_set *s, int i)
 {
     if (i >= 0 && (size_t)i < s->n)
         s->has[i] = 1;
 }
 
-void pgc_set_clear(pgc_set *s)
+void pg_set_clear(pg_set *s)
 {
     if (s->n > 0)
         memset(s->has, 0, s->n);
 }
 
-void pgc_set_free(pgc_set *s)
+void pg_set_free(pg_set *s)
 {
     free(s->has);
     s->has = NULL;

@@ -36,7 +36,7 @@ static void common(sl_pg *pg, sl_span *s)
             sl_span_set_str(s, "db.namespace", pg->vals[i]);
 }
 
-void pgc_trace_statement(sl_pg *pg, op *o)
+void pg_trace_statement(sl_pg *pg, op *o)
 {
     const sl_trace_ctx *parent = o->tx != NULL ? &o->tx->trace : &o->trace;
     const char *sql = o->sql != NULL ? o->sql : o->stmt->sql; /* OP_EXEC: prepared */
@@ -57,7 +57,7 @@ void pgc_trace_statement(sl_pg *pg, op *o)
         sl_span_set_str(o->span, "db.postgresql.prepared_statement", o->stmt->name);
 }
 
-void pgc_trace_done(op *o, const PGresult *res, const char *err)
+void pg_trace_done(op *o, const PGresult *res, const char *err)
 {
     if (o->span == NULL)
         return;
@@ -73,7 +73,7 @@ void pgc_trace_done(op *o, const PGresult *res, const char *err)
     o->span = NULL;
 }
 
-void pgc_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx)
+void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx)
 {
     tx->trace = sl_trace_cur;
     if (!sl_trace_on() || !tx->trace.traced)
@@ -83,7 +83,7 @@ void pgc_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx)
     common(pg, tx->span);
 }
 
-void pgc_trace_tx_end(sl_pg_tx *tx)
+void pg_trace_tx_end(sl_pg_tx *tx)
 {
     if (tx->span == NULL)
         return;
@@ -93,11 +93,11 @@ void pgc_trace_tx_end(sl_pg_tx *tx)
     tx->span = NULL;
 }
 
-void pgc_call(sl_pg *pg, op *o, const PGresult *res, const char *err)
+void pg_call(sl_pg *pg, op *o, const PGresult *res, const char *err)
 {
     sl_trace_ctx saved;
 
-    pgc_trace_done(o, res, err);
+    pg_trace_done(o, res, err);
     if (o->fn == NULL)
         return;
     sl_trace_enter(&o->trace, &saved);

@@ -374,7 +374,7 @@ void redis_conn_on_connect_timeout(evutil_socket_t fd, short what, void *arg)
     sl_conn_enter(&r->life);
     if (r->state == ST_CONNECTING)
         redis_conn_drop(r, "connect to %s:%d timed out after %gs", r->addr, r->url.port,
-             r->connect_timeout);
+                        r->connect_timeout);
     sl_conn_leave(&r->life);
 }
 
@@ -392,7 +392,7 @@ void redis_conn_on_command_timeout(evutil_socket_t fd, short what, void *arg)
                     "%s: redis %s:%d did not answer within %gs; resetting the connection",
                     r->label, r->url.host, r->url.port, r->command_timeout);
         redis_conn_drop(r, "no reply from redis within %gs (command_timeout); connection reset",
-             r->command_timeout);
+                        r->command_timeout);
     } else {
         redis_cmd_rearm_timer(r);
     }

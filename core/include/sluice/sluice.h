@@ -362,8 +362,9 @@ typedef enum {
 
 /* A span, child of the current context (a new trace when there is none). */
 SL_API sl_span *sl_span_start(sl_ctx *ctx, sl_span_kind kind, const char *name);
-/* A span whose parent is `traceparent` (a header carried by a message; the
- * current context when NULL or not a valid traceparent). */
+/* A span whose parent is `traceparent` (a header carried by a message),
+ * whatever is current; when it is NULL or not a valid traceparent the span
+ * starts a trace of its own (sampled at [tracing] sample_ratio). */
 SL_API sl_span *sl_span_start_from(sl_ctx *ctx, sl_span_kind kind, const char *name,
                                    const char *traceparent);
 SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value);

@@ -26,9 +26,11 @@ typedef struct {
     sl_ctx *ctx;
     sl_series *requests;
     sl_series *ticks;
+    sl_series *slow_pending; /* a test waits on it to know a request is in flight */
     sl_timer *tick;
     int stopping;
     slow_reply *pending; /* slow requests not answered yet */
+    int npending;
 } echo;
 
 struct slow_reply {
@@ -82,6 +84,7 @@ static void answer_slow(void *arg)
         }
     }
     free(s);
+    sl_series_set(e->slow_pending, --e->npending);
     /* The last in-flight request of a draining instance ends the drain. */
     if (e->pending == NULL && e->stopping)
         sl_stopped(e->ctx);
@@ -115,6 +118,7 @@ static void serve_slow(sl_req *req, void *arg)
     }
     s->next = e->pending;
     e->pending = s;
+    sl_series_set(e->slow_pending, ++e->npending);
     sl_log(e->ctx, SL_LOG_DEBUG, "slow reply in %ld ms", n);
 }
 
@@ -146,7 +150,7 @@ static void on_tick(void *arg)
 static int echo_start(sl_ctx *ctx)
 {
     echo *e;
-    sl_metric *requests, *ticks;
+    sl_metric *requests, *ticks, *slow_pending;
 
     if (sl_opt_bool(ctx, "fail"))
         return sl_fail(ctx, "told to fail by its configuration");
@@ -161,10 +165,12 @@ static int echo_start(sl_ctx *ctx)
     sl_set_data(ctx, e);
     requests = sl_counter(ctx, "sluice_echo_requests_total", "Requests answered by /echo.", NULL);
     ticks = sl_counter(ctx, "sluice_echo_ticks_total", "Ticks of the echo timer.", NULL);
-    if (requests == NULL || ticks == NULL)
+    slow_pending = sl_gauge(ctx, "sluice_echo_slow_pending", "Requests to /echo/slow not answered yet.", NULL);
+    if (requests == NULL || ticks == NULL || slow_pending == NULL)
         return sl_fail(ctx, "cannot register metrics");
     e->requests = sl_series_of(requests);
     e->ticks = sl_series_of(ticks);
+    e->slow_pending = sl_series_of(slow_pending);
     e->tick = sl_timer_new(ctx, sl_opt_seconds(ctx, "tick"), 1, on_tick, e);
     if (e->tick == NULL || sl_route(ctx, SL_GET, "/echo", serve_echo, e) != 0 ||
         sl_route(ctx, SL_GET, "/echo/slow", serve_slow, e) != 0 ||

@@ -11,9 +11,10 @@
  *        {"produced","delivered","failed","queue_full","elapsed_s","msgs_per_s"}
  *   GET  /kafkaprobe/consumed[?values=1]
  *        {"count","distinct","partitions":[...assigned "topic/p"...],
- *         "assigned","rebalances","headers","values":[...]}; "headers"
+ *         "assigned","rebalances","headers","tag","values":[...]}; "headers"
  *        counts the messages whose first header is trace=abc
- *   GET  /kafkaprobe/status     readiness of the handles and counters
+ *   GET  /kafkaprobe/status     readiness of the handles and counters, and
+ *        "instance", distinct for each start
  *   POST /kafkaprobe/commit     commits the next offset of every partition
  *        read so far; answers with the result: {"err","committed"}
  *   POST /kafkaprobe/pause?topic=T&partition=P&pause=1|0
@@ -22,13 +23,15 @@
  *
  * Options: `topics` and `group` start a consumer with the instance;
  * `produce` (default true) creates the producer; `auto_commit` false
- * leaves commits to /commit; `tag` only marks a config change.  Routes carry the instance
+ * leaves commits to /commit; `tag` only marks a config change (/consumed
+ * shows it, to tell a successor from the old instance).  Routes carry the instance
  * name when there is one (/kafkaprobe/a/consumed), so two instances in one
  * process can be told apart.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cjson/cJSON.h>
 #include <sluice/sluice.h>
 #include <sluice/kafka.h>
@@ -64,6 +67,7 @@ typedef struct {
 
 struct probe {
     sl_ctx *ctx;
+    char instance[32]; /* distinct for each start */
     position *positions;
     size_t npositions;
     sl_req *commit_req; /* one commit at a time */
@@ -333,6 +337,7 @@ static void serve_consumed(sl_req *req, void *arg)
     cJSON_AddNumberToObject(body, "assigned", (double)pr->assigned);
     cJSON_AddNumberToObject(body, "rebalances", (double)pr->rebalances);
     cJSON_AddNumberToObject(body, "headers", (double)pr->headers);
+    cJSON_AddStringToObject(body, "tag", sl_opt_str(pr->ctx, "tag"));
     cJSON_AddItemToObject(body, "partitions", cJSON_Duplicate(pr->partitions, 1));
     if (values != NULL && strcmp(values, "1") == 0) {
         cJSON *a = cJSON_AddArrayToObject(body, "values");
@@ -353,6 +358,7 @@ static void serve_status(sl_req *req, void *arg)
     cJSON_AddBoolToObject(body, "consumer", pr->consumer != NULL);
     cJSON_AddNumberToObject(body, "outq", pr->producer ? sl_kafka_producer_outq(pr->producer) : 0);
     cJSON_AddStringToObject(body, "bootstrap", bs != NULL ? bs : "");
+    cJSON_AddStringToObject(body, "instance", pr->instance);
     sl_reply_json(req, 200, body);
 }
 
@@ -465,10 +471,13 @@ static int probe_start(sl_ctx *ctx)
     probe *pr = calloc(1, sizeof(*pr));
     char err[512];
     size_t ntopics = sl_opt_list_len(ctx, "topics");
+    struct timespec ts;
 
     if (pr == NULL)
         return sl_fail(ctx, "out of memory");
     pr->ctx = ctx;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(pr->instance, sizeof(pr->instance), "%lld.%09ld", (long long)ts.tv_sec, ts.tv_nsec);
     pr->partitions = cJSON_CreateArray();
     sl_set_data(ctx, pr);
     if (sl_opt_bool(ctx, "produce")) {

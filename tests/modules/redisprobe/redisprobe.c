@@ -5,13 +5,18 @@
  *   GET  /redis/get?key=K   {"value": "..."} or {"value": null}
  *   POST /redis/cmd         body {"args": ["INCRBY", "n", "5"]}: any command,
  *                           answered as {"reply": <reply as JSON>}
- *   GET  /redis/status      {"connected": true|false}
+ *   GET  /redis/status      {"connected": true|false, "sent": N, "instance": ID}:
+ *                           N commands handed to the connector so far, ID
+ *                           distinct for each start (a test tells a
+ *                           replaced instance from the old one by it)
  *
  * A Redis error reply answers 400, no answer at all (down, timeout) 503,
  * each as {"error": "..."} with the connector's message.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cjson/cJSON.h>
 #include <sluice/sluice.h>
 #include <sluice/redis.h>
@@ -19,6 +24,8 @@
 typedef struct {
     sl_ctx *ctx;
     sl_redis *redis;
+    double sent;
+    char instance[32];
 } probe;
 
 /* A reply as JSON: strings and statuses as strings, integers as numbers,
@@ -79,6 +86,17 @@ static void on_reply(sl_redis *r, const sl_redis_reply *reply, const char *err, 
     answer(arg, reply, err, "reply");
 }
 
+/* Hands a command to the connector, counting it; `done` answers `req`. */
+static void probe_send(probe *p, sl_req *req, int argc, const char *const *argv,
+                       const size_t *lens, sl_redis_fn done)
+{
+    if (sl_redis_command(p->redis, argc, argv, lens, done, req) != 0) {
+        sl_reply_error(req, 500, "command refused");
+        return;
+    }
+    p->sent++;
+}
+
 static void serve_set(sl_req *req, void *arg)
 {
     probe *p = arg;
@@ -95,8 +113,7 @@ static void serve_set(sl_req *req, void *arg)
     lens[0] = 3;
     lens[1] = strlen(key);
     lens[2] = len;
-    if (sl_redis_command(p->redis, 3, argv, lens, on_reply, req) != 0)
-        sl_reply_error(req, 500, "command refused");
+    probe_send(p, req, 3, argv, lens, on_reply);
 }
 
 static void serve_get(sl_req *req, void *arg)
@@ -109,8 +126,7 @@ static void serve_get(sl_req *req, void *arg)
         sl_reply_error(req, 400, "key is required");
         return;
     }
-    if (sl_redis_command(p->redis, 2, argv, NULL, on_value, req) != 0)
-        sl_reply_error(req, 500, "command refused");
+    probe_send(p, req, 2, argv, NULL, on_value);
 }
 
 static void serve_cmd(sl_req *req, void *arg)
@@ -135,8 +151,7 @@ static void serve_cmd(sl_req *req, void *arg)
         }
         argv[argc++] = a->valuestring;
     }
-    if (sl_redis_command(p->redis, argc, argv, NULL, on_reply, req) != 0)
-        sl_reply_error(req, 500, "command refused");
+    probe_send(p, req, argc, argv, NULL, on_reply);
 }
 
 static void serve_status(sl_req *req, void *arg)
@@ -145,12 +160,15 @@ static void serve_status(sl_req *req, void *arg)
     cJSON *body = cJSON_CreateObject();
 
     cJSON_AddBoolToObject(body, "connected", sl_redis_connected(p->redis));
+    cJSON_AddNumberToObject(body, "sent", p->sent);
+    cJSON_AddStringToObject(body, "instance", p->instance);
     sl_reply_json(req, 200, body);
 }
 
 static int probe_start(sl_ctx *ctx)
 {
     probe *p = calloc(1, sizeof(*p));
+    struct timespec ts;
 
     if (p == NULL)
         return sl_fail(ctx, "out of memory");
@@ -159,6 +177,8 @@ static int probe_start(sl_ctx *ctx)
         return sl_fail(ctx, "out of memory");
     }
     p->ctx = ctx;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(p->instance, sizeof(p->instance), "%lld.%09ld", (long long)ts.tv_sec, ts.tv_nsec);
     sl_set_data(ctx, p);
     p->redis = sl_redis_new(ctx);
     if (p->redis == NULL)

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# tests/bench/bench_tracing.sh - what tracing costs the segments API,
+# measured in one run on one sluiced: GET /segment/user/{id} and
+# POST /segment/user under wrk -t2 -c64 with tracing off, then on at
+# sample_ratio 1.0 (a server span, and a span per SQL statement and
+# transaction, exported to tests/harness/otlp_receiver.py in its discarding
+# mode), alternating for ROUNDS rounds (2).  A SIGHUP switches [tracing];
+# the instance and its connections carry over, so only tracing differs.
+# The reference is tracing off at its best; target: on >= 0.9 of it (at
+# most 10% less throughput).  Prints spans exported and dropped, and each
+# side's spread; never fails on a figure.
+#
+# Uses the optimized build in build/ (made if missing).  DURATION=10s.
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+build=${SL_BUILD:-$top/build}
+duration=${DURATION:-10s}
+users=${USERS:-10000}
+. "$top/tests/lib.sh"
+. "$top/tests/harness/services.sh"
+. "$top/tests/bench/result.sh"
+
+if [ ! -x "$build/core/sluiced" ]; then
+    (cd "$top" && { [ -x configure ] || autoreconf -fi; })
+    mkdir -p "$build"
+    (cd "$build" && { [ -f Makefile ] || "$top/configure" --quiet; } && make -s -j"$(nproc)")
+fi
+command -v wrk >/dev/null || { echo "wrk missing: bash tests/harness/install-deps.sh" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.2
+    sl_svc_stop_all
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+sl_svc_start postgres >/dev/null
+sl_svc_start redis >/dev/null
+psqlc() { psql -X -At -q "$SL_PG_DSN" -c "$1"; }
+
+oport=$(t_free_port)
+python3 "$top/tests/harness/otlp_receiver.py" "$oport" - "$work/control" &
+pids+=($!)
+
+sport=$(t_free_port)
+base=http://127.0.0.1:$sport
+mkdir -p "$work/mods"
+cp "$build/_modules/segments.so" "$build/_modules/metrics.so" "$work/mods/"
+write_conf() { # write_conf on|off
+    cat > "$work/sluice.conf" <<CONF
+[core]
+listen = 127.0.0.1:$sport
+modules_dir = mods
+log_level = warn
+[postgres]
+dsn = $SL_PG_DSN
+pool_size = ${POOL:-16}
+max_queue = 4096
+[redis]
+url = $SL_REDIS_URL
+[module metrics]
+[module segments]
+CONF
+    [ "$1" = on ] && printf '%s\n' '[tracing]' "endpoint = http://127.0.0.1:$oport/v1/traces" \
+        'sample_ratio = 1' 'max_queue = 65536' >> "$work/sluice.conf"
+    return 0
+}
+write_conf off
+"$build/core/sluiced" -c "$work/sluice.conf" 2>"$work/sluiced.log" &
+daemon=$!
+pids+=("$daemon")
+t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]' ||
+    { echo "sluiced not ready:" >&2; tail -n 20 "$work/sluiced.log" >&2; exit 1; }
+metric() { curl -s "$base/metrics" | awk -v n="$1" '$1 == n { print $2; f = 1 } END { if (!f) print 0 }'; }
+# switch on|off: rewrite the config, SIGHUP, wait until the reload applied.
+switch() {
+    local before
+    before=$(metric sluice_reloads_total)
+    write_conf "$1"
+    kill -HUP "$daemon"
+    t_wait_until 30 "[ \"\$(metric sluice_reloads_total)\" != \"$before\" ]"
+    t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]'
+}
+
+psqlc "INSERT INTO users (id) SELECT generate_series(1, $users);
+       SELECT setval('users_id_seq', $users);
+       INSERT INTO segments (slug) SELECT 'S' || g FROM generate_series(0, 9) g;
+       INSERT INTO user_segments (user_id, slug)
+         SELECT u, 'S' || ((u + k * 3) % 10) FROM generate_series(1, $users) u, generate_series(0, 2) k" > /dev/null
+psqlc "VACUUM ANALYZE"
+cat > "$work/get.lua" <<LUA
+request = function()
+  return wrk.format("GET", "/segment/user/" .. math.random(1, $users))
+end
+LUA
+cat > "$work/post.lua" <<LUA
+local headers = { ["Content-Type"] = "application/json" }
+request = function()
+  local a = math.random(0, 9)
+  local d = (a + math.random(1, 9)) % 10
+  return wrk.format("POST", "/segment/user", headers, string.format(
+    '{"user_id":%d,"add_segments":["S%d"],"delete_segments":["S%d"]}', math.random(1, $users), a, d))
+end
+LUA
+# CPU seconds sluiced has used (user + system), from /proc.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$daemon/stat"; }
+# wrk SCRIPT: "requests/s p99_ms non2xx cpu_us_per_request".  CPU time per
+# request is the figure the machine's other load disturbs least.
+wrk_run() {
+    local c0 c1
+    c0=$(cpu)
+    wrk -t2 -c64 -d"$duration" --latency -s "$1" "$base" > "$work/wrk.out" 2>&1
+    c1=$(cpu)
+    python3 - "$work/wrk.out" "$c0" "$c1" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+rps = re.search(r"Requests/sec:\s*([\d.]+)", t).group(1)
+n = int(re.search(r"(\d+) requests in", t).group(1))
+m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\b", t, re.M)
+p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)] if m else float("nan")
+bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", t)
+print(rps, "%.2f" % p99, bad.group(1) if bad else "0",
+      "%.1f" % ((float(sys.argv[3]) - float(sys.argv[2])) * 1e6 / max(n, 1)))
+PY
+}
+
+wrk -t2 -c64 -d2s -s "$work/get.lua" "$base" > /dev/null 2>&1 # warm-up
+# Rounds alternate off and on, so that a machine whose load drifts during
+# the run does not favour one side; each side is reported at its best and
+# the spread of its runs is printed (best/worst).
+rounds=${ROUNDS:-2}
+: > "$work/runs"
+for r in $(seq 1 "$rounds"); do
+    for mode in off on; do
+        switch "$mode"
+        read -r g gp gb gc <<< "$(wrk_run "$work/get.lua")"
+        read -r p pp pb pc <<< "$(wrk_run "$work/post.lua")"
+        echo "$mode $g $gp $gb $p $pp $pb $gc $pc" >> "$work/runs"
+        if [ "$mode" = on ]; then
+            t_wait_until 60 '[ "$(metric sluice_tracing_spans_pending)" = 0 ]'
+            exported=$(metric sluice_tracing_spans_exported_total)
+            dropped=$(curl -s "$base/metrics" | awk '$1 ~ /^sluice_tracing_spans_dropped_total/ { s += $2 } END { print s + 0 }')
+        fi
+    done
+done
+# best MODE COLUMN: the best req/s of MODE's runs, its p99, and best/worst.
+best() {
+    awk -v m="$1" -v c="$2" '$1 == m { if ($c > b) { b = $c; p = $(c + 1) } if (w == "" || $c < w) w = $c }
+        END { printf "%s %s %.2f\n", b, p, b / w }' "$work/runs"
+}
+read -r get_off get_off_p99 get_off_spread <<< "$(best off 2)"
+read -r get_on get_on_p99 get_on_spread <<< "$(best on 2)"
+read -r post_off post_off_p99 post_off_spread <<< "$(best off 5)"
+read -r post_on post_on_p99 post_on_spread <<< "$(best on 5)"
+bad=$(awk '{ g += $4; p += $7 } END { print g "/" p }' "$work/runs")
+# cpu MODE COLUMN: the least CPU microseconds per request of MODE's runs.
+cpu_best() { awk -v m="$1" -v c="$2" '$1 == m && (b == "" || $c < b) { b = $c } END { print b }' "$work/runs"; }
+get_off_cpu=$(cpu_best off 8) get_on_cpu=$(cpu_best on 8)
+post_off_cpu=$(cpu_best off 9) post_on_cpu=$(cpu_best on 9)
+
+pct() { python3 -c "print('%.2f' % ($1 / $2))"; }
+printf '\n%-28s %12s %9s %8s %12s %9s %8s %8s\n' "wrk -t2 -c64 -d$duration x$rounds" "off best/s" "p99 ms" "spread" "on(1.0)/s" "p99 ms" "spread" "on/off"
+printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "GET /segment/user/{id}" "$get_off" "$get_off_p99" "$get_off_spread" "$get_on" "$get_on_p99" "$get_on_spread" "$(pct "$get_on" "$get_off")"
+printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "POST /segment/user" "$post_off" "$post_off_p99" "$post_off_spread" "$post_on" "$post_on_p99" "$post_on_spread" "$(pct "$post_on" "$post_off")"
+printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "CPU us/request, GET" "$get_off_cpu" "" "" "$get_on_cpu" "" "" "$(pct "$get_on_cpu" "$get_off_cpu")"
+printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "CPU us/request, POST" "$post_off_cpu" "" "" "$post_on_cpu" "" "" "$(pct "$post_on_cpu" "$post_off_cpu")"
+echo "non-2xx (get/post) $bad; spans exported $exported, dropped $dropped; load average $(cut -d' ' -f1-3 /proc/loadavg); target on/off >= 0.9"
+echo "a spread (best/worst of one side's runs) larger than the on/off gap means the machine's noise hides the cost"
+bench_result get_segment_user_traced "$get_on" req/s "$get_off" tracing_off ">=0.9"
+bench_result post_segment_user_traced "$post_on" req/s "$post_off" tracing_off ">=0.9"
+bench_result get_segment_user_cpu_traced "$get_on_cpu" us/req "$get_off_cpu" tracing_off "<=1.1"
+bench_result post_segment_user_cpu_traced "$post_on_cpu" us/req "$post_off_cpu" tracing_off "<=1.1"
