@@ -29,7 +29,7 @@ typedef struct {
     int skipping;         /* after a bad or duplicate header: check keys, store nothing */
     int line;
     int oom;
-    strbuf val;           /* the value being built, reused for every line */
+    strbuf val; /* the value being built, reused for every line */
 } parser;
 
 /* ------------------------------------------------------------- helpers */
@@ -132,7 +132,7 @@ static char *dup_n(const char *s, size_t n)
  * caller frees it. */
 static char *section_label(const sl_conf_section *sec)
 {
-    strbuf b = {0};
+    strbuf b = { 0 };
     int rc = sb_adds(&b, "[");
 
     rc |= sb_adds(&b, sec->name);
@@ -188,15 +188,15 @@ static char *expand_var(parser *ps, char *p)
         else
             sl_errors_add(ps->errs, ps->file, ps->line,
                           "invalid variable reference '%.*s' (expected ${NAME}, NAME made "
-                          "of letters, digits and '_')", (int)(close - p + 1), p);
+                          "of letters, digits and '_')",
+                          (int)(close - p + 1), p);
         return NULL;
     }
     saved = *q;
     *q = '\0';
     env = getenv(name);
     if (env == NULL) {
-        sl_errors_add(ps->errs, ps->file, ps->line, "environment variable '%s' is not set",
-                      name);
+        sl_errors_add(ps->errs, ps->file, ps->line, "environment variable '%s' is not set", name);
         *q = saved;
         return NULL;
     }
@@ -227,18 +227,28 @@ static char *read_quoted(parser *ps, char *p, int expand, const char *what)
             return p + 1;
         case '\\':
             switch (p[1]) {
-            case '"': rep = "\""; break;
-            case '\\': rep = "\\"; break;
-            case 'n': rep = "\n"; break;
-            case 't': rep = "\t"; break;
-            case '$': rep = "$"; break;
+            case '"':
+                rep = "\"";
+                break;
+            case '\\':
+                rep = "\\";
+                break;
+            case 'n':
+                rep = "\n";
+                break;
+            case 't':
+                rep = "\t";
+                break;
+            case '$':
+                rep = "$";
+                break;
             case '\0':
                 sl_errors_add(ps->errs, ps->file, ps->line, "unterminated quote in %s", what);
                 return NULL;
             default:
                 sl_errors_add(ps->errs, ps->file, ps->line,
-                              "unknown escape '\\%c' in %s (use \\\" \\\\ \\n \\t or \\$)",
-                              p[1], what);
+                              "unknown escape '\\%c' in %s (use \\\" \\\\ \\n \\t or \\$)", p[1],
+                              what);
                 return NULL;
             }
             if (val_add(ps, rep, 1) < 0)
@@ -279,8 +289,8 @@ static int read_value(parser *ps, char *v)
         p = skip_blank(p);
         if (*p != '\0' && *p != '#' && *p != ';') {
             rtrim(p);
-            sl_errors_add(ps->errs, ps->file, ps->line,
-                          "unexpected text '%s' after closing quote", p);
+            sl_errors_add(ps->errs, ps->file, ps->line, "unexpected text '%s' after closing quote",
+                          p);
             return -1;
         }
         return 0;
@@ -330,17 +340,16 @@ static void add_section(parser *ps, sl_conf_section *sec)
     for (i = 0; i < conf->n; i++) {
         const sl_conf_section *o = &conf->sections[i];
 
-        if (strcmp(o->name, sec->name) == 0 && strcmp(o->instance, sec->instance) == 0
-            && ((o->arg == NULL && sec->arg == NULL)
-                || (o->arg && sec->arg && strcmp(o->arg, sec->arg) == 0))) {
+        if (strcmp(o->name, sec->name) == 0 && strcmp(o->instance, sec->instance) == 0 &&
+            ((o->arg == NULL && sec->arg == NULL) ||
+             (o->arg && sec->arg && strcmp(o->arg, sec->arg) == 0))) {
             char *label = section_label(sec);
 
             if (label == NULL)
                 ps->oom = 1;
             else
                 sl_errors_add(ps->errs, ps->file, ps->line,
-                              "duplicate section %s (first defined at line %d)", label,
-                              o->line);
+                              "duplicate section %s (first defined at line %d)", label, o->line);
             free(label);
             section_free(sec);
             ps->cur = NULL;
@@ -370,7 +379,7 @@ static void add_section(parser *ps, sl_conf_section *sec)
 /* `s` is the line from its '['. */
 static void parse_header(parser *ps, char *s)
 {
-    sl_conf_section sec = {0};
+    sl_conf_section sec = { 0 };
     char *p, *name, *name_end, *arg = NULL, *arg_end = NULL;
     char why[64];
 
@@ -395,7 +404,8 @@ static void parse_header(parser *ps, char *s)
     ps->val.len = 0;
     if (*p == '"') {
         if (arg == NULL) {
-            bad_header(ps, s, "an instance name must follow a name, as in [module name \"instance\"]");
+            bad_header(ps, s,
+                       "an instance name must follow a name, as in [module name \"instance\"]");
             return;
         }
         /* No ${} here: an instance name is part of the config's identity. */
@@ -464,15 +474,15 @@ static void parse_entry(parser *ps, char *s)
         else
             sl_errors_add(ps->errs, ps->file, ps->line,
                           "invalid key '%.*s' (keys are made of letters, digits, '_', '.' "
-                          "and '-')", (int)(eq - s), s);
+                          "and '-')",
+                          (int)(eq - s), s);
         return;
     }
     p++;
     *key_end = '\0';
 
     if (ps->cur == NULL && !ps->skipping) {
-        sl_errors_add(ps->errs, ps->file, ps->line,
-                      "key '%s' outside of any section", s);
+        sl_errors_add(ps->errs, ps->file, ps->line, "key '%s' outside of any section", s);
         return;
     }
     if (read_value(ps, skip_blank(p)) < 0 || ps->skipping)
@@ -536,8 +546,8 @@ static void parse_line(parser *ps, char *line)
 /* Parses `len` bytes of `text`, which may contain NUL bytes (reported). */
 static sl_conf *parse(const char *file, const char *text, size_t len, sl_errors *errs)
 {
-    parser ps = {0};
-    strbuf line = {0};
+    parser ps = { 0 };
+    strbuf line = { 0 };
     size_t n0 = errs->n, pos = 0;
 
     ps.file = file;
@@ -592,7 +602,7 @@ sl_conf *sl_conf_parse_string(const char *file, const char *text, sl_errors *err
 
 sl_conf *sl_conf_parse_file(const char *path, sl_errors *errs)
 {
-    strbuf b = {0};
+    strbuf b = { 0 };
     sl_conf *conf;
     char chunk[8192];
     size_t n;

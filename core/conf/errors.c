@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "daemon/redact.h"
 
 /* Losing an error would hide a problem from the operator, and a process
  * that cannot allocate a few bytes for a message cannot do much else. */
@@ -14,6 +15,21 @@ static void oom(void)
 {
     fputs("sluiced: out of memory while recording an error\n", stderr);
     abort();
+}
+
+/* `s` without passwords (sluiced -t prints these, and a config error may
+ * quote a dsn or url): a fresh string, `s` freed.  "***" is at most three
+ * times as long as the shortest value it replaces. */
+static char *redacted(char *s)
+{
+    size_t cap = strlen(s) * 3 + 1;
+    char *r = malloc(cap);
+
+    if (r == NULL)
+        oom();
+    sl_redact(s, r, cap);
+    free(s);
+    return r;
 }
 
 /* Formats the message into a fresh string; the place comes first. */
@@ -51,7 +67,7 @@ static char *format(const char *file, int line, const char *fmt, va_list ap)
         vsnprintf(s + plen, mlen + 1, fmt, ap);
     else
         s[plen] = '\0';
-    return s;
+    return redacted(s);
 }
 
 void sl_errors_add(sl_errors *errs, const char *file, int line, const char *fmt, ...)

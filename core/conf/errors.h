@@ -21,7 +21,8 @@ typedef struct {
  * error has no place, giving "file: message", "line N: message" or just
  * "message".  Allocation failures abort: an error list that loses errors
  * would be worse. */
-void sl_errors_add(sl_errors *errs, const char *file, int line, const char *fmt, ...) SL_PRINTF(4, 5);
+void sl_errors_add(sl_errors *errs, const char *file, int line, const char *fmt, ...)
+        SL_PRINTF(4, 5);
 /* Frees the messages; the list is left empty and may be reused. */
 void sl_errors_free(sl_errors *errs);
 

@@ -108,8 +108,8 @@ char *sl_section_label(const sl_conf_section *sec)
 
     if (s == NULL)
         return NULL;
-    snprintf(s, n, "[%s%s%s%s%s%s]", sec->name, arg[0] ? " " : "", arg,
-             inst[0] ? " \"" : "", inst, inst[0] ? "\"" : "");
+    snprintf(s, n, "[%s%s%s%s%s%s]", sec->name, arg[0] ? " " : "", arg, inst[0] ? " \"" : "", inst,
+             inst[0] ? "\"" : "");
     return s;
 }
 
@@ -150,8 +150,8 @@ static int parse_double(const char *s, double *out)
 
 static int parse_bool(const char *s, long long *out)
 {
-    static const char *const yes[] = {"true", "yes", "on", "1"};
-    static const char *const no[] = {"false", "no", "off", "0"};
+    static const char *const yes[] = { "true", "yes", "on", "1" };
+    static const char *const no[] = { "false", "no", "off", "0" };
     size_t i;
 
     for (i = 0; i < sizeof yes / sizeof yes[0]; i++) {
@@ -298,10 +298,13 @@ static void describe(const sl_option *o, char *buf, size_t size)
         break;
     case SL_OPT_DURATION:
         if (bounded)
-            snprintf(buf, size, "must be a duration between %.15gs and %.15gs "
-                     "(such as 250ms, 10s, 5m, 1h)", o->min, o->max);
+            snprintf(buf, size,
+                     "must be a duration between %.15gs and %.15gs "
+                     "(such as 250ms, 10s, 5m, 1h)",
+                     o->min, o->max);
         else
-            snprintf(buf, size, "must be a duration such as 250ms, 10s, 5m, 1h or "
+            snprintf(buf, size,
+                     "must be a duration such as 250ms, 10s, 5m, 1h or "
                      "plain seconds");
         break;
     default:
@@ -325,26 +328,26 @@ static void optval_free(sl_optval *val)
 
 /* Reports a value the option does not accept.  A bad default is the
  * module's fault rather than the file's, so it carries no place. */
-static void report_bad(validator *v, const sl_option *o, const char *key, const char *raw,
-                       int line, int is_default)
+static void report_bad(validator *v, const sl_option *o, const char *key, const char *raw, int line,
+                       int is_default)
 {
     const char *choices = o->type == SL_OPT_ENUM && o->choices ? o->choices : "";
     char what[160];
 
     describe(o, what, sizeof what);
     if (!is_default)
-        sl_errors_add(v->errs, v->file, line, "option '%s' %s%s, got '%s'", key, what,
-                      choices, raw);
+        sl_errors_add(v->errs, v->file, line, "option '%s' %s%s, got '%s'", key, what, choices,
+                      raw);
     else
-        sl_errors_add(v->errs, NULL, 0, "option '%s' has an invalid default: %s%s, got '%s'",
-                      key, what, choices, raw);
+        sl_errors_add(v->errs, NULL, 0, "option '%s' has an invalid default: %s%s, got '%s'", key,
+                      what, choices, raw);
 }
 
 /* Checks a default that the configured value overrides: a bad one is a
  * bug to report on every run, not only once someone removes the key. */
 static void check_default(validator *v, const sl_option *o)
 {
-    sl_optval val = {0};
+    sl_optval val = { 0 };
     int rc = convert(o, o->def, &val);
 
     if (rc == CONV_BAD)
@@ -355,10 +358,10 @@ static void check_default(validator *v, const sl_option *o)
 }
 
 /* Converts and appends one value; a default is added with line 0. */
-static void add_value(validator *v, const sl_option *o, const char *key, const char *raw,
-                      int line, int is_default)
+static void add_value(validator *v, const sl_option *o, const char *key, const char *raw, int line,
+                      int is_default)
 {
-    sl_optval val = {0};
+    sl_optval val = { 0 };
     int rc;
 
     val.decl = o;
@@ -528,19 +531,17 @@ static void check_tables(validator *v)
     for (t = 0; t < v->ntables; t++) {
         for (o = v->tables[t]; o->name; o++) {
             if (o->type == SL_OPT_ENUM && o->choices == NULL && prefix_len(o) == 0)
-                sl_errors_add(v->errs, NULL, 0, "option '%s' is an enum without choices",
-                              o->name);
+                sl_errors_add(v->errs, NULL, 0, "option '%s' is an enum without choices", o->name);
             if (declared_before(v, t, o))
                 sl_errors_add(v->errs, NULL, 0, "option '%s' is declared twice", o->name);
         }
     }
 }
 
-int sl_options_validate(const sl_option *const *tables, size_t ntables,
-                        const sl_conf_section *sec, const char *file,
-                        sl_optset *out, sl_errors *errs)
+int sl_options_validate(const sl_option *const *tables, size_t ntables, const sl_conf_section *sec,
+                        const char *file, sl_optset *out, sl_errors *errs)
 {
-    validator v = {tables, ntables, sec, file, errs, out, 0, 0};
+    validator v = { tables, ntables, sec, file, errs, out, 0, 0 };
     const sl_option **match = NULL;
     const sl_option *o;
     size_t n0 = errs->n, nent = sec ? sec->n : 0, i, j, t;

@@ -45,9 +45,8 @@ typedef struct {
  * fills `out`, or -1 after appending every error to `errs` (out is then
  * left empty).  A required option missing is reported at the section line.
  */
-int sl_options_validate(const sl_option *const *tables, size_t ntables,
-                        const sl_conf_section *sec, const char *file,
-                        sl_optset *out, sl_errors *errs);
+int sl_options_validate(const sl_option *const *tables, size_t ntables, const sl_conf_section *sec,
+                        const char *file, sl_optset *out, sl_errors *errs);
 
 /* How messages name a section: "[module generator \"second\"]"; malloc'd,
  * NULL when out of memory. */

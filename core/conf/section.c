@@ -14,20 +14,44 @@
 
 /* Settings of the listeners a section's `listen` names, in [core] and in
  * every module section: one table entry list, spliced into both. */
-#define SL_LISTEN_OPTIONS                                                                          \
-    { "allow_anonymous", SL_OPT_BOOL, "no",                                                        \
+#define SL_LISTEN_OPTIONS                                                                         \
+    { "allow_anonymous",                                                                          \
+      SL_OPT_BOOL,                                                                                \
+      "no",                                                                                       \
       "serve every route of these listeners without credentials; needed for a listener off "      \
-      "loopback when tokens_file is not set", 0, 0, NULL },                                        \
-    { "allowed_hosts", SL_OPT_LIST, "",                                                            \
-      "Host header names these listeners answer (421 otherwise), against DNS rebinding; "         \
-      "\"name\" matches any port, \"name:port\" one; empty: any", 0, 0, NULL },                   \
-    { "max_connections", SL_OPT_INT, "1024",                                                       \
-      "connections open at once per listener; beyond it new ones are closed unanswered; 0: no "   \
-      "cap", 0, 1000000, NULL },                                                                  \
-    { "tls_cert", SL_OPT_STRING, "",                                                               \
-      "PEM certificate chain, relative to the config file's directory: serve HTTPS on these "     \
-      "listeners; re-read on SIGHUP", 0, 0, NULL },                                               \
-    { "tls_key", SL_OPT_STRING, "", "PEM private key of tls_cert", 0, 0, NULL }
+      "loopback when tokens_file is not set",                                                     \
+      0,                                                                                          \
+      0,                                                                                          \
+      NULL },                                                                                     \
+            { "allowed_hosts",                                                                    \
+              SL_OPT_LIST,                                                                        \
+              "",                                                                                 \
+              "Host header names these listeners answer (421 otherwise), against DNS rebinding; " \
+              "\"name\" matches any port, \"name:port\" one; empty: any",                         \
+              0,                                                                                  \
+              0,                                                                                  \
+              NULL },                                                                             \
+            { "max_connections",                                                                  \
+              SL_OPT_INT,                                                                         \
+              "1024",                                                                             \
+              "connections open at once per listener; beyond it new ones are closed unanswered; " \
+              "0: no "                                                                            \
+              "cap",                                                                              \
+              0,                                                                                  \
+              1000000,                                                                            \
+              NULL },                                                                             \
+            { "tls_cert",                                                                         \
+              SL_OPT_STRING,                                                                      \
+              "",                                                                                 \
+              "PEM certificate chain, relative to the config file's directory: serve HTTPS on "   \
+              "these "                                                                            \
+              "listeners; re-read on SIGHUP",                                                     \
+              0,                                                                                  \
+              0,                                                                                  \
+              NULL },                                                                             \
+    {                                                                                             \
+        "tls_key", SL_OPT_STRING, "", "PEM private key of tls_cert", 0, 0, NULL                   \
+    }
 
 static const sl_option core_options[] = {
     { "listen", SL_OPT_LIST, "127.0.0.1:8080",
@@ -48,14 +72,16 @@ static const sl_option core_options[] = {
       1048576, NULL },
     { "request_timeout", SL_OPT_DURATION, "30s",
       "how long an HTTP client may take to send one whole request, however it trickles; also "
-      "how long a keep-alive connection may sit idle", 0.1, 3600, NULL },
+      "how long a keep-alive connection may sit idle",
+      0.1, 3600, NULL },
     { "tokens_file", SL_OPT_STRING, "",
       "bearer tokens (NAME SCOPES SECRET per line), re-read on SIGHUP; relative to the config "
       "file's directory; empty: no credentials, every route open to whoever reaches a listener",
       0, 0, NULL },
     { "rate_limit", SL_OPT_DOUBLE, "0",
       "requests per second allowed per token (or client address without one), 429 beyond; 0: "
-      "no limit", 0, 1e6, NULL },
+      "no limit",
+      0, 1e6, NULL },
     { "rate_burst", SL_OPT_INT, "50", "requests a caller may make at once under rate_limit", 1,
       1000000, NULL },
     SL_LISTEN_OPTIONS,
@@ -70,14 +96,11 @@ const sl_section_schema *const sl_sections[] = {
     &core_schema,
     /* Before the connectors: shutdown runs in this order, and the
      * exporter's curl handles go before curl's global clean-up. */
-    &sl_tracing_schema,
-    &sl_redis_schema,
+    &sl_tracing_schema, &sl_redis_schema,
 #ifdef SL_WITH_CLICKHOUSE
     &sl_clickhouse_schema,
 #endif
-    &sl_kafka_schema,
-    &sl_postgres_schema,
-    NULL
+    &sl_kafka_schema, &sl_postgres_schema, NULL
 };
 
 const sl_option sl_module_common_options[] = {

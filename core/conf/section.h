@@ -13,10 +13,10 @@
 #include "option.h"
 
 typedef struct {
-    const char *name;          /* the section name: "core", "kafka", ... */
+    const char *name; /* the section name: "core", "kafka", ... */
     const char *description;
     const sl_option *options;
-    unsigned uses_bit;         /* SL_USES_* of instances that hold its handles */
+    unsigned uses_bit; /* SL_USES_* of instances that hold its handles */
     /*
      * Checks the validated options further, without side effects (e.g. that
      * every rdkafka.* property is one librdkafka accepts).  Called by `-t`

@@ -1,7 +1,9 @@
 /*
  * connector.c - what the connectors share; see connector.h.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include "connector.h"
 #include "daemon/core.h"
 #include "conf/errors.h"
@@ -80,4 +82,47 @@ const sl_optset *sl_conn_options(const char *name, const sl_option *decl, sl_opt
         return NULL;
     }
     return defaults;
+}
+
+int sl_conn_read_secret(const char *path, char *out, size_t outlen, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fgets(out, (int)outlen, f) == NULL)
+        out[0] = '\0';
+    fclose(f);
+    n = strcspn(out, "\r\n");
+    if (out[n] == '\0' && n == outlen - 1) {
+        out[0] = '\0';
+        snprintf(err, errlen, "%s: the first line is longer than %zu bytes", path, outlen - 2);
+        return -1;
+    }
+    out[n] = '\0';
+    if (n == 0) {
+        snprintf(err, errlen, "%s: the first line is empty", path);
+        return -1;
+    }
+    return 0;
+}
+
+int sl_conn_check_secret(const sl_optset *opts, const char *section, const char *key,
+                         const char *file, sl_errors *errs)
+{
+    const sl_optval *v = sl_optset_get(opts, key);
+    char secret[SL_SECRET_MAX], err[512];
+    int rc;
+
+    if (v == NULL || v->raw[0] == '\0')
+        return 0;
+    rc = sl_conn_read_secret(v->raw, secret, sizeof(secret), err, sizeof(err));
+    memset(secret, 0, sizeof(secret));
+    if (rc == 0)
+        return 0;
+    sl_errors_add(errs, file, v->line, "[%s] %s: %s", section, key, err);
+    return -1;
 }

@@ -19,6 +19,9 @@
 #include <sluice/sluice.h>
 #include "conf/option.h"
 
+/* The longest secret a *password_file may hold, its NUL included. */
+#define SL_SECRET_MAX 1024
+
 /*
  * A handle's owner and the frames of the handle's own code on the stack.
  * A handle is freed either by its module or by the instance's release;
@@ -51,6 +54,17 @@ void sl_conn_released(sl_conn_life *life);
 
 /* event_add() with a timeout in seconds (negative: now). */
 void sl_conn_arm(struct event *ev, double seconds);
+
+/*
+ * A secret kept out of the config file: the first line of the file at
+ * `path`, without its line end, in `out`.  -1 with `err` set when the
+ * file cannot be read, its first line is empty, or it does not fit.
+ */
+int sl_conn_read_secret(const char *path, char *out, size_t outlen, char *err, size_t errlen);
+/* For a section's check(): the file named by option `key` (when set) can
+ * be read, else a config error at the option's line.  Returns 0 or -1. */
+int sl_conn_check_secret(const sl_optset *opts, const char *section, const char *key,
+                         const char *file, sl_errors *errs);
 
 /*
  * The validated options of connector section `name` in the current

@@ -29,13 +29,13 @@ extern struct event_base *sl_base;
 
 struct sl_dso {
     sl_dso *next;
-    char *path;            /* the file in modules_dir */
-    dev_t dev;             /* identity of the file when it was loaded */
+    char *path; /* the file in modules_dir */
+    dev_t dev;  /* identity of the file when it was loaded */
     ino_t ino;
     struct timespec mtime;
     void *handle;
-    const sl_module *mod;  /* &desc */
-    sl_module desc;        /* the module's descriptor, hooks its ABI lacks NULL */
+    const sl_module *mod; /* &desc */
+    sl_module desc;       /* the module's descriptor, hooks its ABI lacks NULL */
     int refs;
 };
 
@@ -53,12 +53,7 @@ void sl_dso_cleanup(void);
 
 /* ------------------------------------------------------------ instances */
 
-typedef enum {
-    SL_INST_NEW,
-    SL_INST_RUNNING,
-    SL_INST_STOPPING,
-    SL_INST_STOPPED
-} sl_inst_state;
+typedef enum { SL_INST_NEW, SL_INST_RUNNING, SL_INST_STOPPING, SL_INST_STOPPED } sl_inst_state;
 
 struct sl_resource {
     sl_resource *prev;

@@ -43,23 +43,23 @@ void sl_core_metrics_init(void)
     uptime = sl_metric_register(SL_METRIC_GAUGE, "sluice_uptime_seconds",
                                 "Seconds since the daemon started.", NULL, NULL, 0, NULL);
     reloads = sl_metric_register(SL_METRIC_COUNTER, "sluice_reloads_total",
-                                 "Configuration reloads attempted, the first load included.",
-                                 NULL, NULL, 0, NULL);
+                                 "Configuration reloads attempted, the first load included.", NULL,
+                                 NULL, 0, NULL);
     reload_failures = sl_metric_register(SL_METRIC_COUNTER, "sluice_reload_failures_total",
                                          "Reloads refused because the new configuration failed.",
                                          NULL, NULL, 0, NULL);
-    reload_ok = sl_metric_register(SL_METRIC_GAUGE, "sluice_config_last_reload_successful",
-                                   "1 when the last reload succeeded, else 0.", NULL, NULL, 0,
-                                   NULL);
+    reload_ok =
+            sl_metric_register(SL_METRIC_GAUGE, "sluice_config_last_reload_successful",
+                               "1 when the last reload succeeded, else 0.", NULL, NULL, 0, NULL);
     reload_ts = sl_metric_register(SL_METRIC_GAUGE,
                                    "sluice_config_last_reload_success_timestamp_seconds",
-                                   "Wall-clock time of the last successful reload.", NULL, NULL,
-                                   0, NULL);
+                                   "Wall-clock time of the last successful reload.", NULL, NULL, 0,
+                                   NULL);
     modules_loaded = sl_metric_register(SL_METRIC_GAUGE, "sluice_modules_loaded",
                                         "Module instances running.", NULL, NULL, 0, NULL);
-    start_failures = sl_metric_register(SL_METRIC_COUNTER, "sluice_module_start_failures_total",
-                                        "Module instances whose start failed.", "module", NULL, 0,
-                                        NULL);
+    start_failures =
+            sl_metric_register(SL_METRIC_COUNTER, "sluice_module_start_failures_total",
+                               "Module instances whose start failed.", "module", NULL, 0, NULL);
     loop_lag = sl_metric_register(SL_METRIC_HISTOGRAM, "sluice_event_loop_lag_seconds",
                                   "How late a periodic timer fires: time callbacks waited.", NULL,
                                   lag_bounds, sizeof(lag_bounds) / sizeof(lag_bounds[0]), NULL);
@@ -74,9 +74,10 @@ void sl_core_metrics_init(void)
 
 void sl_core_metrics_free(void)
 {
-    sl_metric *all[] = { build_info, uptime,         reloads,          reload_failures,
-                         reload_ok,  reload_ts,      modules_loaded,   start_failures,
-                         loop_lag,   loop_lag_last };
+    sl_metric *all[] = {
+        build_info, uptime,         reloads,        reload_failures, reload_ok,
+        reload_ts,  modules_loaded, start_failures, loop_lag,        loop_lag_last
+    };
 
     if (tick != NULL)
         event_free(tick);

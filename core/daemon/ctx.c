@@ -14,6 +14,7 @@
 #include "core.h"
 #include "log.h"
 #include "metrics/metrics.h"
+#include "redact.h"
 
 sl_ctx *sl_instances;
 
@@ -584,7 +585,7 @@ SL_API char *sl_metrics_text(sl_ctx *ctx, size_t *len)
 SL_API int sl_readiness(sl_ctx *ctx, cJSON *report)
 {
     int all = 1;
-    char why[256];
+    char why[256], shown[256];
 
     (void)ctx;
     for (sl_ctx *c = sl_instances; c != NULL; c = c->next) {
@@ -597,8 +598,11 @@ SL_API int sl_readiness(sl_ctx *ctx, cJSON *report)
         cJSON_AddStringToObject(o, "module", c->mod->name);
         cJSON_AddStringToObject(o, "instance", c->instance);
         cJSON_AddBoolToObject(o, "ready", ready);
-        if (!ready)
-            cJSON_AddStringToObject(o, "reason", why);
+        if (!ready) {
+            /* a connector's reason may quote its url */
+            sl_redact(why, shown, sizeof(shown));
+            cJSON_AddStringToObject(o, "reason", shown);
+        }
         cJSON_AddItemToArray(report, o);
         all &= ready;
     }

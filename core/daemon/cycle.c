@@ -44,8 +44,8 @@ typedef struct {
     int present[SL_MAX_SECTIONS];
     sl_listener **listeners;
     size_t nlisteners;
-    sl_tls *tls;        /* of the [core] listeners */
-    sl_tokens *tokens;  /* from [core] tokens_file, or NULL */
+    sl_tls *tls;       /* of the [core] listeners */
+    sl_tokens *tokens; /* from [core] tokens_file, or NULL */
     spec *specs;
     size_t nspecs;
 } cycle;
@@ -223,7 +223,8 @@ static const char *const listen_keys[] = { "allow_anonymous", "allowed_hosts", "
 static int same_listen_settings(const sl_optset *a, const sl_optset *b)
 {
     for (size_t i = 0; i < sizeof(listen_keys) / sizeof(listen_keys[0]); i++)
-        if (strcmp(sl_optset_get(a, listen_keys[i])->raw, sl_optset_get(b, listen_keys[i])->raw) != 0)
+        if (strcmp(sl_optset_get(a, listen_keys[i])->raw, sl_optset_get(b, listen_keys[i])->raw) !=
+            0)
             return 0;
     return 1;
 }
@@ -349,7 +350,10 @@ static int build_module(cycle *c, const sl_conf *conf, const sl_conf_section *se
     free(label);
     if (bind)
         return bind_all(sl_optset_get(&s->opts, "listen"), &s->listeners, &s->nlisteners,
-                        conf->file, sec->line, errs) != 0 || checked != 0 ? -1 : 0;
+                        conf->file, sec->line, errs) != 0 ||
+                               checked != 0
+                       ? -1
+                       : 0;
     check_addrs(sl_optset_get(&s->opts, "listen"), conf->file, sec->line, errs);
     return checked;
 }
@@ -505,8 +509,10 @@ static void configure_listeners(sl_listener *const *ls, size_t n, const sl_optse
 
     for (size_t i = 0; i < n; i++)
         if (sl_listener_configure(ls[i], &ls_set) != 0)
-            sl_log_core(SL_LOG_ERROR, "core", "out of memory configuring listener %s; it keeps "
-                        "its previous settings", sl_listener_addr(ls[i]));
+            sl_log_core(SL_LOG_ERROR, "core",
+                        "out of memory configuring listener %s; it keeps "
+                        "its previous settings",
+                        sl_listener_addr(ls[i]));
 }
 
 static void apply_core_settings(const cycle *c)
@@ -679,7 +685,8 @@ static void replace_exclusive(sl_ctx *old, spec *s)
 
     if (d == NULL || (d->copy.instance = strdup(s->instance)) == NULL ||
         sl_optset_copy(&d->copy.opts, &s->opts) != 0 ||
-        (s->nlisteners && (d->copy.listeners = calloc(s->nlisteners, sizeof(sl_listener *))) == NULL)) {
+        (s->nlisteners &&
+         (d->copy.listeners = calloc(s->nlisteners, sizeof(sl_listener *))) == NULL)) {
         sl_log_core(SL_LOG_ERROR, old->label, "out of memory replacing it; keeping it running");
         if (d != NULL) {
             free(d->copy.instance);
@@ -773,7 +780,8 @@ static void switch_to(cycle *next)
         } else if (s->dso == ctx->dso && sl_optset_equal(&s->opts, &ctx->opts) &&
                    listeners_equal(ctx, s) && (ctx->uses & changed) == 0) {
             continue;
-        } else if (ctx->mod->flags & SL_MODULE_EXCLUSIVE || s->dso->mod->flags & SL_MODULE_EXCLUSIVE) {
+        } else if (ctx->mod->flags & SL_MODULE_EXCLUSIVE ||
+                   s->dso->mod->flags & SL_MODULE_EXCLUSIVE) {
             sl_log_core(SL_LOG_INFO, ctx->label, "changed; draining before its successor starts");
             replace_exclusive(ctx, s);
         } else {
@@ -893,7 +901,8 @@ int sl_cycle_init_schema(const char *path, size_t *pending_out)
         if (sl_optset_copy(&opts, &s->opts) != 0 ||
             (ctx = sl_instance_new(s->dso, s->instance, &opts, NULL, 0)) == NULL) {
             sl_optset_free(&opts);
-            sl_log_core(SL_LOG_ERROR, "core", "out of memory applying %s's schema", s->dso->mod->name);
+            sl_log_core(SL_LOG_ERROR, "core", "out of memory applying %s's schema",
+                        s->dso->mod->name);
             schema_failures++;
             continue;
         }

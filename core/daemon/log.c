@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "log.h"
+#include "redact.h"
 #include "trace/trace.h"
 
 static sl_log_level max_level = SL_LOG_INFO;
@@ -59,7 +60,7 @@ static size_t json_escape(char *buf, size_t len, size_t cap, const char *s)
 
 void sl_log_v(sl_log_level level, const char *who, const char *fmt, va_list ap)
 {
-    char msg[4096], line[8192], ts[32], trace_id[33] = "";
+    char raw[4096], msg[4096], line[8192], ts[32], trace_id[33] = "";
     const char *request_id = sl_trace_cur.request_id;
     struct timespec now;
     struct tm tm;
@@ -75,7 +76,10 @@ void sl_log_v(sl_log_level level, const char *who, const char *fmt, va_list ap)
     gmtime_r(&now.tv_sec, &tm);
     len = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + len, sizeof(ts) - len, ".%03ldZ", now.tv_nsec / 1000000);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    vsnprintf(raw, sizeof(raw), fmt, ap);
+    /* Whatever a message quotes (a url, a dsn, a library's text), no
+     * password reaches the log. */
+    sl_redact(raw, msg, sizeof(msg));
 
     if (log_format == SL_LOG_JSON) {
         len = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"",

@@ -22,6 +22,7 @@
 #include "metrics/metrics.h"
 #include "notify.h"
 #include "conf/section.h"
+#include "trace/trace.h"
 
 struct event_base *sl_base;
 
@@ -253,6 +254,10 @@ int main(int argc, char **argv)
     }
     sl_core_metrics_init();
     sl_http_metrics_init();
+    if (sl_trace_metrics_init() != 0) {
+        fprintf(stderr, "sluiced: out of memory\n");
+        return 1;
+    }
     sig_hup = evsignal_new(sl_base, SIGHUP, on_signal, NULL);
     sig_term = evsignal_new(sl_base, SIGTERM, on_signal, NULL);
     sig_int = evsignal_new(sl_base, SIGINT, on_signal, NULL);

@@ -27,8 +27,8 @@ static unsigned long copy_seq;
 
 static int same_file(const sl_dso *d, const struct stat *st)
 {
-    return d->dev == st->st_dev && d->ino == st->st_ino &&
-           d->mtime.tv_sec == st->st_mtim.tv_sec && d->mtime.tv_nsec == st->st_mtim.tv_nsec;
+    return d->dev == st->st_dev && d->ino == st->st_ino && d->mtime.tv_sec == st->st_mtim.tv_sec &&
+           d->mtime.tv_nsec == st->st_mtim.tv_nsec;
 }
 
 static int make_copy_dir(sl_errors *errs)
@@ -144,8 +144,8 @@ static sl_dso *load(const char *path, const char *name, const struct stat *st, s
         return NULL;
     }
     if (mod->name == NULL || strcmp(mod->name, name) != 0 || mod->start == NULL) {
-        sl_errors_add(errs, NULL, 0, "module %s: %s declares the name '%s' or has no start()",
-                      name, path, mod->name != NULL ? mod->name : "(null)");
+        sl_errors_add(errs, NULL, 0, "module %s: %s declares the name '%s' or has no start()", name,
+                      path, mod->name != NULL ? mod->name : "(null)");
         dlclose(h);
         return NULL;
     }
@@ -234,8 +234,8 @@ void sl_dso_put(sl_dso *dso)
             break;
         }
     }
-    sl_log_core(SL_LOG_DEBUG, "core", "unloading module %s (%s): it owns nothing",
-                dso->mod->name, dso->path);
+    sl_log_core(SL_LOG_DEBUG, "core", "unloading module %s (%s): it owns nothing", dso->mod->name,
+                dso->path);
     dlclose(dso->handle);
     free(dso->path);
     free(dso);

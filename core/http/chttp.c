@@ -142,7 +142,8 @@ static void action(sl_chttp *h, curl_socket_t s, int mask)
 static void on_socket_event(evutil_socket_t fd, short what, void *arg)
 {
     sl_chttp *h = arg;
-    int mask = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int mask =
+            ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
 
     sl_conn_enter(&h->life);
     action(h, fd, mask);

@@ -23,7 +23,8 @@ int sl_edge_request_id_sane(const char *id)
         return 0;
     for (; id[n] != '\0'; n++) {
         int c = (unsigned char)id[n];
-        if (n == SL_REQUEST_ID_MAX || !(is_alnum(c) || c == '.' || c == '_' || c == ':' || c == '-'))
+        if (n == SL_REQUEST_ID_MAX ||
+            !(is_alnum(c) || c == '.' || c == '_' || c == ':' || c == '-'))
             return 0;
     }
     return n > 0;

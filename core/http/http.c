@@ -60,7 +60,7 @@ struct sl_req {
     struct evhttp_request *ev;
     sl_ctx *ctx;
     sl_resource *res;
-    char *module;  /* metric labels, copied: the route may go first */
+    char *module; /* metric labels, copied: the route may go first */
     char *pattern;
     unsigned method;
     char *path;
@@ -100,14 +100,15 @@ void sl_http_metrics_init(void)
     requests_total = sl_metric_register(SL_METRIC_COUNTER, "sluice_http_requests_total",
                                         "HTTP requests answered, by module, route and status code.",
                                         "module,route,code", NULL, 0, NULL);
-    request_seconds = sl_metric_register(
-        SL_METRIC_HISTOGRAM, "sluice_http_request_duration_seconds",
-        "Time from dispatch to the end of the answer, by module and route.", "module,route",
-        latency_bounds, sizeof(latency_bounds) / sizeof(latency_bounds[0]), NULL);
-    auth_failures = sl_metric_register(
-        SL_METRIC_COUNTER, "sluice_http_auth_failures_total",
-        "Requests refused for their credentials, by module and reason (missing, invalid, scope).",
-        "module,reason", NULL, 0, NULL);
+    request_seconds =
+            sl_metric_register(SL_METRIC_HISTOGRAM, "sluice_http_request_duration_seconds",
+                               "Time from dispatch to the end of the answer, by module and route.",
+                               "module,route", latency_bounds,
+                               sizeof(latency_bounds) / sizeof(latency_bounds[0]), NULL);
+    auth_failures = sl_metric_register(SL_METRIC_COUNTER, "sluice_http_auth_failures_total",
+                                       "Requests refused for their credentials, by module and "
+                                       "reason (missing, invalid, scope).",
+                                       "module,reason", NULL, 0, NULL);
     sl_conn_metrics_init();
     /* Request ids are unique across restarts without a syscall per request. */
     if (getrandom(&id_prefix, sizeof(id_prefix), GRND_NONBLOCK) != sizeof(id_prefix))
@@ -299,8 +300,7 @@ SL_API void sl_reply_start(sl_req *req, int status, const char *content_type,
     req->more = more;
     req->more_arg = arg;
     if (content_type != NULL)
-        evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type",
-                          content_type);
+        evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type", content_type);
     if (conn == NULL) {
         req->gone = 1;
     } else {
@@ -483,8 +483,11 @@ static void allow_header(struct evhttp_request *ev, unsigned methods)
     static const struct {
         unsigned bit;
         const char *name;
-    } names[] = { { SL_GET, "GET" },       { SL_HEAD, "HEAD" }, { SL_POST, "POST" },
-                  { SL_PUT, "PUT" },       { SL_DELETE, "DELETE" } };
+    } names[] = { { SL_GET, "GET" },
+                  { SL_HEAD, "HEAD" },
+                  { SL_POST, "POST" },
+                  { SL_PUT, "PUT" },
+                  { SL_DELETE, "DELETE" } };
     char allow[64] = "";
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -566,8 +569,8 @@ static const char *scope_name(unsigned scope)
  * e->caller.  Returns 0, or -1 after refusing the request. */
 static int authorize(edge *e, unsigned scope)
 {
-    const char *header = evhttp_find_header(evhttp_request_get_input_headers(e->ev),
-                                            "Authorization");
+    const char *header =
+            evhttp_find_header(evhttp_request_get_input_headers(e->ev), "Authorization");
     const char *secret, *name;
     unsigned granted = 0;
     size_t len = 0;
@@ -602,8 +605,8 @@ static int admit(edge *e, const route *r, unsigned method)
 {
     struct evkeyvalq *in = evhttp_request_get_input_headers(e->ev);
     size_t body = evbuffer_get_length(evhttp_request_get_input_buffer(e->ev));
-    size_t max_body = r->max_body != 0 && r->max_body < settings.max_body ? r->max_body
-                                                                            : settings.max_body;
+    size_t max_body =
+            r->max_body != 0 && r->max_body < settings.max_body ? r->max_body : settings.max_body;
     unsigned scope = r->access & SL_SCOPE_MASK;
     char msg[128];
     long wait;
@@ -618,8 +621,8 @@ static int admit(edge *e, const route *r, unsigned method)
     if (authorize(e, scope) != 0)
         return -1;
     if (scope != SL_SCOPE_OPEN &&
-        (wait = sl_rate_take(&rate, strcmp(e->caller, "anonymous") != 0 ? e->caller
-                                                                        : peer_of(e->ev),
+        (wait = sl_rate_take(&rate,
+                             strcmp(e->caller, "anonymous") != 0 ? e->caller : peer_of(e->ev),
                              sl_now())) > 0) {
         snprintf(msg, sizeof(msg), "%ld", wait);
         evhttp_add_header(evhttp_request_get_output_headers(e->ev), "Retry-After", msg);
@@ -632,7 +635,8 @@ static int admit(edge *e, const route *r, unsigned method)
         return -1;
     }
     if (body > max_body) {
-        snprintf(msg, sizeof(msg), "request body of %zu bytes is over the limit of %zu", body, max_body);
+        snprintf(msg, sizeof(msg), "request body of %zu bytes is over the limit of %zu", body,
+                 max_body);
         refuse(e, 413, msg, NULL);
         return -1;
     }
@@ -752,7 +756,8 @@ SL_API int sl_route_scoped(sl_ctx *ctx, unsigned methods, const char *pattern, u
     route *r;
 
     if (!sl_route_pattern_valid(pattern) || methods == 0 || fn == NULL ||
-        (access & SL_SCOPE_MASK) > SL_SCOPE_WRITE || (access & ~(SL_SCOPE_MASK | SL_ROUTE_ANY_BODY))) {
+        (access & SL_SCOPE_MASK) > SL_SCOPE_WRITE ||
+        (access & ~(SL_SCOPE_MASK | SL_ROUTE_ANY_BODY))) {
         sl_log(ctx, SL_LOG_ERROR, "invalid route '%s'", pattern != NULL ? pattern : "(null)");
         return -1;
     }
@@ -823,10 +828,11 @@ static void apply_settings(struct evhttp *http)
     /* evhttp's own timeout is one of inactivity; it still bounds a reply
      * the client does not read.  The whole-request deadline is
      * http_conn.c's. */
-    evhttp_set_timeout_tv(http, &(struct timeval){ .tv_sec = (time_t)t,
-                                                    .tv_usec = (suseconds_t)((t - (time_t)t) * 1e6) });
+    evhttp_set_timeout_tv(http,
+                          &(struct timeval){ .tv_sec = (time_t)t,
+                                             .tv_usec = (suseconds_t)((t - (time_t)t) * 1e6) });
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                         EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
+                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
 }
 
 void sl_http_configure(const sl_http_settings *s)

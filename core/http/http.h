@@ -43,11 +43,11 @@ void sl_http_configure(const sl_http_settings *s);
 
 /* Settings of one listener, from the section whose `listen` names it. */
 typedef struct {
-    int anonymous;          /* serve every route without credentials */
-    size_t max_connections; /* 0: no cap */
+    int anonymous;              /* serve every route without credentials */
+    size_t max_connections;     /* 0: no cap */
     char *const *allowed_hosts; /* Host names served; none: any */
     size_t nallowed_hosts;
-    sl_tls *tls;            /* NULL: plain HTTP; the listener takes a reference */
+    sl_tls *tls; /* NULL: plain HTTP; the listener takes a reference */
 } sl_listen_settings;
 /* Applies to connections accepted from now on (and to the requests of
  * those open, for anonymous and allowed_hosts).  Returns 0, or -1 when out

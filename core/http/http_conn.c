@@ -54,13 +54,14 @@ static sl_metric *closed_total;
 
 void sl_conn_metrics_init(void)
 {
-    open_gauge = sl_metric_register(SL_METRIC_GAUGE, "sluice_http_connections",
-                                    "HTTP connections open, by listener.", "listener", NULL, 0, NULL);
+    open_gauge =
+            sl_metric_register(SL_METRIC_GAUGE, "sluice_http_connections",
+                               "HTTP connections open, by listener.", "listener", NULL, 0, NULL);
     closed_total = sl_metric_register(
-        SL_METRIC_COUNTER, "sluice_http_connections_dropped_total",
-        "HTTP connections the server closed itself, by listener and reason "
-        "(over_capacity: beyond max_connections; deadline: request_timeout ran out).",
-        "listener,reason", NULL, 0, NULL);
+            SL_METRIC_COUNTER, "sluice_http_connections_dropped_total",
+            "HTTP connections the server closed itself, by listener and reason "
+            "(over_capacity: beyond max_connections; deadline: request_timeout ran out).",
+            "listener,reason", NULL, 0, NULL);
 }
 
 void sl_conn_metrics_free(void)

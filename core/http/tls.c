@@ -18,14 +18,14 @@ static const char *ssl_reason(char *buf, size_t len)
     return buf;
 }
 
-sl_tls *sl_tls_load(const char *cert, const char *key, const char *file, int line,
-                    sl_errors *errs)
+sl_tls *sl_tls_load(const char *cert, const char *key, const char *file, int line, sl_errors *errs)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     char why[256];
 
     if (ctx == NULL) {
-        sl_errors_add(errs, file, line, "cannot create a TLS context: %s", ssl_reason(why, sizeof(why)));
+        sl_errors_add(errs, file, line, "cannot create a TLS context: %s",
+                      ssl_reason(why, sizeof(why)));
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);

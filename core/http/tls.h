@@ -18,8 +18,7 @@ typedef struct ssl_ctx_st sl_tls;
 /* Loads the certificate chain `cert` and the private key `key` and checks
  * that they belong together.  NULL after appending why to `errs`, at
  * `file`:`line` (the config key that named them). */
-sl_tls *sl_tls_load(const char *cert, const char *key, const char *file, int line,
-                    sl_errors *errs);
+sl_tls *sl_tls_load(const char *cert, const char *key, const char *file, int line, sl_errors *errs);
 /* Reference counting; sl_tls_put(NULL) does nothing. */
 void sl_tls_ref(sl_tls *t);
 void sl_tls_put(sl_tls *t);

@@ -32,8 +32,8 @@ struct sl_tokens {
 
 static int is_name_char(int c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
 }
 
 static int is_b64token_char(int c)
@@ -47,7 +47,9 @@ static int parse_scopes(const char *s, unsigned *out)
     static const struct {
         const char *name;
         unsigned bit;
-    } known[] = { { "read", SL_TOKEN_READ }, { "write", SL_TOKEN_WRITE }, { "admin", SL_TOKEN_ADMIN } };
+    } known[] = { { "read", SL_TOKEN_READ },
+                  { "write", SL_TOKEN_WRITE },
+                  { "admin", SL_TOKEN_ADMIN } };
 
     *out = 0;
     while (*s != '\0') {
@@ -138,7 +140,8 @@ static int add_line(sl_tokens *t, char *line, const char *file, int lineno, sl_e
     }
     tk = &t->v[t->n];
     if (parse_scopes(f[1], &tk->scopes) != 0) {
-        sl_errors_add(errs, file, lineno, "scopes must be a comma-separated list of read, write, admin");
+        sl_errors_add(errs, file, lineno,
+                      "scopes must be a comma-separated list of read, write, admin");
         return -1;
     }
     /* The secret is never quoted back: an error message is not a place for it. */
@@ -193,8 +196,9 @@ sl_tokens *sl_tokens_parse(const char *file, const char *text, size_t len, sl_er
         at += n + 1;
     }
     if (errs->n == before && t->n == 0)
-        sl_errors_add(errs, file, 0, "holds no token: an empty tokens_file would lock every "
-                                     "route that needs a scope");
+        sl_errors_add(errs, file, 0,
+                      "holds no token: an empty tokens_file would lock every "
+                      "route that needs a scope");
     if (errs->n > before) {
         sl_tokens_free(t);
         return NULL;
@@ -221,7 +225,8 @@ sl_tokens *sl_tokens_load(const char *path, sl_errors *errs)
     }
     n = fread(buf, 1, FILE_MAX + 1, f);
     if (ferror(f) || n > FILE_MAX) {
-        sl_errors_add(errs, path, 0, ferror(f) ? "cannot read tokens file" : "tokens file over 1 MiB");
+        sl_errors_add(errs, path, 0,
+                      ferror(f) ? "cannot read tokens file" : "tokens file over 1 MiB");
         t = NULL;
     } else {
         t = sl_tokens_parse(path, buf, n, errs);

@@ -100,7 +100,7 @@ static int parse_labels(const char *metric, sl_metric_type type, const char *lab
         return -1;
     }
 
-    for (p = out->buf; p != NULL; ) {
+    for (p = out->buf; p != NULL;) {
         name = p + strspn(p, " \t");
         p = strchr(name, ',');
         if (p != NULL)
@@ -116,8 +116,8 @@ static int parse_labels(const char *metric, sl_metric_type type, const char *lab
         }
         if (!valid_label_name(name)) {
             sl_log_core(SL_LOG_ERROR, "metrics",
-                        "%s: invalid label name \"%s\" (must match [a-zA-Z_][a-zA-Z0-9_]*)",
-                        metric, name);
+                        "%s: invalid label name \"%s\" (must match [a-zA-Z_][a-zA-Z0-9_]*)", metric,
+                        name);
             goto fail;
         }
         if (name[0] == '_' && name[1] == '_') {
@@ -132,14 +132,14 @@ static int parse_labels(const char *metric, sl_metric_type type, const char *lab
             goto fail;
         }
         if (type == SL_METRIC_HISTOGRAM && strcmp(name, "le") == 0) {
-            sl_log_core(SL_LOG_ERROR, "metrics",
-                        "%s: label name \"le\" is reserved in histograms", metric);
+            sl_log_core(SL_LOG_ERROR, "metrics", "%s: label name \"le\" is reserved in histograms",
+                        metric);
             goto fail;
         }
         for (i = 0; i < out->n; i++) {
             if (strcmp(out->names[i], name) == 0) {
-                sl_log_core(SL_LOG_ERROR, "metrics", "%s: duplicate label name \"%s\"",
-                            metric, name);
+                sl_log_core(SL_LOG_ERROR, "metrics", "%s: duplicate label name \"%s\"", metric,
+                            name);
                 goto fail;
             }
         }
@@ -176,8 +176,7 @@ static int check_bounds(const char *metric, const double *bounds, size_t nbounds
         }
         if (i > 0 && !(bounds[i] > bounds[i - 1])) {
             sl_log_core(SL_LOG_ERROR, "metrics",
-                        "%s: histogram bounds are not strictly ascending at %g", metric,
-                        bounds[i]);
+                        "%s: histogram bounds are not strictly ascending at %g", metric, bounds[i]);
             return -1;
         }
     }
@@ -212,8 +211,8 @@ static int family_matches(const sl_family *f, sl_metric_type type, const label_l
     int same;
 
     if (f->type != type) {
-        sl_log_core(SL_LOG_ERROR, "metrics", "%s: already registered as a %s, not a %s",
-                    f->name, type_name(f->type), type_name(type));
+        sl_log_core(SL_LOG_ERROR, "metrics", "%s: already registered as a %s, not a %s", f->name,
+                    type_name(f->type), type_name(type));
         return 0;
     }
 
@@ -221,9 +220,8 @@ static int family_matches(const sl_family *f, sl_metric_type type, const label_l
     for (i = 0; same && i < ll->n; i++)
         same = strcmp(f->labels[i], ll->names[i]) == 0;
     if (!same) {
-        sl_log_core(SL_LOG_ERROR, "metrics",
-                    "%s: already registered with labels (%s), not (%s)", f->name,
-                    join_names(have, sizeof(have), f->labels, f->nlabels),
+        sl_log_core(SL_LOG_ERROR, "metrics", "%s: already registered with labels (%s), not (%s)",
+                    f->name, join_names(have, sizeof(have), f->labels, f->nlabels),
                     join_names(want, sizeof(want), ll->names, ll->n));
         return 0;
     }
@@ -232,8 +230,8 @@ static int family_matches(const sl_family *f, sl_metric_type type, const label_l
     for (i = 0; same && i < nbounds; i++)
         same = f->bounds[i] == bounds[i];
     if (!same) {
-        sl_log_core(SL_LOG_ERROR, "metrics",
-                    "%s: already registered with other histogram bounds", f->name);
+        sl_log_core(SL_LOG_ERROR, "metrics", "%s: already registered with other histogram bounds",
+                    f->name);
         return 0;
     }
     return 1;
@@ -263,8 +261,7 @@ static uint32_t series_hash(const char *instance, const char *const *values, siz
     return h;
 }
 
-static int series_is(const sl_series *s, const char *instance, const char *const *values,
-                     size_t n)
+static int series_is(const sl_series *s, const char *instance, const char *const *values, size_t n)
 {
     const char *p = s->key;
     size_t i;
@@ -384,8 +381,8 @@ static void null_misuse(const char *fn, const char *what)
     if (null_reported)
         return;
     null_reported = 1;
-    sl_log_core(SL_LOG_ERROR, "metrics", "%s() called with a NULL %s, ignored (reported once)",
-                fn, what);
+    sl_log_core(SL_LOG_ERROR, "metrics", "%s() called with a NULL %s, ignored (reported once)", fn,
+                what);
 }
 
 /* -------------------------------------------------------------- families */
@@ -482,8 +479,8 @@ static sl_family *family_new(sl_metric_type type, const char *name, const char *
             memcpy(f->bounds, bounds, nbounds * sizeof(*f->bounds));
     }
     f->nbounds = nbounds;
-    if (f->name == NULL || f->help == NULL || f->table == NULL
-        || (nbounds > 0 && f->bounds == NULL)) {
+    if (f->name == NULL || f->help == NULL || f->table == NULL ||
+        (nbounds > 0 && f->bounds == NULL)) {
         family_free(f);
         return NULL;
     }
@@ -658,7 +655,8 @@ SL_API void sl_series_add(sl_series *s, double v)
     switch (s->fam->type) {
     case SL_METRIC_COUNTER:
         if (!(v >= 0)) {
-            series_misuse(s, SL_WARN_NEGATIVE, "counter increment %g ignored: counters only go up", v);
+            series_misuse(s, SL_WARN_NEGATIVE, "counter increment %g ignored: counters only go up",
+                          v);
             return;
         }
         s->value += v;

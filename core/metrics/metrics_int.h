@@ -31,8 +31,8 @@ typedef struct sl_family sl_family;
 
 struct sl_series {
     sl_family *fam;
-    sl_series *next;   /* creation order */
-    sl_series *hnext;  /* hash chain */
+    sl_series *next;  /* creation order */
+    sl_series *hnext; /* hash chain */
     uint32_t hash;
     unsigned warned;
     /* The instance name, then one value per label, each NUL-terminated. */
@@ -74,9 +74,12 @@ struct sl_family {
 static inline const char *type_name(sl_metric_type type)
 {
     switch (type) {
-    case SL_METRIC_COUNTER: return "counter";
-    case SL_METRIC_GAUGE: return "gauge";
-    case SL_METRIC_HISTOGRAM: return "histogram";
+    case SL_METRIC_COUNTER:
+        return "counter";
+    case SL_METRIC_GAUGE:
+        return "gauge";
+    case SL_METRIC_HISTOGRAM:
+        return "histogram";
     }
     return "unknown";
 }

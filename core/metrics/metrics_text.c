@@ -20,6 +20,7 @@
 #include "daemon/log.h"
 #include "metrics.h"
 #include "metrics_int.h"
+#include "daemon/redact.h"
 
 typedef struct {
     char *p;
@@ -114,13 +115,27 @@ static void sb_value(sbuf *b, double v)
     sb_puts(b, num);
 }
 
+/* Label values are bounded sets by convention, but one that quotes a url
+ * or a dsn must not expose its password. */
 static void sb_label(sbuf *b, int *first, const char *name, const char *value)
 {
+    char *shown = NULL;
+    size_t cap;
+
     sb_puts(b, *first ? "{" : ",");
     *first = 0;
     sb_puts(b, name);
     sb_puts(b, "=\"");
-    sb_escaped(b, value, 1);
+    if (strstr(value, "://") != NULL || strcasestr(value, "password") != NULL) {
+        cap = strlen(value) * 3 + 1; /* "***" for a one-character password */
+        shown = malloc(cap);
+        if (shown == NULL)
+            value = "";
+        else
+            sl_redact(value, shown, cap);
+    }
+    sb_escaped(b, shown != NULL ? shown : value, 1);
+    free(shown);
     sb_puts(b, "\"");
 }
 

@@ -82,6 +82,10 @@ sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, s
 /* The tracestate received with the parent (validated), kept on the span. */
 void sl_span_tracestate(sl_span *s, const char *tracestate);
 
+/* Registers the exporter's metrics; called once at start.  0, or -1 when
+ * out of memory. */
+int sl_trace_metrics_init(void);
+
 /* The [tracing] section. */
 extern const sl_section_schema sl_tracing_schema;
 

@@ -25,24 +25,24 @@
 static const sl_option tracing_options[] = {
     { "endpoint", SL_OPT_STRING, "",
       "OTLP/HTTP traces URL of a collector (JSON encoding), e.g. "
-      "http://127.0.0.1:4318/v1/traces; empty: tracing off, at no cost", 0, 0, NULL },
+      "http://127.0.0.1:4318/v1/traces; empty: tracing off, at no cost",
+      0, 0, NULL },
     { "sample_ratio", SL_OPT_DOUBLE, "1",
       "share of new traces recorded; a request or message that carries a trace context "
-      "follows its sampled flag (parent-based)", 0, 1, NULL },
-    { "service_name", SL_OPT_STRING, "sluice", "service.name of the spans this process exports",
-      0, 0, NULL },
-    { "batch_size", SL_OPT_INT, "512", "most spans sent in one export request", 1, 100000,
-      NULL },
+      "follows its sampled flag (parent-based)",
+      0, 1, NULL },
+    { "service_name", SL_OPT_STRING, "sluice", "service.name of the spans this process exports", 0,
+      0, NULL },
+    { "batch_size", SL_OPT_INT, "512", "most spans sent in one export request", 1, 100000, NULL },
     { "max_queue", SL_OPT_INT, "4096",
-      "most ended spans waiting for export; beyond it spans are dropped and counted", 1,
-      10000000, NULL },
+      "most ended spans waiting for export; beyond it spans are dropped and counted", 1, 10000000,
+      NULL },
     { "flush_interval", SL_OPT_DURATION, "2s",
       "how long an ended span waits for a fuller batch before it is sent", 0.01, 3600, NULL },
-    { "timeout", SL_OPT_DURATION, "10s", "how long one export request may take", 0.1, 600,
-      NULL },
+    { "timeout", SL_OPT_DURATION, "10s", "how long one export request may take", 0.1, 600, NULL },
     { "resource.*", SL_OPT_STRING, NULL,
-      "an extra resource attribute of every span, e.g. resource.deployment.environment = prod",
-      0, 0, NULL },
+      "an extra resource attribute of every span, e.g. resource.deployment.environment = prod", 0,
+      0, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 
@@ -62,9 +62,9 @@ static struct {
     sl_chttp *http;
     CURL *easy;
     struct curl_slist *headers;
-    char *body;    /* of the request in flight */
-    size_t sending; /* spans in it; 0 when none in flight */
-    int failing;   /* the last export failed: say so once, and when it recovers */
+    char *body;          /* of the request in flight */
+    size_t sending;      /* spans in it; 0 when none in flight */
+    int failing;         /* the last export failed: say so once, and when it recovers */
     struct event *timer; /* the flush interval */
     struct event *soon;  /* a full batch: send from the loop, not from the caller */
 
@@ -235,6 +235,32 @@ static int tracing_check(const sl_optset *opts, const char *file, sl_errors *err
     return -1;
 }
 
+/*
+ * The exporter's metrics exist whether or not [tracing] is configured, so
+ * that a dashboard or an alert on them sees zero rather than no series
+ * while tracing is off.  Released by tracing_shutdown().
+ */
+int sl_trace_metrics_init(void)
+{
+    ex.dropped = sl_metric_register(
+            SL_METRIC_COUNTER, "sluice_tracing_spans_dropped_total",
+            "Spans not exported, by reason: queue (the queue was full), export (the collector "
+            "failed or refused the batch), disabled (tracing was turned off with spans queued).",
+            "reason", NULL, 0, NULL);
+    ex.exported = sl_metric_register(SL_METRIC_COUNTER, "sluice_tracing_spans_exported_total",
+                                     "Spans the collector accepted.", NULL, NULL, 0, NULL);
+    ex.pending = sl_metric_register(SL_METRIC_GAUGE, "sluice_tracing_spans_pending",
+                                    "Ended spans queued or being sent.", NULL, NULL, 0, NULL);
+    if (ex.dropped == NULL || ex.exported == NULL || ex.pending == NULL)
+        return -1;
+    ex.drop_queue = sl_series_of(ex.dropped, "queue");
+    ex.drop_export = sl_series_of(ex.dropped, "export");
+    ex.drop_disabled = sl_series_of(ex.dropped, "disabled");
+    ex.sent = sl_series_of(ex.exported);
+    ex.waiting = sl_series_of(ex.pending);
+    return 0;
+}
+
 /* The exporter's process-wide parts, made once the section is first used. */
 static int make_exporter(char *err, size_t errlen)
 {
@@ -247,25 +273,11 @@ static int make_exporter(char *err, size_t errlen)
     ex.headers = curl_slist_append(NULL, "Content-Type: application/json");
     ex.timer = event_new(sl_base, -1, EV_PERSIST, on_timer, NULL);
     ex.soon = event_new(sl_base, -1, 0, on_timer, NULL);
-    ex.dropped = sl_metric_register(
-        SL_METRIC_COUNTER, "sluice_tracing_spans_dropped_total",
-        "Spans not exported, by reason: queue (the queue was full), export (the collector "
-        "failed or refused the batch), disabled (tracing was turned off with spans queued).",
-        "reason", NULL, 0, NULL);
-    ex.exported = sl_metric_register(SL_METRIC_COUNTER, "sluice_tracing_spans_exported_total",
-                                     "Spans the collector accepted.", NULL, NULL, 0, NULL);
-    ex.pending = sl_metric_register(SL_METRIC_GAUGE, "sluice_tracing_spans_pending",
-                                    "Ended spans queued or being sent.", NULL, NULL, 0, NULL);
     if (ex.http == NULL || ex.easy == NULL || ex.headers == NULL || ex.timer == NULL ||
-        ex.soon == NULL || ex.dropped == NULL || ex.exported == NULL || ex.pending == NULL) {
+        ex.soon == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    ex.drop_queue = sl_series_of(ex.dropped, "queue");
-    ex.drop_export = sl_series_of(ex.dropped, "export");
-    ex.drop_disabled = sl_series_of(ex.dropped, "disabled");
-    ex.sent = sl_series_of(ex.exported);
-    ex.waiting = sl_series_of(ex.pending);
     return 0;
 }
 
@@ -307,8 +319,10 @@ static void tracing_shutdown(void)
 }
 
 const sl_section_schema sl_tracing_schema = {
-    "tracing", "spans exported to an OpenTelemetry collector (OTLP/HTTP, JSON)",
-    tracing_options, 0, tracing_check, tracing_prepare, tracing_shutdown,
+    "tracing",        "spans exported to an OpenTelemetry collector (OTLP/HTTP, JSON)",
+    tracing_options,  0,
+    tracing_check,    tracing_prepare,
+    tracing_shutdown,
 };
 
 /* Builds the resource object from service_name and every resource.* key. */
@@ -361,8 +375,8 @@ void sl_trace_configure(const sl_optset *opts)
     ex.interval = sl_optset_get(opts, "flush_interval")->d;
     ex.timeout = sl_optset_get(opts, "timeout")->d;
     if (!ex.on)
-        sl_log_core(SL_LOG_INFO, "tracing", "exporting spans to %s, sample ratio %g",
-                    ex.endpoint, ex.ratio);
+        sl_log_core(SL_LOG_INFO, "tracing", "exporting spans to %s, sample ratio %g", ex.endpoint,
+                    ex.ratio);
     ex.on = 1;
     event_del(ex.timer);
     sl_conn_arm(ex.timer, ex.interval);

@@ -117,8 +117,8 @@ static void put_span(FILE *f, const sl_span *s)
     }
     fputs(",\"name\":", f);
     put_str(f, s->name);
-    fprintf(f, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\"",
-            s->kind, (unsigned long long)s->start_ns, (unsigned long long)s->end_ns);
+    fprintf(f, ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\",\"endTimeUnixNano\":\"%llu\"", s->kind,
+            (unsigned long long)s->start_ns, (unsigned long long)s->end_ns);
     fputs(",\"attributes\":[", f);
     for (size_t at = 0; at < s->alen;) {
         char type = s->attrs[at];
@@ -162,8 +162,9 @@ char *sl_otlp_body(const char *resource, const sl_span *spans, size_t max, size_
 
     if (f == NULL)
         return NULL;
-    fprintf(f, "{\"resourceSpans\":[{\"resource\":%s,\"scopeSpans\":[{\"scope\":"
-               "{\"name\":\"sluice\",\"version\":\"%s\"},\"spans\":[",
+    fprintf(f,
+            "{\"resourceSpans\":[{\"resource\":%s,\"scopeSpans\":[{\"scope\":"
+            "{\"name\":\"sluice\",\"version\":\"%s\"},\"spans\":[",
             resource, SL_VERSION);
     for (const sl_span *s = spans; s != NULL && n < max; s = s->next, n++) {
         if (n > 0)

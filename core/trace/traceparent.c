@@ -80,8 +80,8 @@ void sl_tp_format(const sl_tp *tp, char *buf)
 
 static int key_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
-           c == '*' || c == '/' || c == '@';
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '*' ||
+           c == '/' || c == '@';
 }
 
 /* Printable ASCII except ',' and '='; spaces only inside (checked by the

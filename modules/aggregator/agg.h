@@ -158,6 +158,14 @@ typedef struct agg {
     size_t last_flush_rows;
     double last_flush_latency;
 
+    /* the query API: its own handle, so that ingestion never waits behind it */
+    sl_ch *qch;
+    sl_ch_limits qlim;
+    double max_span;
+    long long max_limit;
+    int max_queries, nqueries;
+    struct agg_query *queries;
+
     agg_counts n;
     int stopping, closing;
 
@@ -218,5 +226,6 @@ void agg_drain_check(agg *a); /* stopping: done once nothing is held */
 
 /* api.c */
 int agg_api_start(agg *a);
+void agg_api_free(agg *a); /* queries whose handle went away unanswered */
 
 #endif

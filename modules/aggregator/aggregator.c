@@ -71,6 +71,21 @@ static const sl_option agg_options[] = {
     { "error_raw_bytes", SL_OPT_INT, "4096",
       "bytes of a rejected message kept in processing_errors.raw (its whole size is in raw_size)", 0,
       1048576, NULL },
+    { "query_max_span", SL_OPT_DURATION, "744h",
+      "query API: the longest period a query may cover (hours=, from..to); longer is answered 400",
+      3600, 315360000, NULL },
+    { "query_max_limit", SL_OPT_INT, "10000", "query API: the largest limit= accepted (400 beyond)",
+      1, 1000000, NULL },
+    { "query_timeout", SL_OPT_DURATION, "10s",
+      "query API: ClickHouse's max_execution_time for a query (whole seconds)", 1, 3600, NULL },
+    { "query_max_rows", SL_OPT_INT, "100000",
+      "query API: ClickHouse's max_result_rows (result_overflow_mode=throw)", 1, 100000000, NULL },
+    { "query_max_bytes", SL_OPT_INT, "16777216",
+      "query API: ClickHouse's max_result_bytes, and the largest answer held", 4096, 268435456,
+      NULL },
+    { "max_queries", SL_OPT_INT, "8",
+      "query API: queries in flight or waiting for a ClickHouse connection at once; more are answered 503",
+      1, 1024, NULL },
     { "rdkafka.*", SL_OPT_STRING, NULL,
       "librdkafka property of the consumer, e.g. rdkafka.session.timeout.ms = 6000 (enable.auto.commit stays false)",
       0, 0, NULL },
@@ -85,6 +100,7 @@ static void free_state(void *obj)
 
     agg_consume_free(a);
     agg_sink_free(a);
+    agg_api_free(a);
     for (int h = 0; h < AGG_NHANDLERS; h++)
         agg_dedup_free(&a->dedup[h]);
     jb_free(&a->scratch);

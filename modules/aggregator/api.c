@@ -15,6 +15,14 @@
  * built (names to a strict alphabet, numbers to bounds), so values are
  * pasted into the SQL only after they are known to be inert; a bad one
  * answers 400 {"error": "..."} naming what is allowed.
+ *
+ * A caller's query costs a bounded amount: its period is at most
+ * query_max_span and its limit query_max_limit; ClickHouse runs it
+ * read-only under query_timeout, query_max_rows and query_max_bytes
+ * (sl_ch_query_limited); it goes out on a handle of its own, so the
+ * ingestion's inserts never queue behind it, and at most max_queries are
+ * under way (503 beyond).  ClickHouse's error text goes to the log; the
+ * caller gets a short reason.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,7 +90,8 @@ static int get_time(sl_req *req, const char *name, int64_t *sec)
     return 0;
 }
 
-static int get_period(sl_req *req, int64_t *from, int64_t *to)
+/* The period [from, to), no longer than query_max_span. */
+static int get_period(agg *a, sl_req *req, int64_t *from, int64_t *to)
 {
     if (get_time(req, "from", from) != 0 || get_time(req, "to", to) != 0)
         return -1;
@@ -90,16 +99,72 @@ static int get_period(sl_req *req, int64_t *from, int64_t *to)
         sl_reply_error(req, 400, "from must be earlier than to");
         return -1;
     }
+    if ((double)(*to - *from) > a->max_span) {
+        sl_reply_error(req, 400, "the period may cover at most %.0f hours (query_max_span)",
+                       a->max_span / 3600);
+        return -1;
+    }
     return 0;
 }
 
 /* ------------------------------------------------------------- queries */
 
-typedef struct {
+/* A query in flight, listed so that one whose handle goes away with the
+ * instance (no callback then) is still freed. */
+typedef struct agg_query {
+    struct agg_query *prev, *next;
+    agg *a;
     sl_req *req;
     char key[16];  /* the answer's member holding the rows */
     cJSON *extra;  /* members added to the answer (the period ...) */
 } query;
+
+static void query_free(query *q)
+{
+    agg *a = q->a;
+
+    if (q->prev != NULL)
+        q->prev->next = q->next;
+    else
+        a->queries = q->next;
+    if (q->next != NULL)
+        q->next->prev = q->prev;
+    a->nqueries--;
+    cJSON_Delete(q->extra);
+    free(q);
+}
+
+void agg_api_free(agg *a)
+{
+    while (a->queries != NULL)
+        query_free(a->queries);
+}
+
+/* What the caller is told about a failed query: a short reason of its
+ * own, never ClickHouse's text (that goes to the log). */
+static void reply_failed(query *q, const sl_ch_result *res)
+{
+    switch (res->code) {
+    case 159: /* TIMEOUT_EXCEEDED */
+    case 160: /* TOO_SLOW */
+        return sl_reply_error(q->req, 504,
+                              "the query ran out of time (query_timeout): narrow the period");
+    case 158: /* TOO_MANY_ROWS */
+    case 307: /* TOO_MANY_BYTES */
+    case 396: /* TOO_MANY_ROWS_OR_BYTES */
+        return sl_reply_error(q->req, 400,
+                              "the answer is over the size limit (query_max_rows, query_max_bytes): narrow the period or lower limit");
+    case 241: /* MEMORY_LIMIT_EXCEEDED */
+    case 202: /* TOO_MANY_SIMULTANEOUS_QUERIES */
+        return sl_reply_error(q->req, 503, "ClickHouse is out of resources for this query");
+    default:
+        break;
+    }
+    if (res->status == 0 && strncmp(res->error, "answer larger than", 18) == 0)
+        return sl_reply_error(q->req, 400,
+                              "the answer is over the size limit (query_max_bytes): narrow the period or lower limit");
+    sl_reply_error(q->req, 503, "ClickHouse query failed");
+}
 
 static void on_rows(sl_ch *ch, const sl_ch_result *res, void *arg)
 {
@@ -109,35 +174,53 @@ static void on_rows(sl_ch *ch, const sl_ch_result *res, void *arg)
 
     (void)ch;
     if (res->error != NULL) {
-        sl_reply_error(q->req, 503, "ClickHouse: %s", res->error);
-        goto out;
+        sl_log(q->a->ctx, SL_LOG_WARN,
+               "query for %s failed (code %d, %u attempt(s), %.3fs, request %s): %s",
+               sl_req_path(q->req), res->code, res->attempts, res->elapsed, sl_req_id(q->req),
+               res->error);
+        reply_failed(q, res);
+        return query_free(q);
     }
     data = cJSON_GetObjectItemCaseSensitive(res->json, "data");
     body = q->extra != NULL ? q->extra : cJSON_CreateObject();
     q->extra = NULL;
     cJSON_AddItemToObject(body, q->key, data != NULL ? cJSON_Duplicate(data, 1) : cJSON_CreateArray());
     sl_reply_json(q->req, 200, body);
-out:
-    cJSON_Delete(q->extra);
-    free(q);
+    query_free(q);
 }
 
+/* Sends the query on the query handle, or answers 503 when max_queries
+ * are already under way: they wait for connections of their own, never
+ * for ingestion's, but their number is bounded. */
 static void run(agg *a, sl_req *req, jbuf *sql, const char *key, cJSON *extra)
 {
-    query *q = calloc(1, sizeof(*q));
+    query *q;
 
+    if (a->nqueries >= a->max_queries) {
+        cJSON_Delete(extra);
+        jb_free(sql);
+        sl_reply_header(req, "Retry-After", "1");
+        return sl_reply_error(req, 503, "too many queries under way (max_queries %d): try again",
+                              a->max_queries);
+    }
+    q = calloc(1, sizeof(*q));
     if (q == NULL || sql->oom) {
         free(q);
         cJSON_Delete(extra);
         jb_free(sql);
         return sl_reply_error(req, 500, "out of memory");
     }
+    q->a = a;
     q->req = req;
     snprintf(q->key, sizeof(q->key), "%s", key);
     q->extra = extra;
-    if (sl_ch_query(a->ch, sql->p, on_rows, q) != 0) {
-        cJSON_Delete(extra);
-        free(q);
+    q->next = a->queries;
+    if (a->queries != NULL)
+        a->queries->prev = q;
+    a->queries = q;
+    a->nqueries++;
+    if (sl_ch_query_limited(a->qch, sql->p, &a->qlim, on_rows, q) != 0) {
+        query_free(q);
         sl_reply_error(req, 503, "ClickHouse handle unavailable");
     }
     jb_free(sql);
@@ -172,8 +255,9 @@ static void serve_minutes(agg *a, sl_req *req, const minutes_query *mq)
     jbuf sql = { 0 };
     cJSON *extra;
 
-    if (get_int(req, "hours", -1, 1, 8760, &hours) != 0 ||
-        get_int(req, "limit", 10000, 1, 1000000, &limit) != 0 ||
+    if (get_int(req, "hours", -1, 1, (long long)(a->max_span / 3600), &hours) != 0 ||
+        get_int(req, "limit", a->max_limit < 10000 ? a->max_limit : 10000, 1, a->max_limit,
+                &limit) != 0 ||
         get_name(req, mq->filter, &name) != 0)
         return;
     jb_printf(&sql, "SELECT %s FROM %s FINAL WHERE minute >= toStartOfMinute(now() - %lld)",
@@ -235,7 +319,7 @@ static void serve_analytics(sl_req *req, void *arg)
     jbuf sql = { 0 };
     cJSON *extra;
 
-    if (get_period(req, &from, &to) != 0 || get_name(req, "event_type", &type) != 0)
+    if (get_period(a, req, &from, &to) != 0 || get_name(req, "event_type", &type) != 0)
         return;
     /* One row per type plus the all-types row (event_type ''), from WITH TOTALS-free SQL. */
     jb_lit(&sql, "SELECT event_type, count() AS events, uniqExact(user_id) AS unique_users FROM ");
@@ -259,8 +343,9 @@ static void serve_events(sl_req *req, void *arg)
     jbuf sql = { 0 };
     cJSON *extra;
 
-    if (get_period(req, &from, &to) != 0 || get_name(req, "event_type", &type) != 0 ||
-        get_int(req, "limit", 100, 1, 10000, &limit) != 0)
+    if (get_period(a, req, &from, &to) != 0 || get_name(req, "event_type", &type) != 0 ||
+        get_int(req, "limit", a->max_limit < 100 ? a->max_limit : 100, 1, a->max_limit, &limit) !=
+            0)
         return;
     jb_lit(&sql, "SELECT id, event_type, user_id, ts, page_id, duration_s, properties FROM ");
     union_sql(&sql,
@@ -414,6 +499,17 @@ static int route(agg *a, const char *what, sl_route_fn fn)
 
 int agg_api_start(agg *a)
 {
+    sl_ctx *ctx = a->ctx;
+
+    a->max_span = sl_opt_seconds(ctx, "query_max_span");
+    a->max_limit = sl_opt_int(ctx, "query_max_limit");
+    a->max_queries = (int)sl_opt_int(ctx, "max_queries");
+    a->qlim.max_execution_time = sl_opt_seconds(ctx, "query_timeout");
+    a->qlim.max_result_rows = (unsigned long long)sl_opt_int(ctx, "query_max_rows");
+    a->qlim.max_result_bytes = (unsigned long long)sl_opt_int(ctx, "query_max_bytes");
+    a->qch = sl_ch_new(ctx);
+    if (a->qch == NULL)
+        return sl_fail(ctx, "cannot create the query API's ClickHouse handle (see the log)");
     if (route(a, "status", serve_status) != 0 ||
         route(a, "query/aggregates", serve_aggregates) != 0 ||
         route(a, "query/segments", serve_segments) != 0 ||

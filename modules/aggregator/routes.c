@@ -17,7 +17,7 @@
 #include "agg.h"
 
 static const char *const handler_names[AGG_NHANDLERS] = { "page_views", "analytics",
-                                                           "segment_events" };
+                                                          "segment_events" };
 
 const char *agg_handler_name(agg_handler h)
 {
@@ -28,8 +28,8 @@ static const struct {
     const char *name;
     unsigned flag;
 } mw_names[] = {
-    { "retry", AGG_MW_RETRY },   { "recover", AGG_MW_RECOVER }, { "deadletter", AGG_MW_DEADLETTER },
-    { "dedup", AGG_MW_DEDUP },   { "forward", AGG_MW_FORWARD },
+    { "retry", AGG_MW_RETRY }, { "recover", AGG_MW_RECOVER }, { "deadletter", AGG_MW_DEADLETTER },
+    { "dedup", AGG_MW_DEDUP }, { "forward", AGG_MW_FORWARD },
 };
 
 typedef struct {
@@ -118,7 +118,8 @@ static int parse_route(const char *name, const char *value, agg_route *r, char *
             }
         if (!found) {
             snprintf(why, whylen,
-                     "unknown \"%.64s\" (middleware: retry, recover, deadletter, dedup, forward; handlers: page_views, analytics, segment_events)",
+                     "unknown \"%.64s\" (middleware: retry, recover, deadletter, dedup, forward; "
+                     "handlers: page_views, analytics, segment_events)",
                      w);
             goto out;
         }

@@ -75,10 +75,10 @@ typedef struct {
  * which field and why.  `header_*` are the message's event_id and
  * event_type headers (NULL when absent).
  */
-agg_reason agg_check_page_view(const char *v, size_t len, const agg_limits *lim,
-                               agg_page_view *out, char *detail, size_t dlen);
-agg_reason agg_check_analytics(const char *v, size_t len, const agg_limits *lim,
-                               agg_analytics *out, char *detail, size_t dlen);
+agg_reason agg_check_page_view(const char *v, size_t len, const agg_limits *lim, agg_page_view *out,
+                               char *detail, size_t dlen);
+agg_reason agg_check_analytics(const char *v, size_t len, const agg_limits *lim, agg_analytics *out,
+                               char *detail, size_t dlen);
 agg_reason agg_check_segment(const char *v, size_t len, const char *header_id,
                              const char *header_type, const agg_limits *lim, agg_segment *out,
                              char *detail, size_t dlen);

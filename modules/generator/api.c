@@ -3,7 +3,8 @@
  *
  *   POST config/speed?eps=N           fixed rate (0 pauses) until the mode is set again
  *   POST config/mode?mode=M           regular|peak|night; ends a fixed rate
- *   POST generate/burst?count=N       N events now, on top of the rate
+ *   POST generate/burst?count=N       N events now, on top of the rate;
+ *                                     429 beyond burst_pending_max pending
  *   GET  status                       counts by class and outcome, rates,
  *                                     latency; proves that generated =
  *                                     delivered + failed + dropped + pending
@@ -62,6 +63,13 @@ static void serve_burst(sl_req *req, void *arg)
 
     if (gen_parse_count(sl_req_query(req, "count"), g->burst_max, &count, why, sizeof(why)) != 0)
         return sl_reply_error(req, 400, "%s", why);
+    if (count > gen_burst_room(g)) {
+        sl_reply_header(req, "Retry-After", "1");
+        return sl_reply_error(req, 429,
+                              "%lld burst events are still pending; room for %lld more (burst_pending_max %lld)",
+                              g->burst_left[0] + g->burst_left[1], gen_burst_room(g),
+                              g->burst_pending_max);
+    }
     gen_add_burst(g, count, 0);
     body = cJSON_CreateObject();
     cJSON_AddNumberToObject(body, "burst", (double)count);

@@ -17,8 +17,8 @@ typedef struct {
     double rate;     /* tokens per second, >= 0 */
     double capacity; /* >= 1 */
     double tokens;
-    double last;     /* when tokens were last brought up to date */
-    double missed;   /* tokens discarded at the capacity, as a fraction too */
+    double last;   /* when tokens were last brought up to date */
+    double missed; /* tokens discarded at the capacity, as a fraction too */
 } gen_bucket;
 
 void gen_bucket_init(gen_bucket *b, double rate, double capacity, double now);

@@ -84,7 +84,8 @@ void gen_rfc3339(int64_t ms, char *buf)
     if (sec != cached_sec) {
         time_t t = (time_t)sec;
         struct tm tm;
-        if (gmtime_r(&t, &tm) == NULL || strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm) != 19)
+        if (gmtime_r(&t, &tm) == NULL ||
+            strftime(cached, sizeof(cached), "%Y-%m-%dT%H:%M:%S", &tm) != 19)
             memcpy(cached, "1970-01-01T00:00:00", 20);
         cached_sec = sec;
     }

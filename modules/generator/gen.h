@@ -102,6 +102,7 @@ struct gen {
     double peak_next;
     long long peak_min, peak_max;
     long long burst_max;
+    long long burst_pending_max; /* burst_left[0] + burst_left[1] at most */
     long long burst_left[2]; /* API bursts, peak bursts */
     double burst_at[2];
     sl_timer *kick;   /* the generation turn */
@@ -169,7 +170,10 @@ int gen_traffic_start(gen *g);
 double gen_target_eps(const gen *g);
 void gen_set_mode(gen *g, gen_mode mode);
 void gen_set_eps(gen *g, double eps);
+/* Queues `count` burst events, cut to gen_burst_room(). */
 void gen_add_burst(gen *g, long long count, int peak);
+/* Burst events that may still be queued under burst_pending_max. */
+long long gen_burst_room(const gen *g);
 void gen_resume(gen *g); /* room again: generate what is due */
 
 /* send.c */

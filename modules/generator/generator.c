@@ -53,6 +53,9 @@ static const sl_option gen_options[] = {
       0, 1, NULL },
     { "burst_max", SL_OPT_INT, "100000", "largest burst POST generate/burst accepts", 1, 100000000,
       NULL },
+    { "burst_pending_max", SL_OPT_INT, "1000000",
+      "burst events waiting to be sent at most: a POST generate/burst that would pass it is answered 429, a peak burst is cut to fit",
+      1, 1000000000, NULL },
     { "peak_every", SL_OPT_DURATION, "30s", "peak mode: time between bursts", 0.1, 86400, NULL },
     { "peak_burst_min", SL_OPT_INT, "100", "peak mode: smallest burst", 1, 100000000, NULL },
     { "peak_burst_max", SL_OPT_INT, "1000", "peak mode: largest burst", 1, 100000000, NULL },
@@ -239,6 +242,9 @@ static int gen_check(sl_ctx *ctx)
     if (sl_opt_int(ctx, "peak_burst_min") > sl_opt_int(ctx, "peak_burst_max"))
         rc = sl_fail_opt(ctx, "peak_burst_min", "must not exceed peak_burst_max (%lld)",
                          sl_opt_int(ctx, "peak_burst_max"));
+    if (sl_opt_int(ctx, "burst_pending_max") < sl_opt_int(ctx, "burst_max"))
+        rc = sl_fail_opt(ctx, "burst_pending_max", "must be at least burst_max (%lld)",
+                         sl_opt_int(ctx, "burst_max"));
     if (weights(ctx, "mix", 3, MIX_NAMES, mix) != 0)
         rc = -1;
     if (weights(ctx, "malformed_kinds", GEN_NKINDS, KIND_NAMES, kinds) != 0)

@@ -4,8 +4,8 @@
 #include "mix.h"
 
 static const char *const class_names[GEN_NCLASSES] = {
-    "view", "bounce", "duplicate", "missing_field", "wrong_type", "broken_json",
-    "negative_duration", "bad_timestamp",
+    "view",       "bounce",      "duplicate",         "missing_field",
+    "wrong_type", "broken_json", "negative_duration", "bad_timestamp",
 };
 
 const char *gen_class_name(gen_class c)

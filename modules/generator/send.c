@@ -120,14 +120,13 @@ static void untag(const gen *g, void *opaque, int *klass, int *origin, double *i
  * only with trace_headers. */
 static int hand_over(gen *g, const gen_msg *m)
 {
-    const char *type = gen_class_malformed((gen_class)m->type) ? "malformed" : gen_class_name((gen_class)m->type);
+    const char *type = gen_class_malformed((gen_class)m->type) ? "malformed"
+                                                               : gen_class_name((gen_class)m->type);
     const char *origin = gen_origin_name((gen_origin)m->origin);
     const char *how = gen_part_name((gen_part_how)m->how);
     sl_kafka_header h[5] = {
-        { "event_type", type, strlen(type) },
-        { "event_id", m->id, GEN_ID_LEN },
-        { "generator", g->name, strlen(g->name) },
-        { "origin", origin, strlen(origin) },
+        { "event_type", type, strlen(type) },      { "event_id", m->id, GEN_ID_LEN },
+        { "generator", g->name, strlen(g->name) }, { "origin", origin, strlen(origin) },
         { "partitioning", how, strlen(how) },
     };
     /* A traced event is the root of its own trace, even in a burst asked
@@ -135,8 +134,8 @@ static int hand_over(gen *g, const gen_msg *m)
      * carries the context.  The random draw happens only with a share set,
      * so seeded runs repeat as before. */
     sl_span *span = g->trace_share > 0 && gen_rng_unit(&g->rng) < g->trace_share
-                        ? sl_span_start_from(g->ctx, SL_SPAN_INTERNAL, "generate", NULL)
-                        : NULL;
+                            ? sl_span_start_from(g->ctx, SL_SPAN_INTERNAL, "generate", NULL)
+                            : NULL;
     int rc;
 
     sl_span_set_str(span, "sluice.event_type", type);
@@ -426,7 +425,8 @@ int gen_send_start(gen *g, char *err, size_t errlen)
     g->batch_size = sl_opt_int(ctx, "batch_size");
     g->batch_interval = sl_opt_seconds(ctx, "batch_interval");
     g->flush_timeout = sl_opt_seconds(ctx, "flush_timeout");
-    snprintf(timeout_ms, sizeof(timeout_ms), "%.0f", ceil(sl_opt_seconds(ctx, "delivery_timeout") * 1000));
+    snprintf(timeout_ms, sizeof(timeout_ms), "%.0f",
+             ceil(sl_opt_seconds(ctx, "delivery_timeout") * 1000));
     /* One event at a time: do not wait for company that never comes. */
     if (g->strategy == GEN_SYNC) {
         props[2] = "linger.ms";
@@ -476,8 +476,7 @@ static void on_flushed(sl_kafka_producer *p, int remaining, void *arg)
                     count(g, c, o, GEN_FAILED);
         g->inflight = 0;
     }
-    sl_log(ctx, SL_LOG_INFO,
-           "drained: generated %llu, delivered %llu, failed %llu, dropped %llu",
+    sl_log(ctx, SL_LOG_INFO, "drained: generated %llu, delivered %llu, failed %llu, dropped %llu",
            (unsigned long long)total(g, GEN_GENERATED), (unsigned long long)total(g, GEN_DELIVERED),
            (unsigned long long)total(g, GEN_FAILED), (unsigned long long)total(g, GEN_DROPPED));
     sl_kafka_producer_free(p);

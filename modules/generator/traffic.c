@@ -84,8 +84,20 @@ void gen_set_eps(gen *g, double eps)
            eps, gen_mode_name(g->mode));
 }
 
+long long gen_burst_room(const gen *g)
+{
+    long long pending = g->burst_left[0] + g->burst_left[1];
+
+    return pending < g->burst_pending_max ? g->burst_pending_max - pending : 0;
+}
+
 void gen_add_burst(gen *g, long long count, int peak)
 {
+    /* a peak burst that finds the sender behind is cut, not stacked */
+    if (count > gen_burst_room(g))
+        count = gen_burst_room(g);
+    if (count == 0)
+        return;
     if (g->burst_left[peak] == 0)
         g->burst_at[peak] = sl_now();
     g->burst_left[peak] += count;
@@ -242,6 +254,7 @@ int gen_traffic_start(gen *g)
 
     g->max_eps = 10000000;
     g->burst_max = sl_opt_int(ctx, "burst_max");
+    g->burst_pending_max = sl_opt_int(ctx, "burst_pending_max");
     g->peak_every = sl_opt_seconds(ctx, "peak_every");
     g->peak_min = sl_opt_int(ctx, "peak_burst_min");
     g->peak_max = sl_opt_int(ctx, "peak_burst_max");

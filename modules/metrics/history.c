@@ -121,8 +121,8 @@ int history_sample(history *h, const char *text, size_t len, double mono, double
              * summary's parts would not match the name. */
             if ((size_t)(name_end - p) == strlen(cur->name) &&
                 memcmp(p, cur->name, (size_t)(name_end - p)) == 0) {
-                const char *v = name_end < eol && *name_end == '{' ? skip_labels(name_end, eol)
-                                                                    : name_end;
+                const char *v =
+                        name_end < eol && *name_end == '{' ? skip_labels(name_end, eol) : name_end;
                 char *stop;
                 double d = strtod(v, &stop);
                 if (stop != v && !isnan(d))

@@ -22,11 +22,11 @@ typedef struct {
 } hist_family;
 
 typedef struct {
-    size_t cap;        /* samples kept */
-    size_t count;      /* samples taken, at most cap */
-    size_t head;       /* index of the next sample */
-    double *mono;      /* monotonic time of each sample, for rates */
-    double *wall;      /* wall-clock time of each sample, for the axis */
+    size_t cap;   /* samples kept */
+    size_t count; /* samples taken, at most cap */
+    size_t head;  /* index of the next sample */
+    double *mono; /* monotonic time of each sample, for rates */
+    double *wall; /* wall-clock time of each sample, for the axis */
     hist_family *fams;
     size_t nfams;
 } history;

@@ -37,7 +37,7 @@ static int check_ready(state *st, cJSON *list)
     if (report == NULL)
         return 0;
     ready = sl_readiness(st->ctx, report);
-    cJSON_ArrayForEach(m, report)
+    cJSON_ArrayForEach (m, report)
         bad += !cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "ready"));
     sl_series_set(st->ready, ready);
     sl_series_set(st->not_ready, bad);
@@ -167,8 +167,9 @@ static int metrics_start(sl_ctx *ctx)
         state_free(st);
         return sl_fail(ctx, "cannot track the status history");
     }
-    st->ready = sl_series_of(sl_gauge(ctx, "sluice_ready",
-                                      "1 when every instance is ready (what /readyz answers)", NULL));
+    st->ready =
+            sl_series_of(sl_gauge(ctx, "sluice_ready",
+                                  "1 when every instance is ready (what /readyz answers)", NULL));
     st->not_ready = sl_series_of(sl_gauge(ctx, "sluice_modules_not_ready",
                                           "Instances not ready (see /readyz for why)", NULL));
     if (st->ready == NULL || st->not_ready == NULL)
@@ -207,7 +208,8 @@ static const sl_option options[] = {
 SL_API const sl_module sluice_module = {
     .abi_version = SL_ABI_VERSION,
     .name = "metrics",
-    .description = "Prometheus /metrics, /healthz and /readyz for every loaded module, and a status page",
+    .description =
+            "Prometheus /metrics, /healthz and /readyz for every loaded module, and a status page",
     .options = options,
     .flags = 0,
     .start = metrics_start,

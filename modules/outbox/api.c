@@ -3,8 +3,13 @@
  *
  *   GET  status          this relay's counts, the table's pending and
  *                        parked rows, the first 100 parked rows with errors
- *   POST retry[?id=N]    un-parks every parked row (or row N): attempts
- *                        reset, published again in order
+ *   POST retry[?id=N | ?aggregate_id=A]
+ *                        un-parks every parked row, or only row N, or only
+ *                        the rows of aggregate A: attempts reset,
+ *                        published again in order; a target with no
+ *                        parked row is a 404
+ *
+ * PostgreSQL's error texts go to the log; callers get a short reason.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +20,15 @@
 typedef struct {
     ob *o;
     sl_req *req;
+    int targeted; /* retry of one row or aggregate */
 } ob_call;
+
+static void reply_pg_error(ob_call *c, const char *err)
+{
+    sl_log(c->o->ctx, SL_LOG_WARN, "%s (request %s): %s", sl_req_path(c->req), sl_req_id(c->req),
+           err);
+    sl_reply_error(c->req, 503, "outbox table unavailable");
+}
 
 static void on_parked(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
 {
@@ -25,7 +38,7 @@ static void on_parked(sl_pg *pg, const sl_pg_result *res, const char *err, void 
     (void)pg;
 
     if (err != NULL) {
-        sl_reply_error(c->req, 503, "%s", err);
+        reply_pg_error(c, err);
         free(c);
         return;
     }
@@ -85,7 +98,12 @@ static void on_retried(sl_pg *pg, const sl_pg_result *res, const char *err, void
     (void)pg;
 
     if (err != NULL) {
-        sl_reply_error(c->req, 503, "%s", err);
+        reply_pg_error(c, err);
+        free(c);
+        return;
+    }
+    if (c->targeted && sl_pg_affected(res) == 0) {
+        sl_reply_error(c->req, 404, "no parked row matches");
         free(c);
         return;
     }
@@ -99,19 +117,26 @@ static void on_retried(sl_pg *pg, const sl_pg_result *res, const char *err, void
 static void serve_retry(sl_req *req, void *arg)
 {
     ob *o = arg;
-    const char *id = sl_req_query(req, "id");
+    const char *id = sl_req_query(req, "id"), *agg = sl_req_query(req, "aggregate_id");
     ob_call *c;
     int rc;
 
+    if (id != NULL && agg != NULL)
+        return sl_reply_error(req, 400, "give id or aggregate_id, not both");
     if (id != NULL && (id[0] == '\0' || strspn(id, "0123456789") != strlen(id) || strlen(id) > 18))
         return sl_reply_error(req, 400, "id must be a row id (digits)");
+    if (agg != NULL && (agg[0] == '\0' || strlen(agg) > OB_AGGREGATE_ID_MAX))
+        return sl_reply_error(req, 400, "aggregate_id must be 1 to %d bytes", OB_AGGREGATE_ID_MAX);
     c = malloc(sizeof(*c));
     if (c == NULL)
         return sl_reply_error(req, 500, "out of memory");
     c->o = o;
     c->req = req;
+    c->targeted = id != NULL || agg != NULL;
     if (id != NULL)
         rc = sl_pg_query(o->pg, o->sql[OB_SQL_RETRY_ONE], 1, &id, on_retried, c);
+    else if (agg != NULL)
+        rc = sl_pg_query(o->pg, o->sql[OB_SQL_RETRY_AGG], 1, &agg, on_retried, c);
     else
         rc = sl_pg_query(o->pg, o->sql[OB_SQL_RETRY], 0, NULL, on_retried, c);
     if (rc != 0) {

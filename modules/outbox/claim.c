@@ -1,14 +1,51 @@
 /*
- * claim.c - one claim transaction at a time: CLAIM a batch, UNBLOCK (give
- * back) what an earlier row of its aggregate still holds up, COMMIT, then
- * queue the kept rows per aggregate (sql.c says why it takes two
- * statements).
+ * claim.c - what a relay takes from the table: the rows of the buckets it
+ * owns (lease.c), read in id order, one read in flight at a time.
  *
- * A claim starts only when no fail or release statement of ours is still
- * on its way: a released row must be visible as released (unclaimed, with
- * its backoff) to the claim, or the claim would take later rows of its
- * aggregate as if we still held it.  A row of an aggregate that failed
- * while the claim was open is given back at once for the same reason.
+ * Why buckets, and why this keeps order.  The relay used to claim rows
+ * one by one (an UPDATE stamping each row, a NOT EXISTS per row against
+ * earlier rows of its aggregate, three statements per claim), which cost
+ * PostgreSQL several times the work of reading and deleting the row.
+ * Now work is divided by aggregate instead of by row: a row's bucket is
+ * a hash of its aggregate id (sql.c), a relay leases buckets, and within
+ * them it reads plainly, without writing anything, from a cursor per
+ * bucket: "the next rows after id C whose bucket is B" is one index range
+ * scan.  What a relay writes per row is only the batched DELETE (or mark)
+ * once the broker acknowledged it: close to what PostgreSQL itself needs
+ * to read and delete the row.  (Logical decoding would save the reading,
+ * but needs wal_level = logical, a replication slot that holds WAL while
+ * no relay runs, and still a delete per row; it was not worth that.)
+ *
+ * The rule that keeps each aggregate's order, whatever the leases do: a
+ * relay takes a row only when the row of its aggregate just before it
+ * (the read returns its id, one probe of the aggregate index) is gone
+ * from the table (acknowledged: already published) or held by this relay
+ * (queued, in flight, or acknowledged and being deleted); one row per
+ * aggregate flies at a time, in the order taken, and a failed row blocks
+ * its aggregate until it is read again.  So the first copy of each row
+ * reaches Kafka after the first copy of every earlier row of its
+ * aggregate.  This holds even when two relays read one bucket at once (a
+ * relay that stalled past its lease and resumed): the worst a second
+ * reader causes is a duplicate.  Leases divide the work; order does not
+ * rest on them.  A predecessor in the table but not held committed after
+ * the cursor went past it (its NOTIFY may still be on its way): the row
+ * waits, and the bucket is read again from the predecessor.
+ *
+ * Cursors and rows committed late.  Ids are taken at insert and rows
+ * become visible at commit, so a row may appear behind a cursor.  Three
+ * things bring a bucket's cursor back (a rewind, applied just before the
+ * next read, so that a read in flight cannot undo it):
+ *   - the insert trigger's NOTIFY carries the lowest id each committed
+ *     statement inserted (relay.c): every owned bucket rewinds below it;
+ *   - a row dropped from memory unpublished (its aggregate failed, the
+ *     producer was replaced, the bucket is handed over) rewinds its
+ *     bucket below it, and a blocked aggregate, when its backoff ends,
+ *     below the row that blocked it;
+ *   - every poll_interval, and when listening is (re)established (NOTIFYs
+ *     may have been missed), every owned bucket is read again from its
+ *     first row.
+ * A row read again that this relay already holds, or whose acknowledgement
+ * the database has not yet taken, is in `mine` and skipped.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,47 +54,77 @@
 
 typedef struct {
     ob *o;
-    sl_pg_tx *tx;
-    long long limit, got, unblocked;
-    ob_row **rows; /* as claimed, sorted by id */
-    char *gone;    /* per row: given back by UNBLOCK */
-    size_t nrows;
-    unsigned long long takeovers;
-    int abandoned; /* rolled back on purpose: nothing was claimed */
-} ob_claim_t;
+    int buckets[OB_BUCKETS];
+    int n;
+    long long per; /* rows asked per bucket */
+} ob_read;
 
-static int cmp_row(const void *a, const void *b)
+int ob_claim_hold(ob *o, long long id, int bucket)
 {
-    const ob_row *x = *(ob_row *const *)a, *y = *(ob_row *const *)b;
-    return (x->id > y->id) - (x->id < y->id);
+    if (ob_mine_add(&o->mine, id, bucket) != 0)
+        return -1;
+    o->bk[bucket].held++;
+    return 0;
 }
 
-static int cmp_id(const void *key, const void *elem)
+void ob_claim_unhold(ob *o, long long id)
 {
-    long long k = *(const long long *)key, id = (*(ob_row *const *)elem)->id;
-    return (k > id) - (k < id);
+    int b = ob_mine_del(&o->mine, id);
+
+    if (b >= 0)
+        o->bk[b].held--;
 }
 
-void ob_claim_free(void *claim)
+void ob_claim_unhold_later(ob *o, long long id)
 {
-    ob_claim_t *c = claim;
+    if (!o->reading || ob_ids_add(&o->settled, id, 0, NULL, NULL) != 0)
+        ob_claim_unhold(o, id); /* out of memory: published twice at worst */
+}
 
-    if (c == NULL)
+/* The read that was in flight is done: what was settled meanwhile leaves
+ * mine. */
+static void unhold_settled(ob *o)
+{
+    for (size_t i = 0; i < o->settled.n; i++)
+        ob_claim_unhold(o, o->settled.ids[i]);
+    ob_ids_free(&o->settled);
+}
+
+void ob_claim_rewind(ob *o, int b, long long id)
+{
+    ob_bucket *k = &o->bk[b];
+
+    if (k->own != OB_OWNED)
         return;
-    for (size_t i = 0; i < c->nrows; i++)
-        free(c->rows[i]);
-    free(c->rows);
-    free(c->gone);
-    free(c);
+    if (k->rewind < 0 || id < k->rewind)
+        k->rewind = id < 0 ? 0 : id;
 }
 
-/* A row from CLAIM's RETURNING: id, takeover, aggregate type and id, event
- * type, payload, created_at (epoch). */
+void ob_claim_rewind_all(ob *o)
+{
+    for (int b = 0; b < OB_BUCKETS; b++)
+        ob_claim_rewind(o, b, 0);
+    /* Parked rows are read again with the rest: whether they still are
+     * parked (a retry un-parks them) is learnt then. */
+    for (ob_agg *a = o->q.all; a != NULL;) {
+        ob_agg *n = a->all_next;
+        if (a->block == OB_PARKED) {
+            a->block = OB_OPEN;
+            ob_queue_resume(&o->q, a);
+        }
+        a = n;
+    }
+}
+
+/* A row of the read: id, bucket, aggregate type and id, event type,
+ * payload, created_at (epoch), parked, due in (seconds), the id of the
+ * aggregate's previous row still in the table. */
 static ob_row *row_new(ob *o, const sl_pg_result *res, int i)
 {
-    const char *id = sl_pg_value(res, i, 0), *at = sl_pg_value(res, i, 2),
-               *aid = sl_pg_value(res, i, 3), *et = sl_pg_value(res, i, 4),
-               *pl = sl_pg_value(res, i, 5), *cr = sl_pg_value(res, i, 6);
+    const char *id = sl_pg_value(res, i, 0), *bk = sl_pg_value(res, i, 1),
+               *at = sl_pg_value(res, i, 2), *aid = sl_pg_value(res, i, 3),
+               *et = sl_pg_value(res, i, 4), *pl = sl_pg_value(res, i, 5),
+               *cr = sl_pg_value(res, i, 6);
     char topic[256];
     size_t lt, la, lk, le, lp;
     ob_row *r;
@@ -77,6 +144,7 @@ static ob_row *row_new(ob *o, const sl_pg_result *res, int i)
         return NULL;
     memset(r, 0, sizeof(*r));
     r->id = atoll(id);
+    r->bucket = atoi(bk);
     snprintf(r->idtext, sizeof(r->idtext), "%lld", r->id);
     r->created = cr != NULL ? atof(cr) : sl_wall();
     d = r->data;
@@ -89,185 +157,187 @@ static ob_row *row_new(ob *o, const sl_pg_result *res, int i)
     return r;
 }
 
-static void on_committed(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg);
-
-static void on_unblocked(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
+/* A row that must wait: parked, or waiting for its backoff.  Its aggregate
+ * is blocked from it on; nothing of it is held. */
+static void block_at(ob *o, const sl_pg_result *res, int i, int bucket, long long id)
 {
-    ob_claim_t *c = arg;
-    (void)pg;
+    const char *parked = sl_pg_value(res, i, 7), *due = sl_pg_value(res, i, 8);
+    ob_agg *a = ob_queue_get(&o->q, sl_pg_value(res, i, 2), sl_pg_value(res, i, 3));
 
-    if (err != NULL)
-        return; /* the commit reports it */
-    for (int i = 0; i < sl_pg_nrows(res); i++) {
-        long long id = atoll(sl_pg_value(res, i, 0));
-        ob_row **hit = bsearch(&id, c->rows, c->nrows, sizeof(*c->rows), cmp_id);
-        if (hit != NULL && !c->gone[hit - c->rows]) {
-            c->gone[hit - c->rows] = 1;
-            c->unblocked++;
-        }
+    if (a == NULL) {
+        /* Cannot remember the block: read the bucket again from it. */
+        ob_claim_rewind(o, bucket, id - 1);
+        return;
     }
-}
-
-static void on_claimed(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
-{
-    ob_claim_t *c = arg;
-    ob *o = c->o;
-    ob_ids ids = { 0 };
-    int n;
-    (void)pg;
-
-    if (err == NULL && (n = sl_pg_nrows(res)) > 0) {
-        c->rows = calloc((size_t)n, sizeof(*c->rows));
-        c->gone = calloc((size_t)n, 1);
-        for (int i = 0; c->rows != NULL && c->gone != NULL && i < n; i++) {
-            ob_row *r = row_new(o, res, i);
-            const char *t = sl_pg_value(res, i, 1);
-            if (r == NULL || ob_ids_add(&ids, r->id) != 0) {
-                /* Cannot hold the batch: give all of it back (rollback). */
-                free(r);
-                free(ids.buf);
-                c->abandoned = 1;
-                sl_pg_tx_rollback(c->tx, on_committed, c);
-                return;
-            }
-            c->rows[c->nrows++] = r;
-            if (t != NULL && t[0] == 't')
-                c->takeovers++;
-        }
-        c->got = n;
-        if (c->rows == NULL || c->gone == NULL) {
-            c->abandoned = 1;
-            sl_pg_tx_rollback(c->tx, on_committed, c);
-            return;
-        }
-        qsort(c->rows, c->nrows, sizeof(*c->rows), cmp_row);
-        {
-            char *list = ob_ids_take(&ids);
-            const char *p[2] = { list, o->me };
-            int rc = sl_pg_tx_query(c->tx, o->sql[OB_SQL_UNBLOCK], 2, p, on_unblocked, c);
-            free(list);
-            if (rc != 0) {
-                c->abandoned = 1;
-                sl_pg_tx_rollback(c->tx, on_committed, c);
-                return;
-            }
-        }
+    a->bucket = bucket;
+    a->block_id = id;
+    if (parked != NULL && parked[0] == 't') {
+        a->block = OB_PARKED;
+    } else {
+        a->block = OB_BLOCKED;
+        a->until = sl_now() + atof(due);
+        ob_relay_due(o, atof(due) + 0.005);
     }
-    /* On error the commit reports it (the transaction is already rolled back). */
-    sl_pg_tx_commit(c->tx, on_committed, c);
+    ob_relay_give_back(o, a); /* rows of it held after this one (read late) wait too */
 }
 
-/* Whether the aggregate already holds row `id` (flying or queued). */
-static int holds(const ob_agg *a, long long id)
+/* What one row of the read becomes: skipped (held already, its aggregate
+ * blocked), a block, or queued. */
+static void take_row(ob *o, const sl_pg_result *res, int i)
 {
-    /* The usual case: newer than everything held (rows come in id order). */
-    if ((a->tail == NULL || id > a->tail->id) && (a->flying == NULL || id > a->flying->id))
-        return 0;
-    if (a->flying != NULL && a->flying->id == id)
-        return 1;
-    for (const ob_row *r = a->head; r != NULL; r = r->next)
-        if (r->id == id)
-            return 1;
-    return 0;
+    long long id = atoll(sl_pg_value(res, i, 0));
+    int bucket = atoi(sl_pg_value(res, i, 1));
+    const char *parked = sl_pg_value(res, i, 7), *due = sl_pg_value(res, i, 8),
+               *prev = sl_pg_value(res, i, 9);
+    ob_agg *a;
+    ob_row *r;
+
+    if (ob_mine_has(&o->mine, id))
+        return;
+    a = ob_queue_find(&o->q, sl_pg_value(res, i, 2), sl_pg_value(res, i, 3));
+    if (a != NULL && a->block != OB_OPEN) {
+        o->released_blocked++;
+        if (id < a->block_id) /* an earlier row came late: start there */
+            a->block_id = id;
+        return;
+    }
+    if (prev != NULL &&
+        (!ob_mine_has(&o->mine, atoll(prev)) || ob_mine_failed(&o->mine, atoll(prev)))) {
+        /* An earlier row of its aggregate is in the table and not held
+         * (it committed after the cursor went past it), or it failed and
+         * its failure is still being recorded: it goes first. */
+        o->released_blocked++;
+        ob_claim_rewind(o, bucket, atoll(prev) - 1);
+        return;
+    }
+    if ((parked != NULL && parked[0] == 't') || (due != NULL && atof(due) > 0)) {
+        block_at(o, res, i, bucket, id);
+        return;
+    }
+    r = row_new(o, res, i);
+    if (r == NULL || ob_claim_hold(o, id, bucket) != 0) {
+        free(r);
+        ob_claim_rewind(o, bucket, id - 1); /* out of memory: later */
+        return;
+    }
+    if (ob_queue_add(&o->q, r) != 0) {
+        ob_claim_unhold(o, id);
+        free(r);
+        ob_claim_rewind(o, bucket, id - 1);
+        return;
+    }
+    o->claimed++;
 }
 
-static void on_committed(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
+static void on_read(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
 {
-    ob_claim_t *c = arg;
-    ob *o = c->o;
-    long long kept = 0;
+    ob_read *rd = arg;
+    ob *o = rd->o;
+    long long got[OB_BUCKETS] = { 0 }, last[OB_BUCKETS];
     (void)pg;
-    (void)res;
 
-    o->claiming = 0;
-    o->cur_claim = NULL;
-    if (err != NULL || c->abandoned) {
-        sl_log(o->ctx, SL_LOG_WARN, "claiming a batch failed: %s", err != NULL ? err : "out of memory");
-        ob_claim_free(c);
-        ob_queue_unpoison(&o->q);
+    o->reading = 0;
+    if (err != NULL) {
+        unhold_settled(o);
+        sl_log(o->ctx, SL_LOG_WARN, "reading the outbox failed: %s", err);
+        /* Nothing was taken: the cursors stay; the next poll reads again. */
+        free(rd);
         ob_relay_settled(o);
         return;
     }
-    o->takeovers += c->takeovers;
-    sl_series_add(o->m_takeovers, (double)c->takeovers);
-    o->released_blocked += (unsigned long long)c->unblocked;
-    for (size_t i = 0; i < c->nrows; i++) {
-        ob_row *r = c->rows[i];
-        ob_agg *a;
-        if (c->gone[i])
-            continue; /* freed with the claim */
-        c->rows[i] = NULL;
-        a = ob_queue_find(&o->q, r->aggregate_type, r->key);
-        if (a != NULL && holds(a, r->id)) {
-            free(r); /* ours already (renewal lagged): keep the one copy */
+    for (int b = 0; b < OB_BUCKETS; b++)
+        last[b] = -1;
+    for (int i = 0; i < sl_pg_nrows(res); i++) {
+        int b = atoi(sl_pg_value(res, i, 1));
+        long long id = atoll(sl_pg_value(res, i, 0));
+        if (b < 0 || b >= OB_BUCKETS)
             continue;
-        }
-        if (o->stopping || (a != NULL && a->poisoned) || ob_queue_add(&o->q, r) != 0) {
-            ob_settle_release(o, r->id);
-            free(r);
-            continue;
-        }
-        kept++;
+        got[b]++;
+        if (id > last[b])
+            last[b] = id;
+        /* A bucket lost or handed over meanwhile: its rows are not ours. */
+        if (o->bk[b].own == OB_OWNED && !o->stopping)
+            take_row(o, res, i);
     }
-    o->claimed += (unsigned long long)kept;
-    /* A full batch of which something was kept: more may wait.  (A batch
-     * given back whole is not retried at once: that would spin while
-     * another relay holds the aggregates; the poll comes back to it.) */
-    if (c->got >= c->limit && kept > 0)
-        o->more = 1;
-    ob_claim_free(c);
-    ob_queue_unpoison(&o->q);
+    for (int j = 0; j < rd->n; j++) {
+        int b = rd->buckets[j];
+        ob_bucket *k = &o->bk[b];
+        if (k->own != OB_OWNED)
+            continue;
+        if (last[b] > k->cursor)
+            k->cursor = last[b];
+        k->full = got[b] >= rd->per;
+        if (k->full)
+            o->more = 1;
+    }
+    free(rd);
+    unhold_settled(o);
+    sl_series_set(o->m_buckets, (double)ob_lease_owned(o));
     ob_settle_soon(o);
     ob_relay_produce(o);
     ob_relay_settled(o);
 }
 
+/* One read over every owned bucket, when a whole batch fits (or nothing is
+ * held): a read of a few rows costs the database nearly as much as a full
+ * one. */
 void ob_claim(ob *o)
 {
     long long held = o->q.queued + o->q.flying;
     long long room = o->max_inflight - held;
     long long want = o->batch_size < o->max_inflight ? o->batch_size : o->max_inflight;
-    char limit[32];
-    const char *p[3];
-    ob_claim_t *c;
+    char *buckets, *cursors, per[32];
+    size_t bl = 0, cl = 0;
+    const char *p[4];
+    ob_read *rd;
+    int owned = ob_lease_owned(o);
 
-    if (o->stopping || o->claiming || !o->migrated || o->producer == NULL)
+    if (o->stopping || o->reading || !o->migrated || o->producer == NULL || owned == 0)
         return; /* (no producer: it failed and is being replaced, see relay.c) */
-    /* Claim when a whole batch fits (or nothing is held): a claim of a few
-     * rows costs the database nearly as much as a full one (it walks the
-     * same index entries, dead ones of deleted rows included). */
-    if (room <= 0 || (held > 0 && room < want) || o->unsettled_order > 0 || o->failed.n > 0 ||
-        o->release.n > 0) {
-        /* Come back when there is room, or once what failed is settled. */
-        o->more = 1;
-        if (o->failed.n > 0 || o->release.n > 0)
-            ob_settle_flush(o);
+    if (room <= 0 || (held > 0 && room < want)) {
+        o->more = 1; /* come back when there is room */
         return;
     }
-    if (room > o->batch_size)
-        room = o->batch_size;
-    c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        return;
-    c->o = o;
-    c->limit = room;
-    snprintf(limit, sizeof(limit), "%lld", room);
-    c->tx = sl_pg_tx_begin(o->pg);
-    if (c->tx == NULL) {
-        free(c);
+    rd = calloc(1, sizeof(*rd));
+    buckets = malloc(OB_BUCKETS * 4 + 3);
+    cursors = malloc(OB_BUCKETS * 21 + 3);
+    if (rd == NULL || buckets == NULL || cursors == NULL) {
+        free(rd);
+        free(buckets);
+        free(cursors);
         return;
     }
-    o->more = 0;
-    o->claiming = 1;
-    o->cur_claim = c;
+    rd->o = o;
+    rd->per = ob_per_bucket(want, owned);
+    bl += (size_t)sprintf(buckets, "{");
+    cl += (size_t)sprintf(cursors, "{");
+    for (int b = 0; b < OB_BUCKETS; b++) {
+        ob_bucket *k = &o->bk[b];
+        if (k->own != OB_OWNED)
+            continue;
+        if (k->rewind >= 0) {
+            if (k->rewind < k->cursor)
+                k->cursor = k->rewind;
+            k->rewind = -1;
+        }
+        rd->buckets[rd->n++] = b;
+        bl += (size_t)sprintf(buckets + bl, "%s%d", rd->n > 1 ? "," : "", b);
+        cl += (size_t)sprintf(cursors + cl, "%s%lld", rd->n > 1 ? "," : "", k->cursor);
+    }
+    strcpy(buckets + bl, "}");
+    strcpy(cursors + cl, "}");
+    snprintf(per, sizeof(per), "%lld", rd->per);
     p[0] = o->me;
-    p[1] = o->lease_s;
-    p[2] = limit;
-    if (sl_pg_tx_query(c->tx, o->sql[OB_SQL_CLAIM], 3, p, on_claimed, c) != 0 &&
-        (c->abandoned = 1, sl_pg_tx_rollback(c->tx, on_committed, c)) != 0) {
-        /* Neither callback will come: give up this claim. */
-        o->claiming = 0;
-        o->cur_claim = NULL;
-        ob_claim_free(c);
+    p[1] = buckets;
+    p[2] = cursors;
+    p[3] = per;
+    o->more = 0;
+    o->reading = 1;
+    if (sl_pg_exec(o->pg, o->stmt[OB_SQL_READ], 4, p, on_read, rd) != 0) {
+        o->reading = 0;
+        o->more = 1;
+        free(rd);
     }
+    free(buckets);
+    free(cursors);
 }

@@ -15,7 +15,8 @@ int ob_ident_ok(const char *s)
         return 0;
     for (; s[n] != '\0'; n++) {
         char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_'))
             return 0;
     }
     return n <= 63;

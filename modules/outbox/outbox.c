@@ -3,7 +3,8 @@
  * change and its event in one transaction into an outbox table; this
  * module makes sure every committed event reaches Kafka, at least once,
  * in order per aggregate, and removes it from the table once the broker
- * acknowledged it.  Any number of relays may share one table.
+ * acknowledged it.  Up to OB_BUCKETS relays share one table's work, each
+ * owning some of its buckets (lease.c, claim.c).
  *
  * Exclusive: on a reload the old relay drains (stops claiming, flushes
  * the producer within flush_timeout, deletes what was acknowledged and
@@ -16,7 +17,7 @@
 #include "outbox.h"
 
 static const sl_option ob_options[] = {
-    { "table", SL_OPT_STRING, "outbox", "the outbox table (created with its claim columns if missing)", 0, 0, NULL },
+    { "table", SL_OPT_STRING, "outbox", "the outbox table (created if missing, with TABLE_leases and TABLE_relays beside it)", 0, 0, NULL },
     { "topic", SL_OPT_STRING, "outbox.${aggregate_type}",
       "Kafka topic template: ${aggregate_type} and ${event_type} are replaced by the row's values", 0, 0, NULL },
     { "column_id", SL_OPT_STRING, "id", "column of the event id (an ascending integer)", 0, 0, NULL },
@@ -26,12 +27,12 @@ static const sl_option ob_options[] = {
     { "column_payload", SL_OPT_STRING, "payload", "column of the payload, the message value", 0, 0, NULL },
     { "column_created_at", SL_OPT_STRING, "created_at", "column of the creation time (added if missing)", 0, 0, NULL },
     { "on_ack", SL_OPT_ENUM, "delete", "what happens to an acknowledged row: delete it, or mark it sent (sent_at)", 0, 0, "delete|mark" },
-    { "batch_size", SL_OPT_INT, "500", "rows claimed per transaction", 1, 100000, NULL },
-    { "max_inflight", SL_OPT_INT, "2000", "claimed rows held (queued or produced) and not yet acknowledged, at most; one row per aggregate is produced at a time", 1, 10000000, NULL },
-    { "ack_batch", SL_OPT_INT, "500", "settle (delete, release) when this many rows are waiting", 1, 100000, NULL },
+    { "batch_size", SL_OPT_INT, "1000", "rows read per statement, over every bucket this relay owns", 1, 100000, NULL },
+    { "max_inflight", SL_OPT_INT, "8000", "rows read and held (queued or produced) and not yet acknowledged, at most; one row per aggregate is produced at a time", 1, 10000000, NULL },
+    { "ack_batch", SL_OPT_INT, "1000", "settle (delete, record failures) when this many rows are waiting", 1, 100000, NULL },
     { "ack_interval", SL_OPT_DURATION, "50ms", "or when the first waiting row is this old", 0.001, 60, NULL },
-    { "poll_interval", SL_OPT_DURATION, "2s", "look for work this often even without a notification", 0.01, 3600, NULL },
-    { "lease", SL_OPT_DURATION, "60s", "a claim not renewed for this long (its relay died) is taken over by another relay; the holder renews every lease/3", 1, 86400, NULL },
+    { "poll_interval", SL_OPT_DURATION, "2s", "read every owned bucket again from its first row this often, even without a notification", 0.01, 3600, NULL },
+    { "lease", SL_OPT_DURATION, "60s", "a bucket whose lease is not renewed for this long (its relay died or stalls) is taken over by another relay; relays renew and rebalance every lease/3 (or poll_interval when shorter)", 1, 86400, NULL },
     { "max_attempts", SL_OPT_INT, "10", "failed publications before a row is parked", 1, 1000000, NULL },
     { "retry_backoff", SL_OPT_DURATION, "1s", "delay after the first failure, doubled after each", 0.001, 3600, NULL },
     { "retry_backoff_max", SL_OPT_DURATION, "60s", "the longest delay between attempts", 0.001, 86400, NULL },
@@ -65,13 +66,15 @@ static int metrics_start(ob *o)
     sl_metric *published = sl_counter(ctx, "sluice_outbox_published_total", "Rows the broker acknowledged", NULL);
     sl_metric *failed = sl_counter(ctx, "sluice_outbox_failed_total", "Failed publications of a row", NULL);
     sl_metric *retried = sl_counter(ctx, "sluice_outbox_retried_total", "Rows released with backoff for another attempt", NULL);
-    sl_metric *takeovers = sl_counter(ctx, "sluice_outbox_takeovers_total", "Rows claimed from a relay whose lease ran out", NULL);
+    sl_metric *takeovers = sl_counter(ctx, "sluice_outbox_takeovers_total", "Buckets taken from a relay whose lease ran out", NULL);
+    sl_metric *buckets = sl_gauge(ctx, "sluice_outbox_buckets", "Buckets of the table this relay owns and reads", NULL);
     sl_metric *parked_total = sl_counter(ctx, "sluice_outbox_parked_total", "Rows parked", NULL);
     sl_metric *lag = sl_histogram(ctx, "sluice_outbox_lag_seconds", "From the row's created_at to the broker's ack", NULL,
                                   bounds, sizeof(bounds) / sizeof(bounds[0]));
 
     if (pending == NULL || parked == NULL || inflight == NULL || published == NULL ||
-        failed == NULL || retried == NULL || takeovers == NULL || parked_total == NULL || lag == NULL)
+        failed == NULL || retried == NULL || takeovers == NULL || parked_total == NULL || lag == NULL ||
+        buckets == NULL)
         return sl_fail(ctx, "cannot register metrics");
     o->m_pending = sl_series_of(pending);
     o->m_parked = sl_series_of(parked);
@@ -82,6 +85,7 @@ static int metrics_start(ob *o)
     o->m_takeovers = sl_series_of(takeovers);
     o->m_parked_total = sl_series_of(parked_total);
     o->m_lag = sl_series_of(lag);
+    o->m_buckets = sl_series_of(buckets);
     return 0;
 }
 
@@ -91,7 +95,7 @@ static void schema_applied(sl_pg *pg, int applied, const char *err, void *arg)
 
     (void)pg;
     if (err == NULL)
-        sl_log(o->ctx, SL_LOG_INFO, "outbox table %s in place (%d migration applied)", o->table, applied);
+        sl_log(o->ctx, SL_LOG_INFO, "outbox table %s in place (%d migrations applied)", o->table, applied);
     sl_schema_done(o->ctx, err);
 }
 
@@ -157,14 +161,15 @@ static int ob_start(sl_ctx *ctx)
     o->backoff = sl_opt_seconds(ctx, "retry_backoff");
     o->backoff_max = sl_opt_seconds(ctx, "retry_backoff_max");
     o->flush_timeout = sl_opt_seconds(ctx, "flush_timeout");
+    o->beat = o->lease / 3 < o->poll ? o->lease / 3 : o->poll;
     snprintf(o->lease_s, sizeof(o->lease_s), "%.3f", o->lease);
     snprintf(o->backoff_s, sizeof(o->backoff_s), "%.3f", o->backoff);
     snprintf(o->backoff_max_s, sizeof(o->backoff_max_s), "%.3f", o->backoff_max);
     snprintf(o->max_attempts_s, sizeof(o->max_attempts_s), "%lld", o->max_attempts);
     if (ob_sql_build(o) != 0)
         return -1;
-    /* The claim owner: unique per start, so that a restarted relay never
-     * mistakes its predecessor's claims for its own. */
+    /* The lease owner: unique per start, so that a restarted relay never
+     * mistakes its predecessor's leases for its own. */
     gethostname(host, sizeof(host) - 1);
     f = fopen("/dev/urandom", "rb");
     if (f == NULL || fread(&rnd, sizeof(rnd), 1, f) != 1)

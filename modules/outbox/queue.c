@@ -1,8 +1,10 @@
 /*
  * queue.c - the rows a relay holds, one FIFO per aggregate in a hash table,
- * and a ready list of aggregates that have a row to produce and none in
- * flight.  At most one row per aggregate is in flight: that is what keeps
- * an aggregate's order when a delivery fails (see outbox.h).
+ * and a ready list of aggregates that have a row to produce, none in
+ * flight and no block.  At most one row per aggregate is in flight: that
+ * is what keeps an aggregate's order when a delivery fails (see outbox.h).
+ * A blocked aggregate stays in the table with no rows, so that rows of it
+ * read meanwhile are recognised and left in the table.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +62,7 @@ ob_agg *ob_queue_find(ob_queue *q, const char *at, const char *aid)
     return NULL;
 }
 
-static ob_agg *agg_get(ob_queue *q, const char *at, const char *aid)
+ob_agg *ob_queue_get(ob_queue *q, const char *at, const char *aid)
 {
     ob_agg *a = ob_queue_find(q, at, aid);
     size_t lt = strlen(at), la = strlen(aid);
@@ -104,7 +106,7 @@ static void agg_free(ob_queue *q, ob_agg *a)
 
 static void make_ready(ob_queue *q, ob_agg *a)
 {
-    if (a->in_ready || a->flying != NULL || a->head == NULL)
+    if (a->in_ready || a->flying != NULL || a->head == NULL || a->block != OB_OPEN)
         return;
     a->in_ready = 1;
     a->ready_next = NULL;
@@ -117,7 +119,7 @@ static void make_ready(ob_queue *q, ob_agg *a)
 
 int ob_queue_add(ob_queue *q, ob_row *r)
 {
-    ob_agg *a = agg_get(q, r->aggregate_type, r->key);
+    ob_agg *a = ob_queue_get(q, r->aggregate_type, r->key);
 
     if (a == NULL)
         return -1;
@@ -128,6 +130,7 @@ int ob_queue_add(ob_queue *q, ob_row *r)
     else
         a->head = r;
     a->tail = r;
+    a->bucket = r->bucket;
     a->queued++;
     q->queued++;
     make_ready(q, a);
@@ -136,10 +139,11 @@ int ob_queue_add(ob_queue *q, ob_row *r)
 
 ob_agg *ob_queue_ready(ob_queue *q)
 {
-    /* An aggregate whose rows were given back while it waited here leaves
-     * now (the ready list is singly linked: unlinking at give-back time
-     * would mean a walk). */
-    while (q->ready_head != NULL && q->ready_head->head == NULL) {
+    /* An aggregate whose rows were given back (or that was blocked) while
+     * it waited here leaves now (the ready list is singly linked:
+     * unlinking at give-back time would mean a walk). */
+    while (q->ready_head != NULL &&
+           (q->ready_head->head == NULL || q->ready_head->block != OB_OPEN)) {
         ob_agg *a = q->ready_head;
         q->ready_head = a->ready_next;
         if (q->ready_head == NULL)
@@ -184,7 +188,7 @@ ob_row *ob_queue_fly(ob_queue *q, ob_agg *a)
 
 void ob_queue_drop_if_idle(ob_queue *q, ob_agg *a)
 {
-    if (a->head == NULL && a->flying == NULL && !a->in_ready && !a->poisoned)
+    if (a->head == NULL && a->flying == NULL && !a->in_ready && a->block == OB_OPEN)
         agg_free(q, a);
 }
 
@@ -201,18 +205,6 @@ void ob_queue_resume(ob_queue *q, ob_agg *a)
 {
     make_ready(q, a);
     ob_queue_drop_if_idle(q, a);
-}
-
-void ob_queue_unpoison(ob_queue *q)
-{
-    ob_agg *a = q->all;
-
-    while (a != NULL) {
-        ob_agg *n = a->all_next;
-        a->poisoned = 0;
-        ob_queue_drop_if_idle(q, a);
-        a = n;
-    }
 }
 
 void ob_queue_free(ob_queue *q)

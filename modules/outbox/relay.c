@@ -1,12 +1,13 @@
 /*
- * relay.c - the relay proper: publish each claimed row keyed by its
+ * relay.c - the relay proper: publish each row read keyed by its
  * aggregate id, one row per aggregate in flight (outbox.h says why), and
  * turn delivery reports into settle batches (settle.c).
  *
- * Work is found four ways: a NOTIFY from the insert trigger, the end of a
- * full batch (there may be more), the end of the soonest backoff of a row
- * this relay failed, and the poll timer as the fallback (a missed
- * notification, a lease that ran out, rows another relay held back).
+ * Work is found five ways: a NOTIFY from the insert trigger (carrying the
+ * lowest id committed, claim.c), a read that filled a bucket's share
+ * (there may be more), the end of the soonest backoff of a blocked
+ * aggregate, buckets newly owned (lease.c), and the poll timer as the
+ * fallback, which reads every owned bucket again from its first row.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,19 +23,22 @@ void ob_relay_gauges(ob *o)
     sl_series_set(o->m_inflight, (double)(o->q.queued + o->q.flying));
 }
 
-/* Hands back every row an aggregate still queues: a row of it failed, and
- * they must not overtake it.  While a claim is open the aggregate is kept,
- * poisoned, so that what the claim got of it goes back too (claim.c). */
+void ob_relay_drop_row(ob *o, ob_row *r)
+{
+    ob_claim_unhold(o, r->id);
+    ob_claim_rewind(o, r->bucket, r->id - 1);
+    free(r);
+}
+
+/* Drops every row an aggregate still queues: a row of it failed (they must
+ * not overtake it), or its bucket goes.  They stay in the table and are
+ * read again. */
 void ob_relay_give_back(ob *o, ob_agg *a)
 {
     ob_row *r;
 
-    while ((r = ob_queue_pop(&o->q, a)) != NULL) {
-        ob_settle_release(o, r->id);
-        free(r);
-    }
-    if (o->claiming)
-        a->poisoned = 1;
+    while ((r = ob_queue_pop(&o->q, a)) != NULL)
+        ob_relay_drop_row(o, r);
     ob_queue_drop_if_idle(&o->q, a);
 }
 
@@ -49,11 +53,8 @@ static void drop_producer(ob *o)
     o->producer = NULL;
     for (ob_agg *a = o->q.all; a != NULL;) {
         ob_agg *n = a->all_next;
-        if (a->flying != NULL) {
-            ob_row *r = ob_queue_landed(&o->q, a);
-            ob_settle_release(o, r->id);
-            free(r);
-        }
+        if (a->flying != NULL)
+            ob_relay_drop_row(o, ob_queue_landed(&o->q, a));
         ob_relay_give_back(o, a);
         a = n;
     }
@@ -87,6 +88,19 @@ static void on_space(sl_kafka_producer *p, void *arg)
     ob_relay_produce(o);
 }
 
+/* A row failed: recorded (settle.c), and its aggregate blocked until the
+ * database says when it is due again. */
+static void fail_row(ob *o, ob_agg *a, ob_row *r, const char *why)
+{
+    ob_settle_fail(o, r, why);
+    a->block = OB_BLOCKED;
+    a->until = 0;
+    a->block_id = r->id;
+    a->bucket = r->bucket;
+    free(r);
+    ob_relay_give_back(o, a);
+}
+
 void ob_relay_produce(ob *o)
 {
     ob_agg *a;
@@ -118,9 +132,7 @@ void ob_relay_produce(ob *o)
             char why[128];
             snprintf(why, sizeof(why), "produce: %s", sl_kafka_strerror(rc));
             ob_queue_landed(&o->q, a);
-            ob_settle_fail(o, r, why);
-            free(r);
-            ob_relay_give_back(o, a);
+            fail_row(o, a, r, why);
             ob_settle_soon(o);
         }
     }
@@ -141,13 +153,12 @@ static void on_delivery(sl_kafka_producer *p, const sl_kafka_msg *m, void *arg)
         sl_series_observe(o->m_lag, sl_wall() - r->created);
         ob_settle_ack(o, r);
         ob_queue_resume(&o->q, a);
+        free(r);
     } else {
         char why[256];
         snprintf(why, sizeof(why), "%s: %s", m->errname, m->errstr);
-        ob_settle_fail(o, r, why);
-        ob_relay_give_back(o, a);
+        fail_row(o, a, r, why);
     }
-    free(r);
     ob_settle_soon(o);
     if (!o->stopping) {
         ob_relay_produce(o);
@@ -157,10 +168,11 @@ static void on_delivery(sl_kafka_producer *p, const sl_kafka_msg *m, void *arg)
     ob_relay_gauges(o);
 }
 
-/* A settle statement or a claim ended: claim what waited for it, or finish
- * the drain. */
+/* A statement of ours ended: read what waited for it, hand over a bucket
+ * that emptied, or finish the drain. */
 void ob_relay_settled(ob *o)
 {
+    ob_lease_check_release(o);
     if (o->stopping)
         maybe_finish(o);
     else if (o->more)
@@ -174,21 +186,43 @@ static void kick_fire(void *arg)
     ob_claim(arg);
 }
 
-void ob_relay_kick(ob *o)
+void ob_relay_soon(ob *o)
 {
     if (o->stopping)
         return;
     o->more = 1;
-    if (o->kick != NULL && !o->claiming)
+    if (o->kick != NULL && !o->reading)
         sl_timer_arm(o->kick, 0);
 }
 
+void ob_relay_kick(ob *o)
+{
+    ob_claim_rewind_all(o);
+    ob_relay_soon(o);
+}
+
+/* Blocked aggregates whose backoff ended are read again from the row that
+ * blocked them; the soonest other one arms the timer again. */
 static void due_fire(void *arg)
 {
     ob *o = arg;
+    double now = sl_now(), next = 0;
 
     o->due_at = 0;
-    ob_relay_kick(o);
+    for (ob_agg *a = o->q.all; a != NULL;) {
+        ob_agg *n = a->all_next;
+        if (a->block == OB_BLOCKED && a->until > 0 && a->until <= now + 0.001) {
+            a->block = OB_OPEN;
+            ob_claim_rewind(o, a->bucket, a->block_id - 1);
+            ob_queue_resume(&o->q, a);
+        } else if (a->block == OB_BLOCKED && a->until > 0 && (next == 0 || a->until < next)) {
+            next = a->until;
+        }
+        a = n;
+    }
+    if (next > 0)
+        ob_relay_due(o, next - now);
+    ob_relay_soon(o);
 }
 
 void ob_relay_due(ob *o, double seconds)
@@ -206,12 +240,26 @@ void ob_relay_due(ob *o, double seconds)
     sl_timer_arm(o->due_timer, seconds);
 }
 
+/* The payload is the lowest id a committed statement inserted (sql.c):
+ * read every owned bucket again from there, in case a cursor went past it
+ * before it was visible.  NULL: listening was (re)established and
+ * notifications may have been missed: read everything again. */
 static void on_notify(sl_pg *pg, const char *channel, const char *payload, void *arg)
 {
+    ob *o = arg;
+    long long id = payload != NULL && payload[0] != '\0' ? atoll(payload) : 0;
     (void)pg;
     (void)channel;
-    (void)payload; /* NULL: (re)listening; look for what we may have missed */
-    ob_relay_kick(arg);
+
+    if (payload == NULL) {
+        ob_relay_kick(o);
+        return;
+    }
+    /* Whatever the cursors say now: a read in flight may not see the row
+     * yet and still move them past it. */
+    for (int b = 0; id > 0 && b < OB_BUCKETS; b++)
+        ob_claim_rewind(o, b, id - 1);
+    ob_relay_soon(o);
 }
 
 static void poll_fire(void *arg)
@@ -226,16 +274,9 @@ static void poll_fire(void *arg)
             return; /* claiming would only hold rows nobody can publish */
         }
     }
+    ob_claim_rewind_all(o);
     o->more = 1;
     ob_claim(o);
-}
-
-static void renew_fire(void *arg)
-{
-    ob *o = arg;
-
-    if (!o->stopping && o->q.all != NULL)
-        ob_settle_renew(o);
 }
 
 static void ack_timer_fire(void *arg)
@@ -280,7 +321,7 @@ static void on_migrated(sl_pg *pg, int applied, const char *err, void *arg)
         return;
     }
     if (applied > 0)
-        sl_log(o->ctx, SL_LOG_INFO, "created the outbox table %s (%d migration)", o->table, applied);
+        sl_log(o->ctx, SL_LOG_INFO, "migrated the outbox table %s (%d migrations applied)", o->table, applied);
     o->migrated = 1;
     sl_set_ready(o->ctx, 1, NULL);
     if (o->stopping) {
@@ -288,7 +329,7 @@ static void on_migrated(sl_pg *pg, int applied, const char *err, void *arg)
         return;
     }
     o->listener = sl_pg_listen(o->pg, o->channel, on_notify, o);
-    ob_relay_kick(o);
+    ob_lease_beat(o);
     gauge_fire(o);
 }
 
@@ -300,11 +341,11 @@ static void migrate_fire(void *arg)
 int ob_relay_migrate(ob *o, sl_pg_migrate_fn fn)
 {
     char module[96];
-    sl_pg_migration m = { 1, o->migration };
+    sl_pg_migration m[2] = { { 1, o->migration[0] }, { 2, o->migration[1] } };
 
     /* Per table: two relays of different tables migrate independently. */
     snprintf(module, sizeof(module), "outbox:%s", o->table);
-    return sl_pg_migrate(o->pg, module, &m, 1, fn, o);
+    return sl_pg_migrate(o->pg, module, m, 2, fn, o);
 }
 
 static void migrate(ob *o)
@@ -328,6 +369,25 @@ static sl_kafka_producer *producer_new(ob *o, char *err, size_t errlen)
     return sl_kafka_producer_new(o->ctx, on_delivery, o, props, err, errlen);
 }
 
+/* The statements that run on every read, acknowledgement and heartbeat:
+ * parsed and planned once per connection. */
+static int prepare(ob *o)
+{
+    static const struct {
+        ob_sql which;
+        const char *name;
+    } hot[] = { { OB_SQL_READ, "outbox_read" }, { OB_SQL_ACK, "outbox_ack" },
+                { OB_SQL_FAIL, "outbox_fail" }, { OB_SQL_BEAT, "outbox_beat" },
+                { OB_SQL_TAKE, "outbox_take" } };
+
+    for (size_t i = 0; i < sizeof(hot) / sizeof(hot[0]); i++) {
+        o->stmt[hot[i].which] = sl_pg_prepare(o->pg, hot[i].name, o->sql[hot[i].which]);
+        if (o->stmt[hot[i].which] == NULL)
+            return -1;
+    }
+    return 0;
+}
+
 int ob_relay_start(ob *o, char *err, size_t errlen)
 {
     sl_ctx *ctx = o->ctx;
@@ -340,17 +400,21 @@ int ob_relay_start(ob *o, char *err, size_t errlen)
     o->producer = producer_new(o, err, errlen);
     if (o->producer == NULL)
         return -1;
+    if (prepare(o) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     o->kick = sl_timer_new(ctx, 0, 0, kick_fire, o);
     o->ack_timer = sl_timer_new(ctx, o->ack_interval, 0, ack_timer_fire, o);
     o->poll_timer = sl_timer_new(ctx, o->poll, 1, poll_fire, o);
     /* count(*) reads the whole table: every 5 s, not every second. */
     o->gauge_timer = sl_timer_new(ctx, 5, 1, gauge_fire, o);
     o->migrate_timer = sl_timer_new(ctx, 0.5, 0, migrate_fire, o);
-    o->renew_timer = sl_timer_new(ctx, o->lease / 3, 1, renew_fire, o);
+    ob_lease_start(o);
     o->retry_timer = sl_timer_new(ctx, 0.5, 0, ob_settle_retry_fire, o);
     o->due_timer = sl_timer_new(ctx, 1, 0, due_fire, o);
     if (o->kick == NULL || o->ack_timer == NULL || o->poll_timer == NULL ||
-        o->gauge_timer == NULL || o->migrate_timer == NULL || o->renew_timer == NULL ||
+        o->gauge_timer == NULL || o->migrate_timer == NULL || o->beat_timer == NULL ||
         o->retry_timer == NULL || o->due_timer == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -367,24 +431,32 @@ int ob_relay_start(ob *o, char *err, size_t errlen)
 
 /* ----------------------------------------------------------------- stop */
 
-/* Drained: no claim open, the producer flushed (or given up), every batch
- * of ids sent and taken by the database. */
+/* Drained: no read or heartbeat in flight, the producer flushed (or given
+ * up), every batch of ids sent and taken by the database; then the
+ * buckets are handed back, and that taken too. */
 static void maybe_finish(ob *o)
 {
-    if (!o->stopping || o->stopped || !o->flushed || o->claiming)
+    if (!o->stopping || o->stopped || !o->flushed || o->reading || o->beating)
         return;
-    if (o->acked.n > 0 || o->failed.n > 0 || o->release.n > 0)
+    if (o->acked.n > 0 || o->failed.n > 0)
         ob_settle_flush(o);
     if (o->busy > 0)
         return;
+    if (!o->left && o->migrated) {
+        o->left = 1;
+        ob_settle_leave(o);
+        return;
+    }
     o->stopped = 1;
+    sl_timer_free(o->beat_timer);
+    o->beat_timer = NULL;
     sl_log(o->ctx, SL_LOG_INFO,
            "outbox relay stopped: %llu published, %llu failed, %llu retried, %llu parked, %llu taken over",
            o->published, o->failed_n, o->retried, o->parked_n, o->takeovers);
     sl_stopped(o->ctx);
 }
 
-/* Hands back every row still queued (never produced). */
+/* Drops every row still queued (never produced): left in the table. */
 static void release_queued(ob *o)
 {
     for (ob_agg *a = o->q.all; a != NULL;) {
@@ -400,7 +472,8 @@ static void on_flushed(sl_kafka_producer *p, int remaining, void *arg)
     (void)p; /* o->producer */
 
     if (remaining > 0) {
-        sl_log(o->ctx, SL_LOG_WARN, "%d rows not acknowledged within flush_timeout: releasing them",
+        sl_log(o->ctx, SL_LOG_WARN,
+               "%d rows not acknowledged within flush_timeout: leaving them to the next relay",
                remaining);
         drop_producer(o);
     }
@@ -417,10 +490,12 @@ void ob_relay_stop(ob *o)
     sl_timer_free(o->gauge_timer);
     sl_timer_free(o->kick);
     sl_timer_free(o->migrate_timer);
-    sl_timer_free(o->renew_timer);
     sl_timer_free(o->due_timer);
     o->poll_timer = o->gauge_timer = o->kick = NULL;
-    o->migrate_timer = o->renew_timer = o->due_timer = NULL;
+    o->migrate_timer = o->due_timer = NULL;
+    /* The heartbeat goes on until the buckets are handed back: a drain
+     * longer than the lease must not let another relay publish the rows
+     * it is still settling. */
     if (o->listener != NULL)
         sl_pg_unlisten(o->listener);
     o->listener = NULL;
@@ -438,7 +513,7 @@ void ob_relay_stop(ob *o)
 void ob_relay_free(ob *o)
 {
     ob_queue_free(&o->q);
-    ob_claim_free(o->cur_claim);
-    o->cur_claim = NULL;
+    ob_mine_free(&o->mine);
+    ob_ids_free(&o->settled);
     ob_settle_free(o);
 }

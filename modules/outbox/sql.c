@@ -1,56 +1,31 @@
 /*
- * sql.c - the relay's statements, built once at start from the configured
- * table and column names.  The names are the only thing ever spliced into
- * SQL: each must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63
- * bytes) and is double-quoted; every value travels as a $n parameter.
+ * sql.c - the relay's statements and migrations, built once at start from
+ * the configured table and column names.  The names are the only thing
+ * ever spliced into SQL: each must be a plain identifier
+ * ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes) and is double-quoted; every
+ * value travels as a $n parameter.  The statements that run all the time
+ * (read, acknowledge, heartbeat) are prepared (relay.c).
  *
- * Per-aggregate order, and why the claim takes three statements.
- *
- * A relay may publish row r of aggregate A only when every earlier row of A
- * (smaller id, still in the table) is either gone (acknowledged) or held by
- * this same relay: rows this relay holds go to the producer in id order,
- * with key = aggregate id (one partition) and an idempotent producer, so
- * Kafka keeps their order.  Any other earlier row blocks r:
- *   - unclaimed (waiting for its backoff, parked, or simply not claimed yet
- *     by anyone: it must go first, and another relay may take it),
- *   - claimed by another relay (it will publish it; we must not overtake),
- *     including a claim whose lease ran out but that we did not take over.
- *
- * CLAIM locks up to N ready rows (unclaimed and due, or claimed longer ago
- * than the lease: a takeover) in id order with FOR UPDATE SKIP LOCKED,
- * stamps them with our id and now(), and returns them.  Its NOT EXISTS is
- * only a pre-filter (it sees the statement's snapshot, so it cannot see
- * what a concurrent claimer is doing, and SKIP LOCKED may have skipped an
- * earlier row that another relay is claiming this instant).
- *
- * UNBLOCK is the authoritative check, run after CLAIM in the same
- * transaction with a fresh READ COMMITTED snapshot: it gives back every row
- * we just claimed that has an earlier row of its aggregate not held by us.
- * A concurrent claimer's uncommitted claim still shows that row unclaimed
- * (not ours), so it blocks: the check errs on the side of waiting.  It is
- * transitive without recursion: if r is blocked by e, every later row of
- * the aggregate has e before it too and is given back as well.  Only after
- * the COMMIT are the rows published.
- *
- * Our own claims are renewed every lease/3 while we hold them, so one of
- * ours older than the lease is one we lost track of (a claim whose COMMIT
- * reply never came): it is taken over like anyone's.  If renewals lag and
- * a row we hold comes back, claim.c drops the second copy.
- *
- * "Held by us" relies on the relay's bookkeeping (settle.c, claim.c): a row
- * that failed is released before the next claim starts, and a claim that
- * was open while a row of an aggregate failed gives back what it got of
- * that aggregate.
- *
- * A row whose transaction commits after later ids were relayed is still
- * found: readiness is a property of the row, never an id watermark.
+ * Migration 1 is the table and its claim columns as the first relay made
+ * them (claimed_by and claimed_at are no longer written: a migration never
+ * drops a column that may hold data).  Migration 2 is what bucket
+ * ownership needs (claim.c and lease.c say how it is used):
+ *   - the bucket of a row, (hashtextextended(aggregate id, 0) & 63): the
+ *     function PostgreSQL's hash partitioning uses, whose values it keeps
+ *     stable across versions; indexed with the id, for rows not yet sent;
+ *   - {T}_leases: one row per bucket, its owner and when its lease ends;
+ *   - {T}_relays: the relays alive on the table (heartbeats), from which
+ *     each computes its fair share;
+ *   - the insert trigger's NOTIFY carries the lowest id the statement
+ *     inserted, so that a relay learns at commit time of a row committed
+ *     behind what it already read.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "outbox.h"
 
-/* Expands {T} {ID} {AT} {AID} {ET} {P} {C} {CH} {TN} in `tmpl`; malloc'd. */
+/* Expands the {NAME}s of `names` in `tmpl`; malloc'd. */
 static char *expand(const char *tmpl, const char *const names[][2], size_t nnames)
 {
     size_t cap = strlen(tmpl) * 2 + 256, len = 0;
@@ -91,7 +66,7 @@ static char *expand(const char *tmpl, const char *const names[][2], size_t nname
 }
 
 /* The claim columns are always these; they are added to an existing table. */
-static const char migration_tmpl[] =
+static const char migration1_tmpl[] =
     "CREATE TABLE IF NOT EXISTS {T} (\n"
     "  {ID} bigserial PRIMARY KEY,\n"
     "  {AT} text NOT NULL,\n"
@@ -115,57 +90,95 @@ static const char migration_tmpl[] =
     "CREATE TRIGGER {TN_trg} AFTER INSERT ON {T}\n"
     "  FOR EACH STATEMENT EXECUTE FUNCTION {TN_fn}();\n";
 
-/* $1 relay, $2 lease (s), $3 limit.  Returns each row, and whether it was
- * someone else's stale claim (a takeover). */
-static const char claim_tmpl[] =
-    "UPDATE {T} o SET claimed_by = $1, claimed_at = now()"
-    " FROM (SELECT c.{ID} AS cid, c.claimed_by AS prev FROM {T} c"
-    "  WHERE c.sent_at IS NULL AND NOT c.parked"
-    "   AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now())"
-    "   AND (c.claimed_by IS NULL OR c.claimed_at < now() - $2::float8 * interval '1 second')"
-    "   AND NOT EXISTS (SELECT 1 FROM {T} e WHERE e.{AT} = c.{AT} AND e.{AID} = c.{AID}"
-    "     AND e.{ID} < c.{ID} AND e.sent_at IS NULL"
-    "     AND (e.parked OR e.next_attempt_at > now()"
-    "          OR (e.claimed_by <> $1 AND e.claimed_at >= now() - $2::float8 * interval '1 second')))"
-    "  ORDER BY c.{ID} LIMIT $3::int FOR UPDATE OF c SKIP LOCKED) s"
-    " WHERE o.{ID} = s.cid"
-    " RETURNING o.{ID}, s.prev IS NOT NULL AND s.prev <> $1, o.{AT}, o.{AID}, o.{ET}, o.{P}::text,"
-    "  extract(epoch FROM o.{C})::float8";
+/* The bucket of a row (of `o` in statements), the expression the index is
+ * built on, so that the planner uses it; 63 is OB_BUCKETS - 1. */
+#define BUCKET_OF "((hashtextextended(o.{AID}, 0) & 63)::int)"
+#define BUCKET_INDEXED "((hashtextextended({AID}, 0) & 63)::int)"
 
-/* $1 ids just claimed, $2 relay */
-static const char unblock_tmpl[] =
-    "UPDATE {T} o SET claimed_by = NULL, claimed_at = NULL"
-    " WHERE o.{ID} = ANY($1::bigint[]) AND o.claimed_by = $2"
-    "  AND EXISTS (SELECT 1 FROM {T} e WHERE e.{AT} = o.{AT} AND e.{AID} = o.{AID}"
-    "   AND e.{ID} < o.{ID} AND e.sent_at IS NULL AND e.claimed_by IS DISTINCT FROM $2)"
-    " RETURNING o.{ID}";
+static const char migration2_tmpl[] =
+    "CREATE INDEX IF NOT EXISTS {TN_bucket} ON {T} (" BUCKET_INDEXED ", {ID})\n"
+    "  WHERE sent_at IS NULL;\n"
+    "CREATE TABLE IF NOT EXISTS {TN_leases} (bucket int PRIMARY KEY, owner text,\n"
+    "  expires_at timestamptz);\n"
+    "INSERT INTO {TN_leases} (bucket) SELECT generate_series(0, 63) ON CONFLICT DO NOTHING;\n"
+    "CREATE TABLE IF NOT EXISTS {TN_relays} (relay text PRIMARY KEY,\n"
+    "  seen_at timestamptz NOT NULL);\n"
+    "CREATE OR REPLACE FUNCTION {TN_fn}() RETURNS trigger LANGUAGE plpgsql AS\n"
+    "  $sl$BEGIN PERFORM pg_notify('{CH}', coalesce((SELECT min({ID})::text FROM sl_new), ''));\n"
+    "  RETURN NULL; END$sl$;\n"
+    "DROP TRIGGER IF EXISTS {TN_trg} ON {T};\n"
+    "CREATE TRIGGER {TN_trg} AFTER INSERT ON {T} REFERENCING NEW TABLE AS sl_new\n"
+    "  FOR EACH STATEMENT EXECUTE FUNCTION {TN_fn}();\n";
 
-/* $1 ids held, $2 relay */
-static const char renew_tmpl[] =
-    "UPDATE {T} SET claimed_at = now() WHERE {ID} = ANY($1::bigint[]) AND claimed_by = $2";
+/* $1 relay, $2 buckets, $3 their cursors, $4 rows per bucket.  The rows
+ * after each cursor in id order, parked and waiting ones included (they
+ * block their aggregate), of buckets whose lease this relay holds now:
+ * a relay that stalled past its lease reads nothing more from them.  With
+ * each row, the id of the row of its aggregate just before it still in
+ * the table (claim.c: a row is taken only when that one is held). */
+static const char read_tmpl[] =
+    "SELECT r.{ID}, b.bucket, r.{AT}, r.{AID}, r.{ET}, r.{P}::text,"
+    " extract(epoch FROM r.{C})::float8, r.parked,"
+    " extract(epoch FROM r.next_attempt_at - now())::float8,"
+    " (SELECT max(e.{ID}) FROM {T} e WHERE e.{AT} = r.{AT} AND e.{AID} = r.{AID}"
+    "   AND e.{ID} < r.{ID} AND e.sent_at IS NULL)"
+    " FROM unnest($2::int[], $3::bigint[]) AS b(bucket, after)"
+    " JOIN {TN_leases} l ON l.bucket = b.bucket AND l.owner = $1 AND l.expires_at > now()"
+    " CROSS JOIN LATERAL (SELECT o.{ID}, o.{AT}, o.{AID}, o.{ET}, o.{P}, o.{C}, o.parked,"
+    "   o.next_attempt_at FROM {T} o"
+    "  WHERE " BUCKET_OF " = b.bucket AND o.{ID} > b.after AND o.sent_at IS NULL"
+    "  ORDER BY o.{ID} LIMIT $4::int) r";
 
-/* $1 ids, $2 relay */
-static const char delete_tmpl[] =
-    "DELETE FROM {T} WHERE {ID} = ANY($1::bigint[]) AND claimed_by = $2";
+/* $1 ids: acknowledged by the broker, whoever owns their bucket now. */
+static const char delete_tmpl[] = "DELETE FROM {T} WHERE {ID} = ANY($1::bigint[])";
 static const char mark_tmpl[] =
-    "UPDATE {T} SET sent_at = now(), claimed_by = NULL, claimed_at = NULL"
-    " WHERE {ID} = ANY($1::bigint[]) AND claimed_by = $2";
+    "UPDATE {T} SET sent_at = now() WHERE {ID} = ANY($1::bigint[]) AND sent_at IS NULL";
 
 /* $1 ids, $2 relay, $3 error, $4 max attempts, $5 backoff, $6 backoff cap.
- * Returns whether each row is now parked, and in how many seconds it is
- * due again. */
+ * Only rows of buckets the relay still owns: after a takeover the new
+ * owner decides.  Returns each row's aggregate, whether it is now parked,
+ * and in how many seconds it is due again. */
 static const char fail_tmpl[] =
-    "UPDATE {T} SET claimed_by = NULL, claimed_at = NULL, attempts = attempts + 1,"
+    "UPDATE {T} o SET attempts = attempts + 1,"
     " last_error = $3, parked = attempts + 1 >= $4::int,"
     " next_attempt_at = now() + least($6::float8, $5::float8 * power(2, least(attempts, 30)))"
     "   * interval '1 second'"
-    " WHERE {ID} = ANY($1::bigint[]) AND claimed_by = $2"
-    " RETURNING parked, extract(epoch FROM next_attempt_at - now())::float8";
+    " WHERE o.{ID} = ANY($1::bigint[]) AND o.sent_at IS NULL"
+    "  AND EXISTS (SELECT 1 FROM {TN_leases} l WHERE l.bucket = " BUCKET_OF " AND l.owner = $2)"
+    " RETURNING o.{ID}, o.parked, extract(epoch FROM o.next_attempt_at - now())::float8";
 
-/* $1 ids, $2 relay: handed back unpublished (stop, claim given up) */
-static const char release_tmpl[] =
-    "UPDATE {T} SET claimed_by = NULL, claimed_at = NULL"
-    " WHERE {ID} = ANY($1::bigint[]) AND claimed_by = $2";
+/* $1 relay, $2 lease (s), $3 buckets handed back.  Heartbeat: the relay is
+ * alive; its other leases are renewed.  Returns (0, bucket) for each bucket
+ * it still owns, (1, n) the other relays alive, (2, n) the buckets free or
+ * expired. */
+static const char beat_tmpl[] =
+    "WITH seen AS (INSERT INTO {TN_relays} (relay, seen_at) VALUES ($1, now())"
+    "   ON CONFLICT (relay) DO UPDATE SET seen_at = now()),"
+    " gone AS (DELETE FROM {TN_relays} WHERE relay <> $1"
+    "   AND seen_at < now() - 10 * $2::float8 * interval '1 second'),"
+    " handed AS (UPDATE {TN_leases} SET owner = NULL, expires_at = NULL"
+    "   WHERE owner = $1 AND bucket = ANY($3::int[])),"
+    " renewed AS (UPDATE {TN_leases} SET expires_at = now() + $2::float8 * interval '1 second'"
+    "   WHERE owner = $1 AND bucket <> ALL($3::int[]) RETURNING bucket)"
+    " SELECT 0, bucket FROM renewed"
+    " UNION ALL SELECT 1, count(*)::int FROM {TN_relays}"
+    "  WHERE relay <> $1 AND seen_at >= now() - $2::float8 * interval '1 second'"
+    " UNION ALL SELECT 2, count(*)::int FROM {TN_leases}"
+    "  WHERE owner IS NULL OR (owner <> $1 AND expires_at < now())";
+
+/* $1 relay, $2 lease (s), $3 how many.  Takes free buckets, and those whose
+ * owner stopped renewing (a takeover: the second column). */
+static const char take_tmpl[] =
+    "UPDATE {TN_leases} l SET owner = $1, expires_at = now() + $2::float8 * interval '1 second'"
+    " FROM (SELECT bucket, owner AS prev FROM {TN_leases}"
+    "  WHERE owner IS NULL OR (owner <> $1 AND expires_at < now())"
+    "  ORDER BY bucket LIMIT $3::int FOR UPDATE SKIP LOCKED) f"
+    " WHERE l.bucket = f.bucket RETURNING l.bucket, f.prev IS NOT NULL";
+
+/* $1 relay: the drain is over. */
+static const char leave_tmpl[] =
+    "WITH handed AS (UPDATE {TN_leases} SET owner = NULL, expires_at = NULL WHERE owner = $1)"
+    " DELETE FROM {TN_relays} WHERE relay = $1";
 
 static const char pending_tmpl[] =
     "SELECT count(*) FILTER (WHERE NOT parked), count(*) FILTER (WHERE parked)"
@@ -181,6 +194,9 @@ static const char retry_tmpl[] =
 static const char retry_one_tmpl[] =
     "UPDATE {T} SET parked = false, attempts = 0, next_attempt_at = NULL"
     " WHERE parked AND sent_at IS NULL AND {ID} = $1::bigint";
+static const char retry_agg_tmpl[] =
+    "UPDATE {T} SET parked = false, attempts = 0, next_attempt_at = NULL"
+    " WHERE parked AND sent_at IS NULL AND {AID} = $1";
 
 /* The names spliced into the SQL: every column option a plain identifier,
  * the table short enough for the names derived from it.  Each bad one is
@@ -205,33 +221,39 @@ int ob_names_check(sl_ctx *ctx)
 
 int ob_sql_build(ob *o)
 {
-    char q[7][70], tn[3][80];
+    char q[7][70], tn[6][80];
     const char *table = sl_opt_str(o->ctx, "table");
+    static const char *const suffix[6] = { "aggregate_idx", "notify", "notify", "bucket_idx",
+                                           "leases", "relays" };
 
     if (ob_names_check(o->ctx) != 0)
         return -1;
     for (size_t i = 0; i < 7; i++)
         snprintf(q[i], sizeof(q[i]), "\"%s\"", sl_opt_str(o->ctx, ident_opts[i]));
-    snprintf(tn[0], sizeof(tn[0]), "\"%s_aggregate_idx\"", table);
-    snprintf(tn[1], sizeof(tn[1]), "\"%s_notify\"", table);
-    snprintf(tn[2], sizeof(tn[2]), "\"%s_notify\"", table);
+    for (size_t i = 0; i < 6; i++)
+        snprintf(tn[i], sizeof(tn[i]), "\"%s_%s\"", table, suffix[i]);
     snprintf(o->channel, sizeof(o->channel), "%s", table);
     const char *const names[][2] = {
-        { "T", q[0] },       { "ID", q[1] },      { "AT", q[2] },      { "AID", q[3] },
-        { "ET", q[4] },      { "P", q[5] },       { "C", q[6] },       { "CH", o->channel },
-        { "TN_agg", tn[0] }, { "TN_fn", tn[1] },  { "TN_trg", tn[2] },
+        { "T", q[0] },          { "ID", q[1] },          { "AT", q[2] },
+        { "AID", q[3] },        { "ET", q[4] },          { "P", q[5] },
+        { "C", q[6] },          { "CH", o->channel },    { "TN_agg", tn[0] },
+        { "TN_fn", tn[1] },     { "TN_trg", tn[2] },     { "TN_bucket", tn[3] },
+        { "TN_leases", tn[4] }, { "TN_relays", tn[5] },
     };
     const size_t nn = sizeof(names) / sizeof(names[0]);
-    const char *const tmpls[OB_NSQL] = { claim_tmpl,   unblock_tmpl,
-                                         o->mark ? mark_tmpl : delete_tmpl, fail_tmpl,
-                                         release_tmpl, renew_tmpl, pending_tmpl, parked_tmpl,
-                                         retry_tmpl, retry_one_tmpl };
+    const char *const tmpls[OB_NSQL] = { read_tmpl,    o->mark ? mark_tmpl : delete_tmpl,
+                                         fail_tmpl,    beat_tmpl,
+                                         take_tmpl,    leave_tmpl,
+                                         pending_tmpl, parked_tmpl,
+                                         retry_tmpl,   retry_one_tmpl,
+                                         retry_agg_tmpl };
 
-    o->migration = expand(migration_tmpl, names, nn);
+    o->migration[0] = expand(migration1_tmpl, names, nn);
+    o->migration[1] = expand(migration2_tmpl, names, nn);
     for (int i = 0; i < OB_NSQL; i++)
         o->sql[i] = expand(tmpls[i], names, nn);
     for (int i = 0; i < OB_NSQL; i++)
-        if (o->sql[i] == NULL || o->migration == NULL)
+        if (o->sql[i] == NULL || o->migration[0] == NULL || o->migration[1] == NULL)
             return sl_fail(o->ctx, "out of memory");
     return 0;
 }
@@ -242,6 +264,8 @@ void ob_sql_free(ob *o)
         free(o->sql[i]);
         o->sql[i] = NULL;
     }
-    free(o->migration);
-    o->migration = NULL;
+    for (int i = 0; i < 2; i++) {
+        free(o->migration[i]);
+        o->migration[i] = NULL;
+    }
 }

@@ -5,8 +5,8 @@
  *   POST   /segment              {"slug", "user_percent"?} -> 201 {"slug", "created_at", ...}
  *   DELETE /segment              {"slug"} -> 200 {"message": "ok", "memberships_removed"}
  *   GET    /segment              200 {"segments": [{"slug", "user_percent", "created_at", "members"}]}
- *   GET    /segment/user/{id}    200 {"user_id", "segments": [{"slug", "expires_at"}]}
  *
+ * (GET /segment/user/{id} is lookup.c.)
  * A new user joins every rollout segment whose percent covers its sticky
  * bucket (segments_bucket, see schema.c), in the statement that creates it.
  */
@@ -93,6 +93,8 @@ static void created(seg_call *c)
         cJSON_AddNumberToObject(o, "user_percent", c->percent);
         cJSON_AddNumberToObject(o, "users_assigned", (double)c->n1);
         sl_series_add(c->s->s_assign_create, (double)c->n1);
+        if (c->n1 > 0)
+            seg_cache_flush(c->s);
     }
     seg_reply(c, 201, o);
 }
@@ -170,6 +172,8 @@ static void deleted(seg_call *c)
 
     cJSON_AddStringToObject(o, "message", "ok");
     cJSON_AddNumberToObject(o, "memberships_removed", (double)c->n1);
+    if (c->n1 > 0)
+        seg_cache_flush(c->s);
     seg_reply(c, 200, o);
 }
 
@@ -265,65 +269,12 @@ static void serve_list(sl_req *req, void *arg)
         seg_error(c, 503, "database unavailable: query not accepted");
 }
 
-/* ----------------------------------------------------- a user's segments */
-
-static void on_user_segments(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
-{
-    seg_call *c = arg;
-    cJSON *o, *arr;
-
-    (void)pg;
-    if (err != NULL)
-        return seg_pg_error(c, res, err);
-    if (sl_pg_nrows(res) == 0)
-        return seg_error(c, 404, "no user %lld", c->user);
-    o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "user_id", (double)c->user);
-    arr = cJSON_AddArrayToObject(o, "segments");
-    for (int r = 0; r < sl_pg_nrows(res); r++) {
-        const char *slug = sl_pg_value(res, r, 0), *exp = sl_pg_value(res, r, 1);
-        cJSON *it;
-        if (slug == NULL)
-            continue; /* the user row without memberships */
-        it = cJSON_CreateObject();
-        cJSON_AddStringToObject(it, "slug", slug);
-        if (exp != NULL)
-            cJSON_AddStringToObject(it, "expires_at", exp);
-        cJSON_AddItemToArray(arr, it);
-    }
-    seg_reply(c, 200, o);
-}
-
-static void serve_user_segments(sl_req *req, void *arg)
-{
-    seg_call *c = seg_call_new(arg, req, SEG_R_USER_SEGMENTS);
-    char why[256], id[24];
-    const char *p[1] = { id };
-
-    if (c == NULL || seg_ready(c, serve_user_segments) != 0)
-        return;
-    if (seg_parse_id_text(sl_req_param(req, "id"), &c->user, why, sizeof(why)) != 0)
-        return seg_error(c, 400, "%s", why);
-    snprintf(id, sizeof(id), "%lld", c->user);
-    /* Expired memberships are filtered here, whatever the sweeper's lag. */
-    if (sl_pg_query(c->s->pg,
-                    "SELECT us.slug, to_char(us.expires_at AT TIME ZONE 'UTC',"
-                    "                        'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-                    " FROM users u LEFT JOIN user_segments us ON us.user_id = u.id"
-                    "  AND (us.expires_at IS NULL OR us.expires_at > now())"
-                    " WHERE u.id = $1 ORDER BY us.slug",
-                    1, p, on_user_segments, c) != 0)
-        seg_error(c, 503, "database unavailable: query not accepted");
-}
-
 int seg_api_routes(seg *s)
 {
     if (sl_route_scoped(s->ctx, SL_POST, "/user", SL_SCOPE_WRITE, s->max_body, serve_user, s) != 0 ||
         sl_route_scoped(s->ctx, SL_POST, "/segment", SL_SCOPE_WRITE, s->max_body, serve_create, s) != 0 ||
         sl_route_scoped(s->ctx, SL_DELETE, "/segment", SL_SCOPE_WRITE, s->max_body, serve_delete, s) != 0 ||
-        sl_route_scoped(s->ctx, SL_GET, "/segment", SL_SCOPE_READ, 0, serve_list, s) != 0 ||
-        sl_route_scoped(s->ctx, SL_GET, "/segment/user/{id}", SL_SCOPE_READ, 0, serve_user_segments,
-                        s) != 0)
+        sl_route_scoped(s->ctx, SL_GET, "/segment", SL_SCOPE_READ, 0, serve_list, s) != 0)
         return -1;
     return 0;
 }

@@ -33,10 +33,15 @@ static int retryable(const seg_call *c)
     return strcmp(c->sqlstate, "40001") == 0 || strcmp(c->sqlstate, "40P01") == 0;
 }
 
+/* PostgreSQL's own text names hosts, tables and values: the log gets it,
+ * the client a short reason (and the SQLSTATE, which names a class of
+ * error and nothing of the installation). */
 void seg_pg_error(seg_call *c, const sl_pg_result *res, const char *err)
 {
+    sl_log(c->s->ctx, SL_LOG_WARN, "%s %s (request %s): %s",
+           res == NULL ? "unanswered" : "failed", sl_req_path(c->req), sl_req_id(c->req), err);
     if (res == NULL)
-        seg_error(c, 503, "database unavailable: %s", err);
+        seg_error(c, 503, "database unavailable");
     else
         seg_error(c, 500, "database error %s", sl_pg_sqlstate(res));
 }
@@ -61,10 +66,13 @@ static void on_end(sl_pg *pg, const sl_pg_result *res, const char *err, void *ar
         seg_tx_run(c);
         return;
     }
+    sl_log(c->s->ctx, SL_LOG_WARN, "%s failed after %d attempt(s) (request %s): %s",
+           sl_req_path(c->req), c->attempts, sl_req_id(c->req), c->err);
     if (c->unavailable)
-        seg_error(c, 503, "database unavailable: %s", c->err);
+        seg_error(c, 503, "database unavailable");
     else if (retryable(c))
-        seg_error(c, 503, "gave up after %d attempts: %s", c->attempts, c->err);
+        seg_error(c, 503, "gave up after %d attempts (serialization failures or deadlocks)",
+                  c->attempts);
     else
         seg_error(c, 500, "database error %s", c->sqlstate);
 }

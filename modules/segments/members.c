@@ -4,8 +4,8 @@
  *   -> 200 {"segments_added": n, "segments_deleted": m}
  *
  * One transaction: an unknown slug rejects the whole request (404) and
- * changes nothing.  An unknown user id is created (joining its rollout
- * segments like any new user).  The user's row is locked first, so
+ * changes nothing.  An unknown user id up to max_user_id is created
+ * (joining its rollout segments like any new user); above it, 400.  The user's row is locked first, so
  * concurrent requests for one user run one after the other instead of
  * deadlocking; a serialization failure or deadlock that still happens
  * (against DELETE /segment or the sweeper) retries the transaction.
@@ -23,7 +23,7 @@
 #define ARRAY_MAX (SEG_LIST_MAX * (SEG_SLUG_MAX + 1) + 3)
 
 typedef struct {
-    char id[24], ttl[24];
+    char id[24], ttl[24], max_id[24];
     char add[ARRAY_MAX], del[ARRAY_MAX], all[2 * ARRAY_MAX];
 } change_params;
 
@@ -33,6 +33,7 @@ static void fill(const seg_call *c, change_params *p)
 
     snprintf(p->id, sizeof(p->id), "%lld", c->ch.user_id);
     snprintf(p->ttl, sizeof(p->ttl), "%lld", c->ch.ttl);
+    snprintf(p->max_id, sizeof(p->max_id), "%lld", c->s->max_user_id);
     seg_slug_array((char (*)[SEG_SLUG_MAX + 1])c->ch.add, c->ch.nadd, p->add, sizeof(p->add));
     seg_slug_array((char (*)[SEG_SLUG_MAX + 1])c->ch.del, c->ch.ndel, p->del, sizeof(p->del));
     memcpy(both, c->ch.add, c->ch.nadd * sizeof(both[0]));
@@ -46,6 +47,9 @@ static void changed(seg_call *c)
 
     cJSON_AddNumberToObject(o, "segments_added", (double)c->n1);
     cJSON_AddNumberToObject(o, "segments_deleted", (double)c->n2);
+    /* Even with nothing added or deleted: a TTL may have been refreshed,
+     * or the user created with its rollout memberships. */
+    seg_cache_forget(c->s, c->ch.user_id);
     /* Schedule what carries a ttl: "user:slug score" lines. */
     if (c->expiries != NULL) {
         const char *members[SEG_LIST_MAX], *scores[SEG_LIST_MAX];
@@ -113,8 +117,12 @@ static void on_unknown(sl_pg *pg, const sl_pg_result *res, const char *err, void
     (void)pg;
     if (seg_stmt_failed(c, res, err))
         return seg_tx_end(c);
-    if (sl_pg_nrows(res) > 0)
-        return seg_tx_reject(c, 404, "no segment %s", sl_pg_value(res, 0, 0));
+    if (strcmp(sl_pg_value(res, 0, 0), "f") == 0)
+        return seg_tx_reject(c, 400,
+                             "user %lld does not exist, and users are created on demand only with an id from 1 to %lld (max_user_id)",
+                             c->ch.user_id, c->s->max_user_id);
+    if (sl_pg_value(res, 0, 1) != NULL)
+        return seg_tx_reject(c, 404, "no segment %s", sl_pg_value(res, 0, 1));
     fill(c, &p);
     pd[0] = p.id, pd[1] = p.del;
     pa[0] = p.id, pa[1] = p.add, pa[2] = p.ttl;
@@ -142,35 +150,43 @@ static void on_unknown(sl_pg *pg, const sl_pg_result *res, const char *err, void
 static void change_begin(seg_call *c)
 {
     change_params p;
-    const char *pu[1], *ps[1];
+    const char *pu[2], *ps[2];
 
     fill(c, &p);
     pu[0] = p.id;
+    pu[1] = p.max_id;
     ps[0] = p.all;
-    /* Create the user if unknown (with its rollout memberships), keep the
-     * sequence ahead of explicit ids, lock the user's row, then look for
-     * unknown slugs.  Queued together: one round trip's worth of waiting. */
+    ps[1] = p.id;
+    /* Create the user if unknown and its id at most max_user_id (with its
+     * rollout memberships), keep the sequence ahead of explicit ids, lock
+     * the user's row, then look for the user and unknown slugs.  Queued
+     * together: one round trip's worth of waiting.  The bound keeps
+     * SEG_ID_MAX - max_user_id ids for POST /user whatever ids callers
+     * choose: the sequence never passes what a client can address. */
     if (sl_pg_tx_query(c->tx,
-                       "WITH u AS (INSERT INTO users (id) VALUES ($1::bigint)"
+                       "WITH u AS (INSERT INTO users (id) SELECT $1::bigint"
+                       "           WHERE $1::bigint <= $2::bigint"
                        "           ON CONFLICT (id) DO NOTHING RETURNING id)"
                        " INSERT INTO user_segments (user_id, slug)"
                        " SELECT u.id, s.slug FROM u, segments s"
                        " WHERE s.user_percent IS NOT NULL"
                        "   AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100)"
                        " ORDER BY s.slug",
-                       1, pu, NULL, NULL) != 0 ||
+                       2, pu, NULL, NULL) != 0 ||
         sl_pg_tx_query(c->tx,
                        "SELECT setval('users_id_seq', $1::bigint)"
-                       " WHERE $1::bigint > (SELECT last_value FROM users_id_seq)",
-                       1, pu, NULL, NULL) != 0 ||
+                       " WHERE $1::bigint > (SELECT last_value FROM users_id_seq)"
+                       "   AND $1::bigint <= $2::bigint",
+                       2, pu, NULL, NULL) != 0 ||
         /* NO KEY UPDATE: requests for one user queue on it, while the
          * foreign-key checks (KEY SHARE) of a rollout do not. */
         sl_pg_tx_query(c->tx, "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", 1, pu, NULL,
                        NULL) != 0 ||
         sl_pg_tx_query(c->tx,
-                       "SELECT s FROM unnest($1::text[]) AS s"
-                       " WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1",
-                       1, ps, on_unknown, c) != 0)
+                       "SELECT EXISTS (SELECT 1 FROM users WHERE id = $2::bigint),"
+                       " (SELECT s FROM unnest($1::text[]) AS s"
+                       "  WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1)",
+                       2, ps, on_unknown, c) != 0)
         seg_tx_end(c);
 }
 

@@ -14,17 +14,16 @@
 
 extern const char seg_openapi_doc[];
 
-static const char DOCS_HTML[] =
-    "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-    "<title>sluice segments API</title>"
-    "<link rel=\"stylesheet\" href=\"/docs/swagger-ui.css\"></head>\n"
-    "<body><div id=\"swagger-ui\"></div>"
-    "<script src=\"/docs/swagger-ui-bundle.js\"></script>"
-    "<script src=\"/docs/init.js\"></script></body></html>\n";
+static const char DOCS_HTML[] = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                                "<title>sluice segments API</title>"
+                                "<link rel=\"stylesheet\" href=\"/docs/swagger-ui.css\"></head>\n"
+                                "<body><div id=\"swagger-ui\"></div>"
+                                "<script src=\"/docs/swagger-ui-bundle.js\"></script>"
+                                "<script src=\"/docs/init.js\"></script></body></html>\n";
 
 static const char INIT_JS[] =
-    "window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui',"
-    " deepLinking: true });\n";
+        "window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui',"
+        " deepLinking: true });\n";
 
 static const struct {
     const char *name, *type;

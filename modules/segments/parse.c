@@ -25,8 +25,7 @@ int seg_slug_check(const char *s, char *why, size_t whylen)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_')) {
-            snprintf(why, whylen,
-                     "slug may hold only A-Z, 0-9 and _ (byte %zu is 0x%02x)", i, c);
+            snprintf(why, whylen, "slug may hold only A-Z, 0-9 and _ (byte %zu is 0x%02x)", i, c);
             return -1;
         }
     }
@@ -75,7 +74,7 @@ int seg_check_fields(const cJSON *obj, const char *const *allowed, char *why, si
 {
     const cJSON *it;
 
-    cJSON_ArrayForEach(it, obj) {
+    cJSON_ArrayForEach (it, obj) {
         size_t i;
         for (i = 0; allowed[i] != NULL; i++)
             if (it->string != NULL && strcmp(it->string, allowed[i]) == 0)
@@ -115,7 +114,8 @@ int seg_parse_segment(const cJSON *body, char slug[SEG_SLUG_MAX + 1], double *pe
     static const char *const fields[] = { "slug", "user_percent", NULL };
     const cJSON *p;
 
-    if (seg_check_fields(body, fields, why, whylen) != 0 || slug_field(body, slug, why, whylen) != 0)
+    if (seg_check_fields(body, fields, why, whylen) != 0 ||
+        slug_field(body, slug, why, whylen) != 0)
         return -1;
     *percent = -1;
     p = cJSON_GetObjectItemCaseSensitive(body, "user_percent");
@@ -161,7 +161,7 @@ static int slug_list(const cJSON *v, const char *field, char (*out)[SEG_SLUG_MAX
         snprintf(why, whylen, "%s holds more than %d slugs", field, SEG_LIST_MAX);
         return -1;
     }
-    cJSON_ArrayForEach(it, v) {
+    cJSON_ArrayForEach (it, v) {
         if (!cJSON_IsString(it)) {
             snprintf(why, whylen, "%s[%zu] must be a string", field, *n);
             return -1;
@@ -182,7 +182,8 @@ static int cmp_slug(const void *a, const void *b)
 
 int seg_parse_change(const cJSON *body, seg_change *out, char *why, size_t whylen)
 {
-    static const char *const fields[] = { "user_id", "add_segments", "delete_segments", "ttl", NULL };
+    static const char *const fields[] = { "user_id", "add_segments", "delete_segments", "ttl",
+                                          NULL };
     const cJSON *ttl;
 
     if (seg_check_fields(body, fields, why, whylen) != 0 ||

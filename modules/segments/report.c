@@ -29,8 +29,8 @@ static void serve_history(sl_req *req, void *arg)
     if (c == NULL || seg_ready(c, serve_history) != 0)
         return;
     if (seg_parse_id_text(sl_req_param(req, "id"), &c->user, why, sizeof(why)) != 0 ||
-        seg_parse_period(sl_req_query(req, "year"), sl_req_query(req, "month"), &c->year,
-                         &c->month, why, sizeof(why)) != 0)
+        seg_parse_period(sl_req_query(req, "year"), sl_req_query(req, "month"), &c->year, &c->month,
+                         why, sizeof(why)) != 0)
         return seg_error(c, 400, "%s", why);
     seg_report_name(s->secret, c->user, c->year, c->month, name);
     host = sl_req_header(req, "Host");
@@ -150,7 +150,8 @@ static void fetch(seg_call *c)
                     " WHERE user_id = $1"
                     "   AND executed_at >= ($2::date)::timestamp AT TIME ZONE 'UTC'"
                     "   AND executed_at < ($3::date)::timestamp AT TIME ZONE 'UTC'"
-                    "   AND ($4::timestamptz IS NULL OR (executed_at, id) > ($4::timestamptz, $5::bigint))"
+                    "   AND ($4::timestamptz IS NULL OR (executed_at, id) > ($4::timestamptz, "
+                    "$5::bigint))"
                     " ORDER BY executed_at, id LIMIT $6::int",
                     6, p, on_page, c) != 0) {
         c->in_flight = 0;

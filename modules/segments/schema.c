@@ -8,6 +8,16 @@
  * path can forget either.  A TTL refresh is an UPDATE and records nothing:
  * membership did not change.
  *
+ * The read cache of every instance (lookup.c) learns of changes from the
+ * same place: statement triggers on user_segments NOTIFY the users a
+ * statement touched (inserted, deleted, or a TTL refreshed), one
+ * notification per statement with their ids separated by commas, or "*"
+ * when there are too many for one payload (a rollout, DELETE /segment,
+ * TRUNCATE).  NOTIFY is transactional: it is delivered at commit, never
+ * for a rollback, and PostgreSQL drops duplicates within a transaction.
+ * Statement-level with transition tables, so that a rollout of a million
+ * rows costs one aggregate, not a million notifications.
+ *
  * segments_bucket() is the sticky rollout hash, defined exactly like
  * seg_bucket() in parse.c (SHA-256 of "<user>:<slug>", first four bytes
  * big-endian, modulo 10000), so every instance and the database agree.
@@ -79,6 +89,54 @@ const sl_pg_migration seg_migrations[] = {
       "DROP TRIGGER IF EXISTS user_segments_change ON user_segments;"
       "CREATE TRIGGER user_segments_change AFTER INSERT OR DELETE ON user_segments"
       "  FOR EACH ROW EXECUTE FUNCTION segments_membership_change();" },
+    /* The sequence stops at the largest id a client can address (2^53 - 1,
+     * a JSON number exactly) instead of handing out ids no request can
+     * name; a database whose sequence already passed it is left alone.
+     * history_retention deletes by age: an index on it. */
+    { 2,
+      "DO $$ BEGIN"
+      "  IF (SELECT last_value FROM users_id_seq) <= 9007199254740991 THEN"
+      "    ALTER SEQUENCE users_id_seq MAXVALUE 9007199254740991;"
+      "  END IF;"
+      "END $$;"
+      "CREATE INDEX IF NOT EXISTS segment_history_executed ON segment_history (executed_at);" },
+    { 3,
+      "CREATE OR REPLACE FUNCTION segments_cache_notify() RETURNS trigger"
+      "  LANGUAGE plpgsql AS $$"
+      "DECLARE n bigint; ids text;"
+      "BEGIN"
+      "  IF TG_OP = 'TRUNCATE' THEN"
+      "    PERFORM pg_notify('segments_cache', '*'); RETURN NULL;"
+      "  ELSIF TG_OP = 'INSERT' THEN"
+      "    SELECT count(DISTINCT user_id), string_agg(DISTINCT user_id::text, ',')"
+      "      INTO n, ids FROM changed_new;"
+      "  ELSIF TG_OP = 'DELETE' THEN"
+      "    SELECT count(DISTINCT user_id), string_agg(DISTINCT user_id::text, ',')"
+      "      INTO n, ids FROM changed_old;"
+      "  ELSE"
+      "    SELECT count(DISTINCT user_id), string_agg(DISTINCT user_id::text, ',') INTO n, ids"
+      "      FROM (SELECT user_id FROM changed_old UNION ALL SELECT user_id FROM changed_new) b;"
+      "  END IF;"
+      /* 200 ids of 16 digits stay well within NOTIFY's 8000 bytes */
+      "  IF n > 200 THEN ids := '*'; END IF;"
+      "  IF n > 0 THEN PERFORM pg_notify('segments_cache', ids); END IF;"
+      "  RETURN NULL;"
+      "END $$;"
+      "DROP TRIGGER IF EXISTS user_segments_cache_insert ON user_segments;"
+      "DROP TRIGGER IF EXISTS user_segments_cache_update ON user_segments;"
+      "DROP TRIGGER IF EXISTS user_segments_cache_delete ON user_segments;"
+      "DROP TRIGGER IF EXISTS user_segments_cache_truncate ON user_segments;"
+      "CREATE TRIGGER user_segments_cache_insert AFTER INSERT ON user_segments"
+      "  REFERENCING NEW TABLE AS changed_new"
+      "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();"
+      "CREATE TRIGGER user_segments_cache_update AFTER UPDATE ON user_segments"
+      "  REFERENCING OLD TABLE AS changed_old NEW TABLE AS changed_new"
+      "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();"
+      "CREATE TRIGGER user_segments_cache_delete AFTER DELETE ON user_segments"
+      "  REFERENCING OLD TABLE AS changed_old"
+      "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();"
+      "CREATE TRIGGER user_segments_cache_truncate AFTER TRUNCATE ON user_segments"
+      "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();" },
 };
 
 const size_t seg_nmigrations = sizeof(seg_migrations) / sizeof(seg_migrations[0]);

@@ -4,9 +4,11 @@
  *   schema.c    the migrations (tables, history/outbox trigger, bucket fn)
  *   call.c      one request's database work: transactions with retries
  *   api.c       users and segments endpoints
+ *   lookup.c    GET /segment/user/{id} and its read cache (ucache.c)
  *   members.c   POST /segment/user
  *   ttl.c       the Redis expiry schedule and its sweeper
  *   report.c    history links and streamed CSV reports
+ *   retention.c segment_history rows past history_retention removed
  *   openapi.c   /openapi.json and /docs
  */
 #ifndef SEG_H
@@ -66,6 +68,9 @@ struct seg_call {
     double percent;
     long long n1, n2;
     char *expiries;               /* members' "user:slug score" to schedule */
+    /* read cache (lookup.c): the ticket taken before a miss's read */
+    uint64_t cache_ticket;
+    int cache_ticket_ok;
     /* report stream */
     long long user;
     int year, month;
@@ -85,7 +90,6 @@ struct seg {
     int releasing;                /* inside release_waiting: no sl_stopped yet */
     int migrate_failed;           /* the last schema check failed */
     int migrated;                 /* schema ready and secret loaded */
-    char migrate_err[256];
     char secret[128];
     size_t max_body;
     int max_retries;
@@ -96,15 +100,28 @@ struct seg {
     double sweep_interval;
     int sweep_batch;
     int report_page;
+    long long max_user_id;        /* users created on demand: ids up to this */
+    /* history retention */
+    double retention, retention_interval;
+    long long retention_batch;
+    sl_timer *retention_timer;
     /* ttl sweeper */
     sl_timer *sweep_timer, *gauge_timer, *migrate_timer;
     int sweeping, rebuild_needed, gauge_busy;
     char sweep_now[32];           /* the time the due members were chosen by */
     char rebuild_after_user[24], rebuild_after_slug[SEG_SLUG_MAX + 1];
+    const sl_pg_stmt *st_user_segments;
+    /* read cache (lookup.c) */
+    struct ucache *cache;         /* NULL: cache_bytes = 0 */
+    sl_pg_listener *listener;
+    unsigned long long cache_epoch;
+    uint64_t evictions_seen;
+    sl_series *s_cache_hits, *s_cache_misses, *s_cache_evictions, *s_cache_entries,
+        *s_cache_bytes, *s_inv_change, *s_inv_flush, *s_inv_connection, *s_get_ok, *s_get_latency;
     /* metrics */
     sl_metric *m_requests, *m_latency;
     sl_series *s_active, *s_lag, *s_removals, *s_rebuilds, *s_assign_create, *s_assign_new,
-        *s_retries, *s_scheduled;
+        *s_retries, *s_scheduled, *s_history_removed;
 };
 
 /* segments.c */
@@ -145,10 +162,21 @@ int seg_members_routes(seg *s);
 int seg_report_routes(seg *s);
 int seg_openapi_routes(seg *s);
 
+/* lookup.c: registers GET /segment/user/{id}, creates the cache and
+ * listens for changes. */
+int seg_lookup_start(seg *s);
+/* This instance changed one user / many: called after the commit and
+ * before the answer, so the caller never reads the old state back. */
+void seg_cache_forget(seg *s, long long user);
+void seg_cache_flush(seg *s);
+
 /* ttl.c */
 int seg_ttl_start(seg *s);
 /* Schedules `n` members "user:slug" with their expiry (epoch seconds). */
 void seg_ttl_schedule(seg *s, const char *const *members, const char *const *scores, size_t n);
 void seg_sweep_tick(void *arg);
+
+/* retention.c: 0, or -1 when out of memory. */
+int seg_retention_start(seg *s);
 
 #endif

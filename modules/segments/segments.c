@@ -28,6 +28,16 @@ static const sl_option seg_options[] = {
       0.01, 60, NULL },
     { "sweep_batch", SL_OPT_INT, "500", "memberships the sweeper removes per round at most", 1,
       100000, NULL },
+    { "cache_bytes", SL_OPT_INT, "67108864",
+      "memory the read cache of GET /segment/user/{id} may hold, in bytes (entries, answers, "
+      "hash table); 0 turns the cache off",
+      0, 1099511627776.0, NULL },
+    { "cache_entries", SL_OPT_INT, "1000000", "users the read cache may hold at most", 1,
+      100000000, NULL },
+    { "cache_max_age", SL_OPT_DURATION, "5m",
+      "longest a cached answer is served before it is read again: the staleness bound should a "
+      "change's notification be lost while its connection stays up",
+      0.1, 86400, NULL },
     { "report_page", SL_OPT_INT, "1000", "history rows read per round trip while streaming a report",
       1, 100000, NULL },
     { "public_url", SL_OPT_STRING, "",
@@ -35,6 +45,16 @@ static const sl_option seg_options[] = {
       0, 0, NULL },
     { "report_secret", SL_OPT_STRING, "",
       "key signing report names; empty: the per-install secret kept in PostgreSQL", 0, 0, NULL },
+    { "max_user_id", SL_OPT_INT, "4503599627370495",
+      "POST /segment/user creates an unknown user only up to this id (400 beyond); ids up to 9007199254740991 stay left for POST /user",
+      1, 9007199254740990LL, NULL },
+    { "history_retention", SL_OPT_DURATION, "0",
+      "segment_history rows older than this are deleted (e.g. 8760h); 0 keeps them for ever", 0,
+      3153600000.0, NULL },
+    { "history_delete_batch", SL_OPT_INT, "10000",
+      "history_retention: rows deleted per statement at most", 1, 1000000, NULL },
+    { "history_sweep_interval", SL_OPT_DURATION, "1m",
+      "history_retention: how often old rows are looked for", 1, 86400, NULL },
     { "docs_dir", SL_OPT_STRING, "",
       "directory of the swagger-ui-dist package served under /docs; empty: /docs answers 404", 0, 0,
       NULL },
@@ -114,6 +134,8 @@ void seg_error(seg_call *c, int status, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     cJSON_AddStringToObject(o, "error", msg);
+    /* Like the core's errors: what a client quotes to find the log line. */
+    cJSON_AddStringToObject(o, "request_id", sl_req_id(c->req));
     seg_reply(c, status, o);
 }
 
@@ -155,8 +177,8 @@ int seg_ready(seg_call *c, sl_route_fn again)
         s->nwaiting++;
         return -1;
     }
-    seg_error(c, 503, "database unavailable: schema not ready yet%s%s",
-              s->migrate_err[0] ? ": " : "", s->migrate_err);
+    /* the reason is in the log */
+    seg_error(c, 503, "database unavailable: schema not ready yet");
     return -1;
 }
 
@@ -208,15 +230,14 @@ static void on_secret(sl_pg *pg, const sl_pg_result *res, const char *err, void 
     (void)pg;
     v = err == NULL ? sl_pg_value(res, 0, 0) : NULL;
     if (v == NULL || strlen(v) >= sizeof(s->secret)) {
-        snprintf(s->migrate_err, sizeof(s->migrate_err), "reading the install secret: %s",
-                 err != NULL ? err : "no row");
+        sl_log(s->ctx, SL_LOG_WARN, "reading the install secret failed, retrying: %s",
+               err != NULL ? err : "no row");
         migrate_later(s);
         return;
     }
     snprintf(s->secret, sizeof(s->secret), "%s", v);
     s->migrated = 1;
     s->migrate_failed = 0;
-    s->migrate_err[0] = '\0';
     sl_set_ready(s->ctx, 1, NULL);
     sl_log(s->ctx, SL_LOG_INFO, "schema ready");
     release_waiting(s);
@@ -228,7 +249,6 @@ static void on_migrated(sl_pg *pg, int applied, const char *err, void *arg)
     seg *s = arg;
 
     if (err != NULL) {
-        snprintf(s->migrate_err, sizeof(s->migrate_err), "%s", err);
         sl_log(s->ctx, SL_LOG_WARN, "migrations failed, retrying: %s", err);
         migrate_later(s);
         return;
@@ -325,10 +345,15 @@ static int metrics_start(seg *s)
 static int seg_check(sl_ctx *ctx)
 {
     size_t len = strlen(sl_opt_str(ctx, "ttl_key"));
+    long long cache = sl_opt_int(ctx, "cache_bytes");
+    int rc = 0;
 
     if (len == 0 || len > 200)
-        return sl_fail_opt(ctx, "ttl_key", "must be 1 to 200 characters");
-    return 0;
+        rc = sl_fail_opt(ctx, "ttl_key", "must be 1 to 200 characters");
+    /* below that the hash table alone would fill it */
+    if (cache > 0 && cache < 65536)
+        rc = sl_fail_opt(ctx, "cache_bytes", "must be 0 (no cache) or at least 65536");
+    return rc;
 }
 
 static int seg_start(sl_ctx *ctx)
@@ -352,6 +377,7 @@ static int seg_start(sl_ctx *ctx)
     s->sweep_interval = sl_opt_seconds(ctx, "sweep_interval");
     s->sweep_batch = (int)sl_opt_int(ctx, "sweep_batch");
     s->report_page = (int)sl_opt_int(ctx, "report_page");
+    s->max_user_id = sl_opt_int(ctx, "max_user_id");
     if (metrics_start(s) != 0)
         return -1;
     s->pg = sl_pg_new(ctx);
@@ -364,8 +390,10 @@ static int seg_start(sl_ctx *ctx)
     if (s->migrate_timer == NULL)
         return sl_fail(ctx, "out of memory");
     sl_timer_disarm(s->migrate_timer);
+    if (seg_lookup_start(s) != 0)
+        return -1;
     if (seg_api_routes(s) != 0 || seg_members_routes(s) != 0 || seg_report_routes(s) != 0 ||
-        seg_openapi_routes(s) != 0 || seg_ttl_start(s) != 0)
+        seg_openapi_routes(s) != 0 || seg_ttl_start(s) != 0 || seg_retention_start(s) != 0)
         return sl_fail(ctx, "cannot register routes or timers");
     sl_set_ready(ctx, 0, "applying the schema");
     migrate_now(s);

@@ -24,11 +24,11 @@
 #define REBUILD_PAGE 1000
 
 static const char ZREM_IF_SAME[] =
-    "local n = 0 "
-    "for i = 1, #ARGV, 2 do "
-    "  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then "
-    "    n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end end "
-    "return n";
+        "local n = 0 "
+        "for i = 1, #ARGV, 2 do "
+        "  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then "
+        "    n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end end "
+        "return n";
 
 static void sweep_done(seg *s)
 {
@@ -232,7 +232,7 @@ static void on_rebuild_rows(sl_pg *pg, const sl_pg_result *res, const char *err,
     seg *s = arg;
     int n = err == NULL ? sl_pg_nrows(res) : 0;
     const char **argv;
-    char (*members)[24 + SEG_SLUG_MAX + 2];
+    char(*members)[24 + SEG_SLUG_MAX + 2];
     int argc = 0;
 
     (void)pg;
@@ -264,8 +264,10 @@ static void on_rebuild_rows(sl_pg *pg, const sl_pg_result *res, const char *err,
         argv[argc++] = sl_pg_value(res, i, 2);
         argv[argc++] = members[i];
     }
-    snprintf(s->rebuild_after_user, sizeof(s->rebuild_after_user), "%s", sl_pg_value(res, n - 1, 0));
-    snprintf(s->rebuild_after_slug, sizeof(s->rebuild_after_slug), "%s", sl_pg_value(res, n - 1, 1));
+    snprintf(s->rebuild_after_user, sizeof(s->rebuild_after_user), "%s",
+             sl_pg_value(res, n - 1, 0));
+    snprintf(s->rebuild_after_slug, sizeof(s->rebuild_after_slug), "%s",
+             sl_pg_value(res, n - 1, 1));
     if (sl_redis_command(s->redis, argc, argv, NULL, NULL, NULL) != 0) {
         s->rebuild_needed = 1;
         sweep_done(s);
@@ -389,11 +391,10 @@ static void gauge_tick(void *arg)
 
     if (!s->migrated)
         return;
-    if (!(s->gauge_busy & 1) &&
-        sl_pg_query(s->pg,
-                    "SELECT count(*) FROM user_segments"
-                    " WHERE expires_at IS NULL OR expires_at > now()",
-                    0, NULL, on_active, s) == 0)
+    if (!(s->gauge_busy & 1) && sl_pg_query(s->pg,
+                                            "SELECT count(*) FROM user_segments"
+                                            " WHERE expires_at IS NULL OR expires_at > now()",
+                                            0, NULL, on_active, s) == 0)
         s->gauge_busy |= 1;
     if (!(s->gauge_busy & 2) && sl_redis_connected(s->redis) &&
         sl_redis_command(s->redis, 2, argv, NULL, on_zcard, s) == 0)

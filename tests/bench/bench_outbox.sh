@@ -1,27 +1,37 @@
 #!/usr/bin/env bash
 # tests/bench/bench_outbox.sh - the outbox relay draining N (1M) pre-filled
-# rows to Kafka, acknowledged and deleted, beside two references measured
-# in the same run on the same PostgreSQL and embedded broker:
+# rows to Kafka, acknowledged and deleted, beside PostgreSQL draining the
+# same rows by itself, in the same run on the same PostgreSQL:
 #
-#   (a) database ceiling: the relay's own claim-and-delete statements
-#       (CLAIM, UNBLOCK, COMMIT, DELETE; batches of BATCH rows, as sql.c
-#       writes them) in a loop from one psql session, no Kafka at all;
-#   (b) kcat -P producing the same N keys and payloads into the embedded
-#       broker (idempotent, linger.ms=5, like the relay's producer).
+#   ceiling: the plain drain, DELETE FROM outbox WHERE id IN (SELECT id FROM
+#       outbox ORDER BY id LIMIT B FOR UPDATE SKIP LOCKED) RETURNING *, one
+#       transaction per batch, every row returned to the client.  Run at its
+#       best: pgbench -M prepared, tuned once per run over (drainers, B) in
+#       TUNE (default "1:1000 2:1000 2:5000": one drainer, or two together)
+#       and the fastest kept; PostgreSQL alone, no Kafka at all.
+#   relay SQL: the relay's own statements (its bucket read with each row's
+#       predecessor, then the delete of what was read) in a loop from one
+#       psql session, no Kafka; one
+#       cursor for all buckets, and the rows are summed on the server
+#       (psql's \gset), not sent.
+#   relay: sluiced draining to the embedded broker, timed from its start.
 #
-# The relay's drain rate is compared with the lower of the two (target
-# >= 0.7).  Then commit-to-ack latency: pgbench commits one row per
-# transaction at RATE (1000) rows/s for LAT_SECONDS (20); p50/p99 are read
-# off the relay's sluice_outbox_lag_seconds histogram (created_at, the
-# inserting transaction's start, to the broker's ack), interpolated within
-# buckets like Prometheus' histogram_quantile.
+# The ceiling and the relay run alternately ROUNDS (3) times, each on a
+# fresh fill of the same N rows; medians are printed and the ratio relay /
+# ceiling (target >= 0.5).  Then two relays drain N rows together, and the
+# commit-to-ack latency: pgbench commits one row per transaction at RATE
+# (1000) rows/s for LAT_SECONDS (20); p50/p99 are read off the relay's
+# sluice_outbox_lag_seconds histogram (created_at, the inserting
+# transaction's start, to the broker's ack), interpolated within buckets
+# like Prometheus' histogram_quantile.
 #
-# The table is vacuumed after the drain, before the latency run.
+# A reference run that does not empty the table fails the benchmark (exit
+# 1): a figure without its reference means nothing.  The machine's load
+# average is printed with the figures.
 #
 # Rows: aggregate_type 'segment', AGGS (100000) users as aggregate ids,
 # payloads shaped like the segments module's events (about 110 bytes).
 # Use a plain (non-sanitizer) build: SL_BUILD=build bash tests/bench/bench_outbox.sh
-# A benchmark, not a test: it prints figures and never fails on one.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 SL_BUILD=$(cd "${SL_BUILD:-$top/build}" && pwd)
@@ -39,7 +49,9 @@ else
 fi
 N=${N:-1000000}
 AGGS=${AGGS:-100000}
-BATCH=${BATCH:-1000}
+BATCH=${BATCH:-2000}
+ROUNDS=${ROUNDS:-3}
+TUNE=${TUNE:-1:1000 2:1000 2:5000}
 RATE=${RATE:-1000}
 LAT_SECONDS=${LAT_SECONDS:-20}
 PARTITIONS=${PARTITIONS:-64}
@@ -84,7 +96,7 @@ log_level = warn
 
 [kafka]
 brokers = embedded
-embedded_topics = segment_events:$PARTITIONS, bench_kcat:$PARTITIONS
+embedded_topics = segment_events:$PARTITIONS
 bootstrap_file = $work/bootstrap
 CONF
 (cd "$work" && exec "$SLUICED" -c broker.conf 2>"$work/broker.log") &
@@ -117,8 +129,18 @@ batch_size = $BATCH
 max_inflight = $((BATCH * 8))
 ack_batch = $BATCH
 CONF
+    sed "s/^listen = 127.0.0.1:$port\$/listen = 127.0.0.1:$port2/" "$work/relay.conf" > "$work/relay2.conf"
 }
-relay=""
+port2=$(t_free_port)
+base2=http://127.0.0.1:$port2
+relay="" relay2=""
+relay2_start() {
+    (cd "$work" && exec "$SLUICED" -c relay2.conf 2>>"$work/relay2.log") &
+    relay2=$!
+    pids+=("$relay2")
+    t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base2/readyz")" = 200 ]'
+}
+relay2_stop() { kill -TERM "$relay2" 2>/dev/null; wait "$relay2" 2>/dev/null; }
 relay_start() {
     relay_conf
     (cd "$work" && exec "$SLUICED" -c relay.conf 2>>"$work/relay.log") &
@@ -127,7 +149,7 @@ relay_start() {
     t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]'
 }
 relay_stop() { kill -TERM "$relay" 2>/dev/null; wait "$relay" 2>/dev/null; }
-published() { curl -s "$base/outbox/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["published"])'; }
+published() { curl -s "${1:-$base}/outbox/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["published"])' 2>/dev/null || echo 0; }
 
 # The relay creates the table (its migration), then is stopped for the fill.
 relay_start || { echo "relay did not start" >&2; cat "$work/relay.log" >&2; exit 1; }
@@ -141,98 +163,111 @@ fill() { # N rows of segment events, ids round-robin over AGGS users
                                     'operation', 'I', 'ts', '2026-11-30T14:00:00.123Z')::jsonb
            FROM generate_series(1, $N) i" >/dev/null
     psqlc "VACUUM ANALYZE outbox" >/dev/null
+    [ "$(psqlc "SELECT count(*) FROM outbox")" = "$N" ] || fail "the fill did not make $N rows"
 }
+fail() { echo "bench_outbox: $*" >&2; exit 1; }
 now() { date +%s.%N; }
-hw() { # hw TOPIC: messages in it, the partitions' high watermarks summed
-    kcat -Q -b "$broker" $(for p in $(seq 0 $((PARTITIONS - 1))); do printf ' -t %s:%d:-1' "$1" "$p"; done) 2>/dev/null |
-        awk '{ s += $NF } END { print s + 0 }'
-}
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
 
-# ------------------------------------------------ (a) database ceiling
-echo "filling $N rows..." >&2
+pgbench_drain() { # pgbench_drain CLIENTS BATCH: the plain drain of the filled table; its rate
+    local c=$1 b=$2 t0 t1 left
+    echo "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $b FOR UPDATE SKIP LOCKED) RETURNING *;" > "$work/drain.sql"
+    t0=$(now)
+    "$pgbench" -n -M prepared -c "$c" -j "$c" -t $((N / b / c + 2)) -f "$work/drain.sql" "$SL_PG_DSN" \
+        > "$work/pgbench-drain.out" 2>&1 || { cat "$work/pgbench-drain.out" >&2; fail "the plain drain (pgbench) failed"; }
+    t1=$(now)
+    left=$(psqlc "SELECT count(*) FROM outbox")
+    [ "$left" = 0 ] || fail "the plain drain left $left rows"
+    rate "$N" "$t0" "$t1"
+}
+
+relay_drain() { # the relay from its start until it published N; its rate
+    local t0 t1
+    t0=$(now)
+    relay_start || { cat "$work/relay.log" >&2; fail "relay did not start"; }
+    t_wait_until 1200 '[ "$(published)" -ge "$N" ]' || fail "the relay published $(published) of $N"
+    t1=$(now)
+    relay_stop
+    [ "$(psqlc "SELECT count(*) FROM outbox")" = 0 ] || fail "the relay left rows in the table"
+    rate "$N" "$t0" "$t1"
+}
+
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+# ------------------------------------------------ the ceiling, tuned
+best=0 best_c=1 best_b=1000 tune_report=""
+for cfg in $TUNE; do
+    c=${cfg%%:*} b=${cfg##*:}
+    echo "filling $N rows (tuning the plain drain: $c drainers, batches of $b)..." >&2
+    fill
+    r=$(pgbench_drain "$c" "$b") || exit 1
+    echo "  plain drain, $c drainers x $b: $r rows/s" >&2
+    tune_report+=$(printf '    %-46s %10s rows/s' "$c drainer(s), batches of $b" "$r")$'\n'
+    if [ "$r" -gt "$best" ]; then best=$r best_c=$c best_b=$b; fi
+done
+
+# ------------------------------------------------ the relay's own SQL
 fill
-# The relay's statements (modules/outbox/sql.c) with literal parameters:
-# relay 'bench', lease 60 s, limit BATCH.
-cat > "$work/batch.sql" <<SQL
-BEGIN;
-WITH c AS (
- UPDATE "outbox" o SET claimed_by = 'bench', claimed_at = now()
- FROM (SELECT c.id AS cid, c.claimed_by AS prev FROM "outbox" c
-  WHERE c.sent_at IS NULL AND NOT c.parked
-   AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= now())
-   AND (c.claimed_by IS NULL OR (c.claimed_by <> 'bench' AND c.claimed_at < now() - 60 * interval '1 second'))
-   AND NOT EXISTS (SELECT 1 FROM "outbox" e WHERE e.aggregate_type = c.aggregate_type AND e.aggregate_id = c.aggregate_id
-     AND e.id < c.id AND e.sent_at IS NULL
-     AND (e.parked OR e.next_attempt_at > now()
-          OR (e.claimed_by <> 'bench' AND e.claimed_at >= now() - 60 * interval '1 second')))
-  ORDER BY c.id LIMIT $BATCH FOR UPDATE OF c SKIP LOCKED) s
- WHERE o.id = s.cid
- RETURNING o.id, s.prev IS NOT NULL AND s.prev <> 'bench', o.aggregate_type, o.aggregate_id, o.event_type,
-  o.payload::text, extract(epoch FROM o.created_at)::float8)
-SELECT coalesce(array_agg(id)::text, '{}') AS ids, count(*) AS n, sum(length(payload)) AS bytes FROM c \gset
-UPDATE "outbox" o SET claimed_by = NULL, claimed_at = NULL
- WHERE o.id = ANY(:'ids'::bigint[]) AND o.claimed_by = 'bench'
-  AND EXISTS (SELECT 1 FROM "outbox" e WHERE e.aggregate_type = o.aggregate_type AND e.aggregate_id = o.aggregate_id
-   AND e.id < o.id AND e.sent_at IS NULL AND e.claimed_by IS DISTINCT FROM 'bench');
-COMMIT;
-DELETE FROM "outbox" WHERE id = ANY(:'ids'::bigint[]) AND claimed_by = 'bench';
+buckets=$(python3 -c "print('{' + ','.join(str(i) for i in range(64)) + '}')")
+per=$(( (BATCH + 63) / 64 ))
+cat > "$work/own.sql" <<SQL
+WITH r AS (SELECT b.bucket, x.id, x.payload::text AS p,
+   (SELECT max(e.id) FROM outbox e WHERE e.aggregate_type = x.aggregate_type
+     AND e.aggregate_id = x.aggregate_id AND e.id < x.id AND e.sent_at IS NULL) AS prev
+  FROM unnest('$buckets'::int[], array_fill(:c::bigint, ARRAY[64])) AS b(bucket, after)
+  CROSS JOIN LATERAL (SELECT o.id, o.aggregate_type, o.aggregate_id, o.payload FROM outbox o
+   WHERE ((hashtextextended(o.aggregate_id, 0) & 63)::int) = b.bucket AND o.id > b.after AND o.sent_at IS NULL
+   ORDER BY o.id LIMIT $per) x),
+ per AS (SELECT bucket, count(*) AS n, max(id) AS m FROM r GROUP BY bucket)
+SELECT (SELECT coalesce(array_agg(id)::text, '{}') FROM r) AS ids,
+       (SELECT sum(length(p)) + count(prev) FROM r) AS bytes,
+       (SELECT coalesce(min(m), :c) FROM per WHERE n >= $per) AS c \gset
+DELETE FROM outbox WHERE id = ANY(:'ids'::bigint[]);
 SQL
 {
     echo '\set ON_ERROR_STOP 1'
-    for _ in $(seq 1 $((N / BATCH + 1))); do cat "$work/batch.sql"; done
-} > "$work/ceiling.sql"
+    echo '\set c 0'
+    # One cursor for all buckets: the least advanced bucket that filled its
+    # share (what was read before it is deleted).
+    for _ in $(seq 1 $((N / BATCH * 2 + 20))); do cat "$work/own.sql"; done
+} > "$work/own-loop.sql"
 t0=$(now)
-psql -X -q "$SL_PG_DSN" -f "$work/ceiling.sql" >/dev/null || echo "the ceiling loop failed" >&2
+psql -X -q "$SL_PG_DSN" -f "$work/own-loop.sql" >/dev/null || fail "the relay's SQL loop failed"
 t1=$(now)
 left=$(psqlc "SELECT count(*) FROM outbox")
-db_rate=$(rate $((N - left)) "$t0" "$t1")
-echo "(a) database ceiling: $((N - left)) rows claimed and deleted in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s: $db_rate rows/s" >&2
+own_rate=$(rate $((N - left)) "$t0" "$t1")
+echo "relay's own SQL: $((N - left)) rows read and deleted: $own_rate rows/s" >&2
 
-# ------------------------------------------------ (b) kcat -P
+# ------------------------------------------------ alternately: ceiling, relay
+ceil_runs=() relay_runs=()
+for round in $(seq 1 "$ROUNDS"); do
+    fill
+    r=$(pgbench_drain "$best_c" "$best_b") || exit 1
+    ceil_runs+=("$r")
+    fill
+    r=$(relay_drain) || exit 1
+    relay_runs+=("$r")
+    echo "round $round: ceiling ${ceil_runs[-1]} rows/s, relay ${relay_runs[-1]} rows/s ($(cut -d' ' -f1 /proc/loadavg))" >&2
+done
+ceiling=$(median "${ceil_runs[@]}")
+relay_rate=$(median "${relay_runs[@]}")
+
+# ------------------------------------------------ two relays together
 fill
-psql -X -At -F $'\t' "$SL_PG_DSN" -c "SELECT aggregate_id, payload::text FROM outbox ORDER BY id" > "$work/payloads.tsv"
 t0=$(now)
-# From stdin: one message per line (a file argument would be one message).
-kcat -P -b "$broker" -t bench_kcat -K $'\t' -X linger.ms=5 -X enable.idempotence=true \
-    < "$work/payloads.tsv" 2>"$work/kcat.err"
+relay_start || fail "relay did not start"
+relay2_start || fail "second relay did not start"
+t_wait_until 1200 '[ $(( $(published) + $(published "$base2") )) -ge "$N" ]' ||
+    fail "two relays published $(( $(published) + $(published "$base2") )) of $N"
 t1=$(now)
-kcat_n=$(hw bench_kcat)
-[ "$kcat_n" = "$N" ] || echo "kcat -P: the topic holds $kcat_n messages, not $N: $(head -3 "$work/kcat.err")" >&2
-kcat_rate=$(rate "$kcat_n" "$t0" "$t1")
-echo "(b) kcat -P: $N messages in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s: $kcat_rate msgs/s" >&2
-
-# ------------------------------------------------ the relay
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null; }
-# Every postgres process's CPU, exited backends included (cutime/cstime of
-# the postmaster's children are counted once they are reaped).
-pg_cpu() {
-    local pm
-    pm=$(head -1 "$SL_SVC_ROOT/postgres/data/postmaster.pid" 2>/dev/null)
-    { ps -o pid= --ppid "$pm"; echo "$pm"; } | while read -r p; do
-        awk '{ print $14 + $15 + $16 + $17 }' "/proc/$p/stat" 2>/dev/null
-    done | awk -v hz="$(getconf CLK_TCK)" '{ s += $1 } END { printf "%.1f", s / hz }'
-}
-broker_cpu0=$(cpu "$broker_pid")
-pg_cpu0=$(pg_cpu)
-t0=$(now)
-relay_start || { echo "relay did not start" >&2; cat "$work/relay.log" >&2; exit 1; }
-t_wait_until 1200 '[ "$(published)" -ge "$N" ]'
-t1=$(now)
-sleep 1 # the last delete batch
-left=$(psqlc "SELECT count(*) FROM outbox")
-got=$(published)
-relay_rate=$(rate "$got" "$t0" "$t1")
-# Where the CPU went during the drain (2 cores shared by all of it).
-echo "CPU seconds during the drain: relay $(cpu "$relay"), broker $(awk -v a="$broker_cpu0" -v b="$(cpu "$broker_pid")" 'BEGIN { printf "%.1f", b - a }'), postgres $(awk -v a="$pg_cpu0" -v b="$(pg_cpu)" 'BEGIN { printf "%.1f", b - a }') (wall $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}'))" >&2
-echo "relay: $got rows published, acknowledged and deleted in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}') s (start included): $relay_rate rows/s; $left left in the table" >&2
-echo "segment_events holds $(hw segment_events) messages (high watermarks summed)" >&2
+two_rate=$(rate "$N" "$t0" "$t1")
+echo "two relays: $(published) + $(published "$base2") rows: $two_rate rows/s" >&2
+relay2_stop
+relay_stop
 
 # ------------------------------------------------ latency at RATE rows/s
+relay_start || fail "relay did not start"
 hist() { curl -s "$base/metrics" | grep '^sluice_outbox_lag_seconds_bucket' | sed 's/.*le="\([^"]*\)"} \(.*\)/\1 \2/'; }
-# Steady state: the drain left a million dead rows behind, and until they
-# are vacuumed every claim walks their index entries (autovacuum would get
-# there; this does not wait for it).
 psqlc "VACUUM outbox" >/dev/null
 hist > "$work/h0"
 cat > "$work/one.sql" <<SQL
@@ -240,7 +275,8 @@ INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)
 VALUES ('segment', (random() * $AGGS)::int::text, 'segment_added',
         '{"user_id": 1, "slug": "AVITO_DISCOUNT_30", "operation": "I", "ts": "2026-11-30T14:00:00.123Z"}');
 SQL
-"$pgbench" -n -c 4 -j 2 -R "$RATE" -T "$LAT_SECONDS" -f "$work/one.sql" "$SL_PG_DSN" > "$work/pgbench.out" 2>&1
+"$pgbench" -n -c 4 -j 2 -R "$RATE" -T "$LAT_SECONDS" -f "$work/one.sql" "$SL_PG_DSN" > "$work/pgbench.out" 2>&1 ||
+    fail "pgbench at $RATE rows/s failed"
 t_wait_until 30 '[ "$(psqlc "SELECT count(*) FROM outbox")" = 0 ]'
 sleep 1
 hist > "$work/h1"
@@ -266,18 +302,19 @@ read -r lat_n p50 p99 <<< "$lat"
 tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$work/pgbench.out" | head -1)
 relay_stop
 
-lower=$db_rate
-against=database_ceiling
-if [ "$kcat_rate" -lt "$db_rate" ]; then lower=$kcat_rate; against=kcat_-P; fi
 echo
-echo "outbox relay, $N rows of ~110 B, $AGGS aggregates, batches of $BATCH"
-printf '  %-44s %12s rows/s\n' "(a) claim-and-delete SQL, no Kafka" "$db_rate"
-printf '  %-44s %12s msgs/s\n' "(b) kcat -P, same keys and payloads" "$kcat_rate"
-printf '  %-44s %12s rows/s   ratio vs the lower (%s): %s\n' "relay: drained to Kafka, acked, deleted" "$relay_rate" \
-    "$against" "$(awk -v v="$relay_rate" -v r="$lower" 'BEGIN { printf "%.2f", v / r }')"
-printf '  %-44s p50 %s ms, p99 %s ms over %s rows (pgbench at %s tps)\n' "commit-to-ack at $RATE rows/s" "$p50" "$p99" "$lat_n" "${tps:-?}"
-bench_result drain "$relay_rate" rows/s "$lower" "$against" '>=0.7'
-bench_result db_ceiling "$db_rate" rows/s - - -
-bench_result kcat_produce "$kcat_rate" msgs/s - - -
+echo "outbox relay, $N rows of ~110 B, $AGGS aggregates, relay batches of $BATCH"
+echo "load average $load0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+echo "  plain drain tuning (pgbench -M prepared, PostgreSQL alone, one run each):"
+printf '%s' "$tune_report"
+printf '  %-50s %10s rows/s   (median of %s: %s)\n' "ceiling: plain drain, $best_c drainer(s) x $best_b" "$ceiling" "$ROUNDS" "${ceil_runs[*]}"
+printf '  %-50s %10s rows/s\n' "the relay's own SQL (read + delete), no Kafka" "$own_rate"
+printf '  %-50s %10s rows/s   (median of %s: %s)   ratio vs the ceiling: %s\n' "relay: drained to Kafka, acked, deleted" "$relay_rate" \
+    "$ROUNDS" "${relay_runs[*]}" "$(awk -v v="$relay_rate" -v r="$ceiling" 'BEGIN { printf "%.2f", v / r }')"
+printf '  %-50s %10s rows/s\n' "two relays on the same table" "$two_rate"
+printf '  %-50s p50 %s ms, p99 %s ms over %s rows (pgbench at %s tps)\n' "commit-to-ack at $RATE rows/s" "$p50" "$p99" "$lat_n" "${tps:-?}"
+bench_result drain "$relay_rate" rows/s "$ceiling" plain_drain '>=0.5'
+bench_result drain_two_relays "$two_rate" rows/s "$ceiling" plain_drain -
+bench_result relay_sql "$own_rate" rows/s "$ceiling" plain_drain -
 bench_result latency_p50 "$p50" ms - - -
 bench_result latency_p99 "$p99" ms - - -

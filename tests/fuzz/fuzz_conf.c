@@ -55,7 +55,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < conf->n; i++) {
             sl_optset set = { 0 }, copy = { 0 };
             sl_errors verrs = { 0 };
-            if (sl_options_validate(tables, 1, &conf->sections[i], "fuzz.conf", &set, &verrs) == 0) {
+            if (sl_options_validate(tables, 1, &conf->sections[i], "fuzz.conf", &set, &verrs) ==
+                0) {
                 const sl_optval *m = sl_optset_get(&set, "max_connections");
                 const sl_optval *d = sl_optset_get(&set, "request_timeout");
                 if (m->i < 0 || m->i > 1000000 || d->d < 0.1 || d->d > 3600 || verrs.n != 0)

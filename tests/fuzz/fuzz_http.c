@@ -23,23 +23,40 @@
 
 /* Every pattern the shipped modules register. */
 static const char *const patterns[] = {
-    "/metrics", "/healthz", "/readyz", "/", "/status.json", "/user", "/segment",
-    "/segment/user", "/segment/user/{id}", "/segment/history/{id}", "/segment/reports/{name}",
-    "/openapi.json", "/docs", "/docs/{file}", "/generator/config/speed", "/generator/status",
-    "/generator/{inst}/status", "/aggregator/query/aggregates", "/aggregator/analytics",
-    "/outbox/retry", "/outbox/status",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/",
+    "/status.json",
+    "/user",
+    "/segment",
+    "/segment/user",
+    "/segment/user/{id}",
+    "/segment/history/{id}",
+    "/segment/reports/{name}",
+    "/openapi.json",
+    "/docs",
+    "/docs/{file}",
+    "/generator/config/speed",
+    "/generator/status",
+    "/generator/{inst}/status",
+    "/aggregator/query/aggregates",
+    "/aggregator/analytics",
+    "/outbox/retry",
+    "/outbox/status",
 };
 
 static const char tokens_text[] =
-    "reader read read-token-0123456789abcdef\n"
-    "ops admin,write sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\n";
+        "reader read read-token-0123456789abcdef\n"
+        "ops admin,write sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8\n";
 
 static sl_tokens *table(void)
 {
     static sl_tokens *t;
     sl_errors errs = { 0 };
 
-    if (t == NULL && (t = sl_tokens_parse("fuzz", tokens_text, sizeof(tokens_text) - 1, &errs)) == NULL)
+    if (t == NULL &&
+        (t = sl_tokens_parse("fuzz", tokens_text, sizeof(tokens_text) - 1, &errs)) == NULL)
         abort();
     return t;
 }
@@ -125,7 +142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sl_edge_loopback(host);
     if (sl_edge_request_id_sane(rid)) {
         size_t n = strlen(rid);
-        if (n == 0 || n > SL_REQUEST_ID_MAX || strspn(rid, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") != n)
+        if (n == 0 || n > SL_REQUEST_ID_MAX ||
+            strspn(rid, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") != n)
             abort();
     }
     free(text);

@@ -135,7 +135,9 @@ t_check "$(cat "$work/e3.code")" = 400 "unparsable rows answer 400 (ClickHouse s
 t_check "$(jq_of .attempts < "$work/e3")" = 1 "a 500 about the data is not retried"
 t_check "$(metric 'sluice_clickhouse_retries_total{module="chprobe"}')" = "$retries0" "no retry counted"
 curl -s -o "$work/e4" -w '%{http_code}' --data-binary "SELECT number, throwIf(number = 300000) AS t FROM system.numbers LIMIT 400000" "$base/ch/query" > "$work/e4.code"
-t_check "$(cat "$work/e4.code")" = 400 "an exception after rows were streamed (HTTP 200 already sent) is still an error"
+e4rc=$?
+t_check "$(cat "$work/e4.code")" = 400 "an exception after rows were streamed (HTTP 200 already sent) is still an error (got $(cat "$work/e4.code"), curl exit $e4rc)"
+[ "$(cat "$work/e4.code")" = 400 ] || tail -n 20 "$work/sluiced.log"
 t_check "$(jq_of .code < "$work/e4")" = 395 "code 395 from the end of the body: $(jq_of .error < "$work/e4" | head -c 120)"
 t_check "$(code_of --data-binary '{"id":1}' "$base/ch/insert?table=texts%3B%20DROP")" = 400 "a table name that is not an identifier is refused"
 t_check "$(chc --query 'SELECT count() FROM texts')" = 8 "texts unchanged"

@@ -5,7 +5,8 @@
 # least once, in order per aggregate (the first copy of each row comes after
 # the first copy of every earlier row of its aggregate), and the table must
 # end empty, also across a SIGKILL of the relay, the broker going down, two
-# relays sharing the table, SIGHUP and SIGTERM.
+# relays sharing the table, relays stopped and started under load, a relay
+# stalled past its lease (SIGSTOP) and resumed, SIGHUP and SIGTERM.
 #
 # The broker runs in its own sluiced (d0, with the kafkaprobe module for
 # taking it down) so that killing a relay does not take Kafka with it; the
@@ -138,7 +139,13 @@ metric() { # metric BASE NAME: the value, or "absent"
 }
 left() { psqlc "SELECT count(*) FROM outbox"; }
 empty() { [ "$(left)" = 0 ]; }
-claimed_left() { psqlc "SELECT count(*) FROM outbox WHERE claimed_by IS NOT NULL"; }
+# A relay claims rows by leasing the buckets they hash to (modules/outbox/
+# lease.c): the rows claimed are those of buckets a relay leases.
+in_leased() { # in_leased CONDITION ON THE LEASE l: rows of such buckets
+    psqlc "SELECT count(*) FROM outbox o JOIN outbox_leases l
+           ON l.bucket = (hashtextextended(o.aggregate_id, 0) & 63)::int WHERE $1"
+}
+claimed_left() { in_leased "l.owner IS NOT NULL"; }
 
 # gen.py OUT_PREFIX WRITERS ROWS TAG ROLLBACK_EVERY: SQL files, one per
 # concurrent writer, and OUT_PREFIX.expected (the committed rows).  Each
@@ -286,7 +293,7 @@ t_check $? -eq 0 "sluiced started and ready"
 cols=$(psqlc "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'outbox'")
 t_check "$cols" = "id,aggregate_type,aggregate_id,event_type,payload,created_at,claimed_by,claimed_at,attempts,last_error,parked,next_attempt_at,sent_at" "columns: $cols"
 t_check "$(psqlc "SELECT count(*) FROM pg_trigger WHERE tgname = 'outbox_notify'")" = 1 "insert trigger present"
-t_check "$(psqlc "SELECT count(*) FROM sluice_migrations WHERE module = 'outbox:outbox'")" = 1 "migration recorded once"
+t_check "$(psqlc "SELECT string_agg(version::text, ',' ORDER BY version) FROM sluice_migrations WHERE module = 'outbox:outbox'")" = 1,2 "each migration recorded once"
 t_end
 
 # Polling alone would leave a row waiting for up to poll_interval (60 s),
@@ -334,18 +341,22 @@ t_end
 # --------------------------------------------------------------- SIGKILL
 t_case "SIGKILL mid-batch, restart: every row arrives, nothing stays claimed after the lease"
 stop_daemon "$d1"
-write_rows kill 4 8000 kill
+write_rows kill0 4 2000 kill0
 start1 "batch_size = 200"
-t_wait_until 60 '[ "$(status "$base" "j[\"published\"]")" -gt 1000 ]'
+# The writers go on while it is killed, so that it dies holding work.
+write_rows kill 4 8000 kill &
+writer=$!
+t_wait_until 60 '[ "$(status "$base" "j[\"published\"]")" -gt 1000 ] && [ "$(claimed_left)" -gt 0 ]'
 kill -9 "$d1"
 wait "$d1" 2>/dev/null
 claimed=$(claimed_left)
 t_check "$claimed" -gt 0 "killed with $claimed rows claimed"
+wait "$writer"
 start1
 t_check $? -eq 0 "restarted"
 t_wait_until 120 empty
 t_check "$(left)" = 0 "the table ends empty"
-stream_ok "$work/kill.expected"
+stream_ok "$work/kill0.expected" "$work/kill.expected"
 t_check "$(status "$base" 'j["takeovers"]')" -gt 0 "the new relay took over $(status "$base" 'j["takeovers"]') stale claims after the lease"
 t_check "$(metric "$base" sluice_outbox_takeovers_total)" -gt 0 "sluice_outbox_takeovers_total $(metric "$base" sluice_outbox_takeovers_total)"
 t_end
@@ -386,7 +397,7 @@ t_check "$(both takeovers)" = 0 "no live relay's claim was taken over"
 # the rest.  Which relay holds rows at this moment is up to their race.
 me1=$(status "$base" 'j["relay"]')
 me2=$(status "$base2" 'j["relay"]')
-held() { psqlc "SELECT count(*) FROM outbox WHERE claimed_by = '$1'"; }
+held() { in_leased "l.owner = '$1'"; }
 # Rows come and go as deliveries fail and claims are released: pick the
 # victim from one reading and stop it right after.
 victim=1 vme=$me1 vpid=$d1 vlog=$work/one.log vheld=0
@@ -573,6 +584,85 @@ stream_ok "$work/hup.expected" "$work/hupx.expected"
 stop_daemon "$d1"
 t_check $? -eq 0 "SIGTERM on an idle relay: exit 0"
 t_check "$(claimed_left)" = 0 "no claim left behind"
+t_end
+
+# write_loop TAG: batches of 8 concurrent writers (1500 rows each batch,
+# tagged TAG0, TAG1...) until $work/TAG.stop exists.
+write_loop() {
+    local i=0
+    while [ ! -e "$work/$1.stop" ] && [ $i -lt 40 ]; do
+        write_rows "$1$i" 8 1500 "$1$i" || return 1
+        i=$((i + 1))
+    done
+}
+
+# ------------------------------------------------ relays come and go
+t_case "two relays start and stop repeatedly while 8 writers insert: nothing lost, order per aggregate kept"
+write_loop churn &
+writer=$!
+start1
+start2
+rounds=0 stops_ok=0
+# Each round stops one relay (SIGTERM: it drains and hands its buckets
+# over) and starts it again, while the other one runs; the writers go on.
+while [ $rounds -lt 6 ]; do
+    sleep 1
+    if [ $((rounds % 2)) = 0 ]; then
+        stop_daemon "$d1" && stops_ok=$((stops_ok + 1))
+        start1
+    else
+        stop_daemon "$d2" && stops_ok=$((stops_ok + 1))
+        start2
+    fi
+    rounds=$((rounds + 1))
+done
+t_check "$(kill -0 "$writer" 2>/dev/null && echo writing)" = writing "the writers were still writing after $rounds stops and restarts"
+touch "$work/churn.stop"
+wait "$writer"
+t_check $? -eq 0 "writers done: $(cat "$work"/churn*.expected | wc -l) rows in $(ls "$work"/churn*.expected | wc -l) batches"
+t_check "$stops_ok" = "$rounds" "every stop drained and exited 0"
+t_wait_until 120 empty
+t_check "$(left)" = 0 "the table ends empty"
+stream_ok "$work"/churn*.expected
+t_end
+
+# --------------------------------------------------------- a stalled relay
+buckets_of() { metric "$1" sluice_outbox_buckets; }
+t_case "a relay that stalls (SIGSTOP) loses its buckets to the other; resumed, it publishes nothing out of order"
+t_wait_until 20 '[ "$(buckets_of "$base")" -gt 0 ] && [ "$(buckets_of "$base2")" -gt 0 ]'
+b1=$(buckets_of "$base")
+t_check "$b1" -gt 0 -a "$(buckets_of "$base2")" -gt 0 "both relays own buckets: $b1 and $(buckets_of "$base2")"
+take0=$(status "$base2" 'j["takeovers"]')
+write_loop stall &
+writer=$!
+t_wait_until 30 '[ "$(status "$base" "j[\"published\"]")" -gt 0 ]'
+kill -STOP "$d1"
+stopped_at=$SECONDS
+# lease = 4s: the other relay takes the stalled one's buckets after it.
+t_wait_until 30 '[ "$(buckets_of "$base2")" = 64 ]'
+t_check "$(buckets_of "$base2")" = 64 "the other relay owns all 64 buckets $((SECONDS - stopped_at)) s after the stall"
+t_check "$(( $(status "$base2" 'j["takeovers"]') - take0 ))" -gt 0 "taken over from the stalled relay: $(( $(status "$base2" 'j["takeovers"]') - take0 )) buckets"
+t_check "$(psqlc "SELECT count(*) FROM outbox_leases WHERE owner = '$(status "$base2" 'j["relay"]')'")" = 64 "the lease table agrees"
+p2=$(status "$base2" 'j["published"]')
+t_wait_until 20 '[ "$(status "$base2" "j[\"published\"]")" -gt "$p2" ]'
+t_check "$(status "$base2" 'j["published"]')" -gt "$p2" "the other relay publishes meanwhile"
+kill -CONT "$d1"
+t_check "$(code_of "$base/healthz")" = 200 "the stalled relay runs again"
+sleep 2
+touch "$work/stall.stop"
+wait "$writer"
+t_check $? -eq 0 "writers done: $(cat "$work"/stall*.expected | wc -l) rows"
+t_wait_until 120 empty
+t_check "$(left)" = 0 "the table ends empty"
+stream_ok "$work"/stall*.expected
+t_check "$(grep -c 'were taken over by another relay' "$work/one.log")" -ge 1 "the resumed relay saw it had lost them: $(grep -m1 'taken over by another' "$work/one.log" | sed 's/.*\[outbox\] //')"
+t_wait_until 20 '[ "$(buckets_of "$base")" -gt 0 ]'
+t_check "$(buckets_of "$base")" -gt 0 "and got a share back: $(buckets_of "$base") + $(buckets_of "$base2")"
+stop_daemon "$d1"
+t_check $? -eq 0 "SIGTERM: first relay drained"
+stop_daemon "$d2"
+t_check $? -eq 0 "SIGTERM: second relay drained"
+t_check "$(claimed_left)" = 0 "no bucket left leased"
 t_end
 
 t_case "ASan and UBSan found nothing"

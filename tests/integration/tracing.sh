@@ -79,7 +79,7 @@ t_check $? -eq 1 "sample_ratio 1.5: exit 1"
 t_check "$(grep -c "bad.conf:$line:" "$work/t.out")" -ge 1 "reported at bad.conf:$line"
 t_end
 
-t_case "tracing off (no [tracing]): no traceparent answered, no tracing metrics"
+t_case "tracing off (no [tracing]): no traceparent answered, tracing metrics all zero"
 write_conf "$work/off.conf"
 "$SLUICED" -c "$work/off.conf" 2>>"$work/off.log" &
 off=$!
@@ -87,7 +87,10 @@ pids+=("$off")
 t_wait_http "$base/healthz" 15
 curl -s -D "$work/h" -o /dev/null -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' "$base/echo"
 t_check "$(header "$work/h" traceparent)" = "" "no traceparent header"
-t_check "$(curl -s "$base/metrics" | grep -c '^sluice_tracing_')" -eq 0 "no sluice_tracing_ series"
+curl -s "$base/metrics" > "$work/off.metrics"
+t_check "$(grep -c '^# TYPE sluice_tracing_' "$work/off.metrics")" -eq 3 "the three tracing families are exposed"
+t_check "$(grep '^sluice_tracing_' "$work/off.metrics" | awk '$NF != 0' | wc -l)" -eq 0 \
+    "every tracing series is 0: $(grep '^sluice_tracing_' "$work/off.metrics" | awk '$NF != 0' | head -3)"
 kill "$off"
 wait "$off" 2>/dev/null
 t_end

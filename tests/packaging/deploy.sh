@@ -31,8 +31,22 @@ else
 fi
 t_end
 
-# q PYTHON-EXPR: evaluated over the resolved compose file `c` (and os).
-q() { "$py" -c 'import os, sys, yaml; c = yaml.safe_load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$work/compose.yml" "$1"; }
+# q PYTHON-EXPR: evaluated over the resolved compose file `c` (and os);
+# P(service) lists its ports as (host_ip, published, target), whichever
+# form docker-compose printed them in.
+q() {
+    "$py" -c 'import os, sys, yaml
+def P(svc):
+    out = []
+    for p in svc.get("ports", []):
+        if isinstance(p, dict):
+            out.append((str(p.get("host_ip", "")), int(p["published"]), int(p["target"])))
+        else:
+            f = str(p).split("/")[0].split(":")
+            out.append((":".join(f[:-2]), int(f[-2]), int(f[-1])))
+    return out
+c = yaml.safe_load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$work/compose.yml" "$1"
+}
 
 t_case "the compose file: real Kafka in KRaft mode, health checks, and the files it names exist"
 t_check "$(q 'c["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"]')" = "broker,controller" "Kafka runs KRaft (broker,controller)"
@@ -47,11 +61,11 @@ for r in $roles; do
     conf=$(q "c['services']['$r']['command'][-1]")
     t_check "$conf" = "/etc/sluice/$r.conf" "$r runs its role file"
     t_check -f "$SL_TOP/docker/conf/$r.conf" "docker/conf/$r.conf exists"
-    t_check "$(q "[p['target'] for p in c['services']['$r']['ports']]")" = "[8080]" "$r: container port 8080"
+    t_check "$(q "[p[2] for p in P(c['services']['$r'])]")" = "[8080]" "$r: container port 8080"
     t_check "$(grep -c '^listen = 0.0.0.0:8080$' "$SL_TOP/docker/conf/$r.conf" 2>/dev/null)" = 1 \
         "docker/conf/$r.conf listens on 8080"
 done
-t_check "$(q 'len([p["published"] for s in c["services"].values() for p in s.get("ports", [])]) == len({p["published"] for s in c["services"].values() for p in s.get("ports", [])})')" = True \
+t_check "$(q 'len([p[1] for s in c["services"].values() for p in P(s)]) == len({p[1] for s in c["services"].values() for p in P(s)})')" = True \
     "no host port published twice"
 # Bind mounts: every host path is in the repository.
 q '"\n".join(v.split(":")[0] for s in c["services"].values() for v in s.get("volumes", []) if v.startswith("/"))' > "$work/binds"
@@ -113,12 +127,46 @@ for f in "$SL_TOP"/docker/conf/*.conf; do
         echo "    (not checked: $name needs modules not in this tree:$missing)"
         continue
     fi
-    sed "s|^modules_dir = .*|modules_dir = $SL_BUILD/_modules|" "$f" > "$work/$name"
+    # The secrets are compose secrets at run time: stand-ins here.
+    mkdir -p "$work/secrets"
+    for s in postgres clickhouse redis; do echo "stand-in-$s" > "$work/secrets/${s}_password"; done
+    sed -e "s|^modules_dir = .*|modules_dir = $SL_BUILD/_modules|" \
+        -e "s|/run/secrets/|$work/secrets/|" "$f" > "$work/$name"
     "$SLUICED" -t -c "$work/$name" > "$work/t.out" 2>&1
     rc=$?
     cat "$work/t.out"
     t_check "$rc" -eq 0 "$name"
 done
+t_end
+
+t_case "the compose file publishes only what users call, on loopback, with no password in a file"
+# Published ports: the four roles' APIs, Grafana, Prometheus and the Jaeger
+# UI, each bound to ${SLUICE_BIND:-127.0.0.1}; nothing of Kafka, PostgreSQL,
+# Redis, ClickHouse.
+t_check "$(q 'sorted(s for s, v in c["services"].items() if v.get("ports"))')" = \
+    "['aggregator', 'generator', 'grafana', 'jaeger', 'outbox', 'prometheus', 'segments']" "only the APIs, Grafana, Prometheus and the Jaeger UI are published"
+t_check "$(q 'sorted({p[0] for s in c["services"].values() for p in P(s)})')" = "['127.0.0.1']" \
+    "every published port is bound to 127.0.0.1 by default"
+t_check "$(grep -c 'SLUICE_BIND:-127.0.0.1' "$compose")" -ge 7 "the bind address is one variable (SLUICE_BIND)"
+# No password in the compose file, the role files or the image's inputs.
+t_check "$(grep -niE '(password|passwd|secret)[a-z_]*["]?[:=] *["]?[A-Za-z0-9]' "$compose" | grep -vE '_FILE|password_file|secrets/|requirepass|AUTH' | wc -l)" = 0 \
+    "no password written in docker-compose.yml"
+t_check "$(grep -nE '^password *=|^dsn *=.*password *=|^url *=.*://[^/@]*@|^rdkafka\.[a-z.]*password *=' "$SL_TOP"/docker/conf/*.conf | wc -l)" = 0 \
+    "no password in docker/conf/*.conf (dsn, url or password =)"
+t_check "$(grep -c '^password_file = /run/secrets/' "$SL_TOP/docker/conf/sluice.conf")" = 3 \
+    "sluice.conf reads the PostgreSQL, Redis and ClickHouse passwords from compose secrets"
+t_check "$(q 'sorted(c.get("secrets", {}))')" = "['clickhouse_password', 'grafana_password', 'postgres_password', 'redis_password']" \
+    "four compose secrets"
+t_check "$(q 'all(v["file"].startswith(os.path.join(os.path.dirname(sys.argv[1]), "")) or "secrets" in v["file"] for v in c["secrets"].values())')" = True \
+    "secrets are files in docker/secrets/"
+t_check "$(git -C "$SL_TOP" ls-files docker/secrets | wc -l)" = 0 "no secret file tracked by git"
+t_check "$(grep -cx 'docker/secrets' "$SL_TOP/docker/Dockerfile.dockerignore")" = 1 "docker/secrets is out of the image's build context"
+t_check "$(grep -ciE 'password|secret' "$SL_TOP/docker/Dockerfile")" = 0 "the Dockerfile sets no password"
+t_check "$(q 'c["services"]["postgres"]["environment"].get("POSTGRES_PASSWORD_FILE")')" = /run/secrets/postgres_password "PostgreSQL reads its password from the secret"
+# Grafana: a login, no anonymous access, no sign-up.
+t_check "$(q 'c["services"]["grafana"]["environment"].get("GF_AUTH_ANONYMOUS_ENABLED")')" = false "Grafana: anonymous access off"
+t_check "$(q 'c["services"]["grafana"]["environment"].get("GF_USERS_ALLOW_SIGN_UP")')" = false "Grafana: no sign-up"
+t_check "$(q 'c["services"]["grafana"]["environment"].get("GF_SECURITY_ADMIN_PASSWORD__FILE")')" = /run/secrets/grafana_password "Grafana: admin password from the secret"
 t_end
 
 t_case "Prometheus: scrape configs and alert rules pass promtool"

@@ -53,8 +53,7 @@ static int bound_port(int do_listen)
 
     if (fd < 0 || nfds == sizeof(fds) / sizeof(fds[0]))
         abort();
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        (do_listen && listen(fd, 16) != 0) ||
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || (do_listen && listen(fd, 16) != 0) ||
         getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
         abort();
     fds[nfds++] = fd;

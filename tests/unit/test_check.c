@@ -21,8 +21,16 @@
 struct event_base *sl_base;
 
 /* What the test module's check() does, set by each test. */
-static enum { DO_NOTHING, FAIL_KEY, FAIL_DEFAULT, FAIL_SECTION, FAIL_TWO, FAIL_SILENT,
-              REPORT_BUT_ZERO, GRAB } mode;
+static enum {
+    DO_NOTHING,
+    FAIL_KEY,
+    FAIL_DEFAULT,
+    FAIL_SECTION,
+    FAIL_TWO,
+    FAIL_SILENT,
+    REPORT_BUT_ZERO,
+    GRAB
+} mode;
 static int grabbed;
 
 static void nothing(void *arg)
@@ -64,12 +72,10 @@ static int t_start(sl_ctx *ctx)
     return 0;
 }
 
-static const sl_option t_options[] = {
-    { "ratio", SL_OPT_STRING, "1/1", "a ratio", 0, 0, NULL },
-    { "name", SL_OPT_STRING, "x", "a name", 0, 0, NULL },
-    { "prefix.*", SL_OPT_STRING, NULL, "prefixed", 0, 0, NULL },
-    { NULL, 0, NULL, NULL, 0, 0, NULL }
-};
+static const sl_option t_options[] = { { "ratio", SL_OPT_STRING, "1/1", "a ratio", 0, 0, NULL },
+                                       { "name", SL_OPT_STRING, "x", "a name", 0, 0, NULL },
+                                       { "prefix.*", SL_OPT_STRING, NULL, "prefixed", 0, 0, NULL },
+                                       { NULL, 0, NULL, NULL, 0, 0, NULL } };
 
 static const sl_module t_module = {
     .abi_version = SL_ABI_VERSION,
@@ -80,12 +86,12 @@ static const sl_module t_module = {
     .check = t_check,
 };
 
-static const char CONF[] = "[module t]\n"            /* 1 */
-                           "ratio = 3/0\n"           /* 2 */
-                           "\n"                      /* 3 */
-                           "[module t \"i\"]\n"      /* 4 */
-                           "prefix.a = 1\n"          /* 5 */
-                           "prefix.b = 2\n"          /* 6 */
+static const char CONF[] = "[module t]\n"             /* 1 */
+                           "ratio = 3/0\n"            /* 2 */
+                           "\n"                       /* 3 */
+                           "[module t \"i\"]\n"       /* 4 */
+                           "prefix.a = 1\n"           /* 5 */
+                           "prefix.b = 2\n"           /* 6 */
                            "ratio = 1/0 # comment\n"; /* 7 */
 
 /* Runs the check of section `which` of CONF; returns its result, the
@@ -103,13 +109,15 @@ static int run(const sl_module *mod, size_t which, sl_errors *errs)
     assert_non_null(conf);
     assert_int_equal(parse.n, 0);
     assert_int_equal(sl_options_validate(tables, 1, &conf->sections[which], conf->file, &opts,
-                                         &parse), 0);
+                                         &parse),
+                     0);
     label = sl_section_label(&conf->sections[which]);
     dso.mod = mod;
     dso.refs = 1;
     {
         sl_check_site site = { errs, conf->file, conf->sections[which].line, label };
-        rc = sl_instance_check(&dso, conf->sections[which].instance ? conf->sections[which].instance : "",
+        rc = sl_instance_check(&dso,
+                               conf->sections[which].instance ? conf->sections[which].instance : "",
                                &opts, &site);
     }
     assert_int_equal(dso.refs, 1); /* a check takes no reference */
@@ -227,12 +235,9 @@ static void outside_check(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(passes),
-        cmocka_unit_test(at_the_key),
-        cmocka_unit_test(at_the_section),
-        cmocka_unit_test(every_error_and_no_silence),
-        cmocka_unit_test(acquires_nothing),
-        cmocka_unit_test(outside_check),
+        cmocka_unit_test(passes),           cmocka_unit_test(at_the_key),
+        cmocka_unit_test(at_the_section),   cmocka_unit_test(every_error_and_no_silence),
+        cmocka_unit_test(acquires_nothing), cmocka_unit_test(outside_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,7 @@
 
 static sl_conf *parse_ok(const char *text)
 {
-    sl_errors errs = {0};
+    sl_errors errs = { 0 };
     sl_conf *conf = sl_conf_parse_string("t.conf", text, &errs);
 
     if (errs.n > 0)
@@ -35,7 +35,7 @@ static sl_conf *parse_ok(const char *text)
  * (NULL-terminated), in order. */
 static void parse_fails(const char *text, const char *const *want)
 {
-    sl_errors errs = {0};
+    sl_errors errs = { 0 };
     sl_conf *conf = sl_conf_parse_string("t.conf", text, &errs);
     size_t i, n = 0;
 
@@ -53,7 +53,7 @@ static void parse_fails(const char *text, const char *const *want)
 
 static void parse_fails_with(const char *text, const char *want)
 {
-    const char *const list[] = {want, NULL};
+    const char *const list[] = { want, NULL };
 
     parse_fails(text, list);
 }
@@ -84,7 +84,7 @@ static void write_temp(char *path, const char *data, size_t len)
 
 static void test_errors_format(void **state)
 {
-    sl_errors errs = {0};
+    sl_errors errs = { 0 };
     int i;
 
     (void)state;
@@ -304,8 +304,7 @@ static void test_no_trailing_newline(void **state)
     assert_string_equal(value_of(&conf->sections[0], "last"), "quoted");
     sl_conf_free(conf);
 
-    parse_fails_with("[core]\na = 1\nlast = \"open",
-                     "t.conf:3: unterminated quote in value");
+    parse_fails_with("[core]\na = 1\nlast = \"open", "t.conf:3: unterminated quote in value");
 
     conf = parse_ok("");
     assert_int_equal(conf->n, 0);
@@ -443,9 +442,9 @@ static void test_err_bad_header(void **state)
      * a section. */
     parse_fails("[core\na = 1\nb c\n",
                 (const char *const[]){
-                    "t.conf:1: invalid section header '[core': missing ']'",
-                    "t.conf:3: syntax error: expected '[section]' or 'key = value', got 'b c'",
-                    NULL});
+                        "t.conf:1: invalid section header '[core': missing ']'",
+                        "t.conf:3: syntax error: expected '[section]' or 'key = value', got 'b c'",
+                        NULL });
 }
 
 static void test_err_quotes(void **state)
@@ -453,7 +452,8 @@ static void test_err_quotes(void **state)
     (void)state;
     parse_fails_with("[core]\na = \"open\n", "t.conf:2: unterminated quote in value");
     parse_fails_with("[core]\na = \"open\\\"\n", "t.conf:2: unterminated quote in value");
-    parse_fails_with("[core]\na = \"ends in backslash\\\n", "t.conf:2: unterminated quote in value");
+    parse_fails_with("[core]\na = \"ends in backslash\\\n",
+                     "t.conf:2: unterminated quote in value");
     parse_fails_with("[core]\na = \"bad \\q escape\"\n",
                      "t.conf:2: unknown escape '\\q' in value (use \\\" \\\\ \\n \\t or \\$)");
     parse_fails_with("[core]\na = \"v\" trailing\n",
@@ -463,7 +463,7 @@ static void test_err_quotes(void **state)
 static void test_err_nul_byte(void **state)
 {
     static const char data[] = "[core]\na = 1\nb = x\0y\nc = 3\n";
-    sl_errors errs = {0};
+    sl_errors errs = { 0 };
     char path[64];
 
     (void)state;
@@ -489,25 +489,26 @@ static void test_err_multiple(void **state)
         "t.conf:12: duplicate key 'x' in [module m \"i\"] (first set at line 11)",
         "t.conf:13: duplicate section [core] (first defined at line 3)",
         "t.conf:15: unknown escape '\\z' in value (use \\\" \\\\ \\n \\t or \\$)",
-        NULL};
+        NULL
+    };
 
     (void)state;
     unsetenv("SL_TEST_UNSET");
-    parse_fails("# comment\n"              /* 1 */
-                "orphan = 1\n"             /* 2 */
-                "[core]\r\n"               /* 3 */
-                "oops\n"                   /* 4 */
-                "a = 1\n"                  /* 5 */
-                "a = 2\n"                  /* 6 */
-                "b = ${SL_TEST_UNSET}\n"   /* 7 */
-                "[bad\n"                   /* 8 */
-                "c = \"open\n"             /* 9: keys under a bad header are still checked */
-                "[module m \"i\"]\n"       /* 10 */
-                "x = 1\n"                  /* 11 */
-                "x = 2\n"                  /* 12 */
-                "[core]\n"                 /* 13 */
-                "\n"                       /* 14 */
-                "z = \"\\z\"",               /* 15: no final newline */
+    parse_fails("# comment\n"            /* 1 */
+                "orphan = 1\n"           /* 2 */
+                "[core]\r\n"             /* 3 */
+                "oops\n"                 /* 4 */
+                "a = 1\n"                /* 5 */
+                "a = 2\n"                /* 6 */
+                "b = ${SL_TEST_UNSET}\n" /* 7 */
+                "[bad\n"                 /* 8 */
+                "c = \"open\n"           /* 9: keys under a bad header are still checked */
+                "[module m \"i\"]\n"     /* 10 */
+                "x = 1\n"                /* 11 */
+                "x = 2\n"                /* 12 */
+                "[core]\n"               /* 13 */
+                "\n"                     /* 14 */
+                "z = \"\\z\"",           /* 15: no final newline */
                 want);
 }
 
@@ -516,7 +517,7 @@ static void test_err_multiple(void **state)
 static void test_file_ok(void **state)
 {
     static const char data[] = "[core]\nlisten = :8080\n";
-    sl_errors errs = {0};
+    sl_errors errs = { 0 };
     sl_conf *conf;
     char path[64];
 
@@ -534,7 +535,7 @@ static void test_file_ok(void **state)
 static void test_file_errors_carry_path(void **state)
 {
     static const char data[] = "[core]\n\nnonsense\n";
-    sl_errors errs = {0};
+    sl_errors errs = { 0 };
     char path[64], want[256];
 
     (void)state;
@@ -550,7 +551,7 @@ static void test_file_errors_carry_path(void **state)
 
 static void test_file_unreadable(void **state)
 {
-    sl_errors errs = {0};
+    sl_errors errs = { 0 };
 
     (void)state;
     assert_null(sl_conf_parse_file("/nonexistent/sluice.conf", &errs));
@@ -569,7 +570,7 @@ static void test_file_unreadable(void **state)
  * good file fail, and new ones are appended after them. */
 static void test_errors_appended(void **state)
 {
-    sl_errors errs = {0};
+    sl_errors errs = { 0 };
     sl_conf *conf;
 
     (void)state;

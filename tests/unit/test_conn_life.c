@@ -96,7 +96,7 @@ static void release_then_free(void **state)
     sl_conn_enter(&life);
     sl_conn_released(&life); /* the instance stopped meanwhile */
     assert_null(life.ctx);
-    sl_conn_free(&life);     /* and the module frees it too */
+    sl_conn_free(&life); /* and the module frees it too */
     sl_conn_released(&life);
     assert_int_equal(destroyed, 0);
     assert_int_equal(sl_conn_leave(&life), 0);
@@ -106,10 +106,8 @@ static void release_then_free(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(free_outside_callbacks),
-        cmocka_unit_test(leave_says_alive),
-        cmocka_unit_test(free_inside_a_callback),
-        cmocka_unit_test(nested_frames),
+        cmocka_unit_test(free_outside_callbacks), cmocka_unit_test(leave_says_alive),
+        cmocka_unit_test(free_inside_a_callback), cmocka_unit_test(nested_frames),
         cmocka_unit_test(release_then_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -44,7 +44,8 @@ static void url_full(void **state)
 
     (void)state;
     assert_int_equal(sl_redis_url_parse("redis://app:s3cr:et@cache.local:6380/7", &u, err,
-                                        sizeof(err)), 0);
+                                        sizeof(err)),
+                     0);
     assert_string_equal(u.user, "app");
     assert_string_equal(u.password, "s3cr:et"); /* the first ':' splits user from password */
     assert_string_equal(u.host, "cache.local");
@@ -68,10 +69,10 @@ static void url_bad(void **state)
         "redis://h:0",           /* port out of range */
         "redis://h:65536",
         "redis://h:12x",
-        "redis://h:6379/x",      /* database not a number */
+        "redis://h:6379/x", /* database not a number */
         "redis://h:6379/-1",
         "redis://h:6379/1/2",
-        "redis://[::1",          /* unterminated bracket */
+        "redis://[::1", /* unterminated bracket */
         "redis://h?db=1",
     };
     sl_redis_url u;
@@ -163,12 +164,8 @@ static void prepared_set(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(url_defaults),
-        cmocka_unit_test(url_full),
-        cmocka_unit_test(url_bad),
-        cmocka_unit_test(stmt_names),
-        cmocka_unit_test(stmt_list),
-        cmocka_unit_test(prepared_set),
+        cmocka_unit_test(url_defaults), cmocka_unit_test(url_full),  cmocka_unit_test(url_bad),
+        cmocka_unit_test(stmt_names),   cmocka_unit_test(stmt_list), cmocka_unit_test(prepared_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,7 +73,8 @@ static void test_cross_site(void **state)
 {
     (void)state;
     assert_false(sl_edge_cross_site(NULL, NULL, "http", "127.0.0.1:8080"));
-    assert_false(sl_edge_cross_site("same-origin", "http://127.0.0.1:8080", "http", "127.0.0.1:8080"));
+    assert_false(
+            sl_edge_cross_site("same-origin", "http://127.0.0.1:8080", "http", "127.0.0.1:8080"));
     assert_false(sl_edge_cross_site("none", NULL, "http", "localhost"));
     assert_true(sl_edge_cross_site("cross-site", NULL, "http", "localhost"));
     assert_true(sl_edge_cross_site(NULL, "http://evil.example", "http", "127.0.0.1:8080"));
@@ -117,9 +118,9 @@ static void test_tokens(void **state)
 {
     /* sha256("password") */
     static const char good[] =
-        "# comment\n\n"
-        "ci  read,write  a-long-secret-0123456789\r\n"
-        "ops admin sha256:5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8\n";
+            "# comment\n\n"
+            "ci  read,write  a-long-secret-0123456789\r\n"
+            "ops admin sha256:5E884898DA28047151D0E56F8DC6292773603D0D6AABBDD62A11EF721D1542D8\n";
     sl_errors errs = { 0 };
     unsigned scopes = 0;
     sl_tokens *t = sl_tokens_parse("tokens", good, sizeof(good) - 1, &errs);
@@ -176,8 +177,8 @@ static void test_rate(void **state)
     assert_int_equal(sl_rate_take(&r, "a", 10.0), 0);
     assert_int_equal(sl_rate_take(&r, "a", 10.0), 0);
     assert_int_equal(sl_rate_take(&r, "a", 10.0), 1); /* half a second to one more */
-    assert_int_equal(sl_rate_take(&r, "b", 10.0), 0);  /* another caller, its own bucket */
-    assert_int_equal(sl_rate_take(&r, "a", 10.5), 0);  /* refilled at 2/s */
+    assert_int_equal(sl_rate_take(&r, "b", 10.0), 0); /* another caller, its own bucket */
+    assert_int_equal(sl_rate_take(&r, "a", 10.5), 0); /* refilled at 2/s */
     assert_int_equal(sl_rate_take(&r, "a", 10.5), 1);
     assert_int_equal(sl_rate_take(&r, "a", 100.0), 0); /* full again, no more than the burst */
     assert_int_equal(sl_rate_take(&r, "a", 100.0), 0);
@@ -191,7 +192,7 @@ static void test_rate(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_request_ids), cmocka_unit_test(test_bearer),
+        cmocka_unit_test(test_request_ids),  cmocka_unit_test(test_bearer),
         cmocka_unit_test(test_content_type), cmocka_unit_test(test_cross_site),
         cmocka_unit_test(test_hosts),        cmocka_unit_test(test_loopback),
         cmocka_unit_test(test_tokens),       cmocka_unit_test(test_tokens_errors),

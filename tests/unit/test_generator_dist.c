@@ -196,9 +196,9 @@ static void test_partitioning(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_seed_replays),   cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_seed_replays),     cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_weights_rejected), cmocka_unit_test(test_mix_shares),
-        cmocka_unit_test(test_mix_custom),     cmocka_unit_test(test_zipf),
+        cmocka_unit_test(test_mix_custom),       cmocka_unit_test(test_zipf),
         cmocka_unit_test(test_partitioning),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

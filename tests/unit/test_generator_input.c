@@ -70,13 +70,16 @@ static void test_count(void **state)
 static void test_weights(void **state)
 {
     double w[3];
-    const char *ok[] = { "85", "10", "5" }, *neg[] = { "1", "-1", "1" }, *zero[] = { "0", "0", "0" },
-               *text[] = { "a", "1", "1" };
+    const char *ok[] = { "85", "10", "5" }, *neg[] = { "1", "-1", "1" },
+               *zero[] = { "0", "0", "0" }, *text[] = { "a", "1", "1" };
     (void)state;
-    assert_int_equal(gen_parse_weights(ok, 3, 3, "view, bounce, malformed", w, why, sizeof(why)), 0);
+    assert_int_equal(gen_parse_weights(ok, 3, 3, "view, bounce, malformed", w, why, sizeof(why)),
+                     0);
     assert_true(w[0] == 85 && w[1] == 10 && w[2] == 5);
-    assert_int_equal(gen_parse_weights(ok, 2, 3, "view, bounce, malformed", w, why, sizeof(why)), -1);
-    assert_string_equal(why, "must be 3 numbers >= 0, not all 0, the weights of view, bounce, malformed");
+    assert_int_equal(gen_parse_weights(ok, 2, 3, "view, bounce, malformed", w, why, sizeof(why)),
+                     -1);
+    assert_string_equal(
+            why, "must be 3 numbers >= 0, not all 0, the weights of view, bounce, malformed");
     assert_int_equal(gen_parse_weights(neg, 3, 3, "x", w, why, sizeof(why)), -1);
     assert_int_equal(gen_parse_weights(zero, 3, 3, "x", w, why, sizeof(why)), -1);
     assert_int_equal(gen_parse_weights(text, 3, 3, "x", w, why, sizeof(why)), -1);
@@ -187,9 +190,9 @@ static void test_event_padding(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_eps),          cmocka_unit_test(test_mode),
-        cmocka_unit_test(test_count),        cmocka_unit_test(test_weights),
-        cmocka_unit_test(test_event_valid),  cmocka_unit_test(test_event_malformed),
+        cmocka_unit_test(test_eps),           cmocka_unit_test(test_mode),
+        cmocka_unit_test(test_count),         cmocka_unit_test(test_weights),
+        cmocka_unit_test(test_event_valid),   cmocka_unit_test(test_event_malformed),
         cmocka_unit_test(test_event_padding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

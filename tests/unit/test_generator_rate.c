@@ -53,8 +53,8 @@ static void test_stall_is_latency(void **state)
     n = gen_bucket_take(&b, 2.0, 1000, &first, &step); /* 2 s without a turn */
     assert_int_equal(n, 20);
     assert_true(NEAR(step, 0.1));
-    assert_true(NEAR(first, 0.1));                    /* the first was due at 0.1 s */
-    assert_true(NEAR(first + 19 * step, 2.0));        /* the last just now */
+    assert_true(NEAR(first, 0.1));             /* the first was due at 0.1 s */
+    assert_true(NEAR(first + 19 * step, 2.0)); /* the last just now */
 }
 
 static void test_capacity_and_missed(void **state)
@@ -104,7 +104,8 @@ static void test_wait(void **state)
 /* The schedule: 5 attempts in all, delays doubling, capped at 30 s. */
 static void test_backoff_schedule(void **state)
 {
-    gen_backoff one = { 5, 1, 30 }, big = { 5, 5, 30 }, longer = { 8, 1, 30 }, single = { 1, 1, 30 };
+    gen_backoff one = { 5, 1, 30 }, big = { 5, 5, 30 }, longer = { 8, 1, 30 },
+                single = { 1, 1, 30 };
     (void)state;
 
     assert_true(NEAR(gen_backoff_delay(&one, 1), 1));
@@ -113,7 +114,7 @@ static void test_backoff_schedule(void **state)
     assert_true(NEAR(gen_backoff_delay(&one, 4), 8));
     assert_true(gen_backoff_delay(&one, 5) < 0); /* the fifth failure is final */
     assert_true(NEAR(gen_backoff_delay(&big, 3), 20));
-    assert_true(NEAR(gen_backoff_delay(&big, 4), 30)); /* 40 capped */
+    assert_true(NEAR(gen_backoff_delay(&big, 4), 30));    /* 40 capped */
     assert_true(NEAR(gen_backoff_delay(&longer, 6), 30)); /* 32 capped */
     assert_true(NEAR(gen_backoff_delay(&longer, 7), 30));
     assert_true(gen_backoff_delay(&longer, 8) < 0);
@@ -124,9 +125,12 @@ static void test_backoff_schedule(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_steady_rate),      cmocka_unit_test(test_stall_is_latency),
-        cmocka_unit_test(test_capacity_and_missed), cmocka_unit_test(test_rate_change),
-        cmocka_unit_test(test_wait),             cmocka_unit_test(test_backoff_schedule),
+        cmocka_unit_test(test_steady_rate),
+        cmocka_unit_test(test_stall_is_latency),
+        cmocka_unit_test(test_capacity_and_missed),
+        cmocka_unit_test(test_rate_change),
+        cmocka_unit_test(test_wait),
+        cmocka_unit_test(test_backoff_schedule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

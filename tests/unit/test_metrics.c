@@ -129,15 +129,17 @@ static void test_conflicts(void **state)
     assert_non_null(c);
     assert_null(sl_metric_register(SL_METRIC_GAUGE, "jobs_total", "", "queue,state", NULL, 0, ""));
     assert_null(sl_metric_register(SL_METRIC_COUNTER, "jobs_total", "", "queue", NULL, 0, ""));
-    assert_null(sl_metric_register(SL_METRIC_COUNTER, "jobs_total", "", "state,queue", NULL, 0, ""));
+    assert_null(
+            sl_metric_register(SL_METRIC_COUNTER, "jobs_total", "", "state,queue", NULL, 0, ""));
     assert_null(sl_metric_register(SL_METRIC_COUNTER, "jobs_total", "", NULL, NULL, 0, ""));
-    assert_null(sl_metric_register(SL_METRIC_COUNTER, "jobs_total", "", "queue,state,x", NULL, 0,
-                                   ""));
+    assert_null(
+            sl_metric_register(SL_METRIC_COUNTER, "jobs_total", "", "queue,state,x", NULL, 0, ""));
 
     h = sl_metric_register(SL_METRIC_HISTOGRAM, "latency_seconds", "", NULL, bounds, 4, "");
     assert_non_null(h);
     assert_null(sl_metric_register(SL_METRIC_HISTOGRAM, "latency_seconds", "", NULL, other, 4, ""));
-    assert_null(sl_metric_register(SL_METRIC_HISTOGRAM, "latency_seconds", "", NULL, bounds, 3, ""));
+    assert_null(
+            sl_metric_register(SL_METRIC_HISTOGRAM, "latency_seconds", "", NULL, bounds, 3, ""));
     assert_null(sl_metric_register(SL_METRIC_COUNTER, "latency_seconds", "", NULL, NULL, 0, ""));
     h2 = sl_metric_register(SL_METRIC_HISTOGRAM, "latency_seconds", "", NULL, bounds, 4, "other");
     assert_non_null(h2);
@@ -177,10 +179,17 @@ static void test_release_frees(void **state)
 static void test_invalid_names(void **state)
 {
     static const char *const bad_metrics[] = { "", "1abc", "a-b", "a b", "é", "a.b" };
-    static const char *const bad_labels[] = {
-        "1x", "a-b", "__x", "instance_name", "a,,b", ",", "a,", "a,a", "a:b", "x y",
-        "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q"
-    };
+    static const char *const bad_labels[] = { "1x",
+                                              "a-b",
+                                              "__x",
+                                              "instance_name",
+                                              "a,,b",
+                                              ",",
+                                              "a,",
+                                              "a,a",
+                                              "a:b",
+                                              "x y",
+                                              "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q" };
     static const double unordered[] = { 1, 1 };
     static const double descending[] = { 2, 1 };
     static const double with_inf[] = { 1, INFINITY };
@@ -227,9 +236,10 @@ static void test_label_escaping(void **state)
                            "path,empty", NULL, 0, "in\"st\\");
     assert_non_null(m);
     sl_series_set(sl_series_of(m, "a\"b\\c\nd", ""), 1.5);
-    assert_rendered("# HELP temp Line one\\nback\\\\slash \"quotes\" stay.\n"
-                    "# TYPE temp gauge\n"
-                    "temp{path=\"a\\\"b\\\\c\\nd\",empty=\"\",instance_name=\"in\\\"st\\\\\"} 1.5\n");
+    assert_rendered(
+            "# HELP temp Line one\\nback\\\\slash \"quotes\" stay.\n"
+            "# TYPE temp gauge\n"
+            "temp{path=\"a\\\"b\\\\c\\nd\",empty=\"\",instance_name=\"in\\\"st\\\\\"} 1.5\n");
     sl_metric_release(m);
 }
 
@@ -396,8 +406,8 @@ static void test_exposition(void **state)
                              NULL, b2, 2, "");
     conns = sl_metric_register(SL_METRIC_GAUGE, "sluice_connections", "Open connections.", NULL,
                                NULL, 0, "");
-    empty = sl_metric_register(SL_METRIC_COUNTER, "sluice_errors_total", "Errors.", "kind", NULL,
-                               0, "");
+    empty = sl_metric_register(SL_METRIC_COUNTER, "sluice_errors_total", "Errors.", "kind", NULL, 0,
+                               "");
     assert_non_null(req);
     assert_non_null(lat);
     assert_non_null(conns);

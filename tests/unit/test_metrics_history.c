@@ -29,7 +29,7 @@ static cJSON *values_of(const history *h, const char *name, cJSON **root)
     cJSON *s;
     *root = cJSON_CreateObject();
     assert_int_equal(history_json(h, *root), 0);
-    cJSON_ArrayForEach(s, cJSON_GetObjectItem(*root, "series"))
+    cJSON_ArrayForEach (s, cJSON_GetObjectItem(*root, "series"))
         if (strcmp(cJSON_GetObjectItem(s, "name")->valuestring, name) == 0)
             return cJSON_GetObjectItem(s, "values");
     fail_msg("no series %s", name);
@@ -44,17 +44,17 @@ static double at(cJSON *vals, int i)
 }
 
 static const char *const T0 =
-    "# HELP x_total requests\n"
-    "# TYPE x_total counter\n"
-    "x_total{route=\"/a\",code=\"200\"} 10\n"
-    "x_total{route=\"/b}\\\" 1\",code=\"500\"} 5\n" /* '}' and an escaped quote in a value */
-    "x_total_created 12345\n"                     /* not the family's own series */
-    "# TYPE g gauge\n"
-    "g 7\n"
-    "g{k=\"v\"} 1.5\n"
-    "# TYPE h histogram\n"
-    "h_bucket{le=\"+Inf\"} 3\n"
-    "h_count 3\n";
+        "# HELP x_total requests\n"
+        "# TYPE x_total counter\n"
+        "x_total{route=\"/a\",code=\"200\"} 10\n"
+        "x_total{route=\"/b}\\\" 1\",code=\"500\"} 5\n" /* '}' and an escaped quote in a value */
+        "x_total_created 12345\n"                       /* not the family's own series */
+        "# TYPE g gauge\n"
+        "g 7\n"
+        "g{k=\"v\"} 1.5\n"
+        "# TYPE h histogram\n"
+        "h_bucket{le=\"+Inf\"} 3\n"
+        "h_count 3\n";
 
 /* Counters become rates between samples, summed over their series;
  * gauges are summed as they are; histograms are not kept. */
@@ -70,8 +70,8 @@ static void test_sums_and_rates(void **state)
     sample(&h, T0, 100);
     sample(&h, t1, 102);
     v = values_of(&h, "x_total", &root);
-    assert_true(isnan(at(v, 0)));      /* no sample before the first */
-    assert_true(at(v, 1) == 15);       /* (45 - 15) / 2 s */
+    assert_true(isnan(at(v, 0))); /* no sample before the first */
+    assert_true(at(v, 1) == 15);  /* (45 - 15) / 2 s */
     cJSON_Delete(root);
     v = values_of(&h, "g", &root);
     assert_true(at(v, 0) == 8.5 && at(v, 1) == 2);
@@ -100,7 +100,7 @@ static void test_gaps_and_resets(void **state)
     assert_true(isnan(at(v, 0)) && isnan(at(v, 1))); /* absent, then first seen */
     assert_true(isnan(at(v, 2)));                    /* reset */
     assert_true(at(v, 3) == 6);
-    assert_true(isnan(at(v, 4)));                    /* gone */
+    assert_true(isnan(at(v, 4))); /* gone */
     cJSON_Delete(root);
     history_free(&h);
 }

@@ -21,36 +21,50 @@
 
 /* A module's table: one option of every type, and a pass-through prefix. */
 static const sl_option mod_opts[] = {
-    {.name = "name", .type = SL_OPT_STRING, .def = "anon", .help = "who"},
-    {.name = "eps", .type = SL_OPT_INT, .def = "10", .help = "events/s", .min = 0, .max = 1000000},
-    {.name = "ratio", .type = SL_OPT_DOUBLE, .def = "0.5", .help = "share", .min = 0, .max = 1},
-    {.name = "enabled", .type = SL_OPT_BOOL, .def = "true", .help = "on?"},
-    {.name = "mode", .type = SL_OPT_ENUM, .def = "fast", .help = "how", .choices = "fast|safe|off"},
-    {.name = "timeout", .type = SL_OPT_DURATION, .def = "10s", .help = "wait", .min = 0, .max = 3600},
-    {.name = "brokers", .type = SL_OPT_LIST, .def = "", .help = "where"},
-    {.name = "rdkafka.*", .type = SL_OPT_STRING, .help = "passed to librdkafka"},
-    {0},
+    { .name = "name", .type = SL_OPT_STRING, .def = "anon", .help = "who" },
+    { .name = "eps",
+      .type = SL_OPT_INT,
+      .def = "10",
+      .help = "events/s",
+      .min = 0,
+      .max = 1000000 },
+    { .name = "ratio", .type = SL_OPT_DOUBLE, .def = "0.5", .help = "share", .min = 0, .max = 1 },
+    { .name = "enabled", .type = SL_OPT_BOOL, .def = "true", .help = "on?" },
+    { .name = "mode",
+      .type = SL_OPT_ENUM,
+      .def = "fast",
+      .help = "how",
+      .choices = "fast|safe|off" },
+    { .name = "timeout",
+      .type = SL_OPT_DURATION,
+      .def = "10s",
+      .help = "wait",
+      .min = 0,
+      .max = 3600 },
+    { .name = "brokers", .type = SL_OPT_LIST, .def = "", .help = "where" },
+    { .name = "rdkafka.*", .type = SL_OPT_STRING, .help = "passed to librdkafka" },
+    { 0 },
 };
 #define N_MOD_VALUES 7 /* mod_opts without the prefix option */
 
 /* Options common to every module section. */
 static const sl_option common_opts[] = {
-    {.name = "listen", .type = SL_OPT_LIST, .def = "", .help = "own listeners"},
-    {0},
+    { .name = "listen", .type = SL_OPT_LIST, .def = "", .help = "own listeners" },
+    { 0 },
 };
 
 static const sl_option unbounded_opts[] = {
-    {.name = "n", .type = SL_OPT_INT, .def = "0"},
-    {.name = "x", .type = SL_OPT_DOUBLE, .def = "0"},
-    {.name = "wait", .type = SL_OPT_DURATION, .def = "0"},
-    {0},
+    { .name = "n", .type = SL_OPT_INT, .def = "0" },
+    { .name = "x", .type = SL_OPT_DOUBLE, .def = "0" },
+    { .name = "wait", .type = SL_OPT_DURATION, .def = "0" },
+    { 0 },
 };
 
 static const sl_option required_opts[] = {
-    {.name = "topic", .type = SL_OPT_STRING, .def = NULL},
-    {.name = "group", .type = SL_OPT_STRING, .def = NULL},
-    {.name = "acks", .type = SL_OPT_INT, .def = "1"},
-    {0},
+    { .name = "topic", .type = SL_OPT_STRING, .def = NULL },
+    { .name = "group", .type = SL_OPT_STRING, .def = NULL },
+    { .name = "acks", .type = SL_OPT_INT, .def = "1" },
+    { 0 },
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -59,7 +73,7 @@ static const sl_option required_opts[] = {
 static int validate_tables(const char *text, const sl_option *const *tables, size_t ntables,
                            sl_optset *out, sl_errors *errs)
 {
-    sl_errors perrs = {0};
+    sl_errors perrs = { 0 };
     sl_conf *conf = sl_conf_parse_string("m.conf", text, &perrs);
     int rc;
 
@@ -75,14 +89,14 @@ static int validate_tables(const char *text, const sl_option *const *tables, siz
 
 static int validate(const char *text, sl_optset *out, sl_errors *errs)
 {
-    const sl_option *const tables[] = {mod_opts, common_opts};
+    const sl_option *const tables[] = { mod_opts, common_opts };
 
     return validate_tables(text, tables, 2, out, errs);
 }
 
 static void validate_ok(const char *text, sl_optset *out)
 {
-    sl_errors errs = {0};
+    sl_errors errs = { 0 };
     int rc = validate(text, out, &errs);
 
     if (errs.n > 0)
@@ -96,8 +110,8 @@ static void validate_ok(const char *text, sl_optset *out)
 static void fails_tables(const char *text, const sl_option *const *tables, size_t ntables,
                          const char *const *want)
 {
-    sl_errors errs = {0};
-    sl_optset out = {0};
+    sl_errors errs = { 0 };
+    sl_optset out = { 0 };
     size_t i, n = 0;
 
     assert_int_equal(validate_tables(text, tables, ntables, &out, &errs), -1);
@@ -117,8 +131,8 @@ static void fails_tables(const char *text, const sl_option *const *tables, size_
 /* The usual tables and a single expected message. */
 static void fails_with(const char *text, const char *want)
 {
-    const sl_option *const tables[] = {mod_opts, common_opts};
-    const char *const list[] = {want, NULL};
+    const sl_option *const tables[] = { mod_opts, common_opts };
+    const char *const list[] = { want, NULL };
 
     fails_tables(text, tables, 2, list);
 }
@@ -137,9 +151,9 @@ static const sl_optval *get(const sl_optset *set, const char *name)
 
 static void test_defaults_only(void **state)
 {
-    const sl_option *const tables[] = {mod_opts};
-    sl_errors errs = {0};
-    sl_optset set = {0};
+    const sl_option *const tables[] = { mod_opts };
+    sl_errors errs = { 0 };
+    sl_optset set = { 0 };
     const sl_optval *v;
     size_t i;
 
@@ -174,7 +188,7 @@ static void test_defaults_only(void **state)
 
 static void test_configured_values(void **state)
 {
-    sl_optset set = {0};
+    sl_optset set = { 0 };
     const sl_optval *v;
 
     (void)state;
@@ -219,9 +233,9 @@ static void test_configured_values(void **state)
 
 static void test_int(void **state)
 {
-    const sl_option *const tables[] = {unbounded_opts};
-    sl_optset set = {0};
-    sl_errors errs = {0};
+    const sl_option *const tables[] = { unbounded_opts };
+    sl_optset set = { 0 };
+    sl_errors errs = { 0 };
 
     (void)state;
     validate_ok("[m]\neps = 0\n", &set);
@@ -256,18 +270,18 @@ static void test_int(void **state)
                "m.conf:2: option 'eps' must be an integer between 0 and 1000000, got '0x10'");
     fails_tables("[m]\nn = 9223372036854775808\n", tables, 1,
                  (const char *const[]){
-                     "m.conf:2: option 'n' must be a 64-bit integer, got '9223372036854775808'",
-                     NULL});
+                         "m.conf:2: option 'n' must be a 64-bit integer, got '9223372036854775808'",
+                         NULL });
     fails_tables("[m]\nn = -\n", tables, 1,
-                 (const char *const[]){"m.conf:2: option 'n' must be a 64-bit integer, got '-'",
-                                       NULL});
+                 (const char *const[]){ "m.conf:2: option 'n' must be a 64-bit integer, got '-'",
+                                        NULL });
 }
 
 static void test_double(void **state)
 {
-    const sl_option *const tables[] = {unbounded_opts};
-    sl_optset set = {0};
-    sl_errors errs = {0};
+    const sl_option *const tables[] = { unbounded_opts };
+    sl_optset set = { 0 };
+    sl_errors errs = { 0 };
 
     (void)state;
     validate_ok("[m]\nratio = 1\n", &set);
@@ -284,28 +298,28 @@ static void test_double(void **state)
     fails_with("[m]\nratio = 0.5x\n",
                "m.conf:2: option 'ratio' must be a number between 0 and 1, got '0.5x'");
     fails_tables("[m]\nx = nan\n", tables, 1,
-                 (const char *const[]){"m.conf:2: option 'x' must be a finite number, got 'nan'",
-                                       NULL});
+                 (const char *const[]){ "m.conf:2: option 'x' must be a finite number, got 'nan'",
+                                        NULL });
     fails_tables("[m]\nx = inf\n", tables, 1,
-                 (const char *const[]){"m.conf:2: option 'x' must be a finite number, got 'inf'",
-                                       NULL});
+                 (const char *const[]){ "m.conf:2: option 'x' must be a finite number, got 'inf'",
+                                        NULL });
     fails_tables("[m]\nx = 1e999\n", tables, 1,
-                 (const char *const[]){
-                     "m.conf:2: option 'x' must be a finite number, got '1e999'", NULL});
+                 (const char *const[]){ "m.conf:2: option 'x' must be a finite number, got '1e999'",
+                                        NULL });
     fails_tables("[m]\nx = 0x1p3\n", tables, 1,
-                 (const char *const[]){
-                     "m.conf:2: option 'x' must be a finite number, got '0x1p3'", NULL});
+                 (const char *const[]){ "m.conf:2: option 'x' must be a finite number, got '0x1p3'",
+                                        NULL });
     fails_tables("[m]\nx =\n", tables, 1,
-                 (const char *const[]){"m.conf:2: option 'x' must be a finite number, got ''",
-                                       NULL});
+                 (const char *const[]){ "m.conf:2: option 'x' must be a finite number, got ''",
+                                        NULL });
 }
 
 static void test_bool(void **state)
 {
-    static const char *const yes[] = {"true", "TRUE", "yes", "Yes", "on", "ON", "1"};
-    static const char *const no[] = {"false", "False", "no", "NO", "off", "Off", "0"};
+    static const char *const yes[] = { "true", "TRUE", "yes", "Yes", "on", "ON", "1" };
+    static const char *const no[] = { "false", "False", "no", "NO", "off", "Off", "0" };
     char text[64];
-    sl_optset set = {0};
+    sl_optset set = { 0 };
     size_t i;
 
     (void)state;
@@ -329,7 +343,7 @@ static void test_bool(void **state)
 
 static void test_enum(void **state)
 {
-    sl_optset set = {0};
+    sl_optset set = { 0 };
 
     (void)state;
     validate_ok("[m]\nmode = safe\n", &set);
@@ -348,9 +362,9 @@ static void test_enum(void **state)
 
 static void test_duration_option(void **state)
 {
-    const sl_option *const tables[] = {unbounded_opts};
-    sl_optset set = {0};
-    sl_errors errs = {0};
+    const sl_option *const tables[] = { unbounded_opts };
+    sl_optset set = { 0 };
+    sl_errors errs = { 0 };
 
     (void)state;
     validate_ok("[m]\ntimeout = 5m\n", &set);
@@ -371,9 +385,9 @@ static void test_duration_option(void **state)
                "250ms, 10s, 5m, 1h), got '-1s'");
     fails_tables("[m]\nwait = 10 s\n", tables, 1,
                  (const char *const[]){
-                     "m.conf:2: option 'wait' must be a duration such as 250ms, 10s, 5m, 1h or "
-                     "plain seconds, got '10 s'",
-                     NULL});
+                         "m.conf:2: option 'wait' must be a duration such as 250ms, 10s, 5m, 1h or "
+                         "plain seconds, got '10 s'",
+                         NULL });
 }
 
 static void test_parse_duration(void **state)
@@ -382,12 +396,12 @@ static void test_parse_duration(void **state)
         const char *text;
         double seconds;
     } good[] = {
-        {"0", 0},     {"2.5", 2.5}, {"10s", 10},  {"250ms", 0.25}, {"5m", 300},
-        {"1h", 3600}, {"1.5h", 5400}, {".5s", 0.5}, {"7.", 7},      {"0ms", 0},
+        { "0", 0 },     { "2.5", 2.5 },   { "10s", 10 },  { "250ms", 0.25 }, { "5m", 300 },
+        { "1h", 3600 }, { "1.5h", 5400 }, { ".5s", 0.5 }, { "7.", 7 },       { "0ms", 0 },
     };
     static const char *const bad[] = {
-        "", "-1", "+1", "s", "ms", ".", "10x", "10 s", " 10s", "10s ", "1e3", "0x10",
-        "inf", "nan", "10S", "10sec", "1d", "1.2.3", "1hm",
+        "",    "-1",   "+1",  "s",   "ms",  ".",     "10x", "10 s",  " 10s", "10s ",
+        "1e3", "0x10", "inf", "nan", "10S", "10sec", "1d",  "1.2.3", "1hm",
     };
     double d;
     size_t i;
@@ -420,7 +434,7 @@ static void test_parse_duration(void **state)
 
 static void test_list(void **state)
 {
-    sl_optset set = {0};
+    sl_optset set = { 0 };
     const sl_optval *v;
 
     (void)state;
@@ -446,7 +460,7 @@ static void test_list(void **state)
 
 static void test_prefix(void **state)
 {
-    sl_optset set = {0};
+    sl_optset set = { 0 };
     const sl_optval *v;
     size_t i, n = 0;
 
@@ -487,8 +501,10 @@ static void test_unknown(void **state)
                "m.conf:2: unknown option 'epss' in [module gen \"second\"], did you mean 'eps'?");
     fails_with("[module gen]\n\ntimout = 1s\n",
                "m.conf:3: unknown option 'timout' in [module gen], did you mean 'timeout'?");
-    fails_with("[m]\nMode = safe\n", "m.conf:2: unknown option 'Mode' in [m], did you mean 'mode'?");
-    fails_with("[m]\nlistn = :80\n", "m.conf:2: unknown option 'listn' in [m], did you mean 'listen'?");
+    fails_with("[m]\nMode = safe\n",
+               "m.conf:2: unknown option 'Mode' in [m], did you mean 'mode'?");
+    fails_with("[m]\nlistn = :80\n",
+               "m.conf:2: unknown option 'listn' in [m], did you mean 'listen'?");
     fails_with("[m]\nrdkafak.acks = all\n",
                "m.conf:2: unknown option 'rdkafak.acks' in [m], did you mean 'rdkafka.acks'?");
     fails_with("[m]\nbananas = 1\n", "m.conf:2: unknown option 'bananas' in [m]");
@@ -496,22 +512,22 @@ static void test_unknown(void **state)
     fails_with("[m]\nnmaee = 1\n", "m.conf:2: unknown option 'nmaee' in [m], did you mean 'name'?");
     fails_with("[m]\nnxyz = 1\n", "m.conf:2: unknown option 'nxyz' in [m]");
     /* A one-letter name is not suggested for any other one-letter key. */
-    fails_tables("[m]\ny = 1\n", (const sl_option *const[]){unbounded_opts}, 1,
-                 (const char *const[]){"m.conf:2: unknown option 'y' in [m]", NULL});
+    fails_tables("[m]\ny = 1\n", (const sl_option *const[]){ unbounded_opts }, 1,
+                 (const char *const[]){ "m.conf:2: unknown option 'y' in [m]", NULL });
 }
 
 static void test_missing_required(void **state)
 {
-    const sl_option *const tables[] = {required_opts};
-    sl_errors errs = {0};
-    sl_optset set = {0};
+    const sl_option *const tables[] = { required_opts };
+    sl_errors errs = { 0 };
+    sl_optset set = { 0 };
 
     (void)state;
     fails_tables("# comment\n\n[module consumer \"a\"]\nacks = 2\n", tables, 1,
                  (const char *const[]){
-                     "m.conf:3: missing required option 'topic' in [module consumer \"a\"]",
-                     "m.conf:3: missing required option 'group' in [module consumer \"a\"]",
-                     NULL});
+                         "m.conf:3: missing required option 'topic' in [module consumer \"a\"]",
+                         "m.conf:3: missing required option 'group' in [module consumer \"a\"]",
+                         NULL });
 
     /* No section: nothing to point at but the file. */
     assert_int_equal(sl_options_validate(tables, 1, NULL, "m.conf", &set, &errs), -1);
@@ -531,80 +547,80 @@ static void test_missing_required(void **state)
 static void test_bad_defaults(void **state)
 {
     static const sl_option bad[] = {
-        {.name = "eps", .type = SL_OPT_INT, .def = "abc", .min = 0, .max = 10},
-        {.name = "mode", .type = SL_OPT_ENUM, .def = "x", .choices = "a|b"},
-        {.name = "tags", .type = SL_OPT_ENUM, .def = "a"},
-        {.name = "wait", .type = SL_OPT_DURATION, .def = "soon"},
-        {.name = "eps", .type = SL_OPT_INT, .def = "1"},
-        {0},
+        { .name = "eps", .type = SL_OPT_INT, .def = "abc", .min = 0, .max = 10 },
+        { .name = "mode", .type = SL_OPT_ENUM, .def = "x", .choices = "a|b" },
+        { .name = "tags", .type = SL_OPT_ENUM, .def = "a" },
+        { .name = "wait", .type = SL_OPT_DURATION, .def = "soon" },
+        { .name = "eps", .type = SL_OPT_INT, .def = "1" },
+        { 0 },
     };
-    const sl_option *const tables[] = {bad};
+    const sl_option *const tables[] = { bad };
 
     (void)state;
     /* A bad default is a bug in the module: reported without a place, and
      * even when the file sets the option. */
-    fails_tables("[m]\nwait = 1s\n", tables, 1,
-                 (const char *const[]){
-                     "option 'tags' is an enum without choices",
-                     "option 'eps' is declared twice",
-                     "option 'eps' has an invalid default: must be an integer between 0 and 10, "
-                     "got 'abc'",
-                     "option 'mode' has an invalid default: must be one of a|b, got 'x'",
-                     "option 'tags' has an invalid default: has no choices declared, got 'a'",
-                     "option 'wait' has an invalid default: must be a duration such as 250ms, "
-                     "10s, 5m, 1h or plain seconds, got 'soon'",
-                     NULL});
+    fails_tables(
+            "[m]\nwait = 1s\n", tables, 1,
+            (const char *const[]){
+                    "option 'tags' is an enum without choices", "option 'eps' is declared twice",
+                    "option 'eps' has an invalid default: must be an integer between 0 and 10, "
+                    "got 'abc'",
+                    "option 'mode' has an invalid default: must be one of a|b, got 'x'",
+                    "option 'tags' has an invalid default: has no choices declared, got 'a'",
+                    "option 'wait' has an invalid default: must be a duration such as 250ms, "
+                    "10s, 5m, 1h or plain seconds, got 'soon'",
+                    NULL });
 }
 
 static void test_declared_twice_across_tables(void **state)
 {
     static const sl_option mine[] = {
-        {.name = "listen", .type = SL_OPT_STRING, .def = ""},
-        {0},
+        { .name = "listen", .type = SL_OPT_STRING, .def = "" },
+        { 0 },
     };
-    const sl_option *const tables[] = {mine, common_opts};
+    const sl_option *const tables[] = { mine, common_opts };
 
     (void)state;
     fails_tables("[m]\n", tables, 2,
-                 (const char *const[]){"option 'listen' is declared twice", NULL});
+                 (const char *const[]){ "option 'listen' is declared twice", NULL });
 }
 
 /* Everything wrong in a section is reported, each at its own line. */
 static void test_multiple_errors(void **state)
 {
-    const sl_option *const tables[] = {mod_opts, common_opts, required_opts};
+    const sl_option *const tables[] = { mod_opts, common_opts, required_opts };
 
     (void)state;
-    fails_tables("[module gen \"x\"]\n"  /* 1 */
-                 "eps = -5\n"            /* 2 */
-                 "ratio = 2\n"           /* 3 */
-                 "colour = red\n"        /* 4 */
-                 "enabled = sure\n"      /* 5 */
-                 "topic = t\n"           /* 6 */
-                 "mode = slow\n"         /* 7 */
-                 "timeout = 1y\n",       /* 8 */
-                 tables, 3,
-                 (const char *const[]){
-                     "m.conf:4: unknown option 'colour' in [module gen \"x\"]",
-                     "m.conf:2: option 'eps' must be an integer between 0 and 1000000, got '-5'",
-                     "m.conf:3: option 'ratio' must be a number between 0 and 1, got '2'",
-                     "m.conf:5: option 'enabled' must be a boolean (true/false, yes/no, on/off, "
-                     "1/0), got 'sure'",
-                     "m.conf:7: option 'mode' must be one of fast|safe|off, got 'slow'",
-                     "m.conf:8: option 'timeout' must be a duration between 0s and 3600s (such "
-                     "as 250ms, 10s, 5m, 1h), got '1y'",
-                     "m.conf:1: missing required option 'group' in [module gen \"x\"]",
-                     NULL});
+    fails_tables(
+            "[module gen \"x\"]\n" /* 1 */
+            "eps = -5\n"           /* 2 */
+            "ratio = 2\n"          /* 3 */
+            "colour = red\n"       /* 4 */
+            "enabled = sure\n"     /* 5 */
+            "topic = t\n"          /* 6 */
+            "mode = slow\n"        /* 7 */
+            "timeout = 1y\n",      /* 8 */
+            tables, 3,
+            (const char *const[]){
+                    "m.conf:4: unknown option 'colour' in [module gen \"x\"]",
+                    "m.conf:2: option 'eps' must be an integer between 0 and 1000000, got '-5'",
+                    "m.conf:3: option 'ratio' must be a number between 0 and 1, got '2'",
+                    "m.conf:5: option 'enabled' must be a boolean (true/false, yes/no, on/off, "
+                    "1/0), got 'sure'",
+                    "m.conf:7: option 'mode' must be one of fast|safe|off, got 'slow'",
+                    "m.conf:8: option 'timeout' must be a duration between 0s and 3600s (such "
+                    "as 250ms, 10s, 5m, 1h), got '1y'",
+                    "m.conf:1: missing required option 'group' in [module gen \"x\"]", NULL });
 }
 
 /* A section built by other code than the parser may repeat a key. */
 static void test_duplicate_entry(void **state)
 {
-    const sl_option *const tables[] = {mod_opts};
-    sl_conf_entry entries[] = {{"eps", "1", 2}, {"eps", "2", 3}};
-    sl_conf_section sec = {"m", NULL, "", 1, entries, 2};
-    sl_errors errs = {0};
-    sl_optset set = {0};
+    const sl_option *const tables[] = { mod_opts };
+    sl_conf_entry entries[] = { { "eps", "1", 2 }, { "eps", "2", 3 } };
+    sl_conf_section sec = { "m", NULL, "", 1, entries, 2 };
+    sl_errors errs = { 0 };
+    sl_optset set = { 0 };
 
     (void)state;
     assert_int_equal(sl_options_validate(tables, 1, &sec, "m.conf", &set, &errs), -1);
@@ -617,7 +633,7 @@ static void test_duplicate_entry(void **state)
 
 static void test_optset_equal(void **state)
 {
-    sl_optset a = {0}, b = {0};
+    sl_optset a = { 0 }, b = { 0 };
 
     (void)state;
     validate_ok("[m]\neps = 5\nrdkafka.acks = all\nmode = safe\n", &a);
@@ -655,7 +671,7 @@ static void test_optset_equal(void **state)
 
 static void test_optset_copy(void **state)
 {
-    sl_optset src = {0}, dst = {0}, empty = {0};
+    sl_optset src = { 0 }, dst = { 0 }, empty = { 0 };
     const sl_optval *v;
 
     (void)state;

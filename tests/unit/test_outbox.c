@@ -1,7 +1,8 @@
 /*
  * test_outbox.c - the outbox relay's pure parts: which names may reach SQL,
- * the topic template, and the per-aggregate queue that keeps at most one
- * row of an aggregate in flight.
+ * the topic template, the per-aggregate queue that keeps at most one row
+ * of an aggregate in flight and holds blocked aggregates back, the set of
+ * ids a relay holds, and the bucket shares.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -106,7 +107,7 @@ static void test_queue_one_in_flight(void **state)
     ob_queue_free(&q);
 }
 
-static void test_queue_give_back_and_poison(void **state)
+static void test_queue_give_back_and_block(void **state)
 {
     ob_queue q = { 0 };
     ob_agg *a;
@@ -128,13 +129,17 @@ static void test_queue_give_back_and_poison(void **state)
     assert_int_equal(n, 2);
     assert_int_equal(ids[0], 11);
     assert_int_equal(ids[1], 12);
-    /* Poisoned (a claim is open), it stays known though idle... */
-    a->poisoned = 1;
+    /* Blocked (row 10 waits for its backoff), it stays known though idle,
+     * and a row of it read meanwhile is not made ready... */
+    a->block = OB_BLOCKED;
     ob_queue_drop_if_idle(&q, a);
     assert_ptr_equal(ob_queue_find(&q, "segment", "42"), a);
+    assert_int_equal(ob_queue_add(&q, row(13, "segment", "42")), 0);
     assert_null(ob_queue_ready(&q));
-    /* ...until the claim ended. */
-    ob_queue_unpoison(&q);
+    free(ob_queue_pop(&q, a));
+    /* ...until the block ends. */
+    a->block = OB_OPEN;
+    ob_queue_resume(&q, a);
     assert_null(ob_queue_find(&q, "segment", "42"));
     assert_int_equal(q.n, 0);
     assert_int_equal(q.queued, 0);
@@ -203,15 +208,71 @@ static void test_queue_many(void **state)
     ob_queue_free(&q);
 }
 
+static void test_mine(void **state)
+{
+    ob_mine m = { 0 };
+    (void)state;
+
+    assert_false(ob_mine_has(&m, 1));
+    assert_int_equal(ob_mine_del(&m, 1), -1);
+    /* Enough to grow the table several times, with ids that collide. */
+    for (long long id = 1; id <= 50000; id++)
+        assert_int_equal(ob_mine_add(&m, id * 1024, (int)(id % OB_BUCKETS)), 0);
+    assert_int_equal(m.n, 50000);
+    assert_int_equal(ob_mine_add(&m, 0, 0), -1); /* ids are positive */
+    assert_int_equal(ob_mine_add(&m, 1024, 1), 0); /* already there: kept once */
+    assert_int_equal(m.n, 50000);
+    /* Delete every other one: the rest must still be found (deletion
+     * shifts the probe runs back, it leaves no holes in them). */
+    for (long long id = 2; id <= 50000; id += 2)
+        assert_int_equal(ob_mine_del(&m, id * 1024), (int)(id % OB_BUCKETS));
+    for (long long id = 1; id <= 50000; id++)
+        assert_int_equal(ob_mine_has(&m, id * 1024), id % 2 == 1);
+    assert_int_equal(m.n, 25000);
+    assert_int_equal(ob_mine_del(&m, 2 * 1024), -1);
+    /* A failed row stays held, marked, with its bucket. */
+    assert_false(ob_mine_failed(&m, 3 * 1024));
+    ob_mine_mark_failed(&m, 3 * 1024);
+    ob_mine_mark_failed(&m, 2 * 1024); /* not held: nothing */
+    assert_true(ob_mine_failed(&m, 3 * 1024));
+    assert_false(ob_mine_failed(&m, 5 * 1024));
+    assert_false(ob_mine_failed(&m, 2 * 1024));
+    assert_true(ob_mine_has(&m, 3 * 1024));
+    for (long long id = 1; id <= 50000; id += 2)
+        assert_int_equal(ob_mine_del(&m, id * 1024), (int)(id % OB_BUCKETS));
+    assert_int_equal(m.n, 0);
+    assert_false(ob_mine_has(&m, 1024));
+    ob_mine_free(&m);
+}
+
+static void test_plan(void **state)
+{
+    (void)state;
+    assert_int_equal(ob_fair_share(1), OB_BUCKETS);
+    assert_int_equal(ob_fair_share(0), OB_BUCKETS);
+    assert_int_equal(ob_fair_share(2), OB_BUCKETS / 2);
+    /* Shares cover every bucket: 3 relays at 22 each leave none free. */
+    for (int n = 1; n <= OB_BUCKETS + 3; n++)
+        assert_true(ob_fair_share(n) * n >= OB_BUCKETS);
+    assert_int_equal(ob_fair_share(3), 22);
+    assert_int_equal(ob_fair_share(OB_BUCKETS + 1), 1);
+    assert_int_equal(ob_per_bucket(1000, 64), 16);
+    assert_int_equal(ob_per_bucket(1000, 1), 1000);
+    assert_int_equal(ob_per_bucket(10, 64), 1); /* never 0 */
+    assert_int_equal(ob_per_bucket(1000, 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ident),
         cmocka_unit_test(test_topic),
         cmocka_unit_test(test_queue_one_in_flight),
-        cmocka_unit_test(test_queue_give_back_and_poison),
+        cmocka_unit_test(test_queue_give_back_and_block),
         cmocka_unit_test(test_queue_give_back_while_ready),
         cmocka_unit_test(test_queue_many),
+        cmocka_unit_test(test_mine),
+        cmocka_unit_test(test_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

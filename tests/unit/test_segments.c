@@ -1,7 +1,8 @@
 /*
  * test_segments.c - the segments module's pure parts: SHA-256 and HMAC
  * against published vectors, the sticky rollout bucket against values
- * computed independently (Python hashlib), and the input checks.
+ * computed independently (Python hashlib), the input checks, and the read
+ * cache (expiry at read time, tickets, limits, the answer's bytes).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include "parse.h"
 #include "sha256.h"
+#include "ucache.h"
 
 static void hex(const uint8_t *d, size_t n, char *out)
 {
@@ -276,6 +278,98 @@ static void test_period_and_reports(void **state)
     assert_string_equal(why, "no such report");
 }
 
+/* 2026-12-01T14:20:04.866285Z in microseconds since the epoch */
+#define T0 1796134804866285LL
+
+static void test_cache_answer(void **state)
+{
+    const ucache_member m[] = { { "A", UCACHE_NO_EXPIRY }, { "B", T0 }, { "Q\"\\", UCACHE_NO_EXPIRY } };
+    char buf[512], small[8];
+    size_t len;
+
+    (void)state;
+    /* the bytes PostgreSQL's to_char and cJSON gave before the cache */
+    len = ucache_answer(buf, sizeof(buf), 7, m, 3, T0 - 1);
+    assert_int_equal(len, strlen(buf));
+    assert_string_equal(buf, "{\"user_id\":7,\"segments\":[{\"slug\":\"A\"},{\"slug\":\"B\","
+                             "\"expires_at\":\"2026-12-01T14:20:04.866285Z\"},{\"slug\":\"Q\\\"\\\\\"}]}");
+    ucache_answer(buf, sizeof(buf), 7, m, 2, T0); /* expired at exactly its time */
+    assert_string_equal(buf, "{\"user_id\":7,\"segments\":[{\"slug\":\"A\"}]}");
+    ucache_answer(buf, sizeof(buf), 9007199254740991LL, NULL, 0, T0);
+    assert_string_equal(buf, "{\"user_id\":9007199254740991,\"segments\":[]}");
+    assert_true(ucache_answer(small, sizeof(small), 7, m, 3, 0) >= sizeof(small));
+    assert_true(ucache_answer_size(m, 3) > strlen(buf));
+}
+
+static void test_cache_expiry_and_tickets(void **state)
+{
+    const ucache_member m[] = { { "A", UCACHE_NO_EXPIRY }, { "B", T0 } };
+    ucache *c = ucache_new(10, 1 << 20, 60);
+    ucache_stats st;
+    const char *body;
+    uint64_t t;
+    size_t len;
+
+    (void)state;
+    assert_non_null(c);
+    assert_null(ucache_get(c, 7, T0 - 10, 0, &len));
+    t = ucache_ticket(c, 7);
+    assert_int_equal(ucache_put(c, 7, t, m, 2, 0), 1);
+    body = ucache_get(c, 7, T0 - 1, 1, &len);
+    assert_non_null(body);
+    assert_non_null(strstr(body, "\"B\""));
+    body = ucache_get(c, 7, T0, 2, &len); /* rebuilt at the expiry */
+    assert_string_equal(body, "{\"user_id\":7,\"segments\":[{\"slug\":\"A\"}]}");
+    assert_int_equal(len, strlen(body));
+    assert_null(ucache_get(c, 7, T0, 61.5, &len)); /* older than max_age */
+
+    /* a put under a ticket taken before an invalidation is refused */
+    t = ucache_ticket(c, 7);
+    ucache_forget(c, 7);
+    assert_int_equal(ucache_put(c, 7, t, m, 2, 62), 0);
+    assert_null(ucache_get(c, 7, T0 - 1, 62, &len));
+    t = ucache_ticket(c, 8);
+    ucache_clear(c);
+    assert_int_equal(ucache_put(c, 8, t, m, 2, 62), 0);
+    ucache_forget(c, 9); /* another user: another stripe (1024 of them) */
+    assert_int_equal(ucache_put(c, 8, ucache_ticket(c, 8), m, 2, 62), 1);
+    ucache_get_stats(c, &st);
+    assert_int_equal(st.entries, 1);
+    assert_int_equal(st.hits, 2);
+    assert_int_equal(st.misses, 3);
+    ucache_free(c);
+}
+
+static void test_cache_limits(void **state)
+{
+    const ucache_member m[] = { { "SOME_SEGMENT", UCACHE_NO_EXPIRY }, { "OTHER", T0 } };
+    ucache *c = ucache_new(50, 64 * 1024, 60);
+    ucache_stats st;
+    size_t len;
+
+    (void)state;
+    for (int64_t u = 1; u <= 5000; u++) {
+        assert_int_not_equal(ucache_put(c, u, ucache_ticket(c, u), m, 2, 0), -1);
+        ucache_get_stats(c, &st);
+        assert_true(st.entries <= 50);
+        assert_true(st.bytes <= 64 * 1024);
+    }
+    assert_int_equal(st.entries, 50);
+    assert_int_equal(st.evictions, 4950);
+    assert_non_null(ucache_get(c, 5000, 0, 0, &len)); /* the newest stay */
+    assert_null(ucache_get(c, 1, 0, 0, &len));
+    ucache_free(c);
+
+    c = ucache_new(1000000, 32 * 1024, 60); /* now bytes bind first */
+    for (int64_t u = 1; u <= 5000; u++) {
+        ucache_put(c, u, ucache_ticket(c, u), m, 2, 0);
+        ucache_get_stats(c, &st);
+        assert_true(st.bytes <= 32 * 1024);
+    }
+    assert_true(st.entries > 10 && st.entries < 100);
+    ucache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +377,8 @@ int main(void)
         cmocka_unit_test(test_bucket),         cmocka_unit_test(test_slug),
         cmocka_unit_test(test_ids),            cmocka_unit_test(test_change),
         cmocka_unit_test(test_segment_body),   cmocka_unit_test(test_period_and_reports),
+        cmocka_unit_test(test_cache_answer),   cmocka_unit_test(test_cache_expiry_and_tickets),
+        cmocka_unit_test(test_cache_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

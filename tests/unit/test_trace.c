@@ -34,10 +34,13 @@ static void test_parse_valid(void **state)
     sl_tp_format(&tp, out);
     assert_string_equal(out, good);
 
-    assert_int_equal(sl_tp_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &tp), 0);
+    assert_int_equal(sl_tp_parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", &tp),
+                     0);
     assert_int_equal(tp.flags, 0);
     /* A later version is read by the fields it shares with 00. */
-    assert_int_equal(sl_tp_parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what", &tp), 0);
+    assert_int_equal(sl_tp_parse("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what",
+                                 &tp),
+                     0);
     assert_int_equal(tp.flags, 1);
 }
 
@@ -111,8 +114,7 @@ static sl_span *make_span(const char *name, int kind)
 static cJSON *attr_value(const cJSON *attrs, const char *key)
 {
     const cJSON *a;
-    cJSON_ArrayForEach(a, attrs)
-    {
+    cJSON_ArrayForEach (a, attrs) {
         if (strcmp(cJSON_GetObjectItem(a, "key")->valuestring, key) == 0)
             return cJSON_GetObjectItem(a, "value");
     }
@@ -148,16 +150,18 @@ static void test_otlp_body(void **state)
     doc = cJSON_Parse(body);
     assert_non_null(doc);
     rs = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "resourceSpans"), 0);
-    assert_string_equal(
-        attr_value(cJSON_GetObjectItem(cJSON_GetObjectItem(rs, "resource"), "attributes"), "service.name")
-            ->child->valuestring,
-        "svc");
-    assert_string_equal(
-        attr_value(cJSON_GetObjectItem(cJSON_GetObjectItem(rs, "resource"), "attributes"),
-                   "deployment.environment")
-            ->child->valuestring,
-        "test\"q");
-    spans = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "scopeSpans"), 0), "spans");
+    assert_string_equal(attr_value(cJSON_GetObjectItem(cJSON_GetObjectItem(rs, "resource"),
+                                                       "attributes"),
+                                   "service.name")
+                                ->child->valuestring,
+                        "svc");
+    assert_string_equal(attr_value(cJSON_GetObjectItem(cJSON_GetObjectItem(rs, "resource"),
+                                                       "attributes"),
+                                   "deployment.environment")
+                                ->child->valuestring,
+                        "test\"q");
+    spans = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "scopeSpans"), 0),
+                                "spans");
     assert_int_equal(cJSON_GetArraySize(spans), 2);
     sa = cJSON_GetArrayItem(spans, 0);
     sb = cJSON_GetArrayItem(spans, 1);
@@ -170,18 +174,22 @@ static void test_otlp_body(void **state)
                         "1700000000000000000");
     assert_string_equal(cJSON_GetObjectItem(sb, "parentSpanId")->valuestring, "00f067aa0ba902b7");
     assert_string_equal(cJSON_GetObjectItem(sb, "spanId")->valuestring, "00f067aa0ba90201");
-    assert_string_equal(attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.system")->child->valuestring,
-                        "postgresql");
     assert_string_equal(
-        cJSON_GetObjectItem(attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.response.returned_rows"),
-                            "intValue")->valuestring,
-        "3");
-    assert_string_equal(attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.query.text")->child->valuestring,
-                        "SELECT \"x\"\n");
+            attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.system")->child->valuestring,
+            "postgresql");
+    assert_string_equal(cJSON_GetObjectItem(attr_value(cJSON_GetObjectItem(sb, "attributes"),
+                                                       "db.response.returned_rows"),
+                                            "intValue")
+                                ->valuestring,
+                        "3");
+    assert_string_equal(
+            attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.query.text")->child->valuestring,
+            "SELECT \"x\"\n");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "links")), 1);
     assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(sb, "status"), "code")->valueint, 2);
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(sb, "status"), "message")->valuestring,
-                        "boom 7");
+    assert_string_equal(
+            cJSON_GetObjectItem(cJSON_GetObjectItem(sb, "status"), "message")->valuestring,
+            "boom 7");
     cJSON_Delete(doc);
     free(body);
 
@@ -189,7 +197,8 @@ static void test_otlp_body(void **state)
     body = sl_otlp_body(resource, a, 1, &len);
     doc = cJSON_Parse(body);
     rs = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "resourceSpans"), 0);
-    spans = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "scopeSpans"), 0), "spans");
+    spans = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "scopeSpans"), 0),
+                                "spans");
     assert_int_equal(cJSON_GetArraySize(spans), 1);
     cJSON_Delete(doc);
     free(body);
@@ -222,8 +231,8 @@ static void test_off_is_free(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_valid),  cmocka_unit_test(test_parse_invalid),
-        cmocka_unit_test(test_tracestate),   cmocka_unit_test(test_otlp_body),
+        cmocka_unit_test(test_parse_valid), cmocka_unit_test(test_parse_invalid),
+        cmocka_unit_test(test_tracestate),  cmocka_unit_test(test_otlp_body),
         cmocka_unit_test(test_off_is_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

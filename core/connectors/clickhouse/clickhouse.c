@@ -26,6 +26,9 @@ static const sl_option clickhouse_options[] = {
     { "user", SL_OPT_STRING, "", "user name (HTTP basic auth); empty: the server's default", 0,
       0, NULL },
     { "password", SL_OPT_STRING, "", "password of `user`", 0, 0, NULL },
+    { "password_file", SL_OPT_STRING, "",
+      "file whose first line is the password of `user` (instead of `password`, so that the secret is not in the config)",
+      0, 0, NULL },
     { "database", SL_OPT_STRING, "default", "database of unqualified table names", 0, 0, NULL },
     { "timeout", SL_OPT_DURATION, "30s",
       "how long one attempt of a request may take once sent (waiting for a free connection "
@@ -62,8 +65,10 @@ static int ch_check(const sl_optset *opts, const char *file, sl_errors *errs)
     const sl_optval *v = sl_optset_get(opts, "url");
     char err[512];
 
+    int rc = sl_conn_check_secret(opts, "clickhouse", "password_file", file, errs);
+
     if (v == NULL || check_url(v->raw, err, sizeof(err)) == 0)
-        return 0;
+        return rc;
     sl_errors_add(errs, file, v->line, "[clickhouse] url: %s", err);
     return -1;
 }
@@ -205,6 +210,18 @@ static int load_options(sl_ch *ch, long *max_connections, char *err, size_t errl
         ch->database = strdup(sl_optset_get(set, "database")->raw);
         ch->user = strdup(sl_optset_get(set, "user")->raw);
         ch->password = strdup(sl_optset_get(set, "password")->raw);
+        if (sl_optset_get(set, "password_file")->raw[0] != '\0' && ch->password != NULL) {
+            char secret[SL_SECRET_MAX];
+            free(ch->password);
+            ch->password = NULL;
+            if (sl_conn_read_secret(sl_optset_get(set, "password_file")->raw, secret,
+                                    sizeof(secret), err, errlen) != 0) {
+                sl_optset_free(&defaults);
+                return -1;
+            }
+            ch->password = strdup(secret);
+            memset(secret, 0, sizeof(secret));
+        }
         ch->timeout = sl_optset_get(set, "timeout")->d;
         ch->ping_interval = sl_optset_get(set, "ping_interval")->d;
         ch->retries = (long)sl_optset_get(set, "retries")->i;

@@ -151,7 +151,7 @@ SL_API int sl_ch_insert(sl_ch *ch, const char *table, const char *rows, size_t l
     memcpy(copy, rows, len);
     copy[len] = '\0';
     return ch_submit(ch, K_INSERT, insert_url(ch, table, NULL, "JSONEachRow"), copy, len, fn,
-                     arg);
+                     arg, 0, 0);
 }
 
 SL_API int sl_ch_insert_rows(sl_ch *ch, const char *table, const char *columns,
@@ -247,7 +247,7 @@ SL_API int sl_ch_insert_batch(sl_ch *ch, const char *table, sl_ch_batch *b, sl_c
     len = b->len;
     free(b);
     return ch_submit(ch, K_INSERT, insert_url(ch, table, NULL, "JSONEachRow"), body, len, fn,
-                     arg);
+                     arg, 0, 0);
 }
 
 /* The statement without trailing blanks and semicolons, then `suffix`. */
@@ -271,7 +271,7 @@ SL_API int sl_ch_query(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg)
         return -1;
     /* 64-bit integers as JSON numbers, not strings: counts read naturally. */
     return ch_submit(ch, K_QUERY, ch_make_url(ch, "output_format_json_quote_64bit_integers=0"),
-                     body, strlen(body), fn, arg);
+                     body, strlen(body), fn, arg, 0, 0);
 }
 
 SL_API int sl_ch_exec(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg)
@@ -283,5 +283,32 @@ SL_API int sl_ch_exec(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg)
     body = statement(sql, "");
     if (body == NULL)
         return -1;
-    return ch_submit(ch, K_EXEC, ch_make_url(ch, ""), body, strlen(body), fn, arg);
+    return ch_submit(ch, K_EXEC, ch_make_url(ch, ""), body, strlen(body), fn, arg, 0, 0);
+}
+
+/* The settings go before readonly: ClickHouse refuses to change a setting
+ * in the same request once readonly=1 has been applied. */
+SL_API int sl_ch_query_limited(sl_ch *ch, const char *sql, const sl_ch_limits *lim, sl_ch_fn fn,
+                               void *arg)
+{
+    char *body, *settings, *url;
+
+    if (ch == NULL || ch->life.freeing || sql == NULL || lim == NULL ||
+        lim->max_execution_time < 1 || lim->max_result_rows == 0 || lim->max_result_bytes == 0)
+        return -1;
+    body = statement(sql, "\nFORMAT JSON");
+    settings = ch_str_printf("output_format_json_quote_64bit_integers=0&max_execution_time=%lld"
+                             "&max_result_rows=%llu&max_result_bytes=%llu"
+                             "&result_overflow_mode=throw&readonly=1",
+                             (long long)lim->max_execution_time, lim->max_result_rows,
+                             lim->max_result_bytes);
+    url = settings != NULL ? ch_make_url(ch, settings) : NULL;
+    free(settings);
+    if (body == NULL || url == NULL) {
+        free(body);
+        free(url);
+        return -1;
+    }
+    return ch_submit(ch, K_QUERY, url, body, strlen(body), fn, arg,
+                     (size_t)lim->max_result_bytes, 1);
 }

@@ -47,6 +47,8 @@ struct req {
     char *resp;           /* the answer of the current attempt */
     size_t resp_len, resp_cap;
     int too_large;
+    size_t max_answer;    /* answers longer than this fail the request */
+    int caller;           /* sl_ch_query_limited(): no attempt after an answer */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -79,11 +81,13 @@ struct sl_ch {
 void ch_req_free(req *q);
 /* Takes `q` out of ch->reqs. */
 void ch_unlink_req(sl_ch *ch, req *q);
-/* Takes ownership of url and body in every case. */
+/* Takes ownership of url and body in every case.  `max_answer` 0: the
+ * connector's own bound; `caller`: a query run for a caller
+ * (sl_ch_query_limited), not attempted again once ClickHouse answered. */
 int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn,
-              void *arg);
-/* Like ch_submit() with a body the caller keeps valid until `fn` ran or
- * the request was cancelled; takes ownership of url only. */
+              void *arg, size_t max_answer, int caller);
+/* Like ch_submit() for an insert, with a body the caller keeps valid until
+ * `fn` ran or the request was cancelled; takes ownership of url only. */
 int ch_submit_borrowed(sl_ch *ch, req_kind kind, char *url, const char *body, size_t len,
                        sl_ch_fn fn, void *arg);
 /* The /ping timer's callback, and arming it (not while the handle frees). */

@@ -139,7 +139,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
         char *p;
         while (cap < q->resp_len + n + 1)
             cap *= 2;
-        if (cap > MAX_RESPONSE + 1) {
+        if (q->resp_len + n > q->max_answer) {
             q->too_large = 1;
             return 0; /* curl fails the transfer: CURLE_WRITE_ERROR */
         }
@@ -333,7 +333,7 @@ static void on_done(CURL *easy, CURLcode rc, void *arg)
         o = rc == CURLE_OPERATION_TIMEDOUT ? OUT_TIMEOUT : OUT_TRANSPORT;
         retriable = curl_retriable(rc);
         if (q->too_large)
-            snprintf(err, sizeof(err), "answer larger than %u bytes", MAX_RESPONSE);
+            snprintf(err, sizeof(err), "answer larger than %zu bytes", q->max_answer);
         else
             snprintf(err, sizeof(err), "%s", q->errbuf[0] != '\0' ? q->errbuf : curl_easy_strerror(rc));
     } else if (status >= 200 && status < 300) {
@@ -343,7 +343,8 @@ static void on_done(CURL *easy, CURLcode rc, void *arg)
     } else {
         const char *body = q->resp != NULL ? q->resp : "";
         code = exception_code(body);
-        retriable = status >= 500 && code_retriable(code);
+        /* A query for a caller that hit a limit would hit it again. */
+        retriable = status >= 500 && !q->caller && code_retriable(code);
         o = status >= 500 && retriable ? OUT_SERVER : OUT_CLIENT;
         first_line(body, q->resp_len, err, sizeof(err));
         if (err[0] == '\0')
@@ -389,6 +390,7 @@ static req *req_new(sl_ch *ch, req_kind kind, char *url, char *body, const char 
         return NULL;
     q->ch = ch;
     q->kind = kind;
+    q->max_answer = MAX_RESPONSE;
     q->url = url;
     q->body = body;
     q->send = send != NULL ? send : "";
@@ -429,8 +431,9 @@ static req *req_new(sl_ch *ch, req_kind kind, char *url, char *body, const char 
     return q;
 }
 
+/* Owns url and body (NULL for a borrowed body) in every case; sends `send`. */
 static int submit(sl_ch *ch, req_kind kind, char *url, char *body, const char *send, size_t len,
-                  sl_ch_fn fn, void *arg)
+                  sl_ch_fn fn, void *arg, size_t max_answer, int caller)
 {
     req *q;
 
@@ -448,6 +451,9 @@ static int submit(sl_ch *ch, req_kind kind, char *url, char *body, const char *s
     }
     q->fn = fn;
     q->arg = arg;
+    if (max_answer != 0 && max_answer < MAX_RESPONSE)
+        q->max_answer = max_answer;
+    q->caller = caller;
     q->submitted = sl_now();
     if (attempt(q) != 0) {
         ch_req_free(q);
@@ -462,15 +468,15 @@ static int submit(sl_ch *ch, req_kind kind, char *url, char *body, const char *s
 
 /* Takes ownership of url and body in every case. */
 int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn,
-              void *arg)
+              void *arg, size_t max_answer, int caller)
 {
-    return submit(ch, kind, url, body, body, len, fn, arg);
+    return submit(ch, kind, url, body, body, len, fn, arg, max_answer, caller);
 }
 
 int ch_submit_borrowed(sl_ch *ch, req_kind kind, char *url, const char *body, size_t len,
                        sl_ch_fn fn, void *arg)
 {
-    return submit(ch, kind, url, NULL, body, len, fn, arg);
+    return submit(ch, kind, url, NULL, body, len, fn, arg, 0, 0);
 }
 
 /* ---------------------------------------------------------------- ping */

@@ -27,6 +27,7 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
+#include "connectors/connector.h"
 #include "daemon/core.h"
 #include "kafka_int.h"
 #include "metrics/metrics.h"
@@ -468,6 +469,21 @@ static int brokers_from_file(const char *path, char *out, size_t outlen, char *e
     return 0;
 }
 
+/* sasl.password from [kafka] sasl_password_file, when set. */
+static int sasl_password(rd_kafka_conf_t *conf, const char *path, char *err, size_t errlen)
+{
+    char secret[SL_SECRET_MAX];
+    int rc;
+
+    if (path[0] == '\0')
+        return 0;
+    if (sl_conn_read_secret(path, secret, sizeof(secret), err, errlen) != 0)
+        return -1;
+    rc = conf_set(conf, "sasl.password", secret, err, errlen);
+    memset(secret, 0, sizeof(secret));
+    return rc;
+}
+
 /* The client's configuration, by precedence: our defaults, the [kafka]
  * section, the module's overrides, then what the connector needs to stay
  * on the loop. */
@@ -505,7 +521,8 @@ static rd_kafka_conf_t *build_conf(kafka_handle *h, const char *group, const cha
             goto fail;
     }
     if (sl_kafka_conf_apply_section(conf, opts, group != NULL ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER,
-                                    err, errlen) != 0)
+                                    err, errlen) != 0 ||
+        sasl_password(conf, sl_optset_get(opts, "sasl_password_file")->raw, err, errlen) != 0)
         goto fail;
     for (size_t i = 0; props != NULL && props[i] != NULL; i += 2) {
         if (props[i + 1] == NULL) {

@@ -58,7 +58,7 @@ sl_log_level sl_kafka_log_level(int syslog_level);
  * librdkafka lists for the other kind only (linger.ms on a consumer) is
  * left out rather than making librdkafka warn at every start that it
  * ignores it.  Returns 0 or -1 with the reason in `err`. */
-int sl_kafka_conf_apply_section(rd_kafka_conf_t *conf, const sl_optset *opts,
-                                rd_kafka_type_t type, char *err, size_t errlen);
+int sl_kafka_conf_apply_section(rd_kafka_conf_t *conf, const sl_optset *opts, rd_kafka_type_t type,
+                                char *err, size_t errlen);
 
 #endif

@@ -22,6 +22,7 @@
 #include <librdkafka/rdkafka_mock.h>
 #include "daemon/core.h"
 #include "kafka.h"
+#include "connectors/connector.h"
 #include "daemon/log.h"
 #include <sluice/kafka.h>
 
@@ -44,6 +45,9 @@ const sl_option sl_kafka_options[] = {
     { "admin", SL_OPT_BOOL, "false",
       "let modules take embedded brokers down and inject errors (reliability tests only)", 0, 0,
       NULL },
+    { "sasl_password_file", SL_OPT_STRING, "",
+      "file whose first line is sasl.password, so that the secret is not in the config (rdkafka.sasl.username and rdkafka.sasl.mechanism stay here)",
+      0, 0, NULL },
     { "rdkafka.*", SL_OPT_STRING, NULL,
       "any librdkafka configuration property, e.g. rdkafka.linger.ms = 5; one librdkafka lists for producers only or consumers only goes to that kind of handle only", 0, 0, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
@@ -206,6 +210,8 @@ int sl_kafka_check(const sl_optset *opts, const char *file, sl_errors *errs)
     char err[512];
     int bad = 0;
 
+    if (sl_conn_check_secret(opts, "kafka", "sasl_password_file", file, errs) != 0)
+        bad = 1;
     if (brokers->raw[0] == '\0') {
         sl_errors_add(errs, file, brokers->line, "[kafka] brokers: empty; use \"embedded\" or host:port");
         bad = 1;

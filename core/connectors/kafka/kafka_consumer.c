@@ -118,7 +118,9 @@ static void consumer_rebalance_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
                      1);
     sl_log(h->ctx, SL_LOG_INFO, "%s: %d partition%s %s", h->kind, parts != NULL ? parts->cnt : 0,
            parts != NULL && parts->cnt == 1 ? "" : "s",
-           kind == SL_KAFKA_ASSIGNED ? "assigned" : kind == SL_KAFKA_REVOKED ? "revoked" : "lost");
+           kind == SL_KAFKA_ASSIGNED  ? "assigned"
+           : kind == SL_KAFKA_REVOKED ? "revoked"
+                                      : "lost");
     if (c->on_rebalance != NULL) {
         tps = tp_array(parts, &n);
         c->on_rebalance(c, kind, tps, n, c->arg);
@@ -248,8 +250,7 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
                                                 const char *const *topics, size_t ntopics,
                                                 sl_kafka_message_fn on_message,
                                                 sl_kafka_rebalance_fn on_rebalance, void *arg,
-                                                const char *const *props, char *err,
-                                                size_t errlen)
+                                                const char *const *props, char *err, size_t errlen)
 {
     sl_kafka_consumer *c;
     rd_kafka_topic_partition_list_t *subs;
@@ -264,8 +265,7 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
         snprintf(err, errlen, "not in check()");
         return NULL;
     }
-    if (group == NULL || group[0] == '\0' || topics == NULL || ntopics == 0 ||
-        on_message == NULL) {
+    if (group == NULL || group[0] == '\0' || topics == NULL || ntopics == 0 || on_message == NULL) {
         snprintf(err, errlen, "a consumer needs a group, topics and a message callback");
         return NULL;
     }
@@ -324,7 +324,8 @@ SL_API int sl_kafka_consumer_pause(sl_kafka_consumer *c, const char *topic, int3
     if (list == NULL)
         return SL_KAFKA_ENOMEM;
     rd_kafka_topic_partition_list_add(list, topic, partition);
-    e = pause ? rd_kafka_pause_partitions(c->h.rk, list) : rd_kafka_resume_partitions(c->h.rk, list);
+    e = pause ? rd_kafka_pause_partitions(c->h.rk, list)
+              : rd_kafka_resume_partitions(c->h.rk, list);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         e = list->elems[0].err;
     rd_kafka_topic_partition_list_destroy(list);
@@ -350,7 +351,7 @@ SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_
     }
     for (size_t i = 0; i < nparts; i++)
         rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
-            parts[i].offset;
+                parts[i].offset;
     r->fn = done;
     r->arg = arg;
     r->next = c->commits;

@@ -122,8 +122,9 @@ static rd_kafka_resp_err_t run(mock_cmd *cmd)
 rd_kafka_resp_err_t sl_kafka_mock_topic_create(rd_kafka_mock_cluster_t *mock, const char *topic,
                                                int partitions)
 {
-    mock_cmd cmd = { .kind = CMD_TOPIC_CREATE, .mock = mock, .topic = topic,
-                     .partitions = partitions };
+    mock_cmd cmd = {
+        .kind = CMD_TOPIC_CREATE, .mock = mock, .topic = topic, .partitions = partitions
+    };
 
     return run(&cmd);
 }
@@ -138,8 +139,9 @@ rd_kafka_resp_err_t sl_kafka_mock_broker_set(rd_kafka_mock_cluster_t *mock, int3
 void sl_kafka_mock_push_errors(rd_kafka_mock_cluster_t *mock, int16_t api, size_t count,
                                const rd_kafka_resp_err_t *errors)
 {
-    mock_cmd cmd = { .kind = CMD_PUSH_ERRORS, .mock = mock, .api = api, .count = count,
-                     .errors = errors };
+    mock_cmd cmd = {
+        .kind = CMD_PUSH_ERRORS, .mock = mock, .api = api, .count = count, .errors = errors
+    };
 
     run(&cmd);
 }

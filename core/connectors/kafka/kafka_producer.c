@@ -204,9 +204,9 @@ SL_API int sl_kafka_produce(sl_kafka_producer *p, const char *topic, int32_t par
     if (ps != NULL)
         rd_kafka_header_add(hdrs, "traceparent", -1, tp, SL_TP_LEN);
     e = rd_kafka_producev(h->rk, RD_KAFKA_V_RKT(t->rkt), RD_KAFKA_V_PARTITION(partition),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                          RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
-                          RD_KAFKA_V_OPAQUE(opaque), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, keylen),
+                          RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_OPAQUE(opaque),
+                          RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_headers_destroy(hdrs); /* only taken over on success */
         if (ps != NULL)

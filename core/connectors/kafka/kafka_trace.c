@@ -9,9 +9,9 @@
 
 struct kafka_pspan {
     kafka_pspan *prev, *next;
-    sl_tp tp;           /* the span's position, sent in the header */
-    sl_span *span;      /* NULL when not recorded */
-    sl_trace_ctx ctx;   /* current at produce: the delivery callback's */
+    sl_tp tp;         /* the span's position, sent in the header */
+    sl_span *span;    /* NULL when not recorded */
+    sl_trace_ctx ctx; /* current at produce: the delivery callback's */
 };
 
 static void unlink_ps(kafka_trace *kt, kafka_pspan *ps)
@@ -36,7 +36,7 @@ static int header_tp(const rd_kafka_message_t *rkm, sl_tp *tp)
 
     if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         rd_kafka_header_get_last(hdrs, "traceparent", &value, &size) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR ||
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
         size != SL_TP_LEN)
         return -1;
     memcpy(text, value, SL_TP_LEN);
@@ -140,8 +140,8 @@ void kafka_trace_free(kafka_trace *kt)
     }
 }
 
-sl_span *kafka_trace_consume(const rd_kafka_message_t *rkm, const char *topic,
-                             const char *group, sl_trace_ctx *ctx)
+sl_span *kafka_trace_consume(const rd_kafka_message_t *rkm, const char *topic, const char *group,
+                             sl_trace_ctx *ctx)
 {
     char name[300];
     sl_trace_ctx parent = { 0 };

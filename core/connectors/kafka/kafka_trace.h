@@ -45,7 +45,7 @@ void kafka_trace_free(kafka_trace *kt);
 
 /* Consume: opens the span of a message carrying a traceparent and fills
  * `ctx` with it; NULL (ctx untouched) otherwise. */
-sl_span *kafka_trace_consume(const rd_kafka_message_t *rkm, const char *topic,
-                             const char *group, sl_trace_ctx *ctx);
+sl_span *kafka_trace_consume(const rd_kafka_message_t *rkm, const char *topic, const char *group,
+                             sl_trace_ctx *ctx);
 
 #endif

@@ -27,7 +27,7 @@ typedef struct {
     sl_pg_migration *list; /* copies */
     size_t n;
     int applied;
-    char err[768];         /* the first failure, with what it was */
+    char err[768]; /* the first failure, with what it was */
     sl_pg_migrate_fn fn;
     void *arg;
 } migration_run;
@@ -56,14 +56,14 @@ static void on_committed(sl_pg *pg, const sl_pg_result *res, const char *err, vo
     (void)res;
     note_error(m, "commit", err);
     if (m->err[0] != '\0') {
-        sl_log_core(SL_LOG_ERROR, "postgres", "%s: migrations of %s failed: %s",
-                    sl_pg_label(pg), m->module, m->err);
+        sl_log_core(SL_LOG_ERROR, "postgres", "%s: migrations of %s failed: %s", sl_pg_label(pg),
+                    m->module, m->err);
         m->fn(pg, 0, m->err, m->arg);
         return;
     }
     if (m->applied > 0)
-        sl_log_core(SL_LOG_INFO, "postgres", "%s: applied %d migration(s) of %s",
-                    sl_pg_label(pg), m->applied, m->module);
+        sl_log_core(SL_LOG_INFO, "postgres", "%s: applied %d migration(s) of %s", sl_pg_label(pg),
+                    m->applied, m->module);
     m->fn(pg, m->applied, NULL, m->arg);
     /* The transaction frees `m` once this returns. */
 }
@@ -128,9 +128,8 @@ static void on_versions(sl_pg *pg, const sl_pg_result *res, const char *err, voi
     for (size_t i = 0; err == NULL && i < m->n; i++) {
         snprintf(module_version, sizeof(module_version), "%d", m->list[i].version);
         if (sl_pg_tx_script(m->tx, m->list[i].sql, on_migration, m) != 0 ||
-            sl_pg_tx_query(m->tx,
-                           "INSERT INTO sluice_migrations (module, version) VALUES ($1, $2)", 2,
-                           params, on_recorded, m) != 0) {
+            sl_pg_tx_query(m->tx, "INSERT INTO sluice_migrations (module, version) VALUES ($1, $2)",
+                           2, params, on_recorded, m) != 0) {
             note_error(m, "queueing migrations", "out of memory");
             break;
         }
@@ -142,15 +141,14 @@ static void on_versions(sl_pg *pg, const sl_pg_result *res, const char *err, voi
         sl_pg_tx_commit(m->tx, on_committed, m);
 }
 
-int sl_pg_migrate_start(sl_pg *pg, const char *module, const sl_pg_migration *migrations,
-                        size_t n, sl_pg_migrate_fn fn, void *arg)
+int sl_pg_migrate_start(sl_pg *pg, const char *module, const sl_pg_migration *migrations, size_t n,
+                        sl_pg_migrate_fn fn, void *arg)
 {
-    static const char create[] =
-        "CREATE TABLE IF NOT EXISTS sluice_migrations ("
-        " module text NOT NULL,"
-        " version integer NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now(),"
-        " PRIMARY KEY (module, version))";
+    static const char create[] = "CREATE TABLE IF NOT EXISTS sluice_migrations ("
+                                 " module text NOT NULL,"
+                                 " version integer NOT NULL,"
+                                 " applied_at timestamptz NOT NULL DEFAULT now(),"
+                                 " PRIMARY KEY (module, version))";
     const char *lock[] = { MIGRATE_LOCK_KEY };
     const char *module_param[] = { module };
     migration_run *m;
@@ -196,8 +194,8 @@ int sl_pg_migrate_start(sl_pg *pg, const char *module, const sl_pg_migration *mi
     /* on_versions goes on from there; whatever fails on the way shows in
      * the error the commit reports. */
     if (sl_pg_tx_script(m->tx, "SET LOCAL statement_timeout = 0", on_step, m) != 0 ||
-        sl_pg_tx_query(m->tx, "SELECT pg_advisory_xact_lock($1::bigint)", 1, lock, on_step,
-                       m) != 0 ||
+        sl_pg_tx_query(m->tx, "SELECT pg_advisory_xact_lock($1::bigint)", 1, lock, on_step, m) !=
+                0 ||
         sl_pg_tx_script(m->tx, create, on_step, m) != 0 ||
         sl_pg_tx_query(m->tx, "SELECT version FROM sluice_migrations WHERE module = $1", 1,
                        module_param, on_versions, m) != 0) {

@@ -21,6 +21,9 @@ static const sl_option pg_options[] = {
       "libpq connection string, e.g. \"host=127.0.0.1 port=5432 user=sluice dbname=sluice\"; "
       "required by every module that uses PostgreSQL",
       0, 0, NULL },
+    { "password_file", SL_OPT_STRING, "",
+      "file whose first line is the password (instead of password= in the dsn, so that the secret is not in the config)",
+      0, 0, NULL },
     { "pool_size", SL_OPT_INT, "4", "connections of each handle (one handle per instance)", 1, 64,
       NULL },
     { "connect_timeout", SL_OPT_DURATION, "5s", "how long establishing a connection may take",
@@ -45,13 +48,14 @@ static int pg_check(const sl_optset *opts, const char *file, sl_errors *errs)
     const sl_optval *v = sl_optset_get(opts, "dsn");
     PQconninfoOption *parsed;
     char *msg = NULL, why[512];
+    int rc = sl_conn_check_secret(opts, "postgres", "password_file", file, errs);
 
     if (v == NULL || v->raw[0] == '\0')
-        return 0;
+        return rc;
     parsed = PQconninfoParse(v->raw, &msg);
     if (parsed != NULL) {
         PQconninfoFree(parsed);
-        return 0;
+        return rc;
     }
     pg_one_line(why, sizeof(why), msg != NULL ? msg : "out of memory");
     sl_errors_add(errs, file, v->line, "[postgres] dsn: %s", why);
@@ -206,7 +210,8 @@ static int is_name(const char *host)
  * `options` so that the server stops what the client gave up on, and a
  * fallback application_name naming the instance in pg_stat_activity.
  */
-static int build_params(sl_pg *pg, const char *dsn, char *err, size_t errlen)
+static int build_params(sl_pg *pg, const char *dsn, const char *password_file, char *err,
+                        size_t errlen)
 {
     PQconninfoOption *parsed;
     char *msg = NULL;
@@ -223,8 +228,8 @@ static int build_params(sl_pg *pg, const char *dsn, char *err, size_t errlen)
     }
     for (PQconninfoOption *o = parsed; o->keyword != NULL; o++)
         n += o->val != NULL;
-    pg->keys = calloc(n + 3, sizeof(*pg->keys));
-    pg->vals = calloc(n + 3, sizeof(*pg->vals));
+    pg->keys = calloc(n + 4, sizeof(*pg->keys));
+    pg->vals = calloc(n + 4, sizeof(*pg->vals));
     if (pg->keys == NULL || pg->vals == NULL)
         goto oom;
     for (PQconninfoOption *o = parsed; o->keyword != NULL; o++) {
@@ -239,7 +244,8 @@ static int build_params(sl_pg *pg, const char *dsn, char *err, size_t errlen)
         hostaddr |= strcmp(o->keyword, "hostaddr") == 0;
         if (strcmp(o->keyword, "port") == 0)
             port = o->val;
-        if (strcmp(o->keyword, "fallback_application_name") == 0)
+        if (strcmp(o->keyword, "fallback_application_name") == 0 ||
+            (password_file[0] != '\0' && strcmp(o->keyword, "password") == 0))
             continue;
         pg->keys[k] = strdup(o->keyword);
         pg->vals[k] = strdup(o->val);
@@ -260,6 +266,19 @@ static int build_params(sl_pg *pg, const char *dsn, char *err, size_t errlen)
     pg->vals[k] = strdup(appname);
     if (pg->keys[k] == NULL || pg->vals[k] == NULL)
         goto oom;
+    if (password_file[0] != '\0') {
+        char secret[SL_SECRET_MAX];
+        if (sl_conn_read_secret(password_file, secret, sizeof(secret), err, errlen) != 0) {
+            PQconninfoFree(parsed);
+            return -1;
+        }
+        k++;
+        pg->keys[k] = strdup("password");
+        pg->vals[k] = strdup(secret);
+        memset(secret, 0, sizeof(secret));
+        if (pg->keys[k] == NULL || pg->vals[k] == NULL)
+            goto oom;
+    }
     snprintf(pg->where, sizeof(pg->where), "%s:%s", host ? host : "(default host)",
              port ? port : "5432");
     if (!hostaddr && host != NULL && is_name(host)) {
@@ -302,7 +321,7 @@ static int load_options(sl_pg *pg, char *err, size_t errlen)
     if (dsn[0] == '\0')
         snprintf(err, errlen, "[postgres] dsn is not set; this module needs a PostgreSQL server");
     else
-        rc = build_params(pg, dsn, err, errlen);
+        rc = build_params(pg, dsn, sl_optset_get(set, "password_file")->raw, err, errlen);
     sl_optset_free(&defaults);
     return rc;
 }
@@ -666,6 +685,16 @@ SL_API void sl_pg_unlisten(sl_pg_listener *l)
     if (!others)
         pg_listen_queue(c, OP_UNLISTEN, NULL, l->channel);
     pg_leave(pg); /* unlinks and frees it unless inside a callback */
+}
+
+SL_API int sl_pg_listening(const sl_pg_listener *l)
+{
+    return l != NULL && !l->dead && l->active;
+}
+
+SL_API unsigned long long sl_pg_epoch(const sl_pg *pg)
+{
+    return pg != NULL ? pg->epoch : 0;
 }
 
 /* --------------------------------------------------------------- results */

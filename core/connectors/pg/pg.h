@@ -28,8 +28,8 @@ int sl_pg_tx_script(sl_pg_tx *tx, const char *sql, sl_pg_fn fn, void *arg);
 void sl_pg_tx_own(sl_pg_tx *tx, void *obj, void (*free_fn)(void *));
 
 /* sl_pg_migrate() itself, in migrate.c. */
-int sl_pg_migrate_start(sl_pg *pg, const char *module, const sl_pg_migration *migrations,
-                        size_t n, sl_pg_migrate_fn fn, void *arg);
+int sl_pg_migrate_start(sl_pg *pg, const char *module, const sl_pg_migration *migrations, size_t n,
+                        sl_pg_migrate_fn fn, void *arg);
 
 /* The handle's owner, for log lines: "module" or "module/instance". */
 const char *sl_pg_label(const sl_pg *pg);

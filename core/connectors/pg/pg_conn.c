@@ -425,8 +425,10 @@ static const char *result_error(conn *c, PGresult *res, char *buf, size_t len)
 
 static void notify_listening(sl_pg *pg, sl_pg_listener *l)
 {
-    if (l != NULL && !l->dead)
+    if (l != NULL && !l->dead) {
+        l->active = 1;
         l->fn(pg, l->channel, NULL, l->arg);
+    }
 }
 
 /* The op in flight got its last result.  State first, module code last:

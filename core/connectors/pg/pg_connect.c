@@ -54,8 +54,12 @@ static void set_up(conn *c, int up)
 {
     sl_pg *pg = c->pg;
 
+    pg->epoch++;
     if (pg->s_up != NULL)
         sl_series_add(pg->s_up, up ? 1 : -1);
+    if (!up && c == pg->lconn)
+        for (sl_pg_listener *l = pg->listeners; l != NULL; l = l->next)
+            l->active = 0;
     if (c->id > 0)
         pg->nup += up ? 1 : -1;
 }

@@ -94,6 +94,7 @@ struct sl_pg_listener {
     sl_pg_notify_fn fn;
     void *arg;
     int dead;                 /* unlistened inside a callback: unlinked later */
+    int active;               /* LISTEN in effect on the live LISTEN connection */
 };
 
 typedef enum { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY } conn_state;
@@ -141,6 +142,7 @@ struct sl_pg {
     sl_pg_stmt *stmts;
     int nstmts;
     int nup;                  /* pool connections up */
+    unsigned long long epoch; /* connections established or lost (sl_pg_epoch) */
     int down;                 /* none up after a failure: requests fail fast */
     char err[512];            /* why the last connection went or did not come */
 

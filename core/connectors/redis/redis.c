@@ -25,6 +25,8 @@
 static const sl_option redis_options[] = {
     { "url", SL_OPT_STRING, "redis://127.0.0.1:6379",
       "server address, redis://[[user]:password@]host[:port][/db]", 0, 0, NULL },
+    { "password_file", SL_OPT_STRING, "",
+      "file whose first line is the password (AUTH), instead of one in the url", 0, 0, NULL },
     { "connect_timeout", SL_OPT_DURATION, "2s", "how long connecting may take, up to the first PONG", 0.001, 300,
       NULL },
     { "command_timeout", SL_OPT_DURATION, "5s",
@@ -113,8 +115,10 @@ static int redis_check(const sl_optset *opts, const char *file, sl_errors *errs)
     sl_redis_url u;
     char err[256];
 
+    int rc = sl_conn_check_secret(opts, "redis", "password_file", file, errs);
+
     if (v == NULL || sl_redis_url_parse(v->raw, &u, err, sizeof(err)) == 0)
-        return 0;
+        return rc;
     sl_errors_add(errs, file, v->line, "[redis] url: %s", err);
     return -1;
 }
@@ -233,6 +237,9 @@ static int load_options(sl_redis *r, char *err, size_t errlen)
     if (set == NULL)
         return -1;
     rc = sl_redis_url_parse(sl_optset_get(set, "url")->raw, &r->url, err, errlen);
+    if (rc == 0 && sl_optset_get(set, "password_file")->raw[0] != '\0')
+        rc = sl_conn_read_secret(sl_optset_get(set, "password_file")->raw, r->url.password,
+                                 sizeof(r->url.password), err, errlen);
     r->connect_timeout = sl_optset_get(set, "connect_timeout")->d;
     r->command_timeout = sl_optset_get(set, "command_timeout")->d;
     r->reconnect_max = sl_optset_get(set, "reconnect_max")->d;

@@ -155,8 +155,8 @@ void redis_cmd_on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
  * FIFO (and the command timeout) relies on. */
 static int is_unpaired(const char *name, size_t len)
 {
-    static const char *const names[] = { "subscribe", "psubscribe", "unsubscribe",
-                                         "punsubscribe", "monitor" };
+    static const char *const names[] = { "subscribe", "psubscribe", "unsubscribe", "punsubscribe",
+                                         "monitor" };
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (len == strlen(names[i]) && strncasecmp(name, names[i], len) == 0)

@@ -389,8 +389,8 @@ void redis_conn_on_command_timeout(evutil_socket_t fd, short what, void *arg)
         r->head->timed_out = 1;
         /* Once per outage: lost() reports the rest. */
         sl_log_core(r->state == ST_UP ? SL_LOG_WARN : SL_LOG_DEBUG, WHO,
-                    "%s: redis %s:%d did not answer within %gs; resetting the connection",
-                    r->label, r->url.host, r->url.port, r->command_timeout);
+                    "%s: redis %s:%d did not answer within %gs; resetting the connection", r->label,
+                    r->url.host, r->url.port, r->command_timeout);
         redis_conn_drop(r, "no reply from redis within %gs (command_timeout); connection reset",
                         r->command_timeout);
     } else {

@@ -32,34 +32,34 @@ typedef struct cmd cmd;
 struct cmd {
     cmd *next;
     sl_redis *r;
-    sl_redis_fn fn;     /* NULL for our own commands and ignored outcomes */
+    sl_redis_fn fn; /* NULL for our own commands and ignored outcomes */
     void *arg;
     double start;
     double deadline;
-    int internal;       /* AUTH/SELECT/PING at connect: not counted, failure drops */
-    int handshake_end;  /* the PING whose answer makes the connection usable */
+    int internal;      /* AUTH/SELECT/PING at connect: not counted, failure drops */
+    int handshake_end; /* the PING whose answer makes the connection usable */
     int timed_out;
-    char *why;          /* for commands failed without being sent */
+    char *why; /* for commands failed without being sent */
 };
 
 struct sl_redis {
     sl_conn_life life;
-    char *label;        /* the owning instance, for logs */
+    char *label; /* the owning instance, for logs */
     sl_redis_url url;
     double connect_timeout, command_timeout, reconnect_max, backoff;
 
     conn_state state;
-    int failures;       /* connection attempts failed since the last success */
+    int failures; /* connection attempts failed since the last success */
     redisAsyncContext *ac;
     struct event *rev, *wev;
     struct event *connect_timer, *command_timer, *retry_timer, *deliver;
     struct evdns_base *dns;
     struct evdns_getaddrinfo_request *dns_req;
     char addr[INET6_ADDRSTRLEN];
-    char err[512];      /* why the connection went or did not come */
+    char err[512]; /* why the connection went or did not come */
 
-    cmd *head, *tail;           /* handed to hiredis, oldest first */
-    cmd *failed, *failed_tail;  /* to be answered on the next loop turn */
+    cmd *head, *tail;          /* handed to hiredis, oldest first */
+    cmd *failed, *failed_tail; /* to be answered on the next loop turn */
 
     sl_metric *m_latency, *m_commands, *m_reconnects, *m_up;
     sl_series *s_latency, *s_reconnects, *s_up, *s_out[OUT_N];

@@ -100,6 +100,28 @@ SL_API int sl_ch_insert_batch(sl_ch *ch, const char *table, sl_ch_batch *b, sl_c
  * the parsed document to `fn` as res->json. */
 SL_API int sl_ch_query(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg);
 
+/* What ClickHouse may spend on a query run on behalf of a caller (an HTTP
+ * request): every field must be set (at least 1). */
+typedef struct {
+    double max_execution_time;            /* seconds, whole seconds sent */
+    unsigned long long max_result_rows;
+    unsigned long long max_result_bytes;  /* also bounds the answer held here */
+} sl_ch_limits;
+
+/*
+ * sl_ch_query() for a caller: sent with readonly=1 (nothing can be
+ * written), max_execution_time, max_result_rows and max_result_bytes with
+ * result_overflow_mode=throw, so ClickHouse stops the query at a limit
+ * instead of returning a truncated answer.  An answer longer than
+ * max_result_bytes is not held: the request fails with "answer larger
+ * than N bytes".  Attempted again only when no answer came (connection
+ * refused or broken); never after ClickHouse answered, since a query that
+ * hit a limit (TIMEOUT_EXCEEDED, MEMORY_LIMIT_EXCEEDED, TOO_MANY_ROWS ...)
+ * would only hit it again.  Returns -1 when `lim` is incomplete.
+ */
+SL_API int sl_ch_query_limited(sl_ch *ch, const char *sql, const sl_ch_limits *lim, sl_ch_fn fn,
+                               void *arg);
+
 /* Runs a statement whose answer is not needed (CREATE TABLE, ALTER ...). */
 SL_API int sl_ch_exec(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg);
 

@@ -58,17 +58,17 @@ typedef struct {
 typedef struct {
     const char *topic;
     int32_t partition;
-    int64_t offset;       /* -1 when not known */
-    const void *key;      /* NULL when the message has none */
+    int64_t offset;  /* -1 when not known */
+    const void *key; /* NULL when the message has none */
     size_t keylen;
-    const void *value;    /* NULL for a tombstone */
+    const void *value; /* NULL for a tombstone */
     size_t len;
     int64_t timestamp_ms; /* -1 when not known */
     int err;
-    const char *errname;  /* "" when err is 0 */
-    const char *errstr;   /* "" when err is 0 */
+    const char *errname; /* "" when err is 0 */
+    const char *errstr;  /* "" when err is 0 */
     void *opaque;
-    const void *impl;     /* the connector's; for sl_kafka_msg_header() */
+    const void *impl; /* the connector's; for sl_kafka_msg_header() */
 } sl_kafka_msg;
 
 /* The `i`th header of a message: 0 and its parts, or -1 past the last. */
@@ -165,8 +165,7 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
                                                 const char *const *topics, size_t ntopics,
                                                 sl_kafka_message_fn on_message,
                                                 sl_kafka_rebalance_fn on_rebalance, void *arg,
-                                                const char *const *props, char *err,
-                                                size_t errlen);
+                                                const char *const *props, char *err, size_t errlen);
 
 /* Stops (pause 1) or restarts (pause 0) fetching one partition.  0 or an
  * SL_KAFKA_E* code. */

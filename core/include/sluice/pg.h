@@ -158,6 +158,20 @@ SL_API sl_pg_listener *sl_pg_listen(sl_pg *pg, const char *channel, sl_pg_notify
                                     void *arg);
 /* Stops the callbacks at once; safe inside one. */
 SL_API void sl_pg_unlisten(sl_pg_listener *l);
+/* 1 while `l`'s channel is listened to: from the callback with payload
+ * NULL until the LISTEN connection is lost (notifications are then missed
+ * until the next such callback). */
+SL_API int sl_pg_listening(const sl_pg_listener *l);
+
+/*
+ * A number that changes each time a connection of the handle (the LISTEN
+ * one included) is established or lost.  What a module keeps from what it
+ * read (a cache) holds only while the number stays the same: a connection
+ * that comes back may reach another server (a failover, with commits the
+ * old one had and the new one lacks, or the other way round), and
+ * notifications sent while one was down are lost.  Cheap: a field read.
+ */
+SL_API unsigned long long sl_pg_epoch(const sl_pg *pg);
 
 /*
  * Migrations: versioned SQL (one or more statements each, no parameters)

@@ -28,12 +28,12 @@ typedef struct sl_redis sl_redis;
 typedef struct sl_redis_reply sl_redis_reply;
 
 typedef enum {
-    SL_REDIS_STRING = 1,  /* bulk string */
+    SL_REDIS_STRING = 1, /* bulk string */
     SL_REDIS_ARRAY = 2,
     SL_REDIS_INTEGER = 3,
     SL_REDIS_NIL = 4,
-    SL_REDIS_STATUS = 5,  /* "+OK" and the like */
-    SL_REDIS_ERROR = 6    /* "-ERR ..." from the server */
+    SL_REDIS_STATUS = 5, /* "+OK" and the like */
+    SL_REDIS_ERROR = 6   /* "-ERR ..." from the server */
 } sl_redis_type;
 
 /*
@@ -44,8 +44,7 @@ typedef enum {
  * answer (not connected, connection lost, timeout) `reply` is NULL and
  * `err` says why.  Neither pointer may be kept after the callback returns.
  */
-typedef void (*sl_redis_fn)(sl_redis *r, const sl_redis_reply *reply, const char *err,
-                            void *arg);
+typedef void (*sl_redis_fn)(sl_redis *r, const sl_redis_reply *reply, const char *err, void *arg);
 
 /* A connection configured by [redis] for this instance; connecting starts
  * at once.  Returns NULL after logging why (bad url, out of memory). */
@@ -63,8 +62,8 @@ SL_API void sl_redis_free(sl_redis *r);
  * called, or -1 (argc < 1, out of memory, handle being freed) when it will
  * not.  `fn` may be NULL to ignore the outcome.
  */
-SL_API int sl_redis_command(sl_redis *r, int argc, const char *const *argv,
-                            const size_t *argvlen, sl_redis_fn fn, void *arg);
+SL_API int sl_redis_command(sl_redis *r, int argc, const char *const *argv, const size_t *argvlen,
+                            sl_redis_fn fn, void *arg);
 
 /* 1 when connected and ready to take commands. */
 SL_API int sl_redis_connected(const sl_redis *r);

@@ -79,7 +79,7 @@ typedef struct {
 #define SL_MODULE_EXCLUSIVE 0x1
 
 typedef struct {
-    int abi_version;          /* SL_ABI_VERSION; first in every version */
+    int abi_version; /* SL_ABI_VERSION; first in every version */
     const char *name;
     const char *description;
     const sl_option *options; /* terminated by an entry with name == NULL */
@@ -287,7 +287,8 @@ SL_API void sl_reply_json(sl_req *req, int status, cJSON *json);
  * reason; for a detail the client should not see, log it yourself with
  * sl_req_id() and answer a short message. */
 SL_API void sl_reply_error(sl_req *req, int status, const char *fmt, ...) SL_PRINTF(3, 4);
-SL_API void sl_reply(sl_req *req, int status, const char *content_type, const void *body, size_t len);
+SL_API void sl_reply(sl_req *req, int status, const char *content_type, const void *body,
+                     size_t len);
 /* Adds a response header; before the reply. */
 SL_API void sl_reply_header(sl_req *req, const char *name, const char *value);
 

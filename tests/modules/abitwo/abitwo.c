@@ -38,10 +38,9 @@ static void stop(sl_ctx *ctx)
     sl_stopped(ctx);
 }
 
-static const sl_option options[] = {
-    { "value", SL_OPT_STRING, "two", "what /abitwo answers", 0, 0, NULL },
-    { NULL, 0, NULL, NULL, 0, 0, NULL }
-};
+static const sl_option options[] = { { "value", SL_OPT_STRING, "two", "what /abitwo answers", 0, 0,
+                                       NULL },
+                                     { NULL, 0, NULL, NULL, 0, 0, NULL } };
 
 SL_API const abi2_module sluice_module = {
     .abi_version = 2,

@@ -360,10 +360,14 @@ static int probe_start(sl_ctx *ctx)
     p->ch = sl_ch_new(ctx);
     if (p->ch == NULL)
         return sl_fail(ctx, "cannot create the clickhouse connection");
-    if (sl_route_scoped(ctx, SL_POST, "/ch/exec", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_exec, p) != 0 ||
-        sl_route_scoped(ctx, SL_POST, "/ch/query", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_query, p) != 0 ||
-        sl_route_scoped(ctx, SL_POST, "/ch/insert", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_insert, p) != 0 ||
-        sl_route_scoped(ctx, SL_POST, "/ch/generate", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_generate, p) != 0 ||
+    if (sl_route_scoped(ctx, SL_POST, "/ch/exec", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_exec,
+                        p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/ch/query", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0,
+                        serve_query, p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/ch/insert", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0,
+                        serve_insert, p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/ch/generate", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0,
+                        serve_generate, p) != 0 ||
         sl_route(ctx, SL_GET, "/ch/rows", serve_rows, p) != 0 ||
         sl_route(ctx, SL_GET, "/ch/status", serve_status, p) != 0)
         return sl_fail(ctx, "cannot register routes");
@@ -375,9 +379,7 @@ static void probe_stop(sl_ctx *ctx)
     sl_stopped(ctx);
 }
 
-static const sl_option probe_options[] = {
-    { NULL, 0, NULL, NULL, 0, 0, NULL }
-};
+static const sl_option probe_options[] = { { NULL, 0, NULL, NULL, 0, 0, NULL } };
 
 SL_API const sl_module sluice_module = {
     .abi_version = SL_ABI_VERSION,

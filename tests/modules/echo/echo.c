@@ -165,7 +165,8 @@ static int echo_start(sl_ctx *ctx)
     sl_set_data(ctx, e);
     requests = sl_counter(ctx, "sluice_echo_requests_total", "Requests answered by /echo.", NULL);
     ticks = sl_counter(ctx, "sluice_echo_ticks_total", "Ticks of the echo timer.", NULL);
-    slow_pending = sl_gauge(ctx, "sluice_echo_slow_pending", "Requests to /echo/slow not answered yet.", NULL);
+    slow_pending = sl_gauge(ctx, "sluice_echo_slow_pending",
+                            "Requests to /echo/slow not answered yet.", NULL);
     if (requests == NULL || ticks == NULL || slow_pending == NULL)
         return sl_fail(ctx, "cannot register metrics");
     e->requests = sl_series_of(requests);

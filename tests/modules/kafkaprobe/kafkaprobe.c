@@ -218,7 +218,8 @@ static void serve_produce(sl_req *req, void *arg)
     /* Room for the prefix and number even when size is smaller. */
     r->cap = r->size + 32 + (r->prefix != NULL ? strlen(r->prefix) : 0);
     r->buf = malloc(r->cap);
-    if (r->topic == NULL || r->buf == NULL || r->prefix == NULL || (key != NULL && r->key == NULL)) {
+    if (r->topic == NULL || r->buf == NULL || r->prefix == NULL ||
+        (key != NULL && r->key == NULL)) {
         free(r->topic);
         free(r->key);
         free(r->hdr);
@@ -495,8 +496,7 @@ static int probe_start(sl_ctx *ctx)
         for (size_t i = 0; i < ntopics; i++)
             topics[i] = sl_opt_list_at(ctx, "topics", i);
         pr->consumer = sl_kafka_consumer_new(ctx, sl_opt_str(ctx, "group"), topics, ntopics,
-                                             on_message, on_rebalance, pr, props, err,
-                                             sizeof(err));
+                                             on_message, on_rebalance, pr, props, err, sizeof(err));
         free(topics);
         if (pr->consumer == NULL)
             return sl_fail(ctx, "consumer: %s", err);

@@ -91,7 +91,7 @@ static int params_from(const cJSON *arr, params *p)
         return 0;
     if (!cJSON_IsArray(arr) || cJSON_GetArraySize(arr) > 32)
         return -1;
-    cJSON_ArrayForEach(it, arr) {
+    cJSON_ArrayForEach (it, arr) {
         if (cJSON_IsString(it)) {
             p->v[n] = it->valuestring;
         } else if (cJSON_IsNull(it)) {
@@ -258,7 +258,7 @@ static void serve_tx(sl_req *req, void *arg)
     call->tx = tx;
     call->rollback = strcmp(end->valuestring, "rollback") == 0;
     call->results = cJSON_CreateArray();
-    cJSON_ArrayForEach(it, stmts) {
+    cJSON_ArrayForEach (it, stmts) {
         const cJSON *sql = cJSON_GetObjectItemCaseSensitive(it, "sql");
         const sl_pg_stmt *st = NULL;
         params ps;
@@ -443,11 +443,15 @@ static int start(sl_ctx *ctx)
         return sl_fail(ctx, "no PostgreSQL handle (see the log)");
     }
     sl_set_data(ctx, p);
-    if (sl_route_scoped(ctx, SL_POST, "/pg/query", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_query, p) != 0 ||
-        sl_route_scoped(ctx, SL_POST, "/pg/tx", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_tx, p) != 0 ||
-        sl_route_scoped(ctx, SL_POST, "/pg/listen", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_listen, p) != 0 ||
+    if (sl_route_scoped(ctx, SL_POST, "/pg/query", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0,
+                        serve_query, p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/pg/tx", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_tx,
+                        p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/pg/listen", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0,
+                        serve_listen, p) != 0 ||
         sl_route(ctx, SL_GET, "/pg/notes", serve_notes, p) != 0 ||
-        sl_route_scoped(ctx, SL_POST, "/pg/migrate", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_migrate, p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/pg/migrate", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0,
+                        serve_migrate, p) != 0 ||
         sl_route(ctx, SL_GET, "/pg/migrations", serve_migrations, p) != 0) {
         probe_free(p);
         return sl_fail(ctx, "cannot register routes");
@@ -455,8 +459,8 @@ static int start(sl_ctx *ctx)
     if (sl_opt_bool(ctx, "migrate")) {
         sl_set_ready(ctx, 0, "migrating");
         if (sl_pg_migrate(p->pg, "pgprobe", probe_migrations,
-                          sizeof(probe_migrations) / sizeof(probe_migrations[0]),
-                          on_migrated_start, p) != 0) {
+                          sizeof(probe_migrations) / sizeof(probe_migrations[0]), on_migrated_start,
+                          p) != 0) {
             probe_free(p);
             return sl_fail(ctx, "migrations not accepted");
         }
@@ -475,10 +479,9 @@ static void stop(sl_ctx *ctx)
     sl_stopped(ctx);
 }
 
-static const sl_option options[] = {
-    { "migrate", SL_OPT_BOOL, "false", "apply the probe's migrations at start", 0, 0, NULL },
-    { NULL, 0, NULL, NULL, 0, 0, NULL }
-};
+static const sl_option options[] = { { "migrate", SL_OPT_BOOL, "false",
+                                       "apply the probe's migrations at start", 0, 0, NULL },
+                                     { NULL, 0, NULL, NULL, 0, 0, NULL } };
 
 SL_API const sl_module sluice_module = {
     .abi_version = SL_ABI_VERSION,

@@ -87,8 +87,8 @@ static void on_reply(sl_redis *r, const sl_redis_reply *reply, const char *err, 
 }
 
 /* Hands a command to the connector, counting it; `done` answers `req`. */
-static void probe_send(probe *p, sl_req *req, int argc, const char *const *argv,
-                       const size_t *lens, sl_redis_fn done)
+static void probe_send(probe *p, sl_req *req, int argc, const char *const *argv, const size_t *lens,
+                       sl_redis_fn done)
 {
     if (sl_redis_command(p->redis, argc, argv, lens, done, req) != 0) {
         sl_reply_error(req, 500, "command refused");
@@ -139,8 +139,7 @@ static void serve_cmd(sl_req *req, void *arg)
     if (json == NULL)
         return;
     args = cJSON_GetObjectItemCaseSensitive(json, "args");
-    if (!cJSON_IsArray(args) || cJSON_GetArraySize(args) < 1 ||
-        cJSON_GetArraySize(args) > 64) {
+    if (!cJSON_IsArray(args) || cJSON_GetArraySize(args) < 1 || cJSON_GetArraySize(args) > 64) {
         sl_reply_error(req, 400, "args must be an array of 1 to 64 strings");
         return;
     }
@@ -183,9 +182,11 @@ static int probe_start(sl_ctx *ctx)
     p->redis = sl_redis_new(ctx);
     if (p->redis == NULL)
         return sl_fail(ctx, "cannot create the redis connection");
-    if (sl_route_scoped(ctx, SL_POST, "/redis/set", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_set, p) != 0 ||
+    if (sl_route_scoped(ctx, SL_POST, "/redis/set", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0,
+                        serve_set, p) != 0 ||
         sl_route(ctx, SL_GET, "/redis/get", serve_get, p) != 0 ||
-        sl_route_scoped(ctx, SL_POST, "/redis/cmd", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0, serve_cmd, p) != 0 ||
+        sl_route_scoped(ctx, SL_POST, "/redis/cmd", SL_SCOPE_ADMIN | SL_ROUTE_ANY_BODY, 0,
+                        serve_cmd, p) != 0 ||
         sl_route(ctx, SL_GET, "/redis/status", serve_status, p) != 0)
         return sl_fail(ctx, "cannot register routes");
     return 0;
@@ -197,9 +198,7 @@ static void probe_stop(sl_ctx *ctx)
     sl_stopped(ctx);
 }
 
-static const sl_option probe_options[] = {
-    { NULL, 0, NULL, NULL, 0, 0, NULL }
-};
+static const sl_option probe_options[] = { { NULL, 0, NULL, NULL, 0, 0, NULL } };
 
 SL_API const sl_module sluice_module = {
     .abi_version = SL_ABI_VERSION,
