@@ -144,7 +144,6 @@ typedef struct agg {
     agg_batch *cur, *flight;
     agg_batch carry; /* minutes and offsets of flights whose recompute was deferred */
     int carried;     /* flights in `carry` */
-    double carried_since; /* when the first of them was deferred */
     int stage;       /* of the flight (sink.c) */
     int outstanding; /* requests of the current stage */
     int stage_failed;

@@ -13,9 +13,9 @@
  *
  * Under a backlog (the next batch is already half full when a flight's rows
  * landed) the recompute and the commit are deferred to the next flight,
- * which carries the earlier one's minutes and offsets (for at most
- * MAX_CARRY_SECONDS): catching up then recomputes a minute once, not once
- * per batch, and offsets still move only after their recompute.
+ * which carries the earlier one's minutes and offsets (at most
+ * MAX_CARRIED flights): catching up then recomputes a minute once, not
+ * once per batch, and offsets still move only after their recompute.
  *
  * Any failure (after the connector's own retries) keeps the flight,
  * pauses every partition and replays the whole flight after a backoff:
@@ -32,9 +32,7 @@
 
 enum { ST_SCHEMA, ST_UPGRADE, ST_INSERT, ST_AGGREGATE, ST_PRODUCED, ST_DONE };
 
-/* How long offsets may wait behind deferred recomputes: what a crash
- * while catching up makes the next owner read again. */
-#define MAX_CARRY_SECONDS 5.0
+#define MAX_CARRIED 8
 
 static void run_stage(agg *a);
 
@@ -357,8 +355,7 @@ static void stage_done(agg *a)
     if (a->stage == ST_INSERT &&
         (a->cur->msgs >= a->batch_size / 2 || batch_bytes(a->cur) >= a->batch_bytes / 2) &&
         !a->stopping &&
-        (a->carried == 0 || sl_now() - a->carried_since < MAX_CARRY_SECONDS) &&
-        merge_owed(&a->carry, a->flight) == 0) {
+        a->carried < MAX_CARRIED && merge_owed(&a->carry, a->flight) == 0) {
         /* Behind: let the next flight recompute and commit for this one. */
         agg_batch *b = a->flight;
         size_t rows = b->nerrors;
@@ -366,8 +363,7 @@ static void stage_done(agg *a)
             rows += b->nrows[h];
         a->n.rows_written += rows;
         sl_series_observe(sl_series_of(a->m_batch), (double)b->msgs);
-        if (a->carried++ == 0)
-            a->carried_since = sl_now();
+        a->carried++;
         batch_clear(a, b);
         a->flight = NULL;
         start_flight(a);
