@@ -89,16 +89,19 @@ size_t agg_buffered_bytes(const agg *a)
     return batch_bytes(a->cur) + (a->flight != NULL ? batch_bytes(a->flight) : 0);
 }
 
-/* The open batch is full: by messages or by bytes. */
-static int batch_full(const agg *a)
-{
-    return a->cur->msgs >= a->batch_size || batch_bytes(a->cur) >= a->batch_bytes;
-}
-
 /* The open batch may take no more while a flight is out. */
 static int buffer_full(const agg *a)
 {
     return a->cur->msgs >= a->max_buffered || batch_bytes(a->cur) >= a->max_buffered_bytes;
+}
+
+/* The open batch is full: by messages or by bytes.  Or it may take no
+ * more (max_buffered set below batch_size): fetching paused, it would
+ * otherwise wait for batch_interval. */
+static int batch_full(const agg *a)
+{
+    return a->cur->msgs >= a->batch_size || batch_bytes(a->cur) >= a->batch_bytes ||
+           buffer_full(a);
 }
 
 int agg_sink_idle(const agg *a)
