@@ -48,12 +48,14 @@ static void buf_clear(jbuf *j, size_t keep)
 
 static void batch_clear(agg *a, agg_batch *b)
 {
+    /* Up to what the open batch may hold: catching up fills it to that
+     * every time, and fresh pages cost the kernel a clearing each. */
     for (int h = 0; h < AGG_NHANDLERS; h++) {
-        buf_clear(&b->rows[h], a->batch_bytes);
+        buf_clear(&b->rows[h], a->max_buffered_bytes);
         b->nrows[h] = 0;
         b->nmin[h] = 0;
     }
-    buf_clear(&b->errors, a->batch_bytes);
+    buf_clear(&b->errors, a->max_buffered_bytes);
     b->nerrors = 0;
     b->ncommits = 0;
     b->msgs = 0;

@@ -2,16 +2,20 @@
 # The aggregator's byte budgets against a real broker and ClickHouse: what
 # it buffers from Kafka is bounded in bytes, whatever the messages' sizes.
 #
-#   - a backlog of large valid events (64 KiB each, more than the stated
-#     bound in all) is consumed with the process's RSS under the bound,
-#     first with ClickHouse down (nothing leaves, so the budgets are all
-#     that holds it), and lands exactly;
+#   - a backlog of large valid events (64 KiB each, their rows as large:
+#     analytics events whose properties are kept whole; 576 MiB in all,
+#     more than twice the stated bound) is consumed with the process's RSS
+#     under the bound, first with ClickHouse down (nothing leaves, so the
+#     budgets are all that holds it), and lands exactly, in batches of at
+#     most max_buffered_bytes (batch_interval is long, so only the bytes
+#     close them: counted messages alone would hold the whole backlog);
 #   - a flood of 1 MiB junk messages (20,000 by default: 20 GiB) is
 #     consumed with RSS under the same bound, and every message is in
 #     processing_errors with a bounded prefix of its bytes and its size.
 #
 # The embedded broker keeps only the last 5 MiB of a partition, so the
-# flood is produced in rounds of two messages a partition, each round after
+# backlog is spread over 128 partitions, and the flood is produced in
+# rounds of two messages a partition, each round after
 # the aggregator consumed the last (a total says nothing of how the unread
 # ones are spread over partitions).  Messages reach chosen
 # partitions by their keys (librdkafka's consistent partitioner: CRC-32 of
@@ -28,9 +32,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-BIG=${BIG:-4608}     # valid events of 64 KiB: 72 in each of 64 partitions, 288 MiB
+BIG_PARTS=128
+BIG=${BIG:-9216}     # valid events of 64 KiB: 72 in each of 128 partitions, 576 MiB
 JUNK=${JUNK:-20000}  # junk messages of 1 MiB
 PARTS=64
+BATCH_BYTES=16777216 # the default batch_bytes (max_buffered_bytes: twice that)
 # The README's bound for the defaults (prefetch_bytes 32 MiB, batch_bytes
 # 16 MiB, dedup_window 100000).  A sanitizer build keeps freed memory in a
 # quarantine and shadows the heap: it is allowed what its allocator holds
@@ -53,7 +59,7 @@ jget() { # jget URL EXPR: a Python expression over the JSON answer `j`
 }
 brokers() { cat "$bootfile"; }
 
-# keys TOPIC N: N lines "KEY<TAB>" whose keys go to partitions 0..N-1 in turn.
+# keyfile N: N keys that go to partitions 0..N-1 in turn.
 keyfile() {
     python3 - "$1" <<'PY'
 import sys, zlib
@@ -72,9 +78,9 @@ produce() { # produce TOPIC < lines of KEY<TAB>VALUE
     kcat -P -b "$(brokers)" -t "$1" -K $'\t' -X partitioner=consistent \
         -X message.max.bytes=2000000 -X queue.buffering.max.kbytes=1048576 -X linger.ms=50
 }
-high_marks() { # high_marks TOPIC: each partition's end offset, space separated
+high_marks() { # high_marks TOPIC PARTITIONS: each partition's end offset, space separated
     local args=() p
-    for p in $(seq 0 $((PARTS - 1))); do args+=(-t "$1:$p:-1"); done
+    for p in $(seq 0 $(($2 - 1))); do args+=(-t "$1:$p:-1"); done
     kcat -Q -b "$(brokers)" "${args[@]}" | sed -n 's/.*\[\([0-9]*\)\] offset \([0-9-]*\).*/\1 \2/p' |
         sort -n | awk '{ printf "%s ", $2 }'
 }
@@ -91,7 +97,7 @@ log_level = warn
 
 [kafka]
 brokers = embedded
-embedded_topics = big:$PARTS,junk:$PARTS
+embedded_topics = big:$BIG_PARTS,junk:$PARTS
 bootstrap_file = $bootfile
 
 [module metrics]
@@ -101,12 +107,13 @@ pids+=($!)
 t_wait_http "http://127.0.0.1:$gport/healthz" 10 && t_wait_for 10 test -s "$bootfile"
 t_check -s "$bootfile" "embedded broker at $(cat "$bootfile" 2>/dev/null)"
 keyfile "$PARTS" > "$work/keys"
+keyfile "$BIG_PARTS" > "$work/bigkeys"
 t_end
 [ -n "${SL_CH_PORT:-}" ] && [ -s "$bootfile" ] || { t_exit; exit 1; }
 
 aport=$(t_free_port)
 abase=http://127.0.0.1:$aport/aggregator
-start_agg() { # start_agg TOPIC: an aggregator with the defaults on TOPIC
+start_agg() { # start_agg TOPIC HANDLER [LINE]: an aggregator with the defaults on TOPIC
     cat > "$work/agg.conf" <<EOF
 [core]
 listen = 127.0.0.1:$aport
@@ -126,7 +133,8 @@ timeout = 60s
 [module aggregator]
 topics = $1
 group = g_$1
-route.all = $1 -> recover, dedup, page_views
+route.all = $1 -> recover, dedup, $2
+${3:-}
 EOF
     # A sanitizer's quarantine would otherwise hold 256 MiB of freed memory.
     ASAN_OPTIONS="${ASAN_OPTIONS:-}:quarantine_size_mb=64" "$SLUICED" -c "$work/agg.conf" 2>>"$work/agg.$1.log" &
@@ -139,6 +147,9 @@ hwm_mib() { awk '/VmHWM/ { printf "%d", $2 / 1024 }' "/proc/$apid/status" 2>/dev
 consumed() { # cheaper than jget: polled after each round of the flood
     curl -s --max-time 30 "$abase/status" | grep -o '"consumed":{"total":[0-9]*' | grep -o '[0-9]*$'
 }
+metric() { # metric NAME: its value on /metrics
+    curl -s --max-time 30 "http://127.0.0.1:$aport/metrics" | awk -v n="$1" '$1 == n { print $2 }'
+}
 stop_agg() {
     kill -TERM "$apid"
     t_wait_until 60 "! kill -0 $apid 2>/dev/null"
@@ -146,35 +157,46 @@ stop_agg() {
 }
 
 # ------------------------------------------------------------------ big
-t_case "a backlog of $BIG valid 64 KiB events, ClickHouse down at first: RSS within the byte budgets, counts exact"
+t_case "a backlog of $BIG valid 64 KiB events, ClickHouse down at first: RSS within the byte budgets, batches within max_buffered_bytes, counts exact"
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-python3 - "$BIG" "$now" "$work/keys" <<'PY' | produce big
+PROPS=$((64 * 1024)) # bytes of each event's properties, stored whole in its row
+python3 - "$BIG" "$now" "$work/bigkeys" "$PROPS" <<'PY' | produce big
 import sys
-n, ts = int(sys.argv[1]), sys.argv[2]
+n, ts, props = int(sys.argv[1]), sys.argv[2], int(sys.argv[4])
 keys = open(sys.argv[3]).read().split()
-pad = 'x' * (64 * 1024 - 200)
+pad = 'x' * (props - len('{"pad":""}'))
 out = sys.stdout
 for i in range(n):
-    out.write('%s\t{"event_id":"big-%d","event_type":"view","page_id":"p%d","user_id":"u%d","ts":"%s","duration_s":1.5,"pad":"%s"}\n'
-              % (keys[i % len(keys)], i, i % 10, i, ts, pad))
+    out.write('%s\t{"id":"big-%d","eventType":"view","userId":"u%d","timestamp":"%s","properties":{"pad":"%s"}}\n'
+              % (keys[i % len(keys)], i, i, ts, pad))
 PY
-t_check "$(high_marks big | tr ' ' '\n' | sort -u | tr -d '\n')" = "$((BIG / PARTS))" "$BIG events in the broker, $((BIG / PARTS)) in each of the $PARTS partitions ($((BIG / 16)) MiB)"
+per=$((BIG / BIG_PARTS))
+t_check "$(high_marks big "$BIG_PARTS" | tr ' ' '\n' | sort -u | tr -d '\n')" = "$per" "$BIG events in the broker, $per in each of the $BIG_PARTS partitions ($((BIG / 16)) MiB)"
 # With the sink down nothing leaves: what the aggregator holds is all its
-# budgets allow (without them, its 20,000-message batches would take the
-# whole backlog).
+# budgets allow (without them, its 20,000-message buffer would take the
+# whole backlog).  Batches close by their bytes only: a batch_interval
+# longer than the case.
 sl_svc_stop clickhouse
-start_agg big
-t_wait_until 120 '[ "$(jget "$abase/status" "j[\"sink\"][\"down\"] and j[\"paused_partitions\"] == $PARTS")" = True ]'
-t_check "$(jget "$abase/status" 'j["sink"]["down"] and j["paused_partitions"]')" = "$PARTS" "ClickHouse down: every partition paused, $(jget "$abase/status" 'j["buffered"]') events buffered"
+start_agg big analytics "batch_interval = 600s"
+t_wait_until 120 '[ "$(jget "$abase/status" "j[\"sink\"][\"down\"] and j[\"paused_partitions\"] == $BIG_PARTS")" = True ]'
+t_check "$(jget "$abase/status" 'j["sink"]["down"] and j["paused_partitions"]')" = "$BIG_PARTS" "ClickHouse down: every partition paused, $(jget "$abase/status" 'j["buffered"]') events buffered"
 hwm=$(hwm_mib)
 t_check "$hwm" -le "$BOUND_MIB" "peak RSS $hwm MiB <= $BOUND_MIB MiB with the sink down"
 sl_svc_restart clickhouse
 t_check $? -eq 0 "clickhouse back"
 t_wait_until 300 '[ "$(consumed)" = "$BIG" ] && [ "$(jget "$abase/status" "j[\"buffered\"]")" = 0 ]'
 t_check "$(consumed)" = "$BIG" "every event consumed"
-t_wait_until 60 '[ "$(chq "SELECT count() FROM page_views FINAL")" = "$BIG" ]'
-t_check "$(chq "SELECT count() FROM page_views FINAL")" = "$BIG" "page_views holds the $BIG events"
-t_check "$(chq "SELECT sum(views) FROM page_views_per_minute FINAL")" = "$BIG" "the aggregates count $BIG views"
+t_wait_until 60 '[ "$(chq "SELECT count() FROM analytics_events FINAL")" = "$BIG" ]'
+t_check "$(chq "SELECT count() FROM analytics_events FINAL")" = "$BIG" "analytics_events holds the $BIG events"
+got=$(chq "SELECT min(length(properties)) FROM analytics_events")
+t_check "$got" = "$PROPS" "their properties whole ($PROPS bytes; got $got)"
+# A batch closes at batch_bytes, but while one is being written the next
+# takes up to max_buffered_bytes (2 x batch_bytes): no batch holds more
+# than that and a row.
+row=$((PROPS + 256))
+least=$((BIG * PROPS / (2 * BATCH_BYTES + row)))
+got=$(metric sluice_aggregator_batch_size_count)
+t_check "${got:-0}" -ge "$least" "$got batches for $((BIG * PROPS / 1048576)) MiB of rows: none beyond max_buffered_bytes ($((2 * BATCH_BYTES))) and a row (at least $least)"
 hwm=$(hwm_mib)
 t_check "$hwm" -le "$BOUND_MIB" "peak RSS $hwm MiB <= $BOUND_MIB MiB after $((BIG / 16)) MiB went through"
 stop_agg
@@ -196,7 +218,7 @@ for rep in range(2):
         out.write(k.encode() + b'\t' + junk + b'\n')
 PY
 per_round=$((2 * PARTS))
-start_agg junk
+start_agg junk page_views
 sent=0
 peak=0
 round_ok=1
@@ -205,7 +227,7 @@ while [ "$sent" -lt "$JUNK" ]; do
     head -n "$n" "$work/round" | produce junk
     sent=$((sent + n))
     if [ "$sent" = "$per_round" ]; then
-        t_check "$(high_marks junk | tr ' ' '\n' | sort -u | tr -d '\n')" = 2 "the first round put two messages in each partition"
+        t_check "$(high_marks junk "$PARTS" | tr ' ' '\n' | sort -u | tr -d '\n')" = 2 "the first round put two messages in each partition"
     fi
     t_wait_until 300 '[ "$(consumed)" = "$sent" ]' || { round_ok=0; break; }
     r=$(rss_mib)
