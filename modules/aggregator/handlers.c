@@ -97,7 +97,7 @@ static void segment(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
     rb_u64(row, e.event_id);
     rb_i64(row, e.user_id);
     rb_cstr(row, e.slug);
-    rb_cstr(row, e.operation == 'I' ? "I" : "D");
+    rb_str(row, &e.operation, 1);
     res->minute = times(row, e.ts_ms);
     agg_row_source(row, m);
 }
