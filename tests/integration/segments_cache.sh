@@ -147,7 +147,7 @@ t_check "$(echo "$out" | grep -c '^stale-from-A=0 lost=0 n=200 ')" -eq 1 "200 ch
 t_check "$(metric "$b" 'sluice_segments_cache_invalidations_total{reason="change"}')" != absent "B counted invalidations by change"
 t_end
 
-t_case "a TTL refresh, a rollout and DELETE /segment through A reach B within the bound"
+t_case "a TTL refresh, a rollout and DELETE /segment: read back at once from A, from B within the bound"
 out=$(python3 - "$pa" "$pb" "$SL_PG_DSN" <<'PY'
 import http.client, json, subprocess, sys, time
 ca = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
@@ -172,9 +172,13 @@ def db():
         u, slug, exp = line.split("|")
         want[int(u)].append((slug, exp or None))
     return {u: sorted(v) for u, v in want.items()}
+stale_a = []
 def reach(what):
-    """Seconds until B answers every user as the database has them (None past 10 s)."""
-    want, t0 = db(), time.time()
+    """Seconds until B answers every user as the database has them (None
+    past 10 s); A, whose change it was, must answer so at once."""
+    from_a = {u: get(ca, u) for u in users}     # before anything else can
+    want, t0 = db(), time.time()                  # have told A (its own NOTIFY)
+    stale_a.extend("%s: user %d" % (what, u) for u in users if from_a[u] != want[u])
     while any(get(cb, u) != want[u] for u in users):
         if time.time() - t0 > 10:
             bad = [u for u in users if get(cb, u) != want[u]]
@@ -183,7 +187,7 @@ def reach(what):
     return time.time() - t0
 res = []
 for u in users:
-    get(cb, u)                                    # B holds them all
+    get(ca, u); get(cb, u)                        # both hold them all
 st, _ = call(ca, "POST", "/segment/user", {"user_id": 305, "add_segments": ["C2"], "ttl": 3600})
 assert st == 200, st
 res.append(("ttl-add", reach("ttl-add")))     # B now holds the first expiry,
@@ -196,11 +200,13 @@ res.append(("rollout", reach("rollout")))
 st, _ = call(ca, "DELETE", "/segment", {"slug": "R1"})
 assert st == 200, st
 res.append(("delete-segment", reach("delete-segment")))
-print(" ".join("%s=%s" % (k, "lost" if v is None else "%.0fms" % (v * 1000)) for k, v in res))
+print(" ".join("%s=%s" % (k, "lost" if v is None else "%.0fms" % (v * 1000)) for k, v in res),
+      "stale-from-A=%d%s" % (len(stale_a), " (" + ", ".join(stale_a[:3]) + ")" if stale_a else ""))
 PY
 )
 echo "    $out"
 t_check "$(echo "$out" | tail -n 1 | grep -c lost)" -eq 0 "every change seen by B within 10 s: $out"
+t_check "$(echo "$out" | tail -n 1 | grep -c 'stale-from-A=0$')" -eq 1 "A answered each change at once"
 t_check "$(psqlc "SELECT count(*) FROM user_segments WHERE user_id = 305 AND slug = 'C2' AND expires_at > now() + interval '1 hour'")" = 1 \
     "the refreshed TTL is in the database"
 t_end
