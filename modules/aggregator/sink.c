@@ -392,7 +392,18 @@ static void on_result(sl_ch *ch, const sl_ch_result *res, void *arg)
     (void)ch;
     if (res->error != NULL && !(a->stage == ST_UPGRADE && res->code == AGG_CH_DUPLICATE_COLUMN)) {
         a->stage_failed = 1;
-        snprintf(a->last_error, sizeof(a->last_error), "%s", res->error);
+        /* last_error is shown to clients (/aggregator/status): a summary
+         * of our own; ClickHouse's text goes to the log only. */
+        sl_log(a->ctx, a->sink_down ? SL_LOG_DEBUG : SL_LOG_WARN, "ClickHouse (HTTP %ld): %s",
+               res->status, res->error);
+        if (res->code != 0)
+            snprintf(a->last_error, sizeof(a->last_error),
+                     "ClickHouse refused the batch (code %d); the log has its message", res->code);
+        else if (res->status != 0)
+            snprintf(a->last_error, sizeof(a->last_error),
+                     "ClickHouse answered HTTP %ld; the log has its message", res->status);
+        else
+            snprintf(a->last_error, sizeof(a->last_error), "no answer from ClickHouse");
         /* Unknown table (60) or column (16): somebody dropped a table;
          * create the schema again before the replay. */
         if (res->code == 60 || res->code == 16)

@@ -230,6 +230,8 @@ sl_svc_stop clickhouse
 t0=$(date +%s)
 t_wait_until 60 '[ "$(ast a1 "j[\"sink\"][\"down\"]")" = True ]'
 t_check "$(ast a1 'j["sink"]["down"]')" = True "status says the sink is down: $(ast a1 'j["sink"]["last_error"]' | head -c 150)"
+t_check "$(ast a1 'j["sink"]["last_error"]' | grep -cE '^(ClickHouse refused the batch \(code [0-9]+\)|ClickHouse answered HTTP [0-9]+|no answer from ClickHouse)')" = 1 \
+    "with a summary of ours, not ClickHouse's or curl's text"
 t_wait_until 30 '[ "$(ast a1 "j[\"paused_partitions\"]")" -gt 0 ]'
 t_check "$(ast a1 'j["paused_partitions"]')" -gt 0 "partitions paused ($(ast a1 'j["paused_partitions"]'))"
 t_check "$(curl -s "http://127.0.0.1:${aport[a1]}/metrics" | grep -c '^sluice_aggregator_partition_paused{.*} 1')" -gt 0 "sluice_aggregator_partition_paused shows them"
