@@ -51,8 +51,9 @@ const sl_pg_migration seg_migrations[] = {
       "  executed_at timestamptz NOT NULL DEFAULT now());"
       "CREATE INDEX IF NOT EXISTS segment_history_user ON segment_history"
       "  (user_id, executed_at, id);"
-      /* CONTRACTS.md: exactly these six columns; the outbox module adds
-       * its claim columns, index and trigger itself. */
+      /* CONTRACTS.md: these six columns (migration 4 adds traceparent);
+       * the outbox module adds its claim columns, index and trigger
+       * itself. */
       "CREATE TABLE IF NOT EXISTS outbox ("
       "  id bigserial PRIMARY KEY,"
       "  aggregate_type text NOT NULL,"
@@ -137,6 +138,32 @@ const sl_pg_migration seg_migrations[] = {
       "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();"
       "CREATE TRIGGER user_segments_cache_truncate AFTER TRUNCATE ON user_segments"
       "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();" },
+    /* Every outbox row of this module is written by segments_outbox_write()
+     * (/work/team/outbox-row.md), which stores the trace context of the
+     * transaction writing it: the pg connector sets sluice.traceparent in
+     * every transaction begun under a trace.  The relay sends the column
+     * as the message's traceparent header; NULL when there is none. */
+    { 4,
+      "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
+      "CREATE OR REPLACE FUNCTION segments_outbox_write(aggregate_type text, aggregate_id text,"
+      "    event_type text, payload jsonb) RETURNS void"
+      "  LANGUAGE sql AS $$"
+      "  INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload, traceparent)"
+      "  VALUES ($1, $2, $3, $4,"
+      "          nullif(current_setting('sluice.traceparent', true), '')) $$;"
+      "CREATE OR REPLACE FUNCTION segments_membership_change() RETURNS trigger"
+      "  LANGUAGE plpgsql AS $$"
+      "DECLARE uid bigint; s text; op char(1);"
+      "BEGIN"
+      "  IF TG_OP = 'INSERT' THEN uid := NEW.user_id; s := NEW.slug; op := 'I';"
+      "  ELSE uid := OLD.user_id; s := OLD.slug; op := 'D'; END IF;"
+      "  INSERT INTO segment_history (user_id, slug, operation) VALUES (uid, s, op);"
+      "  PERFORM segments_outbox_write('segment', uid::text,"
+      "          CASE op WHEN 'I' THEN 'segment_added' ELSE 'segment_removed' END,"
+      "          jsonb_build_object('user_id', uid, 'slug', s, 'operation', op, 'ts',"
+      "            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')));"
+      "  RETURN NULL;"
+      "END $$;" },
 };
 
 const size_t seg_nmigrations = sizeof(seg_migrations) / sizeof(seg_migrations[0]);
