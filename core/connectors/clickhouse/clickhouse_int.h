@@ -19,6 +19,7 @@
 #include "http/chttp.h"
 #include "connectors/connector.h"
 #include "daemon/core.h"
+#include "trace/trace.h"
 #include <sluice/clickhouse.h>
 
 #define WHO "clickhouse"
@@ -49,6 +50,8 @@ struct req {
     size_t max_answer;    /* answers longer than this fail the request */
     int caller;           /* sl_ch_query_limited(): no attempt after an answer */
     char errbuf[CURL_ERROR_SIZE];
+    sl_trace_ctx trace; /* current at submission: the callback's */
+    sl_span *span;      /* NULL when not recorded */
 };
 
 struct sl_ch {
@@ -88,6 +91,15 @@ int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch
 /* The /ping timer's callback, and arming it (not while the handle frees). */
 void ch_on_ping_timer(evutil_socket_t fd, short what, void *arg);
 void ch_schedule_ping(sl_ch *ch, double delay);
+
+/* ----------------------------------- clickhouse_trace.c for clickhouse_req.c */
+
+/* Captures the current context and, when it is traced, opens the
+ * request's span. */
+void ch_trace_begin(req *q);
+/* Ends the span (if any) with the answer's status, exception code and
+ * error. */
+void ch_trace_end(req *q, long status, int code, const char *err);
 
 /* ------------------------------------- clickhouse_api.c for the others */
 
