@@ -4,6 +4,7 @@
  * [tracing] section, the queue, OTLP) in trace_export.c.
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,11 +112,14 @@ sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, s
         *pos = tp;
     if (!sl_trace_on())
         return NULL;
-    s = calloc(1, sizeof(*s));
-    if (s == NULL || (s->name = strdup(name)) == NULL) {
-        free(s);
+    /* Not calloc: the inline attribute area need not be zeroed. */
+    s = malloc(sizeof(*s));
+    if (s == NULL)
         return NULL;
-    }
+    memset(s, 0, offsetof(sl_span, inline_attrs));
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->attrs = s->inline_attrs;
+    s->acap = sizeof(s->inline_attrs);
     s->tp = tp;
     s->has_parent = (uint8_t)has_parent;
     if (has_parent)
@@ -128,10 +132,12 @@ sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, s
 
 void sl_span_free(sl_span *s)
 {
-    free(s->name);
+    sl_trace_events_drop(s);
+    free(s->events);
     free(s->status_msg);
     free(s->tracestate);
-    free(s->attrs);
+    if (s->attrs != s->inline_attrs)
+        free(s->attrs);
     free(s->links);
     free(s);
 }
@@ -152,10 +158,17 @@ static void add_attr(sl_span *s, char type, const char *key, const char *value)
     if (s->alen + need > ATTRS_MAX)
         return;
     if (s->alen + need > s->acap) {
-        size_t cap = s->acap ? s->acap * 2 : 256;
+        size_t cap = s->acap * 2;
+        char *p;
         while (cap < s->alen + need)
             cap *= 2;
-        char *p = realloc(s->attrs, cap);
+        if (s->attrs == s->inline_attrs) {
+            p = malloc(cap);
+            if (p != NULL)
+                memcpy(p, s->attrs, s->alen);
+        } else {
+            p = realloc(s->attrs, cap);
+        }
         if (p == NULL)
             return;
         s->attrs = p;
