@@ -42,7 +42,9 @@ t_check() {
     if test "${args[@]}"; then
         echo "    ok: $msg"
     else
-        echo "    FAILED: $msg"
+        # The operands show what was seen, so a failure in a CI log explains itself.
+        local seen="${args[*]}"
+        echo "    FAILED: $msg (test ${seen:0:300})"
         t_ok=0
     fi
 }
@@ -122,15 +124,24 @@ t_tmpdir() {
     echo "$d"
 }
 
-# t_scratch: $work, a private directory removed at exit (kept with
-# SL_KEEP), and $pids, processes killed at exit: append what you start.
+# t_scratch [MODULE.so...]: $work, a private directory removed at exit
+# (kept with SL_KEEP), and $pids, processes killed at exit: append what you
+# start.  The servers of tests/harness/services.sh, when sourced first, are
+# stopped at exit too (this trap replaces its own).  With module files,
+# $mods is $work/mods holding copies of them, for `modules_dir = mods`.
 t_scratch() {
     work=$(t_tmpdir)
     pids=()
     trap _t_scratch_end EXIT
+    if [ $# -gt 0 ]; then
+        mods=$work/mods
+        mkdir -p "$mods" && cp "$@" "$mods/"
+    fi
 }
 _t_scratch_end() {
+    local p
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    if declare -F sl_svc_stop_all >/dev/null; then sl_svc_stop_all; fi
     [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
 }
 

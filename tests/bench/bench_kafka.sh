@@ -24,6 +24,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 SL_BUILD=${SL_BUILD:-$top}
 . "$top/tests/lib.sh"
 . "$top/tests/bench/result.sh"
+. "$top/tests/bench/rdkafka_reference.sh"
 N=${N:-1000000}
 SIZE=${SIZE:-200}
 RUNS=${RUNS:-3}
@@ -32,8 +33,6 @@ PARTITIONS=${PARTITIONS:-64}
 [ -x "$SLUICED" ] || { echo "build first: (cd $top && autoreconf -fi && ./configure && make)" >&2; exit 1; }
 probe=$SL_BUILD/tests/modules/kafkaprobe/.libs/kafkaprobe.so
 [ -f "$probe" ] || { echo "$probe missing: make" >&2; exit 1; }
-example=/usr/share/doc/librdkafka-dev/examples/rdkafka_performance.c
-[ -f "$example" ] || { echo "$example missing: apt-get install -y librdkafka-dev" >&2; exit 1; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sluice-bench.XXXXXX")
 pids=()
@@ -44,14 +43,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# --------------------------------------------- the reference, as shipped
-# The example includes a few headers of librdkafka's source tree
-# ("../src/rd.h", "rdtime.h"); rdkafka_shim/ stands in for them.
-mkdir -p "$work/examples" "$work/src"
-cp "$example" "$work/examples/"
-cp "$top/tests/bench/rdkafka_shim/rd.h" "$top/tests/bench/rdkafka_shim/rdtime.h" "$work/src/"
-gcc -O2 -w -I"$work/src" -I/usr/include/librdkafka "$work/examples/rdkafka_performance.c" \
-    -o "$work/rdkafka_performance" -lrdkafka -lm
+perf=$(ref_build "$work/ref")
 
 # ------------------------------------------------------------- sluiced
 mkdir -p "$work/mods"
@@ -82,18 +74,13 @@ connector_run() { # prints msgs/s
     curl -s --max-time 600 -X POST "$base/kafkaprobe/produce?topic=bench_connector&n=$N&size=$SIZE&fixed=1" |
         python3 -c 'import json,sys; j=json.load(sys.stdin); assert j["delivered"] == int(sys.argv[1]), j; print(int(j["msgs_per_s"]))' "$N"
 }
-reference_run() { # prints msgs/s from the tool's final line
-    "$work/rdkafka_performance" -P -t bench_reference -b "$bootstrap" -s "$SIZE" -c "$N" -D \
-        -X linger.ms=5 2>&1 |
-        awk -v n="$N" '/messages produced/ && / delivered/ { line = $0 }
-            END { if (match(line, /[0-9]+ delivered/) && substr(line, RSTART, RLENGTH - 10) + 0 == n &&
-                      match(line, /: [0-9]+ msgs\/s/)) print substr(line, RSTART + 2, RLENGTH - 8) + 0;
-                  else { print "rdkafka_performance did not deliver everything: " line > "/dev/stderr"; exit 1 } }'
+reference_run() { # prints msgs/s
+    ref_rate "$perf" "$bootstrap" bench_reference "$SIZE" "$N"
 }
 
 # A short warm-up of both paths (connections, metadata, page faults).
 curl -s -o /dev/null -X POST "$base/kafkaprobe/produce?topic=bench_connector&n=10000&size=$SIZE"
-"$work/rdkafka_performance" -P -t bench_reference -b "$bootstrap" -s "$SIZE" -c 10000 -D -X linger.ms=5 >/dev/null 2>&1
+ref_rate "$perf" "$bootstrap" bench_reference "$SIZE" 10000 >/dev/null
 
 echo "Kafka produce: $N messages of $SIZE B, embedded broker, linger.ms=5, $PARTITIONS partitions, $(nproc) CPUs"
 printf '%-6s %22s %28s\n' run "connector msgs/s" "rdkafka_performance msgs/s"

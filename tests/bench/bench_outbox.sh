@@ -37,16 +37,7 @@ top=$(cd "$(dirname "$0")/../.." && pwd)
 SL_BUILD=$(cd "${SL_BUILD:-$top/build}" && pwd)
 . "$top/tests/lib.sh"
 . "$top/tests/harness/services.sh"
-if [ -f "$top/tests/bench/result.sh" ]; then
-    . "$top/tests/bench/result.sh"
-else
-    bench_result() { # NAME VALUE UNIT REFERENCE AGAINST TARGET (tests/bench/result.sh's line)
-        local ratio=-
-        [ "$4" != - ] && ratio=$(awk -v v="$2" -v r="$4" 'BEGIN { if (r + 0 == 0) print "-"; else printf "%.2f", v / r }')
-        printf 'RESULT bench=bench_outbox name=%s value=%s unit=%s reference=%s against=%s ratio=%s target=%s\n' \
-            "$1" "$2" "$3" "$4" "$5" "$ratio" "$6"
-    }
-fi
+. "$top/tests/bench/result.sh"
 N=${N:-1000000}
 AGGS=${AGGS:-100000}
 BATCH=${BATCH:-2000}

@@ -45,8 +45,8 @@ BENCH_DIR=$work/benches BENCH_LOGS=$work/logs bash "$SL_TOP/tests/bench/run-all.
 rc=$?
 cat "$work/out"
 t_check "$rc" -ne 0 "non-zero exit"
-t_check "$(grep -c '^beta .*FAILED(exit_3' "$work/out")" = 1 "beta's row says it failed"
-t_check "$(grep -c '^alpha ' "$work/out")" = 2 "alpha's figures still listed"
+t_check "$(grep -c '^beta .*FAILED(exit_3,no_figures)' "$work/out")" = 1 "beta's row says it failed and printed nothing"
+t_check "$(grep -c '^alpha .* ok$' "$work/out")" = 2 "alpha's figures still listed, from a run that finished"
 t_end
 
 t_case "a failed reference run fails the benchmark instead of becoming nan"
@@ -54,7 +54,9 @@ BENCH_TMP=$work BENCH_DIR=$work/benches BENCH_LOGS=$work/logs bash "$SL_TOP/test
 rc=$?
 cat "$work/out" "$work/logs/bench_gamma.log"
 t_check "$rc" -ne 0 "run-all.sh exits non-zero"
-t_check "$(grep -c '^gamma .*FAILED(exit_1' "$work/out")" = 1 "gamma's row says it failed"
+t_check "$(grep -c '^gamma .*FAILED(exit_1)' "$work/out")" = 1 "gamma's row says it failed (not that it printed nothing)"
+t_check "$(awk '$1 == "gamma" && $2 == "requests" { print $7, $9 }' "$work/out")" = "FAILED failed(exit_1)" \
+    "its figure is marked as from a run that failed"
 t_check "$(grep -c '^RESULT .*ratio=FAILED' "$work/logs/bench_gamma.log")" = 1 "its RESULT line says FAILED, not a ratio"
 t_check "$(grep -c "reference 'nan' is not a number" "$work/logs/bench_gamma.log")" = 1 "and why"
 t_check "$(grep -c 'median of a failed run\|not reached' "$work/logs/bench_gamma.log")" = 0 "bench_median refused a run with no figure; bench_result stopped the benchmark"

@@ -139,6 +139,10 @@ e4rc=$?
 t_check "$(cat "$work/e4.code")" = 400 "an exception after rows were streamed (HTTP 200 already sent) is still an error (got $(cat "$work/e4.code"), curl exit $e4rc)"
 [ "$(cat "$work/e4.code")" = 400 ] || tail -n 20 "$work/sluiced.log"
 t_check "$(jq_of .code < "$work/e4")" = 395 "code 395 from the end of the body: $(jq_of .error < "$work/e4" | head -c 120)"
+# About 30 MB of FORMAT JSON: more than a query's answer may hold.
+curl -s -o "$work/e5" --max-time 60 --data-binary "SELECT number FROM numbers(1000000)" "$base/ch/query"
+t_check "$(jq_of .error < "$work/e5")" = "answer larger than 16777216 bytes" "an answer over 16 MiB is refused, not parsed: $(head -c 200 "$work/e5")"
+t_check "$(jq_of .attempts < "$work/e5")" = 1 "and not retried"
 t_check "$(code_of --data-binary '{"id":1}' "$base/ch/insert?table=texts%3B%20DROP")" = 400 "a table name that is not an identifier is refused"
 t_check "$(chc --query 'SELECT count() FROM texts')" = 8 "texts unchanged"
 t_end

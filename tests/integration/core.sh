@@ -154,7 +154,8 @@ t_check "$(grep -c 'schema step finished' "$work/s.out")" -eq 1 "the other insta
 schema_conf hang
 "$SLUICED" --init-schema -c "$work/schema.conf" 2>"$work/s.out" &
 hung=$!
-t_wait_for 10 grep -q 'applying its schema' "$work/s.out"
+t_wait_for 60 grep -q 'applying its schema' "$work/s.out"
+t_check $? -eq 0 "the hanging step began"
 kill -TERM "$hung"
 wait "$hung"
 t_check $? -eq 1 "SIGTERM during a step: exit 1"

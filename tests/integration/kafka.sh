@@ -94,6 +94,28 @@ kread() { # kread TOPIC: every value of a topic, one per line, sorted
 expected() { # expected PREFIX COUNT
     seq 0 $(($2 - 1)) | sed "s/^/$1-/" | sort
 }
+# fence TOPIC PARTITIONS CONSUMED-URL...: a marker "fence-TOPIC-P" put in
+# every partition after everything produced so far, then a wait until the
+# members answering at the URLs have read them all.  A partition is read
+# in order, so by then whatever came before has been delivered, a
+# duplicate of it included: "nothing more arrives" needs no sleep.
+fence() {
+    local topic=$1 n=$2 urls=("${@:3}") p
+    for ((p = 0; p < n; p++)); do
+        echo "fence-$topic-$p" | kcat -P -b "$(cat "$bootfile")" -t "$topic" -p "$p"
+    done
+    t_wait_until 60 '[ "$(fences_read "${urls[@]}")" -ge "$n" ]'
+}
+fences_read() { # fences_read CONSUMED-URL...: markers read by those members
+    local u
+    for u in "$@"; do
+        jget "$u?values=1" 'sum(v.startswith("fence-") for v in j["values"])'
+    done | awk '{ s += $1 } END { print s + 0 }'
+}
+# unfenced CONSUMED-URL: the values a member read, markers left out, one per line
+unfenced() {
+    jget "$1?values=1" '"\n".join(v for v in j["values"] if not v.startswith("fence-"))'
+}
 
 # ---------------------------------------------------------------- config
 t_case "-t refuses bad rdkafka properties and owned ones, with file:line"
@@ -138,11 +160,12 @@ for p in 0 1 2 3; do
     expected in "$N" | awk -v p=$p 'NR % 4 == p' | kcat -P -b "$(cat "$bootfile")" -t t_in -p $p -H trace=abc
 done
 t_wait_until 30 '[ "$(jget "$base/kafkaprobe/consumed" "j[\"count\"]")" -ge "$N" ]'
-sleep 1 # anything beyond N (a duplicate) would arrive now
-t_check "$(jget "$base/kafkaprobe/consumed" 'j["count"], j["distinct"], j["headers"]')" = "($N, $N, $N)" "consumed $N, all distinct, each with its header trace=abc"
-jget "$base/kafkaprobe/consumed?values=1" '"\n".join(j["values"])' | sort > "$work/in.got"
+fence t_in 4 "$base/kafkaprobe/consumed"
+t_check $? -eq 0 "a marker put in each partition after the $N was read: nothing else can still be on its way"
+t_check "$(jget "$base/kafkaprobe/consumed" 'j["count"], j["distinct"], j["headers"]')" = "($((N + 4)), $((N + 4)), $N)" "consumed $N and the 4 markers, all distinct, each of the $N with its header trace=abc"
+unfenced "$base/kafkaprobe/consumed" | sort > "$work/in.got"
 t_check -z "$(expected in "$N" | diff - "$work/in.got" | head -3)" "contents identical to what kcat produced"
-t_check "$(metric 'sluice_kafka_consumed_total{module="kafkaprobe",topic="t_in"}')" = "$N" "sluice_kafka_consumed_total{module=\"kafkaprobe\",topic=\"t_in\"} = $N"
+t_check "$(metric 'sluice_kafka_consumed_total{module="kafkaprobe",topic="t_in"}')" = "$((N + 4))" "sluice_kafka_consumed_total{module=\"kafkaprobe\",topic=\"t_in\"} = $N + 4 markers"
 # The lag gauge comes from librdkafka's statistics, once offsets are committed.
 lag_zero() {
     curl -s "$base/metrics" | awk '/^sluice_kafka_consumer_lag\{module="kafkaprobe",topic="t_in"/ && $0 !~ /instance_name/ { n++; s += $2 }
@@ -204,14 +227,16 @@ split_done() {
     [ $(( $(jget "$base/kafkaprobe/a/consumed" 'j["count"]') + $(jget "$base/kafkaprobe/b/consumed" 'j["count"]') )) -ge "$N" ]
 }
 t_wait_for 30 split_done
-sleep 1
-ca=$(jget "$base/kafkaprobe/a/consumed" 'j["count"]')
-cb=$(jget "$base/kafkaprobe/b/consumed" 'j["count"]')
+fence t_split 8 "$base/kafkaprobe/a/consumed" "$base/kafkaprobe/b/consumed"
+t_check $? -eq 0 "a marker put in each partition after the $N was read by a or b"
+unfenced "$base/kafkaprobe/a/consumed" > "$work/split.a"
+unfenced "$base/kafkaprobe/b/consumed" > "$work/split.b"
+ca=$(grep -c . "$work/split.a")
+cb=$(grep -c . "$work/split.b")
 t_check $((ca + cb)) -eq "$N" "a read $ca, b read $cb: $N together"
 t_check "$ca" -gt 0 "a read some"
 t_check "$cb" -gt 0 "b read some"
-{ jget "$base/kafkaprobe/a/consumed?values=1" '"\n".join(j["values"])'
-  jget "$base/kafkaprobe/b/consumed?values=1" '"\n".join(j["values"])'; } | sort > "$work/split.got"
+cat "$work/split.a" "$work/split.b" | sort > "$work/split.got"
 t_check -z "$(diff "$work/split.want" "$work/split.got" | head -3)" "the union is every message exactly once"
 # Lag is reported by the member that reads a partition, and only by it: a
 # member whose partition was moved away by the rebalance must not keep
@@ -389,9 +414,10 @@ second=$!
 pids+=("$second")
 t_wait_http "http://127.0.0.1:$port2/healthz" 10
 t_wait_until 30 '[ "$(jget "http://127.0.0.1:$port2/kafkaprobe/consumed" "j[\"count\"]")" -ge 10 ]'
-sleep 1
-t_check "$(jget "http://127.0.0.1:$port2/kafkaprobe/consumed?values=1" '" ".join(j["values"])')" = \
-    "$(expected new 10 | tr '\n' ' ' | sed 's/ $//')" "the second process read exactly the 10 messages of t_out"
+fence t_out 4 "http://127.0.0.1:$port2/kafkaprobe/consumed"
+t_check $? -eq 0 "a marker put in each partition of t_out after the 10 was read by the second process"
+t_check "$(unfenced "http://127.0.0.1:$port2/kafkaprobe/consumed" | sort | tr '\n' ' ')" = \
+    "$(expected new 10 | tr '\n' ' ')" "before the markers, the second process read exactly the 10 messages of t_out"
 t_check "$(grep -c 'embedded Kafka broker listening' "$work/second.log")" -eq 0 "no embedded broker in the second process"
 kill -TERM "$second"
 wait "$second"

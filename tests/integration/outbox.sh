@@ -452,7 +452,12 @@ poll_interval = 200ms"
 psqlc "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'bad-a0', 'order.changed', json_build_object('a', 'bad-a0', 's', 1, 'pad', repeat('x', 300000))::jsonb), ('order', 'bad-a0', 'order.changed', '{\"a\": \"bad-a0\", \"s\": 2}')" > /dev/null
 t_wait_until 30 '[ "$(psqlc "SELECT count(*) FROM outbox WHERE parked")" = 1 ]'
 t_check "$(psqlc "SELECT attempts FROM outbox WHERE parked")" = 3 "parked after 3 attempts"
-sleep 1
+# A row of another aggregate, inserted now, is published by a read over
+# every bucket the relay owns: once it is gone, that read has passed the
+# later row too, and left it.
+psqlc "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload) VALUES ('order', 'fence-a0', 'order.changed', '{\"a\": \"fence-a0\", \"s\": 1}')" > /dev/null
+t_wait_until 30 '[ "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = '"'fence-a0'"'")" = 0 ]'
+t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = 'fence-a0'")" = 0 "a row of another aggregate inserted after the parking was published"
 t_check "$(left)" = 2 "the later row of its aggregate waits behind it (published in the same claim, it would have overtaken)"
 t_check "$(status "$base" 'len(j["parked_list"])')" = 1 "GET /outbox/status lists it"
 t_check "$(status "$base" 'isinstance(j["parked_list"][0]["last_error"], str) and j["parked_list"][0]["last_error"] != ""')" = True \
@@ -620,7 +625,10 @@ rounds=0 stops_ok=0
 # Each round stops one relay (SIGTERM: it drains and hands its buckets
 # over) and starts it again, while the other one runs; the writers go on.
 while [ $rounds -lt 6 ]; do
-    sleep 1
+    # Rows published since the last restart before the next stop (a
+    # restarted relay counts from 0, so the sum is read afresh each round).
+    pb=$(both published)
+    t_wait_until 30 '[ "$(both published)" -gt "$pb" ]'
     if [ $((rounds % 2)) = 0 ]; then
         stop_daemon "$d1" && stops_ok=$((stops_ok + 1))
         start1
@@ -662,7 +670,8 @@ t_wait_until 20 '[ "$(status "$base2" "j[\"published\"]")" -gt "$p2" ]'
 t_check "$(status "$base2" 'j["published"]')" -gt "$p2" "the other relay publishes meanwhile"
 kill -CONT "$d1"
 t_check "$(code_of "$base/healthz")" = 200 "the stalled relay runs again"
-sleep 2
+# The writers go on until the resumed relay has found out what it lost.
+t_wait_until 30 'grep -q "were taken over by another relay" "$work/one.log"'
 touch "$work/stall.stop"
 wait "$writer"
 t_check $? -eq 0 "writers done: $(cat "$work"/stall*.expected | wc -l) rows"

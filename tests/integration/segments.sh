@@ -11,19 +11,7 @@
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 
-work=$(t_tmpdir)
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    sl_svc_stop_all
-    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-
-mods=$work/mods
-mkdir -p "$mods"
-cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so" "$mods/"
+t_scratch "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so"
 port=$(t_free_port)
 base=http://127.0.0.1:$port
 calls=$work/calls # "METHOD TEMPLATE CODE" of every answer, for the OpenAPI check
@@ -303,19 +291,20 @@ t_check "$(python3 -c "print($(metric 'sluice_segments_percent_assignments_total
 t_end
 
 # -------------------------------------------------------------------- TTL
-t_case "TTL: the membership leaves within a second of its expiry, recorded like a manual removal"
+t_case "TTL: the sweeper removes the membership after its expiry, recorded like a manual removal"
+removals0=$(metric 'sluice_segments_ttl_removals_total')
 r=$(req POST /segment/user /segment/user -d "{\"user_id\":$uid,\"add_segments\":[\"AVITO_PERFORMANCE_VAS\"],\"ttl\":2}")
 t_check "$(code_of "$r")" = 200 "added with ttl 2: $r"
 t_wait_until 10 '[ "$(psqlc "SELECT count(*) FROM segment_history WHERE user_id = $uid AND slug = '"'AVITO_PERFORMANCE_VAS'"' AND operation = '"'D'"'")" = 1 ]'
 lag=$(psqlc "SELECT extract(epoch FROM h.executed_at - (SELECT max(executed_at) FROM segment_history WHERE user_id = $uid AND slug = 'AVITO_PERFORMANCE_VAS' AND operation = 'I') - interval '2 seconds')
              FROM segment_history h WHERE h.user_id = $uid AND h.slug = 'AVITO_PERFORMANCE_VAS' AND h.operation = 'D'")
-# The sweeper looks every 100 ms; a loaded machine may delay it, so the
-# bound is one more ttl (2 s), which a sweeper that did not run on its
-# own (and left it to a rebuild or a read) would miss.
-t_check "$(python3 -c "print(0 <= ${lag:-99} < 2)")" = True "removed ${lag}s after its expiry (within one more ttl)"
+# Not before its expiry; how soon after is the machine's load as much as
+# the sweeper's (it looks every 100 ms): that the sweeper removed it, and
+# nothing else (a read, a rebuild), is what its counter says.
+t_check "$(python3 -c "print(0 <= ${lag:--1})")" = True "removed ${lag}s after its expiry, not before"
 t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = '$uid' AND event_type = 'segment_removed' AND payload->>'slug' = 'AVITO_PERFORMANCE_VAS'")" = 1 "with its outbox event"
 t_check "$(rcli ZSCORE sluice:segments:ttl "$uid:AVITO_PERFORMANCE_VAS")" = "" "and gone from the schedule"
-t_check "$(python3 -c "print($(metric 'sluice_segments_ttl_removals_total') >= 1)")" = True "sluice_segments_ttl_removals_total counts it"
+t_check "$(metric 'sluice_segments_ttl_removals_total')" = "$((removals0 + 1))" "by the sweeper: sluice_segments_ttl_removals_total counts it ($removals0 before)"
 t_end
 
 t_case "an expired membership is never returned, even with no sweeper behind it"
@@ -330,6 +319,7 @@ t_end
 
 t_case "Redis FLUSHALL mid-run: the schedule is rebuilt from expires_at, TTLs still honoured"
 rebuilds0=$(metric 'sluice_segments_ttl_rebuilds_total')
+removals0=$(metric 'sluice_segments_ttl_removals_total')
 for u in 700001 700002 700003; do
     curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment/user" -d "{\"user_id\":$u,\"add_segments\":[\"AVITO_DISCOUNT_30\",\"AVITO_PERFORMANCE_VAS\"],\"ttl\":3}"
 done
@@ -346,7 +336,8 @@ t_check "$(psqlc "$short")" = 0 "the 6 short memberships expired"
 t_check "$(psqlc "SELECT count(*) FROM segment_history WHERE user_id BETWEEN 700001 AND 700003 AND operation = 'D'")" = 6 "6 D rows"
 late=$(psqlc "SELECT max(extract(epoch FROM h.executed_at - i.executed_at)) FROM segment_history h JOIN segment_history i
               ON i.user_id = h.user_id AND i.slug = h.slug AND i.operation = 'I' WHERE h.operation = 'D' AND h.user_id BETWEEN 700001 AND 700003")
-t_check "$(python3 -c "print(3 <= ${late:-0} < 6)")" = True "each removed after its expiry and within one more ttl (at most ${late}s after the add, ttl 3)"
+t_check "$(python3 -c "print(3 <= ${late:-0})")" = True "each removed after its expiry (the last ${late}s after the add, ttl 3)"
+t_check "$(metric 'sluice_segments_ttl_removals_total')" = "$((removals0 + 6))" "all 6 by the rebuilt schedule's sweeper ($removals0 removals before)"
 t_check "$(psqlc "SELECT count(*) FROM user_segments WHERE user_id = 700004 AND expires_at IS NOT NULL")" = 1 "the long one stays"
 t_check "$(rcli ZRANGE sluice:segments:ttl 0 -1 | grep -c '^70000[123]:')" = 0 "the swept ones are gone from the schedule"
 t_end
@@ -404,10 +395,14 @@ t_check "$(grep -c 'deadlock\|ERROR' "$work/sluiced.log")" = 0 "no error logged 
 t_end
 
 t_case "a deadlock with another transaction is retried, not answered as an error"
-# psql takes the membership row, then (0.6 s later) the user row that the
-# request holds while it waits for the membership: PostgreSQL picks the
-# request, which waited first, as the deadlock victim.  Timing on a loaded
-# machine may let psql be picked instead, so up to three tries.
+# psql takes the membership row, then, once the request waits for it
+# (holding the user row), the user row: PostgreSQL picks the request, which
+# waited first, as the deadlock victim.  Its deadlock check may still come
+# second on a loaded machine and pick psql instead, so up to three tries.
+psql_holds() { # psql has deleted the membership and waits for the request
+    [ "$(psqlc "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND state = 'active'
+                AND query LIKE '%until the request waits%'")" = 1 ]
+}
 retried=0
 for try in 1 2 3; do
     curl -s -H 'Content-Type: application/json' -o /dev/null -X POST "$base/segment/user" -d '{"user_id":800010,"add_segments":["C1"]}'
@@ -415,13 +410,19 @@ for try in 1 2 3; do
     psql -X -q "$SL_PG_DSN" > "$work/deadlock.out" 2>&1 <<'SQL' &
 BEGIN;
 DELETE FROM user_segments WHERE user_id = 800010 AND slug = 'C1';
-SELECT pg_sleep(0.6);
+DO $$ BEGIN -- until the request waits for a lock (at most 30 s)
+    FOR i IN 1..3000 LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock');
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
 SELECT 1 FROM users WHERE id = 800010 FOR UPDATE;
 SELECT pg_sleep(0.5);
 ROLLBACK;
 SQL
     ppid=$!
-    sleep 0.2
+    t_wait_until 30 psql_holds
     r=$(req POST /segment/user /segment/user -d '{"user_id":800010,"delete_segments":["C1"]}')
     wait "$ppid"
     if [ "$(python3 -c "print($(metric 'sluice_segments_tx_retries_total') > $r0)")" = True ]; then

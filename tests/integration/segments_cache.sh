@@ -15,19 +15,7 @@
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 
-work=$(t_tmpdir)
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    sl_svc_stop_all
-    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-
-mods=$work/mods
-mkdir -p "$mods"
-cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so" "$mods/"
+t_scratch "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so"
 psqlc() { psql -X -At "$SL_PG_DSN" -c "$1"; }
 # metric BASE NAME: a sample's value (0 when absent)
 metric() {

@@ -11,21 +11,9 @@
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 
-work=$(t_tmpdir)
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    sl_svc_stop_all
-    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-
-mods=$work/mods
-mkdir -p "$mods"
-cp "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so" "$SL_BUILD/_modules/generator.so" \
+t_scratch "$SL_BUILD/_modules/metrics.so" "$SL_BUILD/_modules/segments.so" "$SL_BUILD/_modules/generator.so" \
     "$SL_BUILD/tests/modules/echo/.libs/echo.so" \
-    "$SL_BUILD/tests/modules/kafkaprobe/.libs/kafkaprobe.so" "$mods/"
+    "$SL_BUILD/tests/modules/kafkaprobe/.libs/kafkaprobe.so"
 port=$(t_free_port)
 otlp_port=$(t_free_port)
 base=http://127.0.0.1:$port

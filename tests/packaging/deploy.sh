@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # The deployment files, checked with the tools that read them, since no
-# Docker engine, Prometheus server or Grafana runs here:
+# Docker engine, Prometheus server or Grafana runs here (the image itself
+# is built and run with podman by tests/integration/container.sh):
 #   docker/docker-compose.yml  docker-compose config, and every service,
-#                              port, config and file it names exists
+#                              port, config and file it names exists; data
+#                              volumes where each image keeps its data;
+#                              health checks that an image's init-time
+#                              server cannot pass; example commands that
+#                              are documented routes
 #   docker/Dockerfile          bookworm stages, non-root, make install,
 #                              every COPY source present
 #   docker/conf/*.conf         sluiced -t (for the modules this tree has)
-#   contrib/prometheus/        promtool check config / check rules / test rules
+#   contrib/prometheus/        promtool check config / check rules / test rules;
+#                              one setup (all-in-one or roles) per file
 #   contrib/grafana/           valid JSON, a row per module, every query valid
 #                              PromQL, provisioned by the compose file
 . "$(dirname "$0")/../lib.sh"
@@ -83,6 +89,67 @@ for target in $(grep -o '"[a-z-]*:[0-9]*"' "$SL_TOP/docker/prometheus.yml" | tr 
     t_check "$(q "'${target%:*}' in c['services']")" = True "Prometheus target $target is a service"
     t_check "${target#*:}" = 8080 "Prometheus scrapes $target on the sluiced port"
 done
+t_end
+
+t_case "the compose file: data in its volumes, health checks an init-time server cannot pass"
+# Where each stateful image keeps its data, from the image's documentation:
+# the variable that moves it, and the place without one.  A named volume
+# mounted anywhere else keeps nothing when the container is recreated.
+q '"\n".join("%s %s %s" % (n, v.split(":")[1], {
+        "apache/kafka": lambda e: e.get("KAFKA_LOG_DIRS", "/tmp/kafka-logs"),
+        "postgres": lambda e: e.get("PGDATA", "/var/lib/postgresql/data"),
+        "redis": lambda e: "/data",
+        "clickhouse/clickhouse-server": lambda e: "/var/lib/clickhouse",
+    }.get(s["image"].rsplit(":", 1)[0], lambda e: "unknown-for-" + s["image"])(s.get("environment") or {}))
+    for n, s in c["services"].items() for v in s.get("volumes", []) if v.split(":")[0] in c.get("volumes", {}))' > "$work/datadirs"
+t_check "$(wc -l < "$work/datadirs")" -ge 4 "named volumes mounted: $(wc -l < "$work/datadirs")"
+while read -r svc target datadir; do
+    t_check "$target" = "$datadir" "$svc: its volume is mounted at its data directory $datadir"
+done < "$work/datadirs"
+t_check "$(q 'sorted(n for n, s in c["services"].items() if "healthcheck" in s and s["image"].rsplit(":", 1)[0] in ("apache/kafka", "postgres", "redis", "clickhouse/clickhouse-server"))')" = \
+    "$(awk '{ print $1 }' "$work/datadirs" | sort -u | "$py" -c 'import sys; print(sorted(sys.stdin.read().split()))')" \
+    "every stateful service keeps its data in a named volume"
+# The PostgreSQL and ClickHouse entrypoints run a server of their own while
+# they initialise (the database, the user): PostgreSQL's on its Unix socket
+# only, ClickHouse's on 127.0.0.1 only.  A health check must reach the
+# server where only the real one listens.
+pg_check=$(q '" ".join(c["services"]["postgres"]["healthcheck"]["test"][1:])')
+t_check -n "$(echo "$pg_check" | sed -n 's/.*pg_isready.* -h \([^ /][^ ]*\).*/\1/p')" \
+    "PostgreSQL's health check goes over TCP (pg_isready -h HOST): $pg_check"
+ch_check=$(q '" ".join(c["services"]["clickhouse"]["healthcheck"]["test"][1:])')
+ch_hosts=$(echo "$ch_check" | grep -o '://[^:/ ]*' | cut -c4- | sort -u | tr '\n' ' ')
+t_check -n "$ch_hosts" "ClickHouse's health check names a host: $ch_check"
+t_check "$(echo " $ch_hosts" | grep -cE ' (127\.[0-9.]*|localhost|\[?::1\]?) ')" = 0 \
+    "ClickHouse's health check is not on loopback, where the init-time server listens (hosts: $ch_hosts)"
+# sluiced needs no writable root (container.sh runs every role that way).
+for r in $roles; do
+    t_check "$(q "c['services']['$r'].get('read_only')")" = True "$r: read-only root filesystem"
+    t_check "$(q "c['services']['$r'].get('tmpfs')")" = "['/tmp']" "$r: a tmpfs /tmp"
+done
+t_end
+
+t_case "the compose file's example commands are routes the roles serve"
+# Each `curl` in the header comment, by the port it names: the segments
+# API against its OpenAPI document (method, path, body keys), the other
+# roles against the routes their module registers.
+sed -n 's/^#   \(curl [^#]*\).*/\1/p' "$compose" > "$work/examples"
+t_check "$(wc -l < "$work/examples")" -ge 3 "examples: $(wc -l < "$work/examples")"
+while read -r ex; do
+    hp=$(echo "$ex" | grep -o 'localhost:[0-9]*' | head -1)
+    svc=$(q "' '.join(s for s, v in c['services'].items() if ${hp#localhost:} in [p[1] for p in P(v)])")
+    path=$(echo "$ex" | sed -n "s|.*$hp\\([^ ]*\\).*|\\1|p")
+    method=$(echo "$ex" | sed -n 's/.*-X \([A-Z]*\).*/\1/p')
+    body=$(echo "$ex" | sed -n "s/.*-d '\\([^']*\\)'.*/\\1/p")
+    if [ "$svc" != segments ]; then
+        route=${path#/"$svc"/}
+        t_check "$(grep -lE "route[a-z_]*\(.*\"$route\"" "$SL_TOP/modules/$svc"/*.c 2>/dev/null | wc -l)" -ge 1 \
+            "${svc:-no service}: $ex names a route modules/$svc registers ($route)"
+        continue
+    fi
+    "$py" "$SL_TOP/tests/harness/openapi_call.py" "$SL_TOP/modules/segments/openapi.json" \
+        "${method:-GET}" "$path" "$body" > "$work/ex.out" 2>&1
+    t_check $? -eq 0 "segments: $ex: $(tail -1 "$work/ex.out")"
+done < "$work/examples"
 t_end
 
 t_case "the Dockerfile: bookworm stages, make install, non-root user, COPY sources present"
@@ -170,7 +237,7 @@ t_check "$(q 'c["services"]["grafana"]["environment"].get("GF_SECURITY_ADMIN_PAS
 t_end
 
 t_case "Prometheus: scrape configs and alert rules pass promtool"
-for cfg in contrib/prometheus/prometheus.yml docker/prometheus.yml; do
+for cfg in contrib/prometheus/prometheus.yml contrib/prometheus/all-in-one.yml docker/prometheus.yml; do
     # The compose file mounts the rules beside docker/prometheus.yml.
     mkdir -p "$work/prom"
     cp "$SL_TOP/$cfg" "$work/prom/prometheus.yml"
@@ -180,6 +247,19 @@ for cfg in contrib/prometheus/prometheus.yml docker/prometheus.yml; do
     cat "$work/p.out"
     t_check "$rc" -eq 0 "promtool check config $cfg"
 done
+# One setup per file: SluicedDown fires for every target that does not
+# answer, so a file scraping both the all-in-one and the roles of conf/
+# alerts forever for whichever set is not running.
+aio=$(sed -n 's/^listen = //p' "$SL_TOP/conf/sluice.conf")
+role_targets=$(for r in broker generator aggregator segments outbox; do
+    sed -n 's/^listen = //p' "$SL_TOP/conf/$r.conf"
+done | sort | tr '\n' ' ')
+for cfg in prometheus.yml all-in-one.yml; do
+    targets=$(grep -o '"[0-9.]*:[0-9]*"' "$SL_TOP/contrib/prometheus/$cfg" | tr -d '"' | sort | tr '\n' ' ')
+    t_check "$targets" = "$aio " -o "$targets" = "$role_targets" "contrib/prometheus/$cfg scrapes one setup: $targets"
+done
+t_check "$(cat "$SL_TOP"/contrib/prometheus/{prometheus,all-in-one}.yml | grep -o '"[0-9.]*:[0-9]*"' | sort -u | wc -l)" = \
+    "$(echo "$aio $role_targets" | wc -w)" "the two files cover the all-in-one and every role of conf/"
 promtool check rules "$SL_TOP/contrib/prometheus/sluice.rules.yml"
 t_check $? -eq 0 "promtool check rules"
 (cd "$SL_TOP/contrib/prometheus" && promtool test rules sluice.rules.test.yml)

@@ -3,7 +3,9 @@
  * without a server (fake_daemon.h): a request to a port that refuses connections is
  * tried 1 + retries times, then answered once, from the loop, with the
  * transport error and no HTTP status; the handle is not ready; and it may
- * be freed from inside that callback.
+ * be freed from inside that callback.  And what an answer says beyond its
+ * status (clickhouse_answer.c): the exception ClickHouse appends once it
+ * has begun to stream rows, told apart from rows that quote one.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +17,7 @@
 #include <string.h>
 
 #include <sluice/clickhouse.h>
+#include "connectors/clickhouse/clickhouse_int.h"
 #include "fake_daemon.h"
 
 static sl_ctx *ctx;
@@ -104,10 +107,68 @@ static void free_inside_the_callback(void **state)
     assert_int_equal(one.called + two.called, 1);
 }
 
+static const char *late(const char *body)
+{
+    return ch_late_exception(body, strlen(body));
+}
+
+static void late_exceptions(void **state)
+{
+    static const char old[] = "\t\t{\n\t\t\t\"n\": 262143\n\t\t}Code: 395, e.displayText() = "
+                              "DB::Exception: Value passed to 'throwIf' function is non zero, "
+                              "e.what() = DB::Exception\n";
+    static const char later[] = "\t\t},\nCode: 395. DB::Exception: Value passed to 'throwIf' "
+                                "function is non-zero. (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO) "
+                                "(version 23.8.1.1)\n";
+    const char *at;
+    char line[256];
+    char big[6000];
+
+    (void)state;
+    at = late(old);
+    assert_non_null(at);
+    assert_int_equal(ch_exception_code(at, strlen(at)), 395);
+    ch_first_line(at, strlen(at), line, sizeof(line));
+    assert_string_equal(line, "Code: 395, e.displayText() = DB::Exception: Value passed to "
+                              "'throwIf' function is non zero, e.what() = DB::Exception");
+    at = late(later);
+    assert_non_null(at);
+    assert_int_equal(ch_exception_code(at, strlen(at)), 395);
+    /* Whole documents whose rows quote an exception, and answers that
+     * merely stop, are not exceptions. */
+    assert_null(late("{\"data\":[{\"e\":\"Code: 60, e.displayText() = DB::Exception: "
+                     "no table\"}],\"rows\":1}\n"));
+    assert_null(late("{\"data\":[\n{\"e\":\"x\"},\n\"Code: 60, e.displayText() = "
+                     "DB::Exception: x\""));
+    assert_null(late("\t\t},\nCode: x, e.displayText() = DB::Exception: x\n"));
+    assert_null(late("\t\t},\nCode: 60 DB::Exception\n"));
+    assert_null(late(""));
+    /* Only the tail is read: a last line longer than any message is not
+     * searched from somewhere in its middle. */
+    memset(big, 'x', 5000);
+    snprintf(big + 5000, sizeof(big) - 5000, "}Code: 395, e.displayText() = DB::Exception: x");
+    assert_null(late(big));
+}
+
+static void exception_codes(void **state)
+{
+    static const char err[] = "Code: 62, e.displayText() = DB::Exception: Syntax error\n";
+    static const char proxy[] = "<html><head><title>502 Bad Gateway</title></head><body>"
+                                "<p>upstream said Code: 62, e.displayText()</p></body></html>";
+
+    (void)state;
+    assert_int_equal(ch_exception_code(err, strlen(err)), 62);
+    assert_int_equal(ch_exception_code(err, 4), 0);
+    assert_int_equal(ch_exception_code(proxy, strlen(proxy)), 0);
+    assert_int_equal(ch_exception_code("", 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(table_names),
+        cmocka_unit_test(late_exceptions),
+        cmocka_unit_test(exception_codes),
         cmocka_unit_test(retries_then_one_answer),
         cmocka_unit_test(free_inside_the_callback),
     };

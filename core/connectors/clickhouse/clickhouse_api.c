@@ -232,7 +232,7 @@ SL_API int sl_ch_query(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg)
         return -1;
     /* 64-bit integers as JSON numbers, not strings: counts read naturally. */
     return ch_submit(ch, K_QUERY, ch_make_url(ch, "output_format_json_quote_64bit_integers=0"),
-                     body, strlen(body), fn, arg, 0, 0);
+                     body, strlen(body), fn, arg, CH_MAX_QUERY_ANSWER, 0);
 }
 
 SL_API int sl_ch_exec(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg)

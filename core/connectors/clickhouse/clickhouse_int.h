@@ -24,6 +24,10 @@
 
 #define WHO "clickhouse"
 
+/* sl_ch_query()'s answer is parsed on the loop (about 3 s per 100 MiB
+ * without sanitizers), so a larger one fails instead. */
+#define CH_MAX_QUERY_ANSWER (16u * 1024 * 1024)
+
 typedef enum { K_INSERT, K_QUERY, K_EXEC, K_PING } req_kind;
 
 typedef enum { OUT_OK, OUT_CLIENT, OUT_SERVER, OUT_TRANSPORT, OUT_TIMEOUT, OUT_N } outcome;
@@ -91,6 +95,18 @@ int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch
 /* The /ping timer's callback, and arming it (not while the handle frees). */
 void ch_on_ping_timer(evutil_socket_t fd, short what, void *arg);
 void ch_schedule_ping(sl_ch *ch, double delay);
+
+/* ---------------------------------- clickhouse_answer.c for the others */
+
+/* ClickHouse's exception code at the head of an error answer ("Code: 62,
+ * e.displayText() = ..." gives 62); 0 when none is there. */
+int ch_exception_code(const char *body, size_t len);
+/* The exception ClickHouse appended as the last line of an answer whose
+ * rows it had begun to stream ("Code: N, ... DB::Exception ..."), or
+ * NULL.  Reads the answer's tail only. */
+const char *ch_late_exception(const char *body, size_t len);
+/* The first line of an error answer, trimmed, in `out`. */
+void ch_first_line(const char *body, size_t len, char *out, size_t outlen);
 
 /* ----------------------------------- clickhouse_trace.c for clickhouse_req.c */
 

@@ -9,7 +9,6 @@
  * (timeouts, memory, too many parts ...) or when it carries no code at all
  * (a proxy in between).
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,31 +36,6 @@ static void series_add(sl_series *s, double v)
 }
 
 /* ------------------------------------------------------------ answers */
-
-/* ClickHouse's "Code: 62, e.displayText() = ..." → 62; 0 when absent. */
-static int exception_code(const char *body)
-{
-    const char *p = strstr(body, "Code: ");
-
-    if (p == NULL || p - body > 64)
-        return 0;
-    return atoi(p + 6);
-}
-
-/* The exception ClickHouse appended to a streamed answer: the last
- * "Code: N, e.displayText() = DB::Exception..." in it, or NULL. */
-static const char *late_exception(const char *body)
-{
-    const char *at = NULL, *p = body;
-
-    while ((p = strstr(p, "Code: ")) != NULL) {
-        at = p;
-        p += 6;
-    }
-    if (at == NULL || strstr(at, "DB::Exception") == NULL)
-        return NULL;
-    return at;
-}
 
 /* Exceptions that describe the server's state rather than the request:
  * trying again later may succeed. */
@@ -112,21 +86,6 @@ static int curl_retriable(CURLcode rc)
     }
 }
 
-/* The first line of an error answer, trimmed, in `out`. */
-static void first_line(const char *body, size_t len, char *out, size_t outlen)
-{
-    size_t n = 0;
-
-    while (n < len && body[n] != '\n' && body[n] != '\r')
-        n++;
-    while (n > 0 && isspace((unsigned char)body[n - 1]))
-        n--;
-    if (n >= outlen)
-        n = outlen - 1;
-    memcpy(out, body, n);
-    out[n] = '\0';
-}
-
 /* ------------------------------------------------------------ requests */
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -134,15 +93,17 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
     req *q = arg;
     size_t n = size * nmemb;
 
+    /* Checked on every piece: the buffer grows by doubling, so a check
+     * at growth alone would let an answer run to the next power of two. */
+    if (q->resp_len + n > q->max_answer) {
+        q->too_large = 1;
+        return 0; /* curl fails the transfer: CURLE_WRITE_ERROR */
+    }
     if (q->resp_len + n + 1 > q->resp_cap) {
         size_t cap = q->resp_cap != 0 ? q->resp_cap : 4096;
         char *p;
         while (cap < q->resp_len + n + 1)
             cap *= 2;
-        if (q->resp_len + n > q->max_answer) {
-            q->too_large = 1;
-            return 0; /* curl fails the transfer: CURLE_WRITE_ERROR */
-        }
         p = realloc(q->resp, cap);
         if (p == NULL)
             return 0;
@@ -297,6 +258,28 @@ static void ping_done(sl_ch *ch, req *q, int ok, const char *err)
     ch_schedule_ping(ch, ch->ping_interval);
 }
 
+/* A query's answer, read: its exception when ClickHouse appended one
+ * (found from the tail, so the rows before it are never parsed), else
+ * the parsed document in res->json, else why it cannot be read. */
+static cJSON *read_answer(sl_ch_result *res, char *late, size_t latelen)
+{
+    const char *at = ch_late_exception(res->body, res->len);
+    cJSON *json;
+
+    if (at != NULL) {
+        size_t rest = res->len - (size_t)(at - res->body);
+        res->code = ch_exception_code(at, rest);
+        ch_first_line(at, rest, late, latelen);
+        res->error = late;
+        return NULL;
+    }
+    json = cJSON_ParseWithLength(res->body, res->len);
+    if (json == NULL)
+        res->error = "cannot parse ClickHouse's JSON answer";
+    res->json = json;
+    return json;
+}
+
 static void finish(sl_ch *ch, req *q, long status, int code, const char *err)
 {
     sl_ch_result res;
@@ -311,19 +294,8 @@ static void finish(sl_ch *ch, req *q, long status, int code, const char *err)
     res.body = q->resp != NULL ? q->resp : "";
     res.len = q->resp_len;
     res.attempts = q->attempts;
-    if (err == NULL && q->kind == K_QUERY) {
-        json = cJSON_ParseWithLength(res.body, res.len);
-        res.json = json;
-        /* An exception after the first rows were sent cannot change the
-         * status any more: ClickHouse appends it to the body. */
-        if (json == NULL) {
-            const char *at = late_exception(res.body);
-            res.code = at != NULL ? exception_code(at) : 0;
-            if (at != NULL)
-                first_line(at, res.len - (size_t)(at - res.body), late, sizeof(late));
-            res.error = at != NULL ? late : "cannot parse ClickHouse's JSON answer";
-        }
-    }
+    if (err == NULL && q->kind == K_QUERY)
+        json = read_answer(&res, late, sizeof(late));
     res.elapsed = sl_now() - q->submitted;
     answer(ch, q, &res);
     cJSON_Delete(json);
@@ -355,11 +327,11 @@ static void on_done(CURL *easy, CURLcode rc, void *arg)
         err[0] = '\0';
     } else {
         const char *body = q->resp != NULL ? q->resp : "";
-        code = exception_code(body);
+        code = ch_exception_code(body, q->resp_len);
         /* A query for a caller that hit a limit would hit it again. */
         retriable = status >= 500 && !q->caller && code_retriable(code);
         o = status >= 500 && retriable ? OUT_SERVER : OUT_CLIENT;
-        first_line(body, q->resp_len, err, sizeof(err));
+        ch_first_line(body, q->resp_len, err, sizeof(err));
         if (err[0] == '\0')
             snprintf(err, sizeof(err), "HTTP status %ld", status);
     }

@@ -82,7 +82,11 @@ SL_API int sl_ch_insert_batch(sl_ch *ch, const char *table, sl_ch_batch *b, sl_c
                               void *arg);
 
 /* Runs a SELECT (without FORMAT: " FORMAT JSON" is appended) and hands
- * the parsed document to `fn` as res->json. */
+ * the parsed document to `fn` as res->json.  The document is parsed on
+ * the loop, so an answer over 16 MiB is not held: the request fails with
+ * "answer larger than 16777216 bytes" (aggregate or LIMIT in SQL).  An
+ * exception ClickHouse raised after it had begun to send rows (status
+ * 200) fails the request with that exception's message and code. */
 SL_API int sl_ch_query(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg);
 
 /* What ClickHouse may spend on a query run on behalf of a caller (an HTTP
