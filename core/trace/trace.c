@@ -91,11 +91,74 @@ static uint64_t wall_ns(void)
 
 /* ---------------------------------------------------------------- spans */
 
+/*
+ * Freed spans are kept for reuse, up to POOL_MAX: a span is larger than
+ * what malloc serves from its per-thread cache, and at ratio 1.0 a few
+ * are made per request, so going to malloc's slow path each time was a
+ * good part of what tracing cost.
+ */
+#define POOL_MAX 1024
+static sl_span *pool;
+static size_t pooled;
+static int pool_closed; /* at exit: spans freed later go to free() */
+
+static sl_span *span_alloc(void)
+{
+    sl_span *s = pool;
+
+    if (s == NULL)
+        return malloc(sizeof(*s));
+    pool = s->next;
+    pooled--;
+    return s;
+}
+
+static void span_release(sl_span *s)
+{
+    if (pooled >= POOL_MAX || pool_closed) {
+        free(s);
+        return;
+    }
+    s->next = pool;
+    pool = s;
+    pooled++;
+}
+
+void sl_trace_pool_free(void)
+{
+    while (pool != NULL) {
+        sl_span *s = pool;
+        pool = s->next;
+        free(s);
+    }
+    pooled = 0;
+    pool_closed = 1;
+}
+
+/* Decimal text of v into out (at least 21 bytes). */
+static void decimal(long long v, char *out)
+{
+    char d[24];
+    size_t n = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        d[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *out++ = '-';
+    while (n > 0)
+        *out++ = d[--n];
+    *out = '\0';
+}
+
 sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, sl_tp *pos)
 {
     sl_span *s;
     sl_tp tp;
     int has_parent;
+    size_t nlen;
 
     if (parent == NULL)
         parent = &sl_trace_cur;
@@ -112,12 +175,14 @@ sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, s
         *pos = tp;
     if (!sl_trace_on())
         return NULL;
-    /* Not calloc: the inline attribute area need not be zeroed. */
-    s = malloc(sizeof(*s));
+    /* Not zeroed whole: the inline attribute area need not be. */
+    s = span_alloc();
     if (s == NULL)
         return NULL;
     memset(s, 0, offsetof(sl_span, inline_attrs));
-    snprintf(s->name, sizeof(s->name), "%s", name);
+    nlen = strnlen(name, SL_SPAN_NAME_MAX);
+    memcpy(s->name, name, nlen);
+    s->name[nlen] = '\0';
     s->attrs = s->inline_attrs;
     s->acap = sizeof(s->inline_attrs);
     s->tp = tp;
@@ -139,7 +204,7 @@ void sl_span_free(sl_span *s)
     if (s->attrs != s->inline_attrs)
         free(s->attrs);
     free(s->links);
-    free(s);
+    span_release(s);
 }
 
 void sl_span_tracestate(sl_span *s, const char *tracestate)
@@ -234,7 +299,7 @@ SL_API void sl_span_set_int(sl_span *s, const char *key, long long value)
 
     if (s == NULL || !s->recording || key == NULL)
         return;
-    snprintf(text, sizeof(text), "%lld", value);
+    decimal(value, text);
     add_attr(s, 'i', key, text);
 }
 

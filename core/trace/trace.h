@@ -126,8 +126,10 @@ void sl_trace_events_drop(sl_span *s);
 /* Adds a log line to the span of the current context's handle, if any. */
 void sl_trace_log_event(const char *level, const char *who, const char *msg);
 
-/* Frees a span without exporting it. */
+/* Frees a span without exporting it (kept for reuse, bounded). */
 void sl_span_free(sl_span *s);
+/* Frees the spans kept for reuse; at exit. */
+void sl_trace_pool_free(void);
 
 /* Export side, for trace.c: queues an ended span (takes it), or drops and
  * counts it. */
