@@ -29,11 +29,27 @@ static const char SQL_NEW_USER[] =
     "       ORDER BY s.slug RETURNING slug)"
     " SELECT (SELECT id FROM u), (SELECT count(*) FROM m)";
 
+static const char SQL_SEGMENT_NEW[] =
+    "INSERT INTO segments (slug, user_percent) VALUES ($1, $2::numeric)"
+    " ON CONFLICT (slug) DO NOTHING"
+    " RETURNING to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+
+/* A bulk change: one "*" to every read cache instead of a notification
+ * per user (schema.c). */
+static const char SQL_CACHE_ALL[] = "SELECT segments_cache_all()";
+
+/* DELETE /segment locks the segment first, so a concurrent
+ * POST /segment/user adding it waits (its foreign key check) instead of
+ * racing the removal. */
+static const char SQL_SEGMENT_LOCK[] = "SELECT 1 FROM segments WHERE slug = $1 FOR UPDATE";
+static const char SQL_SEGMENT_MEMBERS[] = "DELETE FROM user_segments WHERE slug = $1";
+static const char SQL_SEGMENT_DELETE[] = "DELETE FROM segments WHERE slug = $1";
+
 static void on_new_user(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg);
 
 static void new_user(seg_call *c)
 {
-    if (sl_pg_query(c->s->pg, SQL_NEW_USER, 0, NULL, on_new_user, c) != 0)
+    if (sl_pg_exec(c->s->pg, c->s->st[SEG_ST_NEW_USER], 0, NULL, on_new_user, c) != 0)
         seg_error(c, 503, "database unavailable: query not accepted");
 }
 
@@ -135,6 +151,7 @@ static void on_segment_row(sl_pg *pg, const sl_pg_result *res, const char *err, 
 
 static void create_begin(seg_call *c)
 {
+    seg *s = c->s;
     char pct[32];
     const char *p[2] = { c->slug, NULL };
 
@@ -142,12 +159,9 @@ static void create_begin(seg_call *c)
         snprintf(pct, sizeof(pct), "%.2f", c->percent);
         p[1] = pct;
     }
-    if (sl_pg_tx_query(c->tx,
-                       "INSERT INTO segments (slug, user_percent) VALUES ($1, $2::numeric)"
-                       " ON CONFLICT (slug) DO NOTHING"
-                       " RETURNING to_char(created_at AT TIME ZONE 'UTC',"
-                       "                   'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-                       2, p, on_segment_row, c) != 0)
+    if ((c->percent >= 0 &&
+         sl_pg_tx_exec(c->tx, s->st[SEG_ST_CACHE_ALL], 0, NULL, NULL, NULL) != 0) ||
+        sl_pg_tx_exec(c->tx, s->st[SEG_ST_SEGMENT_NEW], 2, p, on_segment_row, c) != 0)
         seg_tx_end(c);
 }
 
@@ -198,18 +212,15 @@ static void on_segment_gone(sl_pg *pg, const sl_pg_result *res, const char *err,
     seg_tx_end(c);
 }
 
-/* Locks the segment first, so a concurrent POST /segment/user adding it
- * waits (its foreign key check) instead of racing the removal. */
 static void delete_begin(seg_call *c)
 {
+    seg *s = c->s;
     const char *p[1] = { c->slug };
 
-    if (sl_pg_tx_query(c->tx, "SELECT 1 FROM segments WHERE slug = $1 FOR UPDATE", 1, p, NULL,
-                       NULL) != 0 ||
-        sl_pg_tx_query(c->tx, "DELETE FROM user_segments WHERE slug = $1", 1, p, on_members_gone,
-                       c) != 0 ||
-        sl_pg_tx_query(c->tx, "DELETE FROM segments WHERE slug = $1", 1, p, on_segment_gone, c) !=
-            0)
+    if (sl_pg_tx_exec(c->tx, s->st[SEG_ST_SEGMENT_LOCK], 1, p, NULL, NULL) != 0 ||
+        sl_pg_tx_exec(c->tx, s->st[SEG_ST_CACHE_ALL], 0, NULL, NULL, NULL) != 0 ||
+        sl_pg_tx_exec(c->tx, s->st[SEG_ST_SEGMENT_MEMBERS], 1, p, on_members_gone, c) != 0 ||
+        sl_pg_tx_exec(c->tx, s->st[SEG_ST_SEGMENT_DELETE], 1, p, on_segment_gone, c) != 0)
         seg_tx_end(c);
 }
 
@@ -271,6 +282,17 @@ static void serve_list(sl_req *req, void *arg)
 
 int seg_api_routes(seg *s)
 {
+    static const seg_sql sql[] = {
+        { SEG_ST_NEW_USER, "segments_new_user", SQL_NEW_USER },
+        { SEG_ST_SEGMENT_NEW, "segments_segment_new", SQL_SEGMENT_NEW },
+        { SEG_ST_CACHE_ALL, "segments_cache_all", SQL_CACHE_ALL },
+        { SEG_ST_SEGMENT_LOCK, "segments_segment_lock", SQL_SEGMENT_LOCK },
+        { SEG_ST_SEGMENT_MEMBERS, "segments_segment_members", SQL_SEGMENT_MEMBERS },
+        { SEG_ST_SEGMENT_DELETE, "segments_segment_delete", SQL_SEGMENT_DELETE },
+    };
+
+    if (seg_prepare(s, sql, sizeof(sql) / sizeof(sql[0])) != 0)
+        return -1;
     if (sl_route_scoped(s->ctx, SL_POST, "/user", SL_SCOPE_WRITE, s->max_body, serve_user, s) != 0 ||
         sl_route_scoped(s->ctx, SL_POST, "/segment", SL_SCOPE_WRITE, s->max_body, serve_create, s) != 0 ||
         sl_route_scoped(s->ctx, SL_DELETE, "/segment", SL_SCOPE_WRITE, s->max_body, serve_delete, s) != 0 ||

@@ -111,3 +111,13 @@ void seg_tx_run(seg_call *c)
     }
     c->begin(c);
 }
+
+int seg_prepare(seg *s, const seg_sql *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        s->st[list[i].id] = sl_pg_prepare(s->pg, list[i].name, list[i].sql);
+        if (s->st[list[i].id] == NULL)
+            return sl_fail(s->ctx, "cannot prepare statement %s", list[i].name);
+    }
+    return 0;
+}

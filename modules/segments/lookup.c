@@ -8,8 +8,8 @@
  *   - by this instance's own changes, before they are acknowledged
  *     (seg_cache_forget, seg_cache_flush): never a stale answer after an
  *     acknowledged change;
- *   - by NOTIFY from the transaction that wrote (the statement triggers of
- *     schema.c send the users a statement touched, or "*" for many), so the
+ *   - by NOTIFY from the transaction that wrote (the row trigger of
+ *     schema.c sends each user changed, a bulk change "*"), so the
  *     other instances on the same database drop them once it commits, within
  *     the notification's delivery time;
  *   - all at once whenever a connection of the PostgreSQL handle is
@@ -35,8 +35,7 @@
 #define STACK_ANSWER 4096
 
 /* A miss: the memberships not expired by the database's clock, with
- * their expiry in microseconds (the answer formats it, ucache.c).
- * Prepared once per connection. */
+ * their expiry in microseconds (the answer formats it, ucache.c). */
 static const char SQL_USER_SEGMENTS[] =
     "SELECT us.slug, (extract(epoch FROM us.expires_at) * 1000000)::bigint"
     " FROM users u LEFT JOIN user_segments us ON us.user_id = u.id"
@@ -228,7 +227,7 @@ static void serve_user_segments(sl_req *req, void *arg)
         c->cache_ticket_ok = 1;
     }
     snprintf(id, sizeof(id), "%lld", c->user);
-    if (sl_pg_exec(s->pg, s->st_user_segments, 1, p, on_user_segments, c) != 0)
+    if (sl_pg_exec(s->pg, s->st[SEG_ST_USER_SEGMENTS], 1, p, on_user_segments, c) != 0)
         seg_error(c, 503, "database unavailable: query not accepted");
 }
 
@@ -277,13 +276,15 @@ static void cache_free(void *obj)
 
 int seg_lookup_start(seg *s)
 {
+    static const seg_sql sql[] = {
+        { SEG_ST_USER_SEGMENTS, "segments_user_segments", SQL_USER_SEGMENTS },
+    };
     long long bytes = sl_opt_int(s->ctx, "cache_bytes");
 
     if (metrics_start(s) != 0)
         return sl_fail(s->ctx, "cannot register the cache's metrics");
-    s->st_user_segments = sl_pg_prepare(s->pg, "segments_user_segments", SQL_USER_SEGMENTS);
-    if (s->st_user_segments == NULL)
-        return sl_fail(s->ctx, "out of memory");
+    if (seg_prepare(s, sql, 1) != 0)
+        return -1;
     if (bytes > 0) {
         s->cache = ucache_new((size_t)sl_opt_int(s->ctx, "cache_entries"), (size_t)bytes,
                               sl_opt_seconds(s->ctx, "cache_max_age"));

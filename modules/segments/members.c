@@ -13,6 +13,12 @@
  * would, so that adding one again is a real re-add.  Adding a membership
  * the user has only updates its expiry; that is not a change (0 added).
  * After the commit, memberships with a ttl are scheduled in Redis.
+ *
+ * Four prepared statements, each one round trip (the connector runs a
+ * transaction's statements one after the other): create the user if
+ * needed; lock it and find an unknown slug; remove the expired and the
+ * deleted memberships; add.  Fewer round trips is what a write costs
+ * least in, so statements that can share one do.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +32,50 @@ typedef struct {
     char id[24], ttl[24], max_id[24];
     char add[ARRAY_MAX], del[ARRAY_MAX], all[2 * ARRAY_MAX];
 } change_params;
+
+/* Create the user if unknown and its id at most max_user_id (with its
+ * rollout memberships), and keep the sequence ahead of explicit ids.  The
+ * bound keeps SEG_ID_MAX - max_user_id ids for POST /user whatever ids
+ * callers choose: the sequence never passes what a client can address.
+ * (The CTE runs whether or not the SELECT reads it.) */
+static const char SQL_CREATE[] =
+    "WITH u AS (INSERT INTO users (id) SELECT $1::bigint"
+    "           WHERE $1::bigint <= $2::bigint"
+    "           ON CONFLICT (id) DO NOTHING RETURNING id),"
+    " m AS (INSERT INTO user_segments (user_id, slug)"
+    "       SELECT u.id, s.slug FROM u, segments s"
+    "       WHERE s.user_percent IS NOT NULL"
+    "         AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100)"
+    "       ORDER BY s.slug)"
+    " SELECT setval('users_id_seq', $1::bigint)"
+    " WHERE $1::bigint > (SELECT last_value FROM users_id_seq)"
+    "   AND $1::bigint <= $2::bigint";
+
+/* No row: no such user.  Else the first unknown slug, or NULL.  NO KEY
+ * UPDATE: requests for one user queue on it, while the foreign-key checks
+ * (KEY SHARE) of a rollout do not.  A statement of its own, after
+ * SQL_CREATE: a statement does not see rows its own CTEs inserted. */
+static const char SQL_LOCK[] =
+    "SELECT (SELECT s FROM unnest($2::text[]) AS s"
+    "        WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1)"
+    " FROM users WHERE id = $1 FOR NO KEY UPDATE";
+
+/* Expired memberships leave as the sweeper would remove them (so adding
+ * one again is a real re-add), with those to delete; only the latter
+ * count as deleted. */
+static const char SQL_PURGE[] =
+    "WITH d AS (DELETE FROM user_segments"
+    "           WHERE user_id = $1 AND (expires_at <= now() OR slug = ANY ($2::text[]))"
+    "           RETURNING expires_at)"
+    " SELECT count(*) FILTER (WHERE expires_at IS NULL OR expires_at > now()) FROM d";
+
+static const char SQL_ADD[] =
+    "INSERT INTO user_segments (user_id, slug, expires_at)"
+    " SELECT $1, s, CASE WHEN $3::bigint > 0"
+    "                THEN now() + make_interval(secs => $3::bigint) END"
+    " FROM unnest($2::text[]) AS s ORDER BY s"
+    " ON CONFLICT (user_id, slug) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+    " RETURNING xmax = 0, slug, extract(epoch FROM expires_at)";
 
 static void fill(const seg_call *c, change_params *p)
 {
@@ -97,96 +147,56 @@ static void on_added(sl_pg *pg, const sl_pg_result *res, const char *err, void *
     seg_tx_end(c);
 }
 
-static void on_deleted(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
+static void on_purged(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
 {
     seg_call *c = arg;
 
     (void)pg;
     if (!seg_stmt_failed(c, res, err))
-        c->n2 = sl_pg_affected(res);
+        c->n2 = strtoll(sl_pg_value(res, 0, 0), NULL, 10);
     if (c->ch.nadd == 0)
         seg_tx_end(c);
 }
 
-static void on_unknown(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
+static void on_locked(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
 {
     seg_call *c = arg;
+    seg *s = c->s;
     change_params p;
     const char *pd[2], *pa[3];
 
     (void)pg;
     if (seg_stmt_failed(c, res, err))
         return seg_tx_end(c);
-    if (strcmp(sl_pg_value(res, 0, 0), "f") == 0)
+    if (sl_pg_nrows(res) == 0)
         return seg_tx_reject(c, 400,
                              "user %lld does not exist, and users are created on demand only with an id from 1 to %lld (max_user_id)",
-                             c->ch.user_id, c->s->max_user_id);
-    if (sl_pg_value(res, 0, 1) != NULL)
-        return seg_tx_reject(c, 404, "no segment %s", sl_pg_value(res, 0, 1));
+                             c->ch.user_id, s->max_user_id);
+    if (sl_pg_value(res, 0, 0) != NULL)
+        return seg_tx_reject(c, 404, "no segment %s", sl_pg_value(res, 0, 0));
     fill(c, &p);
     pd[0] = p.id, pd[1] = p.del;
     pa[0] = p.id, pa[1] = p.add, pa[2] = p.ttl;
-    /* Expired memberships leave first, as the sweeper would remove them. */
-    if (sl_pg_tx_query(c->tx, "DELETE FROM user_segments WHERE user_id = $1 AND expires_at <= now()",
-                       1, pd, NULL, NULL) != 0)
+    if (sl_pg_tx_exec(c->tx, s->st[SEG_ST_CHANGE_PURGE], 2, pd, on_purged, c) != 0)
         return seg_tx_end(c);
-    if (c->ch.ndel > 0 &&
-        sl_pg_tx_query(c->tx,
-                       "DELETE FROM user_segments WHERE user_id = $1 AND slug = ANY ($2::text[])", 2,
-                       pd, on_deleted, c) != 0)
-        return seg_tx_end(c);
-    if (c->ch.nadd > 0 &&
-        sl_pg_tx_query(c->tx,
-                       "INSERT INTO user_segments (user_id, slug, expires_at)"
-                       " SELECT $1, s, CASE WHEN $3::bigint > 0"
-                       "                THEN now() + make_interval(secs => $3::bigint) END"
-                       " FROM unnest($2::text[]) AS s ORDER BY s"
-                       " ON CONFLICT (user_id, slug) DO UPDATE SET expires_at = EXCLUDED.expires_at"
-                       " RETURNING xmax = 0, slug, extract(epoch FROM expires_at)",
-                       3, pa, on_added, c) != 0)
+    if (c->ch.nadd > 0 && sl_pg_tx_exec(c->tx, s->st[SEG_ST_CHANGE_ADD], 3, pa, on_added, c) != 0)
         return seg_tx_end(c);
 }
 
 static void change_begin(seg_call *c)
 {
+    seg *s = c->s;
     change_params p;
-    const char *pu[2], *ps[2];
+    const char *pu[2], *pl[2];
 
     fill(c, &p);
     pu[0] = p.id;
     pu[1] = p.max_id;
-    ps[0] = p.all;
-    ps[1] = p.id;
-    /* Create the user if unknown and its id at most max_user_id (with its
-     * rollout memberships), keep the sequence ahead of explicit ids, lock
-     * the user's row, then look for the user and unknown slugs.  Queued
-     * together: one round trip's worth of waiting.  The bound keeps
-     * SEG_ID_MAX - max_user_id ids for POST /user whatever ids callers
-     * choose: the sequence never passes what a client can address. */
-    if (sl_pg_tx_query(c->tx,
-                       "WITH u AS (INSERT INTO users (id) SELECT $1::bigint"
-                       "           WHERE $1::bigint <= $2::bigint"
-                       "           ON CONFLICT (id) DO NOTHING RETURNING id)"
-                       " INSERT INTO user_segments (user_id, slug)"
-                       " SELECT u.id, s.slug FROM u, segments s"
-                       " WHERE s.user_percent IS NOT NULL"
-                       "   AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100)"
-                       " ORDER BY s.slug",
-                       2, pu, NULL, NULL) != 0 ||
-        sl_pg_tx_query(c->tx,
-                       "SELECT setval('users_id_seq', $1::bigint)"
-                       " WHERE $1::bigint > (SELECT last_value FROM users_id_seq)"
-                       "   AND $1::bigint <= $2::bigint",
-                       2, pu, NULL, NULL) != 0 ||
-        /* NO KEY UPDATE: requests for one user queue on it, while the
-         * foreign-key checks (KEY SHARE) of a rollout do not. */
-        sl_pg_tx_query(c->tx, "SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE", 1, pu, NULL,
-                       NULL) != 0 ||
-        sl_pg_tx_query(c->tx,
-                       "SELECT EXISTS (SELECT 1 FROM users WHERE id = $2::bigint),"
-                       " (SELECT s FROM unnest($1::text[]) AS s"
-                       "  WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1)",
-                       2, ps, on_unknown, c) != 0)
+    pl[0] = p.id;
+    pl[1] = p.all;
+    /* Queued together: one wait for a connection. */
+    if (sl_pg_tx_exec(c->tx, s->st[SEG_ST_CHANGE_CREATE], 2, pu, NULL, NULL) != 0 ||
+        sl_pg_tx_exec(c->tx, s->st[SEG_ST_CHANGE_LOCK], 2, pl, on_locked, c) != 0)
         seg_tx_end(c);
 }
 
@@ -207,6 +217,15 @@ static void serve_change(sl_req *req, void *arg)
 
 int seg_members_routes(seg *s)
 {
+    static const seg_sql sql[] = {
+        { SEG_ST_CHANGE_CREATE, "segments_change_create", SQL_CREATE },
+        { SEG_ST_CHANGE_LOCK, "segments_change_lock", SQL_LOCK },
+        { SEG_ST_CHANGE_PURGE, "segments_change_purge", SQL_PURGE },
+        { SEG_ST_CHANGE_ADD, "segments_change_add", SQL_ADD },
+    };
+
+    if (seg_prepare(s, sql, sizeof(sql) / sizeof(sql[0])) != 0)
+        return -1;
     return sl_route_scoped(s->ctx, SL_POST, "/segment/user", SL_SCOPE_WRITE, s->max_body,
                            serve_change, s);
 }

@@ -18,6 +18,21 @@
 #include <cjson/cJSON.h>
 #include "seg.h"
 
+/* One page of a user's history in a UTC month; the keyset resumes after
+ * the last row sent. */
+static const char SQL_PAGE[] =
+    "SELECT user_id, slug, operation,"
+    " to_char(executed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+    " executed_at, id"
+    " FROM segment_history"
+    " WHERE user_id = $1"
+    "   AND executed_at >= ($2::date)::timestamp AT TIME ZONE 'UTC'"
+    "   AND executed_at < ($3::date)::timestamp AT TIME ZONE 'UTC'"
+    "   AND ($4::timestamptz IS NULL OR (executed_at, id) > ($4::timestamptz, $5::bigint))"
+    " ORDER BY executed_at, id LIMIT $6::int";
+
+static const char SQL_USER[] = "SELECT 1 FROM users WHERE id = $1";
+
 static void serve_history(sl_req *req, void *arg)
 {
     seg *s = arg;
@@ -141,19 +156,7 @@ static void fetch(seg_call *c)
              c->month == 12 ? 1 : c->month + 1);
     snprintf(page, sizeof(page), "%d", c->s->report_page);
     c->in_flight = 1;
-    /* Months are UTC months; the keyset resumes after the last row sent. */
-    if (sl_pg_query(c->s->pg,
-                    "SELECT user_id, slug, operation,"
-                    " to_char(executed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-                    " executed_at, id"
-                    " FROM segment_history"
-                    " WHERE user_id = $1"
-                    "   AND executed_at >= ($2::date)::timestamp AT TIME ZONE 'UTC'"
-                    "   AND executed_at < ($3::date)::timestamp AT TIME ZONE 'UTC'"
-                    "   AND ($4::timestamptz IS NULL OR (executed_at, id) > ($4::timestamptz, "
-                    "$5::bigint))"
-                    " ORDER BY executed_at, id LIMIT $6::int",
-                    6, p, on_page, c) != 0) {
+    if (sl_pg_exec(c->s->pg, c->s->st[SEG_ST_REPORT_PAGE], 6, p, on_page, c) != 0) {
         c->in_flight = 0;
         if (!c->streaming)
             return seg_error(c, 503, "database unavailable: query not accepted");
@@ -187,12 +190,19 @@ static void serve_report(sl_req *req, void *arg)
         return seg_error(c, 404, "%s", why);
     strcpy(c->after_id, "0");
     snprintf(id, sizeof(id), "%lld", c->user);
-    if (sl_pg_query(s->pg, "SELECT 1 FROM users WHERE id = $1", 1, p, on_user, c) != 0)
+    if (sl_pg_exec(s->pg, s->st[SEG_ST_REPORT_USER], 1, p, on_user, c) != 0)
         seg_error(c, 503, "database unavailable: query not accepted");
 }
 
 int seg_report_routes(seg *s)
 {
+    static const seg_sql sql[] = {
+        { SEG_ST_REPORT_USER, "segments_report_user", SQL_USER },
+        { SEG_ST_REPORT_PAGE, "segments_report_page", SQL_PAGE },
+    };
+
+    if (seg_prepare(s, sql, sizeof(sql) / sizeof(sql[0])) != 0)
+        return -1;
     if (sl_route_scoped(s->ctx, SL_GET, "/segment/history/{id}", SL_SCOPE_READ, 0, serve_history,
                         s) != 0 ||
         sl_route_scoped(s->ctx, SL_GET, "/segment/reports/{name}", SL_SCOPE_READ, 0, serve_report,

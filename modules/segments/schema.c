@@ -9,14 +9,18 @@
  * membership did not change.
  *
  * The read cache of every instance (lookup.c) learns of changes from the
- * same place: statement triggers on user_segments NOTIFY the users a
- * statement touched (inserted, deleted, or a TTL refreshed), one
- * notification per statement with their ids separated by commas, or "*"
- * when there are too many for one payload (a rollout, DELETE /segment,
- * TRUNCATE).  NOTIFY is transactional: it is delivered at commit, never
- * for a rollback, and PostgreSQL drops duplicates within a transaction.
- * Statement-level with transition tables, so that a rollout of a million
- * rows costs one aggregate, not a million notifications.
+ * same place: a row trigger on user_segments NOTIFYs the user id of every
+ * row inserted, deleted, or whose expiry changed (migration 5).  NOTIFY is
+ * transactional: it is delivered at commit, never for a rollback, and
+ * PostgreSQL sends a payload once per transaction however often it was
+ * notified, so a request that changes three of a user's segments sends
+ * one notification.  A bulk change (a rollout, DELETE /segment) first calls
+ * segments_cache_all(): one "*" for the whole transaction, and the row
+ * trigger stays quiet in it, so a million rows cost one notification.
+ * TRUNCATE notifies "*".  Migration 3 did this with statement triggers
+ * and transition tables; they ran a query on every write statement, even
+ * one that changed no row, and cost POST /segment/user about a quarter of
+ * its throughput, while a row trigger runs only for rows that changed.
  *
  * segments_bucket() is the sticky rollout hash, defined exactly like
  * seg_bucket() in parse.c (SHA-256 of "<user>:<slug>", first four bytes
@@ -138,18 +142,47 @@ const sl_pg_migration seg_migrations[] = {
       "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();"
       "CREATE TRIGGER user_segments_cache_truncate AFTER TRUNCATE ON user_segments"
       "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();" },
-    /* Every outbox row of this module is written by segments_outbox_write()
-     * (/work/team/outbox-row.md), which stores the trace context of the
-     * transaction writing it: the pg connector sets sluice.traceparent in
-     * every transaction begun under a trace.  The relay sends the column
-     * as the message's traceparent header; NULL when there is none. */
-    { 4,
-      "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
-      "CREATE OR REPLACE FUNCTION segments_outbox_write(aggregate_type text, aggregate_id text,"
-      "    event_type text, payload jsonb) RETURNS void"
+    /* Row-level invalidation in place of migration 3's statement triggers
+     * (see the top of this file); its TRUNCATE trigger stays. */
+    { 5,
+      "CREATE OR REPLACE FUNCTION segments_cache_row() RETURNS trigger"
+      "  LANGUAGE plpgsql AS $$"
+      "BEGIN"
+      "  IF current_setting('sluice.segments_cache_all', true) = 'on' THEN RETURN NULL; END IF;"
+      "  IF TG_OP <> 'INSERT' THEN PERFORM pg_notify('segments_cache', OLD.user_id::text); END IF;"
+      "  IF TG_OP <> 'DELETE' THEN PERFORM pg_notify('segments_cache', NEW.user_id::text); END IF;"
+      "  RETURN NULL;"
+      "END $$;"
+      "CREATE OR REPLACE FUNCTION segments_cache_all() RETURNS void"
       "  LANGUAGE sql AS $$"
+      "  SELECT set_config('sluice.segments_cache_all', 'on', true);"
+      "  SELECT pg_notify('segments_cache', '*') $$;"
+      "DROP TRIGGER IF EXISTS user_segments_cache_insert ON user_segments;"
+      "DROP TRIGGER IF EXISTS user_segments_cache_update ON user_segments;"
+      "DROP TRIGGER IF EXISTS user_segments_cache_delete ON user_segments;"
+      "DROP TRIGGER IF EXISTS user_segments_cache ON user_segments;"
+      "DROP TRIGGER IF EXISTS user_segments_cache_expiry ON user_segments;"
+      "CREATE TRIGGER user_segments_cache AFTER INSERT OR DELETE ON user_segments"
+      "  FOR EACH ROW EXECUTE FUNCTION segments_cache_row();"
+      /* an upsert that leaves the row as it was changes no answer */
+      "CREATE TRIGGER user_segments_cache_expiry AFTER UPDATE ON user_segments FOR EACH ROW"
+      "  WHEN ((OLD.user_id, OLD.slug, OLD.expires_at)"
+      "        IS DISTINCT FROM (NEW.user_id, NEW.slug, NEW.expires_at))"
+      "  EXECUTE FUNCTION segments_cache_row();" },
+    /* The writer's trace context with every outbox row: the pg connector
+     * sets sluice.traceparent in every transaction begun under a trace,
+     * and segments_outbox() (migration 4, features: the one function that
+     * writes this module's outbox rows, /work/team/outbox-row.md) stores
+     * it; the relay sends it as the message's traceparent header.  The
+     * membership trigger is defined here too, calling segments_outbox()
+     * exactly as migration 4's does, so that this migration holds on its
+     * own whichever of the two a database has. */
+    { 6,
+      "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
+      "CREATE OR REPLACE FUNCTION segments_outbox(p_aggregate_type text, p_aggregate_id text,"
+      "  p_event_type text, p_payload jsonb) RETURNS void LANGUAGE sql AS $$"
       "  INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload, traceparent)"
-      "  VALUES ($1, $2, $3, $4,"
+      "  VALUES (p_aggregate_type, p_aggregate_id, p_event_type, p_payload,"
       "          nullif(current_setting('sluice.traceparent', true), '')) $$;"
       "CREATE OR REPLACE FUNCTION segments_membership_change() RETURNS trigger"
       "  LANGUAGE plpgsql AS $$"
@@ -158,7 +191,7 @@ const sl_pg_migration seg_migrations[] = {
       "  IF TG_OP = 'INSERT' THEN uid := NEW.user_id; s := NEW.slug; op := 'I';"
       "  ELSE uid := OLD.user_id; s := OLD.slug; op := 'D'; END IF;"
       "  INSERT INTO segment_history (user_id, slug, operation) VALUES (uid, s, op);"
-      "  PERFORM segments_outbox_write('segment', uid::text,"
+      "  PERFORM segments_outbox('segment', uid::text,"
       "          CASE op WHEN 'I' THEN 'segment_added' ELSE 'segment_removed' END,"
       "          jsonb_build_object('user_id', uid, 'slug', s, 'operation', op, 'ts',"
       "            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')));"

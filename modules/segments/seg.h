@@ -39,6 +39,32 @@ typedef enum {
 typedef struct seg seg;
 typedef struct seg_call seg_call;
 
+/* The statements that run on every request, prepared (sl_pg_prepare) when
+ * the routes that run them are registered: parsed and planned once per
+ * connection.  One slot each in seg.st. */
+typedef enum {
+    SEG_ST_USER_SEGMENTS,  /* lookup.c: a cache miss */
+    SEG_ST_NEW_USER,       /* api.c */
+    SEG_ST_SEGMENT_NEW,
+    SEG_ST_SEGMENT_LOCK,
+    SEG_ST_SEGMENT_MEMBERS,
+    SEG_ST_SEGMENT_DELETE,
+    SEG_ST_CACHE_ALL,
+    SEG_ST_CHANGE_CREATE,  /* members.c */
+    SEG_ST_CHANGE_LOCK,
+    SEG_ST_CHANGE_PURGE,
+    SEG_ST_CHANGE_ADD,
+    SEG_ST_REPORT_USER,    /* report.c */
+    SEG_ST_REPORT_PAGE,
+    SEG_NSTMTS
+} seg_stmt;
+
+typedef struct {
+    seg_stmt id;
+    const char *name; /* the server-side name, after "sl_" */
+    const char *sql;
+} seg_sql;
+
 /* One request in flight.  Calls are listed in the state so that an
  * instance stopped mid-request frees them (the core answers 503). */
 struct seg_call {
@@ -110,7 +136,7 @@ struct seg {
     int sweeping, rebuild_needed, gauge_busy;
     char sweep_now[32];           /* the time the due members were chosen by */
     char rebuild_after_user[24], rebuild_after_slug[SEG_SLUG_MAX + 1];
-    const sl_pg_stmt *st_user_segments;
+    const sl_pg_stmt *st[SEG_NSTMTS];
     /* read cache (lookup.c) */
     struct ucache *cache;         /* NULL: cache_bytes = 0 */
     sl_pg_listener *listener;
@@ -139,6 +165,9 @@ cJSON *seg_body_json(seg_call *c);
  * waits and `again` is called for it then; after a failed check it is
  * answered 503 and c freed. */
 int seg_ready(seg_call *c, sl_route_fn again);
+
+/* Prepares `n` statements into s->st; 0, or -1 after sl_fail(). */
+int seg_prepare(seg *s, const seg_sql *list, size_t n);
 
 /* schema.c */
 extern const sl_pg_migration seg_migrations[];

@@ -71,6 +71,7 @@ psqlc() { psql -X -At -q "$SL_PG_DSN" -c "$1"; }
 nport=$(t_free_port)
 nginx_ref_start "$work" "$nport" "/" '{"user_id":1,"segments":[{"slug":"S1"},{"slug":"S4","expires_at":"2026-12-01T14:20:04.866285Z"},{"slug":"S7"}]}'
 pids+=($!)
+nmaster=$!
 
 # ---------------------------------------------------------------- sluiced
 sport=$(t_free_port)
@@ -92,7 +93,11 @@ url = $SL_REDIS_URL
 EOF
 "$build/core/sluiced" -c "$work/sluice.conf" 2>"$work/sluiced.log" &
 pids+=($!)
+spid=$!
 t_wait_http "http://127.0.0.1:$nport/" 10
+# nginx answers from its one worker: its CPU is the reference's
+nworker=$(pgrep -P "$nmaster" | head -n 1)
+[ -n "$nworker" ] || fail "no nginx worker"
 t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$sport/readyz")" = 200 ]' ||
     { echo "sluiced not ready:" >&2; tail -n 20 "$work/sluiced.log" >&2; exit 1; }
 
@@ -133,7 +138,8 @@ end
 EOF
 
 # The connector's statements as pgbench scripts, verbatim but for the
-# variables.  GET: what a cache miss reads (modules/segments/cache.c).
+# variables.  GET: what a cache miss reads (modules/segments/lookup.c);
+# POST: the change's transaction (modules/segments/members.c).
 cat > "$work/get.sql" <<EOF
 \set uid random(1, $users)
 SELECT us.slug, (extract(epoch FROM us.expires_at) * 1000000)::bigint FROM users u LEFT JOIN user_segments us ON us.user_id = u.id AND (us.expires_at IS NULL OR us.expires_at > now()) WHERE u.id = :uid ORDER BY us.slug;
@@ -143,30 +149,35 @@ cat > "$work/post.sql" <<EOF
 \set a random(0, 9)
 \set d (:a + random(1, 9)) % 10
 BEGIN;
-WITH u AS (INSERT INTO users (id) VALUES (:uid::bigint) ON CONFLICT (id) DO NOTHING RETURNING id) INSERT INTO user_segments (user_id, slug) SELECT u.id, s.slug FROM u, segments s WHERE s.user_percent IS NOT NULL AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100) ORDER BY s.slug;
-SELECT setval('users_id_seq', :uid::bigint) WHERE :uid::bigint > (SELECT last_value FROM users_id_seq);
-SELECT 1 FROM users WHERE id = :uid FOR NO KEY UPDATE;
-SELECT s FROM unnest(ARRAY['S' || :a, 'S' || :d]) AS s WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1;
-DELETE FROM user_segments WHERE user_id = :uid AND expires_at <= now();
-DELETE FROM user_segments WHERE user_id = :uid AND slug = ANY (ARRAY['S' || :d]);
+WITH u AS (INSERT INTO users (id) SELECT :uid::bigint WHERE :uid::bigint <= 4503599627370495 ON CONFLICT (id) DO NOTHING RETURNING id), m AS (INSERT INTO user_segments (user_id, slug) SELECT u.id, s.slug FROM u, segments s WHERE s.user_percent IS NOT NULL AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100) ORDER BY s.slug) SELECT setval('users_id_seq', :uid::bigint) WHERE :uid::bigint > (SELECT last_value FROM users_id_seq) AND :uid::bigint <= 4503599627370495;
+SELECT (SELECT s FROM unnest(ARRAY['S' || :a, 'S' || :d]) AS s WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1) FROM users WHERE id = :uid FOR NO KEY UPDATE;
+WITH d AS (DELETE FROM user_segments WHERE user_id = :uid AND (expires_at <= now() OR slug = ANY (ARRAY['S' || :d])) RETURNING expires_at) SELECT count(*) FILTER (WHERE expires_at IS NULL OR expires_at > now()) FROM d;
 INSERT INTO user_segments (user_id, slug, expires_at) SELECT :uid, s, CASE WHEN 0 > 0 THEN now() + make_interval(secs => 0) END FROM unnest(ARRAY['S' || :a]) AS s ORDER BY s ON CONFLICT (user_id, slug) DO UPDATE SET expires_at = EXCLUDED.expires_at RETURNING xmax = 0, slug, extract(epoch FROM expires_at);
 COMMIT;
 EOF
 
-# wrk URL [SCRIPT]: "requests/s p99_ms errors" (errors: non-2xx answers
-# plus socket errors)
+# CPU time (user + system, seconds) process PID has used so far
+cpu_of() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"; }
+# wrk PID URL [SCRIPT]: "requests/s p99_ms errors cpu_us" (errors: non-2xx
+# answers plus socket errors; cpu_us: the CPU time process PID spent per
+# request, which other work on the machine disturbs far less than the rate)
 wrk_run() {
-    wrk -t2 -c64 -d"$duration" --latency ${2:+-s "$2"} "$1" > "$work/wrk.out" 2>&1 || true
-    python3 - "$work/wrk.out" <<'PY'
+    local c0 c1
+    c0=$(cpu_of "$1")
+    wrk -t2 -c64 -d"$duration" --latency ${3:+-s "$3"} "$2" > "$work/wrk.out" 2>&1 || true
+    c1=$(cpu_of "$1")
+    python3 - "$work/wrk.out" "$c0" "$c1" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
+n = re.search(r"(\d+) requests in", t)
+cpu = (float(sys.argv[3]) - float(sys.argv[2])) * 1e6 / int(n.group(1)) if n and int(n.group(1)) else float("nan")
 m = re.search(r"Requests/sec:\s*([\d.]+)", t)
 rps = m.group(1) if m else "0"
 m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\b", t, re.M)
 p99 = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)] if m else float("nan")
 bad = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", t)
 errs = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", t))
-print(rps, "%.2f" % p99, (int(bad.group(1)) if bad else 0) + errs)
+print(rps, "%.2f" % p99, (int(bad.group(1)) if bad else 0) + errs, "%.1f" % cpu)
 PY
 }
 # pgbench SCRIPT CLIENTS: "tps latency_avg_ms failed"; fails on an error
@@ -212,27 +223,27 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int(
 vacuum() { psqlc "VACUUM ANALYZE" > /dev/null; }
 
 base=http://127.0.0.1:$sport
-ng=() ngp=() gr=() gp=() pg=() pgl=() pgc=() pr=() pp=() ppg=() ppgl=() ppgc=() hits=0 misses=0 gbad=0 pbad=0
+ng=() ngp=() ngc=() gc=() pc=() gr=() gp=() pg=() pgl=() pgc=() pr=() pp=() ppg=() ppgl=() ppgc=() hits=0 misses=0 gbad=0 pbad=0
 for r in $(seq 1 "$rounds"); do
-    read -r rps p99 bad <<< "$(wrk_run "http://127.0.0.1:$nport/segment/user/1")"
+    read -r rps p99 bad cpu <<< "$(wrk_run "$nworker" "http://127.0.0.1:$nport/segment/user/1")"
     [ "$bad" = 0 ] && python3 -c "import sys; sys.exit(0 if $rps > 0 else 1)" ||
         fail "the nginx reference failed: $bad errors, $rps req/s"
-    ng+=("$rps") ngp+=("$p99")
+    ng+=("$rps") ngp+=("$p99") ngc+=("$cpu")
     fill
     h0=$(metric sluice_segments_cache_hits_total) m0=$(metric sluice_segments_cache_misses_total)
-    read -r rps p99 bad <<< "$(wrk_run "$base" "$work/get.lua")"
+    read -r rps p99 bad cpu <<< "$(wrk_run "$spid" "$base" "$work/get.lua")"
     hits=$((hits + $(metric sluice_segments_cache_hits_total) - h0))
     misses=$((misses + $(metric sluice_segments_cache_misses_total) - m0))
-    gr+=("$rps") gp+=("$p99") gbad=$((gbad + bad))
+    gr+=("$rps") gp+=("$p99") gc+=("$cpu") gbad=$((gbad + bad))
     read -r tps lat c <<< "$(pgb_best "$work/get.sql")"
     pg+=("$(printf %.0f "$tps")") pgl+=("$lat") pgc+=("$c")
-    read -r rps p99 bad <<< "$(wrk_run "$base" "$work/post.lua")"
-    pr+=("$rps") pp+=("$p99") pbad=$((pbad + bad))
+    read -r rps p99 bad cpu <<< "$(wrk_run "$spid" "$base" "$work/post.lua")"
+    pr+=("$rps") pp+=("$p99") pc+=("$cpu") pbad=$((pbad + bad))
     vacuum
     read -r tps lat c <<< "$(pgb_best "$work/post.sql")"
     ppg+=("$(printf %.0f "$tps")") ppgl+=("$lat") ppgc+=("$c")
     vacuum
-    echo "round $r: nginx ${ng[-1]}/s, GET ${gr[-1]}/s (p99 ${gp[-1]} ms), pgbench GET ${pg[-1]}/s (${pgc[-1]} clients), POST ${pr[-1]}/s (p99 ${pp[-1]} ms), pgbench POST ${ppg[-1]}/s (${ppgc[-1]} clients)"
+    echo "round $r: nginx ${ng[-1]}/s, GET ${gr[-1]}/s (p99 ${gp[-1]} ms), pgbench GET ${pg[-1]}/s (${pgc[-1]} clients), POST ${pr[-1]}/s (p99 ${pp[-1]} ms), pgbench POST ${ppg[-1]}/s (${ppgc[-1]} clients); CPU per request nginx ${ngc[-1]} us, GET ${gc[-1]} us, POST ${pc[-1]} us; load $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 load_after=$(uptime | sed 's/.*load average: //')
 
@@ -253,6 +264,8 @@ printf '%-34s %10s %8s %10s %8s %12s %10s %9s %14s\n' "POST /segment/user (1 add
     "$m_ng" "$m_ngp" "$m_ppg" "$m_ppgl" "$pbad" "$(ratio "$m_pr" "$(lower "$m_ng" "$m_ppg")") ($(lower_name "$m_ng" "$m_ppg"))"
 echo "GET cache hit ratio over the measured runs: $hit_ratio ($hits hits, $misses misses)"
 echo "pgbench: -M prepared -j 2, best of 8/16/64 clients per round: GET ${pgc[*]}, POST ${ppgc[*]}; sluiced pool_size ${POOL:-16}"
+m_ngc=$(median "${ngc[@]}") m_gc=$(median "${gc[@]}") m_pc=$(median "${pc[@]}")
+echo "CPU per request (user + system, median): nginx $m_ngc us, sluiced GET $m_gc us ($(ratio "$m_ngc" "$m_gc") of nginx's rate per CPU second), POST $m_pc us"
 echo "load average before: $load_before; after: $load_after"
 echo "target: GET ratio to nginx >= 0.5"
 bench_result get_segment_user "$m_gr" req/s "$m_ng" nginx ">=0.5"
@@ -261,3 +274,4 @@ bench_result post_segment_user "$m_pr" req/s "$(lower "$m_ng" "$m_ppg")" "$(lowe
 bench_result get_segment_user_p99 "$m_gp" ms - - -
 bench_result post_segment_user_p99 "$m_pp" ms - - -
 bench_result get_segment_user_cache_hit_ratio "$hit_ratio" ratio - - -
+bench_result get_segment_user_cpu "$m_gc" us/req "$m_ngc" nginx -

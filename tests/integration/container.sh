@@ -271,7 +271,12 @@ t_case "podman stop drains every role, each exits 0 within the compose stop_grac
 grace=$(sed -n 's/^ *stop_grace_period: *\([0-9]*\)s$/\1/p' "$SL_TOP/docker/docker-compose.yml" | head -1)
 t_check "${grace:-0}" -gt 0 "the compose grace period: ${grace:-none} s"
 # podman stop sends SIGTERM, then SIGKILL once the grace period is over:
-# exit 0 is a drain finished in time (a kill would be 137).
+# exit 0 is a drain finished in time (a kill would be 137).  The generator
+# is stopped while it sends, so that its drain has deliveries to wait for.
+d=$(delivered)
+curl -s -o /dev/null -X POST "$gbase/generator/config/speed?eps=400"
+t_wait_until 30 "[ \"\$(delivered)\" -gt ${d:-0} ]"
+t_check "$(delivered)" -gt "${d:-0}" "the generator is sending ($d -> $(delivered) delivered)"
 for r in generator segments outbox aggregator broker; do
     pod stop -t "${grace:-30}" "sluice-$r" > /dev/null 2>&1
     t_check "$(pod inspect --format '{{.State.ExitCode}}' "sluice-$r" 2>/dev/null)" = 0 "$r exited 0"

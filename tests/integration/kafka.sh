@@ -324,6 +324,8 @@ pids+=("$producer")
 not_ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 503 ]; }
 t_wait_for 15 not_ready
 t_check $? -eq 0 "/readyz says 503 while the broker is down"
+# The produce request may not have reached sluiced yet on a loaded machine.
+t_wait_until 30 '[ "$(jget "$base/kafkaprobe/status" "j[\"outq\"]")" -gt 0 ]'
 outq=$(jget "$base/kafkaprobe/status" 'j["outq"]')
 t_check "$outq" -gt 0 "messages wait in the producer ($outq) while the broker is down"
 t_check "$(kill -0 $producer 2>/dev/null && echo running)" = running "the produce run has not finished"
