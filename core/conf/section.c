@@ -34,9 +34,8 @@
             { "max_connections",                                                                  \
               SL_OPT_INT,                                                                         \
               "1024",                                                                             \
-              "connections open at once per listener; beyond it new ones are closed unanswered; " \
-              "0: no "                                                                            \
-              "cap",                                                                              \
+              "connections open at once per listener; beyond it new ones are answered 503 with " \
+              "Retry-After and closed, unread; 0: no cap",                                                                              \
               0,                                                                                  \
               1000000,                                                                            \
               NULL },                                                                             \
@@ -72,7 +71,7 @@ static const sl_option core_options[] = {
       "largest HTTP request body accepted, in bytes (413 beyond); routes may set less", 1,
       1073741824, NULL },
     { "max_header_size", SL_OPT_INT, "16384",
-      "largest HTTP request line and headers, in bytes (400 beyond, the connection closed)", 1024,
+      "largest HTTP request line and headers, in bytes (431 beyond, the connection closed)", 1024,
       1048576, NULL },
     { "request_timeout", SL_OPT_DURATION, "30s",
       "how long an HTTP client may take to send one whole request, however it trickles; also "

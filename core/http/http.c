@@ -213,6 +213,11 @@ static void reply_written(struct evhttp_request *ev, void *arg)
     sl_conn_idle(arg);
 }
 
+void sl_http_request_id(char *out)
+{
+    sl_edge_request_id_make(id_prefix, ++id_count, out);
+}
+
 size_t sl_http_replies_in_flight(void)
 {
     return replies_in_flight;
@@ -229,13 +234,22 @@ static void watch_reply(struct evhttp_request *ev)
 static void send_body(sl_req *req, int status, const char *ctype, const void *body, size_t len)
 {
     struct evbuffer *buf = evbuffer_new();
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req->ev);
+    char length[24];
 
     if (evhttp_request_get_connection(req->ev) != NULL)
         watch_reply(req->ev);
     req->status = status;
     req->bytes += len;
     if (ctype != NULL)
-        evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Content-Type", ctype);
+        evhttp_add_header(out, "Content-Type", ctype);
+    if (evhttp_request_get_command(req->ev) == EVHTTP_REQ_HEAD) {
+        /* evhttp writes whatever body it is given, HEAD or not; the
+         * length is what a GET would have sent. */
+        snprintf(length, sizeof(length), "%zu", len);
+        evhttp_add_header(out, "Content-Length", length);
+        len = 0;
+    }
     if (buf != NULL && evbuffer_add(buf, body, len) == 0) {
         evhttp_send_reply(req->ev, status, NULL, buf);
     } else {
@@ -353,8 +367,13 @@ SL_API void sl_reply_start(sl_req *req, int status, const char *content_type,
     if (conn == NULL) {
         req->gone = 1;
     } else {
-        sl_conn_watch_close(sl_conn_find(req->ev), &req->gone);
         watch_reply(req->ev);
+        /* HEAD gets the headers only: the module sees the client as gone
+         * and stops producing. */
+        if (req->method == SL_HEAD)
+            req->gone = 1;
+        else
+            sl_conn_watch_close(sl_conn_find(req->ev), &req->gone);
     }
     evhttp_send_reply_start(req->ev, status, NULL);
 }
@@ -917,7 +936,7 @@ void sl_http_configure(const sl_http_settings *s)
     settings = *s;
     if (rate_changed)
         sl_rate_configure(&rate, s->rate, s->burst);
-    sl_conn_set_deadline(s->timeout);
+    sl_conn_set_limits(s->timeout, s->max_header);
     for (sl_listener *l = listeners; l != NULL; l = l->next)
         apply_settings(l->http);
 }

@@ -14,23 +14,41 @@
  *    read;
  *  - adoption finds the evhttp connection (the bufferevent's callback
  *    argument), learns the socket, registers a close callback, and either
- *    starts the deadline or, beyond max_connections, shuts the socket so
- *    that evhttp drops it at once.  Requests find their connection by
- *    socket.
+ *    starts the deadline or, beyond max_connections, answers 503 itself.
+ *    Requests find their connection by socket.
  *
  * The deadline runs while the connection waits for or reads a request and
  * stops while a request is being answered; when it fires the socket is
  * shut down, evhttp sees the end of the stream and frees the connection.
+ *
+ * evhttp answers a request head over its limit with its own 400 and no
+ * hook.  So the head is measured here first, with a callback on the
+ * connection's input buffer, which runs before evhttp's read callback
+ * sees new bytes and also sees every line evhttp consumes: the bytes
+ * consumed plus the rest up to the first empty line are the head.  Over
+ * max_header_size the connection is answered 431 here, and evhttp, whose
+ * own limit is the same and counts fewer bytes (no line ends), never gets
+ * there.
+ *
+ * A refusal (431, 503) is a canned answer written past evhttp: its read
+ * and write callbacks are taken off the bufferevent (the write callback
+ * would run evhttp's "response sent" step for a request it is not
+ * sending), what the client sends is discarded, and once the answer is
+ * out the socket's write side is shut; the client's end of the stream, or
+ * the deadline, then reaches evhttp's event callback, which frees the
+ * connection.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/ssl.h>
 #include "daemon/core.h"
 #include "daemon/log.h"
 #include "metrics/metrics.h"
+#include "edge.h"
 #include "http_int.h"
 
 struct sl_conn {
@@ -42,6 +60,30 @@ struct sl_conn {
     struct event *deadline;
     int busy;  /* requests dispatched and not yet answered in full */
     int *gone; /* a streamed reply's flag, set when the client goes */
+    enum { READING_HEAD, READ_HEAD, REFUSING } phase;
+    size_t head; /* bytes of the request head evhttp has consumed */
+    struct evbuffer_cb_entry *in_cb;
+    struct evbuffer_cb_entry *out_cb;
+    const struct refusal *refusal;
+    struct event *refuse_ev;
+};
+
+/* A canned answer to a connection evhttp is not to see further. */
+struct refusal {
+    int status;
+    const char *phrase;
+    const char *extra_headers; /* each ending in CRLF */
+    const char *error;
+    const char *reason; /* label of sluice_http_connections_dropped_total */
+};
+
+static const struct refusal over_capacity = {
+    503, "Service Unavailable", "Retry-After: 1\r\n",
+    "too many connections to this listener; retry shortly", "over_capacity"
+};
+static const struct refusal head_too_large = {
+    431, "Request Header Fields Too Large", "",
+    "the request line and headers are over max_header_size", "header_too_large"
 };
 
 static sl_conn *pending;
@@ -49,6 +91,7 @@ static struct event *adopt_ev;
 static sl_conn **by_fd;
 static size_t by_fd_cap;
 static double deadline_seconds = 30;
+static size_t max_head = 16384;
 static sl_metric *open_gauge;
 static sl_metric *closed_total;
 
@@ -60,7 +103,9 @@ void sl_conn_metrics_init(void)
     closed_total = sl_metric_register(
             SL_METRIC_COUNTER, "sluice_http_connections_dropped_total",
             "HTTP connections the server closed itself, by listener and reason "
-            "(over_capacity: beyond max_connections; deadline: request_timeout ran out).",
+            "(over_capacity: beyond max_connections, answered 503; header_too_large: the "
+            "request head over max_header_size, answered 431; deadline: request_timeout "
+            "ran out).",
             "listener,reason", NULL, 0, NULL);
 }
 
@@ -79,9 +124,10 @@ void sl_conn_metrics_free(void)
     by_fd_cap = 0;
 }
 
-void sl_conn_set_deadline(double seconds)
+void sl_conn_set_limits(double seconds, size_t max_header)
 {
     deadline_seconds = seconds;
+    max_head = max_header;
 }
 
 static void count_open(sl_listener *l)
@@ -116,6 +162,8 @@ static void conn_free(sl_conn *c)
 {
     if (c->deadline != NULL)
         event_free(c->deadline);
+    if (c->refuse_ev != NULL)
+        event_free(c->refuse_ev);
     free(c);
 }
 
@@ -126,6 +174,11 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
 
     if (c->gone != NULL)
         *c->gone = 1;
+    /* The bufferevent may outlive this close callback by a little. */
+    if (c->in_cb != NULL)
+        evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->in_cb);
+    if (c->out_cb != NULL)
+        evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
     if (c->fd >= 0 && (size_t)c->fd < by_fd_cap && by_fd[c->fd] == c)
         by_fd[c->fd] = NULL;
     c->l->nconns--;
@@ -151,6 +204,113 @@ static int index_fd(sl_conn *c)
     return 0;
 }
 
+/* The refusal is out: shut the write side so the client sees the end of
+ * the answer, and keep discarding what it sends until it closes (a
+ * lingering close: closing at once could reset the connection before the
+ * client has read the answer). */
+static void refusal_sent(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    sl_conn *c = arg;
+
+    if (info->n_deleted > 0 && evbuffer_get_length(buf) == 0)
+        shutdown(c->fd, SHUT_WR);
+}
+
+static void send_refusal(evutil_socket_t fd, short what, void *arg)
+{
+    sl_conn *c = arg;
+    const struct refusal *r = c->refusal;
+    bufferevent_event_cb eventcb = NULL;
+    void *cbarg = NULL;
+    char id[SL_REQUEST_ID_SIZE], body[256];
+    int n;
+
+    (void)fd;
+    (void)what;
+    sl_http_request_id(id);
+    n = snprintf(body, sizeof(body), "{\"error\":\"%s\",\"request_id\":\"%s\"}", r->error, id);
+    bufferevent_getcb(c->bev, NULL, NULL, &eventcb, &cbarg);
+    bufferevent_setcb(c->bev, NULL, NULL, eventcb, cbarg);
+    c->out_cb = evbuffer_add_cb(bufferevent_get_output(c->bev), refusal_sent, c);
+    if (c->out_cb == NULL ||
+        evbuffer_add_printf(bufferevent_get_output(c->bev),
+                            "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                            "Content-Length: %d\r\nConnection: close\r\nX-Request-Id: %s\r\n"
+                            "%s\r\n%s",
+                            r->status, r->phrase, n, id, r->extra_headers, body) < 0) {
+        shutdown(c->fd, SHUT_RDWR);
+        return;
+    }
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* Answers the connection with `r` instead of evhttp.  What the client has
+ * sent is dropped now, and the answer is written from the loop's next
+ * pass: this may run inside evhttp's own steps (reading, or completing the
+ * previous answer), which set the bufferevent's callbacks after it. */
+static void refuse(sl_conn *c, const struct refusal *r, const char *detail)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+
+    c->phase = REFUSING;
+    c->refusal = r;
+    sl_series_add(sl_series_of(closed_total, c->l->addr, r->reason), 1);
+    sl_log_core(r->status == 503 ? SL_LOG_DEBUG : SL_LOG_INFO, "http",
+                "%s: refusing a connection with %d: %s", c->l->addr, r->status, detail);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    if (c->refuse_ev == NULL && (c->refuse_ev = event_new(sl_base, -1, 0, send_refusal, c)) == NULL) {
+        shutdown(c->fd, SHUT_RDWR);
+        return;
+    }
+    event_active(c->refuse_ev, EV_TIMEOUT, 0);
+}
+
+/* Measures the request head buffered in `in` on top of the c->head bytes
+ * evhttp has consumed (whole lines, so the rest starts a line): refuses
+ * it with 431 when over max_head, or notes its end at the first empty
+ * line. */
+static void check_head(sl_conn *c, struct evbuffer *in)
+{
+    size_t len = evbuffer_get_length(in);
+    struct evbuffer_ptr at;
+    char detail[96];
+
+    evbuffer_ptr_set(in, &at, 0, EVBUFFER_PTR_SET);
+    for (;;) {
+        size_t eol_len = 0;
+        struct evbuffer_ptr eol = evbuffer_search_eol(in, &at, &eol_len, EVBUFFER_EOL_CRLF);
+        size_t upto = eol.pos < 0 ? len : (size_t)eol.pos + eol_len;
+
+        if (c->head + upto > max_head) {
+            snprintf(detail, sizeof(detail), "request head over %zu bytes (max_header_size)",
+                     max_head);
+            refuse(c, &head_too_large, detail);
+            return;
+        }
+        if (eol.pos < 0)
+            return;
+        if (eol.pos == at.pos) {
+            c->phase = READ_HEAD;
+            return;
+        }
+        evbuffer_ptr_set(in, &at, upto, EVBUFFER_PTR_SET);
+    }
+}
+
+static void input_changed(struct evbuffer *in, const struct evbuffer_cb_info *info, void *arg)
+{
+    sl_conn *c = arg;
+
+    if (c->phase == REFUSING) {
+        if (evbuffer_get_length(in) > 0)
+            evbuffer_drain(in, evbuffer_get_length(in));
+    } else if (c->phase == READING_HEAD) {
+        c->head += info->n_deleted;
+        if (info->n_added > 0)
+            check_head(c, in);
+    }
+}
+
 static void adopt(sl_conn *c)
 {
     bufferevent_event_cb eventcb = NULL;
@@ -169,8 +329,11 @@ static void adopt(sl_conn *c)
     bufferevent_decref(c->bev);
     c->evcon = cbarg;
     c->deadline = evtimer_new(sl_base, deadline_passed, c);
-    if (c->deadline == NULL || index_fd(c) != 0) {
+    c->in_cb = evbuffer_add_cb(bufferevent_get_input(c->bev), input_changed, c);
+    if (c->deadline == NULL || c->in_cb == NULL || index_fd(c) != 0) {
         sl_log_core(SL_LOG_ERROR, "http", "%s: out of memory tracking a connection", c->l->addr);
+        if (c->in_cb != NULL)
+            evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->in_cb);
         shutdown(c->fd, SHUT_RDWR);
         conn_free(c);
         return;
@@ -178,11 +341,9 @@ static void adopt(sl_conn *c)
     evhttp_connection_set_closecb(c->evcon, conn_closed, c);
     c->l->nconns++;
     count_open(c->l);
-    if (c->l->max_connections > 0 && c->l->nconns > c->l->max_connections) {
-        drop(c, "over_capacity");
-        return;
-    }
     arm(c);
+    if (c->l->max_connections > 0 && c->l->nconns > c->l->max_connections)
+        refuse(c, &over_capacity, "over max_connections");
 }
 
 static void adopt_pending(void)
@@ -268,8 +429,15 @@ void sl_conn_busy(sl_conn *c)
 
 void sl_conn_idle(sl_conn *c)
 {
-    if (c != NULL && --c->busy == 0)
-        arm(c);
+    if (c == NULL || --c->busy > 0)
+        return;
+    arm(c);
+    /* The next request's head starts; a pipelining client may have sent
+     * some of it already. */
+    c->phase = READING_HEAD;
+    c->head = 0;
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        check_head(c, bufferevent_get_input(c->bev));
 }
 
 void sl_conn_watch_close(sl_conn *c, int *gone)

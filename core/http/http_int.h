@@ -47,8 +47,13 @@ void sl_conn_idle(sl_conn *c);
  * `*gone` is set to 1 then (NULL to stop).  NULL `c` does nothing. */
 void sl_conn_watch_close(sl_conn *c, int *gone);
 
-/* The deadline of one request, from [core] request_timeout. */
-void sl_conn_set_deadline(double seconds);
+/* The deadline of one request, from [core] request_timeout, and the bound
+ * of its request line and headers, from max_header_size (431 beyond). */
+void sl_conn_set_limits(double seconds, size_t max_header);
+
+/* Writes a fresh request id (SL_REQUEST_ID_SIZE bytes) into `out`, for an
+ * answer given before a request is dispatched. */
+void sl_http_request_id(char *out);
 
 /* Registers the connection metrics; once at start. */
 void sl_conn_metrics_init(void);

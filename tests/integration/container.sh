@@ -238,12 +238,14 @@ t_check "$(pod inspect --format '{{.State.ExitCode}}' sluice-hc 2>/dev/null)" = 
 t_end
 
 t_case "the compose file's example commands answer (on these ports)"
-# Its header names each role by the host port the file publishes it on.
+# Its header names each role by the host port the file publishes it on
+# (the services built on the x-sluiced anchor; others may use 8080 too).
 declare -A published
 while read -r svc hostport; do
     published[$hostport]=$svc
-done < <(awk '/^  [a-z-]+:$/ { svc = substr($1, 1, length($1) - 1) }
-    /^      - ".*:8080"$/ { n = split($0, f, ":"); print svc, f[n - 1] }' "$SL_TOP/docker/docker-compose.yml")
+done < <(awk '/^  [a-z-]+:$/ { svc = substr($1, 1, length($1) - 1); sl = 0 }
+    /^    <<: \*sluiced$/ { sl = 1 }
+    sl && /^      - ".*:8080"$/ { n = split($0, f, ":"); print svc, f[n - 1] }' "$SL_TOP/docker/docker-compose.yml")
 t_check "${#published[@]}" = 4 "the compose file publishes the four roles: ${published[*]}"
 n=0
 while read -r cmd; do

@@ -289,6 +289,8 @@ SL_API void sl_reply_json(sl_req *req, int status, cJSON *json);
 SL_API void sl_reply_error(sl_req *req, int status, const char *fmt, ...) SL_PRINTF(3, 4);
 SL_API void sl_reply(sl_req *req, int status, const char *content_type, const void *body,
                      size_t len);
+/* A HEAD request (routed wherever GET is) gets the status and headers of
+ * the reply, with the Content-Length of its body, and no body. */
 /* Adds a response header; before the reply. */
 SL_API void sl_reply_header(sl_req *req, const char *name, const char *value);
 
@@ -299,7 +301,8 @@ SL_API void sl_reply_start(sl_req *req, int status, const char *content_type,
                            void (*more)(sl_req *req, void *arg), void *arg);
 SL_API void sl_reply_chunk(sl_req *req, const void *data, size_t len);
 SL_API void sl_reply_end(sl_req *req);
-/* True once the client went away; a streaming producer should then end. */
+/* True once the client went away, and from sl_reply_start() on for a HEAD
+ * request (no body is sent); a streaming producer should then end. */
 SL_API int sl_req_gone(const sl_req *req);
 
 /* ---------------------------------------------------------------- metrics */
