@@ -532,6 +532,8 @@ static unsigned method_of(enum evhttp_cmd_type cmd)
         return SL_DELETE;
     case EVHTTP_REQ_HEAD:
         return SL_HEAD;
+    case EVHTTP_REQ_PATCH:
+        return SL_PATCH;
     default:
         return 0;
     }
@@ -556,6 +558,7 @@ static void allow_header(struct evhttp_request *ev, unsigned methods)
                   { SL_HEAD, "HEAD" },
                   { SL_POST, "POST" },
                   { SL_PUT, "PUT" },
+                  { SL_PATCH, "PATCH" },
                   { SL_DELETE, "DELETE" } };
     char allow[64] = "";
 
@@ -926,7 +929,8 @@ static void apply_settings(struct evhttp *http)
                           &(struct timeval){ .tv_sec = (time_t)t,
                                              .tv_usec = (suseconds_t)((t - (time_t)t) * 1e6) });
     evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_PUT |
-                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
+                                             EVHTTP_REQ_PATCH | EVHTTP_REQ_DELETE |
+                                             EVHTTP_REQ_HEAD);
 }
 
 void sl_http_configure(const sl_http_settings *s)

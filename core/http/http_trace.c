@@ -19,6 +19,8 @@ static const char *method_name(unsigned method)
         return "POST";
     case SL_PUT:
         return "PUT";
+    case SL_PATCH:
+        return "PATCH";
     case SL_DELETE:
         return "DELETE";
     case SL_HEAD:

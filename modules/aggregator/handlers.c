@@ -107,7 +107,8 @@ static void segment(agg *a, const agg_msg *m, jbuf *row, agg_result *res)
     jb_int(row, e.user_id);
     jb_lit(row, ",\"slug\":");
     jb_jstr(row, e.slug, strlen(e.slug));
-    jb_cstr(row, e.operation == 'I' ? ",\"operation\":\"I\"" : ",\"operation\":\"D\"");
+    jb_lit(row, ",\"operation\":");
+    jb_jstr(row, &e.operation, 1);
     res->minute = times(row, e.ts_ms);
     source(row, m);
 }

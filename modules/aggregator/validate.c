@@ -441,6 +441,35 @@ done:
     return r;
 }
 
+/* The outbox events of the segments module (sluice-api(7)): the one-letter
+ * operation each event_type carries. */
+static const struct {
+    char op;
+    const char *event_type;
+} segment_kinds[] = { { 'I', "segment_added" },   { 'D', "segment_removed" },
+                      { 'N', "user_created" },    { 'C', "segment_created" },
+                      { 'U', "segment_updated" }, { 'X', "segment_deleted" } };
+
+static const char *segment_kind(const char *op)
+{
+    if (op[0] == '\0' || op[1] != '\0')
+        return NULL;
+    for (size_t i = 0; i < sizeof(segment_kinds) / sizeof(segment_kinds[0]); i++)
+        if (segment_kinds[i].op == op[0])
+            return segment_kinds[i].event_type;
+    return NULL;
+}
+
+/* Headers of other producers name other types: only ours are held to
+ * their operation. */
+static int segment_kind_named(const char *event_type)
+{
+    for (size_t i = 0; i < sizeof(segment_kinds) / sizeof(segment_kinds[0]); i++)
+        if (strcmp(segment_kinds[i].event_type, event_type) == 0)
+            return 1;
+    return 0;
+}
+
 agg_reason agg_check_segment(const char *v, size_t len, const char *header_id,
                              const char *header_type, const agg_limits *lim, agg_segment *out,
                              char *detail, size_t dlen)
@@ -448,6 +477,7 @@ agg_reason agg_check_segment(const char *v, size_t len, const char *header_id,
     why w = { detail, dlen };
     cJSON *root = NULL;
     const cJSON *user, *op;
+    const char *kind;
     char *end;
     agg_reason r;
 
@@ -471,8 +501,6 @@ agg_reason agg_check_segment(const char *v, size_t len, const char *header_id,
         goto done;
     }
     out->user_id = (long long)user->valuedouble;
-    if ((r = str_field(root, "slug", out->slug, sizeof(out->slug), &w)) != AGG_OK)
-        goto done;
     op = cJSON_GetObjectItemCaseSensitive(root, "operation");
     if (op == NULL) {
         r = fail(&w, AGG_R_MISSING_FIELD, "%s is missing", "operation");
@@ -482,14 +510,25 @@ agg_reason agg_check_segment(const char *v, size_t len, const char *header_id,
         r = fail(&w, AGG_R_WRONG_TYPE, "%s must be a string", "operation");
         goto done;
     }
-    if (strcmp(op->valuestring, "I") != 0 && strcmp(op->valuestring, "D") != 0) {
-        r = fail(&w, AGG_R_BAD_VALUE, "%s must be \"I\" or \"D\"", "operation");
+    kind = segment_kind(op->valuestring);
+    if (kind == NULL) {
+        r = fail(&w, AGG_R_BAD_VALUE, "%s must be one of \"I\", \"D\", \"N\", \"C\", \"U\", \"X\"",
+                 "operation");
         goto done;
     }
     out->operation = op->valuestring[0];
-    if (header_type != NULL &&
-        ((strcmp(header_type, "segment_added") == 0 && out->operation != 'I') ||
-         (strcmp(header_type, "segment_removed") == 0 && out->operation != 'D'))) {
+    /* a user's creation concerns no segment: its slug is "" */
+    if (out->operation == 'N') {
+        const cJSON *slug = cJSON_GetObjectItemCaseSensitive(root, "slug");
+        if (slug != NULL && (!cJSON_IsString(slug) || slug->valuestring[0] != '\0')) {
+            r = fail(&w, AGG_R_BAD_VALUE, "%s must be empty for a user_created event", "slug");
+            goto done;
+        }
+        out->slug[0] = '\0';
+    } else if ((r = str_field(root, "slug", out->slug, sizeof(out->slug), &w)) != AGG_OK) {
+        goto done;
+    }
+    if (header_type != NULL && segment_kind_named(header_type) && strcmp(header_type, kind) != 0) {
         snprintf(detail, dlen, "operation %c contradicts the event_type header %s",
                  out->operation, header_type);
         r = AGG_R_BAD_VALUE;

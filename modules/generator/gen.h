@@ -5,6 +5,7 @@
  *   traffic.c    what is generated when: modes, rates, bursts, the events
  *   send.c       the send strategies (sync, async, batch) and outcomes
  *   api.c        the HTTP control API and the status report
+ *   report.c     the rate and totals logged every log_every seconds
  *
  * Every event generated is counted once under GEN_GENERATED and later once
  * under exactly one of delivered, failed or dropped; status and metrics
@@ -145,6 +146,9 @@ struct gen {
     double measured;
     uint64_t measured_prev;
     double measured_at;
+    sl_timer *report_timer; /* log_every: NULL when off */
+    uint64_t report_prev;   /* generated at the last report */
+    double report_at;
 
     /* metrics */
     sl_series *m_events[4]; /* view, bounce, duplicate, malformed */
@@ -186,5 +190,8 @@ void gen_send_free(gen *g);
 
 /* api.c */
 int gen_api_start(gen *g);
+
+/* report.c: starts the log_every timer when the option is set. */
+int gen_report_start(gen *g);
 
 #endif

@@ -38,6 +38,7 @@ int ob_lease_owned(const ob *o)
  * flies lands normally (an acknowledged row is deleted whoever owns it). */
 static void drop_bucket(ob *o, int b)
 {
+    ob_claim_forget(o, b);
     o->bk[b].own = OB_FREE;
     o->bk[b].cursor = 0;
     o->bk[b].rewind = -1;
@@ -69,6 +70,7 @@ static void on_taken(sl_pg *pg, const sl_pg_result *res, const char *err, void *
         const char *t = sl_pg_value(res, i, 1);
         if (b < 0 || b >= OB_BUCKETS)
             continue;
+        ob_claim_forget(o, b);
         o->bk[b].own = OB_OWNED;
         o->bk[b].cursor = 0;
         o->bk[b].rewind = -1;

@@ -32,7 +32,7 @@ static const sl_option ob_options[] = {
     { "max_inflight", SL_OPT_INT, "8000", "rows read and held (queued or produced) and not yet acknowledged, at most; one row per aggregate is produced at a time", 1, 10000000, NULL },
     { "ack_batch", SL_OPT_INT, "1000", "settle (delete, record failures) when this many rows are waiting", 1, 100000, NULL },
     { "ack_interval", SL_OPT_DURATION, "50ms", "or when the first waiting row is this old", 0.001, 60, NULL },
-    { "poll_interval", SL_OPT_DURATION, "2s", "read every owned bucket again from its first row this often, even without a notification", 0.01, 3600, NULL },
+    { "poll_interval", SL_OPT_DURATION, "2s", "look for work this often, even without a notification: parked rows are read again, and owned buckets from their first row (8 of them in turn; all while the NOTIFY connection is down)", 0.01, 3600, NULL },
     { "lease", SL_OPT_DURATION, "60s", "a bucket whose lease is not renewed for this long (its relay died or stalls) is taken over by another relay; relays renew and rebalance every lease/3 (or poll_interval when shorter)", 1, 86400, NULL },
     { "max_attempts", SL_OPT_INT, "10", "failed publications before a row is parked", 1, 1000000, NULL },
     { "retry_backoff", SL_OPT_DURATION, "1s", "delay after the first failure, doubled after each", 0.001, 3600, NULL },

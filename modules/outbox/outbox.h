@@ -123,7 +123,17 @@ typedef struct {
 
 typedef enum { OB_SQL_READ, OB_SQL_ACK, OB_SQL_FAIL, OB_SQL_BEAT, OB_SQL_TAKE, OB_SQL_LEAVE,
                OB_SQL_PENDING, OB_SQL_PARKED, OB_SQL_RETRY, OB_SQL_RETRY_ONE,
-               OB_SQL_RETRY_AGG, OB_NSQL } ob_sql;
+               OB_SQL_RETRY_AGG, OB_SQL_MARK, OB_NSQL } ob_sql;
+
+/* How long a read waits for its marker (claim.c) before it is read again
+ * with predecessors: far above a NOTIFY's usual milliseconds. */
+#define OB_MARKER_WAIT 2.0
+
+/* Buckets read again from their first row at each poll while listening
+ * (relay.c): every bucket once in OB_BUCKETS / OB_SWEEP polls. */
+#define OB_SWEEP 8
+
+typedef struct ob_read ob_read;
 
 typedef struct ob_stmt ob_stmt;
 typedef struct ob ob;
@@ -150,10 +160,15 @@ struct ob {
     ob_queue q;
     ob_mine mine;
     ob_ids acked, failed;
-    ob_ids settled; /* settled while a read was in flight: leave mine after it */
     char fail_error[256];
     ob_stmt *stmts; /* settle statements not yet taken by the database (settle.c) */
-    int reading;  /* a read is in flight */
+    int reading;  /* a read's statement is in flight */
+    ob_read *rd_sent; /* that read */
+    ob_read *wait, *wait_tail; /* reads returned, not yet decided (claim.c) */
+    long long wait_rows; /* their rows */
+    unsigned long long marker_seq;
+    int look_next; /* the next read looks up predecessors (claim.c) */
+    int sweep;     /* the bucket the next poll's sweep starts at */
     int more;     /* work may be waiting: read again when there is room */
     int waiting_space;
     int busy;     /* settle statements of ours in flight or waiting for a retry */
@@ -161,7 +176,7 @@ struct ob {
     int left;     /* stop: the buckets were handed back */
     int migrated;
     sl_timer *poll_timer, *ack_timer, *gauge_timer, *kick, *migrate_timer, *beat_timer,
-        *retry_timer, *due_timer;
+        *retry_timer, *due_timer, *marker_timer;
     double due_at; /* when due_timer fires (sl_now), 0 when disarmed */
 
     /* counts */
@@ -247,6 +262,19 @@ void ob_claim(ob *o);
 void ob_claim_rewind(ob *o, int b, long long id);
 /* Read every owned bucket again from its first row. */
 void ob_claim_rewind_all(ob *o);
+/* Read parked rows again (a retry may have un-parked them). */
+void ob_claim_rewind_parked(ob *o);
+/* Read the next OB_SWEEP owned buckets again from their first row. */
+void ob_claim_rewind_sweep(ob *o);
+/* Bucket `b` is lost or taken anew: no read not yet decided takes from it. */
+void ob_claim_forget(ob *o, int b);
+/* A marker came back (a NOTIFY whose payload starts with "m "). */
+void ob_claim_marker(ob *o, const char *payload);
+/* The read waiting for its marker is given up: nothing of it is taken,
+ * and the next read looks up predecessors. */
+void ob_claim_abandon(ob *o);
+void ob_claim_marker_late(void *arg); /* the marker timer */
+void ob_claim_free(ob *o);
 /* Takes a row read into `mine` (counted in its bucket): 0, or -1. */
 int ob_claim_hold(ob *o, long long id, int bucket);
 /* A row leaves `mine` (settled or dropped). */

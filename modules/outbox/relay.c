@@ -7,7 +7,8 @@
  * lowest id committed, claim.c), a read that filled a bucket's share
  * (there may be more), the end of the soonest backoff of a blocked
  * aggregate, buckets newly owned (lease.c), and the poll timer as the
- * fallback, which reads every owned bucket again from its first row.
+ * fallback, which reads every owned bucket again from its first row while
+ * no NOTIFY can be relied on (not listening), and parked rows again.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -246,8 +247,10 @@ void ob_relay_due(ob *o, double seconds)
 
 /* The payload is the lowest id a committed statement inserted (sql.c):
  * read every owned bucket again from there, in case a cursor went past it
- * before it was visible.  NULL: listening was (re)established and
- * notifications may have been missed: read everything again. */
+ * before it was visible.  "m ...": a read's marker (claim.c), this
+ * relay's or another's.  NULL: listening was (re)established and
+ * notifications may have been missed: read everything again; a marker
+ * awaited may be among them. */
 static void on_notify(sl_pg *pg, const char *channel, const char *payload, void *arg)
 {
     ob *o = arg;
@@ -257,6 +260,11 @@ static void on_notify(sl_pg *pg, const char *channel, const char *payload, void 
 
     if (payload == NULL) {
         ob_relay_kick(o);
+        ob_claim_abandon(o);
+        return;
+    }
+    if (strncmp(payload, "m ", 2) == 0) {
+        ob_claim_marker(o, payload);
         return;
     }
     /* Whatever the cursors say now: a read in flight may not see the row
@@ -278,7 +286,17 @@ static void poll_fire(void *arg)
             return; /* claiming would only hold rows nobody can publish */
         }
     }
-    ob_claim_rewind_all(o);
+    /* While listening, the NOTIFYs bring every late row (claim.c), and
+     * reading every bucket from its first row would mostly read again the
+     * rows held: a few buckets are, in turn, for a row whose NOTIFY never
+     * fired (inserted with session_replication_role = replica).  Parked
+     * rows are read again either way. */
+    if (o->listener != NULL && sl_pg_listening(o->listener)) {
+        ob_claim_rewind_parked(o);
+        ob_claim_rewind_sweep(o);
+    } else {
+        ob_claim_rewind_all(o);
+    }
     o->more = 1;
     ob_claim(o);
 }
@@ -385,7 +403,7 @@ static int prepare(ob *o)
         const char *name;
     } hot[] = { { OB_SQL_READ, "outbox_read" }, { OB_SQL_ACK, "outbox_ack" },
                 { OB_SQL_FAIL, "outbox_fail" }, { OB_SQL_BEAT, "outbox_beat" },
-                { OB_SQL_TAKE, "outbox_take" } };
+                { OB_SQL_TAKE, "outbox_take" }, { OB_SQL_MARK, "outbox_mark" } };
 
     for (size_t i = 0; i < sizeof(hot) / sizeof(hot[0]); i++) {
         o->stmt[hot[i].which] = sl_pg_prepare(o->pg, hot[i].name, o->sql[hot[i].which]);
@@ -420,9 +438,10 @@ int ob_relay_start(ob *o, char *err, size_t errlen)
     ob_lease_start(o);
     o->retry_timer = sl_timer_new(ctx, 0.5, 0, ob_settle_retry_fire, o);
     o->due_timer = sl_timer_new(ctx, 1, 0, due_fire, o);
+    o->marker_timer = sl_timer_new(ctx, OB_MARKER_WAIT, 0, ob_claim_marker_late, o);
     if (o->kick == NULL || o->ack_timer == NULL || o->poll_timer == NULL ||
         o->gauge_timer == NULL || o->migrate_timer == NULL || o->beat_timer == NULL ||
-        o->retry_timer == NULL || o->due_timer == NULL) {
+        o->retry_timer == NULL || o->due_timer == NULL || o->marker_timer == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -431,6 +450,7 @@ int ob_relay_start(ob *o, char *err, size_t errlen)
     sl_timer_disarm(o->migrate_timer);
     sl_timer_disarm(o->retry_timer);
     sl_timer_disarm(o->due_timer);
+    sl_timer_disarm(o->marker_timer);
     sl_set_ready(ctx, 0, "outbox table not migrated yet");
     migrate(o);
     return 0;
@@ -443,7 +463,7 @@ int ob_relay_start(ob *o, char *err, size_t errlen)
  * buckets are handed back, and that taken too. */
 static void maybe_finish(ob *o)
 {
-    if (!o->stopping || o->stopped || !o->flushed || o->reading || o->beating)
+    if (!o->stopping || o->stopped || !o->flushed || o->reading || o->wait != NULL || o->beating)
         return;
     if (o->acked.n > 0 || o->failed.n > 0)
         ob_settle_flush(o);
@@ -493,13 +513,15 @@ static void on_flushed(sl_kafka_producer *p, int remaining, void *arg)
 void ob_relay_stop(ob *o)
 {
     o->stopping = 1;
+    ob_claim_abandon(o); /* its marker would never come: not listening */
     sl_timer_free(o->poll_timer);
     sl_timer_free(o->gauge_timer);
     sl_timer_free(o->kick);
     sl_timer_free(o->migrate_timer);
     sl_timer_free(o->due_timer);
+    sl_timer_free(o->marker_timer);
     o->poll_timer = o->gauge_timer = o->kick = NULL;
-    o->migrate_timer = o->due_timer = NULL;
+    o->migrate_timer = o->due_timer = o->marker_timer = NULL;
     /* The heartbeat goes on until the buckets are handed back: a drain
      * longer than the lease must not let another relay publish the rows
      * it is still settling. */
@@ -519,8 +541,8 @@ void ob_relay_stop(ob *o)
 
 void ob_relay_free(ob *o)
 {
+    ob_claim_free(o);
     ob_queue_free(&o->q);
     ob_mine_free(&o->mine);
-    ob_ids_free(&o->settled);
     ob_settle_free(o);
 }

@@ -110,19 +110,20 @@ static const char migration2_tmpl[] =
     "CREATE TRIGGER {TN_trg} AFTER INSERT ON {T} REFERENCING NEW TABLE AS sl_new\n"
     "  FOR EACH STATEMENT EXECUTE FUNCTION {TN_fn}();\n";
 
-/* $1 relay, $2 buckets, $3 their cursors, $4 rows per bucket.  The rows
- * after each cursor in id order, parked and waiting ones included (they
- * block their aggregate), of buckets whose lease this relay holds now:
- * a relay that stalled past its lease reads nothing more from them.  With
- * each row, the id of the row of its aggregate just before it still in
- * the table (claim.c: a row is taken only when that one is held), and
- * its trace context (NULL without column_traceparent). */
+/* $1 relay, $2 buckets, $3 their cursors, $4 rows per bucket, $5 look up
+ * predecessors.  The rows after each cursor in id order, parked and
+ * waiting ones included (they block their aggregate), of buckets whose
+ * lease this relay holds now: a relay that stalled past its lease reads
+ * nothing more from them.  With $5, with each row the id of the row of
+ * its aggregate just before it still in the table (claim.c says when it
+ * is needed; CASE runs the lookup only then), and its trace context
+ * (NULL without column_traceparent). */
 static const char read_tmpl[] =
     "SELECT r.{ID}, b.bucket, r.{AT}, r.{AID}, r.{ET}, r.{P}::text,"
     " extract(epoch FROM r.{C})::float8, r.parked,"
     " extract(epoch FROM r.next_attempt_at - now())::float8,"
-    " (SELECT max(e.{ID}) FROM {T} e WHERE e.{AT} = r.{AT} AND e.{AID} = r.{AID}"
-    "   AND e.{ID} < r.{ID} AND e.sent_at IS NULL), r.sl_tp"
+    " CASE WHEN $5::bool THEN (SELECT max(e.{ID}) FROM {T} e WHERE e.{AT} = r.{AT}"
+    "   AND e.{AID} = r.{AID} AND e.{ID} < r.{ID} AND e.sent_at IS NULL) END, r.sl_tp"
     " FROM unnest($2::int[], $3::bigint[]) AS b(bucket, after)"
     " JOIN {TN_leases} l ON l.bucket = b.bucket AND l.owner = $1 AND l.expires_at > now()"
     " CROSS JOIN LATERAL (SELECT o.{ID}, o.{AT}, o.{AID}, o.{ET}, o.{P}, o.{C}, o.parked,"
@@ -133,6 +134,11 @@ static const char read_tmpl[] =
 /* Migration 3, with column_traceparent set: the column the writers fill
  * with the trace context of the transaction that wrote the row. */
 static const char migration3_tmpl[] = "ALTER TABLE {T} ADD COLUMN IF NOT EXISTS {TP} text;\n";
+
+/* $1 channel, $2 payload: a read's marker (claim.c).  Its commit comes
+ * after the read's snapshot, so every NOTIFY of a transaction the read
+ * saw is delivered before it. */
+static const char mark_notify_tmpl[] = "SELECT pg_notify($1, $2)";
 
 /* $1 ids: acknowledged by the broker, whoever owns their bucket now. */
 static const char delete_tmpl[] = "DELETE FROM {T} WHERE {ID} = ANY($1::bigint[])";
@@ -261,7 +267,7 @@ int ob_sql_build(ob *o)
                                          take_tmpl,    leave_tmpl,
                                          pending_tmpl, parked_tmpl,
                                          retry_tmpl,   retry_one_tmpl,
-                                         retry_agg_tmpl };
+                                         retry_agg_tmpl, mark_notify_tmpl };
 
     o->migration[0] = expand(migration1_tmpl, names, nn);
     o->migration[1] = expand(migration2_tmpl, names, nn);

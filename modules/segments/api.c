@@ -4,9 +4,10 @@
  *   POST   /user                 {} or no body -> 201 {"user_id", "segments"}
  *   POST   /segment              {"slug", "user_percent"?} -> 201 {"slug", "created_at", ...}
  *   DELETE /segment              {"slug"} -> 200 {"message": "ok", "memberships_removed"}
- *   GET    /segment              200 {"segments": [{"slug", "user_percent", "created_at", "members"}]}
+ *   GET    /segment              200 {"segments": [{"slug", "user_percent", "created_at", "members",
+ *                                                  "description"}]}
  *
- * (GET /segment/user/{id} is lookup.c.)
+ * (GET /segment/user/{id} is lookup.c, PATCH /segment/{slug} rollout.c.)
  * A new user joins every rollout segment whose percent covers its sticky
  * bucket (segments_bucket, see schema.c), in the statement that creates it.
  */
@@ -128,8 +129,6 @@ static void on_assigned(sl_pg *pg, const sl_pg_result *res, const char *err, voi
 static void on_segment_row(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
 {
     seg_call *c = arg;
-    char pct[32];
-    const char *p[2] = { c->slug, pct };
 
     (void)pg;
     if (seg_stmt_failed(c, res, err))
@@ -139,13 +138,8 @@ static void on_segment_row(sl_pg *pg, const sl_pg_result *res, const char *err, 
     snprintf(c->created_at, sizeof(c->created_at), "%s", sl_pg_value(res, 0, 0));
     if (c->percent < 0)
         return seg_tx_end(c);
-    /* Exactly round(p% of the users), picked at random. */
-    snprintf(pct, sizeof(pct), "%.2f", c->percent);
-    if (sl_pg_tx_query(c->tx,
-                       "INSERT INTO user_segments (user_id, slug)"
-                       " SELECT id, $1 FROM users ORDER BY random()"
-                       " LIMIT (SELECT round(count(*) * $2::numeric / 100) FROM users)",
-                       2, p, on_assigned, c) != 0)
+    /* Exactly round(p% of the users), in the sticky order (rollout.c). */
+    if (seg_rollout_fill(c, on_assigned) != 0)
         seg_tx_end(c);
 }
 
@@ -259,6 +253,10 @@ static void on_list(sl_pg *pg, const sl_pg_result *res, const char *err, void *a
             cJSON_AddNullToObject(it, "user_percent");
         cJSON_AddStringToObject(it, "created_at", sl_pg_value(res, r, 2));
         cJSON_AddNumberToObject(it, "members", strtod(sl_pg_value(res, r, 3), NULL));
+        if (sl_pg_value(res, r, 4) != NULL)
+            cJSON_AddStringToObject(it, "description", sl_pg_value(res, r, 4));
+        else
+            cJSON_AddNullToObject(it, "description");
         cJSON_AddItemToArray(arr, it);
     }
     seg_reply(c, 200, o);
@@ -273,7 +271,8 @@ static void serve_list(sl_req *req, void *arg)
     if (sl_pg_query(c->s->pg,
                     "SELECT s.slug, s.user_percent,"
                     " to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-                    " count(us.user_id) FILTER (WHERE us.expires_at IS NULL OR us.expires_at > now())"
+                    " count(us.user_id) FILTER (WHERE us.expires_at IS NULL OR us.expires_at > now()),"
+                    " s.description"
                     " FROM segments s LEFT JOIN user_segments us ON us.slug = s.slug"
                     " GROUP BY s.slug ORDER BY s.slug",
                     0, NULL, on_list, c) != 0)

@@ -108,6 +108,22 @@ static int slug_field(const cJSON *body, char slug[SEG_SLUG_MAX + 1], char *why,
     return 0;
 }
 
+/* user_percent: 0..100 with two decimals at most (10000 buckets). */
+static int percent_value(const cJSON *p, double *percent, char *why, size_t whylen)
+{
+    if (!cJSON_IsNumber(p) || !isfinite(p->valuedouble) || p->valuedouble < 0 ||
+        p->valuedouble > 100) {
+        snprintf(why, whylen, "user_percent must be a number from 0 to 100");
+        return -1;
+    }
+    if (fabs(p->valuedouble * 100 - round(p->valuedouble * 100)) > 1e-6) {
+        snprintf(why, whylen, "user_percent may have at most two decimals");
+        return -1;
+    }
+    *percent = p->valuedouble;
+    return 0;
+}
+
 int seg_parse_segment(const cJSON *body, char slug[SEG_SLUG_MAX + 1], double *percent, char *why,
                       size_t whylen)
 {
@@ -121,17 +137,50 @@ int seg_parse_segment(const cJSON *body, char slug[SEG_SLUG_MAX + 1], double *pe
     p = cJSON_GetObjectItemCaseSensitive(body, "user_percent");
     if (p == NULL || cJSON_IsNull(p))
         return 0;
-    if (!cJSON_IsNumber(p) || !isfinite(p->valuedouble) || p->valuedouble < 0 ||
-        p->valuedouble > 100) {
-        snprintf(why, whylen, "user_percent must be a number from 0 to 100");
+    return percent_value(p, percent, why, whylen);
+}
+
+int seg_parse_patch(const cJSON *body, seg_patch *out, char *why, size_t whylen)
+{
+    static const char *const fields[] = { "user_percent", "description", NULL };
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(body, "user_percent");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(body, "description");
+
+    memset(out, 0, sizeof(*out));
+    out->percent = -1;
+    if (seg_check_fields(body, fields, why, whylen) != 0)
+        return -1;
+    if (p == NULL && d == NULL) {
+        snprintf(why, whylen, "nothing to change: give user_percent, description or both");
         return -1;
     }
-    /* Two decimals at most: the rollout has 10000 buckets. */
-    if (fabs(p->valuedouble * 100 - round(p->valuedouble * 100)) > 1e-6) {
-        snprintf(why, whylen, "user_percent may have at most two decimals");
-        return -1;
+    if (p != NULL) {
+        out->set_percent = 1;
+        if (!cJSON_IsNull(p) && percent_value(p, &out->percent, why, whylen) != 0)
+            return -1;
     }
-    *percent = p->valuedouble;
+    if (d != NULL) {
+        out->set_description = 1;
+        if (cJSON_IsNull(d))
+            return 0;
+        if (!cJSON_IsString(d)) {
+            snprintf(why, whylen, "description must be a string or null");
+            return -1;
+        }
+        if (strlen(d->valuestring) > SEG_DESC_MAX) {
+            snprintf(why, whylen, "description is %zu bytes long, at most %d allowed",
+                     strlen(d->valuestring), SEG_DESC_MAX);
+            return -1;
+        }
+        for (const unsigned char *c = (const unsigned char *)d->valuestring; *c != '\0'; c++) {
+            if (*c < 0x20 || *c == 0x7f) {
+                snprintf(why, whylen, "description may not hold control characters");
+                return -1;
+            }
+        }
+        out->has_description = 1;
+        strcpy(out->description, d->valuestring);
+    }
     return 0;
 }
 

@@ -37,6 +37,21 @@ int seg_check_fields(const cJSON *obj, const char *const *allowed, char *why, si
  * most two decimals)}.  *percent is -1 when absent. */
 int seg_parse_segment(const cJSON *body, char slug[SEG_SLUG_MAX + 1], double *percent, char *why,
                       size_t whylen);
+/* PATCH /segment/{slug}: {"user_percent": P or null, "description": D or
+ * null}, at least one of them.  A field given (set_*) is changed; null
+ * ends the rollout (percent -1) or clears the description
+ * (has_description 0).  A description is at most SEG_DESC_MAX bytes of
+ * text without control characters. */
+#define SEG_DESC_MAX 500
+typedef struct {
+    int set_percent;
+    double percent;
+    int set_description;
+    int has_description;
+    char description[SEG_DESC_MAX + 1];
+} seg_patch;
+int seg_parse_patch(const cJSON *body, seg_patch *out, char *why, size_t whylen);
+
 /* DELETE /segment: {"slug": S}. */
 int seg_parse_slug_body(const cJSON *body, char slug[SEG_SLUG_MAX + 1], char *why, size_t whylen);
 

@@ -142,6 +142,79 @@ const sl_pg_migration seg_migrations[] = {
       "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();"
       "CREATE TRIGGER user_segments_cache_truncate AFTER TRUNCATE ON user_segments"
       "  FOR EACH STATEMENT EXECUTE FUNCTION segments_cache_notify();" },
+    /* Every create, update and delete is an event (sluice-api(7) lists
+     * them): users and segments get row triggers like memberships, so
+     * that no path (POST /user, a user created on demand, PATCH, a
+     * rollout) can forget its event or write it outside its transaction.
+     * Every outbox row is written by segments_outbox(), the one place
+     * that knows the outbox's columns. */
+    { 4,
+      "ALTER TABLE segments ADD COLUMN IF NOT EXISTS description text;"
+      "CREATE OR REPLACE FUNCTION segments_outbox(p_aggregate_type text, p_aggregate_id text,"
+      "  p_event_type text, p_payload jsonb) RETURNS void LANGUAGE sql AS $$"
+      "  INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload)"
+      "  VALUES (p_aggregate_type, p_aggregate_id, p_event_type, p_payload) $$;"
+      "CREATE OR REPLACE FUNCTION segments_event_ts() RETURNS text LANGUAGE sql STABLE AS $$"
+      "  SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') $$;"
+      "CREATE OR REPLACE FUNCTION segments_membership_change() RETURNS trigger"
+      "  LANGUAGE plpgsql AS $$"
+      "DECLARE uid bigint; s text; op char(1);"
+      "BEGIN"
+      "  IF TG_OP = 'INSERT' THEN uid := NEW.user_id; s := NEW.slug; op := 'I';"
+      "  ELSE uid := OLD.user_id; s := OLD.slug; op := 'D'; END IF;"
+      "  INSERT INTO segment_history (user_id, slug, operation) VALUES (uid, s, op);"
+      "  PERFORM segments_outbox('segment', uid::text,"
+      "          CASE op WHEN 'I' THEN 'segment_added' ELSE 'segment_removed' END,"
+      "          jsonb_build_object('user_id', uid, 'slug', s, 'operation', op,"
+      "                             'ts', segments_event_ts()));"
+      "  RETURN NULL;"
+      "END $$;"
+      "CREATE OR REPLACE FUNCTION segments_user_created() RETURNS trigger"
+      "  LANGUAGE plpgsql AS $$"
+      "BEGIN"
+      "  PERFORM segments_outbox('user', NEW.id::text, 'user_created',"
+      "          jsonb_build_object('user_id', NEW.id, 'slug', '', 'operation', 'N',"
+      "                             'ts', segments_event_ts()));"
+      "  RETURN NULL;"
+      "END $$;"
+      "DROP TRIGGER IF EXISTS users_created ON users;"
+      "CREATE TRIGGER users_created AFTER INSERT ON users"
+      "  FOR EACH ROW EXECUTE FUNCTION segments_user_created();"
+      /* A segment's own events: aggregate segment_def keyed by its slug
+       * (aggregate segment stays keyed by user id, as it always was);
+       * user_id 0, since no user is concerned. */
+      "CREATE OR REPLACE FUNCTION segments_segment_change() RETURNS trigger"
+      "  LANGUAGE plpgsql AS $$"
+      "BEGIN"
+      "  IF TG_OP = 'INSERT' THEN"
+      "    PERFORM segments_outbox('segment_def', NEW.slug, 'segment_created',"
+      "            jsonb_build_object('user_id', 0, 'slug', NEW.slug, 'operation', 'C',"
+      "                               'user_percent', NEW.user_percent,"
+      "                               'description', NEW.description, 'ts', segments_event_ts()));"
+      "  ELSIF TG_OP = 'UPDATE' THEN"
+      "    PERFORM segments_outbox('segment_def', NEW.slug, 'segment_updated',"
+      "            jsonb_build_object('user_id', 0, 'slug', NEW.slug, 'operation', 'U',"
+      "                               'user_percent', NEW.user_percent,"
+      "                               'description', NEW.description,"
+      "                               'previous', jsonb_build_object("
+      "                                 'user_percent', OLD.user_percent,"
+      "                                 'description', OLD.description),"
+      "                               'ts', segments_event_ts()));"
+      "  ELSE"
+      "    PERFORM segments_outbox('segment_def', OLD.slug, 'segment_deleted',"
+      "            jsonb_build_object('user_id', 0, 'slug', OLD.slug, 'operation', 'X',"
+      "                               'ts', segments_event_ts()));"
+      "  END IF;"
+      "  RETURN NULL;"
+      "END $$;"
+      "DROP TRIGGER IF EXISTS segments_change ON segments;"
+      /* an UPDATE that changes nothing is no event */
+      "CREATE TRIGGER segments_change AFTER INSERT OR DELETE ON segments"
+      "  FOR EACH ROW EXECUTE FUNCTION segments_segment_change();"
+      "DROP TRIGGER IF EXISTS segments_update ON segments;"
+      "CREATE TRIGGER segments_update AFTER UPDATE ON segments"
+      "  FOR EACH ROW WHEN (OLD IS DISTINCT FROM NEW)"
+      "  EXECUTE FUNCTION segments_segment_change();" },
     /* Row-level invalidation in place of migration 3's statement triggers
      * (see the top of this file); its TRUNCATE trigger stays. */
     { 5,
@@ -171,32 +244,16 @@ const sl_pg_migration seg_migrations[] = {
       "  EXECUTE FUNCTION segments_cache_row();" },
     /* The writer's trace context with every outbox row: the pg connector
      * sets sluice.traceparent in every transaction begun under a trace,
-     * and segments_outbox() (migration 4, features: the one function that
-     * writes this module's outbox rows, /work/team/outbox-row.md) stores
-     * it; the relay sends it as the message's traceparent header.  The
-     * membership trigger is defined here too, calling segments_outbox()
-     * exactly as migration 4's does, so that this migration holds on its
-     * own whichever of the two a database has. */
+     * and segments_outbox() (migration 4: the one function that writes
+     * this module's outbox rows) stores it; the relay sends it as the
+     * message's traceparent header.  NULL outside a traced transaction. */
     { 6,
       "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
       "CREATE OR REPLACE FUNCTION segments_outbox(p_aggregate_type text, p_aggregate_id text,"
       "  p_event_type text, p_payload jsonb) RETURNS void LANGUAGE sql AS $$"
       "  INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload, traceparent)"
       "  VALUES (p_aggregate_type, p_aggregate_id, p_event_type, p_payload,"
-      "          nullif(current_setting('sluice.traceparent', true), '')) $$;"
-      "CREATE OR REPLACE FUNCTION segments_membership_change() RETURNS trigger"
-      "  LANGUAGE plpgsql AS $$"
-      "DECLARE uid bigint; s text; op char(1);"
-      "BEGIN"
-      "  IF TG_OP = 'INSERT' THEN uid := NEW.user_id; s := NEW.slug; op := 'I';"
-      "  ELSE uid := OLD.user_id; s := OLD.slug; op := 'D'; END IF;"
-      "  INSERT INTO segment_history (user_id, slug, operation) VALUES (uid, s, op);"
-      "  PERFORM segments_outbox('segment', uid::text,"
-      "          CASE op WHEN 'I' THEN 'segment_added' ELSE 'segment_removed' END,"
-      "          jsonb_build_object('user_id', uid, 'slug', s, 'operation', op, 'ts',"
-      "            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')));"
-      "  RETURN NULL;"
-      "END $$;" },
+      "          nullif(current_setting('sluice.traceparent', true), '')) $$;" },
 };
 
 const size_t seg_nmigrations = sizeof(seg_migrations) / sizeof(seg_migrations[0]);

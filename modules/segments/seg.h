@@ -6,6 +6,7 @@
  *   api.c       users and segments endpoints
  *   lookup.c    GET /segment/user/{id} and its read cache (ucache.c)
  *   members.c   POST /segment/user
+ *   rollout.c   PATCH /segment/{slug}: percent and description, exact rollout
  *   ttl.c       the Redis expiry schedule and its sweeper
  *   report.c    history links and streamed CSV reports
  *   retention.c segment_history rows past history_retention removed
@@ -30,6 +31,7 @@ typedef enum {
     SEG_R_REPORT,
     SEG_R_OPENAPI,
     SEG_R_DOCS,
+    SEG_R_SEGMENT_UPDATE,
     SEG_NROUTES
 } seg_route;
 
@@ -56,6 +58,11 @@ typedef enum {
     SEG_ST_CHANGE_ADD,
     SEG_ST_REPORT_USER,    /* report.c */
     SEG_ST_REPORT_PAGE,
+    SEG_ST_ROLLOUT_EXPIRED, /* rollout.c */
+    SEG_ST_ROLLOUT_UPDATE,
+    SEG_ST_ROLLOUT_GROW,
+    SEG_ST_ROLLOUT_SHRINK,
+    SEG_ST_ROLLOUT_MEMBERS,
     SEG_NSTMTS
 } seg_stmt;
 
@@ -93,6 +100,12 @@ struct seg_call {
     char created_at[40];
     double percent;
     long long n1, n2;
+    /* PATCH /segment/{slug} (rollout.c): the change asked for, and what
+     * the segment holds after it */
+    seg_patch patch;
+    int had_percent, has_desc_out;
+    char desc_out[SEG_DESC_MAX + 1];
+    long long members;
     char *expiries;               /* members' "user:slug score" to schedule */
     /* read cache (lookup.c): the ticket taken before a miss's read */
     uint64_t cache_ticket;
@@ -147,6 +160,7 @@ struct seg {
     /* metrics */
     sl_metric *m_requests, *m_latency;
     sl_series *s_active, *s_lag, *s_removals, *s_rebuilds, *s_assign_create, *s_assign_new,
+        *s_assign_update,
         *s_retries, *s_scheduled, *s_history_removed;
 };
 
@@ -198,6 +212,15 @@ int seg_lookup_start(seg *s);
  * before the answer, so the caller never reads the old state back. */
 void seg_cache_forget(seg *s, long long user);
 void seg_cache_flush(seg *s);
+
+/* rollout.c: prepares its statements (0, or -1 after sl_fail) and
+ * registers PATCH /segment/{slug}. */
+int seg_rollout_prepare(seg *s);
+int seg_rollout_routes(seg *s);
+/* Queues, in c->tx, the statement that brings segment c->slug to exactly
+ * round(c->percent% of the users) by adding members in the sticky order;
+ * `fn` gets its result (rows inserted).  As sl_pg_tx_exec(). */
+int seg_rollout_fill(seg_call *c, sl_pg_fn fn);
 
 /* ttl.c */
 int seg_ttl_start(seg *s);

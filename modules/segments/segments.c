@@ -64,6 +64,7 @@ static const sl_option seg_options[] = {
 static const char *const route_names[SEG_NROUTES] = {
     "user",           "segment_create", "segment_delete", "segment_list", "segment_user",
     "user_segments",  "history",        "report",         "openapi",      "docs",
+    "segment_update",
 };
 
 /* ----------------------------------------------------------- replies */
@@ -322,7 +323,8 @@ static int metrics_start(seg *s)
     scheduled = sl_gauge(ctx, "sluice_segments_ttl_scheduled",
                          "Memberships waiting in the Redis schedule", NULL);
     assign = sl_counter(ctx, "sluice_segments_percent_assignments_total",
-                        "Memberships given by percentage rollout: at segment creation or to new users",
+                        "Memberships given by percentage rollout: at segment creation, by a change of its "
+                        "percent, or to new users",
                         "when");
     retries = sl_counter(ctx, "sluice_segments_tx_retries_total",
                          "Transactions retried after a serialization failure or deadlock", NULL);
@@ -337,6 +339,7 @@ static int metrics_start(seg *s)
     s->s_scheduled = sl_series_of(scheduled);
     s->s_assign_create = sl_series_of(assign, "create");
     s->s_assign_new = sl_series_of(assign, "new_user");
+    s->s_assign_update = sl_series_of(assign, "update");
     s->s_retries = sl_series_of(retries);
     return 0;
 }
@@ -392,7 +395,10 @@ static int seg_start(sl_ctx *ctx)
     sl_timer_disarm(s->migrate_timer);
     if (seg_lookup_start(s) != 0)
         return -1;
-    if (seg_api_routes(s) != 0 || seg_members_routes(s) != 0 || seg_report_routes(s) != 0 ||
+    if (seg_rollout_prepare(s) != 0)
+        return -1;
+    if (seg_api_routes(s) != 0 || seg_members_routes(s) != 0 || seg_rollout_routes(s) != 0 ||
+        seg_report_routes(s) != 0 ||
         seg_openapi_routes(s) != 0 || seg_ttl_start(s) != 0 || seg_retention_start(s) != 0)
         return sl_fail(ctx, "cannot register routes or timers");
     sl_set_ready(ctx, 0, "applying the schema");

@@ -13,6 +13,11 @@
  * evhttp answers in the request's version), and afterwards no connection
  * and no reply is left behind.
  *
+ * libevent is the system's library, not built with the fuzzer's coverage
+ * or ASan's instrumentation: the search is guided by the paths our code
+ * takes, and inside libevent only what ASan intercepts (memcpy, strlen and
+ * friends, malloc and free) is checked.
+ *
  * Built by tests/integration/edge_fuzz.sh with clang from the core's
  * sources and tests/unit/fake_daemon.c.
  */

@@ -61,11 +61,13 @@ check_pages() { # check_pages PHASE: ClickHouse holds exactly what the generator
 }
 
 # Every membership change wrote one history row (the trigger) and one
-# outbox event in its transaction: history is what must reach ClickHouse.
+# outbox event (I or D) in its transaction: history is what must reach
+# ClickHouse.  Every user created wrote one more (N).
 seg_want() { pgq "SELECT count(*) FROM segment_history"; }
-seg_got() { chq "SELECT count() FROM segment_events FINAL"; }
+seg_got() { chq "SELECT count() FROM segment_events FINAL WHERE operation IN ('I', 'D')"; }
+users_got() { chq "SELECT count() FROM segment_events FINAL WHERE operation = 'N'"; }
 outbox_empty() { [ "$(pgq "SELECT count(*) FROM outbox")" = 0 ]; }
-segs_caught_up() { outbox_empty && [ "$(seg_got)" = "$(seg_want)" ]; }
+segs_caught_up() { outbox_empty && [ "$(seg_got)" = "$(seg_want)" ] && [ "$(users_got)" = "$(pgq "SELECT count(*) FROM users")" ]; }
 
 check_segments() { # check_segments PHASE
     local want got
@@ -74,8 +76,9 @@ check_segments() { # check_segments PHASE
     want=$(seg_want)
     t_check "${want:-0}" -gt 0 "$1: history recorded $want changes"
     t_check "$(seg_got)" = "$want" "$1: segment_events holds the $want changes history recorded (got $(seg_got))"
+    t_check "$(users_got)" = "$(pgq "SELECT count(*) FROM users")" "$1: and one user_created per user (got $(users_got))"
     want=$(pgq "SELECT string_agg(slug || ':' || operation || ':' || n, ' ' ORDER BY slug, operation) FROM (SELECT slug, operation, count(*) AS n FROM segment_history GROUP BY 1, 2) t")
-    got=$(chq "SELECT arrayStringConcat(groupArray(concat(slug, ':', operation, ':', toString(n))), ' ') FROM (SELECT slug, operation, sum(changes) AS n FROM segment_changes_per_minute FINAL GROUP BY slug, operation ORDER BY slug, operation)")
+    got=$(chq "SELECT arrayStringConcat(groupArray(concat(slug, ':', operation, ':', toString(n))), ' ') FROM (SELECT slug, operation, sum(changes) AS n FROM segment_changes_per_minute FINAL WHERE operation IN ('I', 'D') GROUP BY slug, operation ORDER BY slug, operation)")
     t_check "${got:-nothing}" = "${want:-none}" "$1: per-minute changes by segment and operation match history ($want)"
 }
 

@@ -175,10 +175,10 @@ for key in mode strategy eps; do
     t_check "$(grep -c "bad.conf:$line:.*$key" "$work/t.out")" -ge 1 "$key reported at bad.conf:$line"
 done
 # Syntax of the values, which only the module knows: its check().
-sed -e 's/^seed = 42/seed = 42\nmix = 85,10\npartitioning = 0,0,0\npeak_burst_min = 5000/' "$work/sluice.conf" > "$work/bad.conf"
+sed -e 's/^seed = 42/seed = 42\nmix = 85,10\npartitioning = 0,0,0\npeak_burst_min = 5000\nlog_every = 500ms/' "$work/sluice.conf" > "$work/bad.conf"
 "$SLUICED" -t -c "$work/bad.conf" 2>"$work/t.out"
-t_check $? -eq 1 "bad weight lists and burst bounds: exit 1"
-for key in mix partitioning peak_burst_min; do
+t_check $? -eq 1 "bad weight lists, burst bounds and log interval: exit 1"
+for key in mix partitioning peak_burst_min log_every; do
     line=$(grep -n "^$key = " "$work/bad.conf" | cut -d: -f1)
     t_check "$(grep -c "bad.conf:$line: \[module generator\] $key: must" "$work/t.out")" -eq 1 "$key reported at bad.conf:$line: $(grep -m1 "\] $key:" "$work/t.out" | head -c 160)"
 done
@@ -411,6 +411,7 @@ t_end
 t_case "a second instance runs beside the first, with its own routes, counts and metric series"
 second='[module generator "b"]
 trace_headers = true
+log_every = 1s
 topic = pv_b
 seed = 5
 eps = 100'
@@ -429,6 +430,27 @@ analyze pv_b
 t_check "$(fact pv_b count) b" = "$bd" "kcat read $(fact pv_b count) from pv_b = b delivered (${bd% *})"
 t_check "$(curl -s "$base/metrics" | grep -c '^sluice_generator_delivered_total{instance_name="b"}')" = 1 "b has its own series (instance_name=\"b\")"
 t_check "$(status 'j["topic"]')" = pv_batch "the first instance carried over untouched"
+t_end
+
+# ----------------------------------------------------- log_every
+t_case "log_every: instance b logs its rate and totals every second; the first, without it, never"
+reports() { grep -F '[generator/b] rate ' "$work/sluiced.log"; }
+t_check "$(grep -F '[generator] rate ' "$work/sluiced.log" | wc -l)" = 0 "off by default: no report from the first instance"
+n0=$(reports | wc -l)
+t_check "$(post '/generator/b/config/speed?eps=50')" = 200 "instance b at 50 events/s"
+t_wait_until 30 '[ "$(reports | wc -l)" -ge $((n0 + 4)) ]'
+# Two consecutive reports: the rate printed is the growth of "generated"
+# over the interval printed, and both grow.
+t_check "$(reports | tail -n 3 | python3 -c '
+import re, sys
+rows = [tuple(float(x) for x in re.search(r"rate ([0-9.]+) events/s over the last ([0-9.]+) s .* generated ([0-9]+) ", l).groups()) for l in sys.stdin]
+ok = all(abs(b[0] * b[1] - (b[2] - a[2])) <= 0.1 * b[1] + 1 and b[2] > a[2] for a, b in zip(rows, rows[1:]))
+print(ok and any(r[0] > 0 for r in rows))')" = True "rate = growth of generated / interval: $(reports | tail -n 1 | cut -c1-220)"
+t_check "$(post '/generator/b/config/speed?eps=0')" = 200 "instance b paused"
+t_wait_for 30 b_settled
+want=$(curl -s "$base/generator/b/status" | python3 -c 'import json,sys; j=json.load(sys.stdin); print("generated %d (view %d, bounce %d, duplicate %d, malformed %d), delivered %d, failed %d, dropped %d, pending 0" % (j["generated"]["total"], j["generated"]["view"], j["generated"]["bounce"], j["generated"]["duplicate"], j["generated"]["malformed"]["total"], j["delivered"]["total"], j["failed"]["total"], j["dropped"]["total"]))')
+t_wait_until 10 '[ "$(reports | tail -n 1 | grep -cF "totals: $want")" = 1 ]'
+t_check "$(reports | tail -n 1 | grep -cF "totals: $want")" = 1 "the last report's totals equal the status: $want"
 t_end
 
 # -------------------------------------------------------------- shutdown

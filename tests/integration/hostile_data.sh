@@ -43,7 +43,11 @@ chq() { clickhouse-client --host 127.0.0.1 --port "$SL_CH_TCP_PORT" --query "$1"
 metric() {
     curl -s "$base/metrics" | awk -v n="$1" '$1 == n { print $2; found = 1 } END { if (!found) print "absent" }'
 }
+# The relay of this daemon drains what earlier requests wrote (each user
+# and segment created is an event): a snapshot is taken once it did, so
+# that only what the requests between two snapshots wrote can differ.
 snapshot() {
+    t_wait_until 30 '[ "$(psqlc "SELECT count(*) FROM outbox WHERE NOT parked")" = 0 ]'
     psqlc "SELECT (SELECT count(*) FROM users) || ',' || (SELECT count(*) FROM segments) || ',' ||
                   (SELECT count(*) FROM user_segments) || ',' || (SELECT count(*) FROM segment_history) || ',' ||
                   (SELECT count(*) FROM outbox) || ',' || (SELECT last_value FROM users_id_seq)"

@@ -343,10 +343,14 @@ t_case "SIGKILL mid-batch, restart: every row arrives, nothing stays claimed aft
 stop_daemon "$d1"
 write_rows kill0 4 2000 kill0
 start1 "batch_size = 200"
-# The writers go on while it is killed, so that it dies holding work.
+# The writers go on while it is killed, so that it dies holding work.  It
+# drains as fast as they write, so it is frozen first: rows then pile up
+# in its buckets.
 write_rows kill 4 8000 kill &
 writer=$!
-t_wait_until 60 '[ "$(status "$base" "j[\"published\"]")" -gt 1000 ] && [ "$(claimed_left)" -gt 0 ]'
+t_wait_until 60 '[ "$(status "$base" "j[\"published\"]")" -gt 1000 ]'
+kill -STOP "$d1"
+t_wait_until 60 '[ "$(claimed_left)" -gt 0 ]'
 kill -9 "$d1"
 wait "$d1" 2>/dev/null
 claimed=$(claimed_left)

@@ -151,8 +151,9 @@ t_check "$(grep -ci 'transfer-encoding: chunked' "$work/csv.h")" = 1 "streamed (
 t_end
 
 t_case "every change wrote one outbox event in its transaction, shaped per CONTRACTS.md"
-t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = '$uid'")" = 3 "3 events for 3 changes"
-t_check "$(psqlc "SELECT string_agg(event_type || ':' || (payload->>'operation') || ':' || (payload->>'slug'), ',' ORDER BY id) FROM outbox WHERE aggregate_id = '$uid'")" \
+t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = '$uid' AND aggregate_type = 'segment'")" = 3 "3 membership events for 3 changes"
+t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = '$uid' AND aggregate_type = 'user' AND event_type = 'user_created'")" = 1 "and the user's creation"
+t_check "$(psqlc "SELECT string_agg(event_type || ':' || (payload->>'operation') || ':' || (payload->>'slug'), ',' ORDER BY id) FROM outbox WHERE aggregate_id = '$uid' AND aggregate_type = 'segment'")" \
     = "segment_added:I:AVITO_DISCOUNT_30,segment_added:I:AVITO_VOICE_MESSAGES,segment_removed:D:AVITO_VOICE_MESSAGES" "types, operations and slugs"
 t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id = '$uid' AND aggregate_type = 'segment'
                   AND (payload->>'user_id')::bigint = $uid AND jsonb_typeof(payload->'user_id') = 'number'
@@ -199,6 +200,17 @@ POST|/segment|/segment|400|unknown field|{"slug": "P1", "percent": 5}
 POST|/segment|/segment|400|slug is required|{}
 POST|/segment|/segment|409|already exists|{"slug": "AVITO_DISCOUNT_30"}
 DELETE|/segment|/segment|404|no segment|{"slug": "NOPE"}
+PATCH|/segment/{slug}|/segment/NOPE|404|no segment NOPE|{"user_percent": 5}
+PATCH|/segment/{slug}|/segment/avito_lower|400|A-Z, 0-9 and _|{"user_percent": 5}
+PATCH|/segment/{slug}|/segment/AVITO_DISCOUNT_30|400|nothing to change|{}
+PATCH|/segment/{slug}|/segment/AVITO_DISCOUNT_30|400|malformed JSON|{"user_percent": 5
+PATCH|/segment/{slug}|/segment/AVITO_DISCOUNT_30|400|user_percent|{"user_percent": 100.5}
+PATCH|/segment/{slug}|/segment/AVITO_DISCOUNT_30|400|two decimals|{"user_percent": 1.234}
+PATCH|/segment/{slug}|/segment/AVITO_DISCOUNT_30|400|user_percent|{"user_percent": "5"}
+PATCH|/segment/{slug}|/segment/AVITO_DISCOUNT_30|400|unknown field|{"slug": "OTHER"}
+PATCH|/segment/{slug}|/segment/AVITO_DISCOUNT_30|400|description must be|{"description": 5}
+PATCH|/segment/{slug}|/segment/AVITO_DISCOUNT_30|400|control characters|{"description": "a\u0001b"}
+PATCH|/segment/{slug}|/segment/AVITO_DISCOUNT_30|400|at most 500|{"description": "$(printf 'd%.0s' $(seq 1 501))"}
 DELETE|/segment|/segment|400|A-Z, 0-9 and _|{"slug": "a b"}
 POST|/user|/user|400|unknown field|{"id": 5}
 POST|/segment/user|/segment/user|400|user_id must be an integer|{"user_id": "1", "add_segments": ["AVITO_DISCOUNT_30"]}
@@ -246,7 +258,7 @@ r=$(req POST /segment /segment -d '{"slug":"ROLLOUT_25","user_percent":25}')
 want=$(python3 -c "from decimal import Decimal, ROUND_HALF_UP; print(int((Decimal($nusers) * 25 / 100).quantize(Decimal(1), ROUND_HALF_UP)))")
 t_check "$(body_of "$r" | py 'j["users_assigned"]')" = "$want" "users_assigned = round(25% of $nusers) = $want: $r"
 t_check "$(psqlc "SELECT count(*) FROM user_segments WHERE slug = 'ROLLOUT_25'")" = "$want" "$want memberships stored"
-t_check "$(psqlc "SELECT count(*) FROM outbox WHERE payload->>'slug' = 'ROLLOUT_25'")" = "$want" "and $want outbox events"
+t_check "$(psqlc "SELECT count(*) FROM outbox WHERE payload->>'slug' = 'ROLLOUT_25' AND event_type = 'segment_added'")" = "$want" "and $want outbox events"
 r=$(req POST /segment /segment -d '{"slug":"ROLLOUT_EDGE","user_percent":12.34}')
 want=$(python3 -c "from decimal import Decimal, ROUND_HALF_UP; print(int((Decimal($nusers) * Decimal('12.34') / 100).quantize(Decimal(1), ROUND_HALF_UP)))")
 t_check "$(body_of "$r" | py 'j["users_assigned"]')" = "$want" "12.34% of $nusers -> $want"
@@ -288,6 +300,61 @@ PY
 t_check "$implicit" = 0 "users created by POST /segment/user join by the same hash (mismatches: $implicit)"
 t_check "$(python3 -c "print($(metric 'sluice_segments_percent_assignments_total{when="new_user"}') > 0)")" = True \
     "percent assignments counted for new users"
+t_end
+
+# ------------------------------------------------------------ PATCH rollout
+t_case "PATCH /segment/{slug}: a rollout grows and shrinks exactly, stickily, each change in history"
+# rnd N P: round(P% of N), half up like PostgreSQL's round()
+rnd() { python3 -c "from decimal import Decimal as D, ROUND_HALF_UP as H; print(int((D($1) * D('$2') / 100).quantize(D(1), H)))"; }
+members() { psqlc "SELECT string_agg(user_id::text, ',' ORDER BY user_id) FROM user_segments WHERE slug = 'ROLLOUT_P'"; }
+# first N: the first N users in the sticky order, computed apart from the
+# server (SHA-256 bucket, then id), as a sorted list
+first() {
+    psqlc "SELECT id FROM users" | python3 -c '
+import hashlib, sys
+ids = [int(x) for x in sys.stdin.read().split()]
+key = lambda u: (int.from_bytes(hashlib.sha256(f"{u}:ROLLOUT_P".encode()).digest()[:4], "big") % 10000, u)
+print(",".join(str(u) for u in sorted(sorted(ids, key=key)[:int(sys.argv[1])])))' "$1"
+}
+hist() { psqlc "SELECT count(*) FROM segment_history WHERE slug = 'ROLLOUT_P' AND operation = '$1'"; }
+nusers=$(psqlc "SELECT count(*) FROM users")
+r=$(req POST /segment /segment -d '{"slug":"ROLLOUT_P","user_percent":10}')
+w1=$(rnd "$nusers" 10)
+t_check "$(members)" = "$(first "$w1")" "created at 10%: the first $w1 of $nusers users in the sticky order ($r)"
+before=$(members)
+r=$(req PATCH '/segment/{slug}' /segment/ROLLOUT_P -d '{"user_percent":30.5}')
+w2=$(rnd "$nusers" 30.5)
+t_check "$(code_of "$r")" = 200 "PATCH to 30.5%: $r"
+t_check "$(body_of "$r" | py '(j["users_added"], j["users_removed"], j["members"], j["user_percent"])')" = "($((w2 - w1)), 0, $w2, 30.5)" \
+    "grown by exactly $((w2 - w1)) to $w2"
+t_check "$(members)" = "$(first "$w2")" "the members are the first $w2 in the sticky order"
+t_check "$(comm -23 <(echo "$before" | tr ',' '\n' | sort) <(members | tr ',' '\n' | sort) | wc -l)" = 0 "every earlier member stayed"
+r=$(req PATCH '/segment/{slug}' /segment/ROLLOUT_P -d '{"user_percent":5}')
+w3=$(rnd "$nusers" 5)
+t_check "$(body_of "$r" | py '(j["users_added"], j["users_removed"], j["members"])')" = "(0, $((w2 - w3)), $w3)" "shrunk to 5%: $((w2 - w3)) removed ($r)"
+t_check "$(members)" = "$(first "$w3")" "the last members in the sticky order left: the first $w3 remain"
+t_check "$(hist I)/$(hist D)" = "$w2/$((w2 - w3))" "history: $w2 I rows (creation and growth), $((w2 - w3)) D rows"
+t_check "$(psqlc "SELECT count(*) FROM outbox WHERE payload->>'slug' = 'ROLLOUT_P' AND event_type = 'segment_removed'")" = $((w2 - w3)) \
+    "a segment_removed event per removal"
+t_check "$(psqlc "SELECT string_agg((payload->>'user_percent') || '<' || (payload->'previous'->>'user_percent'), ' ' ORDER BY id)
+                  FROM outbox WHERE aggregate_id = 'ROLLOUT_P' AND event_type = 'segment_updated'")" = "30.50<10.00 5.00<30.50" \
+    "each change of the percent is a segment_updated event with the previous value"
+r=$(req PATCH '/segment/{slug}' /segment/ROLLOUT_P -d '{"user_percent":30.5}')
+t_check "$(members)" = "$(first "$w2")" "grown again to 30.5%: the same $w2 users as before (deterministic)"
+r=$(req PATCH '/segment/{slug}' /segment/ROLLOUT_P -d '{"user_percent":30.5}')
+t_check "$(body_of "$r" | py '(j["users_added"], j["users_removed"])')" = "(0, 0)" "the same percent again changes nothing: $r"
+r=$(req PATCH '/segment/{slug}' /segment/ROLLOUT_P -d '{"description":"Spring campaign, 2nd wave"}')
+t_check "$(body_of "$r" | py '(j["description"], j["user_percent"], j["users_added"], j["users_removed"], j["members"])')" \
+    = "('Spring campaign, 2nd wave', 30.5, 0, 0, $w2)" "a description alone moves no member: $r"
+r=$(req GET /segment /segment)
+t_check "$(body_of "$r" | py '[(s["description"], s["user_percent"]) for s in j["segments"] if s["slug"] == "ROLLOUT_P"]')" \
+    = "[('Spring campaign, 2nd wave', 30.5)]" "GET /segment lists the description"
+r=$(req PATCH '/segment/{slug}' /segment/ROLLOUT_P -d '{"user_percent":null,"description":null}')
+t_check "$(body_of "$r" | py '(j["description"], j["user_percent"], j["members"])')" = "(None, None, $w2)" "null ends the rollout and clears the description; members stay: $r"
+nu=$(curl -s -X POST "$base/user" | py 'j["user_id"]')
+t_check "$(psqlc "SELECT count(*) FROM user_segments WHERE slug = 'ROLLOUT_P' AND user_id = $nu")" = 0 "a new user no longer joins it"
+t_check "$(metric 'sluice_segments_percent_assignments_total{when="update"}')" = $((w2 - w1 + w2 - w3)) \
+    "assignments by PATCH counted"
 t_end
 
 # -------------------------------------------------------------------- TTL
@@ -389,7 +456,7 @@ t_check "$(psqlc "SELECT count(*) FROM (SELECT user_id, slug, string_agg(operati
                   WHERE user_id BETWEEN 800001 AND 800004 GROUP BY 1, 2) t WHERE ops ~ '(II|DD)' OR ops !~ '^I'")" = 0 \
     "per membership the history alternates I, D, I... (no lost or doubled change)"
 t_check "$(psqlc "SELECT (SELECT count(*) FROM segment_history WHERE user_id BETWEEN 800001 AND 800004) =
-                         (SELECT count(*) FROM outbox WHERE aggregate_id IN ('800001','800002','800003','800004'))")" = t \
+                         (SELECT count(*) FROM outbox WHERE aggregate_type = 'segment' AND aggregate_id IN ('800001','800002','800003','800004'))")" = t \
     "one outbox event per history row"
 t_check "$(grep -c 'deadlock\|ERROR' "$work/sluiced.log")" = 0 "no error logged (retries: $(metric 'sluice_segments_tx_retries_total'))"
 t_end
@@ -479,7 +546,7 @@ for u in $(grep '^200 ' "$work/load.codes" | cut -d' ' -f2); do
     [ "$(psqlc "SELECT count(*) FROM user_segments WHERE user_id = $u AND slug IN ('R1', 'R2')")" = 2 ] || missing=$((missing + 1))
 done
 t_check "$missing" = 0 "every acknowledged change is stored ($ok checked)"
-t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_id::bigint BETWEEN 600000 AND 699999")" = \
+t_check "$(psqlc "SELECT count(*) FROM outbox WHERE aggregate_type = 'segment' AND aggregate_id ~ '^6[0-9]{5}$'")" = \
     "$(psqlc "SELECT count(*) FROM user_segments WHERE user_id BETWEEN 600000 AND 699999")" "outbox rows match the memberships"
 t_end
 
@@ -647,7 +714,7 @@ sl_svc_restart postgres
 t_wait_until 20 '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$port2/readyz")" = 200 ]'
 t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port2/readyz")" = 200 "ready once the server is back"
 t_check "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port2/user")" = 201 "POST /user 201"
-t_check "$(psqlc "SELECT string_agg(version::text, ',' ORDER BY version) FROM sluice_migrations WHERE module = 'segments'")" = 1,2,3,5,6 "each migration is recorded once"
+t_check "$(psqlc "SELECT string_agg(version::text, ',' ORDER BY version) FROM sluice_migrations WHERE module = 'segments'")" = 1,2,3,4,5,6 "each migration is recorded once"
 kill -TERM "$second"
 wait "$second"
 t_check $? -eq 0 "exit 0"

@@ -32,8 +32,8 @@ else
     cat "$work/compose.err"
     t_check "$rc" -eq 0 "docker-compose config"
     t_check "$(docker-compose -f "$compose" config --services 2>/dev/null | sort | tr '\n' ' ')" = \
-        "aggregator clickhouse generator grafana jaeger kafka kafka-init outbox postgres prometheus redis segments " \
-        "services: Kafka, its topic init, PostgreSQL, Redis, ClickHouse, Prometheus, Grafana, Jaeger, one sluiced per role"
+        "aggregator clickhouse generator grafana jaeger kafka kafka-init kafka-ui outbox postgres prometheus redis segments " \
+        "services: Kafka, its topic init, its UI, PostgreSQL, Redis, ClickHouse, Prometheus, Grafana, Jaeger, one sluiced per role"
 fi
 t_end
 
@@ -211,10 +211,10 @@ t_case "the compose file publishes only what users call, on loopback, with no pa
 # UI, each bound to ${SLUICE_BIND:-127.0.0.1}; nothing of Kafka, PostgreSQL,
 # Redis, ClickHouse.
 t_check "$(q 'sorted(s for s, v in c["services"].items() if v.get("ports"))')" = \
-    "['aggregator', 'generator', 'grafana', 'jaeger', 'outbox', 'prometheus', 'segments']" "only the APIs, Grafana, Prometheus and the Jaeger UI are published"
+    "['aggregator', 'generator', 'grafana', 'jaeger', 'kafka-ui', 'outbox', 'prometheus', 'segments']" "only the APIs, Grafana, Prometheus, the Jaeger UI and the Kafka UI are published"
 t_check "$(q 'sorted({p[0] for s in c["services"].values() for p in P(s)})')" = "['127.0.0.1']" \
     "every published port is bound to 127.0.0.1 by default"
-t_check "$(grep -c 'SLUICE_BIND:-127.0.0.1' "$compose")" -ge 7 "the bind address is one variable (SLUICE_BIND)"
+t_check "$(grep -c 'SLUICE_BIND:-127.0.0.1' "$compose")" -ge 8 "the bind address is one variable (SLUICE_BIND)"
 # No password in the compose file, the role files or the image's inputs.
 t_check "$(grep -niE '(password|passwd|secret)[a-z_]*["]?[:=] *["]?[A-Za-z0-9]' "$compose" | grep -vE '_FILE|password_file|secrets/|requirepass|AUTH' | wc -l)" = 0 \
     "no password written in docker-compose.yml"
@@ -222,8 +222,8 @@ t_check "$(grep -nE '^password *=|^dsn *=.*password *=|^url *=.*://[^/@]*@|^rdka
     "no password in docker/conf/*.conf (dsn, url or password =)"
 t_check "$(grep -c '^password_file = /run/secrets/' "$SL_TOP/docker/conf/sluice.conf")" = 3 \
     "sluice.conf reads the PostgreSQL, Redis and ClickHouse passwords from compose secrets"
-t_check "$(q 'sorted(c.get("secrets", {}))')" = "['clickhouse_password', 'grafana_password', 'postgres_password', 'redis_password']" \
-    "four compose secrets"
+t_check "$(q 'sorted(c.get("secrets", {}))')" = "['clickhouse_password', 'grafana_password', 'kafka_ui_password', 'postgres_password', 'redis_password']" \
+    "five compose secrets"
 t_check "$(q 'all(v["file"].startswith(os.path.join(os.path.dirname(sys.argv[1]), "")) or "secrets" in v["file"] for v in c["secrets"].values())')" = True \
     "secrets are files in docker/secrets/"
 t_check "$(git -C "$SL_TOP" ls-files docker/secrets | wc -l)" = 0 "no secret file tracked by git"
@@ -234,6 +234,54 @@ t_check "$(q 'c["services"]["postgres"]["environment"].get("POSTGRES_PASSWORD_FI
 t_check "$(q 'c["services"]["grafana"]["environment"].get("GF_AUTH_ANONYMOUS_ENABLED")')" = false "Grafana: anonymous access off"
 t_check "$(q 'c["services"]["grafana"]["environment"].get("GF_USERS_ALLOW_SIGN_UP")')" = false "Grafana: no sign-up"
 t_check "$(q 'c["services"]["grafana"]["environment"].get("GF_SECURITY_ADMIN_PASSWORD__FILE")')" = /run/secrets/grafana_password "Grafana: admin password from the secret"
+t_end
+
+t_case "Docker: /docs served from assets in the image, a Kafka UI behind a login, the analytics topic read"
+# /docs: the segments configs name a docs_dir the Dockerfile fills with
+# every asset the module serves, from a download pinned by its checksum.
+assets=$(sed -n 's/^ *{ "\([a-z0-9.-]*\)", "[a-z]*\/[a-z]*" },$/\1/p' "$SL_TOP/modules/segments/openapi.c" | sort)
+t_check "$(echo $assets)" = "favicon-32x32.png swagger-ui-bundle.js swagger-ui.css" "the module serves three assets from docs_dir"
+for f in segments.conf sluice.conf; do
+    dir=$(sed -n 's/^docs_dir = //p' "$SL_TOP/docker/conf/$f")
+    t_check -n "$dir" "docker/conf/$f sets docs_dir ($dir)"
+    t_check "$(grep -c "mkdir -p /out$dir\b" "$df")" = 1 "the Dockerfile creates $dir in the image"
+    t_check "$(grep -c -- "-C /out$dir " "$df")" = 1 "and unpacks Swagger UI there"
+done
+for a in $assets; do
+    t_check "$(grep -c "package/$a\b" "$df")" = 1 "the Dockerfile unpacks $a"
+done
+t_check "$(grep -cE '^ARG SWAGGER_UI_SHA256=[0-9a-f]{64}$' "$df")/$(grep -c 'sha256sum -c' "$df")" = 1/1 "the download is checked against a pinned SHA-256"
+# Kafka UI: on the compose Kafka, published like the other UIs, a login
+# whose password is a compose secret.
+t_check "$(q 'c["services"]["kafka-ui"]["environment"]["KAFKA_CLUSTERS_0_BOOTSTRAPSERVERS"]')" = kafka:9092 "Kafka UI reads the compose Kafka"
+t_check "$(q 'P(c["services"]["kafka-ui"])')" = "[('127.0.0.1', 8086, 8086)]" "Kafka UI on 127.0.0.1:8086 by default (its own port inside too)"
+t_check "$(q 'c["services"]["kafka-ui"]["environment"]["AUTH_TYPE"]')" = LOGIN_FORM "Kafka UI needs a login"
+t_check "$(q '[(x["source"], x["target"]) for x in c["services"]["kafka-ui"]["secrets"]]')" = "[('kafka_ui_password', 'spring.security.user.password')]" \
+    "its password is the kafka_ui_password secret, read as a Spring property"
+t_check "$(q 'c["services"]["kafka-ui"]["environment"]["SPRING_CONFIG_IMPORT"]')" = "optional:configtree:/run/secrets/" "which Spring reads from /run/secrets"
+# The analytics topic: every aggregator config subscribes to analytics.events
+# (but not to its dead letters) and routes it to the analytics handler; the
+# topic exists wherever the config runs.
+for f in conf/sluice.conf conf/aggregator.conf docker/conf/sluice.conf docker/conf/aggregator.conf; do
+    t_check "$("$py" - "$SL_TOP/$f" <<'PY'
+import re, sys
+conf = dict(l.split(" = ", 1) for l in open(sys.argv[1]).read().splitlines() if " = " in l and not l.startswith("#"))
+def matches(pat, topic):
+    return re.search(pat, topic) is not None if pat.startswith("^") else pat == topic
+subs = [t.strip() for t in conf["topics"].split(",")]
+routes = [v for k, v in conf.items() if k.startswith("route.")]
+sub = any(matches(p, "analytics.events") for p in subs) and not any(matches(p, "analytics.events.dlq") for p in subs)
+route = [r for r in routes if matches(r.split(" -> ")[0], "analytics.events")]
+print(sub and len(route) > 0 and route[0].rstrip().endswith(", analytics"))
+PY
+)" = True "$f reads analytics.events (not its .dlq) into the analytics handler"
+done
+for f in conf/sluice.conf conf/broker.conf; do
+    t_check "$(grep -c '^embedded_topics = .*analytics.events:[0-9]' "$SL_TOP/$f")" = 1 "$f's embedded broker has analytics.events"
+done
+t_check "$(q '" ".join(c["services"]["kafka-init"]["command"])' | grep -o -- '--topic [a-z_.]*' | sort | tr '\n' ' ')" = \
+    "--topic analytics.events --topic analytics.events.dlq --topic page_views --topic segment_events " \
+    "kafka-init creates analytics.events and its dead-letter topic (the broker creates none itself)"
 t_end
 
 t_case "Prometheus: scrape configs and alert rules pass promtool"

@@ -179,6 +179,53 @@ static void test_segment(void **state)
                      AGG_R_BAD_VALUE);
 }
 
+/* The other outbox events of the segments module: a user's creation (no
+ * slug) and a segment's creation, change and deletion (user 0). */
+static void test_segment_kinds(void **state)
+{
+    static const struct {
+        const char *json, *type;
+        agg_reason want;
+    } cases[] = {
+        { "{\"user_id\":7,\"slug\":\"\",\"operation\":\"N\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          "user_created", AGG_OK },
+        { "{\"user_id\":7,\"operation\":\"N\",\"ts\":\"2025-11-30T14:00:00Z\"}", NULL, AGG_OK },
+        { "{\"user_id\":7,\"slug\":\"A\",\"operation\":\"N\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          "user_created", AGG_R_BAD_VALUE },
+        { "{\"user_id\":0,\"slug\":\"A\",\"operation\":\"C\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          "segment_created", AGG_OK },
+        { "{\"user_id\":0,\"slug\":\"A\",\"operation\":\"U\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          "segment_updated", AGG_OK },
+        { "{\"user_id\":0,\"slug\":\"A\",\"operation\":\"X\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          "segment_deleted", AGG_OK },
+        { "{\"user_id\":0,\"slug\":\"A\",\"operation\":\"X\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          "segment_created", AGG_R_BAD_VALUE },
+        { "{\"user_id\":0,\"slug\":\"\",\"operation\":\"C\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          "segment_created", AGG_R_BAD_VALUE },
+        { "{\"user_id\":0,\"slug\":\"A\",\"operation\":\"Q\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          NULL, AGG_R_BAD_VALUE },
+        { "{\"user_id\":0,\"slug\":\"A\",\"operation\":\"CC\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          NULL, AGG_R_BAD_VALUE },
+        /* another producer's header type is not ours to judge */
+        { "{\"user_id\":0,\"slug\":\"A\",\"operation\":\"C\",\"ts\":\"2025-11-30T14:00:00Z\"}",
+          "something_else", AGG_OK },
+    };
+    agg_segment e;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        agg_reason r = agg_check_segment(cases[i].json, strlen(cases[i].json), "9", cases[i].type,
+                                         &lim, &e, detail, sizeof(detail));
+        if (r != cases[i].want)
+            fail_msg("case %zu: %s -> %d (%s), want %d", i, cases[i].json, r, detail,
+                     cases[i].want);
+    }
+    assert_int_equal(agg_check_segment(cases[0].json, strlen(cases[0].json), "9", "user_created",
+                                       &lim, &e, detail, sizeof(detail)),
+                     AGG_OK);
+    assert_true(e.operation == 'N' && e.user_id == 7 && e.slug[0] == '\0');
+}
+
 static void test_dedup(void **state)
 {
     agg_dedup d;
@@ -230,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_page_view_other_rejections), cmocka_unit_test(test_page_view_paths),
         cmocka_unit_test(test_rfc3339),
         cmocka_unit_test(test_analytics),        cmocka_unit_test(test_segment),
+        cmocka_unit_test(test_segment_kinds),
         cmocka_unit_test(test_dedup),            cmocka_unit_test(test_jstr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

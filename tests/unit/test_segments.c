@@ -233,6 +233,55 @@ static void test_segment_body(void **state)
     }
 }
 
+/* PATCH /segment/{slug}: which fields change, and to what. */
+static void test_parse_patch(void **state)
+{
+    static const struct {
+        const char *json;
+        int rc, set_percent, set_description, has_description;
+        double percent;
+    } cases[] = {
+        { "{\"user_percent\": 40}", 0, 1, 0, 0, 40 },
+        { "{\"user_percent\": 12.34, \"description\": \"spring sale\"}", 0, 1, 1, 1, 12.34 },
+        { "{\"user_percent\": null}", 0, 1, 0, 0, -1 },
+        { "{\"description\": null}", 0, 0, 1, 0, -1 },
+        { "{\"description\": \"\"}", 0, 0, 1, 1, -1 },
+        { "{}", -1, 0, 0, 0, -1 },
+        { "{\"user_percent\": 101}", -1, 0, 0, 0, -1 },
+        { "{\"user_percent\": 1.234}", -1, 0, 0, 0, -1 },
+        { "{\"user_percent\": \"5\"}", -1, 0, 0, 0, -1 },
+        { "{\"description\": 5}", -1, 0, 0, 0, -1 },
+        { "{\"description\": \"a\\nb\"}", -1, 0, 0, 0, -1 },
+        { "{\"slug\": \"A\"}", -1, 0, 0, 0, -1 },
+    };
+    char why[256], longer[SEG_DESC_MAX + 40];
+    seg_patch p;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *j = cJSON_Parse(cases[i].json);
+        int rc = seg_parse_patch(j, &p, why, sizeof(why));
+        if (rc != cases[i].rc)
+            fail_msg("%s: rc %d (%s)", cases[i].json, rc, why);
+        if (rc == 0 && (p.set_percent != cases[i].set_percent ||
+                        p.set_description != cases[i].set_description ||
+                        p.has_description != cases[i].has_description ||
+                        p.percent < cases[i].percent - 1e-9 || p.percent > cases[i].percent + 1e-9))
+            fail_msg("%s: parsed as %d %d %d %g", cases[i].json, p.set_percent, p.set_description,
+                     p.has_description, p.percent);
+        cJSON_Delete(j);
+    }
+    /* SEG_DESC_MAX bytes pass, one more does not */
+    for (int extra = 0; extra <= 1; extra++) {
+        int n = snprintf(longer, sizeof(longer), "{\"description\": \"");
+        memset(longer + n, 'x', (size_t)SEG_DESC_MAX + (size_t)extra);
+        strcpy(longer + n + SEG_DESC_MAX + extra, "\"}");
+        cJSON *j = cJSON_Parse(longer);
+        assert_int_equal(seg_parse_patch(j, &p, why, sizeof(why)), extra ? -1 : 0);
+        cJSON_Delete(j);
+    }
+}
+
 static void test_period_and_reports(void **state)
 {
     char why[256], name[SEG_REPORT_NAME_MAX], bad[SEG_REPORT_NAME_MAX + 8];
@@ -376,7 +425,8 @@ int main(void)
         cmocka_unit_test(test_sha256_vectors), cmocka_unit_test(test_hmac_rfc4231),
         cmocka_unit_test(test_bucket),         cmocka_unit_test(test_slug),
         cmocka_unit_test(test_ids),            cmocka_unit_test(test_change),
-        cmocka_unit_test(test_segment_body),   cmocka_unit_test(test_period_and_reports),
+        cmocka_unit_test(test_segment_body),   cmocka_unit_test(test_parse_patch),
+        cmocka_unit_test(test_period_and_reports),
         cmocka_unit_test(test_cache_answer),   cmocka_unit_test(test_cache_expiry_and_tickets),
         cmocka_unit_test(test_cache_limits),
     };

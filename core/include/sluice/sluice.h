@@ -215,6 +215,9 @@ typedef void (*sl_route_fn)(sl_req *req, void *arg);
 #define SL_PUT 0x04
 #define SL_DELETE 0x08
 #define SL_HEAD 0x10
+/* A partial update (RFC 5789); a new bit, so no module built before it
+ * changes meaning. */
+#define SL_PATCH 0x20
 
 /*
  * Who may call a route, when the listener requires credentials ([core]
@@ -231,7 +234,7 @@ typedef void (*sl_route_fn)(sl_req *req, void *arg);
 #define SL_SCOPE_WRITE 0x3
 #define SL_SCOPE_MASK 0xf
 /* Flag for `access`: the route takes request bodies of any Content-Type.
- * Without it, a POST, PUT or DELETE with a body must say
+ * Without it, a POST, PUT, PATCH or DELETE with a body must say
  * Content-Type: application/json (else 415), so that a web page cannot
  * send one cross-site as a "simple" form or text/plain request. */
 #define SL_ROUTE_ANY_BODY 0x100
