@@ -361,6 +361,9 @@ t_case "one segment change followed end to end: request, SQL, outbox row, relay,
 # each hung on the span that caused it: the relay's produce span on the
 # transaction that wrote the outbox row (the row's traceparent column),
 # the aggregator's consume span on the produce span (the Kafka header).
+# The user and segment exist first: the traced change writes one outbox
+# row (creating them writes their own, user_created and segment_created).
+curl -s -o /dev/null -X POST -H 'Content-Type: application/json' "$base/user" -d '{"user_id": 42}'
 curl -s -o /dev/null -X POST -H 'Content-Type: application/json' "$base/segment" -d '{"slug": "FOLLOW_ME"}'
 trace=0af7651916cd43dd8448eb211c80319c
 change_traced '{"user_id": 42, "add_segments": ["FOLLOW_ME"], "ttl": 3600}'
