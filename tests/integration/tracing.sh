@@ -370,7 +370,8 @@ change_traced '{"user_id": 42, "add_segments": ["FOLLOW_ME"], "ttl": 3600}'
 chc() { clickhouse-client --host 127.0.0.1 --port "$SL_CH_TCP_PORT" "$@"; }
 t_wait_until 60 "[ \"\$(chc --query \"SELECT count() FROM segment_events WHERE user_id = 42 AND slug = 'FOLLOW_ME'\" 2>/dev/null)\" = 1 ]"
 t_check "$(chc --query "SELECT count() FROM segment_events WHERE user_id = 42 AND slug = 'FOLLOW_ME'")" = 1 "the change reached ClickHouse"
-t_wait_until 20 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"kind\"] == 5])')\" -ge 1 ]"
+# until every message sent in the trace was consumed in it
+t_wait_until 30 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"kind\"] == 5]) >= len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"kind\"] == 4]) >= 1')\" = True ]"
 # of EXPR COND: EXPR of the spans of the trace for which COND holds, a list.
 of() { py "[$1 for s in S if s['trace'] == '$trace' and ($2)]"; }
 t_check "$(of "s['parent']" "s['span'] == '$req_span'")" = "['$tp_span']" "the request span, child of the caller's"
