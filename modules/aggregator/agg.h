@@ -120,6 +120,7 @@ typedef struct agg {
     size_t nroutes;
     agg_limits lim;
     size_t max_message_bytes;
+    size_t error_raw_bytes; /* of a rejected message's value kept in processing_errors */
 
     sl_kafka_consumer *consumer;
     sl_kafka_producer *producer; /* dead letters and forwards; NULL if unused */
@@ -129,13 +130,15 @@ typedef struct agg {
     const char *dlq_template, *fwd_template;
     long long retries;
     double backoff, backoff_max;
-    size_t hold_max;
+    size_t hold_max, hold_max_bytes;
+    size_t held_bytes; /* copies queued behind retries, every partition */
     agg_dedup dedup[AGG_NHANDLERS];
     jbuf scratch;
 
     sl_ch *ch;
     int schema_ok;
     size_t batch_size, max_buffered;
+    size_t batch_bytes, max_buffered_bytes;
     double batch_interval;
     agg_batch b[2];
     agg_batch *cur, *flight;
@@ -188,28 +191,34 @@ void agg_pause_all(agg *a, unsigned reason, int on);
 size_t agg_paused_count(const agg *a);
 void agg_consume_free(agg *a);
 
-/* handlers.c: renders the row into `row` and returns AGG_OK with the
- * event's id (for de-duplication) and its minute, or a reason. */
+/* handlers.c: appends the row to `row` (nothing unless AGG_OK) and
+ * returns AGG_OK with the event's minute, or a reason.  With `dedup`, the
+ * event id's hash in it is prepared before the row is rendered (the
+ * window's memory is fetched meanwhile) and returned for
+ * agg_dedup_check_hash(). */
 typedef struct {
     agg_reason reason;
     char detail[256];
-    char id[AGG_ID_MAX + 1];
+    agg_h128 id_hash;
     int64_t minute;
 } agg_result;
-void agg_handle(agg *a, agg_handler h, const agg_msg *m, jbuf *row, agg_result *res);
-/* "kafka_topic":..,"kafka_partition":..,"kafka_offset":.. of a row. */
+void agg_handle(agg *a, agg_handler h, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
+                agg_result *res);
+/* kafka_topic, kafka_partition, kafka_offset of a row (RowBinary). */
 void agg_row_source(jbuf *row, const agg_msg *m);
 
 /* sink.c */
 int agg_sink_start(agg *a);
 void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_reason r,
                      const char *detail);
-void agg_batch_row(agg *a, agg_handler h, const jbuf *row, int64_t minute);
+/* A row was appended to a->cur->rows[h]: count it and its minute. */
+void agg_batch_row(agg *a, agg_handler h, int64_t minute);
 void agg_batch_done(agg *a, agg_part *p, int64_t offset); /* a message settled */
 void agg_sink_kick(agg *a);   /* flush if due */
 int agg_sink_idle(const agg *a);
 void agg_sink_free(agg *a);
 size_t agg_buffered(const agg *a);
+size_t agg_buffered_bytes(const agg *a); /* rows and errors of the open batch and flight */
 
 /* aggregator.c */
 void agg_drain_check(agg *a); /* stopping: done once nothing is held */

@@ -30,9 +30,18 @@ static const sl_option agg_options[] = {
       10000000, NULL },
     { "batch_interval", SL_OPT_DURATION, "1s", "write a batch when its oldest message is this old",
       0.001, 3600, NULL },
+    { "batch_bytes", SL_OPT_INT, "16777216",
+      "write a batch when its rows (and rejected messages' prefixes) reach this many bytes",
+      65536, 1073741824, NULL },
     { "max_buffered", SL_OPT_INT, "0",
       "messages accumulated while a batch is being written before every partition pauses; 0: 2 x batch_size",
       0, 100000000, NULL },
+    { "max_buffered_bytes", SL_OPT_INT, "0",
+      "bytes of rows accumulated while a batch is being written before every partition pauses; 0: 2 x batch_bytes",
+      0, 4294967296LL, NULL },
+    { "prefetch_bytes", SL_OPT_INT, "33554432",
+      "bytes of messages the Kafka client fetches ahead of processing (queued.max.messages.kbytes and fetch.max.bytes are derived from it)",
+      1048576, 1073741824, NULL },
     { "retries", SL_OPT_INT, "3", "retry middleware: attempts after the first", 0, 100, NULL },
     { "retry_backoff", SL_OPT_DURATION, "200ms",
       "retry middleware: delay before the first retry, doubled after each", 0.001, 3600, NULL },
@@ -47,14 +56,21 @@ static const sl_option agg_options[] = {
       "deadletter middleware: where failed messages go; {topic} is the source topic", 0, 0, NULL },
     { "forward_topic", SL_OPT_STRING, "{topic}.valid",
       "forward middleware: where valid events are copied; {topic} is the source topic", 0, 0, NULL },
-    { "dedup_window", SL_OPT_INT, "100000", "dedup middleware: event ids remembered per handler",
+    { "dedup_window", SL_OPT_INT, "100000",
+      "dedup middleware: event ids remembered per handler (at most 40 bytes each, whatever their length)",
       0, 100000000, NULL },
     { "hold_max", SL_OPT_INT, "10000",
       "messages queued behind one being retried before its partition pauses", 1, 10000000, NULL },
+    { "hold_max_bytes", SL_OPT_INT, "16777216",
+      "bytes of messages queued behind retries, all partitions together, before a partition adding to them pauses",
+      65536, 1073741824, NULL },
     { "max_future", SL_OPT_DURATION, "5m", "timestamps later than now plus this are rejected", 0,
       31536000, NULL },
     { "max_message_bytes", SL_OPT_INT, "1048576", "larger messages are rejected (too_large)", 1,
       1073741824, NULL },
+    { "error_raw_bytes", SL_OPT_INT, "4096",
+      "bytes of a rejected message kept in processing_errors.raw (its whole size is in raw_size)", 0,
+      1048576, NULL },
     { "query_max_span", SL_OPT_DURATION, "744h",
       "query API: the longest period a query may cover (hours=, from..to); longer is answered 400",
       3600, 315360000, NULL },
@@ -179,6 +195,7 @@ static int topic_template_check(sl_ctx *ctx, const char *key)
 static int agg_check(sl_ctx *ctx)
 {
     long long max_buffered = sl_opt_int(ctx, "max_buffered");
+    long long max_buffered_bytes = sl_opt_int(ctx, "max_buffered_bytes");
     int rc = 0;
 
     if (sl_opt_str(ctx, "group")[0] == '\0')
@@ -188,6 +205,9 @@ static int agg_check(sl_ctx *ctx)
     if (max_buffered != 0 && max_buffered < sl_opt_int(ctx, "batch_size"))
         rc = sl_fail_opt(ctx, "max_buffered", "must be 0 or at least batch_size (%lld)",
                          sl_opt_int(ctx, "batch_size"));
+    if (max_buffered_bytes != 0 && max_buffered_bytes < sl_opt_int(ctx, "batch_bytes"))
+        rc = sl_fail_opt(ctx, "max_buffered_bytes", "must be 0 or at least batch_bytes (%lld)",
+                         sl_opt_int(ctx, "batch_bytes"));
     if (agg_routes_check(ctx) != 0)
         rc = -1;
     if (topic_template_check(ctx, "deadletter_topic") != 0)
@@ -218,6 +238,10 @@ static int agg_start(sl_ctx *ctx)
     a->max_buffered = (size_t)sl_opt_int(ctx, "max_buffered");
     if (a->max_buffered == 0)
         a->max_buffered = 2 * a->batch_size;
+    a->batch_bytes = (size_t)sl_opt_int(ctx, "batch_bytes");
+    a->max_buffered_bytes = (size_t)sl_opt_int(ctx, "max_buffered_bytes");
+    if (a->max_buffered_bytes == 0)
+        a->max_buffered_bytes = 2 * a->batch_bytes;
     a->retries = sl_opt_int(ctx, "retries");
     a->backoff = sl_opt_seconds(ctx, "retry_backoff");
     a->backoff_max = sl_opt_seconds(ctx, "retry_backoff_max");
@@ -226,8 +250,10 @@ static int agg_start(sl_ctx *ctx)
     a->dlq_template = sl_opt_str(ctx, "deadletter_topic");
     a->fwd_template = sl_opt_str(ctx, "forward_topic");
     a->hold_max = (size_t)sl_opt_int(ctx, "hold_max");
+    a->hold_max_bytes = (size_t)sl_opt_int(ctx, "hold_max_bytes");
     a->lim.max_future = sl_opt_seconds(ctx, "max_future");
     a->max_message_bytes = (size_t)sl_opt_int(ctx, "max_message_bytes");
+    a->error_raw_bytes = (size_t)sl_opt_int(ctx, "error_raw_bytes");
     for (int h = 0; h < AGG_NHANDLERS; h++)
         if (agg_dedup_init(&a->dedup[h], (size_t)sl_opt_int(ctx, "dedup_window")) != 0)
             return sl_fail(ctx, "out of memory for the dedup window");

@@ -14,7 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "agg.h"
+
+/* What a prefetched message costs librdkafka besides its payload, rounded up. */
+#define AGG_PREFETCH_MSG_COST 512
 
 #define DLQ_TAG ((void *)1)
 #define FWD_TAG ((void *)2)
@@ -102,14 +106,26 @@ size_t agg_paused_count(const agg *a)
     return n;
 }
 
+/* What a held copy costs, counted against hold_max_bytes. */
+static size_t held_size(const agg_msg *m)
+{
+    return sizeof(*m) + m->len + m->keylen + strlen(m->topic);
+}
+
+static void free_held(agg *a, agg_msg *m)
+{
+    a->held_bytes -= held_size(m);
+    free(m->own);
+    free(m);
+}
+
 /* `timers` 0 once the core released the instance's timers. */
 static void drop_held(agg_part *p, int timers)
 {
     while (p->held != NULL) {
         agg_msg *m = p->held;
         p->held = m->next;
-        free(m->own);
-        free(m);
+        free_held(p->a, m);
     }
     p->held_tail = NULL;
     p->nheld = 0;
@@ -204,6 +220,17 @@ static void on_delivery(sl_kafka_producer *p, const sl_kafka_msg *msg, void *arg
 
 /* ------------------------------------------------------------- process */
 
+/* The wall clock to a few milliseconds, without the cost of a precise
+ * read per message. */
+static double wall_coarse(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_REALTIME_COARSE, &ts) != 0)
+        return sl_wall();
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void retry_fire(void *arg);
 
 static int hold(agg *a, agg_part *p, double delay)
@@ -230,24 +257,34 @@ static int process(agg *a, agg_part *p, const agg_msg *m)
         a->n.consumed[h]++;
         sl_series_add(a->s_consumed[h], 1);
     }
-    a->lim.now = sl_wall(); /* "far in the future" is relative to now */
+    a->lim.now = wall_coarse(); /* "far in the future" is relative to now */
     if (r == NULL) {
         res.reason = AGG_R_NO_ROUTE;
         snprintf(res.detail, sizeof(res.detail), "no route matches topic %s", m->topic);
     } else {
-        agg_handle(a, h, m, &a->scratch, &res);
-    }
-    if (res.reason == AGG_OK) {
-        if ((r->mw & AGG_MW_DEDUP) && agg_dedup_check(&a->dedup[h], res.id)) {
+        /* The row goes straight into the open batch: no copy. */
+        jbuf *rows = &a->cur->rows[h];
+        size_t mark = rows->len;
+        agg_dedup *dedup = (r->mw & AGG_MW_DEDUP) ? &a->dedup[h] : NULL;
+
+        agg_handle(a, h, dedup, m, rows, &res);
+        if (res.reason != AGG_OK) {
+            jb_truncate(rows, mark);
+        } else if (dedup != NULL && agg_dedup_check_hash(dedup, res.id_hash)) {
+            jb_truncate(rows, mark);
             a->n.duplicates[h]++;
             sl_series_add(a->s_dups[h], 1);
-        } else {
-            agg_batch_row(a, h, &a->scratch, res.minute);
-            a->n.valid[h]++;
-            sl_series_add(a->s_valid[h], 1);
-            if (r->mw & AGG_MW_FORWARD)
-                forward(a, m);
+            p->attempts = 0;
+            agg_batch_done(a, p, m->offset);
+            return 0;
         }
+    }
+    if (res.reason == AGG_OK) {
+        agg_batch_row(a, h, res.minute);
+        a->n.valid[h]++;
+        sl_series_add(a->s_valid[h], 1);
+        if (r->mw & AGG_MW_FORWARD)
+            forward(a, m);
         p->attempts = 0;
         agg_batch_done(a, p, m->offset);
         return 0;
@@ -341,8 +378,7 @@ static void retry_fire(void *arg)
         if (p->held == NULL)
             p->held_tail = NULL;
         p->nheld--;
-        free(m->own);
-        free(m);
+        free_held(a, m);
     }
     agg_set_pause(a, p, AGG_PAUSE_HOLD, 0);
 }
@@ -415,7 +451,10 @@ static void on_message(sl_kafka_consumer *c, const sl_kafka_msg *km, void *arg)
         p->held = copy;
     p->held_tail = copy;
     p->nheld++;
-    if (p->nheld >= a->hold_max)
+    a->held_bytes += held_size(copy);
+    /* Bounded in messages per partition and in bytes over all of them;
+     * only a partition that holds copies pauses, and its retries resume it. */
+    if (p->nheld >= a->hold_max || a->held_bytes >= a->hold_max_bytes)
         agg_set_pause(a, p, AGG_PAUSE_HOLD, 1);
 }
 
@@ -470,9 +509,11 @@ int agg_consume_start(agg *a, char *err, size_t errlen)
     props pr = { NULL, 0 };
     unsigned mw = 0;
     int rc = -1;
+    long long prefetch = sl_opt_int(a->ctx, "prefetch_bytes");
+    char kbytes[24], fetch_max[24], min_msgs[24];
 
     sl_opt_each_prefixed(a->ctx, "rdkafka.*", count_prop, &nextra);
-    pr.v = calloc(2 * nextra + 8, sizeof(*pr.v));
+    pr.v = calloc(2 * nextra + 14, sizeof(*pr.v));
     if (topics == NULL || pr.v == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -484,6 +525,20 @@ int agg_consume_start(agg *a, char *err, size_t errlen)
     pr.v[pr.n++] = "earliest";
     pr.v[pr.n++] = "fetch.wait.max.ms";
     pr.v[pr.n++] = "10";
+    /* The prefetch budget: half queued for the loop, half in one fetch
+     * response on its way.  librdkafka counts only payload against
+     * queued.max.messages.kbytes, and keeps about 400 bytes more per
+     * message (measured with 2.0.2), so the queue is also capped at one
+     * message per 512 bytes of its half: small messages cannot multiply it. */
+    snprintf(kbytes, sizeof(kbytes), "%lld", prefetch / 2 / 1024);
+    snprintf(fetch_max, sizeof(fetch_max), "%lld", prefetch / 2);
+    snprintf(min_msgs, sizeof(min_msgs), "%lld", prefetch / 2 / AGG_PREFETCH_MSG_COST);
+    pr.v[pr.n++] = "queued.max.messages.kbytes";
+    pr.v[pr.n++] = kbytes;
+    pr.v[pr.n++] = "queued.min.messages";
+    pr.v[pr.n++] = min_msgs;
+    pr.v[pr.n++] = "fetch.max.bytes";
+    pr.v[pr.n++] = fetch_max;
     sl_opt_each_prefixed(a->ctx, "rdkafka.*", add_prop, &pr);
     pr.v[pr.n++] = "enable.auto.commit";
     pr.v[pr.n++] = "false";

@@ -43,49 +43,6 @@ void jb_char(jbuf *b, char c)
     jb_put(b, &c, 1);
 }
 
-void jb_cstr(jbuf *b, const char *s)
-{
-    jb_put(b, s, strlen(s));
-}
-
-void jb_jstr(jbuf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t run = 0;
-
-    /* Worst case every byte becomes \u00XX. */
-    if (grow(b, n * 6 + 2) != 0)
-        return;
-    b->p[b->len++] = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            run++;
-            continue;
-        }
-        memcpy(b->p + b->len, s + i - run, run);
-        b->len += run;
-        run = 0;
-        b->p[b->len++] = '\\';
-        switch (c) {
-        case '"': b->p[b->len++] = '"'; break;
-        case '\\': b->p[b->len++] = '\\'; break;
-        case '\n': b->p[b->len++] = 'n'; break;
-        case '\t': b->p[b->len++] = 't'; break;
-        case '\r': b->p[b->len++] = 'r'; break;
-        default:
-            memcpy(b->p + b->len, "u00", 3);
-            b->len += 3;
-            b->p[b->len++] = hex[c >> 4];
-            b->p[b->len++] = hex[c & 0x0f];
-        }
-    }
-    memcpy(b->p + b->len, s + n - run, run);
-    b->len += run;
-    b->p[b->len++] = '"';
-    b->p[b->len] = '\0';
-}
-
 void jb_int(jbuf *b, long long v)
 {
     char tmp[24];
@@ -103,14 +60,6 @@ void jb_int(jbuf *b, long long v)
     while (n > 0)
         out[o++] = tmp[--n];
     jb_put(b, out, (size_t)o);
-}
-
-void jb_double(jbuf *b, double v)
-{
-    if (v == (double)(long long)v && v > -1e15 && v < 1e15)
-        jb_int(b, (long long)v);
-    else
-        jb_printf(b, "%.17g", v);
 }
 
 void jb_printf(jbuf *b, const char *fmt, ...)
@@ -188,6 +137,14 @@ void jb_reset(jbuf *b)
     b->oom = 0;
     if (b->p != NULL)
         b->p[0] = '\0';
+}
+
+void jb_truncate(jbuf *b, size_t len)
+{
+    if (len >= b->len || b->p == NULL)
+        return;
+    b->len = len;
+    b->p[len] = '\0';
 }
 
 void jb_free(jbuf *b)

@@ -9,6 +9,15 @@
 const char *const agg_raw_tables[AGG_NHANDLERS] = { "page_views", "analytics_events",
                                                      "segment_events" };
 
+const char *const agg_raw_columns[AGG_NHANDLERS] = {
+    "event_id, event_type, page_id, user_id, duration_s, ts, ts_ms, minute, kafka_topic, "
+    "kafka_partition, kafka_offset",
+    "id, event_type, user_id, properties, ts, ts_ms, minute, kafka_topic, kafka_partition, "
+    "kafka_offset",
+    "event_id, user_id, slug, operation, ts, ts_ms, minute, kafka_topic, kafka_partition, "
+    "kafka_offset",
+};
+
 #define SOURCE_COLUMNS "kafka_topic String, kafka_partition Int32, kafka_offset Int64"
 #define TIME_COLUMNS "ts DateTime('UTC'), ts_ms UInt16, minute DateTime('UTC')"
 
@@ -36,8 +45,15 @@ const char *const agg_schema[] = {
     "ORDER BY (slug, minute, operation)",
 
     "CREATE TABLE IF NOT EXISTS processing_errors (" SOURCE_COLUMNS ", handler String, "
-    "reason String, detail String, raw String, received_at DateTime('UTC')) "
+    "reason String, detail String, raw String, raw_size UInt64, received_at DateTime('UTC')) "
     "ENGINE = ReplacingMergeTree ORDER BY (kafka_topic, kafka_partition, kafka_offset)",
+    NULL
+};
+
+/* ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS. */
+const char *const agg_schema_upgrade[] = {
+    /* raw became a bounded prefix: the message's own size is kept apart. */
+    "ALTER TABLE processing_errors ADD COLUMN raw_size UInt64 AFTER raw",
     NULL
 };
 
@@ -83,26 +99,38 @@ int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t 
 }
 
 /* `sluiced --init-schema`: the statements start() runs, one after the
- * other; the first error ends it. */
+ * other (the creates, then the upgrades); the first error ends it. */
 typedef struct {
     sl_ctx *ctx;
-    size_t next;
+    size_t next; /* over agg_schema then agg_schema_upgrade */
 } schema_run;
+
+static size_t count(const char *const *list)
+{
+    size_t n = 0;
+    while (list[n] != NULL)
+        n++;
+    return n;
+}
 
 static void schema_step(sl_ch *ch, const sl_ch_result *res, void *arg)
 {
     schema_run *r = arg;
+    size_t ncreate = count(agg_schema);
+    const char *sql;
 
-    if (res != NULL && res->error != NULL) {
+    if (res != NULL && res->error != NULL && !(r->next > ncreate && res->code == AGG_CH_DUPLICATE_COLUMN)) {
         sl_schema_done(r->ctx, res->error);
         return;
     }
-    if (agg_schema[r->next] == NULL) {
+    sql = r->next < ncreate ? agg_schema[r->next] : agg_schema_upgrade[r->next - ncreate];
+    if (sql == NULL) {
         sl_log(r->ctx, SL_LOG_INFO, "%zu ClickHouse statements applied", r->next);
         sl_schema_done(r->ctx, NULL);
         return;
     }
-    if (sl_ch_exec(ch, agg_schema[r->next++], schema_step, r) != 0)
+    r->next++;
+    if (sl_ch_exec(ch, sql, schema_step, r) != 0)
         sl_schema_done(r->ctx, "cannot submit a statement (out of memory?)");
 }
 

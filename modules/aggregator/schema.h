@@ -16,8 +16,18 @@
 #include "agg.h"
 
 extern const char *const agg_raw_tables[AGG_NHANDLERS];
+/* The columns a raw row holds, in the order handlers.c writes them. */
+extern const char *const agg_raw_columns[AGG_NHANDLERS];
 #define AGG_ERRORS_TABLE "processing_errors"
+/* An error row's columns, in the order sink.c writes them. */
+#define AGG_ERRORS_COLUMNS                                                                        \
+    "kafka_topic, kafka_partition, kafka_offset, handler, reason, detail, raw, raw_size, "       \
+    "received_at"
+/* CREATE TABLE IF NOT EXISTS of every table, then what tables made by an
+ * earlier version lack (ADD COLUMN: "already exists", code 44, is done). */
 extern const char *const agg_schema[];
+extern const char *const agg_schema_upgrade[];
+#define AGG_CH_DUPLICATE_COLUMN 44
 
 /* INSERT INTO <aggregate> SELECT ... FROM <raw> FINAL for the given
  * minutes, with `version`, into `sql`; nothing for handlers without an

@@ -1,10 +1,11 @@
 /*
  * sink.c - batches into ClickHouse.
  *
- * Messages settle into the open batch (`cur`): valid rows per handler,
- * rejected messages, the minutes they touched and, per partition, the
- * offset to commit.  A batch closes at batch_size messages or when its
- * oldest is batch_interval old, and is written as one flight:
+ * Messages settle into the open batch (`cur`): valid rows per handler
+ * (RowBinary), rejected messages (a bounded prefix of each), the minutes
+ * they touched and, per partition, the offset to commit.  A batch closes
+ * at batch_size messages, at batch_bytes of rows, or when its oldest is
+ * batch_interval old, and is written as one flight:
  *
  *   schema (once)  ->  raw rows and errors, in parallel  ->  aggregates
  *   of the touched minutes recomputed from the collapsed raw rows  ->
@@ -19,29 +20,42 @@
  * Any failure (after the connector's own retries) keeps the flight,
  * pauses every partition and replays the whole flight after a backoff:
  * every step is idempotent, so replaying is always safe.  While a flight
- * is out the next batch fills; past max_buffered messages the partitions
- * pause, which bounds memory.
+ * is out the next batch fills; past max_buffered messages or
+ * max_buffered_bytes the partitions pause, which bounds memory.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "agg.h"
+#include "rowbin.h"
 #include "schema.h"
 
-enum { ST_SCHEMA, ST_INSERT, ST_AGGREGATE, ST_PRODUCED, ST_DONE };
+enum { ST_SCHEMA, ST_UPGRADE, ST_INSERT, ST_AGGREGATE, ST_PRODUCED, ST_DONE };
 
 #define MAX_CARRIED 8
 
 static void run_stage(agg *a);
 
-static void batch_clear(agg_batch *b)
+/* Kept for the next batch unless it grew past a batch's worth: a burst
+ * of one kind must not pin its peak for good. */
+static void buf_clear(jbuf *j, size_t keep)
 {
+    if (j->cap > keep)
+        jb_free(j);
+    else
+        jb_reset(j);
+}
+
+static void batch_clear(agg *a, agg_batch *b)
+{
+    /* Up to what the open batch may hold: catching up fills it to that
+     * every time, and fresh pages cost the kernel a clearing each. */
     for (int h = 0; h < AGG_NHANDLERS; h++) {
-        jb_reset(&b->rows[h]);
+        buf_clear(&b->rows[h], a->max_buffered_bytes);
         b->nrows[h] = 0;
         b->nmin[h] = 0;
     }
-    jb_reset(&b->errors);
+    buf_clear(&b->errors, a->max_buffered_bytes);
     b->nerrors = 0;
     b->ncommits = 0;
     b->msgs = 0;
@@ -61,6 +75,35 @@ static void batch_free(agg_batch *b)
 size_t agg_buffered(const agg *a)
 {
     return a->cur->msgs + (a->flight != NULL ? a->flight->msgs : 0);
+}
+
+static size_t batch_bytes(const agg_batch *b)
+{
+    size_t n = b->errors.len;
+
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        n += b->rows[h].len;
+    return n;
+}
+
+size_t agg_buffered_bytes(const agg *a)
+{
+    return batch_bytes(a->cur) + (a->flight != NULL ? batch_bytes(a->flight) : 0);
+}
+
+/* The open batch may take no more while a flight is out. */
+static int buffer_full(const agg *a)
+{
+    return a->cur->msgs >= a->max_buffered || batch_bytes(a->cur) >= a->max_buffered_bytes;
+}
+
+/* The open batch is full: by messages or by bytes.  Or it may take no
+ * more (max_buffered set below batch_size): fetching paused, it would
+ * otherwise wait for batch_interval. */
+static int batch_full(const agg *a)
+{
+    return a->cur->msgs >= a->batch_size || batch_bytes(a->cur) >= a->batch_bytes ||
+           buffer_full(a);
 }
 
 int agg_sink_idle(const agg *a)
@@ -125,12 +168,10 @@ static int merge_owed(agg_batch *to, agg_batch *from)
     return 0;
 }
 
-void agg_batch_row(agg *a, agg_handler h, const jbuf *row, int64_t minute)
+void agg_batch_row(agg *a, agg_handler h, int64_t minute)
 {
     agg_batch *b = a->cur;
 
-    jb_put(&b->rows[h], row->p, row->len);
-    jb_char(&b->rows[h], '\n');
     b->nrows[h]++;
     add_minute(b, h, minute);
 }
@@ -139,22 +180,16 @@ void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_re
                      const char *detail)
 {
     jbuf *e = &a->cur->errors;
+    size_t len = m->value != NULL ? m->len : 0;
 
-    jb_char(e, '{');
     agg_row_source(e, m);
-    jb_lit(e, ",\"handler\":");
-    jb_cstr(e, routed ? "\"" : "\"none");
-    if (routed)
-        jb_cstr(e, agg_handler_name(h));
-    jb_lit(e, "\",\"reason\":\"");
-    jb_cstr(e, agg_reason_name(r));
-    jb_lit(e, "\",\"detail\":");
-    jb_jstr(e, detail, strlen(detail));
-    jb_lit(e, ",\"raw\":");
-    jb_jstr(e, m->value != NULL ? m->value : "", m->value != NULL ? m->len : 0);
-    jb_lit(e, ",\"received_at\":\"");
-    jb_datetime(e, (int64_t)sl_wall());
-    jb_lit(e, "\"}\n");
+    rb_cstr(e, routed ? agg_handler_name(h) : "none");
+    rb_cstr(e, agg_reason_name(r));
+    rb_cstr(e, detail);
+    /* A prefix: a flood of huge junk costs its count, not its bytes. */
+    rb_str(e, len != 0 ? m->value : "", len < a->error_raw_bytes ? len : a->error_raw_bytes);
+    rb_u64(e, len);
+    rb_datetime(e, (int64_t)sl_wall());
     a->cur->nerrors++;
 }
 
@@ -188,7 +223,7 @@ static void start_flight(agg *a)
 void agg_sink_kick(agg *a)
 {
     if (a->flight == NULL && a->cur->msgs > 0 && !a->sink_down &&
-        (a->cur->msgs >= a->batch_size || a->stopping ||
+        (batch_full(a) || a->stopping ||
          sl_now() - a->cur->opened >= a->batch_interval))
         start_flight(a);
 }
@@ -199,11 +234,11 @@ void agg_batch_done(agg *a, agg_part *p, int64_t offset)
         a->cur->opened = sl_now();
     if (p != NULL)
         p->pending = offset + 1;
-    if (a->cur->msgs >= a->batch_size)
+    if (batch_full(a))
         agg_sink_kick(a);
     /* A flight is out (or failing) and the next batch is full: stop
      * fetching until it lands. */
-    if (a->cur->msgs >= a->max_buffered)
+    if (buffer_full(a))
         agg_pause_all(a, AGG_PAUSE_SINK, 1);
 }
 
@@ -280,7 +315,7 @@ static void commit(agg *a, agg_batch *b)
  * flight, or the flight landed.  Not while ClickHouse is failing. */
 static void resume_if_room(agg *a)
 {
-    if (!a->sink_down && a->cur->msgs < a->max_buffered)
+    if (!a->sink_down && !buffer_full(a))
         agg_pause_all(a, AGG_PAUSE_SINK, 0);
 }
 
@@ -303,12 +338,12 @@ static void flight_done(agg *a)
     a->last_flush_at = sl_wall();
     a->last_flush_rows = rows;
     a->last_flush_latency = latency;
-    batch_clear(b);
+    batch_clear(a, b);
     a->flight = NULL;
     a->sink_down = 0;
     a->sink_backoff = a->sink_backoff_base;
     resume_if_room(a);
-    if (a->cur->msgs >= a->batch_size || a->stopping)
+    if (batch_full(a) || a->stopping)
         agg_sink_kick(a);
     if (a->stopping)
         agg_drain_check(a);
@@ -320,9 +355,11 @@ static void stage_done(agg *a)
         flight_failed(a);
         return;
     }
-    if (a->stage == ST_SCHEMA)
+    if (a->stage == ST_UPGRADE)
         a->schema_ok = 1;
-    if (a->stage == ST_INSERT && a->cur->msgs >= a->batch_size / 2 && !a->stopping &&
+    if (a->stage == ST_INSERT &&
+        (a->cur->msgs >= a->batch_size / 2 || batch_bytes(a->cur) >= a->batch_bytes / 2) &&
+        !a->stopping &&
         a->carried < MAX_CARRIED && merge_owed(&a->carry, a->flight) == 0) {
         /* Behind: let the next flight recompute and commit for this one. */
         agg_batch *b = a->flight;
@@ -332,7 +369,7 @@ static void stage_done(agg *a)
         a->n.rows_written += rows;
         sl_series_observe(sl_series_of(a->m_batch), (double)b->msgs);
         a->carried++;
-        batch_clear(b);
+        batch_clear(a, b);
         a->flight = NULL;
         start_flight(a);
         /* The full batch that paused fetching is the flight now: without
@@ -353,7 +390,7 @@ static void on_result(sl_ch *ch, const sl_ch_result *res, void *arg)
     agg *a = arg;
 
     (void)ch;
-    if (res->error != NULL) {
+    if (res->error != NULL && !(a->stage == ST_UPGRADE && res->code == AGG_CH_DUPLICATE_COLUMN)) {
         a->stage_failed = 1;
         snprintf(a->last_error, sizeof(a->last_error), "%s", res->error);
         /* Unknown table (60) or column (16): somebody dropped a table;
@@ -400,6 +437,10 @@ static void run_stage(agg *a)
         for (size_t i = 0; agg_schema[i] != NULL; i++)
             submit(a, sl_ch_exec(a->ch, agg_schema[i], on_result, a));
         break;
+    case ST_UPGRADE:
+        for (size_t i = 0; agg_schema_upgrade[i] != NULL; i++)
+            submit(a, sl_ch_exec(a->ch, agg_schema_upgrade[i], on_result, a));
+        break;
     case ST_INSERT:
         for (int h = 0; h < AGG_NHANDLERS; h++) {
             if (b->nrows[h] == 0)
@@ -409,13 +450,17 @@ static void run_stage(agg *a)
                 snprintf(a->last_error, sizeof(a->last_error), "out of memory building rows");
                 continue;
             }
-            submit(a, sl_ch_insert(a->ch, agg_raw_tables[h], b->rows[h].p, b->rows[h].len,
-                                   on_result, a));
+            /* Not copied: the flight keeps its rows until it landed. */
+            submit(a, sl_ch_insert_rows(a->ch, agg_raw_tables[h], agg_raw_columns[h],
+                                        "RowBinary", b->rows[h].p, b->rows[h].len, on_result,
+                                        a));
         }
         if (b->nerrors > 0)
             submit(a, b->errors.oom ? -1
-                                    : sl_ch_insert(a->ch, AGG_ERRORS_TABLE, b->errors.p,
-                                                   b->errors.len, on_result, a));
+                                    : sl_ch_insert_rows(a->ch, AGG_ERRORS_TABLE,
+                                                        AGG_ERRORS_COLUMNS, "RowBinary",
+                                                        b->errors.p, b->errors.len, on_result,
+                                                        a));
         break;
     case ST_AGGREGATE: {
         /* One version for the whole flight: microseconds of the wall

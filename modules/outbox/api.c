@@ -85,7 +85,7 @@ static void serve_status(sl_req *req, void *arg)
         return sl_reply_error(req, 500, "out of memory");
     c->o = o;
     c->req = req;
-    if (sl_pg_query(o->pg, o->sql[OB_SQL_PARKED], 0, NULL, on_parked, c) != 0) {
+    if (sl_pg_exec(o->pg, o->stmt[OB_SQL_PARKED], 0, NULL, on_parked, c) != 0) {
         free(c);
         sl_reply_error(req, 500, "cannot query the outbox table");
     }
@@ -134,11 +134,11 @@ static void serve_retry(sl_req *req, void *arg)
     c->req = req;
     c->targeted = id != NULL || agg != NULL;
     if (id != NULL)
-        rc = sl_pg_query(o->pg, o->sql[OB_SQL_RETRY_ONE], 1, &id, on_retried, c);
+        rc = sl_pg_exec(o->pg, o->stmt[OB_SQL_RETRY_ONE], 1, &id, on_retried, c);
     else if (agg != NULL)
-        rc = sl_pg_query(o->pg, o->sql[OB_SQL_RETRY_AGG], 1, &agg, on_retried, c);
+        rc = sl_pg_exec(o->pg, o->stmt[OB_SQL_RETRY_AGG], 1, &agg, on_retried, c);
     else
-        rc = sl_pg_query(o->pg, o->sql[OB_SQL_RETRY], 0, NULL, on_retried, c);
+        rc = sl_pg_exec(o->pg, o->stmt[OB_SQL_RETRY], 0, NULL, on_retried, c);
     if (rc != 0) {
         free(c);
         sl_reply_error(req, 500, "cannot query the outbox table");
@@ -161,6 +161,18 @@ static int route(ob *o, unsigned methods, const char *what, sl_route_fn fn)
 
 int ob_api_start(ob *o)
 {
+    /* Each request runs one of these: prepared like the relay's own. */
+    static const struct {
+        ob_sql which;
+        const char *name;
+    } sql[] = { { OB_SQL_PARKED, "outbox_parked" }, { OB_SQL_RETRY, "outbox_retry" },
+                { OB_SQL_RETRY_ONE, "outbox_retry_one" }, { OB_SQL_RETRY_AGG, "outbox_retry_agg" } };
+
+    for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
+        o->stmt[sql[i].which] = sl_pg_prepare(o->pg, sql[i].name, o->sql[sql[i].which]);
+        if (o->stmt[sql[i].which] == NULL)
+            return sl_fail(o->ctx, "cannot prepare %s", sql[i].name);
+    }
     if (route(o, SL_GET, "status", serve_status) != 0 || route(o, SL_POST, "retry", serve_retry) != 0)
         return sl_fail(o->ctx, "cannot register routes");
     return 0;

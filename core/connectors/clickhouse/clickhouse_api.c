@@ -88,16 +88,41 @@ char *ch_make_url(const sl_ch *ch, const char *extra)
 
 /* ------------------------------------------------------------ the API */
 
-static char *insert_url(sl_ch *ch, const char *table)
+/* 1 when `s` is a list of identifiers separated by commas and blanks. */
+static int valid_columns(const char *s)
+{
+    int want_name = 1;
+
+    for (; *s != '\0'; s++) {
+        if (*s == ' ')
+            continue;
+        if (*s == ',' && !want_name) {
+            want_name = 1;
+            continue;
+        }
+        if (!(isalpha((unsigned char)*s) || *s == '_'))
+            return 0;
+        while (isalnum((unsigned char)s[1]) || s[1] == '_')
+            s++;
+        if (!want_name)
+            return 0;
+        want_name = 0;
+    }
+    return !want_name;
+}
+
+/* The url of INSERT INTO `table` [(columns)] FORMAT `format`; the names
+ * were checked by the caller.  NULL when out of memory. */
+static char *insert_url(sl_ch *ch, const char *table, const char *columns, const char *format)
 {
     char *sql, *enc, *url;
     const char *dot = strchr(table, '.');
+    int tlen = dot != NULL ? (int)(dot - table) : (int)strlen(table);
 
-    if (dot != NULL)
-        sql = ch_str_printf("INSERT INTO `%.*s`.`%s` FORMAT JSONEachRow", (int)(dot - table),
-                            table, dot + 1);
-    else
-        sql = ch_str_printf("INSERT INTO `%s` FORMAT JSONEachRow", table);
+    sql = ch_str_printf("INSERT INTO `%.*s`%s%s%s%s%s%s FORMAT %s", tlen, table,
+                        dot != NULL ? ".`" : "", dot != NULL ? dot + 1 : "", dot != NULL ? "`" : "",
+                        columns != NULL ? " (" : "", columns != NULL ? columns : "",
+                        columns != NULL ? ")" : "", format);
     if (sql == NULL)
         return NULL;
     enc = url_encode(sql);
@@ -125,7 +150,20 @@ SL_API int sl_ch_insert(sl_ch *ch, const char *table, const char *rows, size_t l
         return -1;
     memcpy(copy, rows, len);
     copy[len] = '\0';
-    return ch_submit(ch, K_INSERT, insert_url(ch, table), copy, len, fn, arg, 0, 0);
+    return ch_submit(ch, K_INSERT, insert_url(ch, table, NULL, "JSONEachRow"), copy, len, fn,
+                     arg, 0, 0);
+}
+
+SL_API int sl_ch_insert_rows(sl_ch *ch, const char *table, const char *columns,
+                             const char *format, const void *rows, size_t len, sl_ch_fn fn,
+                             void *arg)
+{
+    if (ch == NULL || ch->life.freeing || fn == NULL || !sl_ch_valid_table(table) ||
+        (columns != NULL && !valid_columns(columns)) || format == NULL ||
+        strchr(format, '.') != NULL || !sl_ch_valid_table(format))
+        return -1;
+    return ch_submit_borrowed(ch, K_INSERT, insert_url(ch, table, columns, format), rows, len, fn,
+                              arg);
 }
 
 struct sl_ch_batch {
@@ -208,7 +246,8 @@ SL_API int sl_ch_insert_batch(sl_ch *ch, const char *table, sl_ch_batch *b, sl_c
     body = b->buf;
     len = b->len;
     free(b);
-    return ch_submit(ch, K_INSERT, insert_url(ch, table), body, len, fn, arg, 0, 0);
+    return ch_submit(ch, K_INSERT, insert_url(ch, table, NULL, "JSONEachRow"), body, len, fn,
+                     arg, 0, 0);
 }
 
 /* The statement without trailing blanks and semicolons, then `suffix`. */

@@ -40,7 +40,8 @@ struct req {
     req_kind kind;
     CURL *easy;
     char *url;
-    char *body;           /* owned; sent as is on every attempt */
+    char *body;           /* owned (NULL when borrowed) */
+    const char *send;     /* sent as is on every attempt: body, or borrowed */
     size_t body_len;
     sl_ch_fn fn;
     void *arg;
@@ -92,6 +93,10 @@ void ch_unlink_req(sl_ch *ch, req *q);
  * (sl_ch_query_limited), not attempted again once ClickHouse answered. */
 int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn,
               void *arg, size_t max_answer, int caller);
+/* Like ch_submit() for an insert, with a body the caller keeps valid until
+ * `fn` ran or the request was cancelled; takes ownership of url only. */
+int ch_submit_borrowed(sl_ch *ch, req_kind kind, char *url, const char *body, size_t len,
+                       sl_ch_fn fn, void *arg);
 /* The /ping timer's callback, and arming it (not while the handle frees). */
 void ch_on_ping_timer(evutil_socket_t fd, short what, void *arg);
 void ch_schedule_ping(sl_ch *ch, double delay);

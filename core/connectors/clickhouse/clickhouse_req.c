@@ -364,8 +364,10 @@ static void on_done(CURL *easy, CURLcode rc, void *arg)
     sl_conn_leave(&ch->life);
 }
 
-/* A request with its own easy handle; NULL when out of memory. */
-static req *req_new(sl_ch *ch, req_kind kind, char *url, char *body, size_t body_len)
+/* A request with its own easy handle, owning `body` unless it is NULL (then
+ * `send` is borrowed); NULL when out of memory. */
+static req *req_new(sl_ch *ch, req_kind kind, char *url, char *body, const char *send,
+                    size_t body_len)
 {
     req *q = calloc(1, sizeof(*q));
 
@@ -376,6 +378,7 @@ static req *req_new(sl_ch *ch, req_kind kind, char *url, char *body, size_t body
     q->max_answer = MAX_RESPONSE;
     q->url = url;
     q->body = body;
+    q->send = send != NULL ? send : "";
     q->body_len = body_len;
     q->easy = curl_easy_init();
     q->retry_timer = evtimer_new(sl_base, on_retry, q);
@@ -399,7 +402,7 @@ static req *req_new(sl_ch *ch, req_kind kind, char *url, char *body, size_t body
         curl_easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, (long)(t * 1000));
     } else {
         curl_easy_setopt(q->easy, CURLOPT_POST, 1L);
-        curl_easy_setopt(q->easy, CURLOPT_POSTFIELDS, body != NULL ? body : "");
+        curl_easy_setopt(q->easy, CURLOPT_POSTFIELDS, q->send);
         curl_easy_setopt(q->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
         curl_easy_setopt(q->easy, CURLOPT_TIMEOUT_MS, (long)(ch->timeout * 1000));
     }
@@ -413,9 +416,9 @@ static req *req_new(sl_ch *ch, req_kind kind, char *url, char *body, size_t body
     return q;
 }
 
-/* Takes ownership of url and body in every case. */
-int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn,
-              void *arg, size_t max_answer, int caller)
+/* Owns url and body (NULL for a borrowed body) in every case; sends `send`. */
+static int submit(sl_ch *ch, req_kind kind, char *url, char *body, const char *send, size_t len,
+                  sl_ch_fn fn, void *arg, size_t max_answer, int caller)
 {
     req *q;
 
@@ -424,7 +427,7 @@ int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch
         free(body);
         return -1;
     }
-    q = req_new(ch, kind, url, body, len);
+    q = req_new(ch, kind, url, body, send, len);
     if (q == NULL) {
         free(url);
         free(body);
@@ -449,6 +452,19 @@ int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch
     return 0;
 }
 
+/* Takes ownership of url and body in every case. */
+int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn,
+              void *arg, size_t max_answer, int caller)
+{
+    return submit(ch, kind, url, body, body, len, fn, arg, max_answer, caller);
+}
+
+int ch_submit_borrowed(sl_ch *ch, req_kind kind, char *url, const char *body, size_t len,
+                       sl_ch_fn fn, void *arg)
+{
+    return submit(ch, kind, url, NULL, body, len, fn, arg, 0, 0);
+}
+
 /* ---------------------------------------------------------------- ping */
 
 void ch_on_ping_timer(evutil_socket_t fd, short what, void *arg)
@@ -463,7 +479,7 @@ void ch_on_ping_timer(evutil_socket_t fd, short what, void *arg)
         return;
     sl_conn_enter(&ch->life);
     url = ch_str_printf("%sping", ch->base);
-    q = url != NULL ? req_new(ch, K_PING, url, NULL, 0) : NULL;
+    q = url != NULL ? req_new(ch, K_PING, url, NULL, NULL, 0) : NULL;
     if (q == NULL) {
         free(url);
         ch_schedule_ping(ch, ch->ping_interval);
