@@ -48,8 +48,12 @@
               0,                                                                                  \
               0,                                                                                  \
               NULL },                                                                             \
+    { "tls_key", SL_OPT_STRING, "", "PEM private key of tls_cert", 0, 0, NULL },                \
     {                                                                                             \
-        "tls_key", SL_OPT_STRING, "", "PEM private key of tls_cert", 0, 0, NULL                   \
+        "access_log", SL_OPT_STRING, "off",                                                       \
+        "one line per request answered on these listeners, in [core] log_format: off, stderr, "   \
+        "or a file (relative to the config file's directory), opened again on SIGHUP",            \
+        0, 0, NULL                                                                                \
     }
 
 static const sl_option core_options[] = {

@@ -35,6 +35,7 @@ typedef struct {
     sl_listener **listeners;
     size_t nlisteners;
     sl_tls *tls; /* of its own listeners, loaded when the generation is built */
+    sl_access_log *alog; /* of its own listeners, opened then too */
 } spec;
 
 typedef struct {
@@ -45,6 +46,7 @@ typedef struct {
     sl_listener **listeners;
     size_t nlisteners;
     sl_tls *tls;       /* of the [core] listeners */
+    sl_access_log *alog;
     sl_tokens *tokens; /* from [core] tokens_file, or NULL */
     spec *specs;
     size_t nspecs;
@@ -66,6 +68,7 @@ static void cycle_free(cycle *c)
         sl_listener_put(c->listeners[i]);
     free(c->listeners);
     sl_tls_put(c->tls);
+    sl_access_log_put(c->alog);
     sl_tokens_free(c->tokens);
     for (size_t i = 0; i < c->nspecs; i++) {
         spec *s = &c->specs[i];
@@ -77,6 +80,7 @@ static void cycle_free(cycle *c)
             sl_listener_put(s->listeners[j]);
         free(s->listeners);
         sl_tls_put(s->tls);
+        sl_access_log_put(s->alog);
     }
     free(c->specs);
     free(c->modules_dir);
@@ -177,14 +181,35 @@ static void load_tls(const char *cert, const char *key, const char *file, int li
     free(k);
 }
 
+/* Opens an access log named relative to the config file's directory
+ * ("off" and "stderr" are not paths). */
+static void open_access_log(const char *where, const char *file, int line, sl_access_log **alog,
+                            sl_errors *errs)
+{
+    int named = strcmp(where, "off") != 0 && strcmp(where, "stderr") != 0 && where[0] != '\0';
+    char *path = named ? resolve_dir(file, where) : strdup(where);
+    char err[512];
+
+    if (path == NULL) {
+        sl_errors_add(errs, file, line, "out of memory");
+        return;
+    }
+    *alog = sl_access_log_open(path, err, sizeof(err));
+    if (*alog == NULL && err[0] != '\0')
+        sl_errors_add(errs, file, line, "access_log: %s", err);
+    free(path);
+}
+
 /*
- * Checks the listener settings of a section (`opts`, [core] or a module's)
- * and loads its TLS certificate into `*tls`.  Secure by default: a listen
+ * Checks the listener settings of a section (`opts`, [core] or a module's),
+ * loads its TLS certificate into `*tls` and opens its access log into
+ * `*alog`.  Secure by default: a listen
  * address off loopback needs credentials ([core] tokens_file) or an
  * explicit allow_anonymous, like Redis's protected mode.
  */
 static int check_listen(const sl_optset *opts, int have_tokens, const char *file, int line,
-                        const char *label, sl_tls **tls, sl_errors *errs)
+                        const char *label, sl_tls **tls, sl_access_log **alog,
+                        sl_errors *errs)
 {
     const sl_optval *listen = sl_optset_get(opts, "listen");
     const char *cert = sl_optset_get(opts, "tls_cert")->raw;
@@ -212,13 +237,15 @@ static int check_listen(const sl_optset *opts, int have_tokens, const char *file
                       "%s tls_cert and tls_key go together", label);
     else if (cert[0] != '\0')
         load_tls(cert, key, file, line_of(opts, "tls_cert", line), tls, errs);
+    open_access_log(sl_optset_get(opts, "access_log")->raw, file, line_of(opts, "access_log", line),
+                    alog, errs);
     return errs->n > before ? -1 : 0;
 }
 
 /* The options that configure a listener: two sections naming the same
  * address must agree on them. */
 static const char *const listen_keys[] = { "allow_anonymous", "allowed_hosts", "max_connections",
-                                           "tls_cert", "tls_key" };
+                                           "tls_cert", "tls_key", "access_log" };
 
 static int same_listen_settings(const sl_optset *a, const sl_optset *b)
 {
@@ -252,7 +279,8 @@ static void check_shared_listeners(const cycle *c, const char *file, sl_errors *
             !same_listen_settings(a, core))
             sl_errors_add(errs, file, line_of(a, "listen", 0),
                           "[module %s] listens on %s like [core] with other listener settings "
-                          "(allow_anonymous, allowed_hosts, max_connections, tls_cert, tls_key)",
+                          "(allow_anonymous, allowed_hosts, max_connections, tls_cert, tls_key, "
+                          "access_log)",
                           c->specs[i].dso->mod->name, addr);
         for (size_t j = i + 1; j < c->nspecs; j++)
             if (lists_share(sl_optset_get(a, "listen"), sl_optset_get(&c->specs[j].opts, "listen"),
@@ -345,7 +373,7 @@ static int build_module(cycle *c, const sl_conf *conf, const sl_conf_section *se
     checked = check_module(s, conf->file, sec, errs);
     label = sl_section_label(sec);
     if (check_listen(&s->opts, c->tokens != NULL, conf->file, sec->line,
-                     label != NULL ? label : "[module]", &s->tls, errs) != 0)
+                     label != NULL ? label : "[module]", &s->tls, &s->alog, errs) != 0)
         checked = -1;
     free(label);
     if (bind)
@@ -434,7 +462,7 @@ static cycle *build(const char *path, int bind, sl_errors *errs)
 
     load_tokens(c, path, errs);
     check_listen(&c->sections[core_at], c->tokens != NULL, conf->file, core_line, "[core]", &c->tls,
-                 errs);
+                 &c->alog, errs);
     c->modules_dir = resolve_dir(path, sl_optset_get(&c->sections[core_at], "modules_dir")->raw);
     if (c->modules_dir == NULL) {
         sl_errors_add(errs, path, 0, "out of memory");
@@ -496,7 +524,7 @@ const sl_optset *sl_cycle_section(const char *name)
 /* ------------------------------------------------------------- applying */
 
 static void configure_listeners(sl_listener *const *ls, size_t n, const sl_optset *opts,
-                                sl_tls *tls)
+                                sl_tls *tls, sl_access_log *alog)
 {
     const sl_optval *hosts = sl_optset_get(opts, "allowed_hosts");
     sl_listen_settings ls_set = {
@@ -505,6 +533,7 @@ static void configure_listeners(sl_listener *const *ls, size_t n, const sl_optse
         .allowed_hosts = hosts->list,
         .nallowed_hosts = hosts->nlist,
         .tls = tls,
+        .access_log = alog,
     };
 
     for (size_t i = 0; i < n; i++)
@@ -530,10 +559,10 @@ static void apply_core_settings(const cycle *c)
     apply_log_settings(core);
     sl_http_configure(&hs);
     sl_listeners_set_core(c->listeners, c->nlisteners);
-    configure_listeners(c->listeners, c->nlisteners, core, c->tls);
+    configure_listeners(c->listeners, c->nlisteners, core, c->tls, c->alog);
     for (size_t i = 0; i < c->nspecs; i++)
         configure_listeners(c->specs[i].listeners, c->specs[i].nlisteners, &c->specs[i].opts,
-                            c->specs[i].tls);
+                            c->specs[i].tls, c->specs[i].alog);
     if (c->tokens != NULL)
         sl_log_core(SL_LOG_INFO, "core", "%zu bearer tokens loaded", sl_tokens_count(c->tokens));
     sl_trace_configure(sl_cycle_section("tracing"));

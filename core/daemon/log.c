@@ -41,8 +41,12 @@ int sl_log_format_parse(const char *s)
     return -1;
 }
 
-/* Appends `s` to buf as the inside of a JSON string; returns the new length. */
-static size_t json_escape(char *buf, size_t len, size_t cap, const char *s)
+int sl_log_json(void)
+{
+    return log_format == SL_LOG_JSON;
+}
+
+size_t sl_log_json_escape(char *buf, size_t len, size_t cap, const char *s)
 {
     for (; *s && len + 7 < cap; s++) {
         unsigned char c = (unsigned char)*s;
@@ -58,12 +62,22 @@ static size_t json_escape(char *buf, size_t len, size_t cap, const char *s)
     return len;
 }
 
+void sl_log_time(double wall, char ts[32])
+{
+    time_t sec = (time_t)wall;
+    struct tm tm;
+    size_t len;
+
+    gmtime_r(&sec, &tm);
+    len = strftime(ts, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + len, 32 - len, ".%03dZ", (int)((wall - (double)sec) * 1000) % 1000);
+}
+
 void sl_log_v(sl_log_level level, const char *who, const char *fmt, va_list ap)
 {
     char raw[4096], msg[4096], line[8192], ts[32], trace_id[33] = "";
     const char *request_id = sl_trace_cur.request_id;
     struct timespec now;
-    struct tm tm;
     size_t len;
 
     /* A request that asked for X-Log-Level: debug logs everything, for its
@@ -73,23 +87,22 @@ void sl_log_v(sl_log_level level, const char *who, const char *fmt, va_list ap)
     if (sl_trace_cur.traced)
         sl_tp_hex(sl_trace_cur.tp.trace_id, 16, trace_id);
     clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    len = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + len, sizeof(ts) - len, ".%03ldZ", now.tv_nsec / 1000000);
+    sl_log_time((double)now.tv_sec + (double)now.tv_nsec / 1e9, ts);
     vsnprintf(raw, sizeof(raw), fmt, ap);
     /* Whatever a message quotes (a url, a dsn, a library's text), no
      * password reaches the log. */
     sl_redact(raw, msg, sizeof(msg));
+    sl_trace_log_event(level_names[level], who, msg);
 
     if (log_format == SL_LOG_JSON) {
         len = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"module\":\"",
                                ts, level_names[level]);
-        len = json_escape(line, len, sizeof(line), who);
+        len = sl_log_json_escape(line, len, sizeof(line), who);
         len += (size_t)snprintf(line + len, sizeof(line) - len, "\",\"msg\":\"");
-        len = json_escape(line, len, sizeof(line), msg);
+        len = sl_log_json_escape(line, len, sizeof(line), msg);
         if (request_id[0] != '\0') {
             len += (size_t)snprintf(line + len, sizeof(line) - len, "\",\"request_id\":\"");
-            len = json_escape(line, len, sizeof(line), request_id);
+            len = sl_log_json_escape(line, len, sizeof(line), request_id);
         }
         if (trace_id[0] != '\0')
             len += (size_t)snprintf(line + len, sizeof(line) - len, "\",\"trace_id\":\"%s",

@@ -16,7 +16,8 @@
  * (404, 405), cross-site marks on anything but GET (403), the bearer token
  * against the route's scope (401, 403), the caller's rate (429), the body's
  * Content-Type (415) and size (413).  Every answer carries the request's
- * id, and every refusal is logged with it.
+ * id, and every refusal is logged with it.  Every answer, served or
+ * refused, is a line of the listener's access log (access_log.h).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -79,6 +80,9 @@ struct sl_req {
     char id[SL_REQUEST_ID_SIZE];
     char caller[72]; /* a token name is at most 64 characters */
     sl_http_trace trace;
+    sl_access_log *alog; /* the listener's when it arrived, referenced */
+    double wall;         /* when it arrived */
+    size_t bytes;        /* of the answer's body so far */
 };
 
 static sl_listener *listeners;
@@ -131,6 +135,7 @@ void sl_http_metrics_free(void)
 
 static void req_free(sl_req *req)
 {
+    sl_access_log_put(req->alog);
     sl_params_free(&req->params);
     if (req->query_parsed)
         evhttp_clear_headers(&req->query);
@@ -152,10 +157,49 @@ static void account(sl_req *req)
                       sl_now() - req->started);
 }
 
+static const char *peer_of(struct evhttp_request *ev);
+
+/* One line of the access log, when the listener has one: `e` with the
+ * client, method, trace id and token filled in here. */
+static void access_line(sl_access_log *alog, struct evhttp_request *ev, sl_access_entry *e,
+                        const sl_trace_ctx *trace)
+{
+    char trace_id[33] = "";
+
+    if (alog == NULL)
+        return;
+    if (trace != NULL && trace->traced)
+        sl_tp_hex(trace->tp.trace_id, 16, trace_id);
+    e->client = peer_of(ev);
+    switch (evhttp_request_get_command(ev)) {
+    case EVHTTP_REQ_GET: e->method = "GET"; break;
+    case EVHTTP_REQ_POST: e->method = "POST"; break;
+    case EVHTTP_REQ_PUT: e->method = "PUT"; break;
+    case EVHTTP_REQ_DELETE: e->method = "DELETE"; break;
+    case EVHTTP_REQ_HEAD: e->method = "HEAD"; break;
+    default: e->method = "-"; break;
+    }
+    e->trace_id = trace_id;
+    if (settings.tokens == NULL)
+        e->token = NULL; /* auth off: no caller to name */
+    sl_access_log_write(alog, e);
+}
+
 /* The request is answered: forget it. */
 static void req_done(sl_req *req)
 {
     account(req);
+    access_line(req->alog, req->ev,
+                &(sl_access_entry){ .ts = req->wall,
+                                    .path = req->path,
+                                    .status = req->status,
+                                    .bytes = req->bytes,
+                                    .duration = sl_now() - req->started,
+                                    .module = req->module,
+                                    .route = req->pattern,
+                                    .request_id = req->id,
+                                    .token = req->caller },
+                &req->trace.ctx);
     sl_http_trace_end(&req->trace, req->status);
     if (req->res != NULL)
         sl_untrack(req->ctx, req->res);
@@ -196,6 +240,7 @@ static void send_body(sl_req *req, int status, const char *ctype, const void *bo
     if (evhttp_request_get_connection(req->ev) != NULL)
         watch_reply(req->ev);
     req->status = status;
+    req->bytes += len;
     if (ctype != NULL)
         evhttp_add_header(out, "Content-Type", ctype);
     if (evhttp_request_get_command(req->ev) == EVHTTP_REQ_HEAD) {
@@ -276,8 +321,10 @@ SL_API void sl_reply_error(sl_req *req, int status, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Answers outside of a sl_req: refusals at the edge, 404, 405 and friends. */
-static void plain_error(struct evhttp_request *ev, const char *id, int status, const char *msg)
+/* Answers outside of a sl_req: refusals at the edge, 404, 405 and friends.
+ * Returns the answer's status and body size. */
+static int plain_error(struct evhttp_request *ev, const char *id, int status, const char *msg,
+                       size_t *bytes)
 {
     static const char oom[] = "{\"error\":\"out of memory\"}";
     sl_req req = { .ev = ev };
@@ -285,10 +332,12 @@ static void plain_error(struct evhttp_request *ev, const char *id, int status, c
 
     if (text == NULL) {
         send_body(&req, 500, "application/json", oom, sizeof(oom) - 1);
-        return;
+    } else {
+        send_body(&req, status, "application/json", text, strlen(text));
+        free(text);
     }
-    send_body(&req, status, "application/json", text, strlen(text));
-    free(text);
+    *bytes = req.bytes;
+    return req.status;
 }
 
 SL_API void sl_reply_header(sl_req *req, const char *name, const char *value)
@@ -340,6 +389,7 @@ SL_API void sl_reply_chunk(sl_req *req, const void *data, size_t len)
         /* Nothing sensible can follow a lost chunk: end the stream short. */
         req->gone = 1;
     } else {
+        req->bytes += len;
         evhttp_send_reply_chunk_with_cb(req->ev, buf, chunk_written, req);
     }
     if (buf != NULL)
@@ -530,6 +580,7 @@ typedef struct {
     const char *pattern;
     char id[SL_REQUEST_ID_SIZE];
     char caller[72];
+    double started, wall; /* when it arrived: monotonic, wall clock */
 } edge;
 
 static void count(const char *module, const char *pattern, int status)
@@ -554,12 +605,27 @@ static const char *peer_of(struct evhttp_request *ev)
  * client gets `msg`, the log also `why` when the two differ. */
 static void refuse(const edge *e, int status, const char *msg, const char *why)
 {
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(e->ev);
+    size_t bytes;
+    int sent;
+
     sl_log_core(status == 404 || status == 405 || status == 429 ? SL_LOG_DEBUG : SL_LOG_INFO,
                 "http", "request %s from %s (%s): %s %s refused %d: %s", e->id, peer_of(e->ev),
                 e->caller, e->l->addr, evhttp_request_get_uri(e->ev), status,
                 why != NULL ? why : msg);
-    plain_error(e->ev, e->id, status, msg);
+    sent = plain_error(e->ev, e->id, status, msg, &bytes);
     count(e->module, e->pattern, status);
+    access_line(e->l->alog, e->ev,
+                &(sl_access_entry){ .ts = e->wall,
+                                    .path = uri != NULL ? evhttp_uri_get_path(uri) : NULL,
+                                    .status = sent,
+                                    .bytes = bytes,
+                                    .duration = sl_now() - e->started,
+                                    .module = e->module,
+                                    .route = e->pattern,
+                                    .request_id = e->id,
+                                    .token = e->caller },
+                NULL);
 }
 
 static void auth_failed(const edge *e, const char *reason, int status, const char *challenge,
@@ -689,7 +755,10 @@ static void serve(edge *e, route *r, const char *path, sl_params *params, unsign
     req->ctx = r->ctx;
     req->method = method;
     req->params = *params;
-    req->started = sl_now();
+    req->started = e->started;
+    req->wall = e->wall;
+    req->alog = e->l->alog;
+    sl_access_log_ref(req->alog);
     memcpy(req->id, e->id, sizeof(req->id));
     memcpy(req->caller, e->caller, sizeof(req->caller));
     req->res = sl_track(r->ctx, "request", req, release_request, NULL);
@@ -709,7 +778,13 @@ static void dispatch(struct evhttp_request *ev, void *arg)
     unsigned allowed = 0;
     route *stopping = NULL;
     sl_params params;
-    edge e = { .ev = ev, .l = l, .module = "core", .pattern = "unmatched", .caller = "anonymous" };
+    edge e = { .ev = ev,
+               .l = l,
+               .module = "core",
+               .pattern = "unmatched",
+               .caller = "anonymous",
+               .started = sl_now(),
+               .wall = sl_wall() };
 
     sl_conn_busy(sl_conn_find(ev));
     if (sl_edge_request_id_sane(given))
@@ -902,6 +977,9 @@ int sl_listener_configure(sl_listener *l, const sl_listen_settings *s)
         sl_tls_ref(s->tls);
     sl_tls_put(l->tls);
     l->tls = s->tls;
+    sl_access_log_ref(s->access_log);
+    sl_access_log_put(l->alog);
+    l->alog = s->access_log;
     return 0;
 }
 
@@ -968,6 +1046,7 @@ void sl_listener_put(sl_listener *l)
     evhttp_free(l->http);
     free_hosts(l);
     sl_tls_put(l->tls);
+    sl_access_log_put(l->alog);
     free(l->addr);
     free(l);
 }

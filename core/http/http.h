@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include "conf/errors.h"
+#include "access_log.h"
 #include "tls.h"
 #include "tokens.h"
 
@@ -48,6 +49,7 @@ typedef struct {
     char *const *allowed_hosts; /* Host names served; none: any */
     size_t nallowed_hosts;
     sl_tls *tls; /* NULL: plain HTTP; the listener takes a reference */
+    sl_access_log *access_log; /* NULL: none; the listener takes a reference */
 } sl_listen_settings;
 /* Applies to connections accepted from now on (and to the requests of
  * those open, for anonymous and allowed_hosts).  Returns 0, or -1 when out

@@ -25,6 +25,7 @@ struct sl_listener {
     char **allowed_hosts;
     size_t nallowed_hosts;
     sl_tls *tls;
+    sl_access_log *alog; /* NULL: none */
     size_t nconns; /* connections open now */
 };
 

@@ -48,6 +48,8 @@ static void open_span(sl_http_trace *t, struct evhttp_request *ev, unsigned meth
     evhttp_add_header(evhttp_request_get_output_headers(ev), "traceparent", tp);
     if (t->span == NULL)
         return;
+    /* The request's log lines become its span's events. */
+    t->ctx.events = sl_trace_events_take(t->span);
     if (parent.traced)
         sl_span_tracestate(t->span, evhttp_find_header(in, "tracestate"));
     sl_span_set_str(t->span, "http.request.method", method_name(method));

@@ -4,6 +4,7 @@
  * [tracing] section, the queue, OTLP) in trace_export.c.
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,11 +91,74 @@ static uint64_t wall_ns(void)
 
 /* ---------------------------------------------------------------- spans */
 
+/*
+ * Freed spans are kept for reuse, up to POOL_MAX: a span is larger than
+ * what malloc serves from its per-thread cache, and at ratio 1.0 a few
+ * are made per request, so going to malloc's slow path each time was a
+ * good part of what tracing cost.
+ */
+#define POOL_MAX 1024
+static sl_span *pool;
+static size_t pooled;
+static int pool_closed; /* at exit: spans freed later go to free() */
+
+static sl_span *span_alloc(void)
+{
+    sl_span *s = pool;
+
+    if (s == NULL)
+        return malloc(sizeof(*s));
+    pool = s->next;
+    pooled--;
+    return s;
+}
+
+static void span_release(sl_span *s)
+{
+    if (pooled >= POOL_MAX || pool_closed) {
+        free(s);
+        return;
+    }
+    s->next = pool;
+    pool = s;
+    pooled++;
+}
+
+void sl_trace_pool_free(void)
+{
+    while (pool != NULL) {
+        sl_span *s = pool;
+        pool = s->next;
+        free(s);
+    }
+    pooled = 0;
+    pool_closed = 1;
+}
+
+/* Decimal text of v into out (at least 21 bytes). */
+static void decimal(long long v, char *out)
+{
+    char d[24];
+    size_t n = 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+    do {
+        d[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *out++ = '-';
+    while (n > 0)
+        *out++ = d[--n];
+    *out = '\0';
+}
+
 sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, sl_tp *pos)
 {
     sl_span *s;
     sl_tp tp;
     int has_parent;
+    size_t nlen;
 
     if (parent == NULL)
         parent = &sl_trace_cur;
@@ -111,11 +175,16 @@ sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, s
         *pos = tp;
     if (!sl_trace_on())
         return NULL;
-    s = calloc(1, sizeof(*s));
-    if (s == NULL || (s->name = strdup(name)) == NULL) {
-        free(s);
+    /* Not zeroed whole: the inline attribute area need not be. */
+    s = span_alloc();
+    if (s == NULL)
         return NULL;
-    }
+    memset(s, 0, offsetof(sl_span, inline_attrs));
+    nlen = strnlen(name, SL_SPAN_NAME_MAX);
+    memcpy(s->name, name, nlen);
+    s->name[nlen] = '\0';
+    s->attrs = s->inline_attrs;
+    s->acap = sizeof(s->inline_attrs);
     s->tp = tp;
     s->has_parent = (uint8_t)has_parent;
     if (has_parent)
@@ -128,12 +197,14 @@ sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, s
 
 void sl_span_free(sl_span *s)
 {
-    free(s->name);
+    sl_trace_events_drop(s);
+    free(s->events);
     free(s->status_msg);
     free(s->tracestate);
-    free(s->attrs);
+    if (s->attrs != s->inline_attrs)
+        free(s->attrs);
     free(s->links);
-    free(s);
+    span_release(s);
 }
 
 void sl_span_tracestate(sl_span *s, const char *tracestate)
@@ -152,10 +223,17 @@ static void add_attr(sl_span *s, char type, const char *key, const char *value)
     if (s->alen + need > ATTRS_MAX)
         return;
     if (s->alen + need > s->acap) {
-        size_t cap = s->acap ? s->acap * 2 : 256;
+        size_t cap = s->acap * 2;
+        char *p;
         while (cap < s->alen + need)
             cap *= 2;
-        char *p = realloc(s->attrs, cap);
+        if (s->attrs == s->inline_attrs) {
+            p = malloc(cap);
+            if (p != NULL)
+                memcpy(p, s->attrs, s->alen);
+        } else {
+            p = realloc(s->attrs, cap);
+        }
         if (p == NULL)
             return;
         s->attrs = p;
@@ -221,7 +299,7 @@ SL_API void sl_span_set_int(sl_span *s, const char *key, long long value)
 
     if (s == NULL || !s->recording || key == NULL)
         return;
-    snprintf(text, sizeof(text), "%lld", value);
+    decimal(value, text);
     add_attr(s, 'i', key, text);
 }
 

@@ -29,11 +29,20 @@ typedef struct {
     sl_tp tp;                          /* valid when `traced` */
     uint8_t traced;                    /* a trace position is current */
     uint8_t log_debug;                 /* this work logs at debug (X-Log-Level) */
+    uint32_t events;                   /* the span log lines go to as events, 0: none */
     char request_id[SL_REQID_MAX + 1]; /* "" when none */
 } sl_trace_ctx;
 
+/* The longest span name kept (longer ones are cut). */
+#define SL_SPAN_NAME_MAX 127
+/* Attribute bytes a span holds without a second allocation: enough for
+ * the server span and for a statement span with its SQL text. */
+#define SL_SPAN_ATTRS_INLINE 1024
+
 /* A span; records are appended to `attrs` as a type byte ('s' string,
- * 'i' integer as decimal text), the key and the value, each NUL-ended. */
+ * 'i' integer as decimal text), the key and the value, each NUL-ended.
+ * `attrs` starts as `inline_attrs`, one allocation with the span, and
+ * moves to the heap only when a span outgrows it. */
 struct sl_span {
     sl_span *next; /* in the export queue */
     sl_tp tp;
@@ -44,7 +53,7 @@ struct sl_span {
     uint8_t kind;
     uint8_t failed;
     uint64_t start_ns, end_ns;
-    char *name;
+    char name[SL_SPAN_NAME_MAX + 1];
     char *status_msg;
     char *tracestate;
     char *attrs;
@@ -52,9 +61,16 @@ struct sl_span {
     sl_tp *links;
     size_t nlinks, caplinks;
     unsigned dropped_links;
+    /* events: records of the time (8 bytes), then level, source and
+     * message, each NUL-ended */
+    char *events;
+    size_t elen, ecap;
+    unsigned nevents, dropped_events;
+    uint32_t slot; /* its handle for log lines, 0: none */
     sl_ctx *owner; /* when started through sluice.h */
     sl_resource *res;
     sl_trace_ctx saved; /* while entered */
+    char inline_attrs[SL_SPAN_ATTRS_INLINE];
 };
 
 /* The current context; all zero outside any request or message. */
@@ -96,8 +112,24 @@ void sl_trace_configure(const sl_optset *opts);
 /* The sample ratio of new traces. */
 double sl_trace_ratio(void);
 
-/* Frees a span without exporting it. */
+/*
+ * Log lines as span events.  A recording span may take a handle
+ * (sl_trace_events_take()) that a context carries in `events`; every log
+ * line written in that context is then added to the span as an event
+ * (trace_event.c), until the span ends and the handle goes stale.  A
+ * handle, not a pointer: contexts are copied into work that may outlive
+ * the span (a timer, a query's callback).  0 when there is no room or the
+ * span does not record.
+ */
+uint32_t sl_trace_events_take(sl_span *s);
+void sl_trace_events_drop(sl_span *s);
+/* Adds a log line to the span of the current context's handle, if any. */
+void sl_trace_log_event(const char *level, const char *who, const char *msg);
+
+/* Frees a span without exporting it (kept for reuse, bounded). */
 void sl_span_free(sl_span *s);
+/* Frees the spans kept for reuse; at exit. */
+void sl_trace_pool_free(void);
 
 /* Export side, for trace.c: queues an ended span (takes it), or drops and
  * counts it. */

@@ -296,6 +296,7 @@ static void tracing_shutdown(void)
 {
     ex.on = 0;
     drop_queued();
+    sl_trace_pool_free();
     if (ex.http != NULL)
         sl_chttp_free(ex.http);
     if (ex.easy != NULL)

@@ -212,15 +212,15 @@ void ob_claim_rewind_sweep(ob *o)
 
 /* A row of the read: id, bucket, aggregate type and id, event type,
  * payload, created_at (epoch), parked, due in (seconds), and in lookup
- * mode the id of the aggregate's previous row still in the table. */
+ * mode the id of the aggregate's previous row still in the table, the trace context. */
 static ob_row *row_new(ob *o, const sl_pg_result *res, int i)
 {
     const char *id = sl_pg_value(res, i, 0), *bk = sl_pg_value(res, i, 1),
                *at = sl_pg_value(res, i, 2), *aid = sl_pg_value(res, i, 3),
                *et = sl_pg_value(res, i, 4), *pl = sl_pg_value(res, i, 5),
-               *cr = sl_pg_value(res, i, 6);
+               *cr = sl_pg_value(res, i, 6), *tp = sl_pg_value(res, i, 10);
     char topic[256];
-    size_t lt, la, lk, le, lp;
+    size_t lt, la, lk, le, lp, ltp;
     ob_row *r;
     char *d;
 
@@ -233,7 +233,10 @@ static ob_row *row_new(ob *o, const sl_pg_result *res, int i)
     lk = strlen(aid) + 1;
     le = strlen(et) + 1;
     lp = pl != NULL ? strlen(pl) + 1 : 0;
-    r = malloc(sizeof(*r) + lt + la + lk + le + lp);
+    if (tp != NULL && tp[0] == '\0')
+        tp = NULL; /* an empty context is none */
+    ltp = tp != NULL ? strlen(tp) + 1 : 0;
+    r = malloc(sizeof(*r) + lt + la + lk + le + lp + ltp);
     if (r == NULL)
         return NULL;
     memset(r, 0, sizeof(*r));
@@ -248,6 +251,8 @@ static ob_row *row_new(ob *o, const sl_pg_result *res, int i)
     r->event_type = memcpy(d, et, le), d += le;
     r->payload = pl != NULL ? memcpy(d, pl, lp) : NULL;
     r->payload_len = pl != NULL ? lp - 1 : 0;
+    d += lp;
+    r->traceparent = tp != NULL ? memcpy(d, tp, ltp) : NULL;
     return r;
 }
 

@@ -26,6 +26,7 @@ static const sl_option ob_options[] = {
     { "column_event_type", SL_OPT_STRING, "event_type", "column of the event type (Debezium: type)", 0, 0, NULL },
     { "column_payload", SL_OPT_STRING, "payload", "column of the payload, the message value", 0, 0, NULL },
     { "column_created_at", SL_OPT_STRING, "created_at", "column of the creation time (added if missing)", 0, 0, NULL },
+    { "column_traceparent", SL_OPT_STRING, "traceparent", "column of the writer's trace context (W3C traceparent, added if missing), sent as the message's traceparent header; empty: none (a table without it)", 0, 0, NULL },
     { "on_ack", SL_OPT_ENUM, "delete", "what happens to an acknowledged row: delete it, or mark it sent (sent_at)", 0, 0, "delete|mark" },
     { "batch_size", SL_OPT_INT, "1000", "rows read per statement, over every bucket this relay owns", 1, 100000, NULL },
     { "max_inflight", SL_OPT_INT, "8000", "rows read and held (queued or produced) and not yet acknowledged, at most; one row per aggregate is produced at a time", 1, 10000000, NULL },

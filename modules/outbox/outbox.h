@@ -55,6 +55,7 @@ typedef struct ob_row {
     int bucket;
     double created; /* wall seconds */
     const char *topic, *key, *event_type, *aggregate_type, *payload; /* payload NULL: tombstone */
+    const char *traceparent; /* the writer's trace context, NULL when none */
     size_t payload_len;
     char idtext[24];
     char data[];
@@ -144,7 +145,8 @@ struct ob {
     char me[160]; /* relay id: the owner of its leases */
     char *sql[OB_NSQL];
     const sl_pg_stmt *stmt[OB_NSQL]; /* prepared, for those that run all the time */
-    char *migration[2];
+    char *migration[3];
+    int traced_column; /* column_traceparent set: migration 3 applies */
     const char *table;
     const char *topic; /* template */
     char channel[64];

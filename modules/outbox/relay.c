@@ -108,13 +108,17 @@ void ob_relay_produce(ob *o)
 
     while ((a = ob_queue_ready(&o->q)) != NULL && !o->waiting_space && o->producer != NULL) {
         ob_row *r = a->head;
-        sl_kafka_header h[3] = {
+        /* The writer's trace context goes on as the header; the core
+         * continues it with the produce span. */
+        sl_kafka_header h[4] = {
             { "event_id", r->idtext, strlen(r->idtext) },
             { "event_type", r->event_type, strlen(r->event_type) },
             { "aggregate_type", r->aggregate_type, strlen(r->aggregate_type) },
+            { "traceparent", r->traceparent, r->traceparent != NULL ? strlen(r->traceparent) : 0 },
         };
         int rc = sl_kafka_produce(o->producer, r->topic, SL_KAFKA_PARTITION_ANY, r->key,
-                                  strlen(r->key), r->payload, r->payload_len, h, 3, r);
+                                  strlen(r->key), r->payload, r->payload_len, h,
+                                  r->traceparent != NULL ? 4 : 3, r);
 
         if (rc == SL_KAFKA_EQUEUEFULL) {
             o->waiting_space = 1;
@@ -359,11 +363,14 @@ static void migrate_fire(void *arg)
 int ob_relay_migrate(ob *o, sl_pg_migrate_fn fn)
 {
     char module[96];
-    sl_pg_migration m[2] = { { 1, o->migration[0] }, { 2, o->migration[1] } };
+    sl_pg_migration m[3] = { { 1, o->migration[0] }, { 2, o->migration[1] },
+                             { 3, o->migration[2] } };
 
-    /* Per table: two relays of different tables migrate independently. */
+    /* Per table: two relays of different tables migrate independently.
+     * Without column_traceparent migration 3 waits, unapplied, for a
+     * configuration that names the column. */
     snprintf(module, sizeof(module), "outbox:%s", o->table);
-    return sl_pg_migrate(o->pg, module, m, 2, fn, o);
+    return sl_pg_migrate(o->pg, module, m, o->traced_column ? 3 : 2, fn, o);
 }
 
 static void migrate(ob *o)

@@ -116,19 +116,24 @@ static const char migration2_tmpl[] =
  * lease this relay holds now: a relay that stalled past its lease reads
  * nothing more from them.  With $5, with each row the id of the row of
  * its aggregate just before it still in the table (claim.c says when it
- * is needed; CASE runs the lookup only then). */
+ * is needed; CASE runs the lookup only then), and its trace context
+ * (NULL without column_traceparent). */
 static const char read_tmpl[] =
     "SELECT r.{ID}, b.bucket, r.{AT}, r.{AID}, r.{ET}, r.{P}::text,"
     " extract(epoch FROM r.{C})::float8, r.parked,"
     " extract(epoch FROM r.next_attempt_at - now())::float8,"
     " CASE WHEN $5::bool THEN (SELECT max(e.{ID}) FROM {T} e WHERE e.{AT} = r.{AT}"
-    "   AND e.{AID} = r.{AID} AND e.{ID} < r.{ID} AND e.sent_at IS NULL) END"
+    "   AND e.{AID} = r.{AID} AND e.{ID} < r.{ID} AND e.sent_at IS NULL) END, r.sl_tp"
     " FROM unnest($2::int[], $3::bigint[]) AS b(bucket, after)"
     " JOIN {TN_leases} l ON l.bucket = b.bucket AND l.owner = $1 AND l.expires_at > now()"
     " CROSS JOIN LATERAL (SELECT o.{ID}, o.{AT}, o.{AID}, o.{ET}, o.{P}, o.{C}, o.parked,"
-    "   o.next_attempt_at FROM {T} o"
+    "   o.next_attempt_at, {TP_OF} AS sl_tp FROM {T} o"
     "  WHERE " BUCKET_OF " = b.bucket AND o.{ID} > b.after AND o.sent_at IS NULL"
     "  ORDER BY o.{ID} LIMIT $4::int) r";
+
+/* Migration 3, with column_traceparent set: the column the writers fill
+ * with the trace context of the transaction that wrote the row. */
+static const char migration3_tmpl[] = "ALTER TABLE {T} ADD COLUMN IF NOT EXISTS {TP} text;\n";
 
 /* $1 channel, $2 payload: a read's marker (claim.c).  Its commit comes
  * after the read's snapshot, so every NOTIFY of a transaction the read
@@ -220,6 +225,11 @@ int ob_names_check(sl_ctx *ctx)
             rc = sl_fail_opt(ctx, ident_opts[i],
                              "\"%s\" is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes)",
                              sl_opt_str(ctx, ident_opts[i]));
+    if (sl_opt_str(ctx, "column_traceparent")[0] != '\0' &&
+        !ob_ident_ok(sl_opt_str(ctx, "column_traceparent")))
+        rc = sl_fail_opt(ctx, "column_traceparent",
+                         "\"%s\" is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes), nor empty",
+                         sl_opt_str(ctx, "column_traceparent"));
     if (rc == 0 && strlen(sl_opt_str(ctx, "table")) > 50)
         rc = sl_fail_opt(ctx, "table", "\"%s\" is longer than 50 bytes", sl_opt_str(ctx, "table"));
     return rc;
@@ -227,8 +237,9 @@ int ob_names_check(sl_ctx *ctx)
 
 int ob_sql_build(ob *o)
 {
-    char q[7][70], tn[6][80];
+    char q[7][70], tn[6][80], tp[70], tp_of[80];
     const char *table = sl_opt_str(o->ctx, "table");
+    const char *tpcol = sl_opt_str(o->ctx, "column_traceparent");
     static const char *const suffix[6] = { "aggregate_idx", "notify", "notify", "bucket_idx",
                                            "leases", "relays" };
 
@@ -239,12 +250,16 @@ int ob_sql_build(ob *o)
     for (size_t i = 0; i < 6; i++)
         snprintf(tn[i], sizeof(tn[i]), "\"%s_%s\"", table, suffix[i]);
     snprintf(o->channel, sizeof(o->channel), "%s", table);
+    snprintf(tp, sizeof(tp), "\"%s\"", tpcol);
+    snprintf(tp_of, sizeof(tp_of), tpcol[0] != '\0' ? "o.%s" : "NULL::text", tp);
+    o->traced_column = tpcol[0] != '\0';
     const char *const names[][2] = {
         { "T", q[0] },          { "ID", q[1] },          { "AT", q[2] },
         { "AID", q[3] },        { "ET", q[4] },          { "P", q[5] },
         { "C", q[6] },          { "CH", o->channel },    { "TN_agg", tn[0] },
         { "TN_fn", tn[1] },     { "TN_trg", tn[2] },     { "TN_bucket", tn[3] },
-        { "TN_leases", tn[4] }, { "TN_relays", tn[5] },
+        { "TN_leases", tn[4] }, { "TN_relays", tn[5] }, { "TP", tp },
+        { "TP_OF", tp_of },
     };
     const size_t nn = sizeof(names) / sizeof(names[0]);
     const char *const tmpls[OB_NSQL] = { read_tmpl,    o->mark ? mark_tmpl : delete_tmpl,
@@ -256,10 +271,12 @@ int ob_sql_build(ob *o)
 
     o->migration[0] = expand(migration1_tmpl, names, nn);
     o->migration[1] = expand(migration2_tmpl, names, nn);
+    o->migration[2] = expand(migration3_tmpl, names, nn);
     for (int i = 0; i < OB_NSQL; i++)
         o->sql[i] = expand(tmpls[i], names, nn);
     for (int i = 0; i < OB_NSQL; i++)
-        if (o->sql[i] == NULL || o->migration[0] == NULL || o->migration[1] == NULL)
+        if (o->sql[i] == NULL || o->migration[0] == NULL || o->migration[1] == NULL ||
+            o->migration[2] == NULL)
             return sl_fail(o->ctx, "out of memory");
     return 0;
 }
@@ -270,7 +287,7 @@ void ob_sql_free(ob *o)
         free(o->sql[i]);
         o->sql[i] = NULL;
     }
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 3; i++) {
         free(o->migration[i]);
         o->migration[i] = NULL;
     }

@@ -55,8 +55,9 @@ const sl_pg_migration seg_migrations[] = {
       "  executed_at timestamptz NOT NULL DEFAULT now());"
       "CREATE INDEX IF NOT EXISTS segment_history_user ON segment_history"
       "  (user_id, executed_at, id);"
-      /* CONTRACTS.md: exactly these six columns; the outbox module adds
-       * its claim columns, index and trigger itself. */
+      /* CONTRACTS.md: these six columns (migration 4 adds traceparent);
+       * the outbox module adds its claim columns, index and trigger
+       * itself. */
       "CREATE TABLE IF NOT EXISTS outbox ("
       "  id bigserial PRIMARY KEY,"
       "  aggregate_type text NOT NULL,"
@@ -241,6 +242,18 @@ const sl_pg_migration seg_migrations[] = {
       "  WHEN ((OLD.user_id, OLD.slug, OLD.expires_at)"
       "        IS DISTINCT FROM (NEW.user_id, NEW.slug, NEW.expires_at))"
       "  EXECUTE FUNCTION segments_cache_row();" },
+    /* The writer's trace context with every outbox row: the pg connector
+     * sets sluice.traceparent in every transaction begun under a trace,
+     * and segments_outbox() (migration 4: the one function that writes
+     * this module's outbox rows) stores it; the relay sends it as the
+     * message's traceparent header.  NULL outside a traced transaction. */
+    { 6,
+      "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
+      "CREATE OR REPLACE FUNCTION segments_outbox(p_aggregate_type text, p_aggregate_id text,"
+      "  p_event_type text, p_payload jsonb) RETURNS void LANGUAGE sql AS $$"
+      "  INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload, traceparent)"
+      "  VALUES (p_aggregate_type, p_aggregate_id, p_event_type, p_payload,"
+      "          nullif(current_setting('sluice.traceparent', true), '')) $$;" },
 };
 
 const size_t seg_nmigrations = sizeof(seg_migrations) / sizeof(seg_migrations[0]);

@@ -2,8 +2,8 @@
 """Flattens what otlp_receiver.py recorded: one JSON object per span.
 
 otlp_spans.py OUT: prints {"trace","span","parent","name","kind",
-"attrs":{...},"links":[[trace,span]...],"status"} per line, with the
-resource's service.name as "service".
+"attrs":{...},"links":[[trace,span]...],"events":[{"name","time","attrs"}...],
+"status"} per line, with the resource's service.name as "service".
 """
 import json
 import sys
@@ -32,5 +32,9 @@ for line in open(sys.argv[1]):
                     "start": int(s["startTimeUnixNano"]), "end": int(s["endTimeUnixNano"]),
                     "attrs": {a["key"]: value(a["value"]) for a in s.get("attributes", [])},
                     "links": [[l["traceId"], l["spanId"]] for l in s.get("links", [])],
+                    "events": [{"name": e["name"], "time": int(e["timeUnixNano"]),
+                                "attrs": {a["key"]: value(a["value"])
+                                          for a in e.get("attributes", [])}}
+                               for e in s.get("events", [])],
                     "status": s.get("status", {}).get("code", 0),
                 }))

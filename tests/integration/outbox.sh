@@ -291,9 +291,9 @@ t_case "the migration creates the table, its claim columns, index and NOTIFY tri
 start1 "poll_interval = 60s"
 t_check $? -eq 0 "sluiced started and ready"
 cols=$(psqlc "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'outbox'")
-t_check "$cols" = "id,aggregate_type,aggregate_id,event_type,payload,created_at,claimed_by,claimed_at,attempts,last_error,parked,next_attempt_at,sent_at" "columns: $cols"
+t_check "$cols" = "id,aggregate_type,aggregate_id,event_type,payload,created_at,claimed_by,claimed_at,attempts,last_error,parked,next_attempt_at,sent_at,traceparent" "columns: $cols"
 t_check "$(psqlc "SELECT count(*) FROM pg_trigger WHERE tgname = 'outbox_notify'")" = 1 "insert trigger present"
-t_check "$(psqlc "SELECT string_agg(version::text, ',' ORDER BY version) FROM sluice_migrations WHERE module = 'outbox:outbox'")" = 1,2 "each migration recorded once"
+t_check "$(psqlc "SELECT string_agg(version::text, ',' ORDER BY version) FROM sluice_migrations WHERE module = 'outbox:outbox'")" = 1,2,3 "each migration recorded once"
 t_end
 
 # Polling alone would leave a row waiting for up to poll_interval (60 s),
@@ -516,6 +516,18 @@ after_min=$(awk -F'\t' '$3 ~ /^after-/ { print $4 }' "$work/all.dump" | sed 's/.
 t_check "${late_id:-0}" -gt 0 -a "${late_id:-0}" -lt "${after_min:-0}" "the late row's id $late_id is below every later row's (from $after_min)"
 t_end
 
+# ------------------------------------------------------- trace context
+t_case "a row's traceparent column goes out as the message's traceparent header; a row without none"
+tp=00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
+psqlc "INSERT INTO outbox (aggregate_type, aggregate_id, event_type, payload, traceparent) VALUES ('order', 'tp-a0', 'order.changed', '{\"a\": \"tp-a0\", \"s\": 1}', '$tp'), ('order', 'tp-a1', 'order.changed', '{\"a\": \"tp-a1\", \"s\": 1}', NULL)" > /dev/null
+t_wait_until 15 empty
+kread
+t_check "$(awk -F'\t' '$3 == "tp-a0" { print $4 }' "$work/all.dump" | grep -c "traceparent=$tp")" -ge 1 \
+    "the row's context is the header: $(awk -F'\t' '$3 == "tp-a0" { print $4 }' "$work/all.dump" | head -1)"
+t_check "$(awk -F'\t' '$3 == "tp-a1" { print $4 }' "$work/all.dump" | grep -c traceparent)" -eq 0 \
+    "a row without one has no traceparent header"
+t_end
+
 # ------------------------------------------------- Debezium table, mark
 t_case "a Debezium-style table (aggregatetype, aggregateid, type) relayed with on_ack = mark"
 stop_daemon "$d1"
@@ -526,11 +538,13 @@ start1 "table = dbz_outbox
 column_aggregate_type = aggregatetype
 column_aggregate_id = aggregateid
 column_event_type = type
+column_traceparent =
 on_ack = mark"
-t_check $? -eq 0 "relay started on dbz_outbox"
+t_check $? -eq 0 "relay started on dbz_outbox (column_traceparent empty: the table has none)"
 t_wait_until 30 '[ "$(psqlc "SELECT count(*) FROM dbz_outbox WHERE sent_at IS NULL")" = 0 ]'
 t_check "$(psqlc "SELECT count(*) FROM dbz_outbox WHERE sent_at IS NOT NULL AND claimed_by IS NULL")" = 300 "all 300 rows marked sent, none deleted"
 t_check "$(psqlc "SELECT count(*) FROM information_schema.columns WHERE table_name = 'dbz_outbox' AND column_name IN ('created_at', 'claimed_by', 'parked')")" = 3 "created_at and the claim columns were added"
+t_check "$(psqlc "SELECT count(*) FROM information_schema.columns WHERE table_name = 'dbz_outbox' AND column_name = 'traceparent'")" = 0 "no traceparent column added"
 stream_ok "$work/dbz.expected"
 psqlc "INSERT INTO dbz_outbox (aggregatetype, aggregateid, type, payload) VALUES ('order', 'dbz-a0', 'order.changed', '{\"a\": \"dbz-a0\", \"s\": 31}')" > /dev/null
 echo "dbz-a0 31" >> "$work/dbz.expected"

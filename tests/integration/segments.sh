@@ -109,8 +109,8 @@ t_check "$(psqlc "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM in
                   WHERE table_schema = 'public' AND table_name IN ('users','segments','user_segments','segment_history','outbox')")" \
     = "outbox,segment_history,segments,user_segments,users" "the five tables exist"
 t_check "$(psqlc "SELECT string_agg(column_name || ':' || data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'outbox'")" \
-    = "id:bigint,aggregate_type:text,aggregate_id:text,event_type:text,payload:jsonb,created_at:timestamp with time zone" \
-    "outbox has exactly the six contract columns"
+    = "id:bigint,aggregate_type:text,aggregate_id:text,event_type:text,payload:jsonb,created_at:timestamp with time zone,traceparent:text" \
+    "outbox has the six contract columns and the writer's trace context"
 t_end
 
 # ---------------------------------------------------------------- seed flow
@@ -714,7 +714,7 @@ sl_svc_restart postgres
 t_wait_until 20 '[ "$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:$port2/readyz")" = 200 ]'
 t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port2/readyz")" = 200 "ready once the server is back"
 t_check "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port2/user")" = 201 "POST /user 201"
-t_check "$(psqlc "SELECT string_agg(version::text, ',' ORDER BY version) FROM sluice_migrations WHERE module = 'segments'")" = 1,2,3,4,5 "each migration is recorded once"
+t_check "$(psqlc "SELECT string_agg(version::text, ',' ORDER BY version) FROM sluice_migrations WHERE module = 'segments'")" = 1,2,3,4,5,6 "each migration is recorded once"
 kill -TERM "$second"
 wait "$second"
 t_check $? -eq 0 "exit 0"

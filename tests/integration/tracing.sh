@@ -43,6 +43,7 @@ write_conf() { # write_conf FILE TRACING_LINES...
 listen = 127.0.0.1:$port
 modules_dir = mods
 log_level = info
+access_log = access.log
 
 [module metrics]
 
@@ -83,6 +84,27 @@ kill "$off"
 wait "$off" 2>/dev/null
 t_end
 
+t_case "access log in JSON on stderr: one line per answer, the token's name with auth on"
+write_conf "$work/json.conf"
+sed -i 's/^access_log = access.log$/log_format = json\naccess_log = stderr\ntokens_file = tokens/' "$work/json.conf"
+printf 'alice read,write,admin alice-secret-0123456789\n' > "$work/tokens"
+"$SLUICED" -c "$work/json.conf" 2>>"$work/json.log" &
+off=$!
+pids+=("$off")
+t_wait_http "$base/healthz" 15
+curl -s -o /dev/null -A acc -H 'Authorization: Bearer alice-secret-0123456789' -H 'X-Request-Id: acc-json-1' "$base/echo"
+curl -s -o /dev/null -H 'X-Request-Id: acc-json-2' "$base/echo"
+t_wait_until 10 "grep -q acc-json-2 '$work/json.log'"
+line=$(grep '"request_id":"acc-json-1"' "$work/json.log" | grep '"status"')
+t_check "$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["client"], j["method"], j["path"], j["status"], j["bytes"] > 0, j["duration_s"] >= 0, j["module"], j["route"], j["token"], "trace_id" in j, j["ts"][-1])' "$line")" \
+    = "127.0.0.1 GET /echo 200 True True echo /echo alice False Z" "the served request: $line"
+line=$(grep '"request_id":"acc-json-2"' "$work/json.log" | grep '"status"')
+t_check "$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["status"], j["module"], j["route"], j["token"])' "$line")" \
+    = "401 echo /echo anonymous" "the refused one, at the edge, without credentials: $line"
+kill "$off"
+wait "$off" 2>/dev/null
+t_end
+
 start_receiver
 tp_trace=4bf92f3577b34da6a3ce929d0e0e4736
 tp_span=00f067aa0ba902b7
@@ -111,6 +133,28 @@ t_check "$(py "[(s['service'], s['resource']['deployment.environment']) for s in
     = "[('sluice-test', 'test')]" "service.name and resource.* attributes"
 t_end
 
+t_case "access log: a text line per answer, with the request's trace id; reopened on SIGHUP"
+curl -s -o /dev/null -H "traceparent: 00-$tp_trace-$tp_span-01" -H 'X-Request-Id: acc-1' "$base/echo"
+curl -s -o /dev/null -H 'X-Request-Id: acc-2' "$base/nothing/here%20x"
+t_wait_until 10 "grep -q acc-2 '$work/access.log'"
+t_check "$(grep -c 'request_id=acc-1 ' "$work/access.log")" -eq 1 "one line for the request"
+t_check "$(grep 'request_id=acc-1 ' "$work/access.log" | cut -d' ' -f2-5)" = "127.0.0.1 GET /echo 200" \
+    "client, method, path, status: $(grep 'request_id=acc-1 ' "$work/access.log")"
+t_check "$(grep 'request_id=acc-1 ' "$work/access.log" | awk '$6 > 0 && $7 ~ /^[0-9]+\.[0-9][0-9][0-9][0-9][0-9][0-9]$/' | wc -l)" -eq 1 \
+    "bytes of the body, duration in seconds"
+t_check "$(grep 'request_id=acc-1 ' "$work/access.log" | cut -d' ' -f8-)" = "module=echo route=/echo request_id=acc-1 trace_id=$tp_trace" \
+    "module, route, request id and the caller's trace id"
+t_check "$(grep -c 'GET /nothing/here%20x 404 [0-9]* [0-9.]* module=core route=unmatched request_id=acc-2 trace_id=-$' "$work/access.log")" -eq 1 \
+    "a 404 at the edge, its path as sent: $(grep acc-2 "$work/access.log")"
+mv "$work/access.log" "$work/access.log.1"
+kill -HUP "$daemon"
+t_wait_until 10 "[ -f '$work/access.log' ]"
+curl -s -o /dev/null -H 'X-Request-Id: acc-3' "$base/echo"
+t_wait_until 10 "grep -q acc-3 '$work/access.log'"
+t_check "$(grep -c acc-3 "$work/access.log")" -eq 1 "after SIGHUP the new file gets the lines"
+t_check "$(grep -c acc-3 "$work/access.log.1")" -eq 0 "and the rotated one no more"
+t_end
+
 t_case "a request without traceparent starts a trace; a 404 of a route is answered 404 in its span"
 curl -s -D "$work/h" -o /dev/null "$base/echo/item/%zz"
 curl -s -D "$work/h" -o /dev/null "$base/echo"
@@ -135,6 +179,13 @@ t_check "$(grep -cE "debug \[echo\] slow reply in 300 ms request_id=[0-9a-f-]+ t
 t_check "$(grep -cE "debug \[echo\] answering a slow request request_id=[0-9a-f-]+ trace_id=$dbg" "$work/sluiced.log")" -eq 1 "the timer's debug line, with the request's trace id"
 t_check "$(grep -c "trace_id=$plain" "$work/sluiced.log")" -eq 0 "no line of the concurrent request without the header"
 t_check "$(grep -c ' debug ' "$work/sluiced.log")" -eq 2 "no other debug line"
+dspan=$(cut -d- -f3 <<< "$(header "$work/hd" traceparent)")
+nspan=$(cut -d- -f3 <<< "$(header "$work/hn" traceparent)")
+t_wait_until 10 "[ \"\$(py 'len([s for s in S if s[\"span\"] in (\"$dspan\", \"$nspan\")])')\" = 2 ]"
+t_check "$(py "[[(e['name'], e['attrs']['log.severity'], e['attrs']['log.source'], e['attrs']['log.message']) for e in s['events']] for s in S if s['span'] == '$dspan']")" \
+    = "[[('log', 'debug', 'echo', 'slow reply in 300 ms'), ('log', 'debug', 'echo', 'answering a slow request')]]" \
+    "its debug lines are events of its span, the timer's included"
+t_check "$(py "[s['events'] for s in S if s['span'] == '$nspan']")" = "[[]]" "none on the concurrent request's span"
 t_end
 
 t_case "collector answering 500, then gone: requests unaffected, spans dropped and counted, export resumes"
@@ -167,12 +218,17 @@ s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1000); time.sleep(3600)' "$otl
 hang=$!
 pids+=("$hang")
 t_wait_until 10 "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $otlp_port), 1)'"
-for i in $(seq 1 600); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$base/echo") || slow=$((slow + 1))
-    [ "$code" = 200 ] || slow=$((slow + 1))
+# The queue overflows once requests end spans faster than one batch per
+# export timeout leaves: one curl sends each hundred (a process per request
+# is too slow for that on a loaded machine), until it did, or 6000 went
+# without it (which fails below).
+sent=0
+while [ "$(metric 'sluice_tracing_spans_dropped_total{reason="queue"}')" = 0 ] && [ $sent -lt 6000 ]; do
+    bad=$(curl -s -o /dev/null -w '%{http_code}\n' --max-time 2 "$base/echo?n=[1-100]" | grep -cv '^200$')
+    slow=$((slow + bad))
+    sent=$((sent + 100))
 done
-t_check "$slow" -eq 0 "600 more answered 200 within 2 s each with a collector that never answers"
-t_wait_until 10 "[ \"\$(metric 'sluice_tracing_spans_dropped_total{reason=\"queue\"}')\" != 0 ]"
+t_check "$slow" -eq 0 "$sent more answered 200 within 2 s each with a collector that never answers"
 t_check "$(metric 'sluice_tracing_spans_dropped_total{reason="queue"}')" != 0 \
     "spans beyond max_queue dropped and counted: $(metric 'sluice_tracing_spans_dropped_total{reason="queue"}')"
 kill -9 "$hang"
@@ -209,11 +265,17 @@ t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 
 t_case "POST /segment/user: SQL statements nest under its transaction under the request span"
 curl -s -o /dev/null -X POST -H 'Content-Type: application/json' "$base/user" -d '{"user_id": 41}'
 curl -s -o /dev/null -X POST -H 'Content-Type: application/json' "$base/segment" -d '{"slug": "TRACE_ME"}'
+# change_traced BODY: POST /segment/user under the caller's span $tp_span
+# of trace $trace; sets req_span to the request's span.
+change_traced() {
+    local code
+    code=$(curl -s -D "$work/h" -o "$work/b" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+        "$base/segment/user" -H "traceparent: 00-$trace-$tp_span-01" -d "$1")
+    t_check "$code" = 200 "POST /segment/user 200: $(cat "$work/b")"
+    req_span=$(cut -d- -f3 <<< "$(header "$work/h" traceparent)")
+}
 trace=1111222233334444aaaabbbbccccdddd
-code=$(curl -s -D "$work/h" -o "$work/b" -w '%{http_code}' -X POST -H 'Content-Type: application/json' "$base/segment/user" \
-    -H "traceparent: 00-$trace-$tp_span-01" -d '{"user_id": 41, "add_segments": ["TRACE_ME"]}')
-t_check "$code" = 200 "POST /segment/user 200: $(cat "$work/b")"
-req_span=$(cut -d- -f3 <<< "$(header "$work/h" traceparent)")
+change_traced '{"user_id": 41, "add_segments": ["TRACE_ME"]}'
 t_wait_until 10 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"name\"] == \"COMMIT\"])')\" = 1 ]"
 t_check "$(py "[s['name'] for s in S if s['span'] == '$req_span']")" = "['POST /segment/user']" "the request span"
 tx=$(py "[s['span'] for s in S if s['trace'] == '$trace' and s['name'] == 'transaction']")
@@ -269,6 +331,63 @@ t_check "$(kcat -C -b "$(cat "$work/bootstrap")" -t traced -e -q -f '%h\n' | gre
     "the message carries the row's trace"
 t_check "$(kcat -C -b "$(cat "$work/bootstrap")" -t traced -e -q -f '%h\n' | grep -c "$tp_span")" -eq 0 \
     "with the produce span's position, not the given one"
+t_end
+
+t_case "clickhouse starts"
+sl_svc_start clickhouse
+t_check $? -eq 0 "clickhouse on ${SL_CH_URL:-nothing}"
+t_end
+[ -n "${SL_CH_URL:-}" ] || { t_exit; exit 1; }
+cp "$SL_BUILD/_modules/outbox.so" "$SL_BUILD/_modules/aggregator.so" "$mods/"
+cat >> "$work/sluice.conf" <<CONF
+
+[clickhouse]
+url = $SL_CH_URL
+
+[module outbox]
+topic = segment_events
+poll_interval = 100ms
+
+[module aggregator]
+topics = segment_events
+group = g_traced
+batch_interval = 100ms
+CONF
+kill -HUP "$daemon"
+t_wait_until 60 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]'
+
+t_case "one segment change followed end to end: request, SQL, outbox row, relay, aggregator"
+# A known traceparent in; every span of the change carries its trace id,
+# each hung on the span that caused it: the relay's produce span on the
+# transaction that wrote the outbox row (the row's traceparent column),
+# the aggregator's consume span on the produce span (the Kafka header).
+# The user and segment exist first: the traced change writes one outbox
+# row (creating them writes their own, user_created and segment_created).
+curl -s -o /dev/null -X POST -H 'Content-Type: application/json' "$base/user" -d '{"user_id": 42}'
+curl -s -o /dev/null -X POST -H 'Content-Type: application/json' "$base/segment" -d '{"slug": "FOLLOW_ME"}'
+trace=0af7651916cd43dd8448eb211c80319c
+change_traced '{"user_id": 42, "add_segments": ["FOLLOW_ME"], "ttl": 3600}'
+chc() { clickhouse-client --host 127.0.0.1 --port "$SL_CH_TCP_PORT" "$@"; }
+t_wait_until 60 "[ \"\$(chc --query \"SELECT count() FROM segment_events WHERE user_id = 42 AND slug = 'FOLLOW_ME'\" 2>/dev/null)\" = 1 ]"
+t_check "$(chc --query "SELECT count() FROM segment_events WHERE user_id = 42 AND slug = 'FOLLOW_ME'")" = 1 "the change reached ClickHouse"
+# until every message sent in the trace was consumed in it
+t_wait_until 30 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"kind\"] == 5]) >= len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"kind\"] == 4]) >= 1')\" = True ]"
+# of EXPR COND: EXPR of the spans of the trace for which COND holds, a list.
+of() { py "[$1 for s in S if s['trace'] == '$trace' and ($2)]"; }
+t_check "$(of "s['parent']" "s['span'] == '$req_span'")" = "['$tp_span']" "the request span, child of the caller's"
+t_check "$(of "s['parent']" "s['name'] == 'transaction'")" = "['$req_span']" "one transaction span under it"
+tx=$(py "[s['span'] for s in S if s['trace'] == '$trace' and s['name'] == 'transaction'][0]")
+t_check "$(py "len([s for s in S if s['trace'] == '$trace' and s['parent'] == '$tx' and 'user_segments' in s['attrs'].get('db.query.text', '')])")" \
+    -ge 1 "SQL statements nest under the transaction"
+# Every outbox row the transaction wrote (the membership's, and any other
+# event of the change) is relayed under it, and consumed under its send.
+t_check "$(py "sorted(set(s['parent'] for s in S if s['trace'] == '$trace' and s['kind'] == 4 and s['name'] == 'send segment_events'))")" = "['$tx']" \
+    "the relay's produce spans: children of the transaction that wrote the outbox rows"
+sends=$(py "sorted(s['span'] for s in S if s['trace'] == '$trace' and s['kind'] == 4)")
+t_check "$(py "sorted(s['parent'] for s in S if s['trace'] == '$trace' and s['kind'] == 5 and s['name'] == 'process segment_events')")" = "$sends" \
+    "the aggregator's consume spans: one under each produce span"
+t_check "$(of "(s['parent'], s['kind'], s['attrs']['db.system'])" "s['name'] == 'ZADD'")" = "[('$req_span', 3, 'redis')]" \
+    "the ttl's Redis command: one ZADD span, CLIENT, db.system redis, under the request span"
 t_end
 
 t_case "generator: traces started on its share of events, recorded at [tracing] sample_ratio"

@@ -103,7 +103,9 @@ static sl_span *make_span(const char *name, int kind)
 
     assert_non_null(s);
     assert_int_equal(sl_tp_parse(good, &s->tp), 0);
-    s->name = strdup(name);
+    snprintf(s->name, sizeof(s->name), "%s", name);
+    s->attrs = s->inline_attrs;
+    s->acap = sizeof(s->inline_attrs);
     s->kind = (uint8_t)kind;
     s->recording = 1;
     s->start_ns = 1700000000000000000ULL;
@@ -143,6 +145,15 @@ static void test_otlp_body(void **state)
     sl_span_link(b, "nonsense");
     sl_span_fail(b, "boom %d", 7);
     sl_span_fail(b, "later");
+    /* Log lines written under the span's handle are its events; a stale
+     * handle adds nothing. */
+    sl_trace_cur.events = sl_trace_events_take(b);
+    assert_int_not_equal(sl_trace_cur.events, 0);
+    sl_trace_log_event("debug", "echo", "line \"one\"");
+    sl_trace_log_event("info", "core", "two");
+    sl_trace_events_drop(b);
+    sl_trace_log_event("info", "core", "after the span let go");
+    sl_trace_cur.events = 0;
 
     body = sl_otlp_body(resource, a, 10, &len);
     assert_non_null(body);
@@ -186,6 +197,16 @@ static void test_otlp_body(void **state)
             attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.query.text")->child->valuestring,
             "SELECT \"x\"\n");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "links")), 1);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "events")), 2);
+    assert_string_equal(attr_value(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(sb, "events"), 0), "attributes"),
+                                   "log.message")
+                                ->child->valuestring,
+                        "line \"one\"");
+    assert_string_equal(attr_value(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(sb, "events"), 1), "attributes"),
+                                   "log.severity")
+                                ->child->valuestring,
+                        "info");
+    assert_null(cJSON_GetObjectItem(sa, "events"));
     assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(sb, "status"), "code")->valueint, 2);
     assert_string_equal(
             cJSON_GetObjectItem(cJSON_GetObjectItem(sb, "status"), "message")->valuestring,

@@ -19,6 +19,7 @@
 #include "http/chttp.h"
 #include "connectors/connector.h"
 #include "daemon/core.h"
+#include "trace/trace.h"
 #include <sluice/clickhouse.h>
 
 #define WHO "clickhouse"
@@ -54,6 +55,8 @@ struct req {
     size_t max_answer;    /* answers longer than this fail the request */
     int caller;           /* sl_ch_query_limited(): no attempt after an answer */
     char errbuf[CURL_ERROR_SIZE];
+    sl_trace_ctx trace; /* current at submission: the callback's */
+    sl_span *span;      /* NULL when not recorded */
 };
 
 struct sl_ch {
@@ -109,6 +112,15 @@ int ch_exception_code(const char *body, size_t len);
 const char *ch_late_exception(const char *body, size_t len);
 /* The first line of an error answer, trimmed, in `out`. */
 void ch_first_line(const char *body, size_t len, char *out, size_t outlen);
+
+/* ----------------------------------- clickhouse_trace.c for clickhouse_req.c */
+
+/* Captures the current context and, when it is traced, opens the
+ * request's span. */
+void ch_trace_begin(req *q);
+/* Ends the span (if any) with the answer's status, exception code and
+ * error. */
+void ch_trace_end(req *q, long status, int code, const char *err);
 
 /* ------------------------------------- clickhouse_api.c for the others */
 

@@ -118,6 +118,7 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
 
 void ch_req_free(req *q)
 {
+    ch_trace_end(q, 0, 0, "the request was dropped unanswered");
     if (q->easy != NULL)
         curl_easy_cleanup(q->easy);
     if (q->retry_timer != NULL)
@@ -181,6 +182,20 @@ static int attempt(req *q)
     return 0;
 }
 
+/* Ends the request's span and calls the module back in the context the
+ * request was submitted in. */
+static void answer(sl_ch *ch, req *q, const sl_ch_result *res)
+{
+    sl_trace_ctx saved;
+
+    ch_trace_end(q, res->status, res->code, res->error);
+    if (q->fn == NULL || ch->life.freeing)
+        return;
+    sl_trace_enter(&q->trace, &saved);
+    q->fn(ch, res, q->arg);
+    sl_trace_restore(&saved);
+}
+
 /* Answers a request that could not even be sent, rather than let it hang. */
 static void fail_start(sl_ch *ch, req *q)
 {
@@ -188,8 +203,7 @@ static void fail_start(sl_ch *ch, req *q)
                          q->attempts, sl_now() - q->submitted };
 
     ch_unlink_req(ch, q);
-    if (q->fn != NULL && !ch->life.freeing)
-        q->fn(ch, &res, q->arg);
+    answer(ch, q, &res);
     ch_req_free(q);
 }
 
@@ -283,8 +297,7 @@ static void finish(sl_ch *ch, req *q, long status, int code, const char *err)
     if (err == NULL && q->kind == K_QUERY)
         json = read_answer(&res, late, sizeof(late));
     res.elapsed = sl_now() - q->submitted;
-    if (q->fn != NULL && !ch->life.freeing)
-        q->fn(ch, &res, q->arg);
+    answer(ch, q, &res);
     cJSON_Delete(json);
     ch_req_free(q);
 }
@@ -427,6 +440,7 @@ static int submit(sl_ch *ch, req_kind kind, char *url, char *body, const char *s
         q->max_answer = max_answer;
     q->caller = caller;
     q->submitted = sl_now();
+    ch_trace_begin(q);
     if (attempt(q) != 0) {
         ch_req_free(q);
         return -1;

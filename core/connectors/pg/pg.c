@@ -487,18 +487,21 @@ static sl_pg_tx *tx_begin(sl_pg *pg, int unbounded)
 {
     sl_pg_tx *tx;
     op *b;
+    char begin[PG_TRACE_BEGIN_MAX];
 
     if (pg == NULL || pg->life.freeing)
         return NULL;
     tx = calloc(1, sizeof(*tx));
-    b = pg_op_new(OP_BEGIN, "BEGIN", 0, NULL, NULL, NULL);
-    if (tx == NULL || b == NULL) {
+    if (tx == NULL)
+        return NULL;
+    tx->pg = pg;
+    pg_trace_tx_begin(pg, tx, begin);
+    b = pg_op_new(OP_BEGIN, begin, 0, NULL, NULL, NULL);
+    if (b == NULL) {
+        pg_trace_tx_end(tx);
         free(tx);
-        pg_op_free(b);
         return NULL;
     }
-    tx->pg = pg;
-    pg_trace_tx_begin(pg, tx);
     tx->unbounded = unbounded;
     tx->deadline = sl_now() + pg->tx_timeout;
     tx->next = pg->txs;

@@ -166,7 +166,14 @@ void pg_sweep_listeners(sl_pg *pg);
  * made in, by pg_call(); a transaction's, from begin to free. */
 void pg_trace_statement(sl_pg *pg, op *o);
 void pg_trace_done(op *o, const PGresult *res, const char *err);
-void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx);
+/* The longest BEGIN pg_trace_tx_begin() writes. */
+#define PG_TRACE_BEGIN_MAX 96
+/* Opens the transaction's span and writes into `begin` what opens the
+ * transaction: "BEGIN", plus, under a trace, a SET LOCAL of
+ * sluice.traceparent to the transaction span's position, in the same
+ * round trip, so that SQL run in it (an outbox trigger) can store the
+ * context with what it writes. */
+void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx, char begin[PG_TRACE_BEGIN_MAX]);
 void pg_trace_tx_end(sl_pg_tx *tx);
 void pg_call(sl_pg *pg, op *o, const PGresult *res, const char *err);
 

@@ -3,8 +3,10 @@
  * (from submission to its result, queue wait included, as the caller sees
  * it) and one per transaction, the statements of a transaction nested
  * under it.  Only work done for a traced request or message gets spans:
- * a relay's idle polling would otherwise start a trace per poll.  Attribute names are OpenTelemetry's database conventions;
- * both db.system (older collectors) and db.system.name are set.
+ * a relay's idle polling would otherwise start a trace per poll.
+ * Attribute names are OpenTelemetry's database conventions; both
+ * db.system (older collectors) and db.system.name are set, the text only
+ * as db.query.text (it is the largest part of a statement's span).
  */
 #include <stdio.h>
 #include <string.h>
@@ -52,7 +54,6 @@ void pg_trace_statement(sl_pg *pg, op *o)
     sl_span_set_str(o->span, "db.operation.name", name);
     /* Parameters are bound, never spliced: the text holds no values. */
     sl_span_set_str(o->span, "db.query.text", sql);
-    sl_span_set_str(o->span, "db.statement", sql);
     if (o->stmt != NULL)
         sl_span_set_str(o->span, "db.postgresql.prepared_statement", o->stmt->name);
 }
@@ -73,14 +74,21 @@ void pg_trace_done(op *o, const PGresult *res, const char *err)
     o->span = NULL;
 }
 
-void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx)
+void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx, char begin[PG_TRACE_BEGIN_MAX])
 {
+    char tp[SL_TP_LEN + 1];
+
     tx->trace = sl_trace_cur;
+    snprintf(begin, PG_TRACE_BEGIN_MAX, "BEGIN");
     if (!sl_trace_on() || !tx->trace.traced)
         return;
     tx->span = sl_span_begin(NULL, SL_SPAN_CLIENT, "transaction", &tx->trace.tp);
     tx->trace.traced = 1;
     common(pg, tx->span);
+    /* Spliced, not bound: a simple query takes no parameters, and the
+     * value is ours, hex digits and dashes only. */
+    sl_tp_format(&tx->trace.tp, tp);
+    snprintf(begin, PG_TRACE_BEGIN_MAX, "BEGIN;SET LOCAL sluice.traceparent='%s'", tp);
 }
 
 void pg_trace_tx_end(sl_pg_tx *tx)

@@ -154,12 +154,11 @@ static void destroy(void *obj)
     redis_conn_ev_cleanup(r);
     while ((c = r->head) != NULL) { /* only if hiredis never took them */
         r->head = c->next;
-        free(c);
+        redis_cmd_free(c);
     }
     while ((c = r->failed) != NULL) {
         r->failed = c->next;
-        free(c->why);
-        free(c);
+        redis_cmd_free(c);
     }
     if (r->connect_timer != NULL)
         event_free(r->connect_timer);

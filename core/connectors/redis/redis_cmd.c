@@ -8,6 +8,11 @@
  * timer at its deadline enforces command_timeout.  A command that times out
  * means the server is not answering: the connection is dropped, which fails
  * every command still waiting, and reconnecting starts.
+ *
+ * A module's command sent for a traced request or message is a CLIENT span
+ * (OpenTelemetry's database conventions, db.system redis) from the call to
+ * its reply, and its callback runs in the context it was sent in.  The
+ * span names the command, never its arguments (they hold the data).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,11 +64,55 @@ static void unlink_cmd(sl_redis *r, cmd *c)
     }
 }
 
-/* Calls a module's callback; the handle may be freed inside. */
+/* The command's span, when its caller's work is traced. */
+static void trace_begin(sl_redis *r, cmd *c, const char *name, size_t len)
+{
+    char op[32], db[16];
+    size_t n = 0;
+
+    c->trace = sl_trace_cur;
+    if (!sl_trace_on() || !c->trace.traced)
+        return;
+    for (; n < len && n + 1 < sizeof(op); n++)
+        op[n] = name[n] >= 'a' && name[n] <= 'z' ? (char)(name[n] - 'a' + 'A') : name[n];
+    op[n] = '\0';
+    c->span = sl_span_begin(NULL, SL_SPAN_CLIENT, op, NULL);
+    sl_span_set_str(c->span, "db.system", "redis");
+    sl_span_set_str(c->span, "db.system.name", "redis");
+    sl_span_set_str(c->span, "db.operation.name", op);
+    snprintf(db, sizeof(db), "%d", r->url.db);
+    sl_span_set_str(c->span, "db.namespace", db);
+    sl_span_set_str(c->span, "server.address", r->url.host);
+    sl_span_set_int(c->span, "server.port", r->url.port);
+}
+
+void redis_cmd_free(cmd *c)
+{
+    if (c->span != NULL) {
+        sl_span_fail(c->span, "the handle was freed before the reply");
+        sl_span_end(c->span);
+    }
+    free(c->why);
+    free(c);
+}
+
+/* Ends the span and calls a module's callback in the context the command
+ * was sent in; the handle may be freed inside. */
 static void call(sl_redis *r, cmd *c, const redisReply *reply, const char *err)
 {
-    if (c->fn != NULL && !r->life.freeing)
-        c->fn(r, (const sl_redis_reply *)reply, err, c->arg);
+    sl_trace_ctx saved;
+
+    if (c->span != NULL) {
+        if (err != NULL)
+            sl_span_fail(c->span, "%s", err);
+        sl_span_end(c->span);
+        c->span = NULL;
+    }
+    if (c->fn == NULL || r->life.freeing)
+        return;
+    sl_trace_enter(&c->trace, &saved);
+    c->fn(r, (const sl_redis_reply *)reply, err, c->arg);
+    sl_trace_restore(&saved);
 }
 
 /* ------------------------------------------------------- failing early */
@@ -116,7 +165,7 @@ void redis_cmd_on_reply(redisAsyncContext *ac, void *reply_, void *privdata)
 
     unlink_cmd(r, c);
     if (r->life.freeing) {
-        free(c);
+        redis_cmd_free(c);
         return;
     }
     sl_conn_enter(&r->life);
@@ -179,6 +228,7 @@ SL_API int sl_redis_command(sl_redis *r, int argc, const char *const *argv, cons
     c->arg = arg;
     c->start = sl_now();
     c->deadline = c->start + r->command_timeout;
+    trace_begin(r, c, argv[0], argvlen != NULL ? argvlen[0] : strlen(argv[0]));
 
     /* Waiting for the first connection is allowed (module start-up races
      * it); after a failure, commands fail fast until it is back. */

@@ -18,6 +18,7 @@
 #include <hiredis/async.h>
 #include "connectors/connector.h"
 #include "daemon/core.h"
+#include "trace/trace.h"
 #include "redis.h"
 #include <sluice/redis.h>
 
@@ -40,6 +41,8 @@ struct cmd {
     int handshake_end; /* the PING whose answer makes the connection usable */
     int timed_out;
     char *why; /* for commands failed without being sent */
+    sl_trace_ctx trace; /* current when sent: the callback's */
+    sl_span *span;      /* NULL when not recorded */
 };
 
 struct sl_redis {
@@ -94,6 +97,8 @@ void redis_conn_on_command_timeout(evutil_socket_t fd, short what, void *arg);
 void redis_cmd_on_reply(redisAsyncContext *ac, void *reply_, void *privdata);
 /* Keeps the command timer at the deadline of the oldest waiting command. */
 void redis_cmd_rearm_timer(sl_redis *r);
+/* Frees a command never answered (its span ends failed). */
+void redis_cmd_free(cmd *c);
 /* The `deliver` event: answers the commands failed before being sent. */
 void redis_cmd_on_deliver(evutil_socket_t fd, short what, void *arg);
 

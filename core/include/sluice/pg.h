@@ -132,6 +132,12 @@ SL_API int sl_pg_exec(sl_pg *pg, const sl_pg_stmt *stmt, int nparams,
  * back as asked).  A transaction not ended within [postgres] tx_timeout
  * of its begin is rolled back and its commit will report so.
  *
+ * A transaction begun under a trace (a request's, a message's) has the
+ * setting sluice.traceparent (SET LOCAL) holding the W3C traceparent of
+ * its transaction span, so that SQL it runs can store the context with
+ * what it writes: current_setting('sluice.traceparent', true) is that
+ * value, or NULL/'' outside a traced transaction or with tracing off.
+ *
  * sl_pg_tx_begin() returns NULL only when out of memory.  The others return
  * 0 when `fn` will be called, -1 (bad arguments, out of memory, the
  * transaction already ended) when it will not.
