@@ -34,8 +34,8 @@
             { "max_connections",                                                                  \
               SL_OPT_INT,                                                                         \
               "1024",                                                                             \
-              "connections open at once per listener; beyond it new ones are answered 503 with " \
-              "Retry-After and closed, unread; 0: no cap",                                                                              \
+              "connections open at once per listener; beyond it new ones are answered 503 with "  \
+              "Retry-After and closed, unread; 0: no cap",                                        \
               0,                                                                                  \
               1000000,                                                                            \
               NULL },                                                                             \
@@ -48,12 +48,13 @@
               0,                                                                                  \
               0,                                                                                  \
               NULL },                                                                             \
-    { "tls_key", SL_OPT_STRING, "", "PEM private key of tls_cert", 0, 0, NULL },                \
+            { "tls_key", SL_OPT_STRING, "", "PEM private key of tls_cert", 0, 0, NULL },          \
     {                                                                                             \
         "access_log", SL_OPT_STRING, "off",                                                       \
-        "one line per request answered on these listeners, in [core] log_format: off, stderr, "   \
-        "or a file (relative to the config file's directory), opened again on SIGHUP",            \
-        0, 0, NULL                                                                                \
+                "one line per request answered on these listeners, in [core] log_format: off, "   \
+                "stderr, "                                                                        \
+                "or a file (relative to the config file's directory), opened again on SIGHUP",    \
+                0, 0, NULL                                                                        \
     }
 
 static const sl_option core_options[] = {

@@ -30,7 +30,7 @@
  * library code of the handle is running any more.
  */
 typedef struct {
-    sl_ctx *ctx;           /* NULL once freed or released */
+    sl_ctx *ctx; /* NULL once freed or released */
     sl_resource *res;
     int depth;
     int freeing;

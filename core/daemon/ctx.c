@@ -244,7 +244,8 @@ static void finish_stop(sl_ctx *ctx, int timed_out)
     /* sl_stopped() is usually called from module code, which must not be
      * unmapped under its own feet: whoever waits for the stop (and may
      * dlclose) runs from the loop, after the module returned. */
-    if (event_base_once(sl_base, -1, EV_TIMEOUT, report_stopped, ctx, &(struct timeval){ 0, 0 }) != 0)
+    if (event_base_once(sl_base, -1, EV_TIMEOUT, report_stopped, ctx, &(struct timeval){ 0, 0 }) !=
+        0)
         report_stopped(-1, 0, ctx);
 }
 

@@ -34,7 +34,7 @@ typedef struct {
     sl_optset opts;
     sl_listener **listeners;
     size_t nlisteners;
-    sl_tls *tls; /* of its own listeners, loaded when the generation is built */
+    sl_tls *tls;         /* of its own listeners, loaded when the generation is built */
     sl_access_log *alog; /* of its own listeners, opened then too */
 } spec;
 
@@ -45,7 +45,7 @@ typedef struct {
     int present[SL_MAX_SECTIONS];
     sl_listener **listeners;
     size_t nlisteners;
-    sl_tls *tls;       /* of the [core] listeners */
+    sl_tls *tls; /* of the [core] listeners */
     sl_access_log *alog;
     sl_tokens *tokens; /* from [core] tokens_file, or NULL */
     spec *specs;
@@ -208,8 +208,7 @@ static void open_access_log(const char *where, const char *file, int line, sl_ac
  * explicit allow_anonymous, like Redis's protected mode.
  */
 static int check_listen(const sl_optset *opts, int have_tokens, const char *file, int line,
-                        const char *label, sl_tls **tls, sl_access_log **alog,
-                        sl_errors *errs)
+                        const char *label, sl_tls **tls, sl_access_log **alog, sl_errors *errs)
 {
     const sl_optval *listen = sl_optset_get(opts, "listen");
     const char *cert = sl_optset_get(opts, "tls_cert")->raw;
@@ -245,7 +244,7 @@ static int check_listen(const sl_optset *opts, int have_tokens, const char *file
 /* The options that configure a listener: two sections naming the same
  * address must agree on them. */
 static const char *const listen_keys[] = { "allow_anonymous", "allowed_hosts", "max_connections",
-                                           "tls_cert", "tls_key", "access_log" };
+                                           "tls_cert",        "tls_key",       "access_log" };
 
 static int same_listen_settings(const sl_optset *a, const sl_optset *b)
 {

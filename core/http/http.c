@@ -172,12 +172,24 @@ static void access_line(sl_access_log *alog, struct evhttp_request *ev, sl_acces
         sl_tp_hex(trace->tp.trace_id, 16, trace_id);
     e->client = peer_of(ev);
     switch (evhttp_request_get_command(ev)) {
-    case EVHTTP_REQ_GET: e->method = "GET"; break;
-    case EVHTTP_REQ_POST: e->method = "POST"; break;
-    case EVHTTP_REQ_PUT: e->method = "PUT"; break;
-    case EVHTTP_REQ_DELETE: e->method = "DELETE"; break;
-    case EVHTTP_REQ_HEAD: e->method = "HEAD"; break;
-    default: e->method = "-"; break;
+    case EVHTTP_REQ_GET:
+        e->method = "GET";
+        break;
+    case EVHTTP_REQ_POST:
+        e->method = "POST";
+        break;
+    case EVHTTP_REQ_PUT:
+        e->method = "PUT";
+        break;
+    case EVHTTP_REQ_DELETE:
+        e->method = "DELETE";
+        break;
+    case EVHTTP_REQ_HEAD:
+        e->method = "HEAD";
+        break;
+    default:
+        e->method = "-";
+        break;
     }
     e->trace_id = trace_id;
     if (settings.tokens == NULL)
@@ -554,12 +566,8 @@ static void allow_header(struct evhttp_request *ev, unsigned methods)
     static const struct {
         unsigned bit;
         const char *name;
-    } names[] = { { SL_GET, "GET" },
-                  { SL_HEAD, "HEAD" },
-                  { SL_POST, "POST" },
-                  { SL_PUT, "PUT" },
-                  { SL_PATCH, "PATCH" },
-                  { SL_DELETE, "DELETE" } };
+    } names[] = { { SL_GET, "GET" }, { SL_HEAD, "HEAD" },   { SL_POST, "POST" },
+                  { SL_PUT, "PUT" }, { SL_PATCH, "PATCH" }, { SL_DELETE, "DELETE" } };
     char allow[64] = "";
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {

@@ -48,7 +48,7 @@ typedef struct {
     size_t max_connections;     /* 0: no cap */
     char *const *allowed_hosts; /* Host names served; none: any */
     size_t nallowed_hosts;
-    sl_tls *tls; /* NULL: plain HTTP; the listener takes a reference */
+    sl_tls *tls;               /* NULL: plain HTTP; the listener takes a reference */
     sl_access_log *access_log; /* NULL: none; the listener takes a reference */
 } sl_listen_settings;
 /* Applies to connections accepted from now on (and to the requests of

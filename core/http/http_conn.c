@@ -258,7 +258,8 @@ static void refuse(sl_conn *c, const struct refusal *r, const char *detail)
     sl_log_core(r->status == 503 ? SL_LOG_DEBUG : SL_LOG_INFO, "http",
                 "%s: refusing a connection with %d: %s", c->l->addr, r->status, detail);
     evbuffer_drain(in, evbuffer_get_length(in));
-    if (c->refuse_ev == NULL && (c->refuse_ev = event_new(sl_base, -1, 0, send_refusal, c)) == NULL) {
+    if (c->refuse_ev == NULL &&
+        (c->refuse_ev = event_new(sl_base, -1, 0, send_refusal, c)) == NULL) {
         shutdown(c->fd, SHUT_RDWR);
         return;
     }

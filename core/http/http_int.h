@@ -26,7 +26,7 @@ struct sl_listener {
     size_t nallowed_hosts;
     sl_tls *tls;
     sl_access_log *alog; /* NULL: none */
-    size_t nconns; /* connections open now */
+    size_t nconns;       /* connections open now */
 };
 
 /* Makes `l` create the bufferevent of every connection it accepts (plain

@@ -70,11 +70,11 @@ typedef struct agg_part {
     int32_t partition;
     const agg_route *route;
     int assigned;
-    int64_t next_offset; /* next offset expected; -1 unknown */
-    int64_t pending;     /* to commit once the open batch lands; -1 none */
-    int64_t committed;   /* last offset committed; -1 none */
-    unsigned pause;      /* AGG_PAUSE_* reasons */
-    int paused;          /* as last told to librdkafka */
+    int64_t next_offset;       /* next offset expected; -1 unknown */
+    int64_t pending;           /* to commit once the open batch lands; -1 none */
+    int64_t committed;         /* last offset committed; -1 none */
+    unsigned pause;            /* AGG_PAUSE_* reasons */
+    int paused;                /* as last told to librdkafka */
     agg_msg *held, *held_tail; /* head: the message being retried */
     size_t nheld;
     int attempts;
@@ -170,9 +170,9 @@ typedef struct agg {
 
     /* metrics */
     sl_series *s_consumed[AGG_NHANDLERS + 1], *s_valid[AGG_NHANDLERS], *s_dups[AGG_NHANDLERS],
-        *s_invalid[AGG_NHANDLERS + 1][AGG_NREASONS];
-    sl_metric *m_consumed, *m_valid, *m_invalid, *m_dups, *m_dead, *m_fwd, *m_retries,
-        *m_batch, *m_latency, *m_flushes, *m_paused, *m_paused_total, *m_buffered;
+            *s_invalid[AGG_NHANDLERS + 1][AGG_NREASONS];
+    sl_metric *m_consumed, *m_valid, *m_invalid, *m_dups, *m_dead, *m_fwd, *m_retries, *m_batch,
+            *m_latency, *m_flushes, *m_paused, *m_paused_total, *m_buffered;
 } agg;
 
 /* routes.c: check() and start() parse route.* with the same code; the
@@ -214,7 +214,7 @@ void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_re
 /* A row was appended to a->cur->rows[h]: count it and its minute. */
 void agg_batch_row(agg *a, agg_handler h, int64_t minute);
 void agg_batch_done(agg *a, agg_part *p, int64_t offset); /* a message settled */
-void agg_sink_kick(agg *a);   /* flush if due */
+void agg_sink_kick(agg *a);                               /* flush if due */
 int agg_sink_idle(const agg *a);
 void agg_sink_free(agg *a);
 size_t agg_buffered(const agg *a);

@@ -24,23 +24,29 @@ static const sl_option agg_options[] = {
       "subscriptions: topic names, or regular expressions starting with ^", 0, 0, NULL },
     { "group", SL_OPT_STRING, "sluice-aggregator", "Kafka consumer group", 0, 0, NULL },
     { "route.*", SL_OPT_STRING, NULL,
-      "route.NAME = PATTERN -> middleware, ..., handler: topics matching PATTERN (a name, or a regex starting with ^) go to handler page_views, analytics or segment_events through middleware retry, recover, deadletter, dedup, forward; first match in file order wins; none set: page_views, ^analytics.* and segment_events to their handlers with recover, dedup",
+      "route.NAME = PATTERN -> middleware, ..., handler: topics matching PATTERN (a name, or a "
+      "regex starting with ^) go to handler page_views, analytics or segment_events through "
+      "middleware retry, recover, deadletter, dedup, forward; first match in file order wins; none "
+      "set: page_views, ^analytics.* and segment_events to their handlers with recover, dedup",
       0, 0, NULL },
     { "batch_size", SL_OPT_INT, "10000", "write a batch when it holds this many messages", 1,
       10000000, NULL },
     { "batch_interval", SL_OPT_DURATION, "1s", "write a batch when its oldest message is this old",
       0.001, 3600, NULL },
     { "batch_bytes", SL_OPT_INT, "16777216",
-      "write a batch when its rows (and rejected messages' prefixes) reach this many bytes",
-      65536, 1073741824, NULL },
+      "write a batch when its rows (and rejected messages' prefixes) reach this many bytes", 65536,
+      1073741824, NULL },
     { "max_buffered", SL_OPT_INT, "0",
-      "messages accumulated while a batch is being written before every partition pauses; 0: 2 x batch_size",
+      "messages accumulated while a batch is being written before every partition pauses; 0: 2 x "
+      "batch_size",
       0, 100000000, NULL },
     { "max_buffered_bytes", SL_OPT_INT, "0",
-      "bytes of rows accumulated while a batch is being written before every partition pauses; 0: 2 x batch_bytes",
+      "bytes of rows accumulated while a batch is being written before every partition pauses; 0: "
+      "2 x batch_bytes",
       0, 4294967296LL, NULL },
     { "prefetch_bytes", SL_OPT_INT, "33554432",
-      "bytes of messages the Kafka client fetches ahead of processing (queued.max.messages.kbytes and fetch.max.bytes are derived from it)",
+      "bytes of messages the Kafka client fetches ahead of processing (queued.max.messages.kbytes "
+      "and fetch.max.bytes are derived from it)",
       1048576, 1073741824, NULL },
     { "retries", SL_OPT_INT, "3", "retry middleware: attempts after the first", 0, 100, NULL },
     { "retry_backoff", SL_OPT_DURATION, "200ms",
@@ -55,22 +61,25 @@ static const sl_option agg_options[] = {
     { "deadletter_topic", SL_OPT_STRING, "{topic}.dlq",
       "deadletter middleware: where failed messages go; {topic} is the source topic", 0, 0, NULL },
     { "forward_topic", SL_OPT_STRING, "{topic}.valid",
-      "forward middleware: where valid events are copied; {topic} is the source topic", 0, 0, NULL },
+      "forward middleware: where valid events are copied; {topic} is the source topic", 0, 0,
+      NULL },
     { "dedup_window", SL_OPT_INT, "100000",
-      "dedup middleware: event ids remembered per handler (at most 40 bytes each, whatever their length)",
+      "dedup middleware: event ids remembered per handler (at most 40 bytes each, whatever their "
+      "length)",
       0, 100000000, NULL },
     { "hold_max", SL_OPT_INT, "10000",
       "messages queued behind one being retried before its partition pauses", 1, 10000000, NULL },
     { "hold_max_bytes", SL_OPT_INT, "16777216",
-      "bytes of messages queued behind retries, all partitions together, before a partition adding to them pauses",
+      "bytes of messages queued behind retries, all partitions together, before a partition adding "
+      "to them pauses",
       65536, 1073741824, NULL },
     { "max_future", SL_OPT_DURATION, "5m", "timestamps later than now plus this are rejected", 0,
       31536000, NULL },
     { "max_message_bytes", SL_OPT_INT, "1048576", "larger messages are rejected (too_large)", 1,
       1073741824, NULL },
     { "error_raw_bytes", SL_OPT_INT, "4096",
-      "bytes of a rejected message kept in processing_errors.raw (its whole size is in raw_size)", 0,
-      1048576, NULL },
+      "bytes of a rejected message kept in processing_errors.raw (its whole size is in raw_size)",
+      0, 1048576, NULL },
     { "query_max_span", SL_OPT_DURATION, "744h",
       "query API: the longest period a query may cover (hours=, from..to); longer is answered 400",
       3600, 315360000, NULL },
@@ -84,10 +93,12 @@ static const sl_option agg_options[] = {
       "query API: ClickHouse's max_result_bytes, and the largest answer held", 4096, 268435456,
       NULL },
     { "max_queries", SL_OPT_INT, "8",
-      "query API: queries in flight or waiting for a ClickHouse connection at once; more are answered 503",
+      "query API: queries in flight or waiting for a ClickHouse connection at once; more are "
+      "answered 503",
       1, 1024, NULL },
     { "rdkafka.*", SL_OPT_STRING, NULL,
-      "librdkafka property of the consumer, e.g. rdkafka.session.timeout.ms = 6000 (enable.auto.commit stays false)",
+      "librdkafka property of the consumer, e.g. rdkafka.session.timeout.ms = 6000 "
+      "(enable.auto.commit stays false)",
       0, 0, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
@@ -116,11 +127,12 @@ static int metrics_start(agg *a)
 
     a->m_consumed = sl_counter(ctx, "sluice_aggregator_consumed_total",
                                "Messages consumed, by handler (none: no route)", "handler");
-    a->m_valid = sl_counter(ctx, "sluice_aggregator_valid_total",
-                            "Valid events stored, by handler", "handler");
-    a->m_invalid = sl_counter(ctx, "sluice_aggregator_invalid_total",
-                              "Rejected messages, stored in processing_errors, by handler and reason",
-                              "handler,reason");
+    a->m_valid = sl_counter(ctx, "sluice_aggregator_valid_total", "Valid events stored, by handler",
+                            "handler");
+    a->m_invalid =
+            sl_counter(ctx, "sluice_aggregator_invalid_total",
+                       "Rejected messages, stored in processing_errors, by handler and reason",
+                       "handler,reason");
     a->m_dups = sl_counter(ctx, "sluice_aggregator_duplicates_dropped_total",
                            "Events dropped by the dedup middleware's window", "handler");
     a->m_dead = sl_counter(ctx, "sluice_aggregator_dead_lettered_total",
@@ -131,17 +143,16 @@ static int metrics_start(agg *a)
                               "Handler retries by the retry middleware", "handler");
     a->m_flushes = sl_counter(ctx, "sluice_aggregator_flushes_total",
                               "Batch writes to ClickHouse, by result (ok, failed)", "result");
-    a->m_batch = sl_histogram(ctx, "sluice_aggregator_batch_size",
-                              "Messages per batch written", NULL, sizes,
-                              sizeof(sizes) / sizeof(sizes[0]));
+    a->m_batch = sl_histogram(ctx, "sluice_aggregator_batch_size", "Messages per batch written",
+                              NULL, sizes, sizeof(sizes) / sizeof(sizes[0]));
     a->m_latency = sl_histogram(ctx, "sluice_aggregator_flush_latency_seconds",
                                 "From a batch closing to its offsets being committed", NULL, secs,
                                 sizeof(secs) / sizeof(secs[0]));
     a->m_paused = sl_gauge(ctx, "sluice_aggregator_partition_paused",
                            "1 while a partition is paused (sink down, backlog, or a retry)",
                            "topic,partition");
-    a->m_paused_total = sl_gauge(ctx, "sluice_aggregator_paused_partitions",
-                                 "Partitions paused now", NULL);
+    a->m_paused_total =
+            sl_gauge(ctx, "sluice_aggregator_paused_partitions", "Partitions paused now", NULL);
     a->m_buffered = sl_gauge(ctx, "sluice_aggregator_buffered_messages",
                              "Messages settled but not yet written (open batch and flight)", NULL);
     if (a->m_consumed == NULL || a->m_valid == NULL || a->m_invalid == NULL || a->m_dups == NULL ||
@@ -182,7 +193,8 @@ static int topic_template_check(sl_ctx *ctx, const char *key)
         }
         if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
             return sl_fail_opt(ctx, key,
-                               "\"%s\": '%c' cannot be in a topic name (letters, digits, '.', '_', '-'; {topic} is the source topic)",
+                               "\"%s\": '%c' cannot be in a topic name (letters, digits, '.', '_', "
+                               "'-'; {topic} is the source topic)",
                                t, *p);
     }
     if (strlen(t) > 200)
@@ -263,7 +275,8 @@ static int agg_start(sl_ctx *ctx)
         return sl_fail(ctx, "%s", err);
     if (agg_api_start(a) != 0)
         return -1;
-    sl_log(ctx, SL_LOG_INFO, "consuming %zu subscriptions as group %s, %zu routes, batches of %zu or %.3g s",
+    sl_log(ctx, SL_LOG_INFO,
+           "consuming %zu subscriptions as group %s, %zu routes, batches of %zu or %.3g s",
            sl_opt_list_len(ctx, "topics"), a->group, a->nroutes, a->batch_size, a->batch_interval);
     return 0;
 }
@@ -309,7 +322,8 @@ static void agg_stop(sl_ctx *ctx)
 SL_API const sl_module sluice_module = {
     .abi_version = SL_ABI_VERSION,
     .name = "aggregator",
-    .description = "Kafka consumer group -> validate, de-duplicate, aggregate -> ClickHouse, with routing, dead letters and a query API",
+    .description = "Kafka consumer group -> validate, de-duplicate, aggregate -> ClickHouse, with "
+                   "routing, dead letters and a query API",
     .options = agg_options,
     .flags = SL_MODULE_EXCLUSIVE,
     .start = agg_start,

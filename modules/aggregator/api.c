@@ -115,8 +115,8 @@ typedef struct agg_query {
     struct agg_query *prev, *next;
     agg *a;
     sl_req *req;
-    char key[16];  /* the answer's member holding the rows */
-    cJSON *extra;  /* members added to the answer (the period ...) */
+    char key[16]; /* the answer's member holding the rows */
+    cJSON *extra; /* members added to the answer (the period ...) */
 } query;
 
 static void query_free(query *q)
@@ -153,7 +153,8 @@ static void reply_failed(query *q, const sl_ch_result *res)
     case 307: /* TOO_MANY_BYTES */
     case 396: /* TOO_MANY_ROWS_OR_BYTES */
         return sl_reply_error(q->req, 400,
-                              "the answer is over the size limit (query_max_rows, query_max_bytes): narrow the period or lower limit");
+                              "the answer is over the size limit (query_max_rows, "
+                              "query_max_bytes): narrow the period or lower limit");
     case 241: /* MEMORY_LIMIT_EXCEEDED */
     case 202: /* TOO_MANY_SIMULTANEOUS_QUERIES */
         return sl_reply_error(q->req, 503, "ClickHouse is out of resources for this query");
@@ -162,7 +163,8 @@ static void reply_failed(query *q, const sl_ch_result *res)
     }
     if (res->status == 0 && strncmp(res->error, "answer larger than", 18) == 0)
         return sl_reply_error(q->req, 400,
-                              "the answer is over the size limit (query_max_bytes): narrow the period or lower limit");
+                              "the answer is over the size limit (query_max_bytes): narrow the "
+                              "period or lower limit");
     sl_reply_error(q->req, 503, "ClickHouse query failed");
 }
 
@@ -184,7 +186,8 @@ static void on_rows(sl_ch *ch, const sl_ch_result *res, void *arg)
     data = cJSON_GetObjectItemCaseSensitive(res->json, "data");
     body = q->extra != NULL ? q->extra : cJSON_CreateObject();
     q->extra = NULL;
-    cJSON_AddItemToObject(body, q->key, data != NULL ? cJSON_Duplicate(data, 1) : cJSON_CreateArray());
+    cJSON_AddItemToObject(body, q->key,
+                          data != NULL ? cJSON_Duplicate(data, 1) : cJSON_CreateArray());
     sl_reply_json(q->req, 200, body);
     query_free(q);
 }
@@ -283,8 +286,8 @@ static void serve_segments(sl_req *req, void *arg)
 }
 
 /* Page views and analytics events as one stream of (type, user, ts). */
-static void union_sql(jbuf *sql, const char *cols_pv, const char *cols_an, int64_t from,
-                      int64_t to, const char *type)
+static void union_sql(jbuf *sql, const char *cols_pv, const char *cols_an, int64_t from, int64_t to,
+                      const char *type)
 {
     jb_printf(sql, "(SELECT %s FROM page_views FINAL WHERE", cols_pv);
     period_sql(sql, "ts", from, to);
@@ -324,8 +327,9 @@ static void serve_analytics(sl_req *req, void *arg)
     /* One row per type plus the all-types row (event_type ''), from WITH TOTALS-free SQL. */
     jb_lit(&sql, "SELECT event_type, count() AS events, uniqExact(user_id) AS unique_users FROM ");
     union_sql(&sql, "event_type, user_id", "event_type, user_id", from, to, type);
-    jb_lit(&sql, " GROUP BY event_type ORDER BY event_type UNION ALL "
-                 "SELECT '*' AS event_type, count() AS events, uniqExact(user_id) AS unique_users FROM ");
+    jb_lit(&sql,
+           " GROUP BY event_type ORDER BY event_type UNION ALL "
+           "SELECT '*' AS event_type, count() AS events, uniqExact(user_id) AS unique_users FROM ");
     union_sql(&sql, "event_type, user_id", "event_type, user_id", from, to, type);
     extra = cJSON_CreateObject();
     cJSON_AddItemToObject(extra, "period", period_json(from, to));
@@ -345,7 +349,7 @@ static void serve_events(sl_req *req, void *arg)
 
     if (get_period(a, req, &from, &to) != 0 || get_name(req, "event_type", &type) != 0 ||
         get_int(req, "limit", a->max_limit < 100 ? a->max_limit : 100, 1, a->max_limit, &limit) !=
-            0)
+                0)
         return;
     jb_lit(&sql, "SELECT id, event_type, user_id, ts, page_id, duration_s, properties FROM ");
     union_sql(&sql,
@@ -435,7 +439,8 @@ static void serve_status(sl_req *req, void *arg)
         uint64_t n = 0;
         for (int r = 1; r < AGG_NREASONS; r++)
             n += a->n.invalid[h][r];
-        cJSON_AddNumberToObject(by_handler, h < AGG_NHANDLERS ? agg_handler_name((agg_handler)h) : "none",
+        cJSON_AddNumberToObject(by_handler,
+                                h < AGG_NHANDLERS ? agg_handler_name((agg_handler)h) : "none",
                                 (double)n);
     }
     cJSON_AddNumberToObject(inv, "total", (double)inv_total);

@@ -168,8 +168,8 @@ static int dead_letter(agg *a, const agg_msg *m, const agg_result *res, int atte
         h[n++] = (sl_kafka_header){ "event_id", m->event_id, strlen(m->event_id) };
     if (m->event_type != NULL)
         h[n++] = (sl_kafka_header){ "event_type", m->event_type, strlen(m->event_type) };
-    rc = sl_kafka_produce(a->producer, topic, SL_KAFKA_PARTITION_ANY, m->key, m->keylen,
-                          m->value, m->value != NULL ? m->len : 0, h, n, DLQ_TAG);
+    rc = sl_kafka_produce(a->producer, topic, SL_KAFKA_PARTITION_ANY, m->key, m->keylen, m->value,
+                          m->value != NULL ? m->len : 0, h, n, DLQ_TAG);
     if (rc != 0) {
         sl_log(a->ctx, SL_LOG_WARN, "cannot dead-letter %s/%d@%lld to %s: %s", m->topic,
                (int)m->partition, (long long)m->offset, topic, sl_kafka_strerror(rc));
@@ -193,8 +193,8 @@ static void forward(agg *a, const agg_msg *m)
         h[n++] = (sl_kafka_header){ "event_id", m->event_id, strlen(m->event_id) };
     if (m->event_type != NULL)
         h[n++] = (sl_kafka_header){ "event_type", m->event_type, strlen(m->event_type) };
-    rc = sl_kafka_produce(a->producer, topic, SL_KAFKA_PARTITION_ANY, m->key, m->keylen,
-                          m->value, m->len, h, n, FWD_TAG);
+    rc = sl_kafka_produce(a->producer, topic, SL_KAFKA_PARTITION_ANY, m->key, m->keylen, m->value,
+                          m->len, h, n, FWD_TAG);
     if (rc == 0) {
         a->n.forwarded++;
         sl_series_add(sl_series_of(a->m_fwd), 1);
@@ -313,9 +313,9 @@ static int process(agg *a, agg_part *p, const agg_msg *m)
     agg_batch_error(a, m, h, r != NULL, res.reason, res.detail);
     a->n.invalid[h][res.reason]++;
     if (a->s_invalid[h][res.reason] == NULL)
-        a->s_invalid[h][res.reason] = sl_series_of(a->m_invalid,
-                                                   r != NULL ? agg_handler_name(h) : "none",
-                                                   agg_reason_name(res.reason));
+        a->s_invalid[h][res.reason] =
+                sl_series_of(a->m_invalid, r != NULL ? agg_handler_name(h) : "none",
+                             agg_reason_name(res.reason));
     sl_series_add(a->s_invalid[h][res.reason], 1);
     p->attempts = 0;
     agg_batch_done(a, p, m->offset);
@@ -478,7 +478,10 @@ static void on_rebalance(sl_kafka_consumer *c, sl_kafka_rebalance what, const sl
         publish_paused(a, p);
     }
     sl_log(a->ctx, SL_LOG_INFO, "%s %zu partitions",
-           what == SL_KAFKA_ASSIGNED ? "assigned" : what == SL_KAFKA_REVOKED ? "revoked" : "lost", n);
+           what == SL_KAFKA_ASSIGNED  ? "assigned"
+           : what == SL_KAFKA_REVOKED ? "revoked"
+                                      : "lost",
+           n);
 }
 
 /* --------------------------------------------------------------- start */
@@ -550,8 +553,8 @@ int agg_consume_start(agg *a, char *err, size_t errlen)
         if (a->producer == NULL)
             goto out;
     }
-    a->consumer = sl_kafka_consumer_new(a->ctx, a->group, topics, ntopics, on_message,
-                                        on_rebalance, a, pr.v, err, errlen);
+    a->consumer = sl_kafka_consumer_new(a->ctx, a->group, topics, ntopics, on_message, on_rebalance,
+                                        a, pr.v, err, errlen);
     rc = a->consumer != NULL ? 0 : -1;
 out:
     free(topics);

@@ -32,7 +32,7 @@ typedef struct {
     uint64_t *slots; /* 0 empty, else (low 32 bits of the hash << 32) | (ring index + 1) */
     void *map;       /* the mapping ring and slots live in */
     size_t maplen;
-    size_t next;     /* ring position of the next insert */
+    size_t next; /* ring position of the next insert */
     size_t n;
     uint64_t k0, k1; /* the hash key */
 } agg_dedup;

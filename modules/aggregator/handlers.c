@@ -40,14 +40,13 @@ static void id_hash(const agg_dedup *dedup, const char *id, size_t len, agg_resu
         res->id_hash = agg_dedup_prepare(dedup, id, len);
 }
 
-static void page_view(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
-                      agg_result *res)
+static void page_view(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row, agg_result *res)
 {
     agg_page_view e;
     size_t idlen;
 
-    res->reason = agg_check_page_view(m->value, m->len, &a->lim, &e, res->detail,
-                                      sizeof(res->detail));
+    res->reason =
+            agg_check_page_view(m->value, m->len, &a->lim, &e, res->detail, sizeof(res->detail));
     if (res->reason != AGG_OK)
         return;
     idlen = strlen(e.event_id);
@@ -61,13 +60,12 @@ static void page_view(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *ro
     agg_row_source(row, m);
 }
 
-static void analytics(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
-                      agg_result *res)
+static void analytics(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row, agg_result *res)
 {
     agg_analytics e;
 
-    res->reason = agg_check_analytics(m->value, m->len, &a->lim, &e, res->detail,
-                                      sizeof(res->detail));
+    res->reason =
+            agg_check_analytics(m->value, m->len, &a->lim, &e, res->detail, sizeof(res->detail));
     if (res->reason != AGG_OK) {
         free(e.properties);
         return;
@@ -82,8 +80,7 @@ static void analytics(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *ro
     agg_row_source(row, m);
 }
 
-static void segment(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
-                    agg_result *res)
+static void segment(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row, agg_result *res)
 {
     agg_segment e;
     char id[24];
@@ -119,8 +116,14 @@ void agg_handle(agg *a, agg_handler h, const agg_dedup *dedup, const agg_msg *m,
         return;
     }
     switch (h) {
-    case AGG_H_PAGE_VIEWS: page_view(a, dedup, m, row, res); break;
-    case AGG_H_ANALYTICS: analytics(a, dedup, m, row, res); break;
-    default: segment(a, dedup, m, row, res); break;
+    case AGG_H_PAGE_VIEWS:
+        page_view(a, dedup, m, row, res);
+        break;
+    case AGG_H_ANALYTICS:
+        analytics(a, dedup, m, row, res);
+        break;
+    default:
+        segment(a, dedup, m, row, res);
+        break;
     }
 }

@@ -7,7 +7,7 @@
 #include "schema.h"
 
 const char *const agg_raw_tables[AGG_NHANDLERS] = { "page_views", "analytics_events",
-                                                     "segment_events" };
+                                                    "segment_events" };
 
 const char *const agg_raw_columns[AGG_NHANDLERS] = {
     "event_id, event_type, page_id, user_id, duration_s, ts, ts_ms, minute, kafka_topic, "
@@ -24,7 +24,8 @@ const char *const agg_raw_columns[AGG_NHANDLERS] = {
 const char *const agg_schema[] = {
     "CREATE TABLE IF NOT EXISTS page_views (event_id String, event_type String, page_id String, "
     "user_id String, duration_s Float64, " TIME_COLUMNS ", " SOURCE_COLUMNS ") "
-    "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (minute, page_id, event_id)",
+    "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (minute, page_id, "
+    "event_id)",
 
     "CREATE TABLE IF NOT EXISTS page_views_per_minute (page_id String, minute DateTime('UTC'), "
     "views UInt64, bounces UInt64, unique_users UInt64, avg_duration_s Float64, "
@@ -53,8 +54,7 @@ const char *const agg_schema[] = {
 /* ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS. */
 const char *const agg_schema_upgrade[] = {
     /* raw became a bounded prefix: the message's own size is kept apart. */
-    "ALTER TABLE processing_errors ADD COLUMN raw_size UInt64 AFTER raw",
-    NULL
+    "ALTER TABLE processing_errors ADD COLUMN raw_size UInt64 AFTER raw", NULL
 };
 
 static void minute_list(jbuf *sql, const int64_t *minutes, size_t n)
@@ -70,8 +70,7 @@ static void minute_list(jbuf *sql, const int64_t *minutes, size_t n)
     jb_char(sql, ')');
 }
 
-int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t version,
-                      jbuf *sql)
+int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t version, jbuf *sql)
 {
     jb_reset(sql);
     if (n == 0 || h == AGG_H_ANALYTICS)
@@ -119,7 +118,8 @@ static void schema_step(sl_ch *ch, const sl_ch_result *res, void *arg)
     size_t ncreate = count(agg_schema);
     const char *sql;
 
-    if (res != NULL && res->error != NULL && !(r->next > ncreate && res->code == AGG_CH_DUPLICATE_COLUMN)) {
+    if (res != NULL && res->error != NULL &&
+        !(r->next > ncreate && res->code == AGG_CH_DUPLICATE_COLUMN)) {
         sl_schema_done(r->ctx, res->error);
         return;
     }

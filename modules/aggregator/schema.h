@@ -20,8 +20,8 @@ extern const char *const agg_raw_tables[AGG_NHANDLERS];
 extern const char *const agg_raw_columns[AGG_NHANDLERS];
 #define AGG_ERRORS_TABLE "processing_errors"
 /* An error row's columns, in the order sink.c writes them. */
-#define AGG_ERRORS_COLUMNS                                                                        \
-    "kafka_topic, kafka_partition, kafka_offset, handler, reason, detail, raw, raw_size, "       \
+#define AGG_ERRORS_COLUMNS                                                                 \
+    "kafka_topic, kafka_partition, kafka_offset, handler, reason, detail, raw, raw_size, " \
     "received_at"
 /* CREATE TABLE IF NOT EXISTS of every table, then what tables made by an
  * earlier version lack (ADD COLUMN: "already exists", code 44, is done). */
@@ -32,8 +32,7 @@ extern const char *const agg_schema_upgrade[];
 /* INSERT INTO <aggregate> SELECT ... FROM <raw> FINAL for the given
  * minutes, with `version`, into `sql`; nothing for handlers without an
  * aggregate table (returns 0 then, 1 when it wrote a statement). */
-int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t version,
-                      jbuf *sql);
+int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t version, jbuf *sql);
 
 /* The module's init_schema(): creates every table for --init-schema. */
 int agg_init_schema(sl_ctx *ctx);

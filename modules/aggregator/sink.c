@@ -102,8 +102,7 @@ static int buffer_full(const agg *a)
  * otherwise wait for batch_interval. */
 static int batch_full(const agg *a)
 {
-    return a->cur->msgs >= a->batch_size || batch_bytes(a->cur) >= a->batch_bytes ||
-           buffer_full(a);
+    return a->cur->msgs >= a->batch_size || batch_bytes(a->cur) >= a->batch_bytes || buffer_full(a);
 }
 
 int agg_sink_idle(const agg *a)
@@ -223,8 +222,7 @@ static void start_flight(agg *a)
 void agg_sink_kick(agg *a)
 {
     if (a->flight == NULL && a->cur->msgs > 0 && !a->sink_down &&
-        (batch_full(a) || a->stopping ||
-         sl_now() - a->cur->opened >= a->batch_interval))
+        (batch_full(a) || a->stopping || sl_now() - a->cur->opened >= a->batch_interval))
         start_flight(a);
 }
 
@@ -359,8 +357,7 @@ static void stage_done(agg *a)
         a->schema_ok = 1;
     if (a->stage == ST_INSERT &&
         (a->cur->msgs >= a->batch_size / 2 || batch_bytes(a->cur) >= a->batch_bytes / 2) &&
-        !a->stopping &&
-        a->carried < MAX_CARRIED && merge_owed(&a->carry, a->flight) == 0) {
+        !a->stopping && a->carried < MAX_CARRIED && merge_owed(&a->carry, a->flight) == 0) {
         /* Behind: let the next flight recompute and commit for this one. */
         agg_batch *b = a->flight;
         size_t rows = b->nerrors;
@@ -462,16 +459,14 @@ static void run_stage(agg *a)
                 continue;
             }
             /* Not copied: the flight keeps its rows until it landed. */
-            submit(a, sl_ch_insert_rows(a->ch, agg_raw_tables[h], agg_raw_columns[h],
-                                        "RowBinary", b->rows[h].p, b->rows[h].len, on_result,
-                                        a));
+            submit(a, sl_ch_insert_rows(a->ch, agg_raw_tables[h], agg_raw_columns[h], "RowBinary",
+                                        b->rows[h].p, b->rows[h].len, on_result, a));
         }
         if (b->nerrors > 0)
             submit(a, b->errors.oom ? -1
-                                    : sl_ch_insert_rows(a->ch, AGG_ERRORS_TABLE,
-                                                        AGG_ERRORS_COLUMNS, "RowBinary",
-                                                        b->errors.p, b->errors.len, on_result,
-                                                        a));
+                                    : sl_ch_insert_rows(a->ch, AGG_ERRORS_TABLE, AGG_ERRORS_COLUMNS,
+                                                        "RowBinary", b->errors.p, b->errors.len,
+                                                        on_result, a));
         break;
     case ST_AGGREGATE: {
         /* One version for the whole flight: microseconds of the wall

@@ -10,9 +10,18 @@
 #include "validate.h"
 
 static const char *const reason_names[AGG_NREASONS] = {
-    "ok",          "empty",         "too_large",         "broken_json",
-    "not_object",  "missing_field", "wrong_type",        "bad_value",
-    "negative_duration", "bad_timestamp", "future_timestamp", "missing_event_id",
+    "ok",
+    "empty",
+    "too_large",
+    "broken_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "bad_value",
+    "negative_duration",
+    "bad_timestamp",
+    "future_timestamp",
+    "missing_event_id",
     "no_route",
 };
 
@@ -58,8 +67,8 @@ int agg_parse_rfc3339(const char *s, int64_t *ms)
     int y, mo, d, h, mi, sec, frac = 0, off = 0;
     const char *p;
 
-    if (strlen(s) < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) ||
-        s[7] != '-' || digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+    if (strlen(s) < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' ||
+        digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
         digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &mi) || s[16] != ':' ||
         digits(s + 17, 2, &sec))
         return -1;
@@ -89,14 +98,15 @@ int agg_parse_rfc3339(const char *s, int64_t *ms)
     } else {
         return -1;
     }
-    if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 ||
-        mi > 59 || sec > 60)
+    if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 ||
+        sec > 60)
         return -1;
     /* ClickHouse DateTime holds 1970..2105; keep to a sane window. */
     if (y < 2000 || y > 2100)
         return -1;
     *ms = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) - (int64_t)off * 60) *
-              1000 + frac;
+                  1000 +
+          frac;
     return 0;
 }
 
@@ -350,7 +360,8 @@ static agg_reason check_page_view(const fld *f, const agg_limits *lim, agg_page_
             return fail(w, AGG_R_MISSING_FIELD, "%s is missing", pv_names[i]);
     if (f[PV_DURATION].type != F_NUMBER)
         return fail(w, AGG_R_WRONG_TYPE, "%s must be a number", "duration_s");
-    if ((r = fstr(&f[PV_EVENT_ID], "event_id", out->event_id, sizeof(out->event_id), w)) != AGG_OK ||
+    if ((r = fstr(&f[PV_EVENT_ID], "event_id", out->event_id, sizeof(out->event_id), w)) !=
+                AGG_OK ||
         (r = fstr(&f[PV_EVENT_TYPE], "event_type", type, sizeof(type), w)) != AGG_OK ||
         (r = fstr(&f[PV_PAGE_ID], "page_id", out->page_id, sizeof(out->page_id), w)) != AGG_OK)
         return r;
@@ -396,8 +407,8 @@ static agg_reason check_page_view(const fld *f, const agg_limits *lim, agg_page_
     return AGG_OK;
 }
 
-agg_reason agg_check_page_view(const char *v, size_t len, const agg_limits *lim,
-                               agg_page_view *out, char *detail, size_t dlen)
+agg_reason agg_check_page_view(const char *v, size_t len, const agg_limits *lim, agg_page_view *out,
+                               char *detail, size_t dlen)
 {
     why w = { detail, dlen };
     fld f[PV_NFIELDS];
@@ -415,8 +426,8 @@ agg_reason agg_check_page_view(const char *v, size_t len, const agg_limits *lim,
     return r;
 }
 
-agg_reason agg_check_analytics(const char *v, size_t len, const agg_limits *lim,
-                               agg_analytics *out, char *detail, size_t dlen)
+agg_reason agg_check_analytics(const char *v, size_t len, const agg_limits *lim, agg_analytics *out,
+                               char *detail, size_t dlen)
 {
     why w = { detail, dlen };
     cJSON *root = NULL;
@@ -427,7 +438,8 @@ agg_reason agg_check_analytics(const char *v, size_t len, const agg_limits *lim,
     out->properties = NULL;
     if ((r = parse(v, len, &root, &w)) != AGG_OK ||
         (r = id_field(root, "id", out->id, sizeof(out->id), &w)) != AGG_OK ||
-        (r = str_field(root, "eventType", out->event_type, sizeof(out->event_type), &w)) != AGG_OK ||
+        (r = str_field(root, "eventType", out->event_type, sizeof(out->event_type), &w)) !=
+                AGG_OK ||
         (r = id_field(root, "userId", out->user_id, sizeof(out->user_id), &w)) != AGG_OK ||
         (r = ts_field(root, "timestamp", lim, &out->ts_ms, &w)) != AGG_OK)
         goto done;
@@ -436,8 +448,8 @@ agg_reason agg_check_analytics(const char *v, size_t len, const agg_limits *lim,
         r = fail(&w, AGG_R_WRONG_TYPE, "%s must be an object", "properties");
         goto done;
     }
-    out->properties = props != NULL && cJSON_IsObject(props) ? cJSON_PrintUnformatted(props)
-                                                              : strdup("{}");
+    out->properties =
+            props != NULL && cJSON_IsObject(props) ? cJSON_PrintUnformatted(props) : strdup("{}");
     if (out->properties == NULL)
         r = fail(&w, AGG_R_BAD_VALUE, "%s", "out of memory");
 done:
@@ -491,7 +503,8 @@ agg_reason agg_check_segment(const char *v, size_t len, const char *header_id,
                     "the event_id header (the outbox id, decimal) is missing or not a number");
     out->event_id = strtoull(header_id, &end, 10);
     if (*end != '\0')
-        return fail(&w, AGG_R_MISSING_EVENT_ID, "%s", "the event_id header is not a decimal number");
+        return fail(&w, AGG_R_MISSING_EVENT_ID, "%s",
+                    "the event_id header is not a decimal number");
     if ((r = parse(v, len, &root, &w)) != AGG_OK)
         goto done;
     user = cJSON_GetObjectItemCaseSensitive(root, "user_id");
@@ -533,8 +546,8 @@ agg_reason agg_check_segment(const char *v, size_t len, const char *header_id,
         goto done;
     }
     if (header_type != NULL && segment_kind_named(header_type) && strcmp(header_type, kind) != 0) {
-        snprintf(detail, dlen, "operation %c contradicts the event_type header %s",
-                 out->operation, header_type);
+        snprintf(detail, dlen, "operation %c contradicts the event_type header %s", out->operation,
+                 header_type);
         r = AGG_R_BAD_VALUE;
         goto done;
     }

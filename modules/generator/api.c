@@ -65,10 +65,10 @@ static void serve_burst(sl_req *req, void *arg)
         return sl_reply_error(req, 400, "%s", why);
     if (count > gen_burst_room(g)) {
         sl_reply_header(req, "Retry-After", "1");
-        return sl_reply_error(req, 429,
-                              "%lld burst events are still pending; room for %lld more (burst_pending_max %lld)",
-                              g->burst_left[0] + g->burst_left[1], gen_burst_room(g),
-                              g->burst_pending_max);
+        return sl_reply_error(
+                req, 429,
+                "%lld burst events are still pending; room for %lld more (burst_pending_max %lld)",
+                g->burst_left[0] + g->burst_left[1], gen_burst_room(g), g->burst_pending_max);
     }
     gen_add_burst(g, count, 0);
     body = cJSON_CreateObject();
@@ -148,7 +148,8 @@ static void serve_status(sl_req *req, void *arg)
         cJSON_AddItemToObject(body, outcome_names[o], by_class(g, (gen_outcome)o));
     for (int c = 0; c < GEN_NCLASSES; c++) {
         generated += g->counts[c][GEN_GENERATED];
-        settled += g->counts[c][GEN_DELIVERED] + g->counts[c][GEN_FAILED] + g->counts[c][GEN_DROPPED];
+        settled +=
+                g->counts[c][GEN_DELIVERED] + g->counts[c][GEN_FAILED] + g->counts[c][GEN_DROPPED];
     }
     /* In flight or waiting in the generator: not settled yet. */
     cJSON_AddNumberToObject(body, "pending", (double)(generated - settled));
@@ -167,7 +168,8 @@ static void serve_status(sl_req *req, void *arg)
     lat = cJSON_AddObjectToObject(body, "latency_s");
     cJSON_AddNumberToObject(lat, "last", g->lat_last);
     cJSON_AddNumberToObject(lat, "p99", p99(g));
-    cJSON_AddNumberToObject(lat, "samples", (double)(g->lat_n < GEN_LATENCIES ? g->lat_n : GEN_LATENCIES));
+    cJSON_AddNumberToObject(lat, "samples",
+                            (double)(g->lat_n < GEN_LATENCIES ? g->lat_n : GEN_LATENCIES));
     sl_reply_json(req, 200, body);
 }
 
@@ -182,8 +184,8 @@ static int route(gen *g, unsigned methods, const char *what, sl_route_fn fn)
         snprintf(path, sizeof(path), "/generator/%s", what);
     /* Reading the status is read; anything that changes the traffic is
      * operating the daemon. */
-    return sl_route_scoped(g->ctx, methods, path, methods == SL_GET ? SL_SCOPE_READ : SL_SCOPE_ADMIN,
-                           0, fn, g);
+    return sl_route_scoped(g->ctx, methods, path,
+                           methods == SL_GET ? SL_SCOPE_READ : SL_SCOPE_ADMIN, 0, fn, g);
 }
 
 int gen_api_start(gen *g)

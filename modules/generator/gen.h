@@ -68,8 +68,8 @@ typedef struct {
     char *value;
 } gen_msg;
 
-#define GEN_RING 64         /* earlier events a duplicate may repeat */
-#define GEN_LATENCIES 4096  /* send latencies kept for the p99 */
+#define GEN_RING 64        /* earlier events a duplicate may repeat */
+#define GEN_LATENCIES 4096 /* send latencies kept for the p99 */
 
 typedef struct gen gen;
 
@@ -87,14 +87,14 @@ struct gen {
     gen_cdf users;
     gen_partitioner part;
     size_t event_size;
-    int trace_headers; /* also send the origin and partitioning headers */
+    int trace_headers;  /* also send the origin and partitioning headers */
     double trace_share; /* of events that start a trace */
 
     /* when to generate */
     gen_bucket bucket;
     gen_mode mode;
-    double mode_eps;  /* the mode's current rate */
-    int fixed;        /* a fixed rate (eps option or the API) overrides the mode's */
+    double mode_eps; /* the mode's current rate */
+    int fixed;       /* a fixed rate (eps option or the API) overrides the mode's */
     double fixed_eps;
     double max_eps;
     double regular_every;
@@ -104,7 +104,7 @@ struct gen {
     long long peak_min, peak_max;
     long long burst_max;
     long long burst_pending_max; /* burst_left[0] + burst_left[1] at most */
-    long long burst_left[2]; /* API bursts, peak bursts */
+    long long burst_left[2];     /* API bursts, peak bursts */
     double burst_at[2];
     sl_timer *kick;   /* the generation turn */
     sl_timer *second; /* modes, measured rate, gauges */
@@ -114,7 +114,7 @@ struct gen {
     long long inflight_max;
     long long inflight; /* handed to the producer, not yet reported */
     long long inflight_by[GEN_NCLASSES][GEN_NORIGINS];
-    int paused;         /* async: waiting for room before generating more */
+    int paused; /* async: waiting for room before generating more */
     gen_backoff backoff;
     long long backlog_max;
     gen_msg *q; /* sync and batch: events waiting, a ring of backlog_max */
@@ -139,7 +139,7 @@ struct gen {
     uint64_t drops[GEN_NDROPS];
     uint64_t retries;
     uint64_t missed_total; /* schedule slots skipped (gen_bucket.missed, whole) */
-    uint64_t fail_logged; /* failures logged in the current second */
+    uint64_t fail_logged;  /* failures logged in the current second */
     double lat_last;
     double latencies[GEN_LATENCIES];
     size_t lat_n;

@@ -20,62 +20,73 @@
 static const sl_option gen_options[] = {
     { "topic", SL_OPT_STRING, "page_views", "Kafka topic the events go to", 0, 0, NULL },
     { "mode", SL_OPT_ENUM, "regular",
-      "traffic shape: regular (a random 1-10 events/s), peak (regular plus bursts), night (1 event every 10 s)",
+      "traffic shape: regular (a random 1-10 events/s), peak (regular plus bursts), night (1 event "
+      "every 10 s)",
       0, 0, GEN_MODE_CHOICES },
     { "eps", SL_OPT_DOUBLE, "0", "fixed rate in events/s; 0: the mode decides", 0, 10000000, NULL },
     { "strategy", SL_OPT_ENUM, "async",
-      "sync (wait for each ack, retry with backoff), async (delivery callbacks, bounded in flight), batch (N messages or X seconds)",
+      "sync (wait for each ack, retry with backoff), async (delivery callbacks, bounded in "
+      "flight), batch (N messages or X seconds)",
       0, 0, "sync|async|batch" },
     { "seed", SL_OPT_INT, "0", "seed of the random numbers, for reproducible runs; 0: random", 0,
       9007199254740991.0, NULL },
     { "mix", SL_OPT_LIST, "85,10,5", "weights of views, bounces and malformed events", 0, 0, NULL },
     { "malformed_kinds", SL_OPT_LIST, "1,1,1,1,1",
-      "weights of the malformed kinds: missing_field, wrong_type, broken_json, negative_duration, bad_timestamp",
+      "weights of the malformed kinds: missing_field, wrong_type, broken_json, negative_duration, "
+      "bad_timestamp",
       0, 0, NULL },
-    { "duplicates", SL_OPT_DOUBLE, "0.01", "share of events repeating the key and event_id of an earlier one",
-      0, 0.99, NULL },
+    { "duplicates", SL_OPT_DOUBLE, "0.01",
+      "share of events repeating the key and event_id of an earlier one", 0, 0.99, NULL },
     { "partitioning", SL_OPT_LIST, "70,20,10",
       "weights of partitioning by page_id key, round-robin and random", 0, 0, NULL },
     { "partitions", SL_OPT_INT, "4",
-      "partitions of the topic, for round-robin and random partitioning (at most the topic's count)",
+      "partitions of the topic, for round-robin and random partitioning (at most the topic's "
+      "count)",
       1, 100000, NULL },
     { "pages", SL_OPT_INT, "1000", "size of the page population", 1, 1000000, NULL },
     { "users", SL_OPT_INT, "100000", "size of the user population", 1, 1000000, NULL },
-    { "page_skew", SL_OPT_DOUBLE, "1.0", "Zipf exponent of page popularity; 0: uniform", 0, 5, NULL },
+    { "page_skew", SL_OPT_DOUBLE, "1.0", "Zipf exponent of page popularity; 0: uniform", 0, 5,
+      NULL },
     { "user_skew", SL_OPT_DOUBLE, "0", "Zipf exponent of user activity; 0: uniform", 0, 5, NULL },
-    { "event_size", SL_OPT_INT, "0", "pad events with a \"pad\" field to this many bytes; 0: no padding",
-      0, GEN_EVENT_SIZE_MAX, NULL },
+    { "event_size", SL_OPT_INT, "0",
+      "pad events with a \"pad\" field to this many bytes; 0: no padding", 0, GEN_EVENT_SIZE_MAX,
+      NULL },
     { "trace_headers", SL_OPT_BOOL, "false",
-      "also send the headers origin and partitioning (for tests and debugging; each header costs an allocation per message)",
+      "also send the headers origin and partitioning (for tests and debugging; each header costs "
+      "an allocation per message)",
       0, 0, NULL },
     { "trace_share", SL_OPT_DOUBLE, "0",
-      "share of events that start a trace when [tracing] is on (its sample_ratio then decides which are recorded); the message carries it in a traceparent header",
+      "share of events that start a trace when [tracing] is on (its sample_ratio then decides "
+      "which are recorded); the message carries it in a traceparent header",
       0, 1, NULL },
     { "burst_max", SL_OPT_INT, "100000", "largest burst POST generate/burst accepts", 1, 100000000,
       NULL },
     { "burst_pending_max", SL_OPT_INT, "1000000",
-      "burst events waiting to be sent at most: a POST generate/burst that would pass it is answered 429, a peak burst is cut to fit",
+      "burst events waiting to be sent at most: a POST generate/burst that would pass it is "
+      "answered 429, a peak burst is cut to fit",
       1, 1000000000, NULL },
     { "peak_every", SL_OPT_DURATION, "30s", "peak mode: time between bursts", 0.1, 86400, NULL },
     { "peak_burst_min", SL_OPT_INT, "100", "peak mode: smallest burst", 1, 100000000, NULL },
     { "peak_burst_max", SL_OPT_INT, "1000", "peak mode: largest burst", 1, 100000000, NULL },
-    { "regular_every", SL_OPT_DURATION, "10s", "regular and peak modes: how long one random rate lasts",
-      0.1, 86400, NULL },
+    { "regular_every", SL_OPT_DURATION, "10s",
+      "regular and peak modes: how long one random rate lasts", 0.1, 86400, NULL },
     { "inflight", SL_OPT_INT, "100000",
-      "async and batch: events handed to the producer and not yet confirmed; beyond it events are dropped",
+      "async and batch: events handed to the producer and not yet confirmed; beyond it events are "
+      "dropped",
       1, 100000000, NULL },
     { "backlog", SL_OPT_INT, "10000",
-      "events the generator holds (due but not yet sent, sync queue, batch buffer); beyond it events are dropped",
+      "events the generator holds (due but not yet sent, sync queue, batch buffer); beyond it "
+      "events are dropped",
       1, 100000000, NULL },
-    { "batch_size", SL_OPT_INT, "1000", "batch: send when this many events accumulated", 1, 10000000,
-      NULL },
-    { "batch_interval", SL_OPT_DURATION, "1s", "batch: send when the oldest waiting event is this old",
-      0.001, 3600, NULL },
+    { "batch_size", SL_OPT_INT, "1000", "batch: send when this many events accumulated", 1,
+      10000000, NULL },
+    { "batch_interval", SL_OPT_DURATION, "1s",
+      "batch: send when the oldest waiting event is this old", 0.001, 3600, NULL },
     { "retries", SL_OPT_INT, "5", "sync: attempts per event, the first included", 1, 100, NULL },
-    { "retry_backoff", SL_OPT_DURATION, "1s", "sync: delay after the first failed attempt, doubled after each",
+    { "retry_backoff", SL_OPT_DURATION, "1s",
+      "sync: delay after the first failed attempt, doubled after each", 0.001, 3600, NULL },
+    { "retry_backoff_max", SL_OPT_DURATION, "30s", "sync: the longest delay between attempts",
       0.001, 3600, NULL },
-    { "retry_backoff_max", SL_OPT_DURATION, "30s", "sync: the longest delay between attempts", 0.001,
-      3600, NULL },
     { "delivery_timeout", SL_OPT_DURATION, "30s",
       "how long one attempt waits for the broker's ack (librdkafka message.timeout.ms)", 0.01, 3600,
       NULL },
@@ -92,7 +103,10 @@ static const char *const origin_names[GEN_NORIGINS] = {
     "regular", "peak", "night", "fixed", "burst", "peak_burst",
 };
 static const char *const drop_names[GEN_NDROPS] = {
-    "queue_full", "inflight_limit", "backlog_full", "stopping",
+    "queue_full",
+    "inflight_limit",
+    "backlog_full",
+    "stopping",
 };
 
 const char *gen_origin_name(gen_origin o)
@@ -140,7 +154,7 @@ static int weights(sl_ctx *ctx, const char *option, size_t n, const char *names,
 
 static const char MIX_NAMES[] = "view, bounce, malformed";
 static const char KIND_NAMES[] =
-    "missing_field, wrong_type, broken_json, negative_duration, bad_timestamp";
+        "missing_field, wrong_type, broken_json, negative_duration, bad_timestamp";
 static const char PART_NAMES[] = "key, round_robin, random";
 
 static int metrics_start(gen *g)
@@ -149,28 +163,31 @@ static int metrics_start(gen *g)
     static const double bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                      0.5,   1,      2.5,   5,    10,    30,   60 };
     static const char *const types[4] = { "view", "bounce", "duplicate", "malformed" };
-    sl_metric *events = sl_counter(ctx, "sluice_generator_events_total",
-                                   "Events generated, by type", "type");
+    sl_metric *events =
+            sl_counter(ctx, "sluice_generator_events_total", "Events generated, by type", "type");
     sl_metric *malformed = sl_counter(ctx, "sluice_generator_malformed_events_total",
                                       "Malformed events generated, by kind", "kind");
     sl_metric *delivered = sl_counter(ctx, "sluice_generator_delivered_total",
                                       "Events the broker acknowledged", NULL);
     sl_metric *failed = sl_counter(ctx, "sluice_generator_failed_total",
                                    "Events that could not be delivered (after every retry)", NULL);
-    sl_metric *dropped = sl_counter(ctx, "sluice_generator_dropped_total",
-                                    "Events dropped before reaching the broker, by reason", "reason");
+    sl_metric *dropped =
+            sl_counter(ctx, "sluice_generator_dropped_total",
+                       "Events dropped before reaching the broker, by reason", "reason");
     sl_metric *retries = sl_counter(ctx, "sluice_generator_retries_total",
                                     "Send attempts after a failed one (sync)", NULL);
     sl_metric *latency = sl_histogram(ctx, "sluice_generator_send_latency_seconds",
                                       "From the intended send time to the broker's ack", NULL,
                                       bounds, sizeof(bounds) / sizeof(bounds[0]));
-    sl_metric *mode = sl_gauge(ctx, "sluice_generator_mode", "1 for the current traffic mode", "mode");
+    sl_metric *mode =
+            sl_gauge(ctx, "sluice_generator_mode", "1 for the current traffic mode", "mode");
     sl_metric *target = sl_gauge(ctx, "sluice_generator_target_events_per_second",
                                  "The rate the generator aims at, bursts aside", NULL);
     sl_metric *inflight = sl_gauge(ctx, "sluice_generator_inflight",
                                    "Events handed to the producer and not yet confirmed", NULL);
     sl_metric *missed = sl_counter(ctx, "sluice_generator_schedule_missed_total",
-                                   "Events the rate asked for that were never generated because the generator fell behind or was held back",
+                                   "Events the rate asked for that were never generated because "
+                                   "the generator fell behind or was held back",
                                    NULL);
 
     if (events == NULL || malformed == NULL || delivered == NULL || failed == NULL ||
@@ -180,7 +197,8 @@ static int metrics_start(gen *g)
     for (int i = 0; i < 4; i++)
         g->m_events[i] = sl_series_of(events, types[i]);
     for (int i = 0; i < GEN_NKINDS; i++)
-        g->m_malformed[i] = sl_series_of(malformed, gen_class_name((gen_class)(GEN_MISSING_FIELD + i)));
+        g->m_malformed[i] =
+                sl_series_of(malformed, gen_class_name((gen_class)(GEN_MISSING_FIELD + i)));
     for (int i = 0; i < GEN_NDROPS; i++)
         g->m_dropped[i] = sl_series_of(dropped, drop_names[i]);
     for (int i = 0; i < GEN_NMODES; i++)
@@ -208,8 +226,10 @@ static int model_start(gen *g)
         return -1;
     if (gen_mix_init(&g->mix, mix, kinds, sl_opt_double(ctx, "duplicates")) != 0)
         return sl_fail(ctx, "cannot set up the event mix");
-    if (gen_cdf_zipf(&g->pages, (size_t)sl_opt_int(ctx, "pages"), sl_opt_double(ctx, "page_skew")) != 0 ||
-        gen_cdf_zipf(&g->users, (size_t)sl_opt_int(ctx, "users"), sl_opt_double(ctx, "user_skew")) != 0)
+    if (gen_cdf_zipf(&g->pages, (size_t)sl_opt_int(ctx, "pages"),
+                     sl_opt_double(ctx, "page_skew")) != 0 ||
+        gen_cdf_zipf(&g->users, (size_t)sl_opt_int(ctx, "users"),
+                     sl_opt_double(ctx, "user_skew")) != 0)
         return sl_fail(ctx, "out of memory for the populations");
     if (gen_partitioner_init(&g->part, part, (int32_t)sl_opt_int(ctx, "partitions")) != 0)
         return sl_fail(ctx, "cannot set up partitioning");
@@ -281,7 +301,9 @@ static int gen_start(sl_ctx *ctx)
     g->t0 = sl_now();
     g->topic = sl_opt_str(ctx, "topic");
     g->name = sl_instance_name(ctx)[0] != '\0' ? sl_instance_name(ctx) : "generator";
-    g->strategy = strcmp(strategy, "sync") == 0 ? GEN_SYNC : strcmp(strategy, "batch") == 0 ? GEN_BATCH : GEN_ASYNC;
+    g->strategy = strcmp(strategy, "sync") == 0    ? GEN_SYNC
+                  : strcmp(strategy, "batch") == 0 ? GEN_BATCH
+                                                   : GEN_ASYNC;
     g->ring_values = malloc((size_t)GEN_RING * GEN_VALUE_CAP);
     if (g->ring_values == NULL)
         return sl_fail(ctx, "out of memory");
@@ -314,7 +336,8 @@ static void gen_stop(sl_ctx *ctx)
 SL_API const sl_module sluice_module = {
     .abi_version = SL_ABI_VERSION,
     .name = "generator",
-    .description = "realistic page-view traffic into Kafka, with modes, send strategies and a control API",
+    .description =
+            "realistic page-view traffic into Kafka, with modes, send strategies and a control API",
     .options = gen_options,
     .flags = 0,
     .start = gen_start,

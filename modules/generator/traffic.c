@@ -28,7 +28,9 @@ static gen_origin rate_origin(const gen *g)
 {
     if (g->fixed)
         return GEN_ORIGIN_FIXED;
-    return g->mode == GEN_MODE_PEAK ? GEN_ORIGIN_PEAK : g->mode == GEN_MODE_NIGHT ? GEN_ORIGIN_NIGHT : GEN_ORIGIN_REGULAR;
+    return g->mode == GEN_MODE_PEAK    ? GEN_ORIGIN_PEAK
+           : g->mode == GEN_MODE_NIGHT ? GEN_ORIGIN_NIGHT
+                                       : GEN_ORIGIN_REGULAR;
 }
 
 /* The bucket's capacity follows the rate, within the backlog bound. */
@@ -80,8 +82,8 @@ void gen_set_eps(gen *g, double eps)
     g->fixed = 1;
     g->fixed_eps = eps;
     apply_rate(g);
-    sl_log(g->ctx, SL_LOG_INFO, "fixed rate %.6g events/s (mode %s set aside until set again)",
-           eps, gen_mode_name(g->mode));
+    sl_log(g->ctx, SL_LOG_INFO, "fixed rate %.6g events/s (mode %s set aside until set again)", eps,
+           gen_mode_name(g->mode));
 }
 
 long long gen_burst_room(const gen *g)
@@ -180,7 +182,8 @@ static void turn(void *arg)
         while (g->burst_left[b] > 0 && budget > 0 && !g->paused && !g->stopping) {
             g->burst_left[b]--;
             budget--;
-            make_event(g, b ? GEN_ORIGIN_PEAK_BURST : GEN_ORIGIN_BURST, g->burst_at[b], wall_offset);
+            make_event(g, b ? GEN_ORIGIN_PEAK_BURST : GEN_ORIGIN_BURST, g->burst_at[b],
+                       wall_offset);
         }
     }
     n = g->paused ? 0 : gen_bucket_take(&g->bucket, now, (uint64_t)budget, &first, &step);
@@ -216,7 +219,8 @@ static void each_second(void *arg)
         draw_mode_rate(g);
         if (!g->fixed) {
             apply_rate(g);
-            sl_log(g->ctx, SL_LOG_DEBUG, "mode %s: now %.3g events/s", gen_mode_name(g->mode), g->mode_eps);
+            sl_log(g->ctx, SL_LOG_DEBUG, "mode %s: now %.3g events/s", gen_mode_name(g->mode),
+                   g->mode_eps);
         }
     }
     /* A fixed rate overrides the mode's shape, its bursts included. */

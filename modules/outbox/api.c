@@ -155,8 +155,8 @@ static int route(ob *o, unsigned methods, const char *what, sl_route_fn fn)
     else
         snprintf(path, sizeof(path), "/outbox/%s", what);
     /* Releasing parked rows is operating the daemon. */
-    return sl_route_scoped(o->ctx, methods, path, methods == SL_GET ? SL_SCOPE_READ : SL_SCOPE_ADMIN,
-                           0, fn, o);
+    return sl_route_scoped(o->ctx, methods, path,
+                           methods == SL_GET ? SL_SCOPE_READ : SL_SCOPE_ADMIN, 0, fn, o);
 }
 
 int ob_api_start(ob *o)
@@ -165,15 +165,18 @@ int ob_api_start(ob *o)
     static const struct {
         ob_sql which;
         const char *name;
-    } sql[] = { { OB_SQL_PARKED, "outbox_parked" }, { OB_SQL_RETRY, "outbox_retry" },
-                { OB_SQL_RETRY_ONE, "outbox_retry_one" }, { OB_SQL_RETRY_AGG, "outbox_retry_agg" } };
+    } sql[] = { { OB_SQL_PARKED, "outbox_parked" },
+                { OB_SQL_RETRY, "outbox_retry" },
+                { OB_SQL_RETRY_ONE, "outbox_retry_one" },
+                { OB_SQL_RETRY_AGG, "outbox_retry_agg" } };
 
     for (size_t i = 0; i < sizeof(sql) / sizeof(sql[0]); i++) {
         o->stmt[sql[i].which] = sl_pg_prepare(o->pg, sql[i].name, o->sql[sql[i].which]);
         if (o->stmt[sql[i].which] == NULL)
             return sl_fail(o->ctx, "cannot prepare %s", sql[i].name);
     }
-    if (route(o, SL_GET, "status", serve_status) != 0 || route(o, SL_POST, "retry", serve_retry) != 0)
+    if (route(o, SL_GET, "status", serve_status) != 0 ||
+        route(o, SL_POST, "retry", serve_retry) != 0)
         return sl_fail(o->ctx, "cannot register routes");
     return 0;
 }

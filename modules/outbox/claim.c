@@ -98,7 +98,7 @@ struct ob_read {
     ob_read *next; /* o->wait: returned, not yet decided, oldest first */
     int buckets[OB_BUCKETS];
     long long start[OB_BUCKETS]; /* each bucket's cursor when the read was sent */
-    int dirty[OB_BUCKETS]; /* moved back below start since: read again */
+    int dirty[OB_BUCKETS];       /* moved back below start since: read again */
     int n;
     long long per; /* rows asked per bucket */
     int look;      /* with each row's predecessor */

@@ -157,7 +157,8 @@ static void on_beat(sl_pg *pg, const sl_pg_result *res, const char *err, void *a
     free(bt);
     if (lost > 0)
         sl_log(o->ctx, SL_LOG_WARN,
-               "%d buckets were taken over by another relay (this one did not renew in time)", lost);
+               "%d buckets were taken over by another relay (this one did not renew in time)",
+               lost);
     owned = ob_lease_owned(o);
     sl_series_set(o->m_buckets, (double)owned);
     fair = ob_fair_share(others + 1);

@@ -17,28 +17,60 @@
 #include "outbox.h"
 
 static const sl_option ob_options[] = {
-    { "table", SL_OPT_STRING, "outbox", "the outbox table (created if missing, with TABLE_leases and TABLE_relays beside it)", 0, 0, NULL },
+    { "table", SL_OPT_STRING, "outbox",
+      "the outbox table (created if missing, with TABLE_leases and TABLE_relays beside it)", 0, 0,
+      NULL },
     { "topic", SL_OPT_STRING, "outbox.${aggregate_type}",
-      "Kafka topic template: ${aggregate_type} and ${event_type} are replaced by the row's values", 0, 0, NULL },
-    { "column_id", SL_OPT_STRING, "id", "column of the event id (an ascending integer)", 0, 0, NULL },
-    { "column_aggregate_type", SL_OPT_STRING, "aggregate_type", "column of the aggregate type (Debezium: aggregatetype)", 0, 0, NULL },
-    { "column_aggregate_id", SL_OPT_STRING, "aggregate_id", "column of the aggregate id, the message key (Debezium: aggregateid)", 0, 0, NULL },
-    { "column_event_type", SL_OPT_STRING, "event_type", "column of the event type (Debezium: type)", 0, 0, NULL },
-    { "column_payload", SL_OPT_STRING, "payload", "column of the payload, the message value", 0, 0, NULL },
-    { "column_created_at", SL_OPT_STRING, "created_at", "column of the creation time (added if missing)", 0, 0, NULL },
-    { "column_traceparent", SL_OPT_STRING, "traceparent", "column of the writer's trace context (W3C traceparent, added if missing), sent as the message's traceparent header; empty: none (a table without it)", 0, 0, NULL },
-    { "on_ack", SL_OPT_ENUM, "delete", "what happens to an acknowledged row: delete it, or mark it sent (sent_at)", 0, 0, "delete|mark" },
-    { "batch_size", SL_OPT_INT, "1000", "rows read per statement, over every bucket this relay owns", 1, 100000, NULL },
-    { "max_inflight", SL_OPT_INT, "8000", "rows read and held (queued or produced) and not yet acknowledged, at most; one row per aggregate is produced at a time", 1, 10000000, NULL },
-    { "ack_batch", SL_OPT_INT, "1000", "settle (delete, record failures) when this many rows are waiting", 1, 100000, NULL },
-    { "ack_interval", SL_OPT_DURATION, "50ms", "or when the first waiting row is this old", 0.001, 60, NULL },
-    { "poll_interval", SL_OPT_DURATION, "2s", "look for work this often, even without a notification: parked rows are read again, and owned buckets from their first row (8 of them in turn; all while the NOTIFY connection is down)", 0.01, 3600, NULL },
-    { "lease", SL_OPT_DURATION, "60s", "a bucket whose lease is not renewed for this long (its relay died or stalls) is taken over by another relay; relays renew and rebalance every lease/3 (or poll_interval when shorter)", 1, 86400, NULL },
-    { "max_attempts", SL_OPT_INT, "10", "failed publications before a row is parked", 1, 1000000, NULL },
-    { "retry_backoff", SL_OPT_DURATION, "1s", "delay after the first failure, doubled after each", 0.001, 3600, NULL },
-    { "retry_backoff_max", SL_OPT_DURATION, "60s", "the longest delay between attempts", 0.001, 86400, NULL },
-    { "delivery_timeout", SL_OPT_DURATION, "30s", "how long the producer tries one row (message.timeout.ms)", 0.01, 3600, NULL },
-    { "flush_timeout", SL_OPT_DURATION, "5s", "on stop, how long to wait for outstanding acknowledgements", 0, 3600, NULL },
+      "Kafka topic template: ${aggregate_type} and ${event_type} are replaced by the row's values",
+      0, 0, NULL },
+    { "column_id", SL_OPT_STRING, "id", "column of the event id (an ascending integer)", 0, 0,
+      NULL },
+    { "column_aggregate_type", SL_OPT_STRING, "aggregate_type",
+      "column of the aggregate type (Debezium: aggregatetype)", 0, 0, NULL },
+    { "column_aggregate_id", SL_OPT_STRING, "aggregate_id",
+      "column of the aggregate id, the message key (Debezium: aggregateid)", 0, 0, NULL },
+    { "column_event_type", SL_OPT_STRING, "event_type", "column of the event type (Debezium: type)",
+      0, 0, NULL },
+    { "column_payload", SL_OPT_STRING, "payload", "column of the payload, the message value", 0, 0,
+      NULL },
+    { "column_created_at", SL_OPT_STRING, "created_at",
+      "column of the creation time (added if missing)", 0, 0, NULL },
+    { "column_traceparent", SL_OPT_STRING, "traceparent",
+      "column of the writer's trace context (W3C traceparent, added if missing), sent as the "
+      "message's traceparent header; empty: none (a table without it)",
+      0, 0, NULL },
+    { "on_ack", SL_OPT_ENUM, "delete",
+      "what happens to an acknowledged row: delete it, or mark it sent (sent_at)", 0, 0,
+      "delete|mark" },
+    { "batch_size", SL_OPT_INT, "1000",
+      "rows read per statement, over every bucket this relay owns", 1, 100000, NULL },
+    { "max_inflight", SL_OPT_INT, "8000",
+      "rows read and held (queued or produced) and not yet acknowledged, at most; one row per "
+      "aggregate is produced at a time",
+      1, 10000000, NULL },
+    { "ack_batch", SL_OPT_INT, "1000",
+      "settle (delete, record failures) when this many rows are waiting", 1, 100000, NULL },
+    { "ack_interval", SL_OPT_DURATION, "50ms", "or when the first waiting row is this old", 0.001,
+      60, NULL },
+    { "poll_interval", SL_OPT_DURATION, "2s",
+      "look for work this often, even without a notification: parked rows are read again, and "
+      "owned buckets from their first row (8 of them in turn; all while the NOTIFY connection is "
+      "down)",
+      0.01, 3600, NULL },
+    { "lease", SL_OPT_DURATION, "60s",
+      "a bucket whose lease is not renewed for this long (its relay died or stalls) is taken over "
+      "by another relay; relays renew and rebalance every lease/3 (or poll_interval when shorter)",
+      1, 86400, NULL },
+    { "max_attempts", SL_OPT_INT, "10", "failed publications before a row is parked", 1, 1000000,
+      NULL },
+    { "retry_backoff", SL_OPT_DURATION, "1s", "delay after the first failure, doubled after each",
+      0.001, 3600, NULL },
+    { "retry_backoff_max", SL_OPT_DURATION, "60s", "the longest delay between attempts", 0.001,
+      86400, NULL },
+    { "delivery_timeout", SL_OPT_DURATION, "30s",
+      "how long the producer tries one row (message.timeout.ms)", 0.01, 3600, NULL },
+    { "flush_timeout", SL_OPT_DURATION, "5s",
+      "on stop, how long to wait for outstanding acknowledgements", 0, 3600, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 
@@ -58,24 +90,34 @@ static int metrics_start(ob *o)
     sl_ctx *ctx = o->ctx;
     /* Fine below 100 ms, where a healthy relay lives, so that p50/p99 can
      * be read off it. */
-    static const double bounds[] = { 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02,
-                                     0.03,  0.05,  0.075, 0.1,   0.25,   0.5,  1,     2.5,
-                                     5,     10,    30,    60,    300 };
-    sl_metric *pending = sl_gauge(ctx, "sluice_outbox_pending", "Rows in the outbox table waiting to be published (parked excluded)", NULL);
-    sl_metric *parked = sl_gauge(ctx, "sluice_outbox_parked", "Rows parked after max_attempts failures", NULL);
-    sl_metric *inflight = sl_gauge(ctx, "sluice_outbox_inflight", "Rows this relay claimed and has not settled", NULL);
-    sl_metric *published = sl_counter(ctx, "sluice_outbox_published_total", "Rows the broker acknowledged", NULL);
-    sl_metric *failed = sl_counter(ctx, "sluice_outbox_failed_total", "Failed publications of a row", NULL);
-    sl_metric *retried = sl_counter(ctx, "sluice_outbox_retried_total", "Rows released with backoff for another attempt", NULL);
-    sl_metric *takeovers = sl_counter(ctx, "sluice_outbox_takeovers_total", "Buckets taken from a relay whose lease ran out", NULL);
-    sl_metric *buckets = sl_gauge(ctx, "sluice_outbox_buckets", "Buckets of the table this relay owns and reads", NULL);
+    static const double bounds[] = { 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015,
+                                     0.02,  0.03,  0.05,  0.075, 0.1,    0.25, 0.5,
+                                     1,     2.5,   5,     10,    30,     60,   300 };
+    sl_metric *pending =
+            sl_gauge(ctx, "sluice_outbox_pending",
+                     "Rows in the outbox table waiting to be published (parked excluded)", NULL);
+    sl_metric *parked =
+            sl_gauge(ctx, "sluice_outbox_parked", "Rows parked after max_attempts failures", NULL);
+    sl_metric *inflight = sl_gauge(ctx, "sluice_outbox_inflight",
+                                   "Rows this relay claimed and has not settled", NULL);
+    sl_metric *published =
+            sl_counter(ctx, "sluice_outbox_published_total", "Rows the broker acknowledged", NULL);
+    sl_metric *failed =
+            sl_counter(ctx, "sluice_outbox_failed_total", "Failed publications of a row", NULL);
+    sl_metric *retried = sl_counter(ctx, "sluice_outbox_retried_total",
+                                    "Rows released with backoff for another attempt", NULL);
+    sl_metric *takeovers = sl_counter(ctx, "sluice_outbox_takeovers_total",
+                                      "Buckets taken from a relay whose lease ran out", NULL);
+    sl_metric *buckets = sl_gauge(ctx, "sluice_outbox_buckets",
+                                  "Buckets of the table this relay owns and reads", NULL);
     sl_metric *parked_total = sl_counter(ctx, "sluice_outbox_parked_total", "Rows parked", NULL);
-    sl_metric *lag = sl_histogram(ctx, "sluice_outbox_lag_seconds", "From the row's created_at to the broker's ack", NULL,
-                                  bounds, sizeof(bounds) / sizeof(bounds[0]));
+    sl_metric *lag = sl_histogram(ctx, "sluice_outbox_lag_seconds",
+                                  "From the row's created_at to the broker's ack", NULL, bounds,
+                                  sizeof(bounds) / sizeof(bounds[0]));
 
     if (pending == NULL || parked == NULL || inflight == NULL || published == NULL ||
-        failed == NULL || retried == NULL || takeovers == NULL || parked_total == NULL || lag == NULL ||
-        buckets == NULL)
+        failed == NULL || retried == NULL || takeovers == NULL || parked_total == NULL ||
+        lag == NULL || buckets == NULL)
         return sl_fail(ctx, "cannot register metrics");
     o->m_pending = sl_series_of(pending);
     o->m_parked = sl_series_of(parked);
@@ -96,7 +138,8 @@ static void schema_applied(sl_pg *pg, int applied, const char *err, void *arg)
 
     (void)pg;
     if (err == NULL)
-        sl_log(o->ctx, SL_LOG_INFO, "outbox table %s in place (%d migrations applied)", o->table, applied);
+        sl_log(o->ctx, SL_LOG_INFO, "outbox table %s in place (%d migrations applied)", o->table,
+               applied);
     sl_schema_done(o->ctx, err);
 }
 
@@ -178,7 +221,8 @@ static int ob_start(sl_ctx *ctx)
     if (f != NULL)
         fclose(f);
     snprintf(o->me, sizeof(o->me), "%s:%ld:%s:%08llx", host, (long)getpid(),
-             sl_instance_name(ctx)[0] != '\0' ? sl_instance_name(ctx) : "outbox", rnd & 0xffffffffULL);
+             sl_instance_name(ctx)[0] != '\0' ? sl_instance_name(ctx) : "outbox",
+             rnd & 0xffffffffULL);
     if (metrics_start(o) != 0)
         return -1;
     if (ob_relay_start(o, err, sizeof(err)) != 0)
@@ -203,7 +247,8 @@ static void ob_stop(sl_ctx *ctx)
 SL_API const sl_module sluice_module = {
     .abi_version = SL_ABI_VERSION,
     .name = "outbox",
-    .description = "transactional-outbox relay from a PostgreSQL table to Kafka: at least once, ordered per aggregate",
+    .description = "transactional-outbox relay from a PostgreSQL table to Kafka: at least once, "
+                   "ordered per aggregate",
     .options = ob_options,
     .flags = SL_MODULE_EXCLUSIVE,
     .start = ob_start,

@@ -53,7 +53,7 @@ typedef struct ob_row {
     ob_agg *agg;
     long long id;
     int bucket;
-    double created; /* wall seconds */
+    double created;                                                  /* wall seconds */
     const char *topic, *key, *event_type, *aggregate_type, *payload; /* payload NULL: tombstone */
     const char *traceparent; /* the writer's trace context, NULL when none */
     size_t payload_len;
@@ -67,7 +67,7 @@ typedef enum { OB_OPEN, OB_BLOCKED, OB_PARKED } ob_block;
  * one row `flying` (produced, no report yet).  Ready when it has a queued
  * row, none flying and no block. */
 struct ob_agg {
-    ob_agg *hnext;     /* hash chain */
+    ob_agg *hnext; /* hash chain */
     ob_agg *ready_next;
     ob_agg *all_prev, *all_next;
     ob_row *head, *tail;
@@ -75,10 +75,10 @@ struct ob_agg {
     ob_row *flying;
     int in_ready;
     int bucket;
-    ob_block block;    /* OB_BLOCKED: a row failed (until `until`, 0 while
+    ob_block block;     /* OB_BLOCKED: a row failed (until `until`, 0 while
                           its failure is being recorded); OB_PARKED: a
                           parked row holds it */
-    double until;      /* sl_now() */
+    double until;       /* sl_now() */
     long long block_id; /* the row that blocks it: reading resumes there */
     unsigned hash;
     char key[]; /* aggregate_type '\0' aggregate_id */
@@ -121,9 +121,21 @@ typedef struct {
 /* POST retry?aggregate_id=: the longest id accepted */
 #define OB_AGGREGATE_ID_MAX 256
 
-typedef enum { OB_SQL_READ, OB_SQL_ACK, OB_SQL_FAIL, OB_SQL_BEAT, OB_SQL_TAKE, OB_SQL_LEAVE,
-               OB_SQL_PENDING, OB_SQL_PARKED, OB_SQL_RETRY, OB_SQL_RETRY_ONE,
-               OB_SQL_RETRY_AGG, OB_SQL_MARK, OB_NSQL } ob_sql;
+typedef enum {
+    OB_SQL_READ,
+    OB_SQL_ACK,
+    OB_SQL_FAIL,
+    OB_SQL_BEAT,
+    OB_SQL_TAKE,
+    OB_SQL_LEAVE,
+    OB_SQL_PENDING,
+    OB_SQL_PARKED,
+    OB_SQL_RETRY,
+    OB_SQL_RETRY_ONE,
+    OB_SQL_RETRY_AGG,
+    OB_SQL_MARK,
+    OB_NSQL
+} ob_sql;
 
 /* How long a read waits for its marker (claim.c) before it is read again
  * with predecessors: far above a NOTIFY's usual milliseconds. */
@@ -161,31 +173,31 @@ struct ob {
     ob_mine mine;
     ob_ids acked, failed;
     char fail_error[256];
-    ob_stmt *stmts; /* settle statements not yet taken by the database (settle.c) */
-    int reading;  /* a read's statement is in flight */
-    ob_read *rd_sent; /* that read */
+    ob_stmt *stmts;            /* settle statements not yet taken by the database (settle.c) */
+    int reading;               /* a read's statement is in flight */
+    ob_read *rd_sent;          /* that read */
     ob_read *wait, *wait_tail; /* reads returned, not yet decided (claim.c) */
-    long long wait_rows; /* their rows */
+    long long wait_rows;       /* their rows */
     unsigned long long marker_seq;
     int look_next; /* the next read looks up predecessors (claim.c) */
     int sweep;     /* the bucket the next poll's sweep starts at */
-    int more;     /* work may be waiting: read again when there is room */
+    int more;      /* work may be waiting: read again when there is room */
     int waiting_space;
-    int busy;     /* settle statements of ours in flight or waiting for a retry */
-    int beating;  /* a heartbeat or take is in flight */
-    int left;     /* stop: the buckets were handed back */
+    int busy;    /* settle statements of ours in flight or waiting for a retry */
+    int beating; /* a heartbeat or take is in flight */
+    int left;    /* stop: the buckets were handed back */
     int migrated;
     sl_timer *poll_timer, *ack_timer, *gauge_timer, *kick, *migrate_timer, *beat_timer,
-        *retry_timer, *due_timer, *marker_timer;
+            *retry_timer, *due_timer, *marker_timer;
     double due_at; /* when due_timer fires (sl_now), 0 when disarmed */
 
     /* counts */
     unsigned long long published, failed_n, retried, takeovers, parked_n, claimed, released_blocked,
-        renewed;
+            renewed;
     long long pending_rows, parked_rows;
 
-    sl_series *m_pending, *m_parked, *m_inflight, *m_published, *m_failed, *m_retried,
-        *m_takeovers, *m_parked_total, *m_lag, *m_buckets;
+    sl_series *m_pending, *m_parked, *m_inflight, *m_published, *m_failed, *m_retried, *m_takeovers,
+            *m_parked_total, *m_lag, *m_buckets;
 
     int stopping, flushed, stopped;
 };
@@ -297,12 +309,12 @@ int ob_relay_migrate(ob *o, sl_pg_migrate_fn fn);
 /* Look for work now, every owned bucket from its first row (a retry of
  * parked rows). */
 void ob_relay_kick(ob *o);
-void ob_relay_soon(ob *o); /* look for new work now */
+void ob_relay_soon(ob *o);                /* look for new work now */
 void ob_relay_due(ob *o, double seconds); /* look at blocked aggregates then */
 void ob_relay_produce(ob *o);
 void ob_relay_settled(ob *o); /* a statement of ours ended */
-void ob_relay_stop(ob *o);  /* the drain; calls sl_stopped() */
-void ob_relay_free(ob *o);  /* frees every row still held */
+void ob_relay_stop(ob *o);    /* the drain; calls sl_stopped() */
+void ob_relay_free(ob *o);    /* frees every row still held */
 void ob_relay_gauges(ob *o);
 /* Drops what an aggregate still queues (left in the table, read again). */
 void ob_relay_give_back(ob *o, ob_agg *a);

@@ -69,7 +69,8 @@ static void producer_reset(ob *o)
 {
     char err[256];
 
-    sl_log(o->ctx, SL_LOG_ERROR, "kafka producer failed fatally: replacing it, %lld rows handed back",
+    sl_log(o->ctx, SL_LOG_ERROR,
+           "kafka producer failed fatally: replacing it, %lld rows handed back",
            o->q.queued + o->q.flying);
     o->waiting_space = 0;
     drop_producer(o);
@@ -343,7 +344,8 @@ static void on_migrated(sl_pg *pg, int applied, const char *err, void *arg)
         return;
     }
     if (applied > 0)
-        sl_log(o->ctx, SL_LOG_INFO, "migrated the outbox table %s (%d migrations applied)", o->table, applied);
+        sl_log(o->ctx, SL_LOG_INFO, "migrated the outbox table %s (%d migrations applied)",
+               o->table, applied);
     o->migrated = 1;
     sl_set_ready(o->ctx, 1, NULL);
     if (o->stopping) {
@@ -363,7 +365,8 @@ static void migrate_fire(void *arg)
 int ob_relay_migrate(ob *o, sl_pg_migrate_fn fn)
 {
     char module[96];
-    sl_pg_migration m[3] = { { 1, o->migration[0] }, { 2, o->migration[1] },
+    sl_pg_migration m[3] = { { 1, o->migration[0] },
+                             { 2, o->migration[1] },
                              { 3, o->migration[2] } };
 
     /* Per table: two relays of different tables migrate independently.
@@ -386,8 +389,9 @@ static void migrate(ob *o)
 static sl_kafka_producer *producer_new(ob *o, char *err, size_t errlen)
 {
     char timeout_ms[32];
-    const char *props[] = { "enable.idempotence", "true", "message.timeout.ms", timeout_ms,
-                            "linger.ms", "5", NULL };
+    const char *props[] = {
+        "enable.idempotence", "true", "message.timeout.ms", timeout_ms, "linger.ms", "5", NULL
+    };
 
     snprintf(timeout_ms, sizeof(timeout_ms), "%lld",
              (long long)(sl_opt_seconds(o->ctx, "delivery_timeout") * 1000));
@@ -478,7 +482,8 @@ static void maybe_finish(ob *o)
     sl_timer_free(o->beat_timer);
     o->beat_timer = NULL;
     sl_log(o->ctx, SL_LOG_INFO,
-           "outbox relay stopped: %llu published, %llu failed, %llu retried, %llu parked, %llu taken over",
+           "outbox relay stopped: %llu published, %llu failed, %llu retried, %llu parked, %llu "
+           "taken over",
            o->published, o->failed_n, o->retried, o->parked_n, o->takeovers);
     sl_stopped(o->ctx);
 }

@@ -153,7 +153,9 @@ static void failed_done(ob_stmt *st, const sl_pg_result *res)
     for (size_t j = 0; j < st->rows.n; j++) {
         const char *key = st->rows.keys[j];
         ob_agg *a = key != NULL ? ob_queue_find(&o->q, key, key + strlen(key) + 1) : NULL;
-        long long *hit = got != NULL ? bsearch(&st->rows.ids[j], got, (size_t)n, sizeof(*got), cmp_ll) : NULL;
+        long long *hit = got != NULL
+                                 ? bsearch(&st->rows.ids[j], got, (size_t)n, sizeof(*got), cmp_ll)
+                                 : NULL;
         const char *parked = hit != NULL ? sl_pg_value(res, (int)(hit - got), 1) : NULL;
         const char *due = hit != NULL ? sl_pg_value(res, (int)(hit - got), 2) : NULL;
         double in = due != NULL ? atof(due) : 0;
@@ -200,8 +202,8 @@ static void on_done(sl_pg *pg, const sl_pg_result *res, const char *err, void *a
 static void send_stmt(ob_stmt *st)
 {
     ob *o = st->o;
-    const char *p[6] = { st->text, o->me, st->error, o->max_attempts_s, o->backoff_s,
-                         o->backoff_max_s };
+    const char *p[6] = { st->text,          o->me,        st->error,
+                         o->max_attempts_s, o->backoff_s, o->backoff_max_s };
     const char *me[1] = { o->me };
     int rc;
 

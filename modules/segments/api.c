@@ -21,19 +21,19 @@
  * comes from the sequence; ids given to POST /segment/user may have been
  * taken already, which the ON CONFLICT turns into no row (then retried). */
 static const char SQL_NEW_USER[] =
-    "WITH u AS (INSERT INTO users (id) VALUES (nextval('users_id_seq'))"
-    "           ON CONFLICT (id) DO NOTHING RETURNING id),"
-    " m AS (INSERT INTO user_segments (user_id, slug)"
-    "       SELECT u.id, s.slug FROM u, segments s"
-    "       WHERE s.user_percent IS NOT NULL"
-    "         AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100)"
-    "       ORDER BY s.slug RETURNING slug)"
-    " SELECT (SELECT id FROM u), (SELECT count(*) FROM m)";
+        "WITH u AS (INSERT INTO users (id) VALUES (nextval('users_id_seq'))"
+        "           ON CONFLICT (id) DO NOTHING RETURNING id),"
+        " m AS (INSERT INTO user_segments (user_id, slug)"
+        "       SELECT u.id, s.slug FROM u, segments s"
+        "       WHERE s.user_percent IS NOT NULL"
+        "         AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100)"
+        "       ORDER BY s.slug RETURNING slug)"
+        " SELECT (SELECT id FROM u), (SELECT count(*) FROM m)";
 
 static const char SQL_SEGMENT_NEW[] =
-    "INSERT INTO segments (slug, user_percent) VALUES ($1, $2::numeric)"
-    " ON CONFLICT (slug) DO NOTHING"
-    " RETURNING to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
+        "INSERT INTO segments (slug, user_percent) VALUES ($1, $2::numeric)"
+        " ON CONFLICT (slug) DO NOTHING"
+        " RETURNING to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
 
 /* A bulk change: one "*" to every read cache instead of a notification
  * per user (schema.c). */
@@ -268,14 +268,15 @@ static void serve_list(sl_req *req, void *arg)
 
     if (c == NULL || seg_ready(c, serve_list) != 0)
         return;
-    if (sl_pg_query(c->s->pg,
-                    "SELECT s.slug, s.user_percent,"
-                    " to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-                    " count(us.user_id) FILTER (WHERE us.expires_at IS NULL OR us.expires_at > now()),"
-                    " s.description"
-                    " FROM segments s LEFT JOIN user_segments us ON us.slug = s.slug"
-                    " GROUP BY s.slug ORDER BY s.slug",
-                    0, NULL, on_list, c) != 0)
+    if (sl_pg_query(
+                c->s->pg,
+                "SELECT s.slug, s.user_percent,"
+                " to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+                " count(us.user_id) FILTER (WHERE us.expires_at IS NULL OR us.expires_at > now()),"
+                " s.description"
+                " FROM segments s LEFT JOIN user_segments us ON us.slug = s.slug"
+                " GROUP BY s.slug ORDER BY s.slug",
+                0, NULL, on_list, c) != 0)
         seg_error(c, 503, "database unavailable: query not accepted");
 }
 
@@ -292,9 +293,12 @@ int seg_api_routes(seg *s)
 
     if (seg_prepare(s, sql, sizeof(sql) / sizeof(sql[0])) != 0)
         return -1;
-    if (sl_route_scoped(s->ctx, SL_POST, "/user", SL_SCOPE_WRITE, s->max_body, serve_user, s) != 0 ||
-        sl_route_scoped(s->ctx, SL_POST, "/segment", SL_SCOPE_WRITE, s->max_body, serve_create, s) != 0 ||
-        sl_route_scoped(s->ctx, SL_DELETE, "/segment", SL_SCOPE_WRITE, s->max_body, serve_delete, s) != 0 ||
+    if (sl_route_scoped(s->ctx, SL_POST, "/user", SL_SCOPE_WRITE, s->max_body, serve_user, s) !=
+                0 ||
+        sl_route_scoped(s->ctx, SL_POST, "/segment", SL_SCOPE_WRITE, s->max_body, serve_create,
+                        s) != 0 ||
+        sl_route_scoped(s->ctx, SL_DELETE, "/segment", SL_SCOPE_WRITE, s->max_body, serve_delete,
+                        s) != 0 ||
         sl_route_scoped(s->ctx, SL_GET, "/segment", SL_SCOPE_READ, 0, serve_list, s) != 0)
         return -1;
     return 0;

@@ -38,8 +38,8 @@ static int retryable(const seg_call *c)
  * error and nothing of the installation). */
 void seg_pg_error(seg_call *c, const sl_pg_result *res, const char *err)
 {
-    sl_log(c->s->ctx, SL_LOG_WARN, "%s %s (request %s): %s",
-           res == NULL ? "unanswered" : "failed", sl_req_path(c->req), sl_req_id(c->req), err);
+    sl_log(c->s->ctx, SL_LOG_WARN, "%s %s (request %s): %s", res == NULL ? "unanswered" : "failed",
+           sl_req_path(c->req), sl_req_id(c->req), err);
     if (res == NULL)
         seg_error(c, 503, "database unavailable");
     else

@@ -37,10 +37,10 @@
 /* A miss: the memberships not expired by the database's clock, with
  * their expiry in microseconds (the answer formats it, ucache.c). */
 static const char SQL_USER_SEGMENTS[] =
-    "SELECT us.slug, (extract(epoch FROM us.expires_at) * 1000000)::bigint"
-    " FROM users u LEFT JOIN user_segments us ON us.user_id = u.id"
-    "  AND (us.expires_at IS NULL OR us.expires_at > now())"
-    " WHERE u.id = $1 ORDER BY us.slug";
+        "SELECT us.slug, (extract(epoch FROM us.expires_at) * 1000000)::bigint"
+        " FROM users u LEFT JOIN user_segments us ON us.user_id = u.id"
+        "  AND (us.expires_at IS NULL OR us.expires_at > now())"
+        " WHERE u.id = $1 ORDER BY us.slug";
 
 static int64_t wall_us(void)
 {
@@ -288,7 +288,8 @@ int seg_lookup_start(seg *s)
     if (bytes > 0) {
         s->cache = ucache_new((size_t)sl_opt_int(s->ctx, "cache_entries"), (size_t)bytes,
                               sl_opt_seconds(s->ctx, "cache_max_age"));
-        if (s->cache == NULL || sl_track(s->ctx, "read cache", s->cache, cache_free, NULL) == NULL) {
+        if (s->cache == NULL ||
+            sl_track(s->ctx, "read cache", s->cache, cache_free, NULL) == NULL) {
             ucache_free(s->cache);
             s->cache = NULL;
             return sl_fail(s->ctx, "out of memory");

@@ -39,43 +39,43 @@ typedef struct {
  * callers choose: the sequence never passes what a client can address.
  * (The CTE runs whether or not the SELECT reads it.) */
 static const char SQL_CREATE[] =
-    "WITH u AS (INSERT INTO users (id) SELECT $1::bigint"
-    "           WHERE $1::bigint <= $2::bigint"
-    "           ON CONFLICT (id) DO NOTHING RETURNING id),"
-    " m AS (INSERT INTO user_segments (user_id, slug)"
-    "       SELECT u.id, s.slug FROM u, segments s"
-    "       WHERE s.user_percent IS NOT NULL"
-    "         AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100)"
-    "       ORDER BY s.slug)"
-    " SELECT setval('users_id_seq', $1::bigint)"
-    " WHERE $1::bigint > (SELECT last_value FROM users_id_seq)"
-    "   AND $1::bigint <= $2::bigint";
+        "WITH u AS (INSERT INTO users (id) SELECT $1::bigint"
+        "           WHERE $1::bigint <= $2::bigint"
+        "           ON CONFLICT (id) DO NOTHING RETURNING id),"
+        " m AS (INSERT INTO user_segments (user_id, slug)"
+        "       SELECT u.id, s.slug FROM u, segments s"
+        "       WHERE s.user_percent IS NOT NULL"
+        "         AND segments_bucket(u.id, s.slug) < round(s.user_percent * 100)"
+        "       ORDER BY s.slug)"
+        " SELECT setval('users_id_seq', $1::bigint)"
+        " WHERE $1::bigint > (SELECT last_value FROM users_id_seq)"
+        "   AND $1::bigint <= $2::bigint";
 
 /* No row: no such user.  Else the first unknown slug, or NULL.  NO KEY
  * UPDATE: requests for one user queue on it, while the foreign-key checks
  * (KEY SHARE) of a rollout do not.  A statement of its own, after
  * SQL_CREATE: a statement does not see rows its own CTEs inserted. */
 static const char SQL_LOCK[] =
-    "SELECT (SELECT s FROM unnest($2::text[]) AS s"
-    "        WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1)"
-    " FROM users WHERE id = $1 FOR NO KEY UPDATE";
+        "SELECT (SELECT s FROM unnest($2::text[]) AS s"
+        "        WHERE NOT EXISTS (SELECT 1 FROM segments WHERE slug = s) ORDER BY s LIMIT 1)"
+        " FROM users WHERE id = $1 FOR NO KEY UPDATE";
 
 /* Expired memberships leave as the sweeper would remove them (so adding
  * one again is a real re-add), with those to delete; only the latter
  * count as deleted. */
 static const char SQL_PURGE[] =
-    "WITH d AS (DELETE FROM user_segments"
-    "           WHERE user_id = $1 AND (expires_at <= now() OR slug = ANY ($2::text[]))"
-    "           RETURNING expires_at)"
-    " SELECT count(*) FILTER (WHERE expires_at IS NULL OR expires_at > now()) FROM d";
+        "WITH d AS (DELETE FROM user_segments"
+        "           WHERE user_id = $1 AND (expires_at <= now() OR slug = ANY ($2::text[]))"
+        "           RETURNING expires_at)"
+        " SELECT count(*) FILTER (WHERE expires_at IS NULL OR expires_at > now()) FROM d";
 
 static const char SQL_ADD[] =
-    "INSERT INTO user_segments (user_id, slug, expires_at)"
-    " SELECT $1, s, CASE WHEN $3::bigint > 0"
-    "                THEN now() + make_interval(secs => $3::bigint) END"
-    " FROM unnest($2::text[]) AS s ORDER BY s"
-    " ON CONFLICT (user_id, slug) DO UPDATE SET expires_at = EXCLUDED.expires_at"
-    " RETURNING xmax = 0, slug, extract(epoch FROM expires_at)";
+        "INSERT INTO user_segments (user_id, slug, expires_at)"
+        " SELECT $1, s, CASE WHEN $3::bigint > 0"
+        "                THEN now() + make_interval(secs => $3::bigint) END"
+        " FROM unnest($2::text[]) AS s ORDER BY s"
+        " ON CONFLICT (user_id, slug) DO UPDATE SET expires_at = EXCLUDED.expires_at"
+        " RETURNING xmax = 0, slug, extract(epoch FROM expires_at)";
 
 static void fill(const seg_call *c, change_params *p)
 {
@@ -84,8 +84,8 @@ static void fill(const seg_call *c, change_params *p)
     snprintf(p->id, sizeof(p->id), "%lld", c->ch.user_id);
     snprintf(p->ttl, sizeof(p->ttl), "%lld", c->ch.ttl);
     snprintf(p->max_id, sizeof(p->max_id), "%lld", c->s->max_user_id);
-    seg_slug_array((char (*)[SEG_SLUG_MAX + 1])c->ch.add, c->ch.nadd, p->add, sizeof(p->add));
-    seg_slug_array((char (*)[SEG_SLUG_MAX + 1])c->ch.del, c->ch.ndel, p->del, sizeof(p->del));
+    seg_slug_array((char(*)[SEG_SLUG_MAX + 1]) c->ch.add, c->ch.nadd, p->add, sizeof(p->add));
+    seg_slug_array((char(*)[SEG_SLUG_MAX + 1]) c->ch.del, c->ch.ndel, p->del, sizeof(p->del));
     memcpy(both, c->ch.add, c->ch.nadd * sizeof(both[0]));
     memcpy(both + c->ch.nadd, c->ch.del, c->ch.ndel * sizeof(both[0]));
     seg_slug_array(both, c->ch.nadd + c->ch.ndel, p->all, sizeof(p->all));
@@ -141,8 +141,8 @@ static void on_added(sl_pg *pg, const sl_pg_result *res, const char *err, void *
         if (ins != NULL && strcmp(ins, "t") == 0)
             c->n1++;
         if (c->expiries != NULL && slug != NULL && exp != NULL && at < cap)
-            at += (size_t)snprintf(c->expiries + at, cap - at, "%lld:%s %s\n", c->ch.user_id,
-                                   slug, exp);
+            at += (size_t)snprintf(c->expiries + at, cap - at, "%lld:%s %s\n", c->ch.user_id, slug,
+                                   exp);
     }
     seg_tx_end(c);
 }
@@ -170,7 +170,8 @@ static void on_locked(sl_pg *pg, const sl_pg_result *res, const char *err, void 
         return seg_tx_end(c);
     if (sl_pg_nrows(res) == 0)
         return seg_tx_reject(c, 400,
-                             "user %lld does not exist, and users are created on demand only with an id from 1 to %lld (max_user_id)",
+                             "user %lld does not exist, and users are created on demand only with "
+                             "an id from 1 to %lld (max_user_id)",
                              c->ch.user_id, s->max_user_id);
     if (sl_pg_value(res, 0, 0) != NULL)
         return seg_tx_reject(c, 404, "no segment %s", sl_pg_value(res, 0, 0));

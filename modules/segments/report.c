@@ -21,15 +21,15 @@
 /* One page of a user's history in a UTC month; the keyset resumes after
  * the last row sent. */
 static const char SQL_PAGE[] =
-    "SELECT user_id, slug, operation,"
-    " to_char(executed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-    " executed_at, id"
-    " FROM segment_history"
-    " WHERE user_id = $1"
-    "   AND executed_at >= ($2::date)::timestamp AT TIME ZONE 'UTC'"
-    "   AND executed_at < ($3::date)::timestamp AT TIME ZONE 'UTC'"
-    "   AND ($4::timestamptz IS NULL OR (executed_at, id) > ($4::timestamptz, $5::bigint))"
-    " ORDER BY executed_at, id LIMIT $6::int";
+        "SELECT user_id, slug, operation,"
+        " to_char(executed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+        " executed_at, id"
+        " FROM segment_history"
+        " WHERE user_id = $1"
+        "   AND executed_at >= ($2::date)::timestamp AT TIME ZONE 'UTC'"
+        "   AND executed_at < ($3::date)::timestamp AT TIME ZONE 'UTC'"
+        "   AND ($4::timestamptz IS NULL OR (executed_at, id) > ($4::timestamptz, $5::bigint))"
+        " ORDER BY executed_at, id LIMIT $6::int";
 
 static const char SQL_USER[] = "SELECT 1 FROM users WHERE id = $1";
 

@@ -45,18 +45,18 @@ typedef struct seg_call seg_call;
  * the routes that run them are registered: parsed and planned once per
  * connection.  One slot each in seg.st. */
 typedef enum {
-    SEG_ST_USER_SEGMENTS,  /* lookup.c: a cache miss */
-    SEG_ST_NEW_USER,       /* api.c */
+    SEG_ST_USER_SEGMENTS, /* lookup.c: a cache miss */
+    SEG_ST_NEW_USER,      /* api.c */
     SEG_ST_SEGMENT_NEW,
     SEG_ST_SEGMENT_LOCK,
     SEG_ST_SEGMENT_MEMBERS,
     SEG_ST_SEGMENT_DELETE,
     SEG_ST_CACHE_ALL,
-    SEG_ST_CHANGE_CREATE,  /* members.c */
+    SEG_ST_CHANGE_CREATE, /* members.c */
     SEG_ST_CHANGE_LOCK,
     SEG_ST_CHANGE_PURGE,
     SEG_ST_CHANGE_ADD,
-    SEG_ST_REPORT_USER,    /* report.c */
+    SEG_ST_REPORT_USER, /* report.c */
     SEG_ST_REPORT_PAGE,
     SEG_ST_ROLLOUT_EXPIRED, /* rollout.c */
     SEG_ST_ROLLOUT_UPDATE,
@@ -83,16 +83,16 @@ struct seg_call {
     /* transaction runner (call.c) */
     sl_pg_tx *tx;
     int attempts;
-    void (*begin)(seg_call *c);   /* queues one attempt's statements */
-    void (*done)(seg_call *c);    /* after a successful commit */
-    int failed;                   /* a statement of this attempt failed */
-    int unavailable;              /* ...without an answer from the server */
+    void (*begin)(seg_call *c); /* queues one attempt's statements */
+    void (*done)(seg_call *c);  /* after a successful commit */
+    int failed;                 /* a statement of this attempt failed */
+    int unavailable;            /* ...without an answer from the server */
     char sqlstate[8];
     char err[256];
-    cJSON *json;                  /* the request body, parsed */
-    sl_route_fn again;            /* waiting for the schema: its handler */
+    cJSON *json;       /* the request body, parsed */
+    sl_route_fn again; /* waiting for the schema: its handler */
     int waiting;
-    int reject;                   /* a 4xx decided inside the transaction */
+    int reject; /* a 4xx decided inside the transaction */
     char reject_why[256];
     /* request data */
     seg_change ch;
@@ -106,7 +106,7 @@ struct seg_call {
     int had_percent, has_desc_out;
     char desc_out[SEG_DESC_MAX + 1];
     long long members;
-    char *expiries;               /* members' "user:slug score" to schedule */
+    char *expiries; /* members' "user:slug score" to schedule */
     /* read cache (lookup.c): the ticket taken before a miss's read */
     uint64_t cache_ticket;
     int cache_ticket_ok;
@@ -124,11 +124,11 @@ struct seg {
     sl_pg *pg;
     sl_redis *redis;
     seg_call *calls;
-    int stopping;                 /* drain: sl_stopped once no call is left */
-    int nwaiting;                 /* calls waiting for the schema */
-    int releasing;                /* inside release_waiting: no sl_stopped yet */
-    int migrate_failed;           /* the last schema check failed */
-    int migrated;                 /* schema ready and secret loaded */
+    int stopping;       /* drain: sl_stopped once no call is left */
+    int nwaiting;       /* calls waiting for the schema */
+    int releasing;      /* inside release_waiting: no sl_stopped yet */
+    int migrate_failed; /* the last schema check failed */
+    int migrated;       /* schema ready and secret loaded */
     char secret[128];
     size_t max_body;
     int max_retries;
@@ -139,7 +139,7 @@ struct seg {
     double sweep_interval;
     int sweep_batch;
     int report_page;
-    long long max_user_id;        /* users created on demand: ids up to this */
+    long long max_user_id; /* users created on demand: ids up to this */
     /* history retention */
     double retention, retention_interval;
     long long retention_batch;
@@ -147,21 +147,20 @@ struct seg {
     /* ttl sweeper */
     sl_timer *sweep_timer, *gauge_timer, *migrate_timer;
     int sweeping, rebuild_needed, gauge_busy;
-    char sweep_now[32];           /* the time the due members were chosen by */
+    char sweep_now[32]; /* the time the due members were chosen by */
     char rebuild_after_user[24], rebuild_after_slug[SEG_SLUG_MAX + 1];
     const sl_pg_stmt *st[SEG_NSTMTS];
     /* read cache (lookup.c) */
-    struct ucache *cache;         /* NULL: cache_bytes = 0 */
+    struct ucache *cache; /* NULL: cache_bytes = 0 */
     sl_pg_listener *listener;
     unsigned long long cache_epoch;
     uint64_t evictions_seen;
-    sl_series *s_cache_hits, *s_cache_misses, *s_cache_evictions, *s_cache_entries,
-        *s_cache_bytes, *s_inv_change, *s_inv_flush, *s_inv_connection, *s_get_ok, *s_get_latency;
+    sl_series *s_cache_hits, *s_cache_misses, *s_cache_evictions, *s_cache_entries, *s_cache_bytes,
+            *s_inv_change, *s_inv_flush, *s_inv_connection, *s_get_ok, *s_get_latency;
     /* metrics */
     sl_metric *m_requests, *m_latency;
     sl_series *s_active, *s_lag, *s_removals, *s_rebuilds, *s_assign_create, *s_assign_new,
-        *s_assign_update,
-        *s_retries, *s_scheduled, *s_history_removed;
+            *s_assign_update, *s_retries, *s_scheduled, *s_history_removed;
 };
 
 /* segments.c */

@@ -20,33 +20,36 @@ static const sl_option seg_options[] = {
     { "max_body", SL_OPT_INT, "65536", "largest request body accepted, in bytes (413 beyond)", 64,
       16777216, NULL },
     { "max_retries", SL_OPT_INT, "20",
-      "attempts of a transaction that failed on a serialization failure or deadlock", 1, 1000, NULL },
+      "attempts of a transaction that failed on a serialization failure or deadlock", 1, 1000,
+      NULL },
     { "ttl_key", SL_OPT_STRING, "sluice:segments:ttl",
       "Redis sorted set holding the expiry schedule (member user:slug, score expiry time)", 0, 0,
       NULL },
-    { "sweep_interval", SL_OPT_DURATION, "200ms", "how often the TTL sweeper looks for due memberships",
-      0.01, 60, NULL },
+    { "sweep_interval", SL_OPT_DURATION, "200ms",
+      "how often the TTL sweeper looks for due memberships", 0.01, 60, NULL },
     { "sweep_batch", SL_OPT_INT, "500", "memberships the sweeper removes per round at most", 1,
       100000, NULL },
     { "cache_bytes", SL_OPT_INT, "67108864",
       "memory the read cache of GET /segment/user/{id} may hold, in bytes (entries, answers, "
       "hash table); 0 turns the cache off",
       0, 1099511627776.0, NULL },
-    { "cache_entries", SL_OPT_INT, "1000000", "users the read cache may hold at most", 1,
-      100000000, NULL },
+    { "cache_entries", SL_OPT_INT, "1000000", "users the read cache may hold at most", 1, 100000000,
+      NULL },
     { "cache_max_age", SL_OPT_DURATION, "5m",
       "longest a cached answer is served before it is read again: the staleness bound should a "
       "change's notification be lost while its connection stays up",
       0.1, 86400, NULL },
-    { "report_page", SL_OPT_INT, "1000", "history rows read per round trip while streaming a report",
-      1, 100000, NULL },
+    { "report_page", SL_OPT_INT, "1000",
+      "history rows read per round trip while streaming a report", 1, 100000, NULL },
     { "public_url", SL_OPT_STRING, "",
-      "prefix of report links (e.g. https://api.example.com); empty: http:// and the request's Host",
+      "prefix of report links (e.g. https://api.example.com); empty: http:// and the request's "
+      "Host",
       0, 0, NULL },
     { "report_secret", SL_OPT_STRING, "",
       "key signing report names; empty: the per-install secret kept in PostgreSQL", 0, 0, NULL },
     { "max_user_id", SL_OPT_INT, "4503599627370495",
-      "POST /segment/user creates an unknown user only up to this id (400 beyond); ids up to 9007199254740991 stay left for POST /user",
+      "POST /segment/user creates an unknown user only up to this id (400 beyond); ids up to "
+      "9007199254740991 stay left for POST /user",
       1, 9007199254740990LL, NULL },
     { "history_retention", SL_OPT_DURATION, "0",
       "segment_history rows older than this are deleted (e.g. 8760h); 0 keeps them for ever", 0,
@@ -62,9 +65,9 @@ static const sl_option seg_options[] = {
 };
 
 static const char *const route_names[SEG_NROUTES] = {
-    "user",           "segment_create", "segment_delete", "segment_list", "segment_user",
-    "user_segments",  "history",        "report",         "openapi",      "docs",
-    "segment_update",
+    "user",         "segment_create", "segment_delete", "segment_list",
+    "segment_user", "user_segments",  "history",        "report",
+    "openapi",      "docs",           "segment_update",
 };
 
 /* ----------------------------------------------------------- replies */
@@ -191,7 +194,7 @@ static void release_waiting(seg *s)
     struct {
         sl_req *req;
         sl_route_fn fn;
-    } *w;
+    } * w;
 
     if (s->nwaiting == 0)
         return;
@@ -264,8 +267,8 @@ static void on_migrated(sl_pg *pg, int applied, const char *err, void *arg)
         release_waiting(s);
         return;
     }
-    if (sl_pg_query(pg, "SELECT secret FROM segments_install WHERE id = 1", 0, NULL, on_secret, s) !=
-        0)
+    if (sl_pg_query(pg, "SELECT secret FROM segments_install WHERE id = 1", 0, NULL, on_secret,
+                    s) != 0)
         migrate_later(s);
 }
 
@@ -302,8 +305,8 @@ static void free_state(void *obj)
 
 static int metrics_start(seg *s)
 {
-    static const double bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                     0.05,   0.1,   0.25,   0.5,   1,    2.5, 5, 10 };
+    static const double bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                     0.1,    0.25,  0.5,    1,     2.5,  5,     10 };
     sl_ctx *ctx = s->ctx;
     sl_metric *active, *lag, *removals, *rebuilds, *assign, *retries, *scheduled;
 
@@ -322,10 +325,11 @@ static int metrics_start(seg *s)
                           "Times the Redis schedule was rebuilt from PostgreSQL", NULL);
     scheduled = sl_gauge(ctx, "sluice_segments_ttl_scheduled",
                          "Memberships waiting in the Redis schedule", NULL);
-    assign = sl_counter(ctx, "sluice_segments_percent_assignments_total",
-                        "Memberships given by percentage rollout: at segment creation, by a change of its "
-                        "percent, or to new users",
-                        "when");
+    assign = sl_counter(
+            ctx, "sluice_segments_percent_assignments_total",
+            "Memberships given by percentage rollout: at segment creation, by a change of its "
+            "percent, or to new users",
+            "when");
     retries = sl_counter(ctx, "sluice_segments_tx_retries_total",
                          "Transactions retried after a serialization failure or deadlock", NULL);
     if (s->m_requests == NULL || s->m_latency == NULL || active == NULL || lag == NULL ||
@@ -398,8 +402,8 @@ static int seg_start(sl_ctx *ctx)
     if (seg_rollout_prepare(s) != 0)
         return -1;
     if (seg_api_routes(s) != 0 || seg_members_routes(s) != 0 || seg_rollout_routes(s) != 0 ||
-        seg_report_routes(s) != 0 ||
-        seg_openapi_routes(s) != 0 || seg_ttl_start(s) != 0 || seg_retention_start(s) != 0)
+        seg_report_routes(s) != 0 || seg_openapi_routes(s) != 0 || seg_ttl_start(s) != 0 ||
+        seg_retention_start(s) != 0)
         return sl_fail(ctx, "cannot register routes or timers");
     sl_set_ready(ctx, 0, "applying the schema");
     migrate_now(s);

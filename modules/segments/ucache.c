@@ -30,10 +30,10 @@ struct entry {
     entry *prev, *next; /* by last use, most recent first */
     int64_t user;
     double filled;
-    int64_t next_exp;   /* the earliest expiry of its members */
+    int64_t next_exp; /* the earliest expiry of its members */
     size_t cost;
     size_t n;
-    size_t body_len;    /* 0: to be built */
+    size_t body_len; /* 0: to be built */
     ucache_member *m;
     char *body;
 };

@@ -10,7 +10,7 @@ pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
       libcjson-dev libcmocka-dev postgresql redis-server clickhouse-server
       clickhouse-client kcat prometheus wrk nginx-light curl python3
       chromium docker-compose clang libclang-rt-14-dev systemd
-      jq iproute2 podman debootstrap runc)
+      jq iproute2 podman debootstrap runc clang-format)
 # chromium: tests/integration/status.sh loads the status page headless, and
 # segments.sh checks /docs; docker-compose: tests/packaging/deploy.sh
 # validates the compose file (`docker-compose config` needs no Docker
@@ -21,7 +21,8 @@ pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
 # clickhouse.sh and kafka.sh count connections and listeners with;
 # podman, debootstrap and runc: tests/integration/container.sh makes a
 # bookworm base, builds docker/Dockerfile and runs every role from the
-# image (runc: this kind of machine refuses crun's cgroup handling).
+# image (runc: this kind of machine refuses crun's cgroup handling);
+# clang-format: tests/packaging/format.sh checks the layout of every C file.
 # Under CI=true a case skipped for want of a tool fails.
 
 missing=()

@@ -33,20 +33,22 @@ static void test_page_view_valid(void **state)
 {
     agg_page_view e;
     (void)state;
-    assert_int_equal(pv("{\"event_id\":\"a-1\",\"event_type\":\"bounce\",\"page_id\":\"page-7\","
-                        "\"user_id\":\"user-3\",\"ts\":\"2025-11-30T13:59:59.250Z\",\"duration_s\":3}",
-                        &e),
-                     AGG_OK);
+    assert_int_equal(
+            pv("{\"event_id\":\"a-1\",\"event_type\":\"bounce\",\"page_id\":\"page-7\","
+               "\"user_id\":\"user-3\",\"ts\":\"2025-11-30T13:59:59.250Z\",\"duration_s\":3}",
+               &e),
+            AGG_OK);
     assert_string_equal(e.event_id, "a-1");
     assert_int_equal(e.bounce, 1);
     assert_string_equal(e.page_id, "page-7");
     assert_true(e.ts_ms == 1764511199250LL);
     assert_true(e.duration_s == 3);
     /* a numeric user id is accepted as text */
-    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":42,"
-                        "\"ts\":\"2025-11-30T14:00:00+01:00\",\"duration_s\":10.5}",
-                        &e),
-                     AGG_OK);
+    assert_int_equal(
+            pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":42,"
+               "\"ts\":\"2025-11-30T14:00:00+01:00\",\"duration_s\":10.5}",
+               &e),
+            AGG_OK);
     assert_string_equal(e.user_id, "42");
     assert_true(e.ts_ms == 1764507600000LL);
 }
@@ -57,20 +59,28 @@ static void test_page_view_generator_kinds(void **state)
     (void)state;
     /* the generator's five malformed kinds, as it renders them */
     assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"page-1\","
-                        "\"ts\":\"2025-11-30T14:00:00.000Z\",\"duration_s\":10}", &e),
+                        "\"ts\":\"2025-11-30T14:00:00.000Z\",\"duration_s\":10}",
+                        &e),
                      AGG_R_MISSING_FIELD);
     assert_non_null(strstr(detail, "user_id"));
+    assert_int_equal(
+            pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"page-1\","
+               "\"user_id\":\"user-1\",\"ts\":\"2025-11-30T14:00:00.000Z\",\"duration_s\":\"10s\"}",
+               &e),
+            AGG_R_WRONG_TYPE);
+    assert_int_equal(
+            pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"page-1\","
+               "\"user_id\":\"user-1\",\"ts\":\"2025-11-30T14:00:00.000Z\",\"duration_s\":10",
+               &e),
+            AGG_R_BROKEN_JSON);
+    assert_int_equal(
+            pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"page-1\","
+               "\"user_id\":\"user-1\",\"ts\":\"2025-11-30T14:00:00.000Z\",\"duration_s\":-5}",
+               &e),
+            AGG_R_NEGATIVE_DURATION);
     assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"page-1\","
-                        "\"user_id\":\"user-1\",\"ts\":\"2025-11-30T14:00:00.000Z\",\"duration_s\":\"10s\"}", &e),
-                     AGG_R_WRONG_TYPE);
-    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"page-1\","
-                        "\"user_id\":\"user-1\",\"ts\":\"2025-11-30T14:00:00.000Z\",\"duration_s\":10", &e),
-                     AGG_R_BROKEN_JSON);
-    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"page-1\","
-                        "\"user_id\":\"user-1\",\"ts\":\"2025-11-30T14:00:00.000Z\",\"duration_s\":-5}", &e),
-                     AGG_R_NEGATIVE_DURATION);
-    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"page-1\","
-                        "\"user_id\":\"user-1\",\"ts\":\"2026-13-32T25:61:61Z\",\"duration_s\":10}", &e),
+                        "\"user_id\":\"user-1\",\"ts\":\"2026-13-32T25:61:61Z\",\"duration_s\":10}",
+                        &e),
                      AGG_R_BAD_TIMESTAMP);
     assert_string_equal(agg_reason_name(AGG_R_NEGATIVE_DURATION), "negative_duration");
 }
@@ -80,22 +90,32 @@ static void test_page_view_other_rejections(void **state)
     agg_page_view e;
     (void)state;
     assert_int_equal(pv("[1,2]", &e), AGG_R_NOT_OBJECT);
-    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"click\",\"page_id\":\"p\",\"user_id\":\"u\","
-                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
-                     AGG_R_BAD_VALUE);
-    assert_int_equal(pv("{\"event_id\":\"\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
-                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
-                     AGG_R_BAD_VALUE);
-    assert_int_equal(pv("{\"event_id\":7,\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
-                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
-                     AGG_R_WRONG_TYPE);
+    assert_int_equal(
+            pv("{\"event_id\":\"a\",\"event_type\":\"click\",\"page_id\":\"p\",\"user_id\":\"u\","
+               "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}",
+               &e),
+            AGG_R_BAD_VALUE);
+    assert_int_equal(
+            pv("{\"event_id\":\"\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
+               "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}",
+               &e),
+            AGG_R_BAD_VALUE);
+    assert_int_equal(
+            pv("{\"event_id\":7,\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
+               "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}",
+               &e),
+            AGG_R_WRONG_TYPE);
     /* 5 minutes ahead is allowed, an hour is not */
-    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
-                        "\"ts\":\"2025-11-30T14:04:00Z\",\"duration_s\":1}", &e),
-                     AGG_OK);
-    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
-                        "\"ts\":\"2025-11-30T15:00:00Z\",\"duration_s\":1}", &e),
-                     AGG_R_FUTURE_TIMESTAMP);
+    assert_int_equal(
+            pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
+               "\"ts\":\"2025-11-30T14:04:00Z\",\"duration_s\":1}",
+               &e),
+            AGG_OK);
+    assert_int_equal(
+            pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
+               "\"ts\":\"2025-11-30T15:00:00Z\",\"duration_s\":1}",
+               &e),
+            AGG_R_FUTURE_TIMESTAMP);
     assert_int_equal(agg_check_page_view(NULL, 0, &lim, &e, detail, sizeof(detail)), AGG_R_EMPTY);
 }
 
@@ -105,30 +125,44 @@ static void test_page_view_paths(void **state)
 {
     agg_page_view e;
     (void)state;
-    assert_int_equal(pv("{\"event_id\":\"a\\u0062\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
-                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
+    assert_int_equal(pv("{\"event_id\":\"a\\u0062\",\"event_type\":\"view\",\"page_id\":\"p\","
+                        "\"user_id\":\"u\","
+                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}",
+                        &e),
                      AGG_OK);
     assert_string_equal(e.event_id, "ab");
-    assert_int_equal(pv(" {\"extra\":{\"n\":[1,{\"x\":null}]},\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\","
-                        "\"user_id\":\"u\",\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1.5e1} ", &e),
+    assert_int_equal(pv(" {\"extra\":{\"n\":[1,{\"x\":null}]},\"event_id\":\"a\",\"event_type\":"
+                        "\"view\",\"page_id\":\"p\","
+                        "\"user_id\":\"u\",\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1.5e1} ",
+                        &e),
                      AGG_OK);
     assert_true(e.duration_s == 15);
     /* a repeated key: the first wins on both paths */
-    assert_int_equal(pv("{\"event_type\":\"click\",\"event_type\":\"view\",\"event_id\":\"a\",\"page_id\":\"p\","
-                        "\"user_id\":\"u\",\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
+    assert_int_equal(pv("{\"event_type\":\"click\",\"event_type\":\"view\",\"event_id\":\"a\","
+                        "\"page_id\":\"p\","
+                        "\"user_id\":\"u\",\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}",
+                        &e),
                      AGG_R_BAD_VALUE);
-    assert_int_equal(pv("{\"event_type\":\"click\",\"event_type\":\"view\",\"event_id\":\"a\\u0062\",\"page_id\":\"p\","
-                        "\"user_id\":\"u\",\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
+    assert_int_equal(pv("{\"event_type\":\"click\",\"event_type\":\"view\",\"event_id\":"
+                        "\"a\\u0062\",\"page_id\":\"p\","
+                        "\"user_id\":\"u\",\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}",
+                        &e),
                      AGG_R_BAD_VALUE);
-    assert_int_equal(pv("{\"event_id\":null,\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":true,"
-                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
-                     AGG_R_WRONG_TYPE);
-    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
-                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":-}", &e),
-                     AGG_R_BROKEN_JSON);
-    assert_int_equal(pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":7.5,"
-                        "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}", &e),
-                     AGG_R_BAD_VALUE);
+    assert_int_equal(
+            pv("{\"event_id\":null,\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":true,"
+               "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}",
+               &e),
+            AGG_R_WRONG_TYPE);
+    assert_int_equal(
+            pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":\"u\","
+               "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":-}",
+               &e),
+            AGG_R_BROKEN_JSON);
+    assert_int_equal(
+            pv("{\"event_id\":\"a\",\"event_type\":\"view\",\"page_id\":\"p\",\"user_id\":7.5,"
+               "\"ts\":\"2025-11-30T14:00:00Z\",\"duration_s\":1}",
+               &e),
+            AGG_R_BAD_VALUE);
 }
 
 static void test_rfc3339(void **state)
@@ -155,8 +189,9 @@ static void test_analytics(void **state)
     assert_string_equal(e.id, "17");
     assert_string_equal(e.properties, "{\"a\":[1,2]}");
     free(e.properties);
-    const char *bad = "{\"id\":\"x\",\"timestamp\":\"2025-11-30T13:00:00Z\",\"eventType\":\"click\","
-                      "\"userId\":\"u1\",\"properties\":5}";
+    const char *bad =
+            "{\"id\":\"x\",\"timestamp\":\"2025-11-30T13:00:00Z\",\"eventType\":\"click\","
+            "\"userId\":\"u1\",\"properties\":5}";
     assert_int_equal(agg_check_analytics(bad, strlen(bad), &lim, &e, detail, sizeof(detail)),
                      AGG_R_WRONG_TYPE);
     free(e.properties);
@@ -315,13 +350,13 @@ static void test_rowbin(void **state)
     jbuf b = { 0 };
     static const char raw[] = "a\"b\\c\n\x01\0z";
     static const unsigned char want[] = {
-        9, 'a', '"', 'b', '\\', 'c', '\n', 1, 0, 'z', /* String: LEB128 length, bytes */
-        0x34, 0x12,                                /* UInt16 */
-        0xfe, 0xff, 0xff, 0xff,                    /* Int32 -2 */
-        1, 0, 0, 0, 0, 0, 0, 0x80,                 /* Int64 INT64_MIN + 1 */
-        0, 0, 0, 0, 0, 0, 0xf8, 0x3f,              /* Float64 1.5 */
-        0xe0, 0x4d, 0x2c, 0x69,                    /* DateTime 2025-11-30 14:00:00 */
-        0, 0, 0, 0,                                /* DateTime out of range: 0 */
+        9,    'a',  '"',  'b',  '\\', 'c', '\n', 1,    0, 'z', /* String: LEB128 length, bytes */
+        0x34, 0x12,                                            /* UInt16 */
+        0xfe, 0xff, 0xff, 0xff,                                /* Int32 -2 */
+        1,    0,    0,    0,    0,    0,   0,    0x80,         /* Int64 INT64_MIN + 1 */
+        0,    0,    0,    0,    0,    0,   0xf8, 0x3f,         /* Float64 1.5 */
+        0xe0, 0x4d, 0x2c, 0x69,                                /* DateTime 2025-11-30 14:00:00 */
+        0,    0,    0,    0,                                   /* DateTime out of range: 0 */
     };
     char big[300];
     (void)state;
@@ -354,13 +389,18 @@ static void test_rowbin(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_page_view_valid),  cmocka_unit_test(test_page_view_generator_kinds),
-        cmocka_unit_test(test_page_view_other_rejections), cmocka_unit_test(test_page_view_paths),
+        cmocka_unit_test(test_page_view_valid),
+        cmocka_unit_test(test_page_view_generator_kinds),
+        cmocka_unit_test(test_page_view_other_rejections),
+        cmocka_unit_test(test_page_view_paths),
         cmocka_unit_test(test_rfc3339),
-        cmocka_unit_test(test_analytics),        cmocka_unit_test(test_segment),
+        cmocka_unit_test(test_analytics),
+        cmocka_unit_test(test_segment),
         cmocka_unit_test(test_segment_kinds),
-        cmocka_unit_test(test_dedup),            cmocka_unit_test(test_dedup_model),
-        cmocka_unit_test(test_siphash),          cmocka_unit_test(test_rowbin),
+        cmocka_unit_test(test_dedup),
+        cmocka_unit_test(test_dedup_model),
+        cmocka_unit_test(test_siphash),
+        cmocka_unit_test(test_rowbin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

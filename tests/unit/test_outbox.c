@@ -20,7 +20,9 @@ static void test_ident(void **state)
 {
     (void)state;
     const char *good[] = { "outbox", "_t", "aggregatetype", "A1_b2", NULL };
-    const char *bad[] = { "", "1abc", "outbox; DROP TABLE users", "a-b", "a b", "\"x\"", "é", NULL };
+    const char *bad[] = {
+        "", "1abc", "outbox; DROP TABLE users", "a-b", "a b", "\"x\"", "é", NULL
+    };
     char longest[65];
 
     for (int i = 0; good[i] != NULL; i++)
@@ -46,8 +48,9 @@ static void test_topic(void **state)
     assert_string_equal(out, "outbox.order");
     ob_topic_of("${aggregate_type}-${event_type}", "a b/c", "x$y", out, sizeof(out));
     assert_string_equal(out, "a_b_c-x_y"); /* characters Kafka refuses become '_' */
-    ob_topic_of("${aggregate_type}", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-                "", out, 16);
+    ob_topic_of("${aggregate_type}",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "", out,
+                16);
     assert_int_equal(strlen(out), 15); /* truncated, still terminated */
 }
 
@@ -219,7 +222,7 @@ static void test_mine(void **state)
     for (long long id = 1; id <= 50000; id++)
         assert_int_equal(ob_mine_add(&m, id * 1024, (int)(id % OB_BUCKETS)), 0);
     assert_int_equal(m.n, 50000);
-    assert_int_equal(ob_mine_add(&m, 0, 0), -1); /* ids are positive */
+    assert_int_equal(ob_mine_add(&m, 0, 0), -1);   /* ids are positive */
     assert_int_equal(ob_mine_add(&m, 1024, 1), 0); /* already there: kept once */
     assert_int_equal(m.n, 50000);
     /* Delete every other one: the rest must still be found (deletion

@@ -18,9 +18,11 @@ static void test_urls(void **state)
 {
     (void)state;
     expect("redis://:s3cret@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0", 1);
-    expect("clickhouse http://u:p@ss@h:8123/ is down", "clickhouse http://u:***@h:8123/ is down", 1);
+    expect("clickhouse http://u:p@ss@h:8123/ is down", "clickhouse http://u:***@h:8123/ is down",
+           1);
     expect("\"url\":\"http://user:pw@host/x\"", "\"url\":\"http://user:***@host/x\"", 1);
-    expect("postgresql://me:pw@db/app?sslmode=require", "postgresql://me:***@db/app?sslmode=require", 1);
+    expect("postgresql://me:pw@db/app?sslmode=require",
+           "postgresql://me:***@db/app?sslmode=require", 1);
     expect("redis://hunter2@h:6379", "redis://***@h:6379", 1);
     /* no password: untouched */
     expect("http://user@host:8123/", "http://user@host:8123/", 0);

@@ -120,10 +120,12 @@ static void test_ids(void **state)
     assert_int_equal(seg_parse_id_text("", &v, why, sizeof(why)), -1);
     assert_int_equal(seg_parse_id_text("99999999999999999999", &v, why, sizeof(why)), -1);
     j = cJSON_Parse("[5, 5.5, \"5\", -1, 1e300, true]");
-    assert_int_equal(seg_parse_id_json(cJSON_GetArrayItem(j, 0), "user_id", &v, why, sizeof(why)), 0);
+    assert_int_equal(seg_parse_id_json(cJSON_GetArrayItem(j, 0), "user_id", &v, why, sizeof(why)),
+                     0);
     assert_int_equal(v, 5);
     for (int i = 1; i < 6; i++)
-        assert_int_equal(seg_parse_id_json(cJSON_GetArrayItem(j, i), "user_id", &v, why, sizeof(why)),
+        assert_int_equal(seg_parse_id_json(cJSON_GetArrayItem(j, i), "user_id", &v, why,
+                                           sizeof(why)),
                          -1);
     assert_int_equal(seg_parse_id_json(NULL, "user_id", &v, why, sizeof(why)), -1);
     assert_non_null(strstr(why, "required"));
@@ -147,7 +149,8 @@ static void test_change(void **state)
     char why[256], arr[256];
 
     (void)state;
-    assert_int_equal(change("{\"user_id\": 7, \"add_segments\": [\"B\", \"A\"], \"delete_segments\": [\"C\"], \"ttl\": 60}",
+    assert_int_equal(change("{\"user_id\": 7, \"add_segments\": [\"B\", \"A\"], "
+                            "\"delete_segments\": [\"C\"], \"ttl\": 60}",
                             &ch, why, sizeof(why)),
                      0);
     assert_int_equal(ch.user_id, 7);
@@ -312,11 +315,18 @@ static void test_period_and_reports(void **state)
                                            &u, &y, &m, why, sizeof(why)),
                      -1);
     static const char *const shapes[] = {
-        "", ".csv", "../../etc/passwd", "7-2026-11-54f98821281e145b36789466e717148a.csv/..",
-        "7-2026-11-54F98821281E145B36789466E717148A.csv", "7-2026-11-54f98821281e145b36789466e717148a",
-        "7-2026-11-54f98821281e145b36789466e717148a.csvx", "07-2026-11-54f98821281e145b36789466e717148a.csv",
-        "7-2026-11-54f98821281e145b36789466e717148.csv", "7--2026-11-54f98821281e145b36789466e717148a.csv",
-        "7-2026-1-154f98821281e145b36789466e717148a.csv", NULL,
+        "",
+        ".csv",
+        "../../etc/passwd",
+        "7-2026-11-54f98821281e145b36789466e717148a.csv/..",
+        "7-2026-11-54F98821281E145B36789466E717148A.csv",
+        "7-2026-11-54f98821281e145b36789466e717148a",
+        "7-2026-11-54f98821281e145b36789466e717148a.csvx",
+        "07-2026-11-54f98821281e145b36789466e717148a.csv",
+        "7-2026-11-54f98821281e145b36789466e717148.csv",
+        "7--2026-11-54f98821281e145b36789466e717148a.csv",
+        "7-2026-1-154f98821281e145b36789466e717148a.csv",
+        NULL,
     };
     for (size_t i = 0; shapes[i] != NULL; i++)
         assert_int_equal(seg_parse_report_name("k", shapes[i], &u, &y, &m, why, sizeof(why)), -1);
@@ -332,7 +342,9 @@ static void test_period_and_reports(void **state)
 
 static void test_cache_answer(void **state)
 {
-    const ucache_member m[] = { { "A", UCACHE_NO_EXPIRY }, { "B", T0 }, { "Q\"\\", UCACHE_NO_EXPIRY } };
+    const ucache_member m[] = { { "A", UCACHE_NO_EXPIRY },
+                                { "B", T0 },
+                                { "Q\"\\", UCACHE_NO_EXPIRY } };
     char buf[512], small[8];
     size_t len;
 
@@ -340,8 +352,9 @@ static void test_cache_answer(void **state)
     /* the bytes PostgreSQL's to_char and cJSON gave before the cache */
     len = ucache_answer(buf, sizeof(buf), 7, m, 3, T0 - 1);
     assert_int_equal(len, strlen(buf));
-    assert_string_equal(buf, "{\"user_id\":7,\"segments\":[{\"slug\":\"A\"},{\"slug\":\"B\","
-                             "\"expires_at\":\"2026-12-01T14:20:04.866285Z\"},{\"slug\":\"Q\\\"\\\\\"}]}");
+    assert_string_equal(
+            buf, "{\"user_id\":7,\"segments\":[{\"slug\":\"A\"},{\"slug\":\"B\","
+                 "\"expires_at\":\"2026-12-01T14:20:04.866285Z\"},{\"slug\":\"Q\\\"\\\\\"}]}");
     ucache_answer(buf, sizeof(buf), 7, m, 2, T0); /* expired at exactly its time */
     assert_string_equal(buf, "{\"user_id\":7,\"segments\":[{\"slug\":\"A\"}]}");
     ucache_answer(buf, sizeof(buf), 9007199254740991LL, NULL, 0, T0);
@@ -422,12 +435,17 @@ static void test_cache_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sha256_vectors), cmocka_unit_test(test_hmac_rfc4231),
-        cmocka_unit_test(test_bucket),         cmocka_unit_test(test_slug),
-        cmocka_unit_test(test_ids),            cmocka_unit_test(test_change),
-        cmocka_unit_test(test_segment_body),   cmocka_unit_test(test_parse_patch),
+        cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test(test_hmac_rfc4231),
+        cmocka_unit_test(test_bucket),
+        cmocka_unit_test(test_slug),
+        cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_change),
+        cmocka_unit_test(test_segment_body),
+        cmocka_unit_test(test_parse_patch),
         cmocka_unit_test(test_period_and_reports),
-        cmocka_unit_test(test_cache_answer),   cmocka_unit_test(test_cache_expiry_and_tickets),
+        cmocka_unit_test(test_cache_answer),
+        cmocka_unit_test(test_cache_expiry_and_tickets),
         cmocka_unit_test(test_cache_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

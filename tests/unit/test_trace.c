@@ -198,14 +198,18 @@ static void test_otlp_body(void **state)
             "SELECT \"x\"\n");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "links")), 1);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "events")), 2);
-    assert_string_equal(attr_value(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(sb, "events"), 0), "attributes"),
-                                   "log.message")
-                                ->child->valuestring,
-                        "line \"one\"");
-    assert_string_equal(attr_value(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(sb, "events"), 1), "attributes"),
-                                   "log.severity")
-                                ->child->valuestring,
-                        "info");
+    assert_string_equal(
+            attr_value(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(sb, "events"), 0),
+                                           "attributes"),
+                       "log.message")
+                    ->child->valuestring,
+            "line \"one\"");
+    assert_string_equal(
+            attr_value(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(sb, "events"), 1),
+                                           "attributes"),
+                       "log.severity")
+                    ->child->valuestring,
+            "info");
     assert_null(cJSON_GetObjectItem(sa, "events"));
     assert_int_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(sb, "status"), "code")->valueint, 2);
     assert_string_equal(

@@ -21,26 +21,28 @@
 #include <sluice/clickhouse.h>
 
 static const sl_option clickhouse_options[] = {
-    { "url", SL_OPT_STRING, "http://127.0.0.1:8123", "HTTP interface of the server", 0, 0,
+    { "url", SL_OPT_STRING, "http://127.0.0.1:8123", "HTTP interface of the server", 0, 0, NULL },
+    { "user", SL_OPT_STRING, "", "user name (HTTP basic auth); empty: the server's default", 0, 0,
       NULL },
-    { "user", SL_OPT_STRING, "", "user name (HTTP basic auth); empty: the server's default", 0,
-      0, NULL },
     { "password", SL_OPT_STRING, "", "password of `user`", 0, 0, NULL },
     { "password_file", SL_OPT_STRING, "",
-      "file whose first line is the password of `user` (instead of `password`, so that the secret is not in the config)",
+      "file whose first line is the password of `user` (instead of `password`, so that the secret "
+      "is not in the config)",
       0, 0, NULL },
     { "database", SL_OPT_STRING, "default", "database of unqualified table names", 0, 0, NULL },
     { "timeout", SL_OPT_DURATION, "30s",
       "how long one attempt of a request may take once sent (waiting for a free connection "
-      "does not count)", 0.001, 86400, NULL },
+      "does not count)",
+      0.001, 86400, NULL },
     { "retries", SL_OPT_INT, "3",
-      "further attempts after a failure that may pass (connection refused or broken, overload)", 0, 100,
-      NULL },
+      "further attempts after a failure that may pass (connection refused or broken, overload)", 0,
+      100, NULL },
     { "max_connections", SL_OPT_INT, "8",
       "requests sent at once, each on its own kept-alive connection; more wait in turn "
-      "(the readiness /ping has one more of its own)", 1, 1024, NULL },
-    { "ping_interval", SL_OPT_DURATION, "2s", "how often GET /ping checks readiness", 0.05,
-      3600, NULL },
+      "(the readiness /ping has one more of its own)",
+      1, 1024, NULL },
+    { "ping_interval", SL_OPT_DURATION, "2s", "how often GET /ping checks readiness", 0.05, 3600,
+      NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 
@@ -53,8 +55,7 @@ static int check_url(const char *url, char *err, size_t errlen)
         return -1;
     }
     if (strchr(url, '?') != NULL || strchr(url, '#') != NULL) {
-        snprintf(err, errlen, "\"%s\": settings belong in their own options, not in the url",
-                 url);
+        snprintf(err, errlen, "\"%s\": settings belong in their own options, not in the url", url);
         return -1;
     }
     return 0;
@@ -91,15 +92,17 @@ static void ch_shutdown(void)
 }
 
 const sl_section_schema sl_clickhouse_schema = {
-    "clickhouse", "the ClickHouse HTTP connection of modules that use ClickHouse",
-    clickhouse_options, SL_USES_CLICKHOUSE, ch_check, ch_prepare, ch_shutdown,
+    "clickhouse",       "the ClickHouse HTTP connection of modules that use ClickHouse",
+    clickhouse_options, SL_USES_CLICKHOUSE,
+    ch_check,           ch_prepare,
+    ch_shutdown,
 };
 
 /* ------------------------------------------------------------ lifetime */
 
 /* In the order of `outcome` in clickhouse_int.h. */
 static const char *const outcome_names[OUT_N] = { "ok", "client_error", "server_error",
-                                                   "transport_error", "timeout" };
+                                                  "transport_error", "timeout" };
 
 static void destroy(void *obj)
 {
@@ -154,18 +157,19 @@ static int ready(void *obj, char *why, size_t whylen)
     return 0;
 }
 
-static const double latency_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                         0.5, 1, 2.5, 5, 10, 30 };
+static const double latency_bounds[] = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                         0.25,  0.5,    1,     2.5,  5,     10,   30 };
 
 static void register_metrics(sl_ch *ch, const char *module, const char *instance)
 {
-    ch->m_requests = sl_metric_register(
-        SL_METRIC_COUNTER, "sluice_clickhouse_requests_total",
-        "ClickHouse HTTP request attempts by outcome", "module,outcome", NULL, 0, instance);
-    ch->m_latency = sl_metric_register(
-        SL_METRIC_HISTOGRAM, "sluice_clickhouse_request_duration_seconds",
-        "Duration of one ClickHouse HTTP request attempt", "module", latency_bounds,
-        sizeof(latency_bounds) / sizeof(latency_bounds[0]), instance);
+    ch->m_requests = sl_metric_register(SL_METRIC_COUNTER, "sluice_clickhouse_requests_total",
+                                        "ClickHouse HTTP request attempts by outcome",
+                                        "module,outcome", NULL, 0, instance);
+    ch->m_latency =
+            sl_metric_register(SL_METRIC_HISTOGRAM, "sluice_clickhouse_request_duration_seconds",
+                               "Duration of one ClickHouse HTTP request attempt", "module",
+                               latency_bounds, sizeof(latency_bounds) / sizeof(latency_bounds[0]),
+                               instance);
     ch->m_sent = sl_metric_register(SL_METRIC_COUNTER, "sluice_clickhouse_sent_bytes_total",
                                     "Request body bytes sent to ClickHouse, retries included",
                                     "module", NULL, 0, instance);
@@ -173,8 +177,7 @@ static void register_metrics(sl_ch *ch, const char *module, const char *instance
                                        "ClickHouse requests attempted again after a failure",
                                        "module", NULL, 0, instance);
     ch->m_up = sl_metric_register(SL_METRIC_GAUGE, "sluice_clickhouse_up",
-                                  "1 while ClickHouse answers /ping", "module", NULL, 0,
-                                  instance);
+                                  "1 while ClickHouse answers /ping", "module", NULL, 0, instance);
     for (int i = 0; i < OUT_N && ch->m_requests != NULL; i++)
         ch->s_out[i] = sl_series_of(ch->m_requests, module, outcome_names[i]);
     if (ch->m_latency != NULL)
@@ -191,8 +194,8 @@ static void register_metrics(sl_ch *ch, const char *module, const char *instance
 static int load_options(sl_ch *ch, long *max_connections, char *err, size_t errlen)
 {
     sl_optset defaults = { NULL, 0 };
-    const sl_optset *set = sl_conn_options("clickhouse", clickhouse_options, &defaults, err,
-                                           errlen);
+    const sl_optset *set =
+            sl_conn_options("clickhouse", clickhouse_options, &defaults, err, errlen);
     const char *url;
     size_t n;
     int rc = 0;
@@ -226,8 +229,7 @@ static int load_options(sl_ch *ch, long *max_connections, char *err, size_t errl
         ch->ping_interval = sl_optset_get(set, "ping_interval")->d;
         ch->retries = (long)sl_optset_get(set, "retries")->i;
         *max_connections = (long)sl_optset_get(set, "max_connections")->i;
-        if (ch->base == NULL || ch->database == NULL || ch->user == NULL ||
-            ch->password == NULL) {
+        if (ch->base == NULL || ch->database == NULL || ch->user == NULL || ch->password == NULL) {
             snprintf(err, errlen, "out of memory");
             rc = -1;
         }

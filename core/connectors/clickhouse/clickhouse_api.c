@@ -80,8 +80,7 @@ char *ch_make_url(const sl_ch *ch, const char *extra)
 
     if (db == NULL)
         return NULL;
-    url = ch_str_printf("%s?database=%s%s%s", ch->base, db, extra[0] != '\0' ? "&" : "",
-                        extra);
+    url = ch_str_printf("%s?database=%s%s%s", ch->base, db, extra[0] != '\0' ? "&" : "", extra);
     free(db);
     return url;
 }
@@ -150,13 +149,12 @@ SL_API int sl_ch_insert(sl_ch *ch, const char *table, const char *rows, size_t l
         return -1;
     memcpy(copy, rows, len);
     copy[len] = '\0';
-    return ch_submit(ch, K_INSERT, insert_url(ch, table, NULL, "JSONEachRow"), copy, len, fn,
-                     arg, 0, 0);
+    return ch_submit(ch, K_INSERT, insert_url(ch, table, NULL, "JSONEachRow"), copy, len, fn, arg,
+                     0, 0);
 }
 
-SL_API int sl_ch_insert_rows(sl_ch *ch, const char *table, const char *columns,
-                             const char *format, const void *rows, size_t len, sl_ch_fn fn,
-                             void *arg)
+SL_API int sl_ch_insert_rows(sl_ch *ch, const char *table, const char *columns, const char *format,
+                             const void *rows, size_t len, sl_ch_fn fn, void *arg)
 {
     if (ch == NULL || ch->life.freeing || fn == NULL || !sl_ch_valid_table(table) ||
         (columns != NULL && !valid_columns(columns)) || format == NULL ||
@@ -231,8 +229,7 @@ SL_API void sl_ch_batch_free(sl_ch_batch *b)
     free(b);
 }
 
-SL_API int sl_ch_insert_batch(sl_ch *ch, const char *table, sl_ch_batch *b, sl_ch_fn fn,
-                              void *arg)
+SL_API int sl_ch_insert_batch(sl_ch *ch, const char *table, sl_ch_batch *b, sl_ch_fn fn, void *arg)
 {
     char *body;
     size_t len;
@@ -246,8 +243,8 @@ SL_API int sl_ch_insert_batch(sl_ch *ch, const char *table, sl_ch_batch *b, sl_c
     body = b->buf;
     len = b->len;
     free(b);
-    return ch_submit(ch, K_INSERT, insert_url(ch, table, NULL, "JSONEachRow"), body, len, fn,
-                     arg, 0, 0);
+    return ch_submit(ch, K_INSERT, insert_url(ch, table, NULL, "JSONEachRow"), body, len, fn, arg,
+                     0, 0);
 }
 
 /* The statement without trailing blanks and semicolons, then `suffix`. */
@@ -309,6 +306,6 @@ SL_API int sl_ch_query_limited(sl_ch *ch, const char *sql, const sl_ch_limits *l
         free(url);
         return -1;
     }
-    return ch_submit(ch, K_QUERY, url, body, strlen(body), fn, arg,
-                     (size_t)lim->max_result_bytes, 1);
+    return ch_submit(ch, K_QUERY, url, body, strlen(body), fn, arg, (size_t)lim->max_result_bytes,
+                     1);
 }

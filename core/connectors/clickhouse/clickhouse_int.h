@@ -35,13 +35,13 @@ typedef enum { OUT_OK, OUT_CLIENT, OUT_SERVER, OUT_TRANSPORT, OUT_TIMEOUT, OUT_N
 typedef struct req req;
 struct req {
     req *prev, *next;
-    req *wnext;           /* in the queue for a free connection */
+    req *wnext; /* in the queue for a free connection */
     sl_ch *ch;
     req_kind kind;
     CURL *easy;
     char *url;
-    char *body;           /* owned (NULL when borrowed) */
-    const char *send;     /* sent as is on every attempt: body, or borrowed */
+    char *body;       /* owned (NULL when borrowed) */
+    const char *send; /* sent as is on every attempt: body, or borrowed */
     size_t body_len;
     sl_ch_fn fn;
     void *arg;
@@ -49,11 +49,11 @@ struct req {
     double submitted;
     double attempt_start;
     struct event *retry_timer;
-    char *resp;           /* the answer of the current attempt */
+    char *resp; /* the answer of the current attempt */
     size_t resp_len, resp_cap;
     int too_large;
-    size_t max_answer;    /* answers longer than this fail the request */
-    int caller;           /* sl_ch_query_limited(): no attempt after an answer */
+    size_t max_answer; /* answers longer than this fail the request */
+    int caller;        /* sl_ch_query_limited(): no attempt after an answer */
     char errbuf[CURL_ERROR_SIZE];
     sl_trace_ctx trace; /* current at submission: the callback's */
     sl_span *span;      /* NULL when not recorded */
@@ -62,22 +62,22 @@ struct req {
 struct sl_ch {
     sl_conn_life life;
     char *label;
-    char *base;           /* url with exactly one trailing '/' */
+    char *base; /* url with exactly one trailing '/' */
     char *database;
     char *user, *password;
     double timeout, ping_interval;
     long retries;
     long max_connections;
-    long inflight;        /* attempts sent, pings aside */
+    long inflight; /* attempts sent, pings aside */
     req *wait_head, *wait_tail;
     sl_chttp *http;
     struct curl_slist *headers;
-    req *reqs;            /* in flight or waiting for a retry */
-    req *ping;            /* the /ping in flight, not in reqs */
+    req *reqs; /* in flight or waiting for a retry */
+    req *ping; /* the /ping in flight, not in reqs */
     struct event *ping_timer;
     int up;
     int pinged;
-    char why[512];        /* why not up */
+    char why[512]; /* why not up */
 
     sl_metric *m_requests, *m_latency, *m_sent, *m_retries, *m_up;
     sl_series *s_out[OUT_N], *s_latency, *s_sent, *s_retries, *s_up;
@@ -91,8 +91,8 @@ void ch_unlink_req(sl_ch *ch, req *q);
 /* Takes ownership of url and body in every case.  `max_answer` 0: the
  * connector's own bound; `caller`: a query run for a caller
  * (sl_ch_query_limited), not attempted again once ClickHouse answered. */
-int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn,
-              void *arg, size_t max_answer, int caller);
+int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn, void *arg,
+              size_t max_answer, int caller);
 /* Like ch_submit() for an insert, with a body the caller keeps valid until
  * `fn` ran or the request was cancelled; takes ownership of url only. */
 int ch_submit_borrowed(sl_ch *ch, req_kind kind, char *url, const char *body, size_t len,

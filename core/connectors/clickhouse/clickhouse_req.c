@@ -199,8 +199,14 @@ static void answer(sl_ch *ch, req *q, const sl_ch_result *res)
 /* Answers a request that could not even be sent, rather than let it hang. */
 static void fail_start(sl_ch *ch, req *q)
 {
-    sl_ch_result res = { "cannot start the request (out of memory)", 0, 0, NULL, "", 0,
-                         q->attempts, sl_now() - q->submitted };
+    sl_ch_result res = { "cannot start the request (out of memory)",
+                         0,
+                         0,
+                         NULL,
+                         "",
+                         0,
+                         q->attempts,
+                         sl_now() - q->submitted };
 
     ch_unlink_req(ch, q);
     answer(ch, q, &res);
@@ -320,7 +326,8 @@ static void on_done(CURL *easy, CURLcode rc, void *arg)
         if (q->too_large)
             snprintf(err, sizeof(err), "answer larger than %zu bytes", q->max_answer);
         else
-            snprintf(err, sizeof(err), "%s", q->errbuf[0] != '\0' ? q->errbuf : curl_easy_strerror(rc));
+            snprintf(err, sizeof(err), "%s",
+                     q->errbuf[0] != '\0' ? q->errbuf : curl_easy_strerror(rc));
     } else if (status >= 200 && status < 300) {
         o = OUT_OK;
         retriable = 0;
@@ -353,8 +360,8 @@ static void on_done(CURL *easy, CURLcode rc, void *arg)
         if (delay > BACKOFF_MAX)
             delay = BACKOFF_MAX;
         delay *= 0.8 + 0.2 * ((double)random() / (double)RAND_MAX);
-        sl_log_core(SL_LOG_DEBUG, WHO, "%s: attempt %u failed (%s); retrying in %.2fs",
-                    ch->label, q->attempts, err, delay);
+        sl_log_core(SL_LOG_DEBUG, WHO, "%s: attempt %u failed (%s); retrying in %.2fs", ch->label,
+                    q->attempts, err, delay);
         series_add(ch->s_retries, 1);
         sl_conn_arm(q->retry_timer, delay);
     } else {
@@ -453,8 +460,8 @@ static int submit(sl_ch *ch, req_kind kind, char *url, char *body, const char *s
 }
 
 /* Takes ownership of url and body in every case. */
-int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn,
-              void *arg, size_t max_answer, int caller)
+int ch_submit(sl_ch *ch, req_kind kind, char *url, char *body, size_t len, sl_ch_fn fn, void *arg,
+              size_t max_answer, int caller)
 {
     return submit(ch, kind, url, body, body, len, fn, arg, max_answer, caller);
 }

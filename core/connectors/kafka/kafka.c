@@ -57,8 +57,10 @@
 static void handle_destroy(void *obj);
 
 const sl_section_schema sl_kafka_schema = {
-    "kafka", "the Kafka connector: brokers, client properties, embedded broker",
-    sl_kafka_options, SL_USES_KAFKA, sl_kafka_check, sl_kafka_prepare, sl_kafka_shutdown,
+    "kafka",           "the Kafka connector: brokers, client properties, embedded broker",
+    sl_kafka_options,  SL_USES_KAFKA,
+    sl_kafka_check,    sl_kafka_prepare,
+    sl_kafka_shutdown,
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -66,15 +68,24 @@ const sl_section_schema sl_kafka_schema = {
 SL_API const char *sl_kafka_strerror(int code)
 {
     switch (code) {
-    case 0: return "success";
-    case SL_KAFKA_EQUEUEFULL: return "local queue full";
-    case SL_KAFKA_EINVAL: return "invalid argument or handle closing";
-    case SL_KAFKA_ETOOLARGE: return "message larger than message.max.bytes";
-    case SL_KAFKA_EUNKNOWN: return "unknown topic or partition";
-    case SL_KAFKA_EFATAL: return "fatal client error";
-    case SL_KAFKA_EPERM: return "not permitted ([kafka] admin off or not embedded)";
-    case SL_KAFKA_ENOMEM: return "out of memory";
-    default: return "unknown error";
+    case 0:
+        return "success";
+    case SL_KAFKA_EQUEUEFULL:
+        return "local queue full";
+    case SL_KAFKA_EINVAL:
+        return "invalid argument or handle closing";
+    case SL_KAFKA_ETOOLARGE:
+        return "message larger than message.max.bytes";
+    case SL_KAFKA_EUNKNOWN:
+        return "unknown topic or partition";
+    case SL_KAFKA_EFATAL:
+        return "fatal client error";
+    case SL_KAFKA_EPERM:
+        return "not permitted ([kafka] admin off or not embedded)";
+    case SL_KAFKA_ENOMEM:
+        return "out of memory";
+    default:
+        return "unknown error";
     }
 }
 
@@ -221,7 +232,7 @@ static void handle_error_event(kafka_handle *h, rd_kafka_event_t *ev)
      * are routine while a broker restarts. */
     sl_log(h->ctx,
            err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__RESOLVE ? SL_LOG_INFO
-                                                                                      : SL_LOG_WARN,
+                                                                                    : SL_LOG_WARN,
            "%s: %s: %s", h->kind, rd_kafka_err2name(err), text);
 }
 
@@ -234,9 +245,9 @@ static void stats_lag(kafka_handle *h, const cJSON *root)
 
     if (h->m_lag == NULL)
         return;
-    cJSON_ArrayForEach(t, topics) {
+    cJSON_ArrayForEach (t, topics) {
         const cJSON *parts = cJSON_GetObjectItemCaseSensitive(t, "partitions");
-        cJSON_ArrayForEach(p, parts) {
+        cJSON_ArrayForEach (p, parts) {
             const cJSON *lag = cJSON_GetObjectItemCaseSensitive(p, "consumer_lag");
             if (p->string == NULL || strcmp(p->string, "-1") == 0)
                 continue;
@@ -265,7 +276,7 @@ static void handle_stats_event(kafka_handle *h, rd_kafka_event_t *ev)
     if (root == NULL)
         return;
     brokers = cJSON_GetObjectItemCaseSensitive(root, "brokers");
-    cJSON_ArrayForEach(b, brokers) {
+    cJSON_ArrayForEach (b, brokers) {
         const cJSON *state = cJSON_GetObjectItemCaseSensitive(b, "state");
         known++;
         if (cJSON_IsString(state) && strcmp(state->valuestring, "UP") == 0)
@@ -410,7 +421,7 @@ static void handle_destroy(void *obj)
         /* Undelivered messages are dropped now rather than waited for. */
         if (rd_kafka_type(h->rk) == RD_KAFKA_PRODUCER)
             rd_kafka_purge(h->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
-                                      RD_KAFKA_PURGE_F_NON_BLOCKING);
+                                          RD_KAFKA_PURGE_F_NON_BLOCKING);
         rd_kafka_destroy_flags(h->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
         sl_log_core(SL_LOG_DEBUG, "kafka", "%s destroyed in %.1f ms", h->kind,
                     (sl_now() - started) * 1000);
@@ -505,8 +516,8 @@ static rd_kafka_conf_t *build_conf(kafka_handle *h, const char *group, const cha
         conf_set(conf, "queued.min.messages", CONSUMER_QUEUED_MIN_MESSAGES, err, errlen) != 0)
         goto fail;
     if (strncmp(brokers, SL_KAFKA_BROKERS_FILE, strlen(SL_KAFKA_BROKERS_FILE)) == 0) {
-        if (brokers_from_file(brokers + strlen(SL_KAFKA_BROKERS_FILE), from_file,
-                              sizeof(from_file), err, errlen) != 0)
+        if (brokers_from_file(brokers + strlen(SL_KAFKA_BROKERS_FILE), from_file, sizeof(from_file),
+                              err, errlen) != 0)
             goto fail;
         brokers = from_file;
     }
@@ -520,8 +531,9 @@ static rd_kafka_conf_t *build_conf(kafka_handle *h, const char *group, const cha
         if (group != NULL && conf_set(conf, "fetch.wait.max.ms", "10", err, errlen) != 0)
             goto fail;
     }
-    if (sl_kafka_conf_apply_section(conf, opts, group != NULL ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER,
-                                    err, errlen) != 0 ||
+    if (sl_kafka_conf_apply_section(conf, opts,
+                                    group != NULL ? RD_KAFKA_CONSUMER : RD_KAFKA_PRODUCER, err,
+                                    errlen) != 0 ||
         sasl_password(conf, sl_optset_get(opts, "sasl_password_file")->raw, err, errlen) != 0)
         goto fail;
     for (size_t i = 0; props != NULL && props[i] != NULL; i += 2) {
@@ -572,8 +584,7 @@ static void register_consumer_metrics(kafka_handle *h)
     h->m_consumed = sl_counter(ctx, "sluice_kafka_consumed_total",
                                "Messages handed to the consuming module", "module,topic");
     h->m_errors = sl_counter(ctx, "sluice_kafka_consumer_errors_total",
-                             "Errors on the fetch path, by librdkafka error name",
-                             "module,reason");
+                             "Errors on the fetch path, by librdkafka error name", "module,reason");
     h->m_lag = sl_gauge(ctx, "sluice_kafka_consumer_lag",
                         "Messages between the committed offset and the log end, per partition",
                         "module,topic,partition");

@@ -32,7 +32,8 @@ const sl_option sl_kafka_options[] = {
     { "brokers", SL_OPT_STRING, "embedded",
       "bootstrap servers, host:port comma separated, \"embedded\" for a broker inside the "
       "process (memory only, for development and tests), or file:PATH to read them from another "
-      "instance's bootstrap_file", 0, 0, NULL },
+      "instance's bootstrap_file",
+      0, 0, NULL },
     { "client_id", SL_OPT_STRING, "sluiced", "client.id of every Kafka client", 0, 0, NULL },
     { "bootstrap_file", SL_OPT_STRING, "",
       "with brokers = embedded, write the embedded bootstrap address to this file", 0, 0, NULL },
@@ -46,18 +47,20 @@ const sl_option sl_kafka_options[] = {
       "let modules take embedded brokers down and inject errors (reliability tests only)", 0, 0,
       NULL },
     { "sasl_password_file", SL_OPT_STRING, "",
-      "file whose first line is sasl.password, so that the secret is not in the config (rdkafka.sasl.username and rdkafka.sasl.mechanism stay here)",
+      "file whose first line is sasl.password, so that the secret is not in the config "
+      "(rdkafka.sasl.username and rdkafka.sasl.mechanism stay here)",
       0, 0, NULL },
     { "rdkafka.*", SL_OPT_STRING, NULL,
-      "any librdkafka configuration property, e.g. rdkafka.linger.ms = 5; one librdkafka lists for producers only or consumers only goes to that kind of handle only", 0, 0, NULL },
+      "any librdkafka configuration property, e.g. rdkafka.linger.ms = 5; one librdkafka lists for "
+      "producers only or consumers only goes to that kind of handle only",
+      0, 0, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 
 /* Properties the connector sets itself: overriding them would take the
  * clients off the loop or point them elsewhere than `brokers`. */
-static const char *const owned_properties[] = {
-    "bootstrap.servers", "metadata.broker.list", "log.queue", "enabled_events", NULL
-};
+static const char *const owned_properties[] = { "bootstrap.servers", "metadata.broker.list",
+                                                "log.queue", "enabled_events", NULL };
 
 struct sl_kafka_cluster {
     sl_kafka_cluster *next;
@@ -149,8 +152,8 @@ static char property_scope(const char *table, const char *name)
     return 0;
 }
 
-int sl_kafka_conf_apply_section(rd_kafka_conf_t *conf, const sl_optset *opts,
-                                rd_kafka_type_t type, char *err, size_t errlen)
+int sl_kafka_conf_apply_section(rd_kafka_conf_t *conf, const sl_optset *opts, rd_kafka_type_t type,
+                                char *err, size_t errlen)
 {
     char other = type == RD_KAFKA_PRODUCER ? 'C' : 'P';
     char *table = NULL;
@@ -213,7 +216,8 @@ int sl_kafka_check(const sl_optset *opts, const char *file, sl_errors *errs)
     if (sl_conn_check_secret(opts, "kafka", "sasl_password_file", file, errs) != 0)
         bad = 1;
     if (brokers->raw[0] == '\0') {
-        sl_errors_add(errs, file, brokers->line, "[kafka] brokers: empty; use \"embedded\" or host:port");
+        sl_errors_add(errs, file, brokers->line,
+                      "[kafka] brokers: empty; use \"embedded\" or host:port");
         bad = 1;
     } else if (strcmp(brokers->raw, SL_KAFKA_BROKERS_FILE) == 0) {
         sl_errors_add(errs, file, brokers->line, "[kafka] brokers: file: names no file");
@@ -223,9 +227,10 @@ int sl_kafka_check(const sl_optset *opts, const char *file, sl_errors *errs)
         char *name;
         int count;
         if (parse_topic_spec(topics->list[i], 1, &name, &count) != 0) {
-            sl_errors_add(errs, file, topics->line,
-                          "[kafka] embedded_topics: \"%s\" is not name or name:partitions (1..10000)",
-                          topics->list[i]);
+            sl_errors_add(
+                    errs, file, topics->line,
+                    "[kafka] embedded_topics: \"%s\" is not name or name:partitions (1..10000)",
+                    topics->list[i]);
             bad = 1;
             continue;
         }
@@ -352,8 +357,8 @@ static void cluster_destroy(sl_kafka_cluster *c)
         sl_kafka_mock_destroy(c->mock);
     if (c->rk != NULL)
         rd_kafka_destroy(c->rk);
-    sl_log_core(SL_LOG_INFO, "kafka", "embedded Kafka broker on %s stopped (%.1f ms)", c->bootstraps,
-                (sl_now() - started) * 1000);
+    sl_log_core(SL_LOG_INFO, "kafka", "embedded Kafka broker on %s stopped (%.1f ms)",
+                c->bootstraps, (sl_now() - started) * 1000);
     for (size_t i = 0; i < c->ntopics; i++)
         free(c->topics[i]);
     free(c->topics);

@@ -22,7 +22,8 @@ static const sl_option pg_options[] = {
       "required by every module that uses PostgreSQL",
       0, 0, NULL },
     { "password_file", SL_OPT_STRING, "",
-      "file whose first line is the password (instead of password= in the dsn, so that the secret is not in the config)",
+      "file whose first line is the password (instead of password= in the dsn, so that the secret "
+      "is not in the config)",
       0, 0, NULL },
     { "pool_size", SL_OPT_INT, "4", "connections of each handle (one handle per instance)", 1, 64,
       NULL },
@@ -37,8 +38,7 @@ static const sl_option pg_options[] = {
     { "max_queue", SL_OPT_INT, "1024",
       "requests that may wait for a free connection; more fail at once", 1, 1000000, NULL },
     { "reconnect_max", SL_OPT_DURATION, "5s",
-      "longest wait between reconnection attempts (the wait doubles from 100ms)", 0.1, 300,
-      NULL },
+      "longest wait between reconnection attempts (the wait doubles from 100ms)", 0.1, 300, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 
@@ -64,12 +64,14 @@ static int pg_check(const sl_optset *opts, const char *file, sl_errors *errs)
 }
 
 const sl_section_schema sl_postgres_schema = {
-    "postgres", "the PostgreSQL connection pool of modules that use PostgreSQL", pg_options,
-    SL_USES_POSTGRES, pg_check, NULL, NULL,
+    "postgres", "the PostgreSQL connection pool of modules that use PostgreSQL",
+    pg_options, SL_USES_POSTGRES,
+    pg_check,   NULL,
+    NULL,
 };
 
-static const char *const outcome_names[OUT_N] = { "ok", "error", "timeout", "unavailable",
-                                                   "lost", "overflow", "aborted" };
+static const char *const outcome_names[OUT_N] = { "ok",   "error",    "timeout", "unavailable",
+                                                  "lost", "overflow", "aborted" };
 
 static void free_params(sl_pg *pg)
 {
@@ -158,31 +160,32 @@ static int ready(void *obj, char *why, size_t whylen)
 }
 
 static const double latency_bounds[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                         0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
+                                         0.1,    0.25,  0.5,    1,     2.5,  5,     10 };
 
 static void register_metrics(sl_pg *pg, const char *module, const char *instance)
 {
-    pg->m_latency = sl_metric_register(
-        SL_METRIC_HISTOGRAM, "sluice_pg_query_duration_seconds",
-        "Time from sending a PostgreSQL statement to its last result", "module", latency_bounds,
-        sizeof(latency_bounds) / sizeof(latency_bounds[0]), instance);
+    pg->m_latency =
+            sl_metric_register(SL_METRIC_HISTOGRAM, "sluice_pg_query_duration_seconds",
+                               "Time from sending a PostgreSQL statement to its last result",
+                               "module", latency_bounds,
+                               sizeof(latency_bounds) / sizeof(latency_bounds[0]), instance);
     pg->m_queries = sl_metric_register(
-        SL_METRIC_COUNTER, "sluice_pg_queries_total",
-        "PostgreSQL requests by outcome (ok, error: refused by the server, timeout, "
-        "unavailable: no connection, lost: connection lost in flight, overflow: queue full, "
-        "aborted: not run because its transaction was rolled back)",
-        "module,outcome", NULL, 0, instance);
+            SL_METRIC_COUNTER, "sluice_pg_queries_total",
+            "PostgreSQL requests by outcome (ok, error: refused by the server, timeout, "
+            "unavailable: no connection, lost: connection lost in flight, overflow: queue full, "
+            "aborted: not run because its transaction was rolled back)",
+            "module,outcome", NULL, 0, instance);
     pg->m_reconnects = sl_metric_register(SL_METRIC_COUNTER, "sluice_pg_reconnects_total",
                                           "Attempts to re-establish a lost PostgreSQL connection",
                                           "module", NULL, 0, instance);
     pg->m_up = sl_metric_register(SL_METRIC_GAUGE, "sluice_pg_connections_up",
-                                  "PostgreSQL connections established (pool and LISTEN)",
-                                  "module", NULL, 0, instance);
+                                  "PostgreSQL connections established (pool and LISTEN)", "module",
+                                  NULL, 0, instance);
     pg->m_prepares = sl_metric_register(
-        SL_METRIC_COUNTER, "sluice_pg_prepares_total",
-        "Prepared statements parsed and planned on a connection: once per statement and "
-        "connection, again after the connection is re-established",
-        "module", NULL, 0, instance);
+            SL_METRIC_COUNTER, "sluice_pg_prepares_total",
+            "Prepared statements parsed and planned on a connection: once per statement and "
+            "connection, again after the connection is re-established",
+            "module", NULL, 0, instance);
     if (pg->m_prepares != NULL)
         pg->s_prepares = sl_series_of(pg->m_prepares, module);
     if (pg->m_latency != NULL)
@@ -239,7 +242,8 @@ static int build_params(sl_pg *pg, const char *dsn, const char *password_file, c
             options = o->val;
             continue;
         }
-        if (strcmp(o->keyword, "host") == 0 || (host == NULL && strcmp(o->keyword, "hostaddr") == 0))
+        if (strcmp(o->keyword, "host") == 0 ||
+            (host == NULL && strcmp(o->keyword, "hostaddr") == 0))
             host = o->val;
         hostaddr |= strcmp(o->keyword, "hostaddr") == 0;
         if (strcmp(o->keyword, "port") == 0)
@@ -458,8 +462,8 @@ SL_API const sl_pg_stmt *sl_pg_prepare(sl_pg *pg, const char *name, const char *
     return st;
 }
 
-static op *exec_op(const sl_pg *pg, const sl_pg_stmt *stmt, int nparams,
-                   const char *const *params, sl_pg_fn fn, void *arg)
+static op *exec_op(const sl_pg *pg, const sl_pg_stmt *stmt, int nparams, const char *const *params,
+                   sl_pg_fn fn, void *arg)
 {
     op *o;
 
@@ -619,16 +623,15 @@ SL_API int sl_pg_tx_rollback(sl_pg_tx *tx, sl_pg_fn fn, void *arg)
  * migrate.c: sluiced links the core as a static library, which brings in
  * only the objects something references, and no core code calls the
  * runner but this. */
-SL_API int sl_pg_migrate(sl_pg *pg, const char *module, const sl_pg_migration *migrations,
-                         size_t n, sl_pg_migrate_fn fn, void *arg)
+SL_API int sl_pg_migrate(sl_pg *pg, const char *module, const sl_pg_migration *migrations, size_t n,
+                         sl_pg_migrate_fn fn, void *arg)
 {
     return sl_pg_migrate_start(pg, module, migrations, n, fn, arg);
 }
 
 /* ---------------------------------------------------------------- listen */
 
-SL_API sl_pg_listener *sl_pg_listen(sl_pg *pg, const char *channel, sl_pg_notify_fn fn,
-                                    void *arg)
+SL_API sl_pg_listener *sl_pg_listen(sl_pg *pg, const char *channel, sl_pg_notify_fn fn, void *arg)
 {
     sl_pg_listener *l;
 
@@ -746,7 +749,8 @@ SL_API const char *sl_pg_value(const sl_pg_result *res, int row, int col)
 
 SL_API long long sl_pg_affected(const sl_pg_result *res)
 {
-    const char *n = res != NULL ? PQcmdTuples((PGresult *)(void *)res) /* not const in libpq */ : "";
+    const char *n =
+            res != NULL ? PQcmdTuples((PGresult *)(void *)res) /* not const in libpq */ : "";
 
     return n[0] != '\0' ? strtoll(n, NULL, 10) : -1;
 }

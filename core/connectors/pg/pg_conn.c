@@ -27,7 +27,6 @@
 
 static void conn_drop(conn *c, outcome out, const char *why);
 
-
 /* libpq messages end in a newline and may span lines; logs want one. */
 void pg_one_line(char *dst, size_t len, const char *msg)
 {
@@ -332,8 +331,8 @@ static void conn_flush(conn *c)
 /* Runs a statement the connection has prepared. */
 static int send_prepared(conn *c, op *o)
 {
-    return PQsendQueryPrepared(c->pq, o->stmt->name, o->nparams,
-                               (const char *const *)o->params, NULL, NULL, 0);
+    return PQsendQueryPrepared(c->pq, o->stmt->name, o->nparams, (const char *const *)o->params,
+                               NULL, NULL, 0);
 }
 
 static void conn_send(conn *c, op *o)
@@ -341,8 +340,8 @@ static void conn_send(conn *c, op *o)
     int sent;
 
     if (o->kind == OP_QUERY) {
-        sent = PQsendQueryParams(c->pq, o->sql, o->nparams, NULL,
-                                 (const char *const *)o->params, NULL, NULL, 0);
+        sent = PQsendQueryParams(c->pq, o->sql, o->nparams, NULL, (const char *const *)o->params,
+                                 NULL, NULL, 0);
     } else if (o->kind == OP_EXEC && pg_set_has(&c->prepared, o->stmt->index)) {
         sent = send_prepared(c, o);
     } else if (o->kind == OP_EXEC) {

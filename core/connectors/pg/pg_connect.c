@@ -23,7 +23,7 @@
 #include "metrics/metrics.h"
 #include "pg_int.h"
 
-#define MAX_ADDRS 8       /* addresses of one name tried per attempt */
+#define MAX_ADDRS 8 /* addresses of one name tried per attempt */
 
 /* ----------------------------------------------------------- connections */
 
@@ -252,9 +252,12 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     c->dns_req = NULL;
     pg_enter(pg);
     for (struct evutil_addrinfo *a = res; a != NULL && count < MAX_ADDRS; a = a->ai_next) {
-        const void *in = a->ai_family == AF_INET6
-                             ? (const void *)&((const struct sockaddr_in6 *)(const void *)a->ai_addr)->sin6_addr
-                             : (const void *)&((const struct sockaddr_in *)(const void *)a->ai_addr)->sin_addr;
+        const void *in =
+                a->ai_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)(const void *)a->ai_addr)
+                                  ->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)(const void *)a->ai_addr)
+                                  ->sin_addr;
         if ((a->ai_family != AF_INET && a->ai_family != AF_INET6) ||
             evutil_inet_ntop(a->ai_family, in, ip, sizeof(ip)) == NULL)
             continue;

@@ -24,11 +24,27 @@
 
 #define BACKOFF_FIRST 0.1 /* the first wait before a connection is retried */
 
-typedef enum { OP_QUERY, OP_EXEC, OP_SCRIPT, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_LISTEN,
-               OP_UNLISTEN } op_kind;
+typedef enum {
+    OP_QUERY,
+    OP_EXEC,
+    OP_SCRIPT,
+    OP_BEGIN,
+    OP_COMMIT,
+    OP_ROLLBACK,
+    OP_LISTEN,
+    OP_UNLISTEN
+} op_kind;
 
-typedef enum { OUT_OK, OUT_ERROR, OUT_TIMEOUT, OUT_UNAVAILABLE, OUT_LOST, OUT_OVERFLOW,
-               OUT_ABORTED, OUT_N } outcome;
+typedef enum {
+    OUT_OK,
+    OUT_ERROR,
+    OUT_TIMEOUT,
+    OUT_UNAVAILABLE,
+    OUT_LOST,
+    OUT_OVERFLOW,
+    OUT_ABORTED,
+    OUT_N
+} outcome;
 
 typedef struct conn conn;
 typedef struct op op;
@@ -42,18 +58,18 @@ typedef struct {
 /* A prepared statement of a handle (sluice_pg.h); `index` is its place in
  * every connection's set of the statements it has prepared. */
 struct sl_pg_stmt {
-    sl_pg_stmt *next;         /* in pg->stmts */
+    sl_pg_stmt *next; /* in pg->stmts */
     const sl_pg *pg;
     int index;
-    char name[56];            /* server-side: "sl_" + the caller's name */
+    char name[56]; /* server-side: "sl_" + the caller's name */
     char *sql;
 };
 
 struct op {
     op *next;
     op_kind kind;
-    char *sql;                /* NULL for OP_EXEC */
-    const sl_pg_stmt *stmt;   /* OP_EXEC */
+    char *sql;              /* NULL for OP_EXEC */
+    const sl_pg_stmt *stmt; /* OP_EXEC */
     int nparams;
     char **params;
     sl_pg_fn fn;
@@ -64,27 +80,27 @@ struct op {
     int ends_tx;              /* the module's COMMIT or ROLLBACK */
     double deadline;          /* 0: none */
     double sent;
-    outcome out;              /* for answers given from `failed` */
+    outcome out; /* for answers given from `failed` */
     char *why;
-    sl_span *span;            /* its span, while it runs */
-    sl_trace_ctx trace;       /* current when it was made: its callback's */
+    sl_span *span;      /* its span, while it runs */
+    sl_trace_ctx trace; /* current when it was made: its callback's */
 };
 
 struct sl_pg_tx {
-    sl_pg_tx *next;           /* in pg->txs */
+    sl_pg_tx *next; /* in pg->txs */
     sl_pg *pg;
-    conn *c;                  /* the connection it holds */
-    op *begin;                /* its BEGIN while that waits in the pool queue */
-    op *head, *tail;          /* statements not sent yet, the end op last */
-    int ended;                /* the module called commit or rollback */
-    int failed;               /* rolled back after an error */
-    int unbounded;            /* migrations: no deadlines */
+    conn *c;         /* the connection it holds */
+    op *begin;       /* its BEGIN while that waits in the pool queue */
+    op *head, *tail; /* statements not sent yet, the end op last */
+    int ended;       /* the module called commit or rollback */
+    int failed;      /* rolled back after an error */
+    int unbounded;   /* migrations: no deadlines */
     double deadline;
     char err[512];
-    void *owned;              /* freed with the transaction (migration state) */
+    void *owned; /* freed with the transaction (migration state) */
     void (*owned_free)(void *);
-    sl_span *span;            /* the transaction's span */
-    sl_trace_ctx trace;       /* its statements' parent */
+    sl_span *span;      /* the transaction's span */
+    sl_trace_ctx trace; /* its statements' parent */
 };
 
 struct sl_pg_listener {
@@ -93,48 +109,48 @@ struct sl_pg_listener {
     char *channel;
     sl_pg_notify_fn fn;
     void *arg;
-    int dead;                 /* unlistened inside a callback: unlinked later */
-    int active;               /* LISTEN in effect on the live LISTEN connection */
+    int dead;   /* unlistened inside a callback: unlinked later */
+    int active; /* LISTEN in effect on the live LISTEN connection */
 };
 
 typedef enum { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY } conn_state;
 
 struct conn {
     sl_pg *pg;
-    int id;                   /* 1..pool_size; 0 for the LISTEN connection */
+    int id; /* 1..pool_size; 0 for the LISTEN connection */
     PGconn *pq;
     conn_state state;
     struct event *io;
     short io_what;
-    struct event *timer;      /* the connect deadline, or the wait before a retry */
+    struct event *timer; /* the connect deadline, or the wait before a retry */
     struct evdns_getaddrinfo_request *dns_req;
     double backoff;
-    int attempts;             /* failed attempts since it was last up */
+    int attempts; /* failed attempts since it was last up */
     int ever_up;
-    op *cur;                  /* in flight */
-    PGresult *res;            /* what came back for cur so far */
+    op *cur;       /* in flight */
+    PGresult *res; /* what came back for cur so far */
     int flushing;
-    int preparing;            /* cur's statement is being prepared first */
-    pg_set prepared;          /* statements prepared in this session */
-    sl_pg_tx *tx;             /* pinned to this transaction */
-    op *own, *own_tail;       /* its own statements: LISTEN, probes */
+    int preparing;      /* cur's statement is being prepared first */
+    pg_set prepared;    /* statements prepared in this session */
+    sl_pg_tx *tx;       /* pinned to this transaction */
+    op *own, *own_tail; /* its own statements: LISTEN, probes */
 };
 
 struct sl_pg {
-    sl_conn_life life;        /* owner, and our frames on the stack */
+    sl_conn_life life; /* owner, and our frames on the stack */
     char *label;
-    char **keys, **vals;      /* connection parameters for libpq */
-    char where[300];          /* "host:port", for messages */
-    char *resolve;            /* a host name we resolve ourselves, or NULL */
+    char **keys, **vals; /* connection parameters for libpq */
+    char where[300];     /* "host:port", for messages */
+    char *resolve;       /* a host name we resolve ourselves, or NULL */
     char resolve_port[16];
     struct evdns_base *dns;
     int pool_size;
     double connect_timeout, query_timeout, tx_timeout, reconnect_max;
     long long max_queue;
 
-    conn *conns;              /* pool_size of them */
-    conn *lconn;              /* the LISTEN connection, once asked for */
-    op *jobs, *jobs_tail;     /* waiting for a free connection */
+    conn *conns;          /* pool_size of them */
+    conn *lconn;          /* the LISTEN connection, once asked for */
+    op *jobs, *jobs_tail; /* waiting for a free connection */
     long long njobs;
     op *failed, *failed_tail; /* answered on the next loop turn */
     sl_pg_tx *txs;

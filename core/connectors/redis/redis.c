@@ -27,14 +27,14 @@ static const sl_option redis_options[] = {
       "server address, redis://[[user]:password@]host[:port][/db]", 0, 0, NULL },
     { "password_file", SL_OPT_STRING, "",
       "file whose first line is the password (AUTH), instead of one in the url", 0, 0, NULL },
-    { "connect_timeout", SL_OPT_DURATION, "2s", "how long connecting may take, up to the first PONG", 0.001, 300,
-      NULL },
+    { "connect_timeout", SL_OPT_DURATION, "2s",
+      "how long connecting may take, up to the first PONG", 0.001, 300, NULL },
     { "command_timeout", SL_OPT_DURATION, "5s",
       "how long a command may wait for its reply; on expiry the connection is reset "
-      "(must exceed any blocking command's own timeout)", 0.001, 3600, NULL },
+      "(must exceed any blocking command's own timeout)",
+      0.001, 3600, NULL },
     { "reconnect_max", SL_OPT_DURATION, "5s",
-      "longest wait between reconnect attempts (the wait doubles from 100ms)", 0.1, 3600,
-      NULL },
+      "longest wait between reconnect attempts (the wait doubles from 100ms)", 0.1, 3600, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 
@@ -124,15 +124,17 @@ static int redis_check(const sl_optset *opts, const char *file, sl_errors *errs)
 }
 
 const sl_section_schema sl_redis_schema = {
-    "redis", "the Redis connection of modules that use Redis", redis_options, SL_USES_REDIS,
-    redis_check, NULL, NULL,
+    "redis",       "the Redis connection of modules that use Redis",
+    redis_options, SL_USES_REDIS,
+    redis_check,   NULL,
+    NULL,
 };
 
 /* ------------------------------------------------------------ lifetime */
 
 /* In the order of `outcome` in redis_int.h. */
 static const char *const outcome_names[OUT_N] = { "ok", "error", "unavailable", "failed",
-                                                   "timeout" };
+                                                  "timeout" };
 
 static void destroy(void *obj)
 {
@@ -197,15 +199,15 @@ static int ready(void *obj, char *why, size_t whylen)
     return 0;
 }
 
-static const double latency_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                         0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5 };
+static const double latency_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                         0.05,   0.1,     0.25,   0.5,   1,      2.5,   5 };
 
 static void register_metrics(sl_redis *r, const char *module, const char *instance)
 {
-    r->m_latency = sl_metric_register(
-        SL_METRIC_HISTOGRAM, "sluice_redis_command_duration_seconds",
-        "Time from sending a Redis command to its reply", "module", latency_bounds,
-        sizeof(latency_bounds) / sizeof(latency_bounds[0]), instance);
+    r->m_latency = sl_metric_register(SL_METRIC_HISTOGRAM, "sluice_redis_command_duration_seconds",
+                                      "Time from sending a Redis command to its reply", "module",
+                                      latency_bounds,
+                                      sizeof(latency_bounds) / sizeof(latency_bounds[0]), instance);
     r->m_commands = sl_metric_register(SL_METRIC_COUNTER, "sluice_redis_commands_total",
                                        "Redis commands by outcome (ok, error reply, unavailable, "
                                        "failed: connection lost, timeout)",

@@ -40,7 +40,7 @@ struct cmd {
     int internal;      /* AUTH/SELECT/PING at connect: not counted, failure drops */
     int handshake_end; /* the PING whose answer makes the connection usable */
     int timed_out;
-    char *why; /* for commands failed without being sent */
+    char *why;          /* for commands failed without being sent */
     sl_trace_ctx trace; /* current when sent: the callback's */
     sl_span *span;      /* NULL when not recorded */
 };

@@ -32,16 +32,16 @@ typedef struct sl_ch_batch sl_ch_batch;
 
 /* The outcome of one request; valid only during the callback. */
 typedef struct {
-    const char *error;     /* NULL on success; else ClickHouse's message (the
+    const char *error; /* NULL on success; else ClickHouse's message (the
                               first line of its answer) or why no answer came */
-    long status;           /* HTTP status of the last attempt; 0 when none came */
-    int code;              /* ClickHouse's exception code ("Code: 60"); 0 if none */
-    const cJSON *json;     /* sl_ch_query() on success: the FORMAT JSON document
+    long status;       /* HTTP status of the last attempt; 0 when none came */
+    int code;          /* ClickHouse's exception code ("Code: 60"); 0 if none */
+    const cJSON *json; /* sl_ch_query() on success: the FORMAT JSON document
                               ({"meta":[...],"data":[...],"rows":N,...}) */
-    const char *body;      /* the raw answer of the last attempt, NUL-terminated */
+    const char *body;  /* the raw answer of the last attempt, NUL-terminated */
     size_t len;
     unsigned attempts;
-    double elapsed;        /* seconds from submission to this callback */
+    double elapsed; /* seconds from submission to this callback */
 } sl_ch_result;
 
 typedef void (*sl_ch_fn)(sl_ch *ch, const sl_ch_result *res, void *arg);
@@ -77,9 +77,8 @@ SL_API int sl_ch_insert(sl_ch *ch, const char *table, const char *rows, size_t l
  * calling it.  Returns 0 when `fn` will be called, -1 (a name refused, out
  * of memory, handle being freed) when it will not.
  */
-SL_API int sl_ch_insert_rows(sl_ch *ch, const char *table, const char *columns,
-                             const char *format, const void *rows, size_t len, sl_ch_fn fn,
-                             void *arg);
+SL_API int sl_ch_insert_rows(sl_ch *ch, const char *table, const char *columns, const char *format,
+                             const void *rows, size_t len, sl_ch_fn fn, void *arg);
 
 /* A batch of rows being built for one insert. */
 SL_API sl_ch_batch *sl_ch_batch_new(void);
@@ -93,8 +92,7 @@ SL_API size_t sl_ch_batch_bytes(const sl_ch_batch *b);
 SL_API void sl_ch_batch_free(sl_ch_batch *b);
 /* Inserts the batch without copying it.  Takes ownership of `b` whatever
  * it returns; otherwise like sl_ch_insert(). */
-SL_API int sl_ch_insert_batch(sl_ch *ch, const char *table, sl_ch_batch *b, sl_ch_fn fn,
-                              void *arg);
+SL_API int sl_ch_insert_batch(sl_ch *ch, const char *table, sl_ch_batch *b, sl_ch_fn fn, void *arg);
 
 /* Runs a SELECT (without FORMAT: " FORMAT JSON" is appended) and hands
  * the parsed document to `fn` as res->json.  The document is parsed on
@@ -107,9 +105,9 @@ SL_API int sl_ch_query(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg);
 /* What ClickHouse may spend on a query run on behalf of a caller (an HTTP
  * request): every field must be set (at least 1). */
 typedef struct {
-    double max_execution_time;            /* seconds, whole seconds sent */
+    double max_execution_time; /* seconds, whole seconds sent */
     unsigned long long max_result_rows;
-    unsigned long long max_result_bytes;  /* also bounds the answer held here */
+    unsigned long long max_result_bytes; /* also bounds the answer held here */
 } sl_ch_limits;
 
 /*

@@ -108,8 +108,8 @@ SL_API int sl_pg_query(sl_pg *pg, const char *sql, int nparams, const char *cons
  */
 typedef struct sl_pg_stmt sl_pg_stmt;
 SL_API const sl_pg_stmt *sl_pg_prepare(sl_pg *pg, const char *name, const char *sql);
-SL_API int sl_pg_exec(sl_pg *pg, const sl_pg_stmt *stmt, int nparams,
-                      const char *const *params, sl_pg_fn fn, void *arg);
+SL_API int sl_pg_exec(sl_pg *pg, const sl_pg_stmt *stmt, int nparams, const char *const *params,
+                      sl_pg_fn fn, void *arg);
 
 /*
  * Transactions: statements run in order on one connection as one unit.
@@ -160,8 +160,7 @@ SL_API int sl_pg_tx_rollback(sl_pg_tx *tx, sl_pg_fn fn, void *arg);
  * may have missed.  Returns NULL on bad arguments or out of memory.
  */
 typedef void (*sl_pg_notify_fn)(sl_pg *pg, const char *channel, const char *payload, void *arg);
-SL_API sl_pg_listener *sl_pg_listen(sl_pg *pg, const char *channel, sl_pg_notify_fn fn,
-                                    void *arg);
+SL_API sl_pg_listener *sl_pg_listen(sl_pg *pg, const char *channel, sl_pg_notify_fn fn, void *arg);
 /* Stops the callbacks at once; safe inside one. */
 SL_API void sl_pg_unlisten(sl_pg_listener *l);
 /* 1 while `l`'s channel is listened to: from the callback with payload
@@ -197,8 +196,8 @@ typedef struct {
     const char *sql;
 } sl_pg_migration;
 typedef void (*sl_pg_migrate_fn)(sl_pg *pg, int applied, const char *err, void *arg);
-SL_API int sl_pg_migrate(sl_pg *pg, const char *module, const sl_pg_migration *migrations,
-                         size_t n, sl_pg_migrate_fn fn, void *arg);
+SL_API int sl_pg_migrate(sl_pg *pg, const char *module, const sl_pg_migration *migrations, size_t n,
+                         sl_pg_migrate_fn fn, void *arg);
 
 /* ------------------------------------------------------------- results */
 
