@@ -9,14 +9,7 @@
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 
-work=$(t_tmpdir)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    sl_svc_stop_all
-    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
+t_scratch
 
 N=${N:-10000}          # events of the first burst
 CH_DOWN=${CH_DOWN:-30} # seconds ClickHouse stays stopped

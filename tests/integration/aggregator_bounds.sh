@@ -23,14 +23,7 @@
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 
-work=$(t_tmpdir)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    sl_svc_stop_all
-    [ -n "${SL_KEEP:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
+t_scratch
 
 BIG_PARTS=128
 BIG=${BIG:-9216}     # valid events of 64 KiB: 72 in each of 128 partitions, 576 MiB
