@@ -418,7 +418,13 @@ int gen_send_start(gen *g, char *err, size_t errlen)
 {
     sl_ctx *ctx = g->ctx;
     char timeout_ms[32];
-    const char *props[] = { "message.timeout.ms", timeout_ms, NULL, NULL, NULL };
+    /* Idempotence: a produce request whose answer is lost when a broker
+     * goes down is retried by librdkafka, and without a producer id the
+     * broker appends it twice, so the topic would hold an event the
+     * counts never delivered.  With it, the broker drops the repeat. */
+    const char *props[] = {
+        "message.timeout.ms", timeout_ms, "enable.idempotence", "true", NULL, NULL, NULL
+    };
 
     g->inflight_max = sl_opt_int(ctx, "inflight");
     g->backlog_max = sl_opt_int(ctx, "backlog");
@@ -429,8 +435,8 @@ int gen_send_start(gen *g, char *err, size_t errlen)
              ceil(sl_opt_seconds(ctx, "delivery_timeout") * 1000));
     /* One event at a time: do not wait for company that never comes. */
     if (g->strategy == GEN_SYNC) {
-        props[2] = "linger.ms";
-        props[3] = "0";
+        props[4] = "linger.ms";
+        props[5] = "0";
     }
     if (g->strategy != GEN_ASYNC) {
         g->q = calloc((size_t)g->backlog_max, sizeof(*g->q));
