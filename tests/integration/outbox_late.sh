@@ -28,6 +28,11 @@
 #     buckets are read again.  Taking a read's rows though its bucket was
 #     moved back below its start fails this (unless the machine stalls the
 #     script past OB_MARKER_WAIT, when the marker's timeout saves the order).
+#   - in flight: a session of the script holds the outbox table's lock
+#     while the read is sent, so the read waits on the server; the backend
+#     is let go then, and the lock released once the relay has read the
+#     notifications off its socket (ss: bytes in, none unread).  Marking
+#     only the reads returned, not the one in flight, fails this.
 # Everything is then read back with kcat: in each aggregate the first row
 # reaches Kafka before the second.
 . "$(dirname "$0")/../lib.sh"
@@ -61,6 +66,7 @@ bootstrap_file = $bootfile
 
 [postgres]
 dsn = $SL_PG_DSN
+query_timeout = 60s
 
 [module metrics]
 
@@ -83,18 +89,23 @@ t_end
     exit 1
 }
 
-# The writer: a psql session fed through a fifo; `wsql SQL` returns once
-# the session ran it (its \echo after it is out).
-mkfifo "$work/w.fifo"
-psql -X -At -v ON_ERROR_STOP=1 "$SL_PG_DSN" < "$work/w.fifo" > "$work/w.out" 2>&1 &
-pids+=($!)
-exec 3> "$work/w.fifo"
-nw=0
-wsql() {
-    nw=$((nw + 1))
-    printf '%s\n\\echo step-%d\n' "$1" "$nw" >&3
-    t_wait_until 60 "grep -qx 'step-$nw' '$work/w.out'"
+# The writer (fd 3) and a lock holder (fd 4): psql sessions fed through
+# fifos; `wsql SQL` and `lsql SQL` return once their session ran it (its
+# \echo after it is out).
+for f in 3 4; do
+    mkfifo "$work/s$f.fifo"
+    psql -X -At -v ON_ERROR_STOP=1 "$SL_PG_DSN" < "$work/s$f.fifo" > "$work/s$f.out" 2>&1 &
+    pids+=($!)
+    eval "exec $f> \"\$work/s$f.fifo\""
+done
+nsql=0
+ssql() { # ssql FD SQL
+    nsql=$((nsql + 1))
+    printf '%s\n\\echo step-%d\n' "$2" "$nsql" >&"$1"
+    t_wait_until 60 "grep -qx 'step-$nsql' '$work/s$1.out'"
 }
+wsql() { ssql 3 "$1"; }
+lsql() { ssql 4 "$1"; }
 # aggs NAME: a table NAME of one aggregate id per bucket (the relay's hash, sql.c)
 aggs() {
     psqlc "CREATE TABLE $1 AS SELECT DISTINCT ON (b) b, aid FROM
@@ -109,11 +120,22 @@ insert() { # insert TABLE SEQ: one row of each aggregate of TABLE
 left() { psqlc "SELECT count(*) FROM outbox WHERE $1"; }
 seconds_left() { left "payload->>'s' = '2'"; }
 took() { grep -c 'took 1 buckets' "$work/relay.log"; }
+# relay_read_waits: the relay's reads waiting for a lock
+relay_read_waits() {
+    psqlc "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'sluiced%'
+           AND wait_event_type = 'Lock' AND query LIKE '%unnest(\$2::int[]%'"
+}
+# sock PORT: the relay's side of its connection from PORT: "Recv-Q bytes_received"
+sock() {
+    ss -tniH state established "( sport = :$1 )" |
+        awk 'NR == 1 { q = $1 } { for (i = 1; i <= NF; i++) if ($i ~ /^bytes_received:/) { split($i, a, ":"); b = a[2] } }
+             END { print q + 0, b + 0 }'
+}
 warned() { grep -c 'marker did not come back' "$work/relay.log"; }
 
-# late_case TAG held|in-time
+# late_case TAG held|in-time|in-flight
 late_case() {
-    local tag=$1 mode=$2 lpid took0 warned0 i
+    local tag=$1 mode=$2 lpid took0 warned0 i cport q0 b0 q b
     t_check "$(aggs "${tag}_late") $(aggs "${tag}_past")" = "64 64" "an aggregate of each kind in every bucket"
     wsql "BEGIN; $(insert "${tag}_late" 1)"
     t_check $? -eq 0 "the writer inserted the first row of 64 aggregates and keeps its transaction open"
@@ -135,8 +157,24 @@ late_case() {
     t_check $? -eq 0 "the writer inserted the second rows and committed"
     t_check "$(left "aggregate_id LIKE '${tag}_late-%'")" = 128 "first and second rows committed"
     took0=$(took)
+    # in-flight: the read blocks on a lock of the outbox table until the
+    # relay has the notifications (nothing else may read the table then).
+    [ "$mode" = in-flight ] && lsql "BEGIN; LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE;"
     psqlc "UPDATE outbox_leases SET owner = NULL, expires_at = NULL WHERE bucket = 0" > /dev/null
-    if [ "$mode" = held ]; then
+    if [ "$mode" = in-flight ]; then
+        t_wait_until 60 '[ "$(relay_read_waits)" = 1 ]'
+        t_check "$(relay_read_waits)" = 1 "bucket 0 taken away and back: the relay's read waits for the table's lock"
+        cport=$(psqlc "SELECT client_port FROM pg_stat_activity WHERE pid = $lpid")
+        read -r q0 b0 <<< "$(sock "$cport")"
+        kill -CONT "$lpid" && frozen=""
+        # The relay reads a notification off its socket and hands it to
+        # the relay in one go (pg_conn.c): bytes in, none left to read.
+        t_wait_until 60 'read -r q b <<< "$(sock "$cport")" && [ "$b" -gt "$b0" ] && [ "$q" = 0 ]'
+        read -r q b <<< "$(sock "$cport")"
+        t_check "$b" -gt "$b0" -a "$q" = 0 "the notifications reached the relay while its read waited ($b0 -> $b bytes received on port $cport, $q unread)"
+        lsql "COMMIT;"
+        t_check $? -eq 0 "the lock released: the read goes on"
+    elif [ "$mode" = held ]; then
         # Until the read gives up on its marker, or (deciding at once) its
         # rows were relayed.
         t_wait_until 60 '[ "$(warned)" -gt "$warned0" ] || [ "$(seconds_left)" = 0 ]'
@@ -145,7 +183,7 @@ late_case() {
         t_wait_until 60 '[ "$(took)" -gt "$took0" ]'
         t_check "$(took)" -gt "$took0" "bucket 0 taken away and back: $(grep 'took 1 buckets' "$work/relay.log" | tail -n 1 | cut -c1-100)"
     fi
-    kill -CONT "$lpid" && frozen=""
+    [ -n "$frozen" ] && kill -CONT "$lpid" && frozen=""
     t_wait_until 60 '[ "$(left true)" = 0 ]'
     t_check "$(left true)" = 0 "the backend let go: every row relayed"
     kcat -C -b "$(cat "$bootfile")" -t late -e -q -o beginning -f '%s\n' > "$work/$tag.dump" 2>/dev/null
@@ -172,8 +210,12 @@ t_case "notifications arriving between a read and its marker: the buckets moved 
 late_case b in-time
 t_end
 
+t_case "notifications arriving while a read is in flight: the buckets moved back are read again"
+late_case c in-flight
+t_end
+
 t_case "the relay drains on SIGTERM"
-exec 3>&-
+exec 3>&- 4>&-
 kill -TERM "$relay"
 wait "$relay"
 t_check $? -eq 0 "exit 0"
