@@ -406,9 +406,9 @@ static int prepare(ob *o)
     static const struct {
         ob_sql which;
         const char *name;
-    } hot[] = { { OB_SQL_READ, "outbox_read" }, { OB_SQL_ACK, "outbox_ack" },
-                { OB_SQL_FAIL, "outbox_fail" }, { OB_SQL_BEAT, "outbox_beat" },
-                { OB_SQL_TAKE, "outbox_take" }, { OB_SQL_MARK, "outbox_mark" },
+    } hot[] = { { OB_SQL_READ, "outbox_read" },      { OB_SQL_ACK, "outbox_ack" },
+                { OB_SQL_FAIL, "outbox_fail" },      { OB_SQL_BEAT, "outbox_beat" },
+                { OB_SQL_TAKE, "outbox_take" },      { OB_SQL_MARK, "outbox_mark" },
                 { OB_SQL_PENDING, "outbox_pending" } };
 
     for (size_t i = 0; i < sizeof(hot) / sizeof(hot[0]); i++) {
