@@ -35,6 +35,9 @@
 #     only the reads returned, not the one in flight, fails this.
 # Everything is then read back with kcat: in each aggregate the first row
 # reaches Kafka before the second.
+# The lease (15 s, a heartbeat every 5 s) is long enough that a loaded
+# machine does not let it lapse: reads skip buckets whose lease ran out,
+# and with polling once an hour nothing would read them again.
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 
@@ -73,7 +76,7 @@ query_timeout = 60s
 [module outbox]
 topic = late
 poll_interval = 1h
-lease = 6s
+lease = 15s
 EOF
 (cd "$work" && exec "$SLUICED" -c relay.conf 2>>"$work/relay.log") &
 relay=$!
