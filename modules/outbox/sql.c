@@ -4,7 +4,7 @@
  * ever spliced into SQL: each must be a plain identifier
  * ([A-Za-z_][A-Za-z0-9_]*, at most 63 bytes) and is double-quoted; every
  * value travels as a $n parameter.  The statements that run all the time
- * (read, acknowledge, heartbeat) are prepared (relay.c).
+ * (read, acknowledge, heartbeat, gauges) are prepared (relay.c).
  *
  * Migration 1 is the table and its claim columns as the first relay made
  * them (claimed_by and claimed_at are no longer written: a migration never

@@ -46,6 +46,16 @@ static const char SQL_SEGMENT_LOCK[] = "SELECT 1 FROM segments WHERE slug = $1 F
 static const char SQL_SEGMENT_MEMBERS[] = "DELETE FROM user_segments WHERE slug = $1";
 static const char SQL_SEGMENT_DELETE[] = "DELETE FROM segments WHERE slug = $1";
 
+/* GET /segment: each segment with its live members (expired ones are
+ * still in the table until the sweeper removes them). */
+static const char SQL_SEGMENT_LIST[] =
+        "SELECT s.slug, s.user_percent,"
+        " to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+        " count(us.user_id) FILTER (WHERE us.expires_at IS NULL OR us.expires_at > now()),"
+        " s.description"
+        " FROM segments s LEFT JOIN user_segments us ON us.slug = s.slug"
+        " GROUP BY s.slug ORDER BY s.slug";
+
 static void on_new_user(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg);
 
 static void new_user(seg_call *c)
@@ -268,15 +278,7 @@ static void serve_list(sl_req *req, void *arg)
 
     if (c == NULL || seg_ready(c, serve_list) != 0)
         return;
-    if (sl_pg_query(
-                c->s->pg,
-                "SELECT s.slug, s.user_percent,"
-                " to_char(s.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-                " count(us.user_id) FILTER (WHERE us.expires_at IS NULL OR us.expires_at > now()),"
-                " s.description"
-                " FROM segments s LEFT JOIN user_segments us ON us.slug = s.slug"
-                " GROUP BY s.slug ORDER BY s.slug",
-                0, NULL, on_list, c) != 0)
+    if (sl_pg_exec(c->s->pg, c->s->st[SEG_ST_SEGMENT_LIST], 0, NULL, on_list, c) != 0)
         seg_error(c, 503, "database unavailable: query not accepted");
 }
 
@@ -289,6 +291,7 @@ int seg_api_routes(seg *s)
         { SEG_ST_SEGMENT_LOCK, "segments_segment_lock", SQL_SEGMENT_LOCK },
         { SEG_ST_SEGMENT_MEMBERS, "segments_segment_members", SQL_SEGMENT_MEMBERS },
         { SEG_ST_SEGMENT_DELETE, "segments_segment_delete", SQL_SEGMENT_DELETE },
+        { SEG_ST_SEGMENT_LIST, "segments_segment_list", SQL_SEGMENT_LIST },
     };
 
     if (seg_prepare(s, sql, sizeof(sql) / sizeof(sql[0])) != 0)

@@ -9,6 +9,13 @@
 #include <stdio.h>
 #include "seg.h"
 
+/* $1 the age (s), $2 the most rows removed by one statement. */
+static const char SQL_RETENTION[] =
+        "DELETE FROM segment_history WHERE id IN ("
+        " SELECT id FROM segment_history"
+        " WHERE executed_at < now() - make_interval(secs => $1::double precision)"
+        " ORDER BY executed_at LIMIT $2::int FOR UPDATE SKIP LOCKED)";
+
 static void on_deleted(sl_pg *pg, const sl_pg_result *res, const char *err, void *arg)
 {
     seg *s = arg;
@@ -37,17 +44,15 @@ static void retention_tick(void *arg)
     }
     snprintf(age, sizeof(age), "%.0f", s->retention);
     snprintf(batch, sizeof(batch), "%lld", s->retention_batch);
-    if (sl_pg_query(s->pg,
-                    "DELETE FROM segment_history WHERE id IN ("
-                    " SELECT id FROM segment_history"
-                    " WHERE executed_at < now() - make_interval(secs => $1::double precision)"
-                    " ORDER BY executed_at LIMIT $2::int FOR UPDATE SKIP LOCKED)",
-                    2, p, on_deleted, s) != 0)
+    if (sl_pg_exec(s->pg, s->st[SEG_ST_RETENTION], 2, p, on_deleted, s) != 0)
         sl_timer_arm(s->retention_timer, s->retention_interval);
 }
 
 int seg_retention_start(seg *s)
 {
+    static const seg_sql sql[] = {
+        { SEG_ST_RETENTION, "segments_retention", SQL_RETENTION },
+    };
     sl_metric *m;
 
     s->retention = sl_opt_seconds(s->ctx, "history_retention");
@@ -61,6 +66,8 @@ int seg_retention_start(seg *s)
     sl_series_add(s->s_history_removed, 0);
     if (s->retention <= 0)
         return 0;
+    if (seg_prepare(s, sql, 1) != 0)
+        return -1;
     s->retention_timer = sl_timer_new(s->ctx, s->retention_interval, 0, retention_tick, s);
     return s->retention_timer != NULL ? 0 : -1;
 }

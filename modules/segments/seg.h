@@ -41,9 +41,11 @@ typedef enum {
 typedef struct seg seg;
 typedef struct seg_call seg_call;
 
-/* The statements that run on every request, prepared (sl_pg_prepare) when
- * the routes that run them are registered: parsed and planned once per
- * connection.  One slot each in seg.st. */
+/* The statements that run on every request or every tick of a timer,
+ * prepared (sl_pg_prepare) when the routes or timers that run them are
+ * set up: parsed and planned once per connection.  One slot each in
+ * seg.st.  Only what runs once per start (the secret, the migrations) is
+ * sent unprepared. */
 typedef enum {
     SEG_ST_USER_SEGMENTS, /* lookup.c: a cache miss */
     SEG_ST_NEW_USER,      /* api.c */
@@ -51,6 +53,7 @@ typedef enum {
     SEG_ST_SEGMENT_LOCK,
     SEG_ST_SEGMENT_MEMBERS,
     SEG_ST_SEGMENT_DELETE,
+    SEG_ST_SEGMENT_LIST,
     SEG_ST_CACHE_ALL,
     SEG_ST_CHANGE_CREATE, /* members.c */
     SEG_ST_CHANGE_LOCK,
@@ -63,6 +66,11 @@ typedef enum {
     SEG_ST_ROLLOUT_GROW,
     SEG_ST_ROLLOUT_SHRINK,
     SEG_ST_ROLLOUT_MEMBERS,
+    SEG_ST_TTL_REMOVE, /* ttl.c */
+    SEG_ST_TTL_REBUILD,
+    SEG_ST_TTL_FALLBACK,
+    SEG_ST_ACTIVE,
+    SEG_ST_RETENTION, /* retention.c */
     SEG_NSTMTS
 } seg_stmt;
 

@@ -30,6 +30,27 @@ static const char ZREM_IF_SAME[] =
         "    n = n + redis.call('ZREM', KEYS[1], ARGV[i]) end end "
         "return n";
 
+/* $1 users, $2 slugs, $3 the time they were chosen by (see on_due). */
+static const char SQL_TTL_REMOVE[] =
+        "DELETE FROM user_segments us USING unnest($1::bigint[], $2::text[]) AS d(u, s)"
+        " WHERE us.user_id = d.u AND us.slug = d.s"
+        "   AND us.expires_at <= to_timestamp($3::double precision) + interval '1 ms'";
+
+/* One page of the schedule's rebuild, after ($1 user, $2 slug). */
+static const char SQL_TTL_REBUILD[] =
+        "SELECT user_id, slug, extract(epoch FROM expires_at) FROM user_segments"
+        " WHERE expires_at IS NOT NULL AND (user_id, slug) > ($1::bigint, $2)"
+        " ORDER BY user_id, slug LIMIT 1000";
+
+/* Redis away: at most $1 due memberships removed by the server's clock. */
+static const char SQL_TTL_FALLBACK[] =
+        "DELETE FROM user_segments WHERE (user_id, slug) IN"
+        " (SELECT user_id, slug FROM user_segments WHERE expires_at <= now()"
+        "  ORDER BY user_id, slug LIMIT $1::int FOR UPDATE SKIP LOCKED)";
+
+static const char SQL_ACTIVE[] =
+        "SELECT count(*) FROM user_segments WHERE expires_at IS NULL OR expires_at > now()";
+
 static void sweep_done(seg *s)
 {
     s->sweeping = 0;
@@ -199,11 +220,7 @@ static void on_due(sl_redis *r, const sl_redis_reply *reply, const char *err, vo
      * server's: with skewed clocks a member dropped from the schedule
      * would otherwise never be removed.  The millisecond covers the
      * score's rounding to a double; a refreshed ttl is far later. */
-    if (sl_pg_query(s->pg,
-                    "DELETE FROM user_segments us USING unnest($1::bigint[], $2::text[]) AS d(u, s)"
-                    " WHERE us.user_id = d.u AND us.slug = d.s"
-                    "   AND us.expires_at <= to_timestamp($3::double precision) + interval '1 ms'",
-                    3, p, on_removed, b) != 0) {
+    if (sl_pg_exec(s->pg, s->st[SEG_ST_TTL_REMOVE], 3, p, on_removed, b) != 0) {
         batch_free(b);
         sweep_done(s);
     }
@@ -282,11 +299,7 @@ static void rebuild_page(seg *s)
 {
     const char *p[2] = { s->rebuild_after_user, s->rebuild_after_slug };
 
-    if (sl_pg_query(s->pg,
-                    "SELECT user_id, slug, extract(epoch FROM expires_at) FROM user_segments"
-                    " WHERE expires_at IS NOT NULL AND (user_id, slug) > ($1::bigint, $2)"
-                    " ORDER BY user_id, slug LIMIT 1000",
-                    2, p, on_rebuild_rows, s) != 0) {
+    if (sl_pg_exec(s->pg, s->st[SEG_ST_TTL_REBUILD], 2, p, on_rebuild_rows, s) != 0) {
         s->rebuild_needed = 1;
         sweep_done(s);
     }
@@ -354,11 +367,7 @@ void seg_sweep_tick(void *arg)
     /* Redis is away: sweep from PostgreSQL, and rebuild once it is back. */
     s->rebuild_needed = 1;
     snprintf(limit, sizeof(limit), "%d", s->sweep_batch);
-    if (sl_pg_query(s->pg,
-                    "DELETE FROM user_segments WHERE (user_id, slug) IN"
-                    " (SELECT user_id, slug FROM user_segments WHERE expires_at <= now()"
-                    "  ORDER BY user_id, slug LIMIT $1::int FOR UPDATE SKIP LOCKED)",
-                    1, p, on_fallback, s) != 0)
+    if (sl_pg_exec(s->pg, s->st[SEG_ST_TTL_FALLBACK], 1, p, on_fallback, s) != 0)
         sweep_done(s);
 }
 
@@ -391,10 +400,7 @@ static void gauge_tick(void *arg)
 
     if (!s->migrated)
         return;
-    if (!(s->gauge_busy & 1) && sl_pg_query(s->pg,
-                                            "SELECT count(*) FROM user_segments"
-                                            " WHERE expires_at IS NULL OR expires_at > now()",
-                                            0, NULL, on_active, s) == 0)
+    if (!(s->gauge_busy & 1) && sl_pg_exec(s->pg, s->st[SEG_ST_ACTIVE], 0, NULL, on_active, s) == 0)
         s->gauge_busy |= 1;
     if (!(s->gauge_busy & 2) && sl_redis_connected(s->redis) &&
         sl_redis_command(s->redis, 2, argv, NULL, on_zcard, s) == 0)
@@ -403,6 +409,15 @@ static void gauge_tick(void *arg)
 
 int seg_ttl_start(seg *s)
 {
+    static const seg_sql sql[] = {
+        { SEG_ST_TTL_REMOVE, "segments_ttl_remove", SQL_TTL_REMOVE },
+        { SEG_ST_TTL_REBUILD, "segments_ttl_rebuild", SQL_TTL_REBUILD },
+        { SEG_ST_TTL_FALLBACK, "segments_ttl_fallback", SQL_TTL_FALLBACK },
+        { SEG_ST_ACTIVE, "segments_active", SQL_ACTIVE },
+    };
+
+    if (seg_prepare(s, sql, sizeof(sql) / sizeof(sql[0])) != 0)
+        return -1;
     s->rebuild_needed = 1; /* take what PostgreSQL holds at start */
     s->sweep_timer = sl_timer_new(s->ctx, s->sweep_interval, 1, seg_sweep_tick, s);
     s->gauge_timer = sl_timer_new(s->ctx, 2.0, 1, gauge_tick, s);

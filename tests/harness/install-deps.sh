@@ -18,7 +18,8 @@ pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
 # listeners and token digests; openssl: hostile.sh makes its certificates;
 # systemd: systemd-analyze, which tests/packaging/systemd_unit.sh runs on
 # the unit; jq: aggregator.sh reads error bodies; iproute2: ss, which
-# clickhouse.sh and kafka.sh count connections and listeners with;
+# clickhouse.sh and kafka.sh count connections and listeners with, and
+# outbox_late.sh reads a connection's bytes received and unread with;
 # podman, debootstrap and runc: tests/integration/container.sh makes a
 # bookworm base, builds docker/Dockerfile and runs every role from the
 # image (runc: this kind of machine refuses crun's cgroup handling);
