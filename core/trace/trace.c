@@ -287,6 +287,31 @@ SL_API sl_span *sl_span_start_from(sl_ctx *ctx, sl_span_kind kind, const char *n
     return start_owned(ctx, sl_span_begin(&remote, (int)kind, name, NULL));
 }
 
+SL_API sl_span *sl_span_start_linked(sl_ctx *ctx, sl_span_kind kind, const char *name,
+                                     const char *links, size_t n)
+{
+    sl_trace_ctx none = { 0 };
+    sl_span *s;
+    int any = 0;
+    sl_tp tp;
+
+    if (!sl_trace_on())
+        return NULL;
+    for (size_t i = 0; i < n && !any; i++)
+        any = sl_tp_parse(links + i * SL_TRACEPARENT_SIZE, &tp) == 0 &&
+              (tp.flags & SL_TP_SAMPLED) != 0;
+    s = sl_span_begin(&none, (int)kind, name, NULL);
+    if (s == NULL)
+        return NULL;
+    /* The ratio's decision is replaced by the messages': a batch of
+     * sampled messages is recorded whatever the ratio says of it. */
+    s->tp.flags = any ? SL_TP_SAMPLED : 0;
+    s->recording = (uint8_t)any;
+    for (size_t i = 0; i < n && any; i++)
+        sl_span_link(s, links + i * SL_TRACEPARENT_SIZE);
+    return start_owned(ctx, s);
+}
+
 SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value)
 {
     if (s != NULL && s->recording && key != NULL && value != NULL)
