@@ -405,6 +405,37 @@ t_check "$(py "sorted(set((s['kind'], s['attrs']['db.system'], s['attrs']['db.co
     = "[(3, 'clickhouse', 'segment_events')]" "the ClickHouse insert: a CLIENT span under the batch"
 t_end
 
+t_case "outbox rows written by triggers carry the request's context, in a transaction or not"
+# POST /user inserts the user in one statement outside any transaction;
+# the users trigger writes user_created.  POST /segment writes
+# segment_created from a transaction.  Each row is relayed under the span
+# that wrote it, and consumed under that send.
+# follow_row PATH BODY STATUS: sends it under the caller's span of trace
+# $trace; sets req_span, and writer to the span under the request that
+# the relay's produce span hangs on.
+follow_row() {
+    local code
+    code=$(curl -s -D "$work/h" -o "$work/b" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+        "$base$1" -H "traceparent: 00-$trace-$tp_span-01" -d "$2")
+    t_check "$code" = "$3" "POST $1 $3: $(cat "$work/b")"
+    req_span=$(cut -d- -f3 <<< "$(header "$work/h" traceparent)")
+    t_wait_until 30 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"kind\"] == 5])')\" -ge 1 ]"
+    writer=$(py "sorted(set(s['parent'] for s in S if s['trace'] == '$trace' and s['kind'] == 4))")
+    send=$(py "[s['span'] for s in S if s['trace'] == '$trace' and s['kind'] == 4]")
+    t_check "$(py "[s['parent'] for s in S if s['trace'] == '$trace' and s['kind'] == 5]")" = "$send" \
+        "POST $1: its row consumed under the relay's send"
+}
+trace=2222333344445555666677778888aaaa
+follow_row /user '{}' 201
+t_check "$(py "[(s['parent'], s['kind'], 'INSERT INTO users' in s['attrs']['db.query.text']) for s in S if [s['span']] == $writer]")" \
+    = "[('$req_span', 3, True)]" "user_created: relayed under the statement that inserted the user, under the request"
+t_check "$(py "len([s for s in S if s['trace'] == '$trace' and s['name'] == 'transaction'])")" = 0 "(no transaction there)"
+trace=3333444455556666777788889999bbbb
+follow_row /segment '{"slug": "ROW_TRACED"}' 201
+t_check "$(py "[(s['name'], s['parent']) for s in S if [s['span']] == $writer]")" = "[('transaction', '$req_span')]" \
+    "segment_created: relayed under the transaction that wrote it, under the request"
+t_end
+
 t_case "generator: traces started on its share of events, recorded at [tracing] sample_ratio"
 # Every event starts a trace; a quarter of the traces are recorded.  Each
 # is decided independently, so the count is binomial: 2000 draws at 0.25

@@ -483,6 +483,7 @@ SL_API int sl_pg_exec(sl_pg *pg, const sl_pg_stmt *stmt, int nparams, const char
     if (pg == NULL || pg->life.freeing || (o = exec_op(pg, stmt, nparams, params, fn, arg)) == NULL)
         return -1;
     o->deadline = sl_now() + pg->query_timeout;
+    pg_trace_statement(pg, o);
     submit(pg, o);
     return 0;
 }

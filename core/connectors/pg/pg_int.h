@@ -84,6 +84,7 @@ struct op {
     char *why;
     sl_span *span;      /* its span, while it runs */
     sl_trace_ctx trace; /* current when it was made: its callback's */
+    int carry;          /* sent with its span's position as sluice.traceparent */
 };
 
 struct sl_pg_tx {
@@ -131,6 +132,7 @@ struct conn {
     PGresult *res; /* what came back for cur so far */
     int flushing;
     int preparing;      /* cur's statement is being prepared first */
+    int piped;          /* cur was sent in a pipeline after its trace context: PIPE_* */
     pg_set prepared;    /* statements prepared in this session */
     sl_pg_tx *tx;       /* pinned to this transaction */
     op *own, *own_tail; /* its own statements: LISTEN, probes */
@@ -182,6 +184,12 @@ void pg_sweep_listeners(sl_pg *pg);
  * made in, by pg_call(); a transaction's, from begin to free. */
 void pg_trace_statement(sl_pg *pg, op *o);
 void pg_trace_done(op *o, const PGresult *res, const char *err);
+/* Where the results of a statement sent with its trace context are:
+ * those of the SET, then the statement's, then the pipeline's sync. */
+enum { PIPE_OFF, PIPE_SET, PIPE_STMT, PIPE_SYNC };
+/* Writes the position `o` carries into `tp` (SL_TP_LEN + 1 bytes):
+ * 0, or -1 when it carries none. */
+int pg_trace_carried(const op *o, char *tp);
 /* The longest BEGIN pg_trace_tx_begin() writes. */
 #define PG_TRACE_BEGIN_MAX 96
 /* Opens the transaction's span and writes into `begin` what opens the

@@ -7,6 +7,16 @@
  * Attribute names are OpenTelemetry's database conventions; both
  * db.system (older collectors) and db.system.name are set, the text only
  * as db.query.text (it is the largest part of a statement's span).
+ *
+ * SQL run for a traced request can store the request's context with what
+ * it writes (an outbox row): sluice.traceparent holds the position of the
+ * span that wrote it.  In a transaction, the transaction's (set with its
+ * BEGIN); a statement outside any (its own implicit transaction, like
+ * POST /user's insert, whose trigger writes user_created) is sent in a
+ * pipeline behind a set_config() local to that implicit transaction, in
+ * the same round trip, with its own span's position (pg_conn.c).  A
+ * statement that starts with SELECT is taken to write nothing and is sent
+ * alone: reads, the most frequent statements, pay nothing.
  */
 #include <stdio.h>
 #include <string.h>
@@ -56,6 +66,15 @@ void pg_trace_statement(sl_pg *pg, op *o)
     sl_span_set_str(o->span, "db.query.text", sql);
     if (o->stmt != NULL)
         sl_span_set_str(o->span, "db.postgresql.prepared_statement", o->stmt->name);
+    o->carry = o->tx == NULL && strcmp(name, "SELECT") != 0;
+}
+
+int pg_trace_carried(const op *o, char *tp)
+{
+    if (!o->carry || o->span == NULL)
+        return -1;
+    sl_tp_format(&o->span->tp, tp);
+    return 0;
 }
 
 void pg_trace_done(op *o, const PGresult *res, const char *err)
