@@ -422,6 +422,7 @@ follow_row() {
     t_wait_until 30 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"kind\"] == 5])')\" -ge 1 ]"
     writer=$(py "sorted(set(s['parent'] for s in S if s['trace'] == '$trace' and s['kind'] == 4))")
     send=$(py "[s['span'] for s in S if s['trace'] == '$trace' and s['kind'] == 4]")
+    t_check "$send" != "[]" "POST $1: its row relayed in the trace"
     t_check "$(py "[s['parent'] for s in S if s['trace'] == '$trace' and s['kind'] == 5]")" = "$send" \
         "POST $1: its row consumed under the relay's send"
 }
