@@ -14,10 +14,10 @@
 #include "daemon/core.h"
 #include "daemon/log.h"
 #include "trace.h"
+#include "trace_otlp.h"
 
 /* Bounds on what one span holds, so a runaway caller cannot make one huge. */
 #define ATTRS_MAX 8192
-#define VALUE_MAX 2048
 #define LINKS_MAX 1024
 
 /* ------------------------------------------------------------------ ids */
@@ -215,13 +215,14 @@ void sl_span_tracestate(sl_span *s, const char *tracestate)
     s->tracestate = strdup(tracestate);
 }
 
-/* Appends one attribute record; a span over its bound keeps what it had. */
-static void add_attr(sl_span *s, char type, const char *key, const char *value)
+/* Appends one attribute, as its OTLP JSON (sl_otlp_attr() says what
+ * `type` is); a span over its bound keeps what it had. */
+static void add_attr(sl_span *s, char type, const char *key, const char *value, size_t vlen)
 {
-    size_t klen = strlen(key), vlen = strnlen(value, VALUE_MAX), need = 1 + klen + 1 + vlen + 1;
+    size_t klen = strlen(key), need = 1 + SL_OTLP_ATTR_MAX(klen, vlen), n;
 
-    if (s->alen + need > ATTRS_MAX)
-        return;
+    if (s->alen + klen + vlen > ATTRS_MAX)
+        return; /* over it already before any escaping */
     if (s->alen + need > s->acap) {
         size_t cap = s->acap * 2;
         char *p;
@@ -239,12 +240,12 @@ static void add_attr(sl_span *s, char type, const char *key, const char *value)
         s->attrs = p;
         s->acap = cap;
     }
-    s->attrs[s->alen++] = type;
-    memcpy(s->attrs + s->alen, key, klen + 1);
-    s->alen += klen + 1;
-    memcpy(s->attrs + s->alen, value, vlen);
-    s->alen += vlen;
-    s->attrs[s->alen++] = '\0';
+    n = s->alen > 0;
+    if (n)
+        s->attrs[s->alen] = ',';
+    n += sl_otlp_attr(s->attrs + s->alen + n, type, key, value, vlen);
+    if (s->alen + n <= ATTRS_MAX)
+        s->alen += n;
 }
 
 static void release_span(void *obj)
@@ -315,7 +316,13 @@ SL_API sl_span *sl_span_start_linked(sl_ctx *ctx, sl_span_kind kind, const char 
 SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value)
 {
     if (s != NULL && s->recording && key != NULL && value != NULL)
-        add_attr(s, 's', key, value);
+        add_attr(s, 's', key, value, strnlen(value, SL_SPAN_VALUE_MAX));
+}
+
+void sl_span_set_escaped(sl_span *s, const char *key, const char *escaped, size_t len)
+{
+    if (s != NULL && s->recording)
+        add_attr(s, 'e', key, escaped, len);
 }
 
 SL_API void sl_span_set_int(sl_span *s, const char *key, long long value)
@@ -325,7 +332,7 @@ SL_API void sl_span_set_int(sl_span *s, const char *key, long long value)
     if (s == NULL || !s->recording || key == NULL)
         return;
     decimal(value, text);
-    add_attr(s, 'i', key, text);
+    add_attr(s, 'i', key, text, strlen(text));
 }
 
 SL_API void sl_span_link(sl_span *s, const char *traceparent)
@@ -376,6 +383,9 @@ SL_API void sl_span_end(sl_span *s)
     if (s->res != NULL)
         sl_untrack(s->owner, s->res);
     s->res = NULL;
+    /* No log line is its event any more: its slot goes back now, not once
+     * it was exported, so the table holds open spans only. */
+    sl_trace_events_drop(s);
     if (!s->recording) {
         sl_span_free(s);
         return;

@@ -456,6 +456,7 @@ SL_API const sl_pg_stmt *sl_pg_prepare(sl_pg *pg, const char *name, const char *
     st = pg_stmt_new(pg, pg->nstmts, name, sql);
     if (st == NULL)
         return NULL;
+    pg_trace_stmt(st);
     st->next = pg->stmts;
     pg->stmts = st;
     pg->nstmts++;

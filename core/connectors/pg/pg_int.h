@@ -63,6 +63,8 @@ struct sl_pg_stmt {
     int index;
     char name[56]; /* server-side: "sl_" + the caller's name */
     char *sql;
+    char *sql_json; /* the text JSON-escaped for spans, once; NULL: none */
+    size_t sql_json_len;
 };
 
 struct op {
@@ -199,6 +201,8 @@ int pg_trace_carried(const op *o, char *tp);
  * context with what it writes. */
 void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx, char begin[PG_TRACE_BEGIN_MAX]);
 void pg_trace_tx_end(sl_pg_tx *tx);
+/* Escapes a new statement's text for its spans' db.query.text, once. */
+void pg_trace_stmt(sl_pg_stmt *st);
 void pg_call(sl_pg *pg, op *o, const PGresult *res, const char *err);
 
 void pg_one_line(char *dst, size_t len, const char *msg);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "pg_int.h"
+#include "trace/trace_otlp.h"
 
 /* The statement's first keyword, the span's name ("SELECT", "INSERT"). */
 static void operation(const char *sql, char *out, size_t len)
@@ -63,10 +64,19 @@ void pg_trace_statement(sl_pg *pg, op *o)
     common(pg, o->span);
     sl_span_set_str(o->span, "db.operation.name", name);
     /* Parameters are bound, never spliced: the text holds no values. */
-    sl_span_set_str(o->span, "db.query.text", sql);
+    if (o->stmt != NULL && o->stmt->sql_json != NULL)
+        sl_span_set_escaped(o->span, "db.query.text", o->stmt->sql_json, o->stmt->sql_json_len);
+    else
+        sl_span_set_str(o->span, "db.query.text", sql);
     if (o->stmt != NULL)
         sl_span_set_str(o->span, "db.postgresql.prepared_statement", o->stmt->name);
     o->carry = o->tx == NULL && strcmp(name, "SELECT") != 0;
+}
+
+void pg_trace_stmt(sl_pg_stmt *st)
+{
+    /* Without it (out of memory) each span escapes the text itself. */
+    st->sql_json = sl_otlp_escape(st->sql, strnlen(st->sql, SL_SPAN_VALUE_MAX), &st->sql_json_len);
 }
 
 int pg_trace_carried(const op *o, char *tp)
