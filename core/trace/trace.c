@@ -215,14 +215,9 @@ void sl_span_tracestate(sl_span *s, const char *tracestate)
     s->tracestate = strdup(tracestate);
 }
 
-/* Appends one attribute, as its OTLP JSON (sl_otlp_attr() says what
- * `type` is); a span over its bound keeps what it had. */
-static void add_attr(sl_span *s, char type, const char *key, const char *value, size_t vlen)
+/* Room for `need` more bytes of attributes; 0 when there is none. */
+static int attrs_room(sl_span *s, size_t need)
 {
-    size_t klen = strlen(key), need = 1 + SL_OTLP_ATTR_MAX(klen, vlen), n;
-
-    if (s->alen + klen + vlen > ATTRS_MAX)
-        return; /* over it already before any escaping */
     if (s->alen + need > s->acap) {
         size_t cap = s->acap * 2;
         char *p;
@@ -236,10 +231,23 @@ static void add_attr(sl_span *s, char type, const char *key, const char *value, 
             p = realloc(s->attrs, cap);
         }
         if (p == NULL)
-            return;
+            return 0;
         s->attrs = p;
         s->acap = cap;
     }
+    return 1;
+}
+
+/* Appends one attribute, as its OTLP JSON (sl_otlp_attr() says what
+ * `type` is); a span over its bound keeps what it had. */
+static void add_attr(sl_span *s, char type, const char *key, const char *value, size_t vlen)
+{
+    size_t klen = strlen(key), n;
+
+    if (s->alen + klen + vlen > ATTRS_MAX)
+        return; /* over it already before any escaping */
+    if (!attrs_room(s, 1 + SL_OTLP_ATTR_MAX(klen, vlen)))
+        return;
     n = s->alen > 0;
     if (n)
         s->attrs[s->alen] = ',';
@@ -319,10 +327,33 @@ SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value)
         add_attr(s, 's', key, value, strnlen(value, SL_SPAN_VALUE_MAX));
 }
 
-void sl_span_set_escaped(sl_span *s, const char *key, const char *escaped, size_t len)
+int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value)
 {
-    if (s != NULL && s->recording)
-        add_attr(s, 'e', key, escaped, len);
+    size_t vlen = strnlen(value, SL_SPAN_VALUE_MAX);
+    char *p = realloc(a->json, a->len + 1 + SL_OTLP_ATTR_MAX(strlen(key), vlen));
+
+    if (p == NULL)
+        return -1;
+    a->json = p;
+    if (a->len > 0)
+        a->json[a->len++] = ',';
+    a->len += sl_otlp_attr(a->json + a->len, 's', key, value, vlen);
+    return 0;
+}
+
+void sl_span_set_attrs(sl_span *s, const sl_span_attrs *a)
+{
+    size_t comma;
+
+    if (s == NULL || !s->recording || a->len == 0)
+        return;
+    comma = s->alen > 0;
+    if (s->alen + comma + a->len > ATTRS_MAX || !attrs_room(s, comma + a->len))
+        return;
+    if (comma)
+        s->attrs[s->alen++] = ',';
+    memcpy(s->attrs + s->alen, a->json, a->len);
+    s->alen += a->len;
 }
 
 SL_API void sl_span_set_int(sl_span *s, const char *key, long long value)

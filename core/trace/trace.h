@@ -130,11 +130,21 @@ void sl_trace_events_drop(sl_span *s);
 /* Adds a log line to the span of the current context's handle, if any. */
 void sl_trace_log_event(const char *level, const char *who, const char *msg);
 
-/* An attribute whose value (`len` bytes, at most SL_SPAN_VALUE_MAX before
- * escaping) is JSON-escaped already (sl_otlp_escape()): copied as it is.
- * For a value set again and again, like a prepared statement's text,
- * escaped once instead of once per span. */
-void sl_span_set_escaped(sl_span *s, const char *key, const char *escaped, size_t len);
+/*
+ * Attributes that many spans carry alike (a connection's db.system and
+ * server.address, a prepared statement's text): encoded once, then added
+ * to each span with one copy instead of being escaped again per span.
+ * Zero-initialised empty; free(a->json) releases it.
+ */
+typedef struct {
+    char *json; /* KeyValue objects, comma-separated */
+    size_t len;
+} sl_span_attrs;
+/* Appends one string attribute to the set: 0, or -1 when out of memory
+ * (the set is left as it was). */
+int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value);
+/* Adds every attribute of the set to the span. */
+void sl_span_set_attrs(sl_span *s, const sl_span_attrs *a);
 
 /* Frees a span without exporting it (kept for reuse, bounded). */
 void sl_span_free(sl_span *s);

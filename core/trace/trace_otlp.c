@@ -175,26 +175,10 @@ size_t sl_otlp_attr(char *dst, char type, const char *key, const char *value, si
     d += escape_into(d, key, strlen(key));
     memcpy(d, mid, mlen);
     d += mlen;
-    if (type == 's') {
-        d += escape_into(d, value, vlen);
-    } else {
-        memcpy(d, value, vlen);
-        d += vlen;
-    }
+    d += escape_into(d, value, vlen);
     memcpy(d, end, sizeof(end) - 1);
     d += sizeof(end) - 1;
     return (size_t)(d - dst);
-}
-
-char *sl_otlp_escape(const char *s, size_t n, size_t *len)
-{
-    char *e = malloc(6 * n + 1);
-
-    if (e == NULL)
-        return NULL;
-    *len = escape_into(e, s, n);
-    e[*len] = '\0';
-    return e;
 }
 
 static void put_hex(out *o, const uint8_t *id, size_t n)

@@ -24,16 +24,10 @@ char *sl_otlp_resource(const char *service, const char *const *keys, const char 
 /*
  * Writes the OTLP KeyValue {"key":..., "value":{"stringValue":...}} of
  * `key` and the first `vlen` bytes of `value` into `dst` (room for
- * SL_OTLP_ATTR_MAX of them).  Type 's': `value` is text, escaped here;
- * 'e': it is JSON-escaped already (sl_otlp_escape()) and copied as it is;
- * 'i': an intValue, `value` decimal digits.  Returns the bytes written
- * (no NUL).
+ * SL_OTLP_ATTR_MAX of them).  Type 's': a stringValue; 'i': an intValue,
+ * `value` decimal digits.  Returns the bytes written (no NUL).
  */
 size_t sl_otlp_attr(char *dst, char type, const char *key, const char *value, size_t vlen);
-
-/* The first `n` bytes of `s` JSON-escaped, quotes not included, in a
- * malloc'd string (its length in *len), or NULL when out of memory. */
-char *sl_otlp_escape(const char *s, size_t n, size_t *len);
 
 /* A body, NUL-ended, its length without the NUL in `len`.  Kept from one
  * batch to the next: once it has grown to a batch's size, encoding a

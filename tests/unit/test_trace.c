@@ -141,13 +141,13 @@ static void test_otlp_body(void **state)
     sl_span_set_int(b, "db.response.returned_rows", 3);
     sl_span_set_str(b, "db.query.text", "SELECT \"x\"\n");
     {
-        /* A value escaped once (a prepared statement's text) goes out as
-         * the same string. */
-        size_t elen;
-        char *escaped = sl_otlp_escape("WITH \"y\"\t", 10, &elen);
-        assert_non_null(escaped);
-        sl_span_set_escaped(b, "db.query.summary", escaped, elen);
-        free(escaped);
+        /* Attributes encoded once for many spans go out as if set one by
+         * one. */
+        sl_span_attrs set = { 0 };
+        assert_int_equal(sl_span_attrs_add(&set, "db.query.summary", "WITH \"y\"\t"), 0);
+        assert_int_equal(sl_span_attrs_add(&set, "db.namespace", "sluice"), 0);
+        sl_span_set_attrs(b, &set);
+        free(set.json);
     }
     sl_span_link(b, good);
     sl_span_link(b, "nonsense");
@@ -206,6 +206,9 @@ static void test_otlp_body(void **state)
     assert_string_equal(attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.query.summary")
                                 ->child->valuestring,
                         "WITH \"y\"\t");
+    assert_string_equal(
+            attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.namespace")->child->valuestring,
+            "sluice");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "links")), 1);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "events")), 2);
     assert_string_equal(
@@ -250,26 +253,22 @@ static void test_escape(void **state)
     (void)state;
     for (int c = 1; c < 0x80; c++) {
         for (size_t at = 0; at < 17; at++) {
-            char in[18], *escaped, *json;
+            char in[18], json[SL_OTLP_ATTR_MAX(1, 17) + 1];
             size_t len;
             cJSON *doc;
             memset(in, 'a', 17);
             in[17] = '\0';
             in[at] = (char)c;
-            escaped = sl_otlp_escape(in, 17, &len);
-            assert_non_null(escaped);
-            assert_int_equal(strlen(escaped), len);
-            json = malloc(len + 3);
-            assert_non_null(json);
-            json[0] = '"';
-            memcpy(json + 1, escaped, len);
-            memcpy(json + 1 + len, "\"", 2);
+            len = sl_otlp_attr(json, 's', "k", in, 17);
+            assert_true(len < sizeof(json));
+            json[len] = '\0';
             doc = cJSON_Parse(json);
             assert_non_null(doc);
-            assert_string_equal(doc->valuestring, in);
+            assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "value"),
+                                                    "stringValue")
+                                        ->valuestring,
+                                in);
             cJSON_Delete(doc);
-            free(json);
-            free(escaped);
         }
     }
 }

@@ -123,6 +123,7 @@ static void destroy(void *obj)
     sl_metric_release(pg->m_up);
     sl_metric_release(pg->m_prepares);
     free_params(pg);
+    free(pg->span_attrs.json);
     free(pg->label);
     free(pg);
 }

@@ -63,8 +63,8 @@ struct sl_pg_stmt {
     int index;
     char name[56]; /* server-side: "sl_" + the caller's name */
     char *sql;
-    char *sql_json; /* the text JSON-escaped for spans, once; NULL: none */
-    size_t sql_json_len;
+    char op[32];              /* its first keyword: its spans' name */
+    sl_span_attrs span_attrs; /* its spans' own attributes, encoded once */
 };
 
 struct op {
@@ -143,9 +143,10 @@ struct conn {
 struct sl_pg {
     sl_conn_life life; /* owner, and our frames on the stack */
     char *label;
-    char **keys, **vals; /* connection parameters for libpq */
-    char where[300];     /* "host:port", for messages */
-    char *resolve;       /* a host name we resolve ourselves, or NULL */
+    char **keys, **vals;      /* connection parameters for libpq */
+    char where[300];          /* "host:port", for messages */
+    char *resolve;            /* a host name we resolve ourselves, or NULL */
+    sl_span_attrs span_attrs; /* every span's db.system, server.address..., once traced */
     char resolve_port[16];
     struct evdns_base *dns;
     int pool_size;
@@ -201,7 +202,7 @@ int pg_trace_carried(const op *o, char *tp);
  * context with what it writes. */
 void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx, char begin[PG_TRACE_BEGIN_MAX]);
 void pg_trace_tx_end(sl_pg_tx *tx);
-/* Escapes a new statement's text for its spans' db.query.text, once. */
+/* Encodes a new statement's span name and attributes, once. */
 void pg_trace_stmt(sl_pg_stmt *st);
 void pg_call(sl_pg *pg, op *o, const PGresult *res, const char *err);
 

@@ -54,7 +54,7 @@ void pg_stmt_free(sl_pg_stmt *st)
 {
     if (st != NULL) {
         free(st->sql);
-        free(st->sql_json);
+        free(st->span_attrs.json);
     }
     free(st);
 }
