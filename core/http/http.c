@@ -197,6 +197,16 @@ static void access_line(sl_access_log *alog, struct evhttp_request *ev, sl_acces
     sl_access_log_write(alog, e);
 }
 
+void sl_http_access_early(const sl_listener *l, sl_access_entry *e)
+{
+    if (l->alog == NULL)
+        return;
+    e->module = "core";
+    /* With auth on the field is there, unknown: no request was read. */
+    e->token = settings.tokens != NULL ? "" : NULL;
+    sl_access_log_write(l->alog, e);
+}
+
 /* The request is answered: forget it. */
 static void req_done(sl_req *req)
 {

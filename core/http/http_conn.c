@@ -37,6 +37,13 @@
  * out the socket's write side is shut; the client's end of the stream, or
  * the deadline, then reaches evhttp's event callback, which frees the
  * connection.
+ *
+ * evhttp also answers some requests itself, before any dispatch: a
+ * malformed head (400), a body over max_body (413), a method it was not
+ * told to allow (501).  It offers no hook for those either, so they are
+ * seen where they leave: an answer written on a connection with no
+ * request dispatched is one of evhttp's, and its status line and size are
+ * read from the output buffer for the access log.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +73,11 @@ struct sl_conn {
     struct evbuffer_cb_entry *out_cb;
     const struct refusal *refusal;
     struct event *refuse_ev;
+    double opened, opened_wall; /* adopted: monotonic, wall clock */
+    double head_at, head_wall;  /* the current head's first bytes; 0: none yet */
+    struct evbuffer_cb_entry *early_cb;
+    int early_status; /* of an answer of evhttp's being written, 0: none */
+    size_t early_bytes;
 };
 
 /* A canned answer to a connection evhttp is not to see further. */
@@ -179,6 +191,8 @@ static void conn_closed(struct evhttp_connection *evcon, void *arg)
         evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->in_cb);
     if (c->out_cb != NULL)
         evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+    if (c->early_cb != NULL)
+        evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->early_cb);
     if (c->fd >= 0 && (size_t)c->fd < by_fd_cap && by_fd[c->fd] == c)
         by_fd[c->fd] = NULL;
     c->l->nconns--;
@@ -216,6 +230,57 @@ static void refusal_sent(struct evbuffer *buf, const struct evbuffer_cb_info *in
         shutdown(c->fd, SHUT_WR);
 }
 
+/* An answer given without a request dispatched is an answer like any
+ * other: the access log has it, with what is known (no method, path or
+ * route; a request id when the answer gave one). */
+static void log_early(sl_conn *c, int status, size_t bytes, const char *id)
+{
+    char *host = NULL;
+    ev_uint16_t port;
+    int head = c->head_at > 0;
+
+    evhttp_connection_get_peer(c->evcon, &host, &port);
+    sl_http_access_early(c->l,
+                         &(sl_access_entry){ .ts = head ? c->head_wall : c->opened_wall,
+                                             .client = host,
+                                             .status = status,
+                                             .bytes = bytes,
+                                             .duration = sl_now() - (head ? c->head_at : c->opened),
+                                             .request_id = id });
+}
+
+/*
+ * The output of a connection changed.  While no request is dispatched on
+ * it and no refusal of ours is being sent, what is written there is an
+ * answer of evhttp's own: its status is read from the first line, its
+ * body's size once the head is whole (evhttp writes the whole answer
+ * before any of it leaves), and it is logged when it starts to leave.
+ */
+static void output_changed(struct evbuffer *out, const struct evbuffer_cb_info *info, void *arg)
+{
+    sl_conn *c = arg;
+    struct evbuffer_ptr end;
+    char line[13];
+
+    if (c->busy > 0 || c->phase == REFUSING)
+        return;
+    if (info->n_deleted > 0 && c->early_status != 0) {
+        log_early(c, c->early_status, c->early_bytes, NULL);
+        c->early_status = 0;
+        return;
+    }
+    if (info->n_added == 0)
+        return;
+    if (c->early_status == 0 && evbuffer_copyout(out, line, 12) == 12) {
+        line[12] = '\0';
+        if (strncmp(line, "HTTP/1.", 7) == 0 && line[8] == ' ')
+            c->early_status = atoi(line + 9);
+    }
+    end = evbuffer_search(out, "\r\n\r\n", 4, NULL);
+    if (c->early_status != 0 && end.pos >= 0)
+        c->early_bytes = evbuffer_get_length(out) - (size_t)end.pos - 4;
+}
+
 static void send_refusal(evutil_socket_t fd, short what, void *arg)
 {
     sl_conn *c = arg;
@@ -242,6 +307,7 @@ static void send_refusal(evutil_socket_t fd, short what, void *arg)
         return;
     }
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    log_early(c, r->status, (size_t)n, id);
 }
 
 /* Answers the connection with `r` instead of evhttp.  What the client has
@@ -306,6 +372,10 @@ static void input_changed(struct evbuffer *in, const struct evbuffer_cb_info *in
         if (evbuffer_get_length(in) > 0)
             evbuffer_drain(in, evbuffer_get_length(in));
     } else if (c->phase == READING_HEAD) {
+        if (c->head_at == 0 && info->n_added > 0) {
+            c->head_at = sl_now();
+            c->head_wall = sl_wall();
+        }
         c->head += info->n_deleted;
         if (info->n_added > 0)
             check_head(c, in);
@@ -329,12 +399,17 @@ static void adopt(sl_conn *c)
     }
     bufferevent_decref(c->bev);
     c->evcon = cbarg;
+    c->opened = sl_now();
+    c->opened_wall = sl_wall();
     c->deadline = evtimer_new(sl_base, deadline_passed, c);
     c->in_cb = evbuffer_add_cb(bufferevent_get_input(c->bev), input_changed, c);
-    if (c->deadline == NULL || c->in_cb == NULL || index_fd(c) != 0) {
+    c->early_cb = evbuffer_add_cb(bufferevent_get_output(c->bev), output_changed, c);
+    if (c->deadline == NULL || c->in_cb == NULL || c->early_cb == NULL || index_fd(c) != 0) {
         sl_log_core(SL_LOG_ERROR, "http", "%s: out of memory tracking a connection", c->l->addr);
         if (c->in_cb != NULL)
             evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->in_cb);
+        if (c->early_cb != NULL)
+            evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->early_cb);
         shutdown(c->fd, SHUT_RDWR);
         conn_free(c);
         return;
@@ -437,6 +512,7 @@ void sl_conn_idle(sl_conn *c)
      * some of it already. */
     c->phase = READING_HEAD;
     c->head = 0;
+    c->head_at = 0;
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         check_head(c, bufferevent_get_input(c->bev));
 }

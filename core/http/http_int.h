@@ -55,6 +55,12 @@ void sl_conn_set_limits(double seconds, size_t max_header);
  * answer given before a request is dispatched. */
 void sl_http_request_id(char *out);
 
+/* The access log line of an answer written before any request was
+ * dispatched on the connection (http_conn.c's refusals), when the
+ * listener keeps a log: `e` with the module ("core") and the token field
+ * filled in here. */
+void sl_http_access_early(const sl_listener *l, sl_access_entry *e);
+
 /* Registers the connection metrics; once at start. */
 void sl_conn_metrics_init(void);
 void sl_conn_metrics_free(void);

@@ -36,12 +36,19 @@ static void open_span(sl_http_trace *t, struct evhttp_request *ev, unsigned meth
     struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
     struct evhttp_connection *conn = evhttp_request_get_connection(ev);
     sl_trace_ctx parent = { 0 };
-    char name[256], tp[SL_TP_LEN + 1];
+    char name[SL_SPAN_NAME_MAX + 1], tp[SL_TP_LEN + 1];
     const char *agent = evhttp_find_header(in, "User-Agent");
+    const char *verb = method_name(method);
+    size_t vlen = strlen(verb), rlen = strnlen(route, sizeof(name) - vlen - 2);
 
     if (sl_tp_parse(evhttp_find_header(in, "traceparent"), &parent.tp) == 0)
         parent.traced = 1;
-    snprintf(name, sizeof(name), "%s %s", method_name(method), route);
+    /* "METHOD ROUTE", copied: a formatted print costs more than the rest
+     * of opening the span. */
+    memcpy(name, verb, vlen);
+    name[vlen] = ' ';
+    memcpy(name + vlen + 1, route, rlen);
+    name[vlen + 1 + rlen] = '\0';
     t->span = sl_span_begin(&parent, SL_SPAN_SERVER, name, &t->ctx.tp);
     t->ctx.traced = 1;
     sl_tp_format(&t->ctx.tp, tp);

@@ -14,10 +14,10 @@
 #include "daemon/core.h"
 #include "daemon/log.h"
 #include "trace.h"
+#include "trace_otlp.h"
 
 /* Bounds on what one span holds, so a runaway caller cannot make one huge. */
 #define ATTRS_MAX 8192
-#define VALUE_MAX 2048
 #define LINKS_MAX 1024
 
 /* ------------------------------------------------------------------ ids */
@@ -215,13 +215,9 @@ void sl_span_tracestate(sl_span *s, const char *tracestate)
     s->tracestate = strdup(tracestate);
 }
 
-/* Appends one attribute record; a span over its bound keeps what it had. */
-static void add_attr(sl_span *s, char type, const char *key, const char *value)
+/* Room for `need` more bytes of attributes; 0 when there is none. */
+static int attrs_room(sl_span *s, size_t need)
 {
-    size_t klen = strlen(key), vlen = strnlen(value, VALUE_MAX), need = 1 + klen + 1 + vlen + 1;
-
-    if (s->alen + need > ATTRS_MAX)
-        return;
     if (s->alen + need > s->acap) {
         size_t cap = s->acap * 2;
         char *p;
@@ -235,16 +231,29 @@ static void add_attr(sl_span *s, char type, const char *key, const char *value)
             p = realloc(s->attrs, cap);
         }
         if (p == NULL)
-            return;
+            return 0;
         s->attrs = p;
         s->acap = cap;
     }
-    s->attrs[s->alen++] = type;
-    memcpy(s->attrs + s->alen, key, klen + 1);
-    s->alen += klen + 1;
-    memcpy(s->attrs + s->alen, value, vlen);
-    s->alen += vlen;
-    s->attrs[s->alen++] = '\0';
+    return 1;
+}
+
+/* Appends one attribute, as its OTLP JSON (sl_otlp_attr() says what
+ * `type` is); a span over its bound keeps what it had. */
+static void add_attr(sl_span *s, char type, const char *key, const char *value, size_t vlen)
+{
+    size_t klen = strlen(key), n;
+
+    if (s->alen + klen + vlen > ATTRS_MAX)
+        return; /* over it already before any escaping */
+    if (!attrs_room(s, 1 + SL_OTLP_ATTR_MAX(klen, vlen)))
+        return;
+    n = s->alen > 0;
+    if (n)
+        s->attrs[s->alen] = ',';
+    n += sl_otlp_attr(s->attrs + s->alen + n, type, key, value, vlen);
+    if (s->alen + n <= ATTRS_MAX)
+        s->alen += n;
 }
 
 static void release_span(void *obj)
@@ -287,10 +296,64 @@ SL_API sl_span *sl_span_start_from(sl_ctx *ctx, sl_span_kind kind, const char *n
     return start_owned(ctx, sl_span_begin(&remote, (int)kind, name, NULL));
 }
 
+SL_API sl_span *sl_span_start_linked(sl_ctx *ctx, sl_span_kind kind, const char *name,
+                                     const char *links, size_t n)
+{
+    sl_trace_ctx none = { 0 };
+    sl_span *s;
+    int any = 0;
+    sl_tp tp;
+
+    if (!sl_trace_on())
+        return NULL;
+    for (size_t i = 0; i < n && !any; i++)
+        any = sl_tp_parse(links + i * SL_TRACEPARENT_SIZE, &tp) == 0 &&
+              (tp.flags & SL_TP_SAMPLED) != 0;
+    s = sl_span_begin(&none, (int)kind, name, NULL);
+    if (s == NULL)
+        return NULL;
+    /* The ratio's decision is replaced by the messages': a batch of
+     * sampled messages is recorded whatever the ratio says of it. */
+    s->tp.flags = any ? SL_TP_SAMPLED : 0;
+    s->recording = (uint8_t)any;
+    for (size_t i = 0; i < n && any; i++)
+        sl_span_link(s, links + i * SL_TRACEPARENT_SIZE);
+    return start_owned(ctx, s);
+}
+
 SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value)
 {
     if (s != NULL && s->recording && key != NULL && value != NULL)
-        add_attr(s, 's', key, value);
+        add_attr(s, 's', key, value, strnlen(value, SL_SPAN_VALUE_MAX));
+}
+
+int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value)
+{
+    size_t vlen = strnlen(value, SL_SPAN_VALUE_MAX);
+    char *p = realloc(a->json, a->len + 1 + SL_OTLP_ATTR_MAX(strlen(key), vlen));
+
+    if (p == NULL)
+        return -1;
+    a->json = p;
+    if (a->len > 0)
+        a->json[a->len++] = ',';
+    a->len += sl_otlp_attr(a->json + a->len, 's', key, value, vlen);
+    return 0;
+}
+
+void sl_span_set_attrs(sl_span *s, const sl_span_attrs *a)
+{
+    size_t comma;
+
+    if (s == NULL || !s->recording || a->len == 0)
+        return;
+    comma = s->alen > 0;
+    if (s->alen + comma + a->len > ATTRS_MAX || !attrs_room(s, comma + a->len))
+        return;
+    if (comma)
+        s->attrs[s->alen++] = ',';
+    memcpy(s->attrs + s->alen, a->json, a->len);
+    s->alen += a->len;
 }
 
 SL_API void sl_span_set_int(sl_span *s, const char *key, long long value)
@@ -300,7 +363,7 @@ SL_API void sl_span_set_int(sl_span *s, const char *key, long long value)
     if (s == NULL || !s->recording || key == NULL)
         return;
     decimal(value, text);
-    add_attr(s, 'i', key, text);
+    add_attr(s, 'i', key, text, strlen(text));
 }
 
 SL_API void sl_span_link(sl_span *s, const char *traceparent)
@@ -351,6 +414,9 @@ SL_API void sl_span_end(sl_span *s)
     if (s->res != NULL)
         sl_untrack(s->owner, s->res);
     s->res = NULL;
+    /* No log line is its event any more: its slot goes back now, not once
+     * it was exported, so the table holds open spans only. */
+    sl_trace_events_drop(s);
     if (!s->recording) {
         sl_span_free(s);
         return;

@@ -33,14 +33,18 @@ typedef struct {
     char request_id[SL_REQID_MAX + 1]; /* "" when none */
 } sl_trace_ctx;
 
+/* The most bytes of an attribute's value kept (longer ones are cut). */
+#define SL_SPAN_VALUE_MAX 2048
 /* The longest span name kept (longer ones are cut). */
 #define SL_SPAN_NAME_MAX 127
 /* Attribute bytes a span holds without a second allocation: enough for
  * the server span and for a statement span with its SQL text. */
-#define SL_SPAN_ATTRS_INLINE 1024
+#define SL_SPAN_ATTRS_INLINE 2048
 
-/* A span; records are appended to `attrs` as a type byte ('s' string,
- * 'i' integer as decimal text), the key and the value, each NUL-ended.
+/* A span.  Its attributes are kept as the OTLP JSON they are exported
+ * as, KeyValue objects separated by commas (sl_otlp_attr()): each is
+ * escaped once, when it is set, and a batch copies them whole, instead of
+ * keeping the text and escaping it character by character at export.
  * `attrs` starts as `inline_attrs`, one allocation with the span, and
  * moves to the heap only when a span outgrows it. */
 struct sl_span {
@@ -125,6 +129,22 @@ uint32_t sl_trace_events_take(sl_span *s);
 void sl_trace_events_drop(sl_span *s);
 /* Adds a log line to the span of the current context's handle, if any. */
 void sl_trace_log_event(const char *level, const char *who, const char *msg);
+
+/*
+ * Attributes that many spans carry alike (a connection's db.system and
+ * server.address, a prepared statement's text): encoded once, then added
+ * to each span with one copy instead of being escaped again per span.
+ * Zero-initialised empty; free(a->json) releases it.
+ */
+typedef struct {
+    char *json; /* KeyValue objects, comma-separated */
+    size_t len;
+} sl_span_attrs;
+/* Appends one string attribute to the set: 0, or -1 when out of memory
+ * (the set is left as it was). */
+int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value);
+/* Adds every attribute of the set to the span. */
+void sl_span_set_attrs(sl_span *s, const sl_span_attrs *a);
 
 /* Frees a span without exporting it (kept for reuse, bounded). */
 void sl_span_free(sl_span *s);

@@ -62,7 +62,7 @@ static struct {
     sl_chttp *http;
     CURL *easy;
     struct curl_slist *headers;
-    char *body;          /* of the request in flight */
+    sl_otlp_buf body;    /* of the request in flight; kept for the next */
     size_t sending;      /* spans in it; 0 when none in flight */
     int failing;         /* the last export failed: say so once, and when it recovers */
     struct event *timer; /* the flush interval */
@@ -120,8 +120,12 @@ static void export_done(CURL *easy, CURLcode result, void *arg)
 
     (void)arg;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
-    free(ex.body);
-    ex.body = NULL;
+    /* Kept for the next batch, unless a burst of large spans grew it far
+     * past what this one needed: a peak must not stay pinned. */
+    if (ex.body.len < ex.body.cap / 4) {
+        free(ex.body.p);
+        memset(&ex.body, 0, sizeof(ex.body));
+    }
     ex.sending = 0;
     if (result == CURLE_OK && code >= 200 && code < 300) {
         sl_series_add(ex.sent, (double)n);
@@ -147,12 +151,13 @@ static void export_done(CURL *easy, CURLcode result, void *arg)
 /* Sends the oldest batch if nothing is in flight. */
 static void flush(void)
 {
-    size_t len, n = 0;
+    size_t n = 0;
     sl_span *rest;
+    int encoded;
 
     if (!ex.on || ex.sending > 0 || ex.head == NULL)
         return;
-    ex.body = sl_otlp_body(ex.resource, ex.head, ex.batch, &len);
+    encoded = sl_otlp_body(&ex.body, ex.resource, ex.head, ex.batch);
     rest = ex.head;
     while (rest != NULL && n < ex.batch) {
         sl_span *s = rest;
@@ -164,7 +169,7 @@ static void flush(void)
     if (rest == NULL)
         ex.tail = NULL;
     ex.queued -= n;
-    if (ex.body == NULL) {
+    if (encoded != 0) {
         count_pending();
         sl_series_add(ex.drop_export, (double)n);
         sl_log_core(SL_LOG_ERROR, "tracing", "out of memory encoding %zu spans", n);
@@ -175,8 +180,8 @@ static void flush(void)
     curl_easy_setopt(ex.easy, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(ex.easy, CURLOPT_HTTPHEADER, ex.headers);
     curl_easy_setopt(ex.easy, CURLOPT_POST, 1L);
-    curl_easy_setopt(ex.easy, CURLOPT_POSTFIELDS, ex.body);
-    curl_easy_setopt(ex.easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    curl_easy_setopt(ex.easy, CURLOPT_POSTFIELDS, ex.body.p);
+    curl_easy_setopt(ex.easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)ex.body.len);
     curl_easy_setopt(ex.easy, CURLOPT_TIMEOUT_MS, (long)(ex.timeout * 1000));
     ex.sending = n;
     count_pending();
@@ -312,7 +317,7 @@ static void tracing_shutdown(void)
         sl_metric_release(ex.exported);
     if (ex.pending != NULL)
         sl_metric_release(ex.pending);
-    free(ex.body);
+    free(ex.body.p);
     free(ex.endpoint);
     free(ex.resource);
     memset(&ex, 0, sizeof(ex));

@@ -17,11 +17,33 @@
 char *sl_otlp_resource(const char *service, const char *const *keys, const char *const *values,
                        size_t n);
 
+/* The most bytes sl_otlp_attr() writes for a key and value of these
+ * lengths (every byte escaped as \u00XX, and the object around them). */
+#define SL_OTLP_ATTR_MAX(klen, vlen) (6 * ((klen) + (vlen)) + 48)
+
 /*
- * The body for the spans of the list from `spans` (linked by next), at
- * most `max` of them, under `resource` (from sl_otlp_resource()).  Returns
- * a malloc'd string (its length in *len) or NULL when out of memory.
+ * Writes the OTLP KeyValue {"key":..., "value":{"stringValue":...}} of
+ * `key` and the first `vlen` bytes of `value` into `dst` (room for
+ * SL_OTLP_ATTR_MAX of them).  Type 's': a stringValue; 'i': an intValue,
+ * `value` decimal digits.  Returns the bytes written (no NUL).
  */
-char *sl_otlp_body(const char *resource, const sl_span *spans, size_t max, size_t *len);
+size_t sl_otlp_attr(char *dst, char type, const char *key, const char *value, size_t vlen);
+
+/* A body, NUL-ended, its length without the NUL in `len`.  Kept from one
+ * batch to the next: once it has grown to a batch's size, encoding a
+ * batch allocates nothing (a fresh buffer of a batch's size is a trip to
+ * malloc's slow path, and page faults, every time). */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} sl_otlp_buf;
+
+/*
+ * Writes into `b`, over what it held, the body for the spans of the list
+ * from `spans` (linked by next), at most `max` of them, under `resource`
+ * (from sl_otlp_resource()).  Returns 0, or -1 when out of memory (`b`
+ * still owns its buffer; free(b->p) releases it).
+ */
+int sl_otlp_body(sl_otlp_buf *b, const char *resource, const sl_span *spans, size_t max);
 
 #endif

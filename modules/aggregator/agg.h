@@ -100,6 +100,12 @@ typedef struct {
     size_t ncommits, capcommits;
     size_t msgs;
     double opened;
+    /* The positions of its traced messages (their consume spans), each
+     * SL_TRACEPARENT_SIZE bytes, at most AGG_LINKS_MAX: what its flight's
+     * span links to. */
+    char *links;
+    size_t nlinks, caplinks;
+    sl_span *span; /* its flight's, from start to landing */
 } agg_batch;
 
 typedef struct {
@@ -208,6 +214,9 @@ void agg_handle(agg *a, agg_handler h, const agg_dedup *dedup, const agg_msg *m,
 void agg_row_source(jbuf *row, const agg_msg *m);
 
 /* sink.c */
+/* Links kept per batch: more than a trace viewer shows of one span; the
+ * batch's message count says how many it carried. */
+#define AGG_LINKS_MAX 1024
 int agg_sink_start(agg *a);
 void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_reason r,
                      const char *detail);

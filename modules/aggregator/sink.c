@@ -22,6 +22,14 @@
  * every step is idempotent, so replaying is always safe.  While a flight
  * is out the next batch fills; past max_buffered messages or
  * max_buffered_bytes the partitions pause, which bounds memory.
+ *
+ * Tracing: a flight is one span, "aggregator batch", from its start to its
+ * landing, linked to the consume span of every traced message it carries
+ * (OpenTelemetry's way for work done for many traces at once: a trace of
+ * its own, with links, rather than a child of one message picked at
+ * random).  Its stages run with the span current, and the connectors give
+ * their callbacks the context they were submitted in, so every ClickHouse
+ * request of the flight, replays included, is a span under it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,8 +54,18 @@ static void buf_clear(jbuf *j, size_t keep)
         jb_reset(j);
 }
 
+/* The flight landed, or its rows did and the rest went to the next one:
+ * its span ends. */
+static void end_span(agg_batch *b)
+{
+    sl_span_end(b->span);
+    b->span = NULL;
+    b->nlinks = 0;
+}
+
 static void batch_clear(agg *a, agg_batch *b)
 {
+    end_span(b);
     /* Up to what the open batch may hold: catching up fills it to that
      * every time, and fresh pages cost the kernel a clearing each. */
     for (int h = 0; h < AGG_NHANDLERS; h++) {
@@ -69,6 +87,9 @@ static void batch_free(agg_batch *b)
     }
     jb_free(&b->errors);
     free(b->commits);
+    /* Not b->span: the state is freed as the instance's oldest resource,
+     * after the core ended every span the instance still had open. */
+    free(b->links);
     memset(b, 0, sizeof(*b));
 }
 
@@ -192,9 +213,28 @@ void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_re
     a->cur->nerrors++;
 }
 
+/* Keeps the current message's position, when it is traced. */
+static void link_current(agg_batch *b)
+{
+    char tp[SL_TRACEPARENT_SIZE];
+
+    if (b->nlinks == AGG_LINKS_MAX || sl_trace_current(tp) != 0)
+        return;
+    if (b->nlinks == b->caplinks) {
+        size_t cap = b->caplinks != 0 ? b->caplinks * 2 : 16;
+        char *l = realloc(b->links, cap * SL_TRACEPARENT_SIZE);
+        if (l == NULL)
+            return; /* the batch goes on, with one link fewer */
+        b->links = l;
+        b->caplinks = cap;
+    }
+    memcpy(b->links + b->nlinks++ * SL_TRACEPARENT_SIZE, tp, SL_TRACEPARENT_SIZE);
+}
+
 static void start_flight(agg *a)
 {
     agg_batch *b = a->cur;
+    sl_span *span;
 
     if (a->flight != NULL || b->msgs == 0)
         return;
@@ -216,7 +256,13 @@ static void start_flight(agg *a)
     a->cur = b == &a->b[0] ? &a->b[1] : &a->b[0];
     a->flight_started = sl_now();
     a->stage = a->schema_ok ? ST_INSERT : ST_SCHEMA;
+    span = sl_span_start_linked(a->ctx, SL_SPAN_INTERNAL, "aggregator batch", b->links, b->nlinks);
+    b->span = span;
+    sl_span_set_int(span, "messaging.batch.message_count", (long long)b->msgs);
+    sl_span_enter(span);
     run_stage(a);
+    if (b->span == span) /* else it landed at once, and its end left it */
+        sl_span_leave(span);
 }
 
 void agg_sink_kick(agg *a)
@@ -228,6 +274,7 @@ void agg_sink_kick(agg *a)
 
 void agg_batch_done(agg *a, agg_part *p, int64_t offset)
 {
+    link_current(a->cur);
     if (a->cur->msgs++ == 0)
         a->cur->opened = sl_now();
     if (p != NULL)

@@ -241,9 +241,11 @@ const sl_pg_migration seg_migrations[] = {
       "  EXECUTE FUNCTION segments_cache_row();" },
     /* The writer's trace context with every outbox row: the pg connector
      * sets sluice.traceparent in every transaction begun under a trace,
-     * and segments_outbox() (migration 4: the one function that writes
-     * this module's outbox rows) stores it; the relay sends it as the
-     * message's traceparent header.  NULL outside a traced transaction. */
+     * and for every statement sent under one outside a transaction, and
+     * segments_outbox() (migration 4: the one function that writes this
+     * module's outbox rows, from the row triggers) stores it; the relay
+     * sends it as the message's traceparent header.  NULL for work done
+     * with no trace (the TTL sweeper). */
     { 6, "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text;"
          "CREATE OR REPLACE FUNCTION segments_outbox(p_aggregate_type text, p_aggregate_id text,"
          "  p_event_type text, p_payload jsonb) RETURNS void LANGUAGE sql AS $$"

@@ -4,7 +4,9 @@
 # POST /segment/user under wrk -t2 -c64 with tracing off, then on at
 # sample_ratio 1.0 (a server span, and a span per SQL statement and
 # transaction, exported to tests/harness/otlp_receiver.py in its discarding
-# mode), alternating for ROUNDS rounds (2).  A SIGHUP switches [tracing];
+# mode), alternating for ROUNDS rounds (2) and ending with off, so that
+# every "on" run sits between two "off" runs; each run is printed with the
+# load average it ran under.  A SIGHUP switches [tracing];
 # the instance and its connections carry over, so only tracing differs.
 # The reference is tracing off at its best; target: on >= 0.9 of it (at
 # most 10% less throughput).  Prints spans exported and dropped, and each
@@ -133,18 +135,18 @@ wrk -t2 -c64 -d2s -s "$work/get.lua" "$base" > /dev/null 2>&1 # warm-up
 # the spread of its runs is printed (best/worst).
 rounds=${ROUNDS:-2}
 : > "$work/runs"
-for r in $(seq 1 "$rounds"); do
-    for mode in off on; do
-        switch "$mode"
-        read -r g gp gb gc <<< "$(wrk_run "$work/get.lua")"
-        read -r p pp pb pc <<< "$(wrk_run "$work/post.lua")"
-        echo "$mode $g $gp $gb $p $pp $pb $gc $pc" >> "$work/runs"
-        if [ "$mode" = on ]; then
-            t_wait_until 60 '[ "$(metric sluice_tracing_spans_pending)" = 0 ]'
-            exported=$(metric sluice_tracing_spans_exported_total)
-            dropped=$(curl -s "$base/metrics" | awk '$1 ~ /^sluice_tracing_spans_dropped_total/ { s += $2 } END { print s + 0 }')
-        fi
-    done
+printf '%-4s %12s %10s %12s %10s  %s\n' run "GET req/s" "us/req" "POST req/s" "us/req" "load average"
+for mode in $(for r in $(seq 1 "$rounds"); do echo off on; done) off; do
+    switch "$mode"
+    read -r g gp gb gc <<< "$(wrk_run "$work/get.lua")"
+    read -r p pp pb pc <<< "$(wrk_run "$work/post.lua")"
+    echo "$mode $g $gp $gb $p $pp $pb $gc $pc" >> "$work/runs"
+    printf '%-4s %12s %10s %12s %10s  %s\n' "$mode" "$g" "$gc" "$p" "$pc" "$(cut -d' ' -f1-3 /proc/loadavg)"
+    if [ "$mode" = on ]; then
+        t_wait_until 60 '[ "$(metric sluice_tracing_spans_pending)" = 0 ]'
+        exported=$(metric sluice_tracing_spans_exported_total)
+        dropped=$(curl -s "$base/metrics" | awk '$1 ~ /^sluice_tracing_spans_dropped_total/ { s += $2 } END { print s + 0 }')
+    fi
 done
 # best MODE COLUMN: the best req/s of MODE's runs, its p99, and best/worst.
 best() {
@@ -162,7 +164,7 @@ get_off_cpu=$(cpu_best off 8) get_on_cpu=$(cpu_best on 8)
 post_off_cpu=$(cpu_best off 9) post_on_cpu=$(cpu_best on 9)
 
 pct() { python3 -c "print('%.2f' % ($1 / $2))"; }
-printf '\n%-28s %12s %9s %8s %12s %9s %8s %8s\n' "wrk -t2 -c64 -d$duration x$rounds" "off best/s" "p99 ms" "spread" "on(1.0)/s" "p99 ms" "spread" "on/off"
+printf '\n%-28s %12s %9s %8s %12s %9s %8s %8s\n' "wrk -t2 -c64 -d$duration on x$rounds" "off best/s" "p99 ms" "spread" "on(1.0)/s" "p99 ms" "spread" "on/off"
 printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "GET /segment/user/{id}" "$get_off" "$get_off_p99" "$get_off_spread" "$get_on" "$get_on_p99" "$get_on_spread" "$(pct "$get_on" "$get_off")"
 printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "POST /segment/user" "$post_off" "$post_off_p99" "$post_off_spread" "$post_on" "$post_on_p99" "$post_on_spread" "$(pct "$post_on" "$post_off")"
 printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "CPU us/request, GET" "$get_off_cpu" "" "" "$get_on_cpu" "" "" "$(pct "$get_on_cpu" "$get_off_cpu")"

@@ -82,6 +82,7 @@ tokens_file = tokens
 max_connections = 20
 request_timeout = 6s
 max_header_size = 4096
+access_log = access.log
 ${core_extra:-}
 
 [postgres]
@@ -211,6 +212,12 @@ t_case "header size: 431 with a JSON error, however the head arrives; the daemon
 big=$(head -c 6000 /dev/zero | tr '\0' 'a')
 call 431 "headers over max_header_size" -H "X-Big: $big" "$base/openapi.json"
 t_check "$(grep -ci '^Connection: close' "$work/h")" = 1 "and the connection is closed"
+# Answered before any request was read: no method, path or route known,
+# the caller (auth is on) unknown; its request id and body size logged.
+id=$(tr -d '\r' < "$work/h" | sed -n 's/^[Xx]-[Rr]equest-[Ii]d: //p')
+t_check "$(grep "request_id=$id " "$work/access.log" | cut -d' ' -f2-6,8-)" \
+    = "127.0.0.1 - - 431 $(stat -c %s "$work/b") module=core route=- request_id=$id trace_id=- token=-" \
+    "the access log has the 431: $(grep "request_id=$id " "$work/access.log")"
 call 200 "headers just under it" -H "X-Big: ${big:0:3900}" "$base/openapi.json"
 # Line by line (so libevent has consumed most of the head before the
 # limit is crossed), and pipelined behind a request already answered.
@@ -240,6 +247,40 @@ read -r linewise pipelined < "$work/heads.out"
 t_check "$linewise" = 431 "a head sent line by line: $linewise"
 t_check "$pipelined" = 200,431 "an over-long head pipelined behind a good request: $pipelined"
 t_check "$(metric 'sluice_http_connections_dropped_total{listener="127.0.0.1:'"$port"'",reason="header_too_large"}')" -ge 3 "counted as header_too_large"
+t_check "$(alive)" = alive "still serving"
+t_end
+
+t_case "answers libevent gives itself (400, 413, 501) are lines of the access log too"
+# A head that does not parse, a body over [core] max_body (1 MiB here),
+# a method no route can have: evhttp answers them before any dispatch.
+python3 - "$port" > "$work/own.out" <<'PY'
+import socket, sys
+def answer(raw):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(raw)
+    s.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < length(data):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    head, body = data.split(b"\r\n\r\n", 1)
+    return "%s:%d" % (head.split(b" ")[1].decode(), len(body))
+def length(data):
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return int(([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length:")] or [b"0"])[0])
+print(answer(b"GARBAGE\r\n\r\n"),
+      answer(b"POST /segment HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"),
+      answer(b"OPTIONS /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n"))
+PY
+read -r bad big method < "$work/own.out"
+t_check "${bad%%:*} ${big%%:*} ${method%%:*}" = "400 413 501" "libevent's own answers: $bad $big $method"
+for a in "$bad" "$big" "$method"; do
+    t_check "$(grep -cE "^[^ ]+ 127\.0\.0\.1 - - ${a%%:*} ${a##*:} [0-9.]+ module=core route=- request_id=- trace_id=- token=-\$" "$work/access.log")" -ge 1 \
+        "${a%%:*} logged with its body's ${a##*:} bytes: $(grep -E " - - ${a%%:*} " "$work/access.log" | tail -1)"
+done
 t_check "$(alive)" = alive "still serving"
 t_end
 
@@ -376,6 +417,8 @@ read -r first second refused < "$work/flood.out"
 t_check "$first $second" = "404 404" "a connection open before the flood still served"
 t_check "$refused" -ge 41 "of 60 flooding connections, $refused answered 503 with Retry-After and a JSON error, then closed (cap 20)"
 t_check "$(metric 'sluice_http_connections_dropped_total{listener="127.0.0.1:'"$port"'",reason="over_capacity"}')" -ge 41 "counted as over_capacity"
+t_check "$(grep -cE '^[^ ]+ 127\.0\.0\.1 - - 503 [1-9][0-9]* [0-9.]+ module=core route=- request_id=[^ -][^ ]* trace_id=- token=-$' "$work/access.log")" -ge "$refused" \
+    "each 503 of the flood is a line of the access log, with its request id"
 t_wait_until 10 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/openapi.json")" = 200 ]'
 t_check "$(alive)" = alive "serving again once the flood is gone"
 t_end

@@ -356,11 +356,14 @@ CONF
 kill -HUP "$daemon"
 t_wait_until 60 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]'
 
-t_case "one segment change followed end to end: request, SQL, outbox row, relay, aggregator"
+t_case "one segment change followed end to end: request, SQL, outbox row, relay, aggregator, ClickHouse"
 # A known traceparent in; every span of the change carries its trace id,
 # each hung on the span that caused it: the relay's produce span on the
 # transaction that wrote the outbox row (the row's traceparent column),
 # the aggregator's consume span on the produce span (the Kafka header).
+# The batch that carried the message to ClickHouse is a trace of its own
+# (it carries other changes too), linked to the consume span; the
+# ClickHouse insert is a span under the batch.
 # The user and segment exist first: the traced change writes one outbox
 # row (creating them writes their own, user_created and segment_created).
 curl -s -o /dev/null -X POST -H 'Content-Type: application/json' "$base/user" -d '{"user_id": 42}'
@@ -388,6 +391,50 @@ t_check "$(py "sorted(s['parent'] for s in S if s['trace'] == '$trace' and s['ki
     "the aggregator's consume spans: one under each produce span"
 t_check "$(of "(s['parent'], s['kind'], s['attrs']['db.system'])" "s['name'] == 'ZADD'")" = "[('$req_span', 3, 'redis')]" \
     "the ttl's Redis command: one ZADD span, CLIENT, db.system redis, under the request span"
+consumes=$(py "sorted(s['span'] for s in S if s['trace'] == '$trace' and s['kind'] == 5)")
+# batches: the batch spans linked to the followed trace
+batches="[b for b in S if b['name'] == 'aggregator batch' and any(l[0] == '$trace' for l in b['links'])]"
+# inserts: the ClickHouse inserts of segment_events under those batches
+inserts="[s for s in S for b in $batches if s['trace'] == b['trace'] and s['parent'] == b['span'] and s['name'] == 'INSERT segment_events']"
+t_wait_until 30 "[ \"\$(py \"sorted(set(l[1] for b in $batches for l in b['links'] if l[0] == '$trace')) == $consumes and len($inserts) >= 1\")\" = True ]"
+t_check "$(py "sorted(set(l[1] for b in $batches for l in b['links'] if l[0] == '$trace'))")" = "$consumes" \
+    "the aggregator's batch spans link to every consume span of the trace"
+t_check "$(py "sorted(set((b['kind'], b['parent'], b['trace'] != '$trace', b['attrs']['messaging.batch.message_count'] >= len(b['links'])) for b in $batches))")" \
+    = "[(1, '', True, True)]" "each a root INTERNAL span of a trace of its own, counting the messages it carries"
+t_check "$(py "sorted(set((s['kind'], s['attrs']['db.system'], s['attrs']['db.collection.name']) for s in $inserts))")" \
+    = "[(3, 'clickhouse', 'segment_events')]" "the ClickHouse insert: a CLIENT span under the batch"
+t_end
+
+t_case "outbox rows written by triggers carry the request's context, in a transaction or not"
+# POST /user inserts the user in one statement outside any transaction;
+# the users trigger writes user_created.  POST /segment writes
+# segment_created from a transaction.  Each row is relayed under the span
+# that wrote it, and consumed under that send.
+# follow_row PATH BODY STATUS: sends it under the caller's span of trace
+# $trace; sets req_span, and writer to the span under the request that
+# the relay's produce span hangs on.
+follow_row() {
+    local code
+    code=$(curl -s -D "$work/h" -o "$work/b" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+        "$base$1" -H "traceparent: 00-$trace-$tp_span-01" -d "$2")
+    t_check "$code" = "$3" "POST $1 $3: $(cat "$work/b")"
+    req_span=$(cut -d- -f3 <<< "$(header "$work/h" traceparent)")
+    t_wait_until 30 "[ \"\$(py 'len([s for s in S if s[\"trace\"] == \"$trace\" and s[\"kind\"] == 5])')\" -ge 1 ]"
+    writer=$(py "sorted(set(s['parent'] for s in S if s['trace'] == '$trace' and s['kind'] == 4))")
+    send=$(py "[s['span'] for s in S if s['trace'] == '$trace' and s['kind'] == 4]")
+    t_check "$send" != "[]" "POST $1: its row relayed in the trace"
+    t_check "$(py "[s['parent'] for s in S if s['trace'] == '$trace' and s['kind'] == 5]")" = "$send" \
+        "POST $1: its row consumed under the relay's send"
+}
+trace=2222333344445555666677778888aaaa
+follow_row /user '{}' 201
+t_check "$(py "[(s['parent'], s['kind'], 'INSERT INTO users' in s['attrs']['db.query.text']) for s in S if [s['span']] == $writer]")" \
+    = "[('$req_span', 3, True)]" "user_created: relayed under the statement that inserted the user, under the request"
+t_check "$(py "len([s for s in S if s['trace'] == '$trace' and s['name'] == 'transaction'])")" = 0 "(no transaction there)"
+trace=3333444455556666777788889999bbbb
+follow_row /segment '{"slug": "ROW_TRACED"}' 201
+t_check "$(py "[(s['name'], s['parent']) for s in S if [s['span']] == $writer]")" = "[('transaction', '$req_span')]" \
+    "segment_created: relayed under the transaction that wrote it, under the request"
 t_end
 
 t_case "generator: traces started on its share of events, recorded at [tracing] sample_ratio"

@@ -128,8 +128,7 @@ static void test_otlp_body(void **state)
     const char *keys[] = { "deployment.environment" }, *values[] = { "test\"q" };
     char *resource = sl_otlp_resource("svc", keys, values, 1);
     sl_span *a = make_span("GET /segment/user/{id}", 2), *b = make_span("SELECT", 3);
-    size_t len;
-    char *body;
+    sl_otlp_buf buf = { 0 };
     cJSON *doc, *rs, *spans, *sa, *sb;
     (void)state;
 
@@ -141,6 +140,15 @@ static void test_otlp_body(void **state)
     sl_span_set_str(b, "db.system", "postgresql");
     sl_span_set_int(b, "db.response.returned_rows", 3);
     sl_span_set_str(b, "db.query.text", "SELECT \"x\"\n");
+    {
+        /* Attributes encoded once for many spans go out as if set one by
+         * one. */
+        sl_span_attrs set = { 0 };
+        assert_int_equal(sl_span_attrs_add(&set, "db.query.summary", "WITH \"y\"\t"), 0);
+        assert_int_equal(sl_span_attrs_add(&set, "db.namespace", "sluice"), 0);
+        sl_span_set_attrs(b, &set);
+        free(set.json);
+    }
     sl_span_link(b, good);
     sl_span_link(b, "nonsense");
     sl_span_fail(b, "boom %d", 7);
@@ -155,10 +163,9 @@ static void test_otlp_body(void **state)
     sl_trace_log_event("info", "core", "after the span let go");
     sl_trace_cur.events = 0;
 
-    body = sl_otlp_body(resource, a, 10, &len);
-    assert_non_null(body);
-    assert_int_equal(strlen(body), len);
-    doc = cJSON_Parse(body);
+    assert_int_equal(sl_otlp_body(&buf, resource, a, 10), 0);
+    assert_int_equal(strlen(buf.p), buf.len);
+    doc = cJSON_Parse(buf.p);
     assert_non_null(doc);
     rs = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "resourceSpans"), 0);
     assert_string_equal(attr_value(cJSON_GetObjectItem(cJSON_GetObjectItem(rs, "resource"),
@@ -196,6 +203,12 @@ static void test_otlp_body(void **state)
     assert_string_equal(
             attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.query.text")->child->valuestring,
             "SELECT \"x\"\n");
+    assert_string_equal(attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.query.summary")
+                                ->child->valuestring,
+                        "WITH \"y\"\t");
+    assert_string_equal(
+            attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.namespace")->child->valuestring,
+            "sluice");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "links")), 1);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "events")), 2);
     assert_string_equal(
@@ -216,20 +229,48 @@ static void test_otlp_body(void **state)
             cJSON_GetObjectItem(cJSON_GetObjectItem(sb, "status"), "message")->valuestring,
             "boom 7");
     cJSON_Delete(doc);
-    free(body);
 
-    /* `max` bounds the batch. */
-    body = sl_otlp_body(resource, a, 1, &len);
-    doc = cJSON_Parse(body);
+    /* `max` bounds the batch; the buffer is written over. */
+    assert_int_equal(sl_otlp_body(&buf, resource, a, 1), 0);
+    assert_int_equal(strlen(buf.p), buf.len);
+    doc = cJSON_Parse(buf.p);
     rs = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "resourceSpans"), 0);
     spans = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "scopeSpans"), 0),
                                 "spans");
     assert_int_equal(cJSON_GetArraySize(spans), 1);
     cJSON_Delete(doc);
-    free(body);
+    free(buf.p);
     sl_span_free(a);
     sl_span_free(b);
     free(resource);
+}
+
+/* Every ASCII byte at every place of a string (the escaper copies eight
+ * clean bytes at once, so where a byte falls matters) comes back as it
+ * was from a JSON parser. */
+static void test_escape(void **state)
+{
+    (void)state;
+    for (int c = 1; c < 0x80; c++) {
+        for (size_t at = 0; at < 17; at++) {
+            char in[18], json[SL_OTLP_ATTR_MAX(1, 17) + 1];
+            size_t len;
+            cJSON *doc;
+            memset(in, 'a', 17);
+            in[17] = '\0';
+            in[at] = (char)c;
+            len = sl_otlp_attr(json, 's', "k", in, 17);
+            assert_true(len < sizeof(json));
+            json[len] = '\0';
+            doc = cJSON_Parse(json);
+            assert_non_null(doc);
+            assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(doc, "value"),
+                                                    "stringValue")
+                                        ->valuestring,
+                                in);
+            cJSON_Delete(doc);
+        }
+    }
 }
 
 /* With tracing off a context still gets a position (a request answers its
@@ -258,7 +299,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_valid), cmocka_unit_test(test_parse_invalid),
         cmocka_unit_test(test_tracestate),  cmocka_unit_test(test_otlp_body),
-        cmocka_unit_test(test_off_is_free),
+        cmocka_unit_test(test_escape),      cmocka_unit_test(test_off_is_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -123,6 +123,7 @@ static void destroy(void *obj)
     sl_metric_release(pg->m_up);
     sl_metric_release(pg->m_prepares);
     free_params(pg);
+    free(pg->span_attrs.json);
     free(pg->label);
     free(pg);
 }
@@ -456,6 +457,7 @@ SL_API const sl_pg_stmt *sl_pg_prepare(sl_pg *pg, const char *name, const char *
     st = pg_stmt_new(pg, pg->nstmts, name, sql);
     if (st == NULL)
         return NULL;
+    pg_trace_stmt(st);
     st->next = pg->stmts;
     pg->stmts = st;
     pg->nstmts++;
@@ -483,6 +485,7 @@ SL_API int sl_pg_exec(sl_pg *pg, const sl_pg_stmt *stmt, int nparams, const char
     if (pg == NULL || pg->life.freeing || (o = exec_op(pg, stmt, nparams, params, fn, arg)) == NULL)
         return -1;
     o->deadline = sl_now() + pg->query_timeout;
+    pg_trace_statement(pg, o);
     submit(pg, o);
     return 0;
 }

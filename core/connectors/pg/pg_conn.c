@@ -6,6 +6,8 @@
  * A prepared statement (sluice_pg.h) costs its connection one more round
  * trip the first time: PQsendPrepare, then, once that answered,
  * PQsendQueryPrepared for the same op; `preparing` marks the first step.
+ * A statement that carries its trace context (pg_trace.c) is sent in a
+ * pipeline behind the SET of it, then a sync; `piped` follows its results.
  *
  * Only libpq's non-blocking calls are used: PQsend*, PQflush until it
  * returns 0, PQconsumeInput, PQisBusy and PQgetResult.  PQcancel is not
@@ -335,15 +337,41 @@ static int send_prepared(conn *c, op *o)
                                NULL, NULL, 0);
 }
 
+/* Runs a module's statement (OP_QUERY, or OP_EXEC once prepared). */
+static int send_one(conn *c, op *o)
+{
+    if (o->kind == OP_EXEC)
+        return send_prepared(c, o);
+    return PQsendQueryParams(c->pq, o->sql, o->nparams, NULL, (const char *const *)o->params, NULL,
+                             NULL, 0);
+}
+
+/* The trace context of a statement outside a transaction: local to the
+ * implicit transaction its pipeline runs in, so gone at the sync. */
+static const char SET_TRACE[] = "SELECT set_config('sluice.traceparent', $1, true)";
+
+/* Runs a module's statement, behind the SET of its trace context when it
+ * carries one. */
+static int send_statement(conn *c, op *o)
+{
+    char tp[SL_TP_LEN + 1];
+    const char *p[1] = { tp };
+
+    if (pg_trace_carried(o, tp) != 0)
+        return send_one(c, o);
+    if (!PQenterPipelineMode(c->pq))
+        return 0;
+    c->piped = PIPE_SET;
+    return PQsendQueryParams(c->pq, SET_TRACE, 1, NULL, p, NULL, NULL, 0) && send_one(c, o) &&
+           PQpipelineSync(c->pq);
+}
+
 static void conn_send(conn *c, op *o)
 {
     int sent;
 
-    if (o->kind == OP_QUERY) {
-        sent = PQsendQueryParams(c->pq, o->sql, o->nparams, NULL, (const char *const *)o->params,
-                                 NULL, NULL, 0);
-    } else if (o->kind == OP_EXEC && pg_set_has(&c->prepared, o->stmt->index)) {
-        sent = send_prepared(c, o);
+    if (o->kind == OP_QUERY || (o->kind == OP_EXEC && pg_set_has(&c->prepared, o->stmt->index))) {
+        sent = send_statement(c, o);
     } else if (o->kind == OP_EXEC) {
         /* Parameter types are left to the server, as PQsendQueryParams
          * does: inferred from the SQL, text when it cannot tell. */
@@ -497,7 +525,7 @@ static int prepared(conn *c)
     pg_set_add(&c->prepared, o->stmt->index);
     if (pg->s_prepares != NULL)
         sl_series_add(pg->s_prepares, 1);
-    if (!send_prepared(c, o)) {
+    if (!send_statement(c, o)) {
         conn_drop(c, OUT_LOST, PQerrorMessage(c->pq));
         return 1;
     }
@@ -523,6 +551,33 @@ static int collect(conn *c, PGresult *r)
         PQclear(r);
     }
     return 0;
+}
+
+/*
+ * A result of a statement sent behind its trace context (send_statement):
+ * the SET's is dropped, the statement's are collected like any, and the op
+ * is done at the sync: 1 then, and the connection leaves pipeline mode.
+ * -1 for what this connector does not take (COPY).
+ */
+static int piped(conn *c, PGresult *r)
+{
+    ExecStatusType st;
+
+    if (r == NULL) { /* the end of one statement's results */
+        c->piped++;
+        return 0;
+    }
+    st = PQresultStatus(r);
+    if (st == PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        c->piped = PIPE_OFF;
+        return PQexitPipelineMode(c->pq) ? 1 : -1;
+    }
+    if (st == PGRES_PIPELINE_ABORTED || (c->piped == PIPE_SET && st == PGRES_TUPLES_OK)) {
+        PQclear(r); /* behind an error kept already, or the SET's row */
+        return 0;
+    }
+    return collect(c, r);
 }
 
 static void dispatch_notifications(conn *c)
@@ -559,6 +614,18 @@ void pg_conn_io(conn *c, short what)
         return;
     while (c->cur != NULL && !PQisBusy(c->pq)) {
         r = PQgetResult(c->pq);
+        if (c->piped != PIPE_OFF) {
+            int done = piped(c, r);
+            if (done < 0) {
+                conn_drop(c, OUT_ERROR, "unexpected result in a traced statement's pipeline");
+                return;
+            }
+            if (done)
+                finish_op(c);
+            if (done || c->state == C_DOWN)
+                return;
+            continue;
+        }
         if (r == NULL && c->preparing && prepared(c)) {
             if (c->state == C_DOWN)
                 return;

@@ -88,6 +88,7 @@ void pg_conn_close(conn *c)
     /* A new session has nothing prepared: each statement is prepared
      * again on its first use there. */
     c->preparing = 0;
+    c->piped = PIPE_OFF;
     pg_set_clear(&c->prepared);
     evtimer_del(c->timer);
 }

@@ -63,6 +63,8 @@ struct sl_pg_stmt {
     int index;
     char name[56]; /* server-side: "sl_" + the caller's name */
     char *sql;
+    char op[32];              /* its first keyword: its spans' name */
+    sl_span_attrs span_attrs; /* its spans' own attributes, encoded once */
 };
 
 struct op {
@@ -84,6 +86,7 @@ struct op {
     char *why;
     sl_span *span;      /* its span, while it runs */
     sl_trace_ctx trace; /* current when it was made: its callback's */
+    int carry;          /* sent with its span's position as sluice.traceparent */
 };
 
 struct sl_pg_tx {
@@ -131,6 +134,7 @@ struct conn {
     PGresult *res; /* what came back for cur so far */
     int flushing;
     int preparing;      /* cur's statement is being prepared first */
+    int piped;          /* cur was sent in a pipeline after its trace context: PIPE_* */
     pg_set prepared;    /* statements prepared in this session */
     sl_pg_tx *tx;       /* pinned to this transaction */
     op *own, *own_tail; /* its own statements: LISTEN, probes */
@@ -139,9 +143,10 @@ struct conn {
 struct sl_pg {
     sl_conn_life life; /* owner, and our frames on the stack */
     char *label;
-    char **keys, **vals; /* connection parameters for libpq */
-    char where[300];     /* "host:port", for messages */
-    char *resolve;       /* a host name we resolve ourselves, or NULL */
+    char **keys, **vals;      /* connection parameters for libpq */
+    char where[300];          /* "host:port", for messages */
+    char *resolve;            /* a host name we resolve ourselves, or NULL */
+    sl_span_attrs span_attrs; /* every span's db.system, server.address..., once traced */
     char resolve_port[16];
     struct evdns_base *dns;
     int pool_size;
@@ -182,6 +187,12 @@ void pg_sweep_listeners(sl_pg *pg);
  * made in, by pg_call(); a transaction's, from begin to free. */
 void pg_trace_statement(sl_pg *pg, op *o);
 void pg_trace_done(op *o, const PGresult *res, const char *err);
+/* Where the results of a statement sent with its trace context are:
+ * those of the SET, then the statement's, then the pipeline's sync. */
+enum { PIPE_OFF, PIPE_SET, PIPE_STMT, PIPE_SYNC };
+/* Writes the position `o` carries into `tp` (SL_TP_LEN + 1 bytes):
+ * 0, or -1 when it carries none. */
+int pg_trace_carried(const op *o, char *tp);
 /* The longest BEGIN pg_trace_tx_begin() writes. */
 #define PG_TRACE_BEGIN_MAX 96
 /* Opens the transaction's span and writes into `begin` what opens the
@@ -191,6 +202,8 @@ void pg_trace_done(op *o, const PGresult *res, const char *err);
  * context with what it writes. */
 void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx, char begin[PG_TRACE_BEGIN_MAX]);
 void pg_trace_tx_end(sl_pg_tx *tx);
+/* Encodes a new statement's span name and attributes, once. */
+void pg_trace_stmt(sl_pg_stmt *st);
 void pg_call(sl_pg *pg, op *o, const PGresult *res, const char *err);
 
 void pg_one_line(char *dst, size_t len, const char *msg);

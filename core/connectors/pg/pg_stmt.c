@@ -52,8 +52,10 @@ sl_pg_stmt *pg_stmt_new(const sl_pg *pg, int index, const char *name, const char
 
 void pg_stmt_free(sl_pg_stmt *st)
 {
-    if (st != NULL)
+    if (st != NULL) {
         free(st->sql);
+        free(st->span_attrs.json);
+    }
     free(st);
 }
 

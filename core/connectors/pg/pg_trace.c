@@ -7,8 +7,19 @@
  * Attribute names are OpenTelemetry's database conventions; both
  * db.system (older collectors) and db.system.name are set, the text only
  * as db.query.text (it is the largest part of a statement's span).
+ *
+ * SQL run for a traced request can store the request's context with what
+ * it writes (an outbox row): sluice.traceparent holds the position of the
+ * span that wrote it.  In a transaction, the transaction's (set with its
+ * BEGIN); a statement outside any (its own implicit transaction, like
+ * POST /user's insert, whose trigger writes user_created) is sent in a
+ * pipeline behind a set_config() local to that implicit transaction, in
+ * the same round trip, with its own span's position (pg_conn.c).  A
+ * statement that starts with SELECT is taken to write nothing and is sent
+ * alone: reads, the most frequent statements, pay nothing.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "pg_int.h"
 
@@ -28,34 +39,76 @@ static void operation(const char *sql, char *out, size_t len)
         snprintf(out, len, "postgresql");
 }
 
+/* The attributes every span of the handle has, encoded at its first
+ * span: a POST /segment/user has seven. */
 static void common(sl_pg *pg, sl_span *s)
 {
-    sl_span_set_str(s, "db.system", "postgresql");
-    sl_span_set_str(s, "db.system.name", "postgresql");
-    sl_span_set_str(s, "server.address", pg->where);
-    for (int i = 0; pg->keys[i] != NULL; i++)
-        if (strcmp(pg->keys[i], "dbname") == 0 && pg->vals[i] != NULL && pg->vals[i][0] != '\0')
-            sl_span_set_str(s, "db.namespace", pg->vals[i]);
+    sl_span_attrs *a = &pg->span_attrs;
+
+    if (a->len == 0) {
+        int rc = sl_span_attrs_add(a, "db.system", "postgresql");
+        rc |= sl_span_attrs_add(a, "db.system.name", "postgresql");
+        rc |= sl_span_attrs_add(a, "server.address", pg->where);
+        for (int i = 0; pg->keys[i] != NULL; i++)
+            if (strcmp(pg->keys[i], "dbname") == 0 && pg->vals[i] != NULL && pg->vals[i][0] != '\0')
+                rc |= sl_span_attrs_add(a, "db.namespace", pg->vals[i]);
+        if (rc != 0) { /* out of memory: encoded again at the next span */
+            free(a->json);
+            memset(a, 0, sizeof(*a));
+            return;
+        }
+    }
+    sl_span_set_attrs(s, a);
 }
 
 void pg_trace_statement(sl_pg *pg, op *o)
 {
     const sl_trace_ctx *parent = o->tx != NULL ? &o->tx->trace : &o->trace;
-    const char *sql = o->sql != NULL ? o->sql : o->stmt->sql; /* OP_EXEC: prepared */
     char name[32];
 
     if (!sl_trace_on() || o->internal || !parent->traced)
         return;
-    operation(sql, name, sizeof(name));
+    if (o->stmt != NULL)
+        memcpy(name, o->stmt->op, sizeof(name));
+    else
+        operation(o->sql, name, sizeof(name));
     o->span = sl_span_begin(parent, SL_SPAN_CLIENT, name, NULL);
     if (o->span == NULL)
         return;
     common(pg, o->span);
-    sl_span_set_str(o->span, "db.operation.name", name);
-    /* Parameters are bound, never spliced: the text holds no values. */
-    sl_span_set_str(o->span, "db.query.text", sql);
-    if (o->stmt != NULL)
-        sl_span_set_str(o->span, "db.postgresql.prepared_statement", o->stmt->name);
+    if (o->stmt != NULL && o->stmt->span_attrs.len > 0) {
+        sl_span_set_attrs(o->span, &o->stmt->span_attrs);
+    } else {
+        sl_span_set_str(o->span, "db.operation.name", name);
+        /* Parameters are bound, never spliced: the text holds no values. */
+        sl_span_set_str(o->span, "db.query.text", o->stmt != NULL ? o->stmt->sql : o->sql);
+        if (o->stmt != NULL)
+            sl_span_set_str(o->span, "db.postgresql.prepared_statement", o->stmt->name);
+    }
+    o->carry = o->tx == NULL && strcmp(name, "SELECT") != 0;
+}
+
+void pg_trace_stmt(sl_pg_stmt *st)
+{
+    sl_span_attrs *a = &st->span_attrs;
+    int rc;
+
+    operation(st->sql, st->op, sizeof(st->op));
+    rc = sl_span_attrs_add(a, "db.operation.name", st->op);
+    rc |= sl_span_attrs_add(a, "db.query.text", st->sql);
+    rc |= sl_span_attrs_add(a, "db.postgresql.prepared_statement", st->name);
+    if (rc != 0) { /* out of memory: each span encodes its own */
+        free(a->json);
+        memset(a, 0, sizeof(*a));
+    }
+}
+
+int pg_trace_carried(const op *o, char *tp)
+{
+    if (!o->carry || o->span == NULL)
+        return -1;
+    sl_tp_format(&o->span->tp, tp);
+    return 0;
 }
 
 void pg_trace_done(op *o, const PGresult *res, const char *err)

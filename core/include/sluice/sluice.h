@@ -374,6 +374,19 @@ SL_API sl_span *sl_span_start(sl_ctx *ctx, sl_span_kind kind, const char *name);
  * starts a trace of its own (sampled at [tracing] sample_ratio). */
 SL_API sl_span *sl_span_start_from(sl_ctx *ctx, sl_span_kind kind, const char *name,
                                    const char *traceparent);
+/*
+ * A span of work done for many messages at once (a batch written to a
+ * database): it starts a trace of its own, whatever is current, and is
+ * linked to each of the `n` positions in `links`, n traceparent values of
+ * SL_TRACEPARENT_SIZE bytes each, one after the other (the messages'
+ * positions, from sl_trace_current(); invalid ones are skipped).  It is
+ * recorded when at least one of them was sampled, so that every sampled
+ * message leads to it, and not otherwise; either way it is a context of
+ * its own once entered, so that the batch's work does not nest under
+ * whichever message happened to be current.  NULL when tracing is off.
+ */
+SL_API sl_span *sl_span_start_linked(sl_ctx *ctx, sl_span_kind kind, const char *name,
+                                     const char *links, size_t n);
 SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value);
 SL_API void sl_span_set_int(sl_span *s, const char *key, long long value);
 /* Links the span to another position, e.g. a batch to the messages it
