@@ -24,7 +24,9 @@
 #include <sluice/clickhouse.h>
 #include <sluice/kafka.h>
 #include "dedup.h"
+#include "evtypes.h"
 #include "jbuf.h"
+#include "retention.h"
 #include "validate.h"
 
 typedef enum { AGG_H_PAGE_VIEWS, AGG_H_ANALYTICS, AGG_H_SEGMENTS, AGG_NHANDLERS } agg_handler;
@@ -69,6 +71,7 @@ typedef struct agg_part {
     char *topic;
     int32_t partition;
     const agg_route *route;
+    int own_output; /* no route: our own dead letters or forwards, skipped */
     int assigned;
     int64_t next_offset;       /* next offset expected; -1 unknown */
     int64_t pending;           /* to commit once the open batch lands; -1 none */
@@ -116,7 +119,9 @@ typedef struct {
     uint64_t dead_lettered, dead_letter_failed, forwarded, forward_failed;
     uint64_t retries;
     uint64_t flushes, flush_failures, rows_written, commits, commit_failures;
-    uint64_t redelivered; /* offsets below the expected one, skipped */
+    uint64_t redelivered;                      /* offsets below the expected one, skipped */
+    uint64_t ids_derived, timestamps_consumed; /* analytics events stored with them */
+    uint64_t own_output_skipped;               /* messages of our own dead-letter/forward topics */
 } agg_counts;
 
 typedef struct agg {
@@ -171,10 +176,16 @@ typedef struct agg {
     int max_queries, nqueries;
     struct agg_query *queries;
 
+    agg_retention retention;
+
     agg_counts n;
     int stopping, closing;
 
     /* metrics */
+    agg_evtypes evtypes;
+    sl_series *s_pv_types[2]; /* view, bounce */
+    sl_series *s_processing[AGG_NHANDLERS + 1];
+    sl_series *s_filled_id, *s_filled_ts;
     sl_series *s_consumed[AGG_NHANDLERS + 1], *s_valid[AGG_NHANDLERS], *s_dups[AGG_NHANDLERS],
             *s_invalid[AGG_NHANDLERS + 1][AGG_NREASONS];
     sl_metric *m_consumed, *m_valid, *m_invalid, *m_dups, *m_dead, *m_fwd, *m_retries, *m_batch,
@@ -187,6 +198,9 @@ int agg_routes_check(sl_ctx *ctx);
 int agg_topics_check(sl_ctx *ctx);
 int agg_routes_start(agg *a);
 const agg_route *agg_route_for(const agg *a, const char *topic);
+/* 1 when a regex route matches `topic` but does not take it: the topic
+ * is the route's own dead-letter or forward topic (routes.c). */
+int agg_route_own_output(const agg *a, const char *topic);
 void agg_routes_free(agg *a);
 const char *agg_handler_name(agg_handler h);
 
@@ -202,11 +216,15 @@ void agg_consume_free(agg *a);
  * event id's hash in it is prepared before the row is rendered (the
  * window's memory is fetched meanwhile) and returned for
  * agg_dedup_check_hash(). */
+#define AGG_FILLED_ID 0x1 /* an analytics event's id was derived */
+#define AGG_FILLED_TS 0x2 /* an analytics event took the time it was consumed */
 typedef struct {
     agg_reason reason;
     char detail[256];
     agg_h128 id_hash;
     int64_t minute;
+    sl_series *type; /* sluice_aggregator_events_total of the event's type */
+    unsigned filled; /* AGG_FILLED_* */
 } agg_result;
 void agg_handle(agg *a, agg_handler h, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
                 agg_result *res);

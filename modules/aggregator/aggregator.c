@@ -96,6 +96,22 @@ static const sl_option agg_options[] = {
       "query API: queries in flight or waiting for a ClickHouse connection at once; more are "
       "answered 503",
       1, 1024, NULL },
+    { "retention_raw", SL_OPT_INT, "0",
+      "days raw events are kept (page_views, analytics_events, segment_events); 0: every row", 0,
+      36500, NULL },
+    { "retention_aggregates", SL_OPT_INT, "0",
+      "days per-minute aggregates are kept; 0: every row, else at least retention_raw", 0, 36500,
+      NULL },
+    { "retention_errors", SL_OPT_INT, "0", "days processing_errors rows are kept; 0: every row", 0,
+      36500, NULL },
+    { "retention_interval", SL_OPT_DURATION, "1h",
+      "how often rows past their retention are looked for and deleted (also at start)", 1, 86400,
+      NULL },
+    { "max_event_types", SL_OPT_INT, "100",
+      "analytics event types that get their own event_type label in "
+      "sluice_aggregator_events_total; later ones, and types not 1-64 of [A-Za-z0-9_.:-], count "
+      "as other",
+      0, 10000, NULL },
     { "rdkafka.*", SL_OPT_STRING, NULL,
       "librdkafka property of the consumer, e.g. rdkafka.session.timeout.ms = 6000 "
       "(enable.auto.commit stays false)",
@@ -115,9 +131,12 @@ static void free_state(void *obj)
     for (int h = 0; h < AGG_NHANDLERS; h++)
         agg_dedup_free(&a->dedup[h]);
     jb_free(&a->scratch);
+    agg_evtypes_free(&a->evtypes);
     agg_routes_free(a);
     free(a);
 }
+
+static int metrics_events_start(agg *a);
 
 static int metrics_start(agg *a)
 {
@@ -174,6 +193,41 @@ static int metrics_start(agg *a)
     sl_series_add(sl_series_of(a->m_flushes, "ok"), 0);
     sl_series_add(sl_series_of(a->m_flushes, "failed"), 0);
     sl_series_set(sl_series_of(a->m_paused_total), 0);
+    return metrics_events_start(a);
+}
+
+/* What each message costs and which events it carried (README: counters
+ * per event type, a processing-time histogram). */
+static int metrics_events_start(agg *a)
+{
+    sl_ctx *ctx = a->ctx;
+    static const double secs[] = { 1e-6,   2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4,
+                                   2.5e-4, 5e-4,   1e-3, 1e-2, 0.1,    1 };
+    sl_metric *processing, *filled;
+    const char *pv = agg_handler_name(AGG_H_PAGE_VIEWS);
+
+    processing = sl_histogram(ctx, "sluice_aggregator_processing_seconds",
+                              "Time to process one message (check, row, dedup, dead letter, "
+                              "forward), each attempt, by handler (none: no route)",
+                              "handler", secs, sizeof(secs) / sizeof(secs[0]));
+    filled = sl_counter(ctx, "sluice_aggregator_analytics_filled_total",
+                        "Analytics events stored with a field the aggregator filled in: id "
+                        "(derived from the content) or timestamp (the time consumed)",
+                        "field");
+    if (processing == NULL || filled == NULL ||
+        agg_evtypes_start(&a->evtypes, ctx, (size_t)sl_opt_int(ctx, "max_event_types"),
+                          agg_handler_name(AGG_H_ANALYTICS)) != 0)
+        return sl_fail(ctx, "cannot register metrics");
+    for (int h = 0; h <= AGG_NHANDLERS; h++)
+        a->s_processing[h] =
+                sl_series_of(processing,
+                             h < AGG_NHANDLERS ? agg_handler_name((agg_handler)h) : "none");
+    a->s_filled_id = sl_series_of(filled, "id");
+    a->s_filled_ts = sl_series_of(filled, "timestamp");
+    sl_series_add(a->s_filled_id, 0);
+    sl_series_add(a->s_filled_ts, 0);
+    a->s_pv_types[0] = agg_evtype_series(&a->evtypes, pv, 0, "view");
+    a->s_pv_types[1] = agg_evtype_series(&a->evtypes, pv, 0, "bounce");
     return 0;
 }
 
@@ -226,6 +280,8 @@ static int agg_check(sl_ctx *ctx)
         rc = -1;
     if (topic_template_check(ctx, "forward_topic") != 0)
         rc = -1;
+    if (agg_retention_check(ctx) != 0)
+        rc = -1;
     return rc;
 }
 
@@ -273,7 +329,7 @@ static int agg_start(sl_ctx *ctx)
         return -1;
     if (agg_consume_start(a, err, sizeof(err)) != 0)
         return sl_fail(ctx, "%s", err);
-    if (agg_api_start(a) != 0)
+    if (agg_api_start(a) != 0 || agg_retention_start(&a->retention, ctx) != 0)
         return -1;
     sl_log(ctx, SL_LOG_INFO,
            "consuming %zu subscriptions as group %s, %zu routes, batches of %zu or %.3g s",

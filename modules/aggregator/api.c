@@ -413,7 +413,8 @@ static cJSON *per_handler(const uint64_t *v, int with_none)
 static void serve_status(sl_req *req, void *arg)
 {
     agg *a = arg;
-    cJSON *body = cJSON_CreateObject(), *inv, *by_reason, *by_handler, *parts, *sink, *last;
+    cJSON *body = cJSON_CreateObject(), *inv, *by_reason, *by_handler, *parts, *sink, *last,
+          *filled, *keep;
     uint64_t inv_total = 0;
     double lag_total = 0;
     char *metrics = sl_metrics_text(a->ctx, NULL);
@@ -452,6 +453,10 @@ static void serve_status(sl_req *req, void *arg)
     cJSON_AddNumberToObject(body, "forwarded", (double)a->n.forwarded);
     cJSON_AddNumberToObject(body, "retries", (double)a->n.retries);
     cJSON_AddNumberToObject(body, "redelivered_skipped", (double)a->n.redelivered);
+    cJSON_AddNumberToObject(body, "own_output_skipped", (double)a->n.own_output_skipped);
+    filled = cJSON_AddObjectToObject(body, "analytics_filled");
+    cJSON_AddNumberToObject(filled, "ids_derived", (double)a->n.ids_derived);
+    cJSON_AddNumberToObject(filled, "timestamps_consumed", (double)a->n.timestamps_consumed);
     cJSON_AddNumberToObject(body, "buffered", (double)agg_buffered(a));
     cJSON_AddNumberToObject(body, "paused_partitions", (double)agg_paused_count(a));
     parts = cJSON_CreateArray();
@@ -483,6 +488,15 @@ static void serve_status(sl_req *req, void *arg)
     cJSON_AddNumberToObject(sink, "rows_written", (double)a->n.rows_written);
     cJSON_AddNumberToObject(sink, "commits", (double)a->n.commits);
     cJSON_AddNumberToObject(sink, "commit_failures", (double)a->n.commit_failures);
+    keep = cJSON_AddObjectToObject(body, "retention");
+    cJSON_AddNumberToObject(keep, "raw_days", (double)a->retention.days[AGG_KEEP_RAW]);
+    cJSON_AddNumberToObject(keep, "aggregates_days",
+                            (double)a->retention.days[AGG_KEEP_AGGREGATES]);
+    cJSON_AddNumberToObject(keep, "errors_days", (double)a->retention.days[AGG_KEEP_ERRORS]);
+    cJSON_AddNumberToObject(keep, "sweeps", (double)a->retention.sweeps);
+    cJSON_AddNumberToObject(keep, "sweep_failures", (double)a->retention.failures);
+    cJSON_AddNumberToObject(keep, "rows_deleted", (double)a->retention.rows_deleted);
+    cJSON_AddNumberToObject(keep, "last_sweep", a->retention.last_sweep);
     last = cJSON_AddObjectToObject(body, "last_flush");
     cJSON_AddNumberToObject(last, "at", a->last_flush_at);
     cJSON_AddNumberToObject(last, "rows", (double)a->last_flush_rows);

@@ -59,6 +59,12 @@ static agg_part *part_of(agg *a, const char *topic, int32_t partition)
     p->partition = partition;
     p->hash = h;
     p->route = agg_route_for(a, topic);
+    p->own_output = p->route == NULL && agg_route_own_output(a, topic);
+    if (p->own_output)
+        sl_log(a->ctx, SL_LOG_INFO,
+               "%s is a dead-letter or forward topic of a route that matches it: its messages are "
+               "skipped",
+               topic);
     p->next_offset = p->pending = p->committed = -1;
     p->next = a->parts;
     a->parts = p;
@@ -245,9 +251,30 @@ static int hold(agg *a, agg_part *p, double delay)
     return 1;
 }
 
+static double mono(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int process_message(agg *a, agg_part *p, const agg_msg *m);
+
 /* 0 when the message settled, 1 when it waits for a retry (the caller
- * keeps it at the head of the partition's queue). */
+ * keeps it at the head of the partition's queue).  Each attempt's time is
+ * observed, whatever its outcome. */
 static int process(agg *a, agg_part *p, const agg_msg *m)
+{
+    double t0 = mono();
+    int rc = process_message(a, p, m);
+
+    sl_series_observe(a->s_processing[p->route != NULL ? p->route->handler : AGG_NHANDLERS],
+                      mono() - t0);
+    return rc;
+}
+
+static int process_message(agg *a, agg_part *p, const agg_msg *m)
 {
     const agg_route *r = p->route;
     agg_handler h = r != NULL ? r->handler : AGG_NHANDLERS;
@@ -258,6 +285,12 @@ static int process(agg *a, agg_part *p, const agg_msg *m)
         sl_series_add(a->s_consumed[h], 1);
     }
     a->lim.now = wall_coarse(); /* "far in the future" is relative to now */
+    if (p->own_output) {
+        /* Subscribed by a wide regex: read, never handled (routes.c). */
+        a->n.own_output_skipped++;
+        agg_batch_done(a, p, m->offset);
+        return 0;
+    }
     if (r == NULL) {
         res.reason = AGG_R_NO_ROUTE;
         snprintf(res.detail, sizeof(res.detail), "no route matches topic %s", m->topic);
@@ -283,6 +316,16 @@ static int process(agg *a, agg_part *p, const agg_msg *m)
         agg_batch_row(a, h, res.minute);
         a->n.valid[h]++;
         sl_series_add(a->s_valid[h], 1);
+        if (res.type != NULL)
+            sl_series_add(res.type, 1);
+        if (res.filled & AGG_FILLED_ID) {
+            a->n.ids_derived++;
+            sl_series_add(a->s_filled_id, 1);
+        }
+        if (res.filled & AGG_FILLED_TS) {
+            a->n.timestamps_consumed++;
+            sl_series_add(a->s_filled_ts, 1);
+        }
         if (r->mw & AGG_MW_FORWARD)
             forward(a, m);
         p->attempts = 0;

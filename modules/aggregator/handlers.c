@@ -58,6 +58,7 @@ static void page_view(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *ro
     rb_f64(row, e.duration_s);
     res->minute = times(row, e.ts_ms);
     agg_row_source(row, m);
+    res->type = a->s_pv_types[e.bounce];
 }
 
 static void analytics(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row, agg_result *res)
@@ -78,6 +79,10 @@ static void analytics(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *ro
     free(e.properties);
     res->minute = times(row, e.ts_ms);
     agg_row_source(row, m);
+    rb_cstr(row, e.ts_consumed ? "consumed" : "event");
+    rb_cstr(row, e.id_derived ? "derived" : "event");
+    res->filled = (e.id_derived ? AGG_FILLED_ID : 0) | (e.ts_consumed ? AGG_FILLED_TS : 0);
+    res->type = agg_evtype_series(&a->evtypes, agg_handler_name(AGG_H_ANALYTICS), 1, e.event_type);
 }
 
 static void segment(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row, agg_result *res)
@@ -97,6 +102,7 @@ static void segment(agg *a, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
     rb_str(row, &e.operation, 1);
     res->minute = times(row, e.ts_ms);
     agg_row_source(row, m);
+    res->type = agg_evtype_series(&a->evtypes, agg_handler_name(AGG_H_SEGMENTS), 0, e.event_type);
 }
 
 void agg_handle(agg *a, agg_handler h, const agg_dedup *dedup, const agg_msg *m, jbuf *row,
@@ -104,6 +110,8 @@ void agg_handle(agg *a, agg_handler h, const agg_dedup *dedup, const agg_msg *m,
 {
     res->detail[0] = '\0';
     res->minute = 0;
+    res->type = NULL;
+    res->filled = 0;
     if (m->value == NULL || m->len == 0) {
         res->reason = AGG_R_EMPTY;
         snprintf(res->detail, sizeof(res->detail), "the message has no value");

@@ -7,7 +7,9 @@
  * '^' (like the subscriptions, whose regexes are checked here too).  The first route in config order whose
  * pattern matches wins.  Middleware: retry, recover, deadletter, dedup,
  * forward (order does not matter: they always apply as retry ->
- * deadletter/recover -> dedup -> handler -> forward).  Without any
+ * deadletter/recover -> dedup -> handler -> forward).  A regex route
+ * does not take its own outputs: a topic that deadletter_topic or
+ * forward_topic makes of a topic it matches.  Without any
  * route.* the built-in routes send page_views, ^analytics.* and
  * segment_events to their handlers with `recover, dedup`.
  */
@@ -230,14 +232,53 @@ int agg_routes_start(agg *a)
     return parse_all(a->ctx, &a->routes, &a->nroutes);
 }
 
+/* 1 when `topic` is what the topic template `tmpl` makes of a topic that
+ * regex route `r` matches. */
+static int made_by(const agg_route *r, const char *tmpl, const char *topic)
+{
+    const char *at = strstr(tmpl, "{topic}");
+    size_t len = strlen(topic), pre, post;
+    char source[256];
+
+    if (at == NULL)
+        return strcmp(tmpl, topic) == 0;
+    pre = (size_t)(at - tmpl);
+    post = strlen(at + 7);
+    if (len <= pre + post || len - pre - post >= sizeof(source) || strncmp(topic, tmpl, pre) != 0 ||
+        strcmp(topic + len - post, at + 7) != 0)
+        return 0;
+    memcpy(source, topic + pre, len - pre - post);
+    source[len - pre - post] = '\0';
+    return regexec(&r->re, source, 0, NULL, 0) == 0;
+}
+
+/* A regex route never takes the topics it writes itself (its dead
+ * letters, its forwards): ^analytics.* would otherwise read
+ * analytics.events.dlq back and dead-letter its poison again, forever. */
+static int own_output(const agg *a, const agg_route *r, const char *topic)
+{
+    return made_by(r, a->dlq_template, topic) || made_by(r, a->fwd_template, topic);
+}
+
 const agg_route *agg_route_for(const agg *a, const char *topic)
 {
     for (size_t i = 0; i < a->nroutes; i++) {
         const agg_route *r = &a->routes[i];
-        if (r->compiled ? regexec(&r->re, topic, 0, NULL, 0) == 0 : strcmp(r->pattern, topic) == 0)
+        if (r->compiled ? regexec(&r->re, topic, 0, NULL, 0) == 0 && !own_output(a, r, topic)
+                        : strcmp(r->pattern, topic) == 0)
             return r;
     }
     return NULL;
+}
+
+int agg_route_own_output(const agg *a, const char *topic)
+{
+    for (size_t i = 0; i < a->nroutes; i++) {
+        const agg_route *r = &a->routes[i];
+        if (r->compiled && regexec(&r->re, topic, 0, NULL, 0) == 0 && own_output(a, r, topic))
+            return 1;
+    }
+    return 0;
 }
 
 void agg_routes_free(agg *a)

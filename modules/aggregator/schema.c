@@ -13,13 +13,19 @@ const char *const agg_raw_columns[AGG_NHANDLERS] = {
     "event_id, event_type, page_id, user_id, duration_s, ts, ts_ms, minute, kafka_topic, "
     "kafka_partition, kafka_offset",
     "id, event_type, user_id, properties, ts, ts_ms, minute, kafka_topic, kafka_partition, "
-    "kafka_offset",
+    "kafka_offset, ts_source, id_source",
     "event_id, user_id, slug, operation, ts, ts_ms, minute, kafka_topic, kafka_partition, "
     "kafka_offset",
 };
 
 #define SOURCE_COLUMNS "kafka_topic String, kafka_partition Int32, kafka_offset Int64"
 #define TIME_COLUMNS "ts DateTime('UTC'), ts_ms UInt16, minute DateTime('UTC')"
+/* Where an analytics event's time and id came from: 'event' (its own
+ * fields) or 'consumed' / 'derived' (validate.h); rows written before the
+ * columns existed had both. */
+#define TS_SOURCE_COLUMN "ts_source String DEFAULT 'event'"
+#define ID_SOURCE_COLUMN "id_source String DEFAULT 'event'"
+#define ANALYTICS_SOURCE_COLUMNS TS_SOURCE_COLUMN ", " ID_SOURCE_COLUMN
 
 const char *const agg_schema[] = {
     "CREATE TABLE IF NOT EXISTS page_views (event_id String, event_type String, page_id String, "
@@ -33,7 +39,7 @@ const char *const agg_schema[] = {
     "ENGINE = ReplacingMergeTree(version) PARTITION BY toYYYYMM(minute) ORDER BY (page_id, minute)",
 
     "CREATE TABLE IF NOT EXISTS analytics_events (id String, event_type String, user_id String, "
-    "properties String, " TIME_COLUMNS ", " SOURCE_COLUMNS ") "
+    "properties String, " TIME_COLUMNS ", " SOURCE_COLUMNS ", " ANALYTICS_SOURCE_COLUMNS ") "
     "ENGINE = ReplacingMergeTree ORDER BY id",
 
     "CREATE TABLE IF NOT EXISTS segment_events (event_id UInt64, user_id Int64, slug String, "
@@ -54,7 +60,10 @@ const char *const agg_schema[] = {
 /* ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS. */
 const char *const agg_schema_upgrade[] = {
     /* raw became a bounded prefix: the message's own size is kept apart. */
-    "ALTER TABLE processing_errors ADD COLUMN raw_size UInt64 AFTER raw", NULL
+    "ALTER TABLE processing_errors ADD COLUMN raw_size UInt64 AFTER raw",
+    /* analytics events without a timestamp or an id are taken (validate.h) */
+    "ALTER TABLE analytics_events ADD COLUMN " TS_SOURCE_COLUMN,
+    "ALTER TABLE analytics_events ADD COLUMN " ID_SOURCE_COLUMN, NULL
 };
 
 static void minute_list(jbuf *sql, const int64_t *minutes, size_t n)
@@ -98,11 +107,21 @@ int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t 
 }
 
 /* `sluiced --init-schema`: the statements start() runs, one after the
- * other (the creates, then the upgrades); the first error ends it. */
+ * other (the creates, then the upgrades), then a retention sweep
+ * (retention.h); the first error ends it. */
 typedef struct {
     sl_ctx *ctx;
     size_t next; /* over agg_schema then agg_schema_upgrade */
+    agg_retention retention;
 } schema_run;
+
+static void retention_done(agg_retention *ret, const char *err, void *arg)
+{
+    schema_run *r = arg;
+
+    (void)ret;
+    sl_schema_done(r->ctx, err);
+}
 
 static size_t count(const char *const *list)
 {
@@ -126,7 +145,9 @@ static void schema_step(sl_ch *ch, const sl_ch_result *res, void *arg)
     sql = r->next < ncreate ? agg_schema[r->next] : agg_schema_upgrade[r->next - ncreate];
     if (sql == NULL) {
         sl_log(r->ctx, SL_LOG_INFO, "%zu ClickHouse statements applied", r->next);
-        sl_schema_done(r->ctx, NULL);
+        /* then what the retention options delete */
+        agg_retention_init(&r->retention, r->ctx);
+        agg_retention_sweep(&r->retention, ch, retention_done, r);
         return;
     }
     r->next++;

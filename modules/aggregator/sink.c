@@ -193,7 +193,10 @@ void agg_batch_row(agg *a, agg_handler h, int64_t minute)
     agg_batch *b = a->cur;
 
     b->nrows[h]++;
-    add_minute(b, h, minute);
+    /* Not recomputed once its raw rows are deleted (retention_raw): the
+     * recompute would count this row alone. */
+    if (minute >= agg_retention_raw_floor(&a->retention, a->lim.now))
+        add_minute(b, h, minute);
 }
 
 void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_reason r,

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
+#include "dedup.h"
 #include "validate.h"
 
 static const char *const reason_names[AGG_NREASONS] = {
@@ -426,6 +427,87 @@ agg_reason agg_check_page_view(const char *v, size_t len, const agg_limits *lim,
     return r;
 }
 
+/* ------------------------------------------------------ derived ids */
+
+typedef struct {
+    cJSON *item;
+    size_t at; /* position before sorting: repeated names keep their order */
+} member;
+
+static int member_cmp(const void *x, const void *y)
+{
+    const member *a = x, *b = y;
+    int c = strcmp(a->item->string, b->item->string);
+
+    return c != 0 ? c : (a->at > b->at) - (a->at < b->at);
+}
+
+/* Orders the members of every object under `item` by name, so that the
+ * order a producer wrote them in is not part of the content.  0, or -1
+ * when out of memory. */
+static int sort_members(cJSON *item)
+{
+    member *v;
+    cJSON *c;
+    size_t n = 0;
+
+    for (c = item->child; c != NULL; c = c->next, n++)
+        if (sort_members(c) != 0)
+            return -1;
+    if (!cJSON_IsObject(item) || n < 2)
+        return 0;
+    v = malloc(n * sizeof(*v));
+    if (v == NULL)
+        return -1;
+    n = 0;
+    for (c = item->child; c != NULL; c = c->next, n++)
+        v[n] = (member){ c, n };
+    qsort(v, n, sizeof(*v), member_cmp);
+    /* cJSON's list: the head's prev is the tail, the tail's next NULL. */
+    item->child = v[0].item;
+    for (size_t i = 0; i < n; i++) {
+        v[i].item->prev = v[i == 0 ? n - 1 : i - 1].item;
+        v[i].item->next = i + 1 < n ? v[i + 1].item : NULL;
+    }
+    free(v);
+    return 0;
+}
+
+int agg_analytics_id(cJSON *root, char out[AGG_DERIVED_ID_LEN + 1])
+{
+    /* Fixed, so that every instance derives the same id: "sluice-analytics". */
+    static const uint64_t k0 = 0x736c756963652d61ULL, k1 = 0x6e616c7974696373ULL;
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    char *text;
+    agg_h128 h;
+
+    if (sort_members(root) != 0 || (text = cJSON_PrintUnformatted(root)) == NULL)
+        return -1;
+    h = agg_siphash128(k0, k1, text, strlen(text));
+    free(text);
+    for (int i = 0; i < 8; i++) {
+        b[i] = (unsigned char)(h.lo >> (8 * i));
+        b[8 + i] = (unsigned char)(h.hi >> (8 * i));
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x80); /* version 8: custom */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 9562 variant */
+    for (int i = 0, o = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 0x0f];
+    }
+    out[AGG_DERIVED_ID_LEN] = '\0';
+    return 0;
+}
+
+static int absent(const cJSON *obj, const char *name)
+{
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return f == NULL || cJSON_IsNull(f);
+}
+
 agg_reason agg_check_analytics(const char *v, size_t len, const agg_limits *lim, agg_analytics *out,
                                char *detail, size_t dlen)
 {
@@ -436,21 +518,30 @@ agg_reason agg_check_analytics(const char *v, size_t len, const agg_limits *lim,
 
     detail[0] = '\0';
     out->properties = NULL;
-    if ((r = parse(v, len, &root, &w)) != AGG_OK ||
-        (r = id_field(root, "id", out->id, sizeof(out->id), &w)) != AGG_OK ||
+    out->id_derived = out->ts_consumed = 0;
+    if ((r = parse(v, len, &root, &w)) != AGG_OK)
+        goto done;
+    out->id_derived = absent(root, "id");
+    out->ts_consumed = absent(root, "timestamp");
+    if ((!out->id_derived && (r = id_field(root, "id", out->id, sizeof(out->id), &w)) != AGG_OK) ||
         (r = str_field(root, "eventType", out->event_type, sizeof(out->event_type), &w)) !=
                 AGG_OK ||
-        (r = id_field(root, "userId", out->user_id, sizeof(out->user_id), &w)) != AGG_OK ||
-        (r = ts_field(root, "timestamp", lim, &out->ts_ms, &w)) != AGG_OK)
+        (r = id_field(root, "userId", out->user_id, sizeof(out->user_id), &w)) != AGG_OK)
+        goto done;
+    if (out->ts_consumed)
+        out->ts_ms = (int64_t)(lim->now * 1000.0);
+    else if ((r = ts_field(root, "timestamp", lim, &out->ts_ms, &w)) != AGG_OK)
         goto done;
     props = cJSON_GetObjectItemCaseSensitive(root, "properties");
     if (props != NULL && !cJSON_IsNull(props) && !cJSON_IsObject(props)) {
         r = fail(&w, AGG_R_WRONG_TYPE, "%s must be an object", "properties");
         goto done;
     }
+    /* Printed before the id is derived: the properties keep the
+     * producer's member order. */
     out->properties =
             props != NULL && cJSON_IsObject(props) ? cJSON_PrintUnformatted(props) : strdup("{}");
-    if (out->properties == NULL)
+    if (out->properties == NULL || (out->id_derived && agg_analytics_id(root, out->id) != 0))
         r = fail(&w, AGG_R_BAD_VALUE, "%s", "out of memory");
 done:
     cJSON_Delete(root);
@@ -534,6 +625,7 @@ agg_reason agg_check_segment(const char *v, size_t len, const char *header_id,
         goto done;
     }
     out->operation = op->valuestring[0];
+    out->event_type = kind;
     /* a user's creation concerns no segment: its slug is "" */
     if (out->operation == 'N') {
         const cJSON *slug = cJSON_GetObjectItemCaseSensitive(root, "slug");

@@ -52,21 +52,38 @@ typedef struct {
     double duration_s;
 } agg_page_view;
 
-/* A generic analytics event {id, timestamp, eventType, userId, properties}. */
+/* A generic analytics event {id, timestamp, eventType, userId, properties}.
+ * Lenient where the analytics document allows it: without `timestamp`
+ * (absent or null) the event takes the time it was consumed (lim->now);
+ * without `id` it takes one derived from its content (agg_analytics_id),
+ * so that a redelivered copy still collapses. */
 typedef struct {
     char id[AGG_ID_MAX + 1];
     char event_type[AGG_NAME_MAX + 1];
     char user_id[AGG_NAME_MAX + 1];
     int64_t ts_ms;
     char *properties; /* JSON text of the properties object, malloc'd ("{}" when absent) */
+    int id_derived;   /* the id is agg_analytics_id() of the content */
+    int ts_consumed;  /* ts_ms is lim->now: the event had no timestamp */
 } agg_analytics;
+
+/* The id of an analytics event that has none: SipHash-1-3-128 under a fixed
+ * key of its canonical JSON (object members sorted by name at every level,
+ * no whitespace), written as a version 8 UUID (RFC 9562).  Byte-for-byte
+ * copies and re-serialisations of one event get the same id on every
+ * instance and after restarts; so do two events identical in every field,
+ * timestamp included.  `root` is reordered.  0, or -1 when out of memory. */
+#define AGG_DERIVED_ID_LEN 36
+struct cJSON;
+int agg_analytics_id(struct cJSON *root, char out[AGG_DERIVED_ID_LEN + 1]);
 
 /* A segment membership change, the outbox relay's payload. */
 typedef struct {
     uint64_t event_id; /* the event_id header (the outbox id) */
     long long user_id;
     char slug[AGG_NAME_MAX + 1];
-    char operation; /* 'I' or 'D' */
+    char operation;         /* 'I' or 'D' */
+    const char *event_type; /* the operation's kind: segment_added ... (static) */
     int64_t ts_ms;
 } agg_segment;
 

@@ -151,6 +151,21 @@ segment_flow A
 check_segments "all-in-one"
 t_end
 
+t_case "all-in-one: GET /aggregator/analytics answers for analytics.events out of the box"
+an_from=$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)
+an_to=$(date -u -d '+1 hour' +%Y-%m-%dT%H:%M:%SZ)
+# One full event and one without id and timestamp (taken: sluice-api(7)).
+printf '%s\n' '{"id":"all-an-1","timestamp":"'"$(date -u +%Y-%m-%dT%H:%M:%S.000Z)"'","eventType":"all_signup","userId":"u-all-1","properties":{}}' \
+    '{"eventType":"all_signup","userId":"u-all-2"}' | kcat -P -b "$(cat "$boot")" -t analytics.events 2>"$work/kcat-an.err"
+t_check $? -eq 0 "kcat produced two events to analytics.events: $(head -c 200 "$work/kcat-an.err")"
+an_count() {
+    curl -s "$abase/aggregator/analytics?from=$an_from&to=$an_to&event_type=all_signup" |
+        python3 -c 'import json,sys; print([(r["events"], r["unique_users"]) for r in json.load(sys.stdin)["by_type"] if r["event_type"] == "all_signup"])' 2>/dev/null
+}
+t_wait_until 60 '[ "$(an_count)" = "[(2, 2)]" ]'
+t_check "$(an_count)" = "[(2, 2)]" "counted by type with unique users: $(an_count)"
+t_end
+
 t_case "all-in-one: every metric sluice-metrics(7) documents is exposed"
 curl -s "$gbase/metrics" > "$work/metrics.txt"
 missing=$(sed -n 's/^\.B \(sluice_[a-z0-9_]*\)$/\1/p' "$SL_TOP/contrib/man/sluice-metrics.7" | sort -u |

@@ -197,6 +197,48 @@ static void test_analytics(void **state)
     free(e.properties);
 }
 
+/* Without id or timestamp: the id is derived from the content, the same
+ * for a copy written in another member order or spacing and different for
+ * any other content; the time is the one consumed. */
+static void test_analytics_lenient(void **state)
+{
+    agg_analytics e, f;
+    const char *bare = "{\"eventType\":\"click\",\"userId\":\"u1\",\"properties\":{\"b\":1,\"a\":[{"
+                       "\"y\":1,\"x\":2}]}}";
+    const char *reordered = "{ \"properties\": {\"a\": [{\"x\": 2, \"y\": 1}], \"b\": 1},"
+                            " \"userId\": \"u1\", \"eventType\": \"click\" }";
+    const char *other = "{\"eventType\":\"click\",\"userId\":\"u2\",\"properties\":{\"b\":1,\"a\":["
+                        "{\"y\":1,\"x\":2}]}}";
+    (void)state;
+    assert_int_equal(agg_check_analytics(bare, strlen(bare), &lim, &e, detail, sizeof(detail)),
+                     AGG_OK);
+    assert_true(e.id_derived && e.ts_consumed);
+    assert_true(e.ts_ms == 1764511200000LL);
+    assert_int_equal(strlen(e.id), AGG_DERIVED_ID_LEN);
+    assert_true(e.id[14] == '8' && strchr("89ab", e.id[19]) != NULL);
+    /* the properties keep the producer's order; only the id sees them sorted */
+    assert_string_equal(e.properties, "{\"b\":1,\"a\":[{\"y\":1,\"x\":2}]}");
+    free(e.properties);
+    assert_int_equal(agg_check_analytics(reordered, strlen(reordered), &lim, &f, detail,
+                                         sizeof(detail)),
+                     AGG_OK);
+    assert_string_equal(f.id, e.id);
+    free(f.properties);
+    assert_int_equal(agg_check_analytics(other, strlen(other), &lim, &f, detail, sizeof(detail)),
+                     AGG_OK);
+    assert_string_not_equal(f.id, e.id);
+    free(f.properties);
+    /* a timestamp that is there must still be one */
+    const char *badts = "{\"eventType\":\"click\",\"userId\":\"u1\",\"timestamp\":\"soon\"}";
+    assert_int_equal(agg_check_analytics(badts, strlen(badts), &lim, &f, detail, sizeof(detail)),
+                     AGG_R_BAD_TIMESTAMP);
+    free(f.properties);
+    const char *badid = "{\"id\":{},\"eventType\":\"click\",\"userId\":\"u1\"}";
+    assert_int_equal(agg_check_analytics(badid, strlen(badid), &lim, &f, detail, sizeof(detail)),
+                     AGG_R_WRONG_TYPE);
+    free(f.properties);
+}
+
 static void test_segment(void **state)
 {
     agg_segment e;
@@ -395,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_page_view_paths),
         cmocka_unit_test(test_rfc3339),
         cmocka_unit_test(test_analytics),
+        cmocka_unit_test(test_analytics_lenient),
         cmocka_unit_test(test_segment),
         cmocka_unit_test(test_segment_kinds),
         cmocka_unit_test(test_dedup),
