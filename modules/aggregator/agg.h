@@ -181,6 +181,11 @@ typedef struct agg {
     agg_counts n;
     int stopping, closing;
 
+    /* operating over time (ops.h): each owned by the instance (sl_track) */
+    struct agg_replay *replay;
+    struct agg_redrive *redrive;
+    struct agg_recompute *recompute;
+
     /* metrics */
     agg_evtypes evtypes;
     sl_series *s_pv_types[2]; /* view, bounce */
@@ -210,6 +215,12 @@ void agg_set_pause(agg *a, agg_part *p, unsigned reason, int on);
 void agg_pause_all(agg *a, unsigned reason, int on);
 size_t agg_paused_count(const agg *a);
 void agg_consume_free(agg *a);
+/* Header `name` of a message as a NUL-terminated string in `buf`, or NULL
+ * (absent, or longer than cap - 1). */
+const char *agg_header(const sl_kafka_msg *km, const char *name, char *buf, size_t cap);
+/* Replay (replay.c): forgets what the partition holds for a retry and
+ * expects `offset` next, the consumer having been moved there. */
+void agg_part_rewind(agg *a, agg_part *p, int64_t offset);
 
 /* handlers.c: appends the row to `row` (nothing unless AGG_OK) and
  * returns AGG_OK with the event's minute, or a reason.  With `dedup`, the
@@ -252,6 +263,11 @@ void agg_drain_check(agg *a); /* stopping: done once nothing is held */
 
 /* api.c */
 int agg_api_start(agg *a);
+/* Registers /aggregator/WHAT (/aggregator/INSTANCE/WHAT for a named one). */
+int agg_api_route(agg *a, unsigned methods, unsigned scope, const char *what, sl_route_fn fn);
+/* Query parameter `name` as an RFC 3339 time, in seconds; else answers
+ * 400 itself and returns -1. */
+int agg_api_time(sl_req *req, const char *name, int64_t *sec);
 void agg_api_free(agg *a); /* queries whose handle went away unanswered */
 
 #endif

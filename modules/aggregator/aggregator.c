@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "agg.h"
+#include "ops.h"
 #include "schema.h"
 
 static const sl_option agg_options[] = {
@@ -112,6 +113,15 @@ static const sl_option agg_options[] = {
       "sluice_aggregator_events_total; later ones, and types not 1-64 of [A-Za-z0-9_.:-], count "
       "as other",
       0, 10000, NULL },
+    { "group_instance_id", SL_OPT_STRING, "auto",
+      "static group membership (Kafka's group.instance.id): a restarted instance gets its "
+      "partitions back at once instead of after session.timeout.ms; auto: HOST, or "
+      "HOST.INSTANCE for a named instance, except with an embedded broker (it does not implement "
+      "static membership); empty: off",
+      0, 0, NULL },
+    { "recompute_max_span", SL_OPT_DURATION, "168h",
+      "POST /aggregator/recompute: the longest period recomputed by one request", 60, 31622400,
+      NULL },
     { "rdkafka.*", SL_OPT_STRING, NULL,
       "librdkafka property of the consumer, e.g. rdkafka.session.timeout.ms = 6000 "
       "(enable.auto.commit stays false)",
@@ -282,6 +292,8 @@ static int agg_check(sl_ctx *ctx)
         rc = -1;
     if (agg_retention_check(ctx) != 0)
         rc = -1;
+    if (agg_instance_id_check(ctx) != 0)
+        rc = -1;
     return rc;
 }
 
@@ -329,7 +341,8 @@ static int agg_start(sl_ctx *ctx)
         return -1;
     if (agg_consume_start(a, err, sizeof(err)) != 0)
         return sl_fail(ctx, "%s", err);
-    if (agg_api_start(a) != 0 || agg_retention_start(&a->retention, ctx) != 0)
+    if (agg_api_start(a) != 0 || agg_retention_start(&a->retention, ctx) != 0 ||
+        agg_ops_start(a) != 0)
         return -1;
     sl_log(ctx, SL_LOG_INFO,
            "consuming %zu subscriptions as group %s, %zu routes, batches of %zu or %.3g s",

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <cjson/cJSON.h>
 #include "agg.h"
+#include "ops.h"
 #include "schema.h"
 
 /* --------------------------------------------------------- parameters */
@@ -76,7 +77,7 @@ static int get_name(sl_req *req, const char *name, const char **out)
     return 0;
 }
 
-static int get_time(sl_req *req, const char *name, int64_t *sec)
+int agg_api_time(sl_req *req, const char *name, int64_t *sec)
 {
     const char *s = sl_req_query(req, name);
     int64_t ms;
@@ -93,7 +94,7 @@ static int get_time(sl_req *req, const char *name, int64_t *sec)
 /* The period [from, to), no longer than query_max_span. */
 static int get_period(agg *a, sl_req *req, int64_t *from, int64_t *to)
 {
-    if (get_time(req, "from", from) != 0 || get_time(req, "to", to) != 0)
+    if (agg_api_time(req, "from", from) != 0 || agg_api_time(req, "to", to) != 0)
         return -1;
     if (*from >= *to) {
         sl_reply_error(req, 400, "from must be earlier than to");
@@ -501,10 +502,11 @@ static void serve_status(sl_req *req, void *arg)
     cJSON_AddNumberToObject(last, "at", a->last_flush_at);
     cJSON_AddNumberToObject(last, "rows", (double)a->last_flush_rows);
     cJSON_AddNumberToObject(last, "latency_s", a->last_flush_latency);
+    agg_ops_status(a, body);
     sl_reply_json(req, 200, body);
 }
 
-static int route(agg *a, const char *what, sl_route_fn fn)
+int agg_api_route(agg *a, unsigned methods, unsigned scope, const char *what, sl_route_fn fn)
 {
     char path[256];
     const char *inst = sl_instance_name(a->ctx);
@@ -513,7 +515,12 @@ static int route(agg *a, const char *what, sl_route_fn fn)
         snprintf(path, sizeof(path), "/aggregator/%s/%s", inst, what);
     else
         snprintf(path, sizeof(path), "/aggregator/%s", what);
-    return sl_route_scoped(a->ctx, SL_GET, path, SL_SCOPE_READ, 0, fn, a);
+    return sl_route_scoped(a->ctx, methods, path, scope, 0, fn, a);
+}
+
+static int route(agg *a, const char *what, sl_route_fn fn)
+{
+    return agg_api_route(a, SL_GET, SL_SCOPE_READ, what, fn);
 }
 
 int agg_api_start(agg *a)

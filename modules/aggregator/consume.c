@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 #include "agg.h"
+#include "ops.h"
 
 /* What a prefetched message costs librdkafka besides its payload, rounded up. */
 #define AGG_PREFETCH_MSG_COST 512
@@ -138,6 +139,13 @@ static void drop_held(agg_part *p, int timers)
     p->attempts = 0;
     if (timers && p->retry != NULL)
         sl_timer_disarm(p->retry);
+}
+
+void agg_part_rewind(agg *a, agg_part *p, int64_t offset)
+{
+    drop_held(p, 1);
+    p->next_offset = offset;
+    agg_set_pause(a, p, AGG_PAUSE_HOLD, 0);
 }
 
 /* ---------------------------------------------------- dead letters etc */
@@ -426,8 +434,7 @@ static void retry_fire(void *arg)
     agg_set_pause(a, p, AGG_PAUSE_HOLD, 0);
 }
 
-/* Header `name` as a NUL-terminated string in `buf`, or NULL. */
-static const char *header(const sl_kafka_msg *km, const char *name, char *buf, size_t cap)
+const char *agg_header(const sl_kafka_msg *km, const char *name, char *buf, size_t cap)
 {
     const char *n;
     const void *v;
@@ -472,8 +479,8 @@ static void on_message(sl_kafka_consumer *c, const sl_kafka_msg *km, void *arg)
     /* Headers cost a walk each: read them only where they are used. */
     if (p->route != NULL && (p->route->handler == AGG_H_SEGMENTS ||
                              (p->route->mw & (AGG_MW_DEADLETTER | AGG_MW_FORWARD)))) {
-        m.event_id = header(km, "event_id", id, sizeof(id));
-        m.event_type = header(km, "event_type", type, sizeof(type));
+        m.event_id = agg_header(km, "event_id", id, sizeof(id));
+        m.event_type = agg_header(km, "event_type", type, sizeof(type));
     }
     if (p->held == NULL && process(a, p, &m) == 0) {
         p->next_offset = km->offset + 1;
@@ -556,10 +563,10 @@ int agg_consume_start(agg *a, char *err, size_t errlen)
     unsigned mw = 0;
     int rc = -1;
     long long prefetch = sl_opt_int(a->ctx, "prefetch_bytes");
-    char kbytes[24], fetch_max[24], min_msgs[24];
+    char kbytes[24], fetch_max[24], min_msgs[24], instance_id[256];
 
     sl_opt_each_prefixed(a->ctx, "rdkafka.*", count_prop, &nextra);
-    pr.v = calloc(2 * nextra + 14, sizeof(*pr.v));
+    pr.v = calloc(2 * nextra + 16, sizeof(*pr.v));
     if (topics == NULL || pr.v == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -585,6 +592,10 @@ int agg_consume_start(agg *a, char *err, size_t errlen)
     pr.v[pr.n++] = min_msgs;
     pr.v[pr.n++] = "fetch.max.bytes";
     pr.v[pr.n++] = fetch_max;
+    if (agg_instance_id(a, instance_id, sizeof(instance_id)) != 0) {
+        pr.v[pr.n++] = "group.instance.id";
+        pr.v[pr.n++] = instance_id;
+    }
     sl_opt_each_prefixed(a->ctx, "rdkafka.*", add_prop, &pr);
     pr.v[pr.n++] = "enable.auto.commit";
     pr.v[pr.n++] = "false";

@@ -344,8 +344,9 @@ static void commit(agg *a, agg_batch *b)
     }
     for (size_t i = 0; i < b->ncommits; i++) {
         agg_part *p = b->commits[i].part;
-        /* A partition given away meanwhile is its new owner's to commit. */
-        if (!p->assigned)
+        /* A partition given away meanwhile is its new owner's to commit;
+         * one rewound by a replay since is read again from there. */
+        if (!p->assigned || (p->next_offset >= 0 && b->commits[i].next > p->next_offset))
             continue;
         tps[n].topic = p->topic;
         tps[n].partition = p->partition;

@@ -520,12 +520,14 @@ static rd_kafka_conf_t *build_conf(kafka_handle *h, const char *group, const cha
                               err, errlen) != 0)
             goto fail;
         brokers = from_file;
+        h->embedded = 1; /* only an embedded broker writes that file */
     }
     if (strcmp(brokers, "embedded") == 0) {
         h->cluster = sl_kafka_cluster_get(opts, err, errlen);
         if (h->cluster == NULL)
             goto fail;
         brokers = sl_kafka_cluster_bootstraps(h->cluster);
+        h->embedded = 1;
         /* The default 500 ms wait at the log end makes reads from the
          * in-memory broker look ten times slower than they are. */
         if (group != NULL && conf_set(conf, "fetch.wait.max.ms", "10", err, errlen) != 0)

@@ -646,3 +646,12 @@ SL_API const char *sl_kafka_embedded_bootstrap(sl_ctx *ctx)
     c = cluster_find((int)sl_optset_get(opts, "embedded_brokers")->i);
     return c != NULL ? c->bootstraps : NULL;
 }
+
+SL_API int sl_kafka_brokers_embedded(sl_ctx *ctx)
+{
+    const sl_optset *opts = sl_kafka_section();
+
+    (void)ctx;
+    return is_embedded(opts) || strncmp(sl_optset_get(opts, "brokers")->raw, SL_KAFKA_BROKERS_FILE,
+                                        strlen(SL_KAFKA_BROKERS_FILE)) == 0;
+}

@@ -3,6 +3,7 @@
  * subscription, fetched messages, rebalances, pause and resume, offset
  * commits and leaving the group.  The handle it embeds is served by kafka.c.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,9 @@ struct sl_kafka_consumer {
     sl_kafka_closed_fn closed_fn;
     void *closed_arg;
     char group[256]; /* for spans */
+    kafka_query *query; /* an offsets lookup under way */
+    sl_kafka_offsets_fn query_fn;
+    void *query_arg;
 };
 
 /* A librdkafka partition list as our array; NULL (and *n 0) when empty or
@@ -216,11 +220,31 @@ static void report_closed(sl_kafka_consumer *c, int err)
         fn(c, err, c->closed_arg);
 }
 
+/* An offsets lookup finished: its answer to the module, on the loop. */
+static void query_deliver(sl_kafka_consumer *c)
+{
+    kafka_query *q = c->query;
+    sl_kafka_tp *tps;
+    size_t n;
+    int err;
+
+    c->query = NULL;
+    tps = kafka_query_result(q, &n, &err);
+    c->query_fn(c, err, tps, n, c->query_arg);
+    free(tps);
+    kafka_query_free(q);
+}
+
 static void consumer_after_serve(kafka_handle *h, int served_dr)
 {
     sl_kafka_consumer *c = (sl_kafka_consumer *)h;
 
     (void)served_dr;
+    if (c->query != NULL && kafka_query_finished(c->query)) {
+        query_deliver(c);
+        if (h->life.freeing)
+            return;
+    }
     if (c->closing && !c->close_reported && (c->close_failed || rd_kafka_consumer_closed(h->rk)))
         report_closed(c, c->close_failed ? -1 : 0);
 }
@@ -238,6 +262,8 @@ static void consumer_free_extra(kafka_handle *h)
 {
     sl_kafka_consumer *c = (sl_kafka_consumer *)h;
 
+    kafka_query_free(c->query);
+    c->query = NULL;
     /* Results that never came: their callbacks are not called. */
     while (c->commits != NULL) {
         commit_req *r = c->commits;
@@ -369,6 +395,67 @@ SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_
         return SL_KAFKA_EINVAL;
     }
     return 0;
+}
+
+static int query_start(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts,
+                       int64_t time_ms, double timeout, sl_kafka_offsets_fn done, void *arg)
+{
+    if (c->h.life.freeing || c->closing || c->query != NULL || parts == NULL || nparts == 0 ||
+        nparts > INT_MAX || done == NULL || !(timeout > 0 && timeout < 3600))
+        return SL_KAFKA_EINVAL;
+    c->query = kafka_query_start(&c->h, parts, nparts, time_ms, (int)(timeout * 1000));
+    if (c->query == NULL)
+        return SL_KAFKA_ENOMEM;
+    c->query_fn = done;
+    c->query_arg = arg;
+    return 0;
+}
+
+SL_API int sl_kafka_offsets_for_times(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts,
+                                      int64_t time_ms, double timeout, sl_kafka_offsets_fn done,
+                                      void *arg)
+{
+    if (time_ms < SL_KAFKA_TIME_BEGINNING)
+        return SL_KAFKA_EINVAL;
+    return query_start(c, parts, nparts, time_ms, timeout, done, arg);
+}
+
+SL_API int sl_kafka_committed(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts,
+                              double timeout, sl_kafka_offsets_fn done, void *arg)
+{
+    return query_start(c, parts, nparts, KAFKA_QUERY_COMMITTED, timeout, done, arg);
+}
+
+SL_API int sl_kafka_seek(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_error_t *error;
+    int rc = 0;
+
+    if (c->h.life.freeing || c->closing || parts == NULL || nparts == 0 || nparts > INT_MAX)
+        return SL_KAFKA_EINVAL;
+    list = rd_kafka_topic_partition_list_new((int)nparts);
+    if (list == NULL)
+        return SL_KAFKA_ENOMEM;
+    for (size_t i = 0; i < nparts; i++)
+        rd_kafka_topic_partition_list_add(list, parts[i].topic, parts[i].partition)->offset =
+                parts[i].offset;
+    /* Asynchronous (timeout 0), yet each partition's version barrier is
+     * raised in this call: what was fetched for the old position is
+     * dropped when its queue is served, never handed over. */
+    error = rd_kafka_seek_partitions(c->h.rk, list, 0);
+    if (error != NULL) {
+        sl_log(c->h.ctx, SL_LOG_WARN, "%s: seek: %s", c->h.kind, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rc = SL_KAFKA_EUNKNOWN;
+    }
+    /* Started asynchronously, a partition's seek says "in progress". */
+    for (int i = 0; rc == 0 && i < list->cnt; i++)
+        if (list->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR &&
+            list->elems[i].err != RD_KAFKA_RESP_ERR__IN_PROGRESS)
+            rc = SL_KAFKA_EUNKNOWN;
+    rd_kafka_topic_partition_list_destroy(list);
+    return rc;
 }
 
 /*

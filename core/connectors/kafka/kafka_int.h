@@ -50,6 +50,7 @@ struct kafka_handle {
     void (*free_extra)(kafka_handle *h);
     int fatal;
     int ready;
+    int embedded; /* the brokers are an embedded cluster, here or in a local peer (file:) */
     char why[200];
     kafka_topic **topics;
     size_t ntopics;
@@ -110,5 +111,24 @@ int kafka_start(kafka_handle *h, sl_ctx *ctx, rd_kafka_type_t type, const char *
 /* The module frees the handle: destroyed now, or once the dispatch that
  * is calling module code has unwound. */
 void kafka_free(kafka_handle *h);
+
+/* ------------------------------------- kafka_offsets.c for the consumer */
+
+/* Offsets for a time, looked up on a thread of its own that wakes the
+ * handle's pipe when it is done (see kafka_offsets.c). */
+typedef struct kafka_query kafka_query;
+/* `time_ms` KAFKA_QUERY_COMMITTED asks for the group's committed offsets
+ * (-1 where none) instead of offsets for a time.  NULL when out of memory
+ * or no thread could be started. */
+#define KAFKA_QUERY_COMMITTED INT64_MIN
+kafka_query *kafka_query_start(kafka_handle *h, const sl_kafka_tp *parts, size_t n, int64_t time_ms,
+                               int timeout_ms);
+/* 1 once the thread is done; then kafka_query_result() does not wait. */
+int kafka_query_finished(kafka_query *q);
+/* The answer (topics point into `q`: free the array before it) and the
+ * first error; waits for the thread. */
+sl_kafka_tp *kafka_query_result(kafka_query *q, size_t *n, int *err);
+/* Waits for the thread (bounded by its timeout) and frees. */
+void kafka_query_free(kafka_query *q);
 
 #endif

@@ -178,6 +178,43 @@ SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_
                            sl_kafka_commit_fn done, void *arg);
 
 /*
+ * Looks up, for each of `parts` (their `offset` is ignored), the first
+ * offset whose message timestamp is at or after `time_ms` (milliseconds
+ * since the epoch; Kafka's ListOffsets by time, rd_kafka_offsets_for_times),
+ * or with SL_KAFKA_TIME_END the end offset (the next to be written), with
+ * SL_KAFKA_TIME_BEGINNING the first offset held,
+ * without blocking the loop: the lookup runs on a thread of the connector
+ * that calls only librdkafka, bounded by `timeout` seconds, and `done`
+ * gets the answer on the loop, never from inside this call.  Its `parts`
+ * have `offset` -1 where no held message is that late (or where that
+ * partition's lookup failed: then `err` is that error, else 0).  One
+ * lookup per consumer at a time.  With the embedded broker, which does
+ * not answer ListOffsets by time, the offsets are found by reading the
+ * partitions' timestamps.  0, or SL_KAFKA_EINVAL (bad argument, closing,
+ * a lookup already under way) or SL_KAFKA_ENOMEM; then `done` is not
+ * called.  Freeing the consumer waits for a lookup under way (at most
+ * `timeout`) and does not call `done`.
+ */
+#define SL_KAFKA_TIME_END (-1)
+#define SL_KAFKA_TIME_BEGINNING (-2)
+typedef void (*sl_kafka_offsets_fn)(sl_kafka_consumer *c, int err, const sl_kafka_tp *parts,
+                                    size_t nparts, void *arg);
+SL_API int sl_kafka_offsets_for_times(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts,
+                                      int64_t time_ms, double timeout, sl_kafka_offsets_fn done,
+                                      void *arg);
+
+/* The group's committed offsets of `parts` (-1 where none), looked up
+ * like sl_kafka_offsets_for_times() and sharing its one lookup at a time. */
+SL_API int sl_kafka_committed(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts,
+                              double timeout, sl_kafka_offsets_fn done, void *arg);
+
+/* Moves the fetch position of assigned partitions to their `offset`:
+ * messages fetched before the call are not handed over any more (the
+ * next message of each partition is the one at its new offset), nothing
+ * is committed.  0 or an SL_KAFKA_E* code. */
+SL_API int sl_kafka_seek(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts);
+
+/*
  * Leaves the group asynchronously: the last revoke reaches on_rebalance,
  * auto-commit (if on) commits, then `done` is called once.  After
  * `timeout` seconds `done` is called with -1 anyway.  Messages fetched
@@ -203,6 +240,9 @@ SL_API void sl_kafka_consumer_free(sl_kafka_consumer *c);
  */
 SL_API int sl_kafka_embedded_broker_set(sl_ctx *ctx, int broker_id, int up);
 SL_API int sl_kafka_embedded_push_errors(sl_ctx *ctx, int api_key, int err, int count);
+/* 1 when [kafka] brokers is an embedded broker: this process's
+ * (`embedded`) or another local instance's (`file:`). */
+SL_API int sl_kafka_brokers_embedded(sl_ctx *ctx);
 /* The embedded cluster's bootstrap address, or NULL when not embedded. */
 SL_API const char *sl_kafka_embedded_bootstrap(sl_ctx *ctx);
 
