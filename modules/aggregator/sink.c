@@ -64,6 +64,7 @@ static void batch_clear(agg *a, agg_batch *b)
     }
     buf_clear(&b->errors, a->max_buffered_bytes);
     b->nerrors = 0;
+    b->unsorted = 0;
     b->ncommits = 0;
     b->msgs = 0;
 }
@@ -74,6 +75,8 @@ static void batch_free(agg_batch *b)
         jb_free(&b->rows[h]);
         free(b->minutes[h]);
     }
+    for (int h = 0; h <= AGG_NHANDLERS; h++)
+        free(b->ends[h]);
     jb_free(&b->errors);
     free(b->commits);
     memset(b, 0, sizeof(*b));
@@ -174,10 +177,34 @@ static int merge_owed(agg_batch *to, agg_batch *from)
     return 0;
 }
 
+/* Row `n` (from 0) of `slot` (a handler, or AGG_NHANDLERS for the
+ * errors) ends at `end`. */
+static void add_end(agg_batch *b, int slot, size_t n, size_t end)
+{
+    if (b->unsorted)
+        return;
+    if (end > UINT32_MAX) {
+        b->unsorted = 1;
+        return;
+    }
+    if (n == b->capends[slot]) {
+        size_t cap = n != 0 ? n * 2 : 1024;
+        uint32_t *p = realloc(b->ends[slot], cap * sizeof(*p));
+        if (p == NULL) {
+            b->unsorted = 1;
+            return;
+        }
+        b->ends[slot] = p;
+        b->capends[slot] = cap;
+    }
+    b->ends[slot][n] = (uint32_t)end;
+}
+
 void agg_batch_row(agg *a, agg_handler h, int64_t minute)
 {
     agg_batch *b = a->cur;
 
+    add_end(b, h, b->nrows[h], b->rows[h].len);
     b->nrows[h]++;
     add_minute(b, h, minute);
 }
@@ -196,6 +223,7 @@ void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_re
     rb_str(e, len != 0 ? m->value : "", len < a->error_raw_bytes ? len : a->error_raw_bytes);
     rb_u64(e, len);
     rb_datetime(e, (int64_t)sl_wall());
+    add_end(a->cur, AGG_NHANDLERS, a->cur->nerrors, e->len);
     a->cur->nerrors++;
 }
 
@@ -211,6 +239,28 @@ static int behind(const agg *a)
     if (a->consumer != NULL)
         waiting += sl_kafka_consumer_backlog(a->consumer);
     return waiting >= (int64_t)(a->batch_size / 2);
+}
+
+/* Each table's rows of the flight `b` in its order (rowsort.h), written
+ * into the buffers of `spare`, the batch the last flight left empty, so
+ * that sorting takes no buffer more; a sort that fails leaves them as
+ * they are, which ClickHouse then sorts itself. */
+static void sort_rows(agg *a, agg_batch *b, agg_batch *spare)
+{
+    static const agg_key keys[AGG_NHANDLERS] = { AGG_KEY_PAGE_VIEWS, AGG_KEY_ANALYTICS,
+                                                 AGG_KEY_SEGMENTS };
+
+    if (b->unsorted)
+        return;
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        if (!b->rows[h].oom)
+            agg_rows_sort(&a->sorter, keys[h], &b->rows[h], b->ends[h], b->nrows[h],
+                          &spare->rows[h]);
+    if (!b->errors.oom)
+        agg_rows_sort(&a->sorter, AGG_KEY_ERRORS, &b->errors, b->ends[AGG_NHANDLERS], b->nerrors,
+                      &spare->errors);
+    /* Entries for up to a full open batch are kept for the next flight. */
+    agg_sorter_trim(&a->sorter, a->max_buffered);
 }
 
 /* A flight of the open batch; with the open batch empty, one that only
@@ -237,6 +287,7 @@ static void start_flight(agg *a)
     }
     a->flight = b;
     a->cur = b == &a->b[0] ? &a->b[1] : &a->b[0];
+    sort_rows(a, b, a->cur);
     a->flight_started = sl_now();
     a->stage = a->schema_ok ? ST_INSERT : ST_SCHEMA;
     /* The open batch is empty again: whatever held consuming back is gone. */
@@ -565,4 +616,5 @@ void agg_sink_free(agg *a)
     batch_free(&a->b[0]);
     batch_free(&a->b[1]);
     batch_free(&a->carry);
+    agg_sorter_free(&a->sorter);
 }
