@@ -27,6 +27,7 @@
 #include "evtypes.h"
 #include "jbuf.h"
 #include "retention.h"
+#include "rowsort.h"
 #include "validate.h"
 
 typedef enum { AGG_H_PAGE_VIEWS, AGG_H_ANALYTICS, AGG_H_SEGMENTS, AGG_NHANDLERS } agg_handler;
@@ -97,6 +98,11 @@ typedef struct {
     size_t nrows[AGG_NHANDLERS];
     jbuf errors;
     size_t nerrors;
+    /* where each row ends, per handler then the errors: for rowsort.h;
+     * `unsorted` when one could not be kept (the rows go as they are) */
+    uint32_t *ends[AGG_NHANDLERS + 1];
+    size_t capends[AGG_NHANDLERS + 1];
+    int unsorted;
     int64_t *minutes[AGG_NHANDLERS]; /* touched minutes, epoch seconds */
     size_t nmin[AGG_NHANDLERS], capmin[AGG_NHANDLERS];
     agg_commit *commits;
@@ -153,6 +159,8 @@ typedef struct agg {
     double batch_interval;
     agg_batch b[2];
     agg_batch *cur, *flight;
+    /* puts a flight's rows in their tables' order */
+    agg_sorter sorter;
     agg_batch carry; /* minutes and offsets of flights whose recompute was deferred */
     int carried;     /* flights in `carry` */
     int stage;       /* of the flight (sink.c) */

@@ -38,11 +38,11 @@ static const sl_option agg_options[] = {
       "write a batch when its rows (and rejected messages' prefixes) reach this many bytes", 65536,
       1073741824, NULL },
     { "max_buffered", SL_OPT_INT, "0",
-      "messages accumulated while a batch is being written before every partition pauses; 0: 2 x "
+      "messages accumulated while a batch is being written before consuming waits for it; 0: 2 x "
       "batch_size",
       0, 100000000, NULL },
     { "max_buffered_bytes", SL_OPT_INT, "0",
-      "bytes of rows accumulated while a batch is being written before every partition pauses; 0: "
+      "bytes of rows accumulated while a batch is being written before consuming waits for it; 0: "
       "2 x batch_bytes",
       0, 4294967296LL, NULL },
     { "prefetch_bytes", SL_OPT_INT, "33554432",

@@ -20,6 +20,8 @@
 
 /* What a prefetched message costs librdkafka besides its payload, rounded up. */
 #define AGG_PREFETCH_MSG_COST 512
+/* The least fetch.max.bytes: librdkafka's default message.max.bytes and more. */
+#define AGG_FETCH_MIN 1048576LL
 
 #define DLQ_TAG ((void *)1)
 #define FWD_TAG ((void *)2)
@@ -582,9 +584,17 @@ int agg_consume_start(agg *a, char *err, size_t errlen)
      * response on its way.  librdkafka counts only payload against
      * queued.max.messages.kbytes, and keeps about 400 bytes more per
      * message (measured with 2.0.2), so the queue is also capped at one
-     * message per 512 bytes of its half: small messages cannot multiply it. */
+     * message per 512 bytes of its half: small messages cannot multiply it.
+     * A response is bounded in payload only, and arrives whatever the
+     * queue holds (the consumer holds rather than pauses, so the queue is
+     * full while a batch is written): fetch.max.bytes is an eighth of the
+     * budget, whose messages cost at most its other half when they are of
+     * 133 bytes or more.  The connector restarts fetching as soon as the
+     * queue drains, so smaller responses cost round trips, not waits.
+     * librdkafka wants at least message.max.bytes (10^6 by default). */
     snprintf(kbytes, sizeof(kbytes), "%lld", prefetch / 2 / 1024);
-    snprintf(fetch_max, sizeof(fetch_max), "%lld", prefetch / 2);
+    snprintf(fetch_max, sizeof(fetch_max), "%lld",
+             prefetch / 8 > AGG_FETCH_MIN ? prefetch / 8 : AGG_FETCH_MIN);
     snprintf(min_msgs, sizeof(min_msgs), "%lld", prefetch / 2 / AGG_PREFETCH_MSG_COST);
     pr.v[pr.n++] = "queued.max.messages.kbytes";
     pr.v[pr.n++] = kbytes;

@@ -38,7 +38,7 @@ typedef struct {
 } agg_dedup;
 
 /* 0, or -1 when out of memory.  cap 0 makes a window that keeps nothing.
- * The memory is allocated here, untouched until used. */
+ * The memory is allocated and faulted in here. */
 int agg_dedup_init(agg_dedup *d, size_t cap);
 /* 1 when `id` was seen within the window (nothing changes), else records
  * it, evicting the oldest, and returns 0. */

@@ -11,17 +11,23 @@
  *   of the touched minutes recomputed from the collapsed raw rows  ->
  *   dead letters and forwards acknowledged  ->  offsets committed
  *
- * Under a backlog (the next batch is already half full when a flight's rows
- * landed) the recompute and the commit are deferred to the next flight,
- * which carries the earlier one's minutes and offsets (at most
- * MAX_CARRIED flights): catching up then recomputes a minute once, not
- * once per batch, and offsets still move only after their recompute.
+ * Under a backlog (when a flight's rows landed, the open batch and what
+ * Kafka still holds for us make half a batch or more) the recompute and
+ * the commit are deferred to the next flight, which carries the earlier
+ * one's minutes and offsets (at most MAX_CARRIED flights): catching up
+ * then recomputes a minute once, not once per batch, and offsets still
+ * move only after their recompute.  Kafka's part matters when consuming
+ * is slower than writing: the open batch is still near empty then.
  *
  * Any failure (after the connector's own retries) keeps the flight,
  * pauses every partition and replays the whole flight after a backoff:
  * every step is idempotent, so replaying is always safe.  While a flight
  * is out the next batch fills; past max_buffered messages or
- * max_buffered_bytes the partitions pause, which bounds memory.
+ * max_buffered_bytes the loop takes no more messages until the flight
+ * lands, which bounds memory: librdkafka keeps what it fetched meanwhile
+ * (within prefetch_bytes), where pausing would drop it to be fetched
+ * again.  Rebalances wait behind such a hold, so a failing ClickHouse
+ * pauses the partitions instead.
  *
  * Tracing: a flight is one span, "aggregator batch", from its start to its
  * landing, linked to the consume span of every traced message it carries
@@ -43,6 +49,7 @@ enum { ST_SCHEMA, ST_UPGRADE, ST_INSERT, ST_AGGREGATE, ST_PRODUCED, ST_DONE };
 #define MAX_CARRIED 8
 
 static void run_stage(agg *a);
+static void resume_if_room(agg *a);
 
 /* Kept for the next batch unless it grew past a batch's worth: a burst
  * of one kind must not pin its peak for good. */
@@ -75,6 +82,7 @@ static void batch_clear(agg *a, agg_batch *b)
     }
     buf_clear(&b->errors, a->max_buffered_bytes);
     b->nerrors = 0;
+    b->unsorted = 0;
     b->ncommits = 0;
     b->msgs = 0;
 }
@@ -85,6 +93,8 @@ static void batch_free(agg_batch *b)
         jb_free(&b->rows[h]);
         free(b->minutes[h]);
     }
+    for (int h = 0; h <= AGG_NHANDLERS; h++)
+        free(b->ends[h]);
     jb_free(&b->errors);
     free(b->commits);
     /* Not b->span: the state is freed as the instance's oldest resource,
@@ -188,10 +198,34 @@ static int merge_owed(agg_batch *to, agg_batch *from)
     return 0;
 }
 
+/* Row `n` (from 0) of `slot` (a handler, or AGG_NHANDLERS for the
+ * errors) ends at `end`. */
+static void add_end(agg_batch *b, int slot, size_t n, size_t end)
+{
+    if (b->unsorted)
+        return;
+    if (end > UINT32_MAX) {
+        b->unsorted = 1;
+        return;
+    }
+    if (n == b->capends[slot]) {
+        size_t cap = n != 0 ? n * 2 : 1024;
+        uint32_t *p = realloc(b->ends[slot], cap * sizeof(*p));
+        if (p == NULL) {
+            b->unsorted = 1;
+            return;
+        }
+        b->ends[slot] = p;
+        b->capends[slot] = cap;
+    }
+    b->ends[slot][n] = (uint32_t)end;
+}
+
 void agg_batch_row(agg *a, agg_handler h, int64_t minute)
 {
     agg_batch *b = a->cur;
 
+    add_end(b, h, b->nrows[h], b->rows[h].len);
     b->nrows[h]++;
     /* Not recomputed once its raw rows are deleted (retention_raw): the
      * recompute would count this row alone. */
@@ -213,6 +247,7 @@ void agg_batch_error(agg *a, const agg_msg *m, agg_handler h, int routed, agg_re
     rb_str(e, len != 0 ? m->value : "", len < a->error_raw_bytes ? len : a->error_raw_bytes);
     rb_u64(e, len);
     rb_datetime(e, (int64_t)sl_wall());
+    add_end(a->cur, AGG_NHANDLERS, a->cur->nerrors, e->len);
     a->cur->nerrors++;
 }
 
@@ -234,12 +269,50 @@ static void link_current(agg_batch *b)
     memcpy(b->links + b->nlinks++ * SL_TRACEPARENT_SIZE, tp, SL_TRACEPARENT_SIZE);
 }
 
+/* Catching up: half a batch or more is in the open batch or waiting in
+ * Kafka, so the next flight comes soon and this one's recompute and
+ * commit can wait for it. */
+static int behind(const agg *a)
+{
+    int64_t waiting = (int64_t)a->cur->msgs;
+
+    if (batch_bytes(a->cur) >= a->batch_bytes / 2)
+        return 1;
+    if (a->consumer != NULL)
+        waiting += sl_kafka_consumer_backlog(a->consumer);
+    return waiting >= (int64_t)(a->batch_size / 2);
+}
+
+/* Each table's rows of the flight `b` in its order (rowsort.h), written
+ * into the buffers of `spare`, the batch the last flight left empty, so
+ * that sorting takes no buffer more; a sort that fails leaves them as
+ * they are, which ClickHouse then sorts itself. */
+static void sort_rows(agg *a, agg_batch *b, agg_batch *spare)
+{
+    static const agg_key keys[AGG_NHANDLERS] = { AGG_KEY_PAGE_VIEWS, AGG_KEY_ANALYTICS,
+                                                 AGG_KEY_SEGMENTS };
+
+    if (b->unsorted)
+        return;
+    for (int h = 0; h < AGG_NHANDLERS; h++)
+        if (!b->rows[h].oom)
+            agg_rows_sort(&a->sorter, keys[h], &b->rows[h], b->ends[h], b->nrows[h],
+                          &spare->rows[h]);
+    if (!b->errors.oom)
+        agg_rows_sort(&a->sorter, AGG_KEY_ERRORS, &b->errors, b->ends[AGG_NHANDLERS], b->nerrors,
+                      &spare->errors);
+    /* Entries for up to a full open batch are kept for the next flight. */
+    agg_sorter_trim(&a->sorter, a->max_buffered);
+}
+
+/* A flight of the open batch; with the open batch empty, one that only
+ * recomputes and commits for the flights it carries. */
 static void start_flight(agg *a)
 {
     agg_batch *b = a->cur;
     sl_span *span;
 
-    if (a->flight != NULL || b->msgs == 0)
+    if (a->flight != NULL || (b->msgs == 0 && a->carried == 0))
         return;
     /* The offsets this batch settles, per partition, then what earlier
      * flights deferred to it. */
@@ -257,8 +330,11 @@ static void start_flight(agg *a)
     }
     a->flight = b;
     a->cur = b == &a->b[0] ? &a->b[1] : &a->b[0];
+    sort_rows(a, b, a->cur);
     a->flight_started = sl_now();
     a->stage = a->schema_ok ? ST_INSERT : ST_SCHEMA;
+    /* The open batch is empty again: whatever held consuming back is gone. */
+    resume_if_room(a);
     span = sl_span_start_linked(a->ctx, SL_SPAN_INTERNAL, "aggregator batch", b->links, b->nlinks);
     b->span = span;
     sl_span_set_int(span, "messaging.batch.message_count", (long long)b->msgs);
@@ -270,9 +346,16 @@ static void start_flight(agg *a)
 
 void agg_sink_kick(agg *a)
 {
-    if (a->flight == NULL && a->cur->msgs > 0 && !a->sink_down &&
+    if (a->flight == NULL && (a->cur->msgs > 0 || a->carried > 0) && !a->sink_down &&
         (batch_full(a) || a->stopping || sl_now() - a->cur->opened >= a->batch_interval))
         start_flight(a);
+}
+
+/* No more messages until the flight lands (see the top of the file). */
+static void hold_messages(agg *a, int on)
+{
+    if (a->consumer != NULL)
+        sl_kafka_consumer_hold(a->consumer, on);
 }
 
 void agg_batch_done(agg *a, agg_part *p, int64_t offset)
@@ -284,10 +367,14 @@ void agg_batch_done(agg *a, agg_part *p, int64_t offset)
         p->pending = offset + 1;
     if (batch_full(a))
         agg_sink_kick(a);
-    /* A flight is out (or failing) and the next batch is full: stop
-     * fetching until it lands. */
-    if (buffer_full(a))
-        agg_pause_all(a, AGG_PAUSE_SINK, 1);
+    /* A flight is out (or failing) and the next batch is full: take
+     * nothing more until it lands. */
+    if (buffer_full(a)) {
+        if (a->sink_down)
+            agg_pause_all(a, AGG_PAUSE_SINK, 1);
+        else
+            hold_messages(a, 1);
+    }
 }
 
 /* ---------------------------------------------------------- the flight */
@@ -301,6 +388,7 @@ static void flight_failed(agg *a)
            a->flight->msgs, a->last_error, a->sink_backoff);
     a->sink_down = 1;
     agg_pause_all(a, AGG_PAUSE_SINK, 1);
+    hold_messages(a, 0);
     sl_timer_arm(a->sink_retry, a->sink_backoff);
     a->sink_backoff *= 2;
     if (a->sink_backoff > a->sink_backoff_max)
@@ -360,12 +448,14 @@ static void commit(agg *a, agg_batch *b)
     free(tps);
 }
 
-/* Fetching resumes once the open batch has room again: it became the
+/* Consuming resumes once the open batch has room again: it became the
  * flight, or the flight landed.  Not while ClickHouse is failing. */
 static void resume_if_room(agg *a)
 {
-    if (!a->sink_down && !buffer_full(a))
+    if (!a->sink_down && !buffer_full(a)) {
         agg_pause_all(a, AGG_PAUSE_SINK, 0);
+        hold_messages(a, 0);
+    }
 }
 
 static void flight_done(agg *a)
@@ -380,7 +470,8 @@ static void flight_done(agg *a)
     a->n.flushes++;
     a->n.rows_written += rows;
     sl_series_add(sl_series_of(a->m_flushes, "ok"), 1);
-    sl_series_observe(sl_series_of(a->m_batch), (double)b->msgs);
+    if (b->msgs > 0)
+        sl_series_observe(sl_series_of(a->m_batch), (double)b->msgs);
     sl_series_observe(sl_series_of(a->m_latency), latency);
     if (a->sink_down)
         sl_log(a->ctx, SL_LOG_INFO, "ClickHouse accepts batches again; resuming");
@@ -406,9 +497,8 @@ static void stage_done(agg *a)
     }
     if (a->stage == ST_UPGRADE)
         a->schema_ok = 1;
-    if (a->stage == ST_INSERT &&
-        (a->cur->msgs >= a->batch_size / 2 || batch_bytes(a->cur) >= a->batch_bytes / 2) &&
-        !a->stopping && a->carried < MAX_CARRIED && merge_owed(&a->carry, a->flight) == 0) {
+    if (a->stage == ST_INSERT && a->flight->msgs > 0 && !a->stopping && a->carried < MAX_CARRIED &&
+        behind(a) && merge_owed(&a->carry, a->flight) == 0) {
         /* Behind: let the next flight recompute and commit for this one. */
         agg_batch *b = a->flight;
         size_t rows = b->nerrors;
@@ -419,9 +509,14 @@ static void stage_done(agg *a)
         a->carried++;
         batch_clear(a, b);
         a->flight = NULL;
-        start_flight(a);
-        /* The full batch that paused fetching is the flight now: without
-         * this, fetching stayed paused for the whole next flight,
+        /* Half a batch or more goes at once; less waits to fill, and the
+         * carried work is due a batch interval from now at the latest. */
+        if (a->cur->msgs == 0)
+            a->cur->opened = sl_now();
+        if (a->cur->msgs >= a->batch_size / 2 || batch_bytes(a->cur) >= a->batch_bytes / 2)
+            start_flight(a);
+        /* The full batch that held consuming back is the flight now:
+         * without this, consuming stayed held for the whole next flight,
          * recompute and commit included, with the open batch empty. */
         resume_if_room(a);
         return;
@@ -572,4 +667,5 @@ void agg_sink_free(agg *a)
     batch_free(&a->b[0]);
     batch_free(&a->b[1]);
     batch_free(&a->carry);
+    agg_sorter_free(&a->sorter);
 }

@@ -38,7 +38,7 @@ drain_timeout = 10s
 [kafka]
 brokers = embedded
 embedded_brokers = ${embedded_brokers:-1}
-embedded_topics = t_out:4, t_in:4, t_split:8, t_down:4, t_commit:2, t_both:4
+embedded_topics = t_out:4, t_in:4, t_split:8, t_down:4, t_commit:2, t_both:4, t_hold:1
 bootstrap_file = $bootfile
 admin = true
 rdkafka.enable.idempotence = true
@@ -68,6 +68,12 @@ group = g_commit
 produce = false
 auto_commit = false
 tag = ${ctag:-first}
+
+[module kafkaprobe "d"]
+topics = t_hold
+group = g_hold
+produce = false
+queued_min_messages = 100
 ${gen:-}
 EOF
 }
@@ -312,6 +318,29 @@ jget "$cbase/consumed?values=1" '"\n".join(v for v in j["values"] if not v.start
 t_check "$(jget "$cbase/consumed?values=1" '{"c3-0", "c3-1"} <= set(j["values"])')" = True "the successor read the markers put in both partitions after the reload"
 t_check "$(wc -l < "$work/commit.got")" -eq 20 "before it, the successor read 20 messages (not 120)"
 t_check -z "$(expected c2 20 | diff - "$work/commit.got" | head -3)" "exactly the uncommitted c2-0..19"
+t_end
+
+# ------------------------------------------------------- hold, fetch restart
+t_case "a held consumer hands nothing over while librdkafka fetches; a drained queue restarts fetching"
+dbase=$base/kafkaprobe/d
+t_wait_until 30 '[ "$(jget "$dbase/consumed" "j[\"assigned\"]")" -eq 1 ]'
+# One message read first: the backlog counts from the position it leaves.
+echo h-0 | kcat -P -b "$(cat "$bootfile")" -t t_hold -p 0
+t_wait_until 30 '[ "$(jget "$dbase/consumed" "j[\"count\"]")" -eq 1 ]'
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$dbase/hold?hold=1")
+t_check "$code" = 200 "consumer d held ($code)"
+seq 1 5000 | sed 's/^/h-/' | kcat -P -b "$(cat "$bootfile")" -t t_hold -p 0
+# librdkafka fetches until its queue holds queued.min.messages (100) and
+# learns the log end from the responses: then 100 or more are waiting.
+t_wait_until 30 '[ "$(jget "$dbase/consumed" "j[\"backlog\"]")" -ge 100 ]'
+got=$(jget "$dbase/consumed" '"%d %d" % (j["backlog"] >= 100, j["count"])')
+t_check "$got" = "1 1" "held: 100 or more fetched and waiting, none handed over (got: $got, backlog $(jget "$dbase/consumed" 'j["backlog"]'))"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$dbase/hold?hold=0")
+t_check "$code" = 200 "consumer d released ($code)"
+t_wait_until 60 '[ "$(jget "$dbase/consumed" "j[\"count\"]")" -ge 5001 ]'
+t_check "$(jget "$dbase/consumed" 'j["count"], j["distinct"], j["backlog"]')" = "(5001, 5001, 0)" "released: all 5001 read, once each, nothing waiting"
+restarts=$(metric 'sluice_kafka_fetch_restarts_total{module="kafkaprobe",reason="drained",instance_name="d"}')
+t_check "${restarts:-0}" -gt 0 "fetching restarted once the loop drained a queue that had reached queued.min.messages (${restarts:-none})"
 t_end
 
 # ------------------------------------------------------------ broker down

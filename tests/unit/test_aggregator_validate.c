@@ -19,6 +19,7 @@
 #include "dedup.h"
 #include "jbuf.h"
 #include "rowbin.h"
+#include "rowsort.h"
 #include "validate.h"
 
 static char detail[256];
@@ -428,6 +429,149 @@ static void test_rowbin(void **state)
     jb_free(&b);
 }
 
+/* A page_views row as the handler writes it; `seq` goes in kafka_offset. */
+static void pv_row(jbuf *b, const char *event_id, const char *page_id, int64_t minute, int64_t seq)
+{
+    rb_cstr(b, event_id);
+    rb_cstr(b, "view");
+    rb_cstr(b, page_id);
+    rb_cstr(b, "user-1");
+    rb_f64(b, 1.5);
+    rb_datetime(b, minute + 7);
+    rb_u16(b, 0);
+    rb_datetime(b, minute);
+    rb_cstr(b, "pv");
+    rb_i32(b, 0);
+    rb_i64(b, seq);
+}
+
+/* The test's own reading of a page_views row: its key and kafka_offset. */
+typedef struct {
+    uint32_t minute;
+    char page[64], event[64];
+    int64_t seq;
+} pv_key;
+
+static const unsigned char *rd_str(const unsigned char *p, char *out)
+{
+    size_t n = *p++; /* lengths under 128 here */
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return p + n;
+}
+
+static size_t pv_read(const unsigned char *p, pv_key *k)
+{
+    const unsigned char *s = p;
+    char skip[64];
+    s = rd_str(s, k->event);
+    s = rd_str(s, skip);
+    s = rd_str(s, k->page);
+    s = rd_str(s, skip);
+    s += 8 + 4 + 2;
+    memcpy(&k->minute, s, 4);
+    s += 4;
+    s = rd_str(s, skip);
+    s += 4;
+    memcpy(&k->seq, s, 8);
+    return (size_t)(s + 8 - p);
+}
+
+/* ClickHouse's order for (minute, page_id, event_id): strings bytewise,
+ * a prefix first. */
+static int pv_cmp(const pv_key *a, const pv_key *b)
+{
+    int c;
+    if (a->minute != b->minute)
+        return a->minute < b->minute ? -1 : 1;
+    if ((c = strcmp(a->page, b->page)) != 0)
+        return c;
+    return strcmp(a->event, b->event);
+}
+
+static void test_rowsort(void **state)
+{
+    enum { N = 5000 };
+    static const char *pages[] = { "page-1", "page-10", "page-1000000000000",  "page-100000000000",
+                                   "page-2", "p",       "page-10000000000000x" };
+    jbuf rows = { 0 }, copy = { 0 }, err = { 0 }, spare = { 0 };
+    uint32_t ends[N], eends[4];
+    agg_sorter s = { 0 };
+    unsigned seed = 7;
+    (void)state;
+    for (int64_t i = 0; i < N; i++) {
+        char ev[40];
+        seed = seed * 1103515245u + 12345u;
+        /* Few event ids, so equal keys are common: they keep their order.
+         * They differ in their first bytes, so two pages alike in their
+         * first twelve are told apart by the pages, not the ids. */
+        snprintf(ev, sizeof(ev), "%02u-ev-%08u", (seed >> 4) % 40, (seed >> 8) % 3);
+        pv_row(&rows, ev, pages[(seed >> 16) % 7], 1764511200 + 60 * (int64_t)((seed >> 20) % 3),
+               i);
+        ends[i] = (uint32_t)rows.len;
+    }
+    jb_put(&copy, rows.p, rows.len);
+    assert_int_equal(agg_rows_sort(&s, AGG_KEY_PAGE_VIEWS, &rows, ends, N, &spare), 0);
+    assert_int_equal(rows.len, copy.len);
+    /* In order, ties in their first order, and every row still there once. */
+    {
+        pv_key prev, k;
+        size_t at = 0;
+        static char seen[N];
+        for (int i = 0; i < N; i++) {
+            at += pv_read((const unsigned char *)rows.p + at, &k);
+            assert_true(k.seq >= 0 && k.seq < N && !seen[k.seq]);
+            seen[k.seq] = 1;
+            if (i > 0) {
+                int c = pv_cmp(&prev, &k);
+                assert_true(c < 0 || (c == 0 && prev.seq < k.seq));
+            }
+            prev = k;
+        }
+        assert_int_equal(at, rows.len);
+    }
+    /* Ends that do not fit the buffer: nothing moves. */
+    memcpy(rows.p, copy.p, copy.len);
+    ends[N - 1] = (uint32_t)rows.len + 1;
+    assert_int_equal(agg_rows_sort(&s, AGG_KEY_PAGE_VIEWS, &rows, ends, N, &spare), -1);
+    assert_memory_equal(rows.p, copy.p, copy.len);
+    /* Errors by (topic, partition, offset), signed; a row too short for its
+     * key sorts first and stays whole. */
+    rb_cstr(&err, "t");
+    rb_i32(&err, 0);
+    rb_i64(&err, 5);
+    eends[0] = (uint32_t)err.len;
+    rb_cstr(&err, "t");
+    rb_i32(&err, -1);
+    rb_i64(&err, 9);
+    eends[1] = (uint32_t)err.len;
+    rb_cstr(&err, "t");
+    rb_i32(&err, 0);
+    rb_i64(&err, -3);
+    eends[2] = (uint32_t)err.len;
+    rb_cstr(&err, "zz");
+    eends[3] = (uint32_t)err.len;
+    assert_int_equal(agg_rows_sort(&s, AGG_KEY_ERRORS, &err, eends, 4, &spare), 0);
+    {
+        static const unsigned char want[] = { 2,    'z',  'z',                    /* no key */
+                                              1,    't',  0xff, 0xff, 0xff, 0xff, /* -1, 9 */
+                                              9,    0,    0,    0,    0,    0,    0,    0,
+                                              1,    't',  0,    0,    0,    0, /* 0, -3 */
+                                              0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                              1,    't',  0,    0,    0,    0, /* 0, 5 */
+                                              5,    0,    0,    0,    0,    0,    0,    0 };
+        assert_int_equal(err.len, sizeof(want));
+        assert_memory_equal(err.p, want, sizeof(want));
+    }
+    /* The old buffer came back as the spare, emptied. */
+    assert_int_equal(spare.len, 0);
+    agg_sorter_free(&s);
+    jb_free(&spare);
+    jb_free(&rows);
+    jb_free(&copy);
+    jb_free(&err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -444,6 +588,7 @@ int main(void)
         cmocka_unit_test(test_dedup_model),
         cmocka_unit_test(test_siphash),
         cmocka_unit_test(test_rowbin),
+        cmocka_unit_test(test_rowsort),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -331,7 +331,7 @@ static void serve(kafka_handle *h)
         return;
     sl_conn_enter(&h->life);
     h->served_dr = 0;
-    while (!h->life.freeing && budget > 0 && (ev = next_event(h)) != NULL) {
+    while (!h->life.freeing && !h->held && budget > 0 && (ev = next_event(h)) != NULL) {
         budget--;
         if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DR)
             h->served_dr++;
@@ -344,8 +344,9 @@ static void serve(kafka_handle *h)
     if (!sl_conn_leave(&h->life))
         return;
     /* Out of budget: the queue may hold more, and its pipe will not fire
-     * again until it was empty once, so come back ourselves. */
-    if (budget == 0)
+     * again until it was empty once, so come back ourselves.  Held, the
+     * queue waits for sl_kafka_consumer_hold() to do that. */
+    if (budget == 0 && !h->held)
         event_active(h->wake, EV_READ, 1);
 }
 
@@ -594,6 +595,9 @@ static void register_consumer_metrics(kafka_handle *h)
                                  "Consumer group rebalances seen", "module,type");
     h->m_commits = sl_counter(ctx, "sluice_kafka_commits_total",
                               "Explicit offset commits, by result", "module,result");
+    h->m_restarts = sl_counter(ctx, "sluice_kafka_fetch_restarts_total",
+                               "Fetching woken after the queue drained or a partition resumed",
+                               "module,reason");
 }
 
 /*

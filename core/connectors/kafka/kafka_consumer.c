@@ -2,6 +2,22 @@
  * kafka_consumer.c - the consumer side of the Kafka connector: the group
  * subscription, fetched messages, rebalances, pause and resume, offset
  * commits and leaving the group.  The handle it embeds is served by kafka.c.
+ *
+ * Fetch restarts.  librdkafka 2.0 stops fetching a partition while the
+ * queue its messages go to holds queued.min.messages messages or
+ * queued.max.messages.kbytes of payload; for us that is the one consumer
+ * queue every partition is forwarded to, so every partition stops at once.
+ * It looks again only when its broker thread wakes: on network input, on
+ * an operation queued to it, or at the end of its one-second serve cycle.
+ * Draining the queue wakes nothing, nor does resuming a paused partition,
+ * so a consumer slower than the broker idled up to a second each time the
+ * queue filled (30 times over a backlog of a million small messages).  A
+ * seek is the one operation of its API that wakes the broker thread: once
+ * the loop has drained the queue after taking a threshold's worth from it,
+ * and when a module resumes a partition, the connector seeks the
+ * partitions to their positions (the offset after the last message handed
+ * over).  Nothing is queued for them then, so nothing fetched is dropped
+ * but a fetch response on its way, which the new fetch reads again.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -34,6 +50,10 @@ struct sl_kafka_consumer {
     kafka_query *query; /* an offsets lookup under way */
     sl_kafka_offsets_fn query_fn;
     void *query_arg;
+    /* librdkafka's queue thresholds, and what was taken from the queue
+     * since it was last seen empty (see "Fetch restarts" above) */
+    long long queued_min_msgs, queued_max_bytes;
+    long long taken_msgs, taken_bytes;
 };
 
 /* A librdkafka partition list as our array; NULL (and *n 0) when empty or
@@ -69,6 +89,8 @@ static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
         sl_trace_ctx ctx, saved;
         sl_span *span;
 
+        c->taken_msgs++;
+        c->taken_bytes += (long long)rkm->len; /* librdkafka counts the payload */
         if (rkm->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 continue;
@@ -235,6 +257,55 @@ static void query_deliver(sl_kafka_consumer *c)
     kafka_query_free(q);
 }
 
+/* Seeks `list`'s partitions to their positions, which wakes the broker
+ * threads that serve them; partitions never read from are left alone. */
+static void restart_fetch(sl_kafka_consumer *c, rd_kafka_topic_partition_list_t *list,
+                          const char *reason)
+{
+    rd_kafka_topic_partition_list_t *seek;
+    rd_kafka_error_t *error;
+
+    if (rd_kafka_position(c->h.rk, list) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    seek = rd_kafka_topic_partition_list_new(list->cnt);
+    if (seek == NULL)
+        return;
+    for (int i = 0; i < list->cnt; i++)
+        if (list->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[i].offset >= 0)
+            rd_kafka_topic_partition_list_add(seek, list->elems[i].topic, list->elems[i].partition)
+                    ->offset = list->elems[i].offset;
+    if (seek->cnt > 0) {
+        /* No timeout: the seeks are queued and the call returns at once. */
+        error = rd_kafka_seek_partitions(c->h.rk, seek, 0);
+        if (error != NULL) {
+            sl_log(c->h.ctx, SL_LOG_DEBUG, "%s: fetch restart: %s", c->h.kind,
+                   rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        } else {
+            kafka_series_add(kafka_series1(&c->h, c->h.m_restarts, reason), 1);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(seek);
+}
+
+/* The queue is empty: if the loop took a threshold's worth from it since
+ * it was last empty, the fetchers may have stopped and wait to be woken. */
+static void restart_if_drained(sl_kafka_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+
+    if (rd_kafka_queue_length(c->h.q) != 0)
+        return;
+    if (!c->closing &&
+        (c->taken_msgs >= c->queued_min_msgs || c->taken_bytes >= c->queued_max_bytes) &&
+        rd_kafka_assignment(c->h.rk, &assigned) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (assigned->cnt > 0)
+            restart_fetch(c, assigned, "drained");
+        rd_kafka_topic_partition_list_destroy(assigned);
+    }
+    c->taken_msgs = c->taken_bytes = 0;
+}
+
 static void consumer_after_serve(kafka_handle *h, int served_dr)
 {
     sl_kafka_consumer *c = (sl_kafka_consumer *)h;
@@ -245,6 +316,7 @@ static void consumer_after_serve(kafka_handle *h, int served_dr)
         if (h->life.freeing)
             return;
     }
+    restart_if_drained(c);
     if (c->closing && !c->close_reported && (c->close_failed || rd_kafka_consumer_closed(h->rk)))
         report_closed(c, c->close_failed ? -1 : 0);
 }
@@ -270,6 +342,17 @@ static void consumer_free_extra(kafka_handle *h)
         c->commits = r->next;
         free(r);
     }
+}
+
+/* A numeric property as the client was configured, or `dflt`. */
+static long long conf_number(rd_kafka_t *rk, const char *name, long long dflt)
+{
+    char buf[32];
+    size_t len = sizeof(buf);
+
+    if (rd_kafka_conf_get(rd_kafka_conf(rk), name, buf, &len) != RD_KAFKA_CONF_OK)
+        return dflt;
+    return strtoll(buf, NULL, 10);
 }
 
 SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
@@ -312,6 +395,8 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
                             RD_KAFKA_EVENT_LOG | RD_KAFKA_EVENT_STATS,
                     close_timeout, err, errlen) != 0)
         return NULL;
+    c->queued_min_msgs = conf_number(c->h.rk, "queued.min.messages", 100000);
+    c->queued_max_bytes = conf_number(c->h.rk, "queued.max.messages.kbytes", 65536) * 1024;
     subs = rd_kafka_topic_partition_list_new((int)ntopics);
     if (subs == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -354,8 +439,44 @@ SL_API int sl_kafka_consumer_pause(sl_kafka_consumer *c, const char *topic, int3
               : rd_kafka_resume_partitions(c->h.rk, list);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         e = list->elems[0].err;
+    /* Pausing dropped what was queued for it: seeking to its position
+     * drops nothing more, and wakes the fetcher. */
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR && !pause && !c->closing)
+        restart_fetch(c, list, "resumed");
     rd_kafka_topic_partition_list_destroy(list);
     return e == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : SL_KAFKA_EUNKNOWN;
+}
+
+SL_API void sl_kafka_consumer_hold(sl_kafka_consumer *c, int hold)
+{
+    hold = hold && !c->closing;
+    if (c->h.life.freeing || hold == c->h.held)
+        return;
+    c->h.held = hold;
+    /* The queue's pipe fires only when it goes from empty to not empty:
+     * serve what waited without it. */
+    if (!hold)
+        event_active(c->h.wake, EV_READ, 1);
+}
+
+SL_API int64_t sl_kafka_consumer_backlog(sl_kafka_consumer *c)
+{
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    int64_t n = 0, low, high;
+
+    if (c->h.life.freeing || rd_kafka_assignment(c->h.rk, &assigned) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    if (assigned->cnt > 0 && rd_kafka_position(c->h.rk, assigned) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int i = 0; i < assigned->cnt; i++) {
+            const rd_kafka_topic_partition_t *p = &assigned->elems[i];
+            if (p->offset >= 0 &&
+                rd_kafka_get_watermark_offsets(c->h.rk, p->topic, p->partition, &low, &high) ==
+                        RD_KAFKA_RESP_ERR_NO_ERROR &&
+                high > p->offset)
+                n += high - p->offset;
+        }
+    rd_kafka_topic_partition_list_destroy(assigned);
+    return n;
 }
 
 SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts,
@@ -478,6 +599,7 @@ SL_API void sl_kafka_consumer_close(sl_kafka_consumer *c, double timeout, sl_kaf
     if (c->closing)
         return;
     c->closing = 1;
+    sl_kafka_consumer_hold(c, 0); /* the close's events come through the loop */
     if (timeout < 0)
         timeout = 0;
     tv.tv_sec = (time_t)timeout;

@@ -48,6 +48,7 @@ struct kafka_handle {
     void (*on_event)(kafka_handle *h, rd_kafka_event_t *ev);
     void (*after_serve)(kafka_handle *h, int served_dr);
     void (*free_extra)(kafka_handle *h);
+    int held; /* a consumer whose module takes no messages for now */
     int fatal;
     int ready;
     int embedded; /* the brokers are an embedded cluster, here or in a local peer (file:) */
@@ -63,6 +64,7 @@ struct kafka_handle {
     sl_metric *m_lag;
     sl_metric *m_rebalances;
     sl_metric *m_commits;
+    sl_metric *m_restarts;
     int served_dr; /* DR events served in the current wakeup */
 };
 

@@ -172,6 +172,26 @@ SL_API sl_kafka_consumer *sl_kafka_consumer_new(sl_ctx *ctx, const char *group,
 SL_API int sl_kafka_consumer_pause(sl_kafka_consumer *c, const char *topic, int32_t partition,
                                    int pause);
 
+/*
+ * Stops (hold 1) or restarts (hold 0) handing messages over, without
+ * pausing anything: what librdkafka fetched stays queued, within its queue
+ * thresholds, and is handed over first on restart, where a pause would
+ * drop it to be fetched again.  Everything else the consumer reports
+ * (rebalances, commit results) waits in the same queue, so hold only while
+ * waiting for something quick (a write in progress), well under
+ * max.poll.interval.ms, and pause partitions for longer waits.  Takes
+ * effect before the next message: one called from on_message is the last.
+ * Closing the consumer ends a hold.
+ */
+SL_API void sl_kafka_consumer_hold(sl_kafka_consumer *c, int hold);
+
+/* Messages waiting for this member: over its assigned partitions, the
+ * log end the fetcher last saw minus the position (the offset after the
+ * last message handed over), whether still in Kafka or already fetched.
+ * Computed locally, without a broker round trip; a partition with neither
+ * known yet counts 0. */
+SL_API int64_t sl_kafka_consumer_backlog(sl_kafka_consumer *c);
+
 /* Commits explicit offsets asynchronously; `done` (may be NULL) gets the
  * result on the loop.  0 or an SL_KAFKA_E* code (then `done` is not called). */
 SL_API int sl_kafka_commit(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t nparts,

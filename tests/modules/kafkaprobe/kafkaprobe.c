@@ -11,19 +11,22 @@
  *        {"produced","delivered","failed","queue_full","elapsed_s","msgs_per_s"}
  *   GET  /kafkaprobe/consumed[?values=1]
  *        {"count","distinct","partitions":[...assigned "topic/p"...],
- *         "assigned","rebalances","headers","tag","values":[...]}; "headers"
- *        counts the messages whose first header is trace=abc
+ *         "assigned","rebalances","headers","tag","backlog","values":[...]};
+ *        "headers" counts the messages whose first header is trace=abc,
+ *        "backlog" is sl_kafka_consumer_backlog()
  *   GET  /kafkaprobe/status     readiness of the handles and counters, and
  *        "instance", distinct for each start
  *   POST /kafkaprobe/commit     commits the next offset of every partition
  *        read so far; answers with the result: {"err","committed"}
  *   POST /kafkaprobe/pause?topic=T&partition=P&pause=1|0
+ *   POST /kafkaprobe/hold?hold=1|0   sl_kafka_consumer_hold()
  *   POST /kafkaprobe/broker?id=I&up=0|1          (needs [kafka] admin)
  *   POST /kafkaprobe/errors?api=A&err=E&count=C  (needs [kafka] admin)
  *
  * Options: `topics` and `group` start a consumer with the instance;
  * `produce` (default true) creates the producer; `auto_commit` false
- * leaves commits to /commit; `tag` only marks a config change (/consumed
+ * leaves commits to /commit; `queued_min_messages` sets librdkafka's
+ * (the connector's default otherwise); `tag` only marks a config change (/consumed
  * shows it, to tell a successor from the old instance).  Routes carry the instance
  * name when there is one (/kafkaprobe/a/consumed), so two instances in one
  * process can be told apart.
@@ -93,6 +96,8 @@ static const sl_option probe_options[] = {
     { "auto_offset_reset", SL_OPT_ENUM, "earliest", "where a new group starts", 0, 0,
       "earliest|latest" },
     { "auto_commit", SL_OPT_BOOL, "true", "let librdkafka commit offsets", 0, 0, NULL },
+    { "queued_min_messages", SL_OPT_INT, "0",
+      "librdkafka's queued.min.messages; 0: the connector's default", 0, 10000000, NULL },
     { "tag", SL_OPT_STRING, "", "changes nothing but the config", 0, 0, NULL },
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
@@ -339,6 +344,9 @@ static void serve_consumed(sl_req *req, void *arg)
     cJSON_AddNumberToObject(body, "rebalances", (double)pr->rebalances);
     cJSON_AddNumberToObject(body, "headers", (double)pr->headers);
     cJSON_AddStringToObject(body, "tag", sl_opt_str(pr->ctx, "tag"));
+    cJSON_AddNumberToObject(body, "backlog",
+                            pr->consumer != NULL ? (double)sl_kafka_consumer_backlog(pr->consumer)
+                                                 : 0);
     cJSON_AddItemToObject(body, "partitions", cJSON_Duplicate(pr->partitions, 1));
     if (values != NULL && strcmp(values, "1") == 0) {
         cJSON *a = cJSON_AddArrayToObject(body, "values");
@@ -422,6 +430,19 @@ static void serve_pause(sl_req *req, void *arg)
     sl_reply_json(req, 200, cJSON_CreateObject());
 }
 
+static void serve_hold(sl_req *req, void *arg)
+{
+    probe *pr = arg;
+    const char *hold = sl_req_query(req, "hold");
+
+    if (pr->consumer == NULL)
+        return sl_reply_error(req, 503, "no consumer");
+    if (hold == NULL)
+        return sl_reply_error(req, 400, "hold is required");
+    sl_kafka_consumer_hold(pr->consumer, atoi(hold));
+    sl_reply_json(req, 200, cJSON_CreateObject());
+}
+
 static void serve_broker(sl_req *req, void *arg)
 {
     probe *pr = arg;
@@ -488,9 +509,17 @@ static int probe_start(sl_ctx *ctx)
     }
     if (ntopics > 0) {
         const char **topics = calloc(ntopics, sizeof(*topics));
-        const char *props[] = { "auto.offset.reset", sl_opt_str(ctx, "auto_offset_reset"),
+        char min_msgs[24];
+        const char *props[] = { "auto.offset.reset",
+                                sl_opt_str(ctx, "auto_offset_reset"),
                                 "enable.auto.commit",
-                                sl_opt_bool(ctx, "auto_commit") ? "true" : "false", NULL };
+                                sl_opt_bool(ctx, "auto_commit") ? "true" : "false",
+                                "queued.min.messages",
+                                min_msgs,
+                                NULL };
+        snprintf(min_msgs, sizeof(min_msgs), "%lld", sl_opt_int(ctx, "queued_min_messages"));
+        if (sl_opt_int(ctx, "queued_min_messages") == 0)
+            props[4] = NULL;
         if (topics == NULL)
             return sl_fail(ctx, "out of memory");
         for (size_t i = 0; i < ntopics; i++)
@@ -506,6 +535,7 @@ static int probe_start(sl_ctx *ctx)
     route(pr, SL_GET, "status", serve_status);
     route(pr, SL_POST, "commit", serve_commit);
     route(pr, SL_POST, "pause", serve_pause);
+    route(pr, SL_POST, "hold", serve_hold);
     route(pr, SL_POST, "broker", serve_broker);
     route(pr, SL_POST, "errors", serve_errors);
     return 0;
