@@ -281,11 +281,12 @@ t_case "an exclusive module drains before its successor starts"
 ${CC:-cc} -shared -fPIC -DECHO_BUILD=3 -DECHO_FLAGS=SL_MODULE_EXCLUSIVE -I"$SL_TOP/core/include" \
     -o "$work/echo3.so" "$SL_TOP/tests/modules/echo/echo.c" -lcjson
 mv "$work/echo3.so" "$mods/echo.so"
-# The slow request keeps the old instance draining for 8 s (within the
-# drain_timeout of 20 s): the window in which a request must find the route
-# restarting.
-drain=20s value=two write_conf
-curl -s "$base/echo/slow?ms=8000" > "$work/slow.out" &
+# The slow request keeps the old instance draining for 15 s (within the
+# drain_timeout of 30 s): the window in which a request must find the route
+# restarting, wide enough for a loaded machine to log the drain and send
+# that request inside it.
+drain=30s value=two write_conf
+curl -s "$base/echo/slow?ms=15000" > "$work/slow.out" &
 slow=$!
 in_flight 1
 mark=$(wc -l < "$work/sluiced.log")

@@ -610,10 +610,13 @@ t_check "$(claimed_left)" = 0 "no claim left behind"
 t_end
 
 # write_loop TAG: batches of 8 concurrent writers (1500 rows each batch,
-# tagged TAG0, TAG1...) until $work/TAG.stop exists.
+# tagged TAG0, TAG1...) until $work/TAG.stop exists.  The stop file is what
+# ends it: a loaded machine makes the relays' rounds slow, and the writers
+# must outlast them.  The count only keeps a writer orphaned by a dead
+# script from writing forever.
 write_loop() {
     local i=0
-    while [ ! -e "$work/$1.stop" ] && [ $i -lt 40 ]; do
+    while [ ! -e "$work/$1.stop" ] && [ $i -lt 1000 ]; do
         write_rows "$1$i" 8 1500 "$1$i" || return 1
         i=$((i + 1))
     done
