@@ -30,7 +30,15 @@ roles_in brokers
 three=("kafka:embedded_brokers=3" "kafka:embedded_replication=3" "kafka:admin=true")
 roles=(broker aggregator outbox segments generator)
 role_conf broker broker "${three[@]}"
-for r in "${roles[@]:1}"; do role_conf "$r" "$r"; done
+# The broker stays down until the states below are reached, however long a
+# loaded machine takes: no attempt of the producers may time out before
+# the test's own bound (tests/run.sh, 1800 s) has run out, since a timed
+# out event is a failed one for the generator (async) and a row nears
+# parking (max_attempts) for the relay.
+role_conf aggregator aggregator
+role_conf outbox outbox "module outbox:delivery_timeout=3600s"
+role_conf segments segments
+role_conf generator generator "module generator:delivery_timeout=3600s"
 printf '\n[module kafkaprobe]\nproduce = false\n' >> "${conf_of[broker]}"
 
 t_case "-t refuses more replicas than embedded brokers, with file:line"
