@@ -27,44 +27,99 @@ const char *const agg_raw_columns[AGG_NHANDLERS] = {
 #define ID_SOURCE_COLUMN "id_source String DEFAULT 'event'"
 #define ANALYTICS_SOURCE_COLUMNS TS_SOURCE_COLUMN ", " ID_SOURCE_COLUMN
 
-const char *const agg_schema[] = {
-    "CREATE TABLE IF NOT EXISTS page_views (event_id String, event_type String, page_id String, "
-    "user_id String, duration_s Float64, " TIME_COLUMNS ", " SOURCE_COLUMNS ") "
-    "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (minute, page_id, "
-    "event_id)",
+/* One table, from which both the one-server statement and the cluster's
+ * pair (a Replicated table on every node, a Distributed one over them)
+ * are made. */
+typedef struct {
+    const char *name;
+    const char *columns;
+    const char *version; /* ReplacingMergeTree's version column, or NULL */
+    const char *keys;    /* PARTITION BY and ORDER BY */
+    /* The Distributed sharding key: a function of the table's ORDER BY
+     * key, so that every copy of a row (a replay, a recompute) lands on the
+     * shard that holds the others and FINAL collapses them there. */
+    const char *shard_key;
+} agg_table;
 
-    "CREATE TABLE IF NOT EXISTS page_views_per_minute (page_id String, minute DateTime('UTC'), "
-    "views UInt64, bounces UInt64, unique_users UInt64, avg_duration_s Float64, "
-    "p95_duration_s Float64, version UInt64) "
-    "ENGINE = ReplacingMergeTree(version) PARTITION BY toYYYYMM(minute) ORDER BY (page_id, minute)",
-
-    "CREATE TABLE IF NOT EXISTS analytics_events (id String, event_type String, user_id String, "
-    "properties String, " TIME_COLUMNS ", " SOURCE_COLUMNS ", " ANALYTICS_SOURCE_COLUMNS ") "
-    "ENGINE = ReplacingMergeTree ORDER BY id",
-
-    "CREATE TABLE IF NOT EXISTS segment_events (event_id UInt64, user_id Int64, slug String, "
-    "operation String, " TIME_COLUMNS ", " SOURCE_COLUMNS ") "
-    "ENGINE = ReplacingMergeTree PARTITION BY toYYYYMM(minute) ORDER BY (minute, slug, event_id)",
-
-    "CREATE TABLE IF NOT EXISTS segment_changes_per_minute (slug String, minute DateTime('UTC'), "
-    "operation String, changes UInt64, users UInt64, version UInt64) "
-    "ENGINE = ReplacingMergeTree(version) PARTITION BY toYYYYMM(minute) "
-    "ORDER BY (slug, minute, operation)",
-
-    "CREATE TABLE IF NOT EXISTS processing_errors (" SOURCE_COLUMNS ", handler String, "
-    "reason String, detail String, raw String, raw_size UInt64, received_at DateTime('UTC')) "
-    "ENGINE = ReplacingMergeTree ORDER BY (kafka_topic, kafka_partition, kafka_offset)",
-    NULL
+static const agg_table tables[] = {
+    { "page_views",
+      "event_id String, event_type String, page_id String, user_id String, duration_s Float64, "
+      "" TIME_COLUMNS ", " SOURCE_COLUMNS,
+      NULL, "PARTITION BY toYYYYMM(minute) ORDER BY (minute, page_id, event_id)",
+      "sipHash64(event_id)" },
+    { "page_views_per_minute",
+      "page_id String, minute DateTime('UTC'), views UInt64, bounces UInt64, unique_users UInt64, "
+      "avg_duration_s Float64, p95_duration_s Float64, version UInt64",
+      "version", "PARTITION BY toYYYYMM(minute) ORDER BY (page_id, minute)", "sipHash64(page_id)" },
+    { "analytics_events",
+      "id String, event_type String, user_id String, properties String, " TIME_COLUMNS
+      ", " SOURCE_COLUMNS ", " ANALYTICS_SOURCE_COLUMNS,
+      NULL, "ORDER BY id", "sipHash64(id)" },
+    { "segment_events",
+      "event_id UInt64, user_id Int64, slug String, operation String, " TIME_COLUMNS
+      ", " SOURCE_COLUMNS,
+      NULL, "PARTITION BY toYYYYMM(minute) ORDER BY (minute, slug, event_id)", "event_id" },
+    { "segment_changes_per_minute",
+      "slug String, minute DateTime('UTC'), operation String, changes UInt64, users UInt64, "
+      "version UInt64",
+      "version", "PARTITION BY toYYYYMM(minute) ORDER BY (slug, minute, operation)",
+      "sipHash64(slug)" },
+    { "processing_errors",
+      SOURCE_COLUMNS ", handler String, reason String, detail String, raw String, raw_size UInt64, "
+                     "received_at DateTime('UTC')",
+      NULL, "ORDER BY (kafka_topic, kafka_partition, kafka_offset)",
+      "cityHash64(kafka_topic, kafka_partition, kafka_offset)" },
 };
+#define NTABLES (sizeof(tables) / sizeof(tables[0]))
+
+size_t agg_schema_count(const sl_ch *ch)
+{
+    return sl_ch_cluster(ch)[0] != '\0' ? 2 * NTABLES : NTABLES;
+}
+
+void agg_schema_sql(const sl_ch *ch, size_t i, jbuf *sql)
+{
+    const char *cluster = sl_ch_cluster(ch);
+    const char *db = sl_ch_database(ch);
+    const agg_table *t = &tables[i % NTABLES];
+
+    jb_reset(sql);
+    if (cluster[0] == '\0') {
+        jb_printf(sql, "CREATE TABLE IF NOT EXISTS %s (%s) ENGINE = ReplacingMergeTree%s%s%s %s",
+                  t->name, t->columns, t->version != NULL ? "(" : "",
+                  t->version != NULL ? t->version : "", t->version != NULL ? ")" : "", t->keys);
+    } else if (i < NTABLES) {
+        /* The replication path names the shard (a macro of each node's
+         * config), so that the replicas of one shard share it. */
+        jb_printf(sql,
+                  "CREATE TABLE IF NOT EXISTS `%s_local` ON CLUSTER `%s` (%s) ENGINE = "
+                  "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/%s.%s', "
+                  "'{replica}'%s%s) %s",
+                  t->name, cluster, t->columns, db, t->name, t->version != NULL ? ", " : "",
+                  t->version != NULL ? t->version : "", t->keys);
+    } else {
+        jb_printf(sql,
+                  "CREATE TABLE IF NOT EXISTS `%s` ON CLUSTER `%s` (%s) ENGINE = "
+                  "Distributed('%s', '%s', '%s_local', %s)",
+                  t->name, cluster, t->columns, cluster, db, t->name, t->shard_key);
+    }
+}
 
 /* ClickHouse 18.16 has no ADD COLUMN IF NOT EXISTS. */
-const char *const agg_schema_upgrade[] = {
+static const char *const upgrades[] = {
     /* raw became a bounded prefix: the message's own size is kept apart. */
     "ALTER TABLE processing_errors ADD COLUMN raw_size UInt64 AFTER raw",
     /* analytics events without a timestamp or an id are taken (validate.h) */
     "ALTER TABLE analytics_events ADD COLUMN " TS_SOURCE_COLUMN,
     "ALTER TABLE analytics_events ADD COLUMN " ID_SOURCE_COLUMN, NULL
 };
+/* A cluster's tables were all made by a version with every column. */
+static const char *const no_upgrades[] = { NULL };
+
+const char *const *agg_schema_upgrades(const sl_ch *ch)
+{
+    return sl_ch_cluster(ch)[0] != '\0' ? no_upgrades : upgrades;
+}
 
 static void minute_list(jbuf *sql, const int64_t *minutes, size_t n)
 {
@@ -111,7 +166,8 @@ int agg_recompute_sql(agg_handler h, const int64_t *minutes, size_t n, uint64_t 
  * (retention.h); the first error ends it. */
 typedef struct {
     sl_ctx *ctx;
-    size_t next; /* over agg_schema then agg_schema_upgrade */
+    size_t next; /* over the creates, then the upgrades */
+    jbuf sql;
     agg_retention retention;
 } schema_run;
 
@@ -123,18 +179,18 @@ static void retention_done(agg_retention *ret, const char *err, void *arg)
     sl_schema_done(r->ctx, err);
 }
 
-static size_t count(const char *const *list)
+static void schema_run_free(void *p)
 {
-    size_t n = 0;
-    while (list[n] != NULL)
-        n++;
-    return n;
+    schema_run *r = p;
+
+    jb_free(&r->sql);
+    free(r);
 }
 
 static void schema_step(sl_ch *ch, const sl_ch_result *res, void *arg)
 {
     schema_run *r = arg;
-    size_t ncreate = count(agg_schema);
+    size_t ncreate = agg_schema_count(ch);
     const char *sql;
 
     if (res != NULL && res->error != NULL &&
@@ -142,7 +198,16 @@ static void schema_step(sl_ch *ch, const sl_ch_result *res, void *arg)
         sl_schema_done(r->ctx, res->error);
         return;
     }
-    sql = r->next < ncreate ? agg_schema[r->next] : agg_schema_upgrade[r->next - ncreate];
+    if (r->next < ncreate) {
+        agg_schema_sql(ch, r->next, &r->sql);
+        sql = r->sql.oom ? NULL : r->sql.p;
+        if (sql == NULL) {
+            sl_schema_done(r->ctx, "out of memory");
+            return;
+        }
+    } else {
+        sql = agg_schema_upgrades(ch)[r->next - ncreate];
+    }
     if (sql == NULL) {
         sl_log(r->ctx, SL_LOG_INFO, "%zu ClickHouse statements applied", r->next);
         /* then what the retention options delete */
@@ -162,7 +227,7 @@ int agg_init_schema(sl_ctx *ctx)
 
     if (r == NULL)
         return sl_fail(ctx, "out of memory");
-    if (sl_track(ctx, "schema run", r, free, NULL) == NULL) {
+    if (sl_track(ctx, "schema run", r, schema_run_free, NULL) == NULL) {
         free(r);
         return sl_fail(ctx, "out of memory");
     }
@@ -170,7 +235,6 @@ int agg_init_schema(sl_ctx *ctx)
     ch = sl_ch_new(ctx);
     if (ch == NULL)
         return sl_fail(ctx, "no ClickHouse handle: is [clickhouse] configured?");
-    if (sl_ch_exec(ch, agg_schema[r->next++], schema_step, r) != 0)
-        return sl_fail(ctx, "cannot submit a statement (out of memory?)");
+    schema_step(ch, NULL, r);
     return 0;
 }

@@ -23,10 +23,17 @@ extern const char *const agg_raw_columns[AGG_NHANDLERS];
 #define AGG_ERRORS_COLUMNS                                                                 \
     "kafka_topic, kafka_partition, kafka_offset, handler, reason, detail, raw, raw_size, " \
     "received_at"
-/* CREATE TABLE IF NOT EXISTS of every table, then what tables made by an
- * earlier version lack (ADD COLUMN: "already exists", code 44, is done). */
-extern const char *const agg_schema[];
-extern const char *const agg_schema_upgrade[];
+/* The CREATE TABLE IF NOT EXISTS statements of every table: on one server
+ * one each; on a cluster ([clickhouse] cluster) a ReplicatedReplacingMergeTree
+ * table NAME_local on every node (ON CLUSTER) and a Distributed table NAME
+ * over them, sharded by the table's key, which is what inserts and queries
+ * name.  The statements do not depend on one another's order. */
+size_t agg_schema_count(const sl_ch *ch);
+/* Statement `i` (< agg_schema_count()) into `sql`. */
+void agg_schema_sql(const sl_ch *ch, size_t i, jbuf *sql);
+/* What tables made by an earlier version lack, NULL-terminated (ADD
+ * COLUMN: "already exists", code 44, is done); none on a cluster. */
+const char *const *agg_schema_upgrades(const sl_ch *ch);
 #define AGG_CH_DUPLICATE_COLUMN 44
 
 /* INSERT INTO <aggregate> SELECT ... FROM <raw> FINAL for the given

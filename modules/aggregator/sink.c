@@ -588,13 +588,17 @@ static void run_stage(agg *a)
     a->outstanding = 1; /* held while submitting, so no callback ends the stage early */
     switch (a->stage) {
     case ST_SCHEMA:
-        for (size_t i = 0; agg_schema[i] != NULL; i++)
-            submit(a, sl_ch_exec(a->ch, agg_schema[i], on_result, a));
+        for (size_t i = 0; i < agg_schema_count(a->ch); i++) {
+            agg_schema_sql(a->ch, i, &a->scratch);
+            submit(a, a->scratch.oom ? -1 : sl_ch_exec(a->ch, a->scratch.p, on_result, a));
+        }
         break;
-    case ST_UPGRADE:
-        for (size_t i = 0; agg_schema_upgrade[i] != NULL; i++)
-            submit(a, sl_ch_exec(a->ch, agg_schema_upgrade[i], on_result, a));
+    case ST_UPGRADE: {
+        const char *const *up = agg_schema_upgrades(a->ch);
+        for (size_t i = 0; up[i] != NULL; i++)
+            submit(a, sl_ch_exec(a->ch, up[i], on_result, a));
         break;
+    }
     case ST_INSERT:
         for (int h = 0; h < AGG_NHANDLERS; h++) {
             if (b->nrows[h] == 0)

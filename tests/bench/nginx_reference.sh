@@ -8,8 +8,31 @@
 #   nginx_ref_start DIR PORT LOCATION BODY   starts it in the foreground
 #                                            (background job; $! is its pid)
 #                                            with its files under DIR/nginx
+#   nginx_proxy_start DIR PORT UPSTREAM...   the same nginx as a round-robin
+#                                            proxy over those 127.0.0.1 ports
+#                                            (keep-alive to them too), files
+#                                            under DIR
 nginx_ref_start() {
-    local dir=$1/nginx port=$2 location=$3 body=$4
+    _nginx_run "$1/nginx" "$2" "location $3 {
+            default_type application/json;
+            return 200 '$4';
+        }"
+}
+
+nginx_proxy_start() {
+    local dir=$1 port=$2 ups="" p
+    shift 2
+    for p in "$@"; do ups+="server 127.0.0.1:$p; "; done
+    _nginx_run "$dir" "$port" "location / {
+            proxy_pass http://upstreams;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }" "upstream upstreams { $ups keepalive 64; }"
+}
+
+# _nginx_run DIR PORT LOCATION [UPSTREAM]
+_nginx_run() {
+    local dir=$1
     mkdir -p "$dir"
     cat > "$dir/nginx.conf" <<CONF
 worker_processes 1;
@@ -26,12 +49,10 @@ http {
     fastcgi_temp_path $dir;
     uwsgi_temp_path $dir;
     scgi_temp_path $dir;
+    ${4:-}
     server {
-        listen 127.0.0.1:$port;
-        location $location {
-            default_type application/json;
-            return 200 '$body';
-        }
+        listen 127.0.0.1:$2;
+        $3
     }
 }
 CONF

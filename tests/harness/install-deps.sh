@@ -10,7 +10,7 @@ pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
       libcjson-dev libcmocka-dev postgresql redis-server clickhouse-server
       clickhouse-client kcat prometheus wrk nginx-light curl python3
       chromium docker-compose clang libclang-rt-14-dev systemd
-      jq iproute2 podman debootstrap runc clang-format)
+      jq iproute2 podman debootstrap runc clang-format zookeeper)
 # chromium: tests/integration/status.sh loads the status page headless, and
 # segments.sh checks /docs; docker-compose: tests/packaging/deploy.sh
 # validates the compose file (`docker-compose config` needs no Docker
@@ -24,6 +24,9 @@ pkgs=(build-essential autoconf automake libtool pkg-config libevent-dev
 # bookworm base, builds docker/Dockerfile and runs every role from the
 # image (runc: this kind of machine refuses crun's cgroup handling);
 # clang-format: tests/packaging/format.sh checks the layout of every C file.
+# zookeeper: what the ClickHouse cluster of tests/integration/scale_clickhouse.sh
+# coordinates its Replicated tables and ON CLUSTER statements through
+# (ClickHouse 18.16 has no keeper of its own).
 # Under CI=true a case skipped for want of a tool fails.
 
 missing=()

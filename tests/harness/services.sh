@@ -5,7 +5,14 @@
 #   sl_svc_start postgres     # exports SL_PG_DSN, SL_PG_PORT
 #   sl_svc_start redis        # exports SL_REDIS_URL, SL_REDIS_PORT
 #   sl_svc_start clickhouse   # exports SL_CH_URL, SL_CH_PORT, SL_CH_TCP_PORT
+#   sl_svc_start zookeeper    # exports SL_ZK_PORT
+#   sl_svc_start chcluster    # two ClickHouse servers chnode1, chnode2 forming the
+#                             # cluster SL_CHC_NAME over ZooKeeper (started first if
+#                             # need be); exports SL_CHC_URL1/2, SL_CHC_TCP1/2.  Layout
+#                             # SL_CHC_LAYOUT: shards (two shards of one replica, the
+#                             # default) or replicas (one shard, two replicas)
 #   sl_svc_restart NAME       # stop (or reap a killed one), start on the same port and data
+#                             # (NAME: a service above, or chnode1, chnode2)
 #   sl_svc_kill NAME          # SIGKILL the server (a crash), data dir kept
 #   sl_svc_stop NAME          # clean shutdown
 #   sl_svc_stop_all           # every server this shell started, then the temp dir
@@ -288,8 +295,10 @@ _sl_redis_kill() {
 
 # -------------------------------------------------------------- clickhouse
 
+# The ClickHouse functions take the server's directory name: clickhouse,
+# or chnode1/chnode2 of the cluster.
 _sl_ch_pid() {
-    cat "$SL_SVC_ROOT/clickhouse/pid" 2>/dev/null
+    cat "$SL_SVC_ROOT/${1:-clickhouse}/pid" 2>/dev/null
 }
 
 _sl_ch_ready() {
@@ -297,7 +306,7 @@ _sl_ch_ready() {
 }
 
 _sl_ch_run() {
-    local d=$SL_SVC_ROOT/clickhouse port t0
+    local d=$SL_SVC_ROOT/${1:-clickhouse} port t0
     port=$(cat "$d/http_port") || return 1
     t0=$(date +%s.%N)
     # ClickHouse 18.16 runs as root (unlike postgres), so it is started
@@ -307,7 +316,7 @@ _sl_ch_run() {
         </dev/null >>"$d/stdout.log" 2>&1) &
     echo $! >"$d/pid"
     if ! _sl_svc_wait_up "$SL_SVC_TIMEOUT" _sl_ch_ready "$port"; then
-        _sl_svc_err "clickhouse did not answer on 127.0.0.1:$port within ${SL_SVC_TIMEOUT}s"
+        _sl_svc_err "${1:-clickhouse} did not answer on 127.0.0.1:$port within ${SL_SVC_TIMEOUT}s"
         _sl_svc_tail "$d/stdout.log" "$d/log/server.err.log"
         return 1
     fi
@@ -315,18 +324,21 @@ _sl_ch_run() {
     export SL_CH_START_SECONDS
 }
 
-_sl_ch_start() {
-    local d port tcp isrv
-    command -v clickhouse-server >/dev/null || {
-        _sl_svc_err "clickhouse-server not installed"
-        return 1
-    }
-    d=$SL_SVC_ROOT/clickhouse
+# _sl_ch_ports DIR: free ports for a server in DIR, chosen once.
+_sl_ch_ports() {
+    local d=$1 f
     mkdir -p "$d" || return 1
-    port=$(_sl_svc_free_port) && tcp=$(_sl_svc_free_port) &&
-        isrv=$(_sl_svc_free_port) || return 1
-    echo "$port" >"$d/http_port"
-    echo "$tcp" >"$d/tcp_port"
+    for f in http_port tcp_port isrv_port; do
+        [ -s "$d/$f" ] || _sl_svc_free_port >"$d/$f" || return 1
+    done
+}
+
+# _sl_ch_config DIR [XML]: the config files of a server in DIR, on its
+# ports, with XML (cluster settings) inside <yandex>.
+_sl_ch_config() {
+    local d=$1 port tcp isrv
+    _sl_ch_ports "$d" || return 1
+    port=$(cat "$d/http_port") && tcp=$(cat "$d/tcp_port") && isrv=$(cat "$d/isrv_port") || return 1
     # Everything in the private dir; caches small (defaults are 5-8 GiB).
     cat >"$d/config.xml" <<XML
 <?xml version="1.0"?>
@@ -358,6 +370,7 @@ _sl_ch_start() {
     <timezone>UTC</timezone>
     <mlock_executable>false</mlock_executable>
     <builtin_dictionaries_reload_interval>3600</builtin_dictionaries_reload_interval>
+${2:-}
 </yandex>
 XML
     cat >"$d/users.xml" <<XML
@@ -391,18 +404,137 @@ XML
     </quotas>
 </yandex>
 XML
-    _sl_ch_run || return 1
-    export SL_CH_PORT=$port
-    export SL_CH_TCP_PORT=$tcp
-    export SL_CH_URL=http://127.0.0.1:$port
+}
+
+_sl_ch_installed() {
+    command -v clickhouse-server >/dev/null || {
+        _sl_svc_err "clickhouse-server not installed"
+        return 1
+    }
+}
+
+_sl_ch_start() {
+    local d=$SL_SVC_ROOT/clickhouse
+    _sl_ch_installed && _sl_ch_config "$d" && _sl_ch_run || return 1
+    export SL_CH_PORT=$(cat "$d/http_port")
+    export SL_CH_TCP_PORT=$(cat "$d/tcp_port")
+    export SL_CH_URL=http://127.0.0.1:$SL_CH_PORT
 }
 
 _sl_ch_stop() {
-    _sl_svc_end "$(_sl_ch_pid)"
+    _sl_svc_end "$(_sl_ch_pid "$1")"
 }
 
 _sl_ch_kill() {
-    _sl_svc_crash "$(_sl_ch_pid)"
+    _sl_svc_crash "$(_sl_ch_pid "$1")"
+}
+
+# --------------------------------------------------------------- zookeeper
+
+# What ClickHouse's Replicated tables and ON CLUSTER statements coordinate
+# through.  Debian's zookeeper package: one standalone server, run by the
+# JVM directly (zkServer.sh would write to /var/log and /etc).
+_sl_zk_pid() {
+    cat "$SL_SVC_ROOT/zookeeper/pid" 2>/dev/null
+}
+
+_sl_zk_ready() {
+    local out
+    out=$(exec 3<>"/dev/tcp/127.0.0.1/$1" && echo ruok >&3 && timeout 1 cat <&3) 2>/dev/null
+    [ "$out" = imok ]
+}
+
+_sl_zk_run() {
+    local d=$SL_SVC_ROOT/zookeeper port
+    port=$(cat "$d/port") || return 1
+    (cd "$d" && exec java -Xmx256m -Dzookeeper.log.dir="$d" -cp /usr/share/java/zookeeper.jar \
+        org.apache.zookeeper.server.quorum.QuorumPeerMain "$d/zoo.cfg" \
+        </dev/null >>"$d/server.log" 2>&1) &
+    echo $! >"$d/pid"
+    if ! _sl_svc_wait_up "$SL_SVC_TIMEOUT" _sl_zk_ready "$port"; then
+        _sl_svc_err "zookeeper did not answer on 127.0.0.1:$port within ${SL_SVC_TIMEOUT}s"
+        _sl_svc_tail "$d/server.log"
+        return 1
+    fi
+}
+
+_sl_zk_start() {
+    local d=$SL_SVC_ROOT/zookeeper port
+    [ -r /usr/share/java/zookeeper.jar ] || {
+        _sl_svc_err "zookeeper not installed (Debian package zookeeper)"
+        return 1
+    }
+    mkdir -p "$d/data" || return 1
+    port=$(_sl_svc_free_port) || return 1
+    echo "$port" >"$d/port"
+    # A short tick: sessions of a killed ClickHouse expire within seconds.
+    cat >"$d/zoo.cfg" <<CFG
+tickTime=500
+dataDir=$d/data
+clientPort=$port
+clientPortAddress=127.0.0.1
+admin.enableServer=false
+maxClientCnxns=0
+4lw.commands.whitelist=ruok
+CFG
+    _sl_zk_run || return 1
+    export SL_ZK_PORT=$port
+}
+
+_sl_zk_stop() {
+    _sl_svc_end "$(_sl_zk_pid)"
+}
+
+_sl_zk_kill() {
+    _sl_svc_crash "$(_sl_zk_pid)"
+}
+
+# -------------------------------------------------------- clickhouse cluster
+
+_sl_chc_replica() {
+    echo "<replica><host>127.0.0.1</host><port>$(cat "$SL_SVC_ROOT/chnode$1/tcp_port")</port></replica>"
+}
+
+# Both servers' ports first, since each names the other in remote_servers.
+_sl_chc_start() {
+    local n d shard xml remote=""
+    _sl_ch_installed || return 1
+    if [ ! -d "$SL_SVC_ROOT/zookeeper" ]; then
+        _sl_zk_start || return 1
+    fi
+    for n in 1 2; do
+        _sl_ch_ports "$SL_SVC_ROOT/chnode$n" || return 1
+    done
+    export SL_CHC_NAME=sluice
+    case ${SL_CHC_LAYOUT:-shards} in
+    shards)
+        remote="<shard><internal_replication>true</internal_replication>$(_sl_chc_replica 1)</shard>"
+        remote+="<shard><internal_replication>true</internal_replication>$(_sl_chc_replica 2)</shard>"
+        ;;
+    replicas)
+        remote="<shard><internal_replication>true</internal_replication>$(_sl_chc_replica 1)$(_sl_chc_replica 2)</shard>"
+        ;;
+    *)
+        _sl_svc_err "SL_CHC_LAYOUT: shards or replicas, not ${SL_CHC_LAYOUT}"
+        return 1
+        ;;
+    esac
+    for n in 1 2; do
+        d=$SL_SVC_ROOT/chnode$n
+        shard=$n
+        [ "${SL_CHC_LAYOUT:-shards}" = replicas ] && shard=1
+        xml="<remote_servers><$SL_CHC_NAME>$remote</$SL_CHC_NAME></remote_servers>
+    <zookeeper><node><host>127.0.0.1</host><port>$(cat "$SL_SVC_ROOT/zookeeper/port")</port></node>
+        <session_timeout_ms>6000</session_timeout_ms></zookeeper>
+    <macros><shard>$shard</shard><replica>node$n</replica></macros>
+    <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>"
+        _sl_ch_config "$d" "$xml" || return 1
+    done
+    for n in 1 2; do
+        _sl_ch_run "chnode$n" || return 1
+        export "SL_CHC_URL$n=http://127.0.0.1:$(cat "$SL_SVC_ROOT/chnode$n/http_port")"
+        export "SL_CHC_TCP$n=$(cat "$SL_SVC_ROOT/chnode$n/tcp_port")"
+    done
 }
 
 # ------------------------------------------------------------------ public
@@ -411,9 +543,11 @@ _sl_svc_fn() {
     case $1 in
     postgres) echo _sl_pg ;;
     redis) echo _sl_redis ;;
-    clickhouse) echo _sl_ch ;;
+    clickhouse | chnode1 | chnode2) echo _sl_ch ;;
+    zookeeper) echo _sl_zk ;;
+    chcluster) echo _sl_chc ;;
     *)
-        _sl_svc_err "unknown service '$1' (postgres|redis|clickhouse)"
+        _sl_svc_err "unknown service '$1' (postgres|redis|clickhouse|zookeeper|chcluster|chnode1|chnode2)"
         return 1
         ;;
     esac
@@ -434,14 +568,14 @@ sl_svc_stop() {
     local f
     f=$(_sl_svc_fn "$1") || return 1
     [ -n "$SL_SVC_ROOT" ] && [ -d "$SL_SVC_ROOT/$1" ] || return 0
-    "${f}_stop"
+    "${f}_stop" "$1"
 }
 
 sl_svc_kill() {
     local f
     f=$(_sl_svc_fn "$1") || return 1
     [ -n "$SL_SVC_ROOT" ] && [ -d "$SL_SVC_ROOT/$1" ] || return 0
-    "${f}_kill"
+    "${f}_kill" "$1"
 }
 
 # Same port, same data directory; works after a stop or a kill.
@@ -452,14 +586,14 @@ sl_svc_restart() {
         _sl_svc_err "$1 was never started"
         return 1
     }
-    "${f}_stop" || return 1
-    "${f}_run"
+    "${f}_stop" "$1" || return 1
+    "${f}_run" "$1"
 }
 
 sl_svc_stop_all() {
     local s
     [ -n "$SL_SVC_ROOT" ] && [ -d "$SL_SVC_ROOT" ] || return 0
-    for s in postgres redis clickhouse; do
+    for s in postgres redis clickhouse chnode1 chnode2 zookeeper; do
         [ -d "$SL_SVC_ROOT/$s" ] && sl_svc_stop "$s"
     done
     if [ -z "${SL_KEEP:-}" ]; then

@@ -12,6 +12,7 @@
 # temp dirs (tests/harness/conf_local.py); everything else is as shipped.
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
+. "$SL_TOP/tests/harness/roles.sh"
 
 t_scratch
 
@@ -23,59 +24,16 @@ for m in metrics generator aggregator segments outbox; do
     cp "$SL_BUILD/_modules/$m.so" "$mods/"
 done
 
-# localize ROLE FILE [SECTION:KEY=VALUE...]: conf/ROLE.conf pointed at this run
-localize() {
-    local role=$1 out=$2
-    shift 2
-    python3 "$SL_TOP/tests/harness/conf_local.py" "$SL_TOP/conf/$role.conf" "$out" \
-        "core:modules_dir=$mods" "postgres:dsn=$pgdsn" "redis:url=$redisurl" \
-        "clickhouse:url=$SL_CH_URL" "clickhouse:database=$chdb" \
-        "module segments:docs_dir=" \
-        "module aggregator:rdkafka.session.timeout.ms=6000" \
-        "module aggregator:rdkafka.heartbeat.interval.ms=500" \
-        "$@" --replace "/tmp/sluice-bootstrap=$boot"
-}
-
-declare -A pid
-# start NAME CONF: one sluiced, waited for until it answers
-start() {
-    "$SLUICED" -c "$2" 2>>"$work/$1.log" &
-    pid[$1]=$!
-    pids+=($!)
-    t_wait_http "http://127.0.0.1:${port[$1]}/healthz" 20
-}
-
 # The flow both runs below check; a SIGHUP is a kill here.
 . "$SL_TOP/tests/harness/flow.sh"
-flow_hup() { kill -HUP "${pid[$1]}"; }
-
-stop_all() { # stop_all NAME...: SIGTERM to every one, each exits 0
-    local n rc
-    for n in "$@"; do kill -TERM "${pid[$n]}"; done
-    for n in "$@"; do
-        wait "${pid[$n]}"
-        rc=$?
-        t_check "$rc" -eq 0 "$n exited $rc"
-    done
-    t_check "$(cat "$work"/*.log | grep -c 'ERROR: AddressSanitizer\|runtime error:')" -eq 0 "no sanitizer report"
-}
 
 # ------------------------------------------------------------ services
 flow_services || { t_exit; exit 1; }
 
 # ============================================== 1. one sluiced per role
-pgdsn=$SL_PG_DSN
-redisurl=$SL_REDIS_URL/0
-chdb=roles
-clickhouse-client --host 127.0.0.1 --port "$SL_CH_TCP_PORT" --query "CREATE DATABASE $chdb"
-boot=$work/roles.bootstrap
+roles_in roles
 roles=(broker aggregator outbox segments generator)
-
-for r in "${roles[@]}"; do
-    port[$r]=$(t_free_port)
-    conf_of[$r]=$work/$r.conf
-    localize "$r" "${conf_of[$r]}" "core:listen=127.0.0.1:${port[$r]}"
-done
+for r in "${roles[@]}"; do role_conf "$r" "$r"; done
 
 t_case "sluiced --init-schema applies the roles' schema and exits, serving nothing"
 for r in aggregator segments outbox; do
@@ -95,28 +53,15 @@ t_check "$(grep -c 'aggregator.*schema not applied' "$work/noch.log")" -ge 1 "na
 t_end
 
 t_case "the five roles start from conf/ as separate processes"
-for r in "${roles[@]}"; do
-    "$SLUICED" -t -c "${conf_of[$r]}" 2>>"$work/t.out"
-    t_check $? -eq 0 "$r.conf passes -t"
-    start "$r" "${conf_of[$r]}"
-    t_check $? -eq 0 "$r up on ${port[$r]}"
-    [ "$r" = broker ] && t_wait_for 10 test -s "$boot"
-done
-for r in "${roles[@]}"; do
-    t_wait_until 60 "ready $r"
-    t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${port[$r]}/readyz")" = 200 "$r ready"
-done
-gbase=http://127.0.0.1:${port[generator]}
-abase=http://127.0.0.1:${port[aggregator]}
-sbase=http://127.0.0.1:${port[segments]}
-obase=http://127.0.0.1:${port[outbox]}
+roles_up "${roles[@]}"
+role_bases
 curl -s -o /dev/null -X POST "$gbase/generator/config/speed?eps=0"
 t_end
 
 role_flow roles R
 
 t_case "roles: SIGTERM to all exits 0"
-stop_all generator segments outbox aggregator broker
+role_stop generator segments outbox aggregator broker
 t_end
 
 # ============================================ 2. everything in one sluiced
@@ -133,7 +78,7 @@ conf_of[all]=$work/all.conf
 localize sluice "${conf_of[all]}" "core:listen=127.0.0.1:${port[all]}"
 "$SLUICED" -t -c "${conf_of[all]}" 2>>"$work/t.out"
 t_check $? -eq 0 "sluice.conf passes -t"
-start all "${conf_of[all]}"
+role_start all "${conf_of[all]}"
 t_check $? -eq 0 "up on ${port[all]}"
 t_wait_until 60 "ready all"
 t_check "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${port[all]}/readyz")" = 200 "ready"
@@ -180,7 +125,7 @@ tweak_of[all]="module aggregator:batch_interval=700ms;module outbox:poll_interva
 traffic_under_hup A all
 check_pages "all-in-one after SIGHUP"
 check_segments "all-in-one after SIGHUP"
-stop_all all
+role_stop all
 t_end
 
 t_exit

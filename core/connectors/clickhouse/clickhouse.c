@@ -30,6 +30,11 @@ static const sl_option clickhouse_options[] = {
       "is not in the config)",
       0, 0, NULL },
     { "database", SL_OPT_STRING, "default", "database of unqualified table names", 0, 0, NULL },
+    { "cluster", SL_OPT_STRING, "",
+      "a cluster of the server's remote_servers: modules create their tables on every node (ON "
+      "CLUSTER) as Replicated tables behind Distributed ones, and inserts return once every shard "
+      "has its rows; empty: the one server of url",
+      0, 0, NULL },
     { "timeout", SL_OPT_DURATION, "30s",
       "how long one attempt of a request may take once sent (waiting for a free connection "
       "does not count)",
@@ -61,6 +66,31 @@ static int check_url(const char *url, char *err, size_t errlen)
     return 0;
 }
 
+/* The cluster and the database go into DDL as names, quoted by modules:
+ * identifiers only, so that no quoting can be broken. */
+static int check_names(const sl_optset *opts, const char *file, sl_errors *errs)
+{
+    const sl_optval *cluster = sl_optset_get(opts, "cluster");
+    const sl_optval *db = sl_optset_get(opts, "database");
+
+    if (cluster == NULL || cluster->raw[0] == '\0')
+        return 0;
+    if (!sl_ch_valid_table(cluster->raw) || strchr(cluster->raw, '.') != NULL) {
+        sl_errors_add(errs, file, cluster->line,
+                      "[clickhouse] cluster: \"%s\" is not a name ([A-Za-z_][A-Za-z0-9_]*)",
+                      cluster->raw);
+        return -1;
+    }
+    if (db != NULL && (!sl_ch_valid_table(db->raw) || strchr(db->raw, '.') != NULL)) {
+        sl_errors_add(errs, file, db->line,
+                      "[clickhouse] database: \"%s\" is not a name ([A-Za-z_][A-Za-z0-9_]*), "
+                      "which a cluster needs",
+                      db->raw);
+        return -1;
+    }
+    return 0;
+}
+
 static int ch_check(const sl_optset *opts, const char *file, sl_errors *errs)
 {
     const sl_optval *v = sl_optset_get(opts, "url");
@@ -68,6 +98,8 @@ static int ch_check(const sl_optset *opts, const char *file, sl_errors *errs)
 
     int rc = sl_conn_check_secret(opts, "clickhouse", "password_file", file, errs);
 
+    if (check_names(opts, file, errs) != 0)
+        rc = -1;
     if (v == NULL || check_url(v->raw, err, sizeof(err)) == 0)
         return rc;
     sl_errors_add(errs, file, v->line, "[clickhouse] url: %s", err);
@@ -134,6 +166,7 @@ static void destroy(void *obj)
     free(ch->label);
     free(ch->base);
     free(ch->database);
+    free(ch->cluster);
     free(ch->user);
     free(ch->password);
     free(ch);
@@ -211,6 +244,7 @@ static int load_options(sl_ch *ch, long *max_connections, char *err, size_t errl
     } else {
         ch->base = ch_str_printf("%.*s/", (int)n, url);
         ch->database = strdup(sl_optset_get(set, "database")->raw);
+        ch->cluster = strdup(sl_optset_get(set, "cluster")->raw);
         ch->user = strdup(sl_optset_get(set, "user")->raw);
         ch->password = strdup(sl_optset_get(set, "password")->raw);
         if (sl_optset_get(set, "password_file")->raw[0] != '\0' && ch->password != NULL) {
@@ -229,7 +263,8 @@ static int load_options(sl_ch *ch, long *max_connections, char *err, size_t errl
         ch->ping_interval = sl_optset_get(set, "ping_interval")->d;
         ch->retries = (long)sl_optset_get(set, "retries")->i;
         *max_connections = (long)sl_optset_get(set, "max_connections")->i;
-        if (ch->base == NULL || ch->database == NULL || ch->user == NULL || ch->password == NULL) {
+        if (ch->base == NULL || ch->database == NULL || ch->cluster == NULL || ch->user == NULL ||
+            ch->password == NULL) {
             snprintf(err, errlen, "out of memory");
             rc = -1;
         }

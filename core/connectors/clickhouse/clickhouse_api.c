@@ -85,7 +85,26 @@ char *ch_make_url(const sl_ch *ch, const char *extra)
     return url;
 }
 
+/* The settings of a request that may write.  On a cluster, an insert into
+ * a Distributed table returns only once every shard has its rows: what the
+ * caller is told was accepted is on the shards, not in a node's queue of
+ * rows still to forward. */
+static const char *write_settings(const sl_ch *ch)
+{
+    return ch->cluster[0] != '\0' ? "insert_distributed_sync=1" : "";
+}
+
 /* ------------------------------------------------------------ the API */
+
+SL_API const char *sl_ch_cluster(const sl_ch *ch)
+{
+    return ch->cluster;
+}
+
+SL_API const char *sl_ch_database(const sl_ch *ch)
+{
+    return ch->database;
+}
 
 /* 1 when `s` is a list of identifiers separated by commas and blanks. */
 static int valid_columns(const char *s)
@@ -128,7 +147,7 @@ static char *insert_url(sl_ch *ch, const char *table, const char *columns, const
     free(sql);
     if (enc == NULL)
         return NULL;
-    url = ch_str_printf("query=%s", enc);
+    url = ch_str_printf("query=%s%s%s", enc, ch->cluster[0] != '\0' ? "&" : "", write_settings(ch));
     free(enc);
     if (url == NULL)
         return NULL;
@@ -280,7 +299,8 @@ SL_API int sl_ch_exec(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg)
     body = statement(sql, "");
     if (body == NULL)
         return -1;
-    return ch_submit(ch, K_EXEC, ch_make_url(ch, ""), body, strlen(body), fn, arg, 0, 0);
+    return ch_submit(ch, K_EXEC, ch_make_url(ch, write_settings(ch)), body, strlen(body), fn, arg,
+                     0, 0);
 }
 
 /* The settings go before readonly: ClickHouse refuses to change a setting

@@ -64,6 +64,7 @@ struct sl_ch {
     char *label;
     char *base; /* url with exactly one trailing '/' */
     char *database;
+    char *cluster; /* "" for one server */
     char *user, *password;
     double timeout, ping_interval;
     long retries;

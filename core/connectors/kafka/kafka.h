@@ -44,7 +44,7 @@ void sl_kafka_cluster_ensure_topic(sl_kafka_cluster *c, const char *topic);
 
 /* Commands to a mock cluster that return in milliseconds (kafka_mock.c). */
 rd_kafka_resp_err_t sl_kafka_mock_topic_create(rd_kafka_mock_cluster_t *mock, const char *topic,
-                                               int partitions);
+                                               int partitions, int replication);
 rd_kafka_resp_err_t sl_kafka_mock_broker_set(rd_kafka_mock_cluster_t *mock, int32_t broker, int up);
 void sl_kafka_mock_push_errors(rd_kafka_mock_cluster_t *mock, int16_t api, size_t count,
                                const rd_kafka_resp_err_t *errors);

@@ -43,6 +43,11 @@ const sl_option sl_kafka_options[] = {
     { "embedded_partitions", SL_OPT_INT, "4",
       "partitions of a topic the connector's handles use first without it being listed", 1, 10000,
       NULL },
+    { "embedded_replication", SL_OPT_INT, "1",
+      "replicas of each embedded topic's partitions, spread over the embedded brokers (at most "
+      "embedded_brokers); the mock keeps one copy of the data, so this shapes the metadata "
+      "clients see, not durability",
+      1, 16, NULL },
     { "admin", SL_OPT_BOOL, "false",
       "let modules take embedded brokers down and inject errors (reliability tests only)", 0, 0,
       NULL },
@@ -70,6 +75,7 @@ struct sl_kafka_cluster {
     char *bootstraps;
     int nbrokers;
     int partitions;
+    int replication;
     char **topics; /* created by us, or found existing */
     size_t ntopics;
     int refs;
@@ -209,6 +215,7 @@ int sl_kafka_check(const sl_optset *opts, const char *file, sl_errors *errs)
 {
     const sl_optval *brokers = sl_optset_get(opts, "brokers");
     const sl_optval *topics = sl_optset_get(opts, "embedded_topics");
+    const sl_optval *replication = sl_optset_get(opts, "embedded_replication");
     rd_kafka_conf_t *scratch;
     char err[512];
     int bad = 0;
@@ -221,6 +228,13 @@ int sl_kafka_check(const sl_optset *opts, const char *file, sl_errors *errs)
         bad = 1;
     } else if (strcmp(brokers->raw, SL_KAFKA_BROKERS_FILE) == 0) {
         sl_errors_add(errs, file, brokers->line, "[kafka] brokers: file: names no file");
+        bad = 1;
+    }
+    if (replication->i > sl_optset_get(opts, "embedded_brokers")->i) {
+        sl_errors_add(errs, file, replication->line,
+                      "[kafka] embedded_replication: %lld replicas need as many embedded_brokers "
+                      "(%lld)",
+                      replication->i, sl_optset_get(opts, "embedded_brokers")->i);
         bad = 1;
     }
     for (size_t i = 0; i < topics->nlist; i++) {
@@ -333,10 +347,11 @@ static void create_topic(sl_kafka_cluster *c, const char *topic, int partitions)
 
     if (cluster_knows(c, topic))
         return;
-    e = sl_kafka_mock_topic_create(c->mock, topic, partitions);
+    e = sl_kafka_mock_topic_create(c->mock, topic, partitions, c->replication);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-        sl_log_core(SL_LOG_INFO, "kafka", "embedded topic %s created with %d partitions", topic,
-                    partitions);
+        sl_log_core(SL_LOG_INFO, "kafka",
+                    "embedded topic %s created with %d partitions, %d replica%s each", topic,
+                    partitions, c->replication, c->replication == 1 ? "" : "s");
     else if (e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
         sl_log_core(SL_LOG_WARN, "kafka", "embedded topic %s: %s", topic, rd_kafka_err2str(e));
     cluster_remember(c, topic);
@@ -377,6 +392,7 @@ static sl_kafka_cluster *cluster_start(int nbrokers, char *err, size_t errlen)
         goto fail;
     }
     c->nbrokers = nbrokers;
+    c->replication = 1;
     if (rd_kafka_conf_set(conf, "log.queue", "true", err, errlen) != RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "log_level", "4", err, errlen) != RD_KAFKA_CONF_OK ||
         rd_kafka_conf_set(conf, "client.id", "sluiced-embedded", err, errlen) != RD_KAFKA_CONF_OK)
@@ -456,6 +472,7 @@ static void cluster_configure(sl_kafka_cluster *c, const sl_optset *opts)
     const sl_optval *topics = sl_optset_get(opts, "embedded_topics");
 
     c->partitions = (int)sl_optset_get(opts, "embedded_partitions")->i;
+    c->replication = (int)sl_optset_get(opts, "embedded_replication")->i;
     for (size_t i = 0; i < topics->nlist; i++) {
         char *name;
         int count;

@@ -34,6 +34,7 @@ typedef struct {
     rd_kafka_mock_cluster_t *mock;
     const char *topic;
     int partitions;
+    int replication;
     int32_t broker;
     int up;
     int16_t api;
@@ -49,7 +50,8 @@ static void *run_cmd(void *arg)
 
     switch (cmd->kind) {
     case CMD_TOPIC_CREATE:
-        cmd->result = rd_kafka_mock_topic_create(cmd->mock, cmd->topic, cmd->partitions, 1);
+        cmd->result = rd_kafka_mock_topic_create(cmd->mock, cmd->topic, cmd->partitions,
+                                                 cmd->replication);
         break;
     case CMD_BROKER_SET:
         cmd->result = cmd->up ? rd_kafka_mock_broker_set_up(cmd->mock, cmd->broker)
@@ -120,11 +122,13 @@ static rd_kafka_resp_err_t run(mock_cmd *cmd)
 }
 
 rd_kafka_resp_err_t sl_kafka_mock_topic_create(rd_kafka_mock_cluster_t *mock, const char *topic,
-                                               int partitions)
+                                               int partitions, int replication)
 {
-    mock_cmd cmd = {
-        .kind = CMD_TOPIC_CREATE, .mock = mock, .topic = topic, .partitions = partitions
-    };
+    mock_cmd cmd = { .kind = CMD_TOPIC_CREATE,
+                     .mock = mock,
+                     .topic = topic,
+                     .partitions = partitions,
+                     .replication = replication };
 
     return run(&cmd);
 }

@@ -127,6 +127,15 @@ SL_API int sl_ch_query_limited(sl_ch *ch, const char *sql, const sl_ch_limits *l
 /* Runs a statement whose answer is not needed (CREATE TABLE, ALTER ...). */
 SL_API int sl_ch_exec(sl_ch *ch, const char *sql, sl_ch_fn fn, void *arg);
 
+/* [clickhouse] cluster: the name of the cluster the tables live on, or ""
+ * for one server.  On a cluster a module creates its tables ON CLUSTER
+ * (the name and the database are checked to be identifiers), writes and
+ * reads through Distributed tables, and gets every insert back only once
+ * each shard holds its rows (insert_distributed_sync). */
+SL_API const char *sl_ch_cluster(const sl_ch *ch);
+/* [clickhouse] database: where unqualified table names are. */
+SL_API const char *sl_ch_database(const sl_ch *ch);
+
 /* 1 when `name` is acceptable as a table name for sl_ch_insert(). */
 SL_API int sl_ch_valid_table(const char *name);
 
