@@ -2,7 +2,8 @@
  * retention.c - expired rows deleted (retention.h).  A sweep walks the
  * tables one statement at a time: a count of the rows past the cutoff,
  * then the DELETE only where there are some, so an idle sweep costs
- * ClickHouse an index lookup per table and rewrites no part.
+ * ClickHouse an index lookup per table and rewrites no part.  On a
+ * cluster the count reads through the Distributed table.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,7 +86,8 @@ static void on_counted(sl_ch *ch, const sl_ch_result *res, void *arg)
     agg_retention *r = arg;
     const cJSON *row, *n;
     unsigned long long expired = 0;
-    char sql[256], err[512];
+    const char *cluster;
+    char sql[512], err[512];
 
     (void)ch;
     if (res->error != NULL && res->code != CH_UNKNOWN_TABLE) {
@@ -114,8 +116,18 @@ static void on_counted(sl_ch *ch, const sl_ch_result *res, void *arg)
     r->rows_deleted += expired;
     if (r->m_rows != NULL)
         sl_series_add(sl_series_of(r->m_rows, tables[r->next].table), (double)expired);
-    snprintf(sql, sizeof(sql), "ALTER TABLE %s DELETE WHERE %s < toDateTime(%lld)",
-             tables[r->next].table, tables[r->next].column, (long long)r->cutoff);
+    cluster = sl_ch_cluster(r->ch);
+    /* A Distributed table takes no mutation: on a cluster the rows are
+     * deleted from every node's local table (on one replica of each
+     * shard, which its replication passes on). */
+    if (cluster[0] != '\0')
+        snprintf(sql, sizeof(sql),
+                 "ALTER TABLE `%s_local` ON CLUSTER `%s` DELETE WHERE %s < "
+                 "toDateTime(%lld)",
+                 tables[r->next].table, cluster, tables[r->next].column, (long long)r->cutoff);
+    else
+        snprintf(sql, sizeof(sql), "ALTER TABLE %s DELETE WHERE %s < toDateTime(%lld)",
+                 tables[r->next].table, tables[r->next].column, (long long)r->cutoff);
     if (sl_ch_exec(r->ch, sql, on_deleted, r) != 0)
         finish(r, "cannot submit a statement (out of memory?)");
 }

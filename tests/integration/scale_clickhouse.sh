@@ -17,7 +17,9 @@
 #     inserts wait and are retried; two replicas, they go on through the
 #     other replica and the restarted one catches up; either way nothing
 #     is lost and nothing doubled;
-#   - the query API's answer equals the truth.
+#   - the query API's answer equals the truth;
+#   - a retention sweep deletes an expired row from the nodes' local tables
+#     and nothing else.
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 . "$SL_TOP/tests/harness/roles.sh"
@@ -155,6 +157,24 @@ t_case "$LAYOUT: the query API's answer equals the truth"
 want_counts
 got=$(jget "$abase/aggregator/query/aggregates?hours=24" '"%d %d" % (sum(r["views"] for r in j["rows"]), sum(r["bounces"] for r in j["rows"]))')
 t_check "$got" = "$W_VIEW $W_BOUNCE" "GET /aggregator/query/aggregates: views and bounces $W_VIEW $W_BOUNCE (got $got)"
+t_end
+
+t_case "$LAYOUT: retention on a cluster deletes expired rows on every node, and nothing else"
+# An event of 2020 reaches its shard through the Distributed table; a sweep
+# (--init-schema runs one) with retention_raw = 30 days must delete it from
+# the local tables, where the mutation runs, and leave this run's events.
+old="(event_id, event_type, page_id, user_id, duration_s, ts, ts_ms, minute, kafka_topic, kafka_partition, kafka_offset)"
+node 1 "INSERT INTO page_views $old VALUES ('expired-1', 'view', 'page-old', 'u-old', 1, toDateTime('2020-01-01 00:00:00'), 0, toDateTime('2020-01-01 00:00:00'), 'old', 0, 0)"
+expired() { chq "SELECT count() FROM page_views WHERE event_id = 'expired-1'"; }
+t_wait_until 60 '[ "$(expired)" = 1 ]'
+t_check "$(expired)" = 1 "the event of 2020 is stored"
+role_conf aggregator4 aggregator "clickhouse:cluster=$SL_CHC_NAME" "module aggregator:retention_raw=30" "module aggregator:retention_aggregates=30"
+timeout 300 "$SLUICED" --init-schema -c "${conf_of[aggregator4]}" 2>>"$work/retention.log"
+t_check $? -eq 0 "--init-schema with retention_raw = 30 exits 0"
+t_check "$(grep -c 'deleting 1 rows of page_views' "$work/retention.log")" = 1 "the sweep found the one expired row"
+t_wait_until 120 '[ "$(expired)" = 0 ]'
+t_check "$(expired)" = 0 "the event of 2020 is deleted from every node"
+check_pages "cluster after the retention sweep"
 t_end
 
 t_case "$LAYOUT: SIGTERM to all exits 0"
