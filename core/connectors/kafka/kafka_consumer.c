@@ -18,6 +18,13 @@
  * partitions to their positions (the offset after the last message handed
  * over).  Nothing is queued for them then, so nothing fetched is dropped
  * but a fetch response on its way, which the new fetch reads again.
+ *
+ * A module's own seek (sl_kafka_seek) is queued the same way, and until
+ * its partition hands over a message the position librdkafka reports may
+ * still be the old one: a restart then would queue a seek back to it
+ * behind the module's and undo it.  So a partition with a seek of the
+ * module's outstanding is left out of restarts; that seek wakes its
+ * fetcher anyway.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -35,6 +42,11 @@ struct commit_req {
     void *arg;
 };
 
+typedef struct {
+    char *topic;
+    int32_t partition;
+} seek_pending;
+
 struct sl_kafka_consumer {
     kafka_handle h;
     sl_kafka_message_fn on_message;
@@ -46,7 +58,7 @@ struct sl_kafka_consumer {
     int close_failed;
     sl_kafka_closed_fn closed_fn;
     void *closed_arg;
-    char group[256]; /* for spans */
+    char group[256];    /* for spans */
     kafka_query *query; /* an offsets lookup under way */
     sl_kafka_offsets_fn query_fn;
     void *query_arg;
@@ -54,6 +66,10 @@ struct sl_kafka_consumer {
      * since it was last seen empty (see "Fetch restarts" above) */
     long long queued_min_msgs, queued_max_bytes;
     long long taken_msgs, taken_bytes;
+    /* partitions sl_kafka_seek() moved that have handed over no message
+     * since (see "Fetch restarts" above) */
+    seek_pending *seeking;
+    size_t nseeking, capseeking;
 };
 
 /* A librdkafka partition list as our array; NULL (and *n 0) when empty or
@@ -75,6 +91,49 @@ static sl_kafka_tp *tp_array(const rd_kafka_topic_partition_list_t *list, size_t
     }
     *n = (size_t)list->cnt;
     return a;
+}
+
+static size_t seek_find(const sl_kafka_consumer *c, const char *topic, int32_t partition)
+{
+    size_t i;
+
+    for (i = 0; i < c->nseeking; i++)
+        if (c->seeking[i].partition == partition && strcmp(c->seeking[i].topic, topic) == 0)
+            break;
+    return i;
+}
+
+/* A message of the partition was handed over: its seek took effect. */
+static void seek_settled(sl_kafka_consumer *c, const char *topic, int32_t partition)
+{
+    size_t i = seek_find(c, topic, partition);
+
+    if (i == c->nseeking)
+        return;
+    free(c->seeking[i].topic);
+    c->seeking[i] = c->seeking[--c->nseeking];
+}
+
+/* Remembers a seek of the module's; 0, or -1 when out of memory. */
+static int seek_started(sl_kafka_consumer *c, const char *topic, int32_t partition)
+{
+    char *copy;
+
+    if (seek_find(c, topic, partition) != c->nseeking)
+        return 0;
+    if (c->nseeking == c->capseeking) {
+        size_t cap = c->capseeking != 0 ? c->capseeking * 2 : 8;
+        seek_pending *p = realloc(c->seeking, cap * sizeof(*p));
+        if (p == NULL)
+            return -1;
+        c->seeking = p;
+        c->capseeking = cap;
+    }
+    copy = strdup(topic);
+    if (copy == NULL)
+        return -1;
+    c->seeking[c->nseeking++] = (seek_pending){ copy, partition };
+    return 0;
 }
 
 static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
@@ -99,6 +158,8 @@ static void consumer_fetch_event(sl_kafka_consumer *c, rd_kafka_event_t *ev)
                    rd_kafka_message_errstr(rkm));
             continue;
         }
+        if (c->nseeking != 0)
+            seek_settled(c, name, rkm->partition);
         t = kafka_topic_get(h, name, 0);
         kafka_series_add(t != NULL ? t->consumed : NULL, 1);
         kafka_set_ready(h, 1, "");
@@ -258,7 +319,8 @@ static void query_deliver(sl_kafka_consumer *c)
 }
 
 /* Seeks `list`'s partitions to their positions, which wakes the broker
- * threads that serve them; partitions never read from are left alone. */
+ * threads that serve them; partitions never read from, and those the
+ * module moved itself, are left alone. */
 static void restart_fetch(sl_kafka_consumer *c, rd_kafka_topic_partition_list_t *list,
                           const char *reason)
 {
@@ -271,7 +333,8 @@ static void restart_fetch(sl_kafka_consumer *c, rd_kafka_topic_partition_list_t 
     if (seek == NULL)
         return;
     for (int i = 0; i < list->cnt; i++)
-        if (list->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[i].offset >= 0)
+        if (list->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[i].offset >= 0 &&
+            seek_find(c, list->elems[i].topic, list->elems[i].partition) == c->nseeking)
             rd_kafka_topic_partition_list_add(seek, list->elems[i].topic, list->elems[i].partition)
                     ->offset = list->elems[i].offset;
     if (seek->cnt > 0) {
@@ -336,6 +399,11 @@ static void consumer_free_extra(kafka_handle *h)
 
     kafka_query_free(c->query);
     c->query = NULL;
+    for (size_t i = 0; i < c->nseeking; i++)
+        free(c->seeking[i].topic);
+    free(c->seeking);
+    c->seeking = NULL;
+    c->nseeking = c->capseeking = 0;
     /* Results that never came: their callbacks are not called. */
     while (c->commits != NULL) {
         commit_req *r = c->commits;
@@ -555,6 +623,10 @@ SL_API int sl_kafka_seek(sl_kafka_consumer *c, const sl_kafka_tp *parts, size_t 
 
     if (c->h.life.freeing || c->closing || parts == NULL || nparts == 0 || nparts > INT_MAX)
         return SL_KAFKA_EINVAL;
+    /* Remembered first: a seek no fetch restart can undo, or none. */
+    for (size_t i = 0; i < nparts; i++)
+        if (seek_started(c, parts[i].topic, parts[i].partition) != 0)
+            return SL_KAFKA_ENOMEM;
     list = rd_kafka_topic_partition_list_new((int)nparts);
     if (list == NULL)
         return SL_KAFKA_ENOMEM;
