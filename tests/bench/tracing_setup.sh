@@ -5,8 +5,9 @@
 # tests/harness/otlp_receiver.py in its discarding mode, picks sluiced's
 # port and copies the segments and metrics modules, and defines
 #   write_conf on|off  the configuration: [postgres] pool_size POOL (16),
-#                      and with "on" [tracing] at sample_ratio 1 with the
-#                      lines of TRACING_EXTRA added
+#                      the metrics module with the line METRICS_EXTRA, and
+#                      with "on" [tracing] at sample_ratio 1 with the line
+#                      TRACING_EXTRA
 #   seed_users N       users 1..N, each in three of the segments S0..S9
 #   ready              1 when sluiced answers /readyz
 #   metric NAME        a metric's value (0 when absent)
@@ -35,6 +36,7 @@ max_queue = 4096
 [redis]
 url = $SL_REDIS_URL
 [module metrics]
+${METRICS_EXTRA:-}
 [module segments]
 CONF
     if [ "$1" = on ]; then

@@ -190,6 +190,8 @@ static void test_otlp_body(void **state)
     assert_int_equal(cJSON_GetObjectItem(sa, "kind")->valueint, 2);
     assert_string_equal(cJSON_GetObjectItem(sa, "startTimeUnixNano")->valuestring,
                         "1700000000000000000");
+    assert_string_equal(cJSON_GetObjectItem(sa, "endTimeUnixNano")->valuestring,
+                        "1700000000000000500");
     assert_string_equal(cJSON_GetObjectItem(sb, "parentSpanId")->valuestring, "00f067aa0ba902b7");
     assert_string_equal(cJSON_GetObjectItem(sb, "spanId")->valuestring, "00f067aa0ba90201");
     assert_string_equal(
@@ -262,6 +264,9 @@ static void test_span_keys(void **state)
 
     a->next = b;
     a->tracestate = strdup("k=v");
+    /* An end whose high digits differ from the start's. */
+    b->start_ns = 1799999999999999999ULL;
+    b->end_ns = 1800000000100000001ULL;
     sl_span_put(a, &path, "/a\"b");
     sl_span_put(a, &path, NULL);
     sl_span_put_int(a, &port, -5);
@@ -295,6 +300,12 @@ static void test_span_keys(void **state)
                         "kept");
     assert_string_equal(
             cJSON_GetObjectItem(cJSON_GetArrayItem(spans, 0), "traceState")->valuestring, "k=v");
+    assert_string_equal(
+            cJSON_GetObjectItem(cJSON_GetArrayItem(spans, 1), "startTimeUnixNano")->valuestring,
+            "1799999999999999999");
+    assert_string_equal(
+            cJSON_GetObjectItem(cJSON_GetArrayItem(spans, 1), "endTimeUnixNano")->valuestring,
+            "1800000000100000001");
     cJSON_Delete(doc);
     free(buf.p);
     sl_span_free(a);
