@@ -5,7 +5,8 @@
 # tests/harness/otlp_receiver.py in its discarding mode, picks sluiced's
 # port and copies the segments and metrics modules, and defines
 #   write_conf on|off  the configuration: [postgres] pool_size POOL (16),
-#                      the metrics module with the line METRICS_EXTRA, and
+#                      the metrics and segments modules with the lines
+#                      METRICS_EXTRA and SEGMENTS_EXTRA, and
 #                      with "on" [tracing] at sample_ratio 1 with the line
 #                      TRACING_EXTRA
 #   seed_users N       users 1..N, each in three of the segments S0..S9
@@ -38,6 +39,7 @@ url = $SL_REDIS_URL
 [module metrics]
 ${METRICS_EXTRA:-}
 [module segments]
+${SEGMENTS_EXTRA:-}
 CONF
     if [ "$1" = on ]; then
         printf '%s\n' '[tracing]' "endpoint = http://127.0.0.1:$oport/v1/traces" \
