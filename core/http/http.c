@@ -55,6 +55,7 @@ typedef struct route {
     void *arg;
     sl_ctx *ctx;
     sl_resource *res;
+    sl_span_attrs span_attrs; /* its server spans' shared attributes */
 } route;
 
 struct sl_req {
@@ -780,7 +781,8 @@ static void serve(edge *e, route *r, const char *path, sl_params *params, unsign
     memcpy(req->id, e->id, sizeof(req->id));
     memcpy(req->caller, e->caller, sizeof(req->caller));
     req->res = sl_track(r->ctx, "request", req, release_request, NULL);
-    sl_http_trace_begin(&req->trace, e->ev, method, r->pattern, path, r->ctx->label, e->id);
+    sl_http_trace_begin(&req->trace, e->ev, method, r->pattern, path, r->ctx->label, &r->span_attrs,
+                        e->id);
     sl_trace_enter(&req->trace.ctx, &saved);
     r->fn(req, r->arg);
     sl_trace_restore(&saved);
@@ -859,6 +861,7 @@ static void release_route(void *obj)
             break;
         }
     }
+    free(r->span_attrs.json);
     free(r->pattern);
     free(r);
 }

@@ -4,6 +4,7 @@
  * conventions (v1.23+).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <event2/keyvalq_struct.h>
@@ -30,18 +31,78 @@ static const char *method_name(unsigned method)
     }
 }
 
-static void open_span(sl_http_trace *t, struct evhttp_request *ev, unsigned method,
-                      const char *route, const char *path, const char *module)
+/* The request headers read here, found in one pass over them: a lookup
+ * for each walked every header again, with tracing on, three times. */
+typedef struct {
+    const char *traceparent, *tracestate, *agent, *level;
+} trace_headers;
+
+static void read_headers(struct evkeyvalq *in, trace_headers *h)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
+    memset(h, 0, sizeof(*h));
+    for (struct evkeyval *kv = in->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+        const char **slot = NULL;
+        switch (kv->key[0]) {
+        case 't':
+        case 'T':
+            slot = strcasecmp(kv->key, "traceparent") == 0  ? &h->traceparent
+                   : strcasecmp(kv->key, "tracestate") == 0 ? &h->tracestate
+                                                            : NULL;
+            break;
+        case 'u':
+        case 'U':
+            slot = strcasecmp(kv->key, "User-Agent") == 0 ? &h->agent : NULL;
+            break;
+        case 'x':
+        case 'X':
+            slot = strcasecmp(kv->key, "X-Log-Level") == 0 ? &h->level : NULL;
+            break;
+        default:
+            break;
+        }
+        /* The first of a repeated header, as evhttp_find_header() gives. */
+        if (slot != NULL && *slot == NULL)
+            *slot = kv->value;
+    }
+}
+
+/* The server span's attributes that differ from one request to the next;
+ * the route's own are encoded once per route (sl_http_trace_begin()). */
+static sl_span_key k_method = { "http.request.method", 's', 0, "" },
+                   k_path = { "url.path", 's', 0, "" },
+                   k_agent = { "user_agent.original", 's', 0, "" },
+                   k_client = { "client.address", 's', 0, "" },
+                   k_port = { "client.port", 'i', 0, "" },
+                   k_status = { "http.response.status_code", 'i', 0, "" };
+
+/* The attributes every request of a route has alike, encoded at its first
+ * traced request: NULL when out of memory (each span then sets its own). */
+static const sl_span_attrs *route_attrs(sl_span_attrs *fixed, const char *route, const char *module)
+{
+    if (fixed->len > 0)
+        return fixed;
+    if (sl_span_attrs_add(fixed, "url.scheme", "http") != 0 ||
+        sl_span_attrs_add(fixed, "http.route", route) != 0 ||
+        sl_span_attrs_add(fixed, "sluice.module", module) != 0) {
+        free(fixed->json);
+        memset(fixed, 0, sizeof(*fixed));
+        return NULL;
+    }
+    return fixed;
+}
+
+static void open_span(sl_http_trace *t, struct evhttp_request *ev, const trace_headers *h,
+                      unsigned method, const char *route, const char *path, const char *module,
+                      sl_span_attrs *fixed)
+{
     struct evhttp_connection *conn = evhttp_request_get_connection(ev);
     sl_trace_ctx parent = { 0 };
     char name[SL_SPAN_NAME_MAX + 1], tp[SL_TP_LEN + 1];
-    const char *agent = evhttp_find_header(in, "User-Agent");
     const char *verb = method_name(method);
+    const sl_span_attrs *same;
     size_t vlen = strlen(verb), rlen = strnlen(route, sizeof(name) - vlen - 2);
 
-    if (sl_tp_parse(evhttp_find_header(in, "traceparent"), &parent.tp) == 0)
+    if (sl_tp_parse(h->traceparent, &parent.tp) == 0)
         parent.traced = 1;
     /* "METHOD ROUTE", copied: a formatted print costs more than the rest
      * of opening the span. */
@@ -58,43 +119,47 @@ static void open_span(sl_http_trace *t, struct evhttp_request *ev, unsigned meth
     /* The request's log lines become its span's events. */
     t->ctx.events = sl_trace_events_take(t->span);
     if (parent.traced)
-        sl_span_tracestate(t->span, evhttp_find_header(in, "tracestate"));
-    sl_span_set_str(t->span, "http.request.method", method_name(method));
-    sl_span_set_str(t->span, "url.path", path);
-    sl_span_set_str(t->span, "url.scheme", "http");
-    sl_span_set_str(t->span, "http.route", route);
-    sl_span_set_str(t->span, "sluice.module", module);
-    if (agent != NULL)
-        sl_span_set_str(t->span, "user_agent.original", agent);
+        sl_span_tracestate(t->span, h->tracestate);
+    sl_span_put(t->span, &k_method, verb);
+    sl_span_put(t->span, &k_path, path);
+    same = route_attrs(fixed, route, module);
+    if (same != NULL) {
+        sl_span_set_attrs(t->span, same);
+    } else {
+        sl_span_set_str(t->span, "url.scheme", "http");
+        sl_span_set_str(t->span, "http.route", route);
+        sl_span_set_str(t->span, "sluice.module", module);
+    }
+    sl_span_put(t->span, &k_agent, h->agent);
     if (conn != NULL) {
         const char *addr = NULL;
         ev_uint16_t port = 0;
         evhttp_connection_get_peer(conn, (char **)&addr, &port);
-        if (addr != NULL)
-            sl_span_set_str(t->span, "client.address", addr);
-        sl_span_set_int(t->span, "client.port", port);
+        sl_span_put(t->span, &k_client, addr);
+        sl_span_put_int(t->span, &k_port, port);
     }
 }
 
 void sl_http_trace_begin(sl_http_trace *t, struct evhttp_request *ev, unsigned method,
                          const char *route, const char *path, const char *module,
-                         const char *request_id)
+                         sl_span_attrs *fixed, const char *request_id)
 {
-    const char *level = evhttp_find_header(evhttp_request_get_input_headers(ev), "X-Log-Level");
+    trace_headers h;
 
+    read_headers(evhttp_request_get_input_headers(ev), &h);
     memset(t, 0, sizeof(*t));
-    t->ctx.log_debug = level != NULL && strcasecmp(level, "debug") == 0;
+    t->ctx.log_debug = h.level != NULL && strcasecmp(h.level, "debug") == 0;
     if (request_id != NULL)
         snprintf(t->ctx.request_id, sizeof(t->ctx.request_id), "%s", request_id);
     if (sl_trace_on())
-        open_span(t, ev, method, route, path, module);
+        open_span(t, ev, &h, method, route, path, module, fixed);
 }
 
 void sl_http_trace_end(sl_http_trace *t, int status)
 {
     if (t->span == NULL)
         return;
-    sl_span_set_int(t->span, "http.response.status_code", status);
+    sl_span_put_int(t->span, &k_status, status);
     /* Server spans fail on 5xx only: a 4xx is the client's error. */
     if (status >= 500)
         sl_span_fail(t->span, "%d", status);

@@ -18,11 +18,13 @@ typedef struct {
  * Fills `t` for the request `ev` routed to `route` of instance `module`:
  * with tracing on, continues the caller's trace (or starts one), opens the
  * server span and answers a `traceparent` header naming it.  Also reads
- * X-Log-Level.  `request_id` may be NULL.
+ * X-Log-Level.  `fixed` belongs to the route (zero-initialised, freed with
+ * it): the attributes its requests share are encoded there once.
+ * `request_id` may be NULL.
  */
 void sl_http_trace_begin(sl_http_trace *t, struct evhttp_request *ev, unsigned method,
                          const char *route, const char *path, const char *module,
-                         const char *request_id);
+                         sl_span_attrs *fixed, const char *request_id);
 /* Ends the server span with the answer's status. */
 void sl_http_trace_end(sl_http_trace *t, int status);
 

@@ -58,14 +58,20 @@ static uint64_t next64(void)
     return result;
 }
 
+/* n is 8 or 16; the spec's all-zero id is drawn again (tested on the
+ * words drawn, not byte by byte: every span draws one or two ids). */
 static void random_id(uint8_t *id, size_t n)
 {
+    uint64_t any;
+
     do {
+        any = 0;
         for (size_t i = 0; i < n; i += 8) {
             uint64_t v = next64();
-            memcpy(id + i, &v, n - i < 8 ? n - i : 8);
+            memcpy(id + i, &v, 8);
+            any |= v;
         }
-    } while (sl_tp_id_zero(id, n));
+    } while (any == 0);
 }
 
 /* The ratio decision of a new trace, from its id as OpenTelemetry's
@@ -133,24 +139,6 @@ void sl_trace_pool_free(void)
     }
     pooled = 0;
     pool_closed = 1;
-}
-
-/* Decimal text of v into out (at least 21 bytes). */
-static void decimal(long long v, char *out)
-{
-    char d[24];
-    size_t n = 0;
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-
-    do {
-        d[n++] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    if (v < 0)
-        *out++ = '-';
-    while (n > 0)
-        *out++ = d[--n];
-    *out = '\0';
 }
 
 sl_span *sl_span_begin(const sl_trace_ctx *parent, int kind, const char *name, sl_tp *pos)
@@ -238,22 +226,100 @@ static int attrs_room(sl_span *s, size_t need)
     return 1;
 }
 
+/* Where the next attribute of at most `most` bytes goes, after its comma,
+ * or NULL when the span has no room for it. */
+static char *attr_slot(sl_span *s, size_t most)
+{
+    if (!attrs_room(s, 1 + most))
+        return NULL;
+    if (s->alen == 0)
+        return s->attrs;
+    s->attrs[s->alen] = ',';
+    return s->attrs + s->alen + 1;
+}
+
+/* Keeps the `n` bytes written at `d` (from attr_slot()) unless they take
+ * the span over its bound: then it keeps what it had. */
+static void attr_commit(sl_span *s, const char *d, size_t n)
+{
+    size_t len = (size_t)(d - s->attrs) + n;
+
+    if (len <= ATTRS_MAX)
+        s->alen = len;
+}
+
 /* Appends one attribute, as its OTLP JSON (sl_otlp_attr() says what
  * `type` is); a span over its bound keeps what it had. */
 static void add_attr(sl_span *s, char type, const char *key, const char *value, size_t vlen)
 {
-    size_t klen = strlen(key), n;
+    size_t klen = strlen(key);
+    char *d;
 
     if (s->alen + klen + vlen > ATTRS_MAX)
         return; /* over it already before any escaping */
-    if (!attrs_room(s, 1 + SL_OTLP_ATTR_MAX(klen, vlen)))
+    d = attr_slot(s, SL_OTLP_ATTR_MAX(klen, vlen));
+    if (d != NULL)
+        attr_commit(s, d, sl_otlp_attr(d, type, key, value, vlen));
+}
+
+/* Encodes the key's part of `k` once; 0 when it does not fit `head`. */
+static int key_encoded(sl_span_key *k)
+{
+    char head[SL_OTLP_ATTR_MAX(64, 0)];
+    size_t n;
+
+    if (k->len > 0)
+        return 1;
+    if (strlen(k->name) > 64)
+        return 0;
+    n = sl_otlp_attr_head(head, k->type, k->name);
+    if (n > sizeof(k->head))
+        return 0;
+    memcpy(k->head, head, n);
+    k->len = n;
+    return 1;
+}
+
+static void put_attr(sl_span *s, sl_span_key *k, const char *value, size_t vlen)
+{
+    char *d;
+
+    if (!key_encoded(k)) {
+        add_attr(s, k->type, k->name, value, vlen);
         return;
-    n = s->alen > 0;
-    if (n)
-        s->attrs[s->alen] = ',';
-    n += sl_otlp_attr(s->attrs + s->alen + n, type, key, value, vlen);
-    if (s->alen + n <= ATTRS_MAX)
-        s->alen += n;
+    }
+    if (s->alen + k->len + vlen > ATTRS_MAX)
+        return;
+    d = attr_slot(s, k->len + SL_OTLP_ATTR_MAX(0, vlen));
+    if (d == NULL)
+        return;
+    memcpy(d, k->head, k->len);
+    attr_commit(s, d, k->len + sl_otlp_attr_value(d + k->len, value, vlen));
+}
+
+void sl_span_put(sl_span *s, sl_span_key *k, const char *value)
+{
+    if (s != NULL && s->recording && value != NULL)
+        put_attr(s, k, value, strnlen(value, SL_SPAN_VALUE_MAX));
+}
+
+void sl_span_put_int(sl_span *s, sl_span_key *k, long long value)
+{
+    char *d;
+
+    if (s == NULL || !s->recording)
+        return;
+    if (!key_encoded(k)) {
+        sl_span_set_int(s, k->name, value);
+        return;
+    }
+    if (s->alen + k->len + SL_OTLP_ATTR_INT_MAX > ATTRS_MAX)
+        return;
+    d = attr_slot(s, k->len + SL_OTLP_ATTR_INT_MAX);
+    if (d == NULL)
+        return;
+    memcpy(d, k->head, k->len);
+    attr_commit(s, d, k->len + sl_otlp_attr_int(d + k->len, value));
 }
 
 static void release_span(void *obj)
@@ -343,27 +409,32 @@ int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value)
 
 void sl_span_set_attrs(sl_span *s, const sl_span_attrs *a)
 {
-    size_t comma;
+    char *d;
 
-    if (s == NULL || !s->recording || a->len == 0)
+    if (s == NULL || !s->recording || a->len == 0 || s->alen + 1 + a->len > ATTRS_MAX)
         return;
-    comma = s->alen > 0;
-    if (s->alen + comma + a->len > ATTRS_MAX || !attrs_room(s, comma + a->len))
+    d = attr_slot(s, a->len);
+    if (d == NULL)
         return;
-    if (comma)
-        s->attrs[s->alen++] = ',';
-    memcpy(s->attrs + s->alen, a->json, a->len);
-    s->alen += a->len;
+    memcpy(d, a->json, a->len);
+    attr_commit(s, d, a->len);
 }
 
 SL_API void sl_span_set_int(sl_span *s, const char *key, long long value)
 {
-    char text[24];
+    size_t klen, n;
+    char *d;
 
     if (s == NULL || !s->recording || key == NULL)
         return;
-    decimal(value, text);
-    add_attr(s, 'i', key, text, strlen(text));
+    klen = strlen(key);
+    if (s->alen + klen + SL_OTLP_ATTR_INT_MAX > ATTRS_MAX)
+        return;
+    d = attr_slot(s, SL_OTLP_ATTR_MAX(klen, 0) + SL_OTLP_ATTR_INT_MAX);
+    if (d == NULL)
+        return;
+    n = sl_otlp_attr_head(d, 'i', key);
+    attr_commit(s, d, n + sl_otlp_attr_int(d + n, value));
 }
 
 SL_API void sl_span_link(sl_span *s, const char *traceparent)

@@ -146,6 +146,24 @@ int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value);
 /* Adds every attribute of the set to the span. */
 void sl_span_set_attrs(sl_span *s, const sl_span_attrs *a);
 
+/*
+ * An attribute key the core sets on every span of a kind (url.path,
+ * client.port): its OTLP JSON up to the value is encoded at its first use
+ * and copied after, instead of measuring and escaping the key again for
+ * every span.  Declared static with `name` and `type` ('s': a string, 'i':
+ * an integer) and the rest zero; used on the loop thread only.
+ */
+typedef struct {
+    const char *name;
+    char type;
+    size_t len;     /* of `head`; 0 until encoded */
+    char head[128]; /* a longer key is set the plain way each time */
+} sl_span_key;
+/* Sets the attribute `k` of a recording span to `value` (NULL: not set),
+ * as sl_span_set_str() / sl_span_set_int() would. */
+void sl_span_put(sl_span *s, sl_span_key *k, const char *value);
+void sl_span_put_int(sl_span *s, sl_span_key *k, long long value);
+
 /* Frees a span without exporting it (kept for reuse, bounded). */
 void sl_span_free(sl_span *s);
 /* Frees the spans kept for reuse; at exit. */

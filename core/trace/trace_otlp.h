@@ -28,6 +28,16 @@ char *sl_otlp_resource(const char *service, const char *const *keys, const char 
  * `value` decimal digits.  Returns the bytes written (no NUL).
  */
 size_t sl_otlp_attr(char *dst, char type, const char *key, const char *value, size_t vlen);
+/* The same KeyValue in two parts, so that the key's part can be encoded
+ * once and kept (sl_span_key): what precedes the value (room for
+ * SL_OTLP_ATTR_MAX(klen, 0)), then the value and the end (room for
+ * SL_OTLP_ATTR_MAX(0, vlen)).  Each returns the bytes written. */
+size_t sl_otlp_attr_head(char *dst, char type, const char *key);
+size_t sl_otlp_attr_value(char *dst, const char *value, size_t vlen);
+/* The value part of an integer attribute (type 'i'): its decimal digits
+ * and the end, at most SL_OTLP_ATTR_INT_MAX bytes. */
+#define SL_OTLP_ATTR_INT_MAX 24
+size_t sl_otlp_attr_int(char *dst, long long value);
 
 /* A body, NUL-ended, its length without the NUL in `len`.  Kept from one
  * batch to the next: once it has grown to a batch's size, encoding a

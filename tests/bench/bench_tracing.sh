@@ -39,44 +39,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-sl_svc_start postgres >/dev/null
-sl_svc_start redis >/dev/null
-psqlc() { psql -X -At -q "$SL_PG_DSN" -c "$1"; }
-
-oport=$(t_free_port)
-python3 "$top/tests/harness/otlp_receiver.py" "$oport" - "$work/control" &
-pids+=($!)
-
-sport=$(t_free_port)
-base=http://127.0.0.1:$sport
-mkdir -p "$work/mods"
-cp "$build/_modules/segments.so" "$build/_modules/metrics.so" "$work/mods/"
-write_conf() { # write_conf on|off
-    cat > "$work/sluice.conf" <<CONF
-[core]
-listen = 127.0.0.1:$sport
-modules_dir = mods
-log_level = warn
-[postgres]
-dsn = $SL_PG_DSN
-pool_size = ${POOL:-16}
-max_queue = 4096
-[redis]
-url = $SL_REDIS_URL
-[module metrics]
-[module segments]
-CONF
-    [ "$1" = on ] && printf '%s\n' '[tracing]' "endpoint = http://127.0.0.1:$oport/v1/traces" \
-        'sample_ratio = 1' 'max_queue = 65536' >> "$work/sluice.conf"
-    return 0
-}
+. "$top/tests/bench/tracing_setup.sh"
 write_conf off
 "$build/core/sluiced" -c "$work/sluice.conf" 2>"$work/sluiced.log" &
 daemon=$!
 pids+=("$daemon")
-t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]' ||
-    { echo "sluiced not ready:" >&2; tail -n 20 "$work/sluiced.log" >&2; exit 1; }
-metric() { curl -s "$base/metrics" | awk -v n="$1" '$1 == n { print $2; f = 1 } END { if (!f) print 0 }'; }
+t_wait_until 30 ready || { echo "sluiced not ready:" >&2; tail -n 20 "$work/sluiced.log" >&2; exit 1; }
 # switch on|off: rewrite the config, SIGHUP, wait until the reload applied.
 switch() {
     local before
@@ -84,14 +52,10 @@ switch() {
     write_conf "$1"
     kill -HUP "$daemon"
     t_wait_until 30 "[ \"\$(metric sluice_reloads_total)\" != \"$before\" ]"
-    t_wait_until 30 '[ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]'
+    t_wait_until 30 ready
 }
 
-psqlc "INSERT INTO users (id) SELECT generate_series(1, $users);
-       SELECT setval('users_id_seq', $users);
-       INSERT INTO segments (slug) SELECT 'S' || g FROM generate_series(0, 9) g;
-       INSERT INTO user_segments (user_id, slug)
-         SELECT u, 'S' || ((u + k * 3) % 10) FROM generate_series(1, $users) u, generate_series(0, 2) k" > /dev/null
+seed_users "$users"
 psqlc "VACUUM ANALYZE"
 cat > "$work/get.lua" <<LUA
 request = function()

@@ -190,6 +190,8 @@ static void test_otlp_body(void **state)
     assert_int_equal(cJSON_GetObjectItem(sa, "kind")->valueint, 2);
     assert_string_equal(cJSON_GetObjectItem(sa, "startTimeUnixNano")->valuestring,
                         "1700000000000000000");
+    assert_string_equal(cJSON_GetObjectItem(sa, "endTimeUnixNano")->valuestring,
+                        "1700000000000000500");
     assert_string_equal(cJSON_GetObjectItem(sb, "parentSpanId")->valuestring, "00f067aa0ba902b7");
     assert_string_equal(cJSON_GetObjectItem(sb, "spanId")->valuestring, "00f067aa0ba90201");
     assert_string_equal(
@@ -238,6 +240,72 @@ static void test_otlp_body(void **state)
     spans = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "scopeSpans"), 0),
                                 "spans");
     assert_int_equal(cJSON_GetArraySize(spans), 1);
+    cJSON_Delete(doc);
+    free(buf.p);
+    sl_span_free(a);
+    sl_span_free(b);
+    free(resource);
+}
+
+/* Keys encoded once (sl_span_key) give the same attributes as set one by
+ * one, on the first span and on the next that reuses the encoding; a key
+ * too long to keep encoded is set the plain way. */
+static void test_span_keys(void **state)
+{
+    static sl_span_key path = { "url.path", 's', 0, "" }, port = { "client.port", 'i', 0, "" },
+                       longer = { "k.0123456789012345678901234567890123456789012345678901234567890"
+                                  "123456789",
+                                  's', 0, "" };
+    char *resource = sl_otlp_resource("svc", NULL, NULL, 0);
+    sl_span *a = make_span("GET /x", 2), *b = make_span("GET /y", 2);
+    sl_otlp_buf buf = { 0 };
+    cJSON *doc, *spans;
+    (void)state;
+
+    a->next = b;
+    a->tracestate = strdup("k=v");
+    /* An end whose high digits differ from the start's. */
+    b->start_ns = 1799999999999999999ULL;
+    b->end_ns = 1800000000100000001ULL;
+    sl_span_put(a, &path, "/a\"b");
+    sl_span_put(a, &path, NULL);
+    sl_span_put_int(a, &port, -5);
+    sl_span_put(a, &longer, "kept");
+    assert_int_not_equal(path.len, 0);
+    assert_int_equal(longer.len, 0);
+    sl_span_put(b, &path, "/b");
+    sl_span_put_int(b, &port, 65535);
+    assert_int_equal(sl_otlp_body(&buf, resource, a, 10), 0);
+    doc = cJSON_Parse(buf.p);
+    assert_non_null(doc);
+    spans = cJSON_GetObjectItem(
+            cJSON_GetArrayItem(cJSON_GetObjectItem(
+                                       cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "resourceSpans"),
+                                                          0),
+                                       "scopeSpans"),
+                               0),
+            "spans");
+    for (int i = 0; i < 2; i++) {
+        const cJSON *attrs = cJSON_GetObjectItem(cJSON_GetArrayItem(spans, i), "attributes");
+        assert_int_equal(cJSON_GetArraySize(attrs), i == 0 ? 3 : 2);
+        assert_string_equal(attr_value(attrs, "url.path")->child->valuestring,
+                            i == 0 ? "/a\"b" : "/b");
+        assert_string_equal(
+                cJSON_GetObjectItem(attr_value(attrs, "client.port"), "intValue")->valuestring,
+                i == 0 ? "-5" : "65535");
+    }
+    assert_string_equal(attr_value(cJSON_GetObjectItem(cJSON_GetArrayItem(spans, 0), "attributes"),
+                                   longer.name)
+                                ->child->valuestring,
+                        "kept");
+    assert_string_equal(
+            cJSON_GetObjectItem(cJSON_GetArrayItem(spans, 0), "traceState")->valuestring, "k=v");
+    assert_string_equal(
+            cJSON_GetObjectItem(cJSON_GetArrayItem(spans, 1), "startTimeUnixNano")->valuestring,
+            "1799999999999999999");
+    assert_string_equal(
+            cJSON_GetObjectItem(cJSON_GetArrayItem(spans, 1), "endTimeUnixNano")->valuestring,
+            "1800000000100000001");
     cJSON_Delete(doc);
     free(buf.p);
     sl_span_free(a);
@@ -299,7 +367,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_valid), cmocka_unit_test(test_parse_invalid),
         cmocka_unit_test(test_tracestate),  cmocka_unit_test(test_otlp_body),
-        cmocka_unit_test(test_escape),      cmocka_unit_test(test_off_is_free),
+        cmocka_unit_test(test_span_keys),   cmocka_unit_test(test_escape),
+        cmocka_unit_test(test_off_is_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -61,6 +61,14 @@ static void common(sl_pg *pg, sl_span *s)
     sl_span_set_attrs(s, a);
 }
 
+/* Set on every statement that is not a prepared one (a COMMIT, a
+ * module's query) and on each reply. */
+static sl_span_key k_operation = { "db.operation.name", 's', 0, "" },
+                   k_text = { "db.query.text", 's', 0, "" },
+                   k_prepared = { "db.postgresql.prepared_statement", 's', 0, "" },
+                   k_rows = { "db.response.returned_rows", 'i', 0, "" },
+                   k_state = { "db.response.status_code", 's', 0, "" };
+
 void pg_trace_statement(sl_pg *pg, op *o)
 {
     const sl_trace_ctx *parent = o->tx != NULL ? &o->tx->trace : &o->trace;
@@ -79,11 +87,11 @@ void pg_trace_statement(sl_pg *pg, op *o)
     if (o->stmt != NULL && o->stmt->span_attrs.len > 0) {
         sl_span_set_attrs(o->span, &o->stmt->span_attrs);
     } else {
-        sl_span_set_str(o->span, "db.operation.name", name);
+        sl_span_put(o->span, &k_operation, name);
         /* Parameters are bound, never spliced: the text holds no values. */
-        sl_span_set_str(o->span, "db.query.text", o->stmt != NULL ? o->stmt->sql : o->sql);
+        sl_span_put(o->span, &k_text, o->stmt != NULL ? o->stmt->sql : o->sql);
         if (o->stmt != NULL)
-            sl_span_set_str(o->span, "db.postgresql.prepared_statement", o->stmt->name);
+            sl_span_put(o->span, &k_prepared, o->stmt->name);
     }
     o->carry = o->tx == NULL && strcmp(name, "SELECT") != 0;
 }
@@ -116,11 +124,10 @@ void pg_trace_done(op *o, const PGresult *res, const char *err)
     if (o->span == NULL)
         return;
     if (res != NULL && PQresultStatus(res) == PGRES_TUPLES_OK)
-        sl_span_set_int(o->span, "db.response.returned_rows", PQntuples(res));
+        sl_span_put_int(o->span, &k_rows, PQntuples(res));
     if (err != NULL) {
-        const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-        if (state != NULL)
-            sl_span_set_str(o->span, "db.response.status_code", state);
+        sl_span_put(o->span, &k_state,
+                    res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL);
         sl_span_fail(o->span, "%s", err);
     }
     sl_span_end(o->span);
@@ -129,19 +136,23 @@ void pg_trace_done(op *o, const PGresult *res, const char *err)
 
 void pg_trace_tx_begin(sl_pg *pg, sl_pg_tx *tx, char begin[PG_TRACE_BEGIN_MAX])
 {
-    char tp[SL_TP_LEN + 1];
+    static const char set[] = "BEGIN;SET LOCAL sluice.traceparent='";
+    _Static_assert(sizeof(set) - 1 + SL_TP_LEN + sizeof("'") <= PG_TRACE_BEGIN_MAX,
+                   "PG_TRACE_BEGIN_MAX holds the traced BEGIN");
 
     tx->trace = sl_trace_cur;
-    snprintf(begin, PG_TRACE_BEGIN_MAX, "BEGIN");
+    memcpy(begin, "BEGIN", sizeof("BEGIN"));
     if (!sl_trace_on() || !tx->trace.traced)
         return;
     tx->span = sl_span_begin(NULL, SL_SPAN_CLIENT, "transaction", &tx->trace.tp);
     tx->trace.traced = 1;
     common(pg, tx->span);
     /* Spliced, not bound: a simple query takes no parameters, and the
-     * value is ours, hex digits and dashes only. */
-    sl_tp_format(&tx->trace.tp, tp);
-    snprintf(begin, PG_TRACE_BEGIN_MAX, "BEGIN;SET LOCAL sluice.traceparent='%s'", tp);
+     * value is ours, hex digits and dashes only.  Copied, not printed: a
+     * formatted print cost as much as the rest of opening the span. */
+    memcpy(begin, set, sizeof(set) - 1);
+    sl_tp_format(&tx->trace.tp, begin + sizeof(set) - 1);
+    memcpy(begin + sizeof(set) - 1 + SL_TP_LEN, "'", 2);
 }
 
 void pg_trace_tx_end(sl_pg_tx *tx)

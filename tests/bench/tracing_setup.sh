@@ -1,0 +1,59 @@
+# tests/bench/tracing_setup.sh - what bench_tracing.sh and
+# callgrind_tracing.sh share, sourced by both after tests/lib.sh and
+# tests/harness/services.sh, with `top`, `build` and `work` set and a
+# `pids` array their cleanup kills: starts PostgreSQL, Redis and
+# tests/harness/otlp_receiver.py in its discarding mode, picks sluiced's
+# port and copies the segments and metrics modules, and defines
+#   write_conf on|off  the configuration: [postgres] pool_size POOL (16),
+#                      the metrics and segments modules with the lines
+#                      METRICS_EXTRA and SEGMENTS_EXTRA, and
+#                      with "on" [tracing] at sample_ratio 1 with the line
+#                      TRACING_EXTRA
+#   seed_users N       users 1..N, each in three of the segments S0..S9
+#   ready              1 when sluiced answers /readyz
+#   metric NAME        a metric's value (0 when absent)
+sl_svc_start postgres >/dev/null
+sl_svc_start redis >/dev/null
+psqlc() { psql -X -At -q "$SL_PG_DSN" -c "$1"; }
+
+oport=$(t_free_port)
+python3 "$top/tests/harness/otlp_receiver.py" "$oport" - "$work/control" &
+pids+=($!)
+sport=$(t_free_port)
+base=http://127.0.0.1:$sport
+mkdir -p "$work/mods"
+cp "$build/_modules/segments.so" "$build/_modules/metrics.so" "$work/mods/"
+
+write_conf() {
+    cat > "$work/sluice.conf" <<CONF
+[core]
+listen = 127.0.0.1:$sport
+modules_dir = mods
+log_level = warn
+[postgres]
+dsn = $SL_PG_DSN
+pool_size = ${POOL:-16}
+max_queue = 4096
+[redis]
+url = $SL_REDIS_URL
+[module metrics]
+${METRICS_EXTRA:-}
+[module segments]
+${SEGMENTS_EXTRA:-}
+CONF
+    if [ "$1" = on ]; then
+        printf '%s\n' '[tracing]' "endpoint = http://127.0.0.1:$oport/v1/traces" \
+            'sample_ratio = 1' 'max_queue = 65536' ${TRACING_EXTRA:+"$TRACING_EXTRA"} >> "$work/sluice.conf"
+    fi
+}
+
+seed_users() {
+    psqlc "INSERT INTO users (id) SELECT generate_series(1, $1);
+           SELECT setval('users_id_seq', $1);
+           INSERT INTO segments (slug) SELECT 'S' || g FROM generate_series(0, 9) g;
+           INSERT INTO user_segments (user_id, slug)
+             SELECT u, 'S' || ((u + k * 3) % 10) FROM generate_series(1, $1) u, generate_series(0, 2) k" > /dev/null
+}
+
+ready() { [ "$(curl -s -o /dev/null -w "%{http_code}" "$base/readyz")" = 200 ]; }
+metric() { curl -s "$base/metrics" | awk -v n="$1" '$1 == n { print $2; f = 1 } END { if (!f) print 0 }'; }
