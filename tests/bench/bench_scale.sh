@@ -79,7 +79,8 @@ rdkafka.linger.ms = 5
 [module generator]
 topic = page_views
 partitions = 64
-strategy = async"
+strategy = async
+burst_max = $n"
 t_wait_for 10 test -s "$work/bootstrap" || fail "no bootstrap file"
 # Paused (eps = 0 in the file would leave the mode's rate): only the burst
 # below is in the topic.
@@ -179,7 +180,8 @@ done
 ob1=$(bench_median < "$work/ob1") && ob2=$(bench_median < "$work/ob2") || fail "an outbox run left no figure"
 
 # ------------------------------------------------------------ aggregator
-curl -s -o /dev/null -X POST "http://127.0.0.1:$bport/generator/generate/burst?count=$n"
+code=$(curl -s -o "$work/burst" -w '%{http_code}' -X POST "http://127.0.0.1:$bport/generator/generate/burst?count=$n")
+[ "$code" = 200 ] || fail "POST generate/burst?count=$n: $code $(cat "$work/burst")"
 gen() { curl -s "http://127.0.0.1:$bport/generator/status" | python3 -c 'import json,sys; j=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"; }
 t_wait_until 600 '[ "$(gen "j[\"pending\"] + j[\"rate\"][\"burst_pending\"]")" = 0 ]' || fail "the burst did not settle"
 total=$(gen 'j["delivered"]["total"]')
