@@ -33,7 +33,10 @@ build=${SL_BUILD:-$top/build}
 duration=${DURATION:-10s}
 users=${USERS:-10000}
 rows=${ROWS:-50000}
-n=${N:-200000}
+# The embedded broker keeps 5 MiB per partition and drops the oldest
+# messages beyond it, read or not; the generator's page popularity puts a
+# tenth of the events in one partition, which 200,000 events overflow.
+n=${N:-100000}
 runs=${RUNS:-1}
 . "$top/tests/lib.sh"
 . "$top/tests/harness/services.sh"
