@@ -48,7 +48,7 @@ typedef struct {
  * `attrs` starts as `inline_attrs`, one allocation with the span, and
  * moves to the heap only when a span outgrows it. */
 struct sl_span {
-    sl_span *next; /* in the export queue */
+    sl_span *next; /* in the pool of spans kept for reuse */
     sl_tp tp;
     uint8_t parent[8];
     uint8_t has_parent;
@@ -169,8 +169,8 @@ void sl_span_free(sl_span *s);
 /* Frees the spans kept for reuse; at exit. */
 void sl_trace_pool_free(void);
 
-/* Export side, for trace.c: queues an ended span (takes it), or drops and
- * counts it. */
+/* Export side, for trace.c: encodes an ended span into the batch being
+ * filled and frees it, or drops and counts it. */
 void sl_trace_export_span(sl_span *s);
 
 #endif

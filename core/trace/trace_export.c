@@ -1,7 +1,13 @@
 /*
- * trace_export.c - the [tracing] section and the exporter: ended spans
- * wait in one bounded queue and leave in batches, one OTLP/HTTP request at
- * a time, through the core's curl-multi client.
+ * trace_export.c - the [tracing] section and the exporter: a span is
+ * encoded into the batch being filled as it ends, full batches wait in one
+ * bounded queue and leave one OTLP/HTTP request at a time, through the
+ * core's curl-multi client.
+ *
+ * Encoded at its end, a span is read while it is still in the cache and
+ * its memory is reused by the next one at once; kept whole until its batch
+ * left, each was a couple of kilobytes read back after hundreds of others
+ * had pushed it out.
  *
  * Nothing here waits: a full queue drops the span, a failed or refused
  * export drops its batch, both counted in sluice_tracing_spans_dropped_total;
@@ -46,6 +52,12 @@ static const sl_option tracing_options[] = {
     { NULL, 0, NULL, NULL, 0, 0, NULL }
 };
 
+/* Encoded spans: the batch filling, one waiting, or the one in flight. */
+typedef struct batch {
+    struct batch *next;
+    sl_otlp_buf body;
+} batch;
+
 static struct {
     int on;
     double ratio;
@@ -56,14 +68,16 @@ static struct {
     double interval;
     double timeout;
 
-    sl_span *head, *tail; /* ended spans, oldest first */
-    size_t queued;
+    batch *filling;      /* ended spans are added to it; NULL: none yet */
+    batch *ready, *tail; /* closed batches waiting, oldest first */
+    batch *flight;       /* being sent; NULL: none */
+    batch *spare;        /* kept for the next batches, with their buffers */
+    size_t spares;
+    size_t queued; /* spans in `filling` and `ready` */
 
     sl_chttp *http;
     CURL *easy;
     struct curl_slist *headers;
-    sl_otlp_buf body;    /* of the request in flight; kept for the next */
-    size_t sending;      /* spans in it; 0 when none in flight */
     int failing;         /* the last export failed: say so once, and when it recovers */
     struct event *timer; /* the flush interval */
     struct event *soon;  /* a full batch: send from the loop, not from the caller */
@@ -84,26 +98,100 @@ double sl_trace_ratio(void)
 
 /* ------------------------------------------------------------ the queue */
 
+static size_t in_flight(void)
+{
+    return ex.flight != NULL ? ex.flight->body.spans : 0;
+}
+
 /* Queued or in flight: what a test waits on to see everything sent. */
 static void count_pending(void)
 {
     if (ex.waiting != NULL)
-        sl_series_set(ex.waiting, (double)(ex.queued + ex.sending));
+        sl_series_set(ex.waiting, (double)(ex.queued + in_flight()));
 }
 
-static void drop_queued(void)
+static void batch_free(batch *b)
 {
-    while (ex.head != NULL) {
-        sl_span *s = ex.head;
-        ex.head = s->next;
-        sl_span_free(s);
+    free(b->body.p);
+    free(b);
+}
+
+/* A batch opened under the current resource, or NULL when out of memory. */
+static batch *batch_new(void)
+{
+    batch *b = ex.spare;
+
+    if (b != NULL) {
+        ex.spare = b->next;
+        ex.spares--;
+    } else if ((b = calloc(1, sizeof(*b))) == NULL)
+        return NULL;
+    b->next = NULL;
+    if (sl_otlp_open(&b->body, ex.resource) != 0) {
+        batch_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/* Keeps a batch's buffer for a next one, unless a burst of large spans
+ * grew it far past what it held: a peak must not stay pinned.  Two are
+ * kept: with one waiting and one in flight, the filling batch needs a
+ * third buffer, and a batch's buffer given back to malloc, being large,
+ * makes it consolidate its free lists, which every small allocation of
+ * the loop pays for after. */
+#define SPARES_MAX 2
+static void batch_done(batch *b)
+{
+    if (ex.spares < SPARES_MAX && b->body.len >= b->body.cap / 4) {
+        b->next = ex.spare;
+        ex.spare = b;
+        ex.spares++;
+        return;
+    }
+    batch_free(b);
+}
+
+/* Every queued span dropped, and counted under `why`. */
+static void drop_queued(sl_series *why)
+{
+    batch *b;
+
+    sl_series_add(why, (double)ex.queued);
+    while ((b = ex.ready) != NULL) {
+        ex.ready = b->next;
+        batch_done(b);
     }
     ex.tail = NULL;
+    if (ex.filling != NULL)
+        batch_done(ex.filling);
+    ex.filling = NULL;
     ex.queued = 0;
     count_pending();
 }
 
-static void flush(void);
+/* The filling batch, ended, joins the waiting ones. */
+static void seal(void)
+{
+    batch *b = ex.filling;
+
+    if (b == NULL || b->body.spans == 0)
+        return;
+    ex.filling = NULL;
+    if (sl_otlp_close(&b->body) != 0) {
+        ex.queued -= b->body.spans;
+        sl_series_add(ex.drop_export, (double)b->body.spans);
+        sl_log_core(SL_LOG_ERROR, "tracing", "out of memory encoding %zu spans", b->body.spans);
+        batch_done(b);
+        count_pending();
+        return;
+    }
+    if (ex.tail != NULL)
+        ex.tail->next = b;
+    else
+        ex.ready = b;
+    ex.tail = b;
+}
 
 /* The collector's answer body says nothing we act on: its status does. */
 static size_t discard(char *data, size_t size, size_t n, void *arg)
@@ -116,17 +204,12 @@ static size_t discard(char *data, size_t size, size_t n, void *arg)
 static void export_done(CURL *easy, CURLcode result, void *arg)
 {
     long code = 0;
-    size_t n = ex.sending;
+    size_t n = in_flight();
 
     (void)arg;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &code);
-    /* Kept for the next batch, unless a burst of large spans grew it far
-     * past what this one needed: a peak must not stay pinned. */
-    if (ex.body.len < ex.body.cap / 4) {
-        free(ex.body.p);
-        memset(&ex.body, 0, sizeof(ex.body));
-    }
-    ex.sending = 0;
+    batch_done(ex.flight);
+    ex.flight = NULL;
     if (result == CURLE_OK && code >= 200 && code < 300) {
         sl_series_add(ex.sent, (double)n);
         if (ex.failing)
@@ -144,46 +227,35 @@ static void export_done(CURL *easy, CURLcode result, void *arg)
         ex.failing = 1;
     }
     count_pending();
-    if (ex.on && ex.queued >= ex.batch)
+    if (ex.on && ex.ready != NULL)
         event_active(ex.soon, EV_TIMEOUT, 0);
 }
 
-/* Sends the oldest batch if nothing is in flight. */
+/* Sends the oldest batch if nothing is in flight; on the flush interval,
+ * the filling one when none waits. */
 static void flush(void)
 {
-    size_t n = 0;
-    sl_span *rest;
-    int encoded;
+    batch *b;
 
-    if (!ex.on || ex.sending > 0 || ex.head == NULL)
+    if (!ex.on || ex.flight != NULL)
         return;
-    encoded = sl_otlp_body(&ex.body, ex.resource, ex.head, ex.batch);
-    rest = ex.head;
-    while (rest != NULL && n < ex.batch) {
-        sl_span *s = rest;
-        rest = s->next;
-        sl_span_free(s);
-        n++;
-    }
-    ex.head = rest;
-    if (rest == NULL)
+    if (ex.ready == NULL)
+        seal();
+    if ((b = ex.ready) == NULL)
+        return;
+    ex.ready = b->next;
+    if (ex.ready == NULL)
         ex.tail = NULL;
-    ex.queued -= n;
-    if (encoded != 0) {
-        count_pending();
-        sl_series_add(ex.drop_export, (double)n);
-        sl_log_core(SL_LOG_ERROR, "tracing", "out of memory encoding %zu spans", n);
-        return;
-    }
+    ex.queued -= b->body.spans;
+    ex.flight = b;
     curl_easy_setopt(ex.easy, CURLOPT_URL, ex.endpoint);
     curl_easy_setopt(ex.easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(ex.easy, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(ex.easy, CURLOPT_HTTPHEADER, ex.headers);
     curl_easy_setopt(ex.easy, CURLOPT_POST, 1L);
-    curl_easy_setopt(ex.easy, CURLOPT_POSTFIELDS, ex.body.p);
-    curl_easy_setopt(ex.easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)ex.body.len);
+    curl_easy_setopt(ex.easy, CURLOPT_POSTFIELDS, b->body.p);
+    curl_easy_setopt(ex.easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->body.len);
     curl_easy_setopt(ex.easy, CURLOPT_TIMEOUT_MS, (long)(ex.timeout * 1000));
-    ex.sending = n;
     count_pending();
     if (sl_chttp_add(ex.http, ex.easy, export_done, NULL) != 0)
         export_done(ex.easy, CURLE_OUT_OF_MEMORY, NULL);
@@ -204,16 +276,21 @@ void sl_trace_export_span(sl_span *s)
         sl_span_free(s);
         return;
     }
-    s->next = NULL;
-    if (ex.tail != NULL)
-        ex.tail->next = s;
-    else
-        ex.head = s;
-    ex.tail = s;
+    if (ex.filling == NULL)
+        ex.filling = batch_new();
+    if (ex.filling == NULL || sl_otlp_add(&ex.filling->body, s) != 0) {
+        sl_series_add(ex.drop_export, 1);
+        sl_span_free(s);
+        return;
+    }
+    sl_span_free(s);
     ex.queued++;
     count_pending();
-    if (ex.queued == ex.batch && ex.sending == 0)
-        event_active(ex.soon, EV_TIMEOUT, 0);
+    if (ex.filling->body.spans >= ex.batch) {
+        seal();
+        if (ex.flight == NULL)
+            event_active(ex.soon, EV_TIMEOUT, 0);
+    }
 }
 
 /* ---------------------------------------------------------- the section */
@@ -300,12 +377,19 @@ static int tracing_prepare(const sl_optset *old, const sl_optset *opts, sl_error
 static void tracing_shutdown(void)
 {
     ex.on = 0;
-    drop_queued();
+    drop_queued(ex.drop_disabled);
     sl_trace_pool_free();
     if (ex.http != NULL)
         sl_chttp_free(ex.http);
     if (ex.easy != NULL)
         curl_easy_cleanup(ex.easy);
+    if (ex.flight != NULL)
+        batch_free(ex.flight);
+    while (ex.spare != NULL) {
+        batch *b = ex.spare;
+        ex.spare = b->next;
+        batch_free(b);
+    }
     curl_slist_free_all(ex.headers);
     if (ex.timer != NULL)
         event_free(ex.timer);
@@ -317,7 +401,6 @@ static void tracing_shutdown(void)
         sl_metric_release(ex.exported);
     if (ex.pending != NULL)
         sl_metric_release(ex.pending);
-    free(ex.body.p);
     free(ex.endpoint);
     free(ex.resource);
     memset(&ex, 0, sizeof(ex));
@@ -355,8 +438,7 @@ void sl_trace_configure(const sl_optset *opts)
     if (endpoint[0] == '\0' || ex.http == NULL) {
         if (ex.on) {
             sl_log_core(SL_LOG_INFO, "tracing", "off");
-            sl_series_add(ex.drop_disabled, (double)ex.queued);
-            drop_queued();
+            drop_queued(ex.drop_disabled);
             event_del(ex.timer);
         }
         ex.on = 0;

@@ -447,31 +447,47 @@ static void put_span(out *o, const sl_span *s)
     o->len = (size_t)(d - o->p);
 }
 
-int sl_otlp_body(sl_otlp_buf *b, const char *resource, const sl_span *spans, size_t max)
+int sl_otlp_open(sl_otlp_buf *b, const char *resource)
 {
     out o = { b->p, 0, b->cap, 0 };
-    size_t n = 0, likely = strlen(resource) + 256;
 
-    /* Reserved at once: grown as it filled, the buffer was copied at each
-     * doubling, and a batch is a few hundred kilobytes.  Out of memory,
-     * every write below does nothing and the body fails at the end. */
-    for (const sl_span *s = spans; s != NULL && n < max; s = s->next, n++)
-        likely += SPAN_FIXED + s->alen + 2 * s->elen + 96 * s->nlinks;
-    n = 0;
-    room(&o, likely);
     put_lit(&o, "{\"resourceSpans\":[{\"resource\":");
     put_lit(&o, resource);
     put_lit(&o, ",\"scopeSpans\":[{\"scope\":{\"name\":\"sluice\",\"version\":\"" SL_VERSION
                 "\"},\"spans\":[");
-    for (const sl_span *s = spans; s != NULL && n < max; s = s->next, n++) {
-        if (n > 0)
-            put_char(&o, ',');
-        put_span(&o, s);
-    }
-    put_lit(&o, "]}]}]}");
-    put_char(&o, '\0');
     b->p = o.p; /* grown or not, still ours when out of memory */
     b->cap = o.cap;
-    b->len = o.oom ? 0 : o.len - 1;
+    b->len = o.oom ? 0 : o.len;
+    b->spans = 0;
     return o.oom ? -1 : 0;
+}
+
+int sl_otlp_add(sl_otlp_buf *b, const sl_span *s)
+{
+    out o = { b->p, b->len, b->cap, 0 };
+
+    if (b->spans > 0)
+        put_char(&o, ',');
+    put_span(&o, s);
+    b->p = o.p;
+    b->cap = o.cap;
+    if (o.oom)
+        return -1; /* what the body held is whole: len still ends it */
+    b->len = o.len;
+    b->spans++;
+    return 0;
+}
+
+int sl_otlp_close(sl_otlp_buf *b)
+{
+    out o = { b->p, b->len, b->cap, 0 };
+
+    put_lit(&o, "]}]}]}");
+    put_char(&o, '\0');
+    b->p = o.p;
+    b->cap = o.cap;
+    if (o.oom)
+        return -1;
+    b->len = o.len - 1;
+    return 0;
 }

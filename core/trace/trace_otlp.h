@@ -39,21 +39,28 @@ size_t sl_otlp_attr_value(char *dst, const char *value, size_t vlen);
 #define SL_OTLP_ATTR_INT_MAX 24
 size_t sl_otlp_attr_int(char *dst, long long value);
 
-/* A body, NUL-ended, its length without the NUL in `len`.  Kept from one
- * batch to the next: once it has grown to a batch's size, encoding a
- * batch allocates nothing (a fresh buffer of a batch's size is a trip to
- * malloc's slow path, and page faults, every time). */
+/* A body being written, then sent.  Kept from one batch to the next:
+ * once it has grown to a batch's size, encoding a batch allocates nothing
+ * (a fresh buffer of a batch's size is a trip to malloc's slow path, and
+ * page faults, every time).  free(p) releases it. */
 typedef struct {
     char *p;
     size_t len, cap;
+    size_t spans; /* in it since sl_otlp_open() */
 } sl_otlp_buf;
 
 /*
- * Writes into `b`, over what it held, the body for the spans of the list
- * from `spans` (linked by next), at most `max` of them, under `resource`
- * (from sl_otlp_resource()).  Returns 0, or -1 when out of memory (`b`
- * still owns its buffer; free(b->p) releases it).
+ * A body is written in three steps, so that each span is encoded when it
+ * ends, while it is still in the cache, and its memory goes back at once:
+ * sl_otlp_open() writes, over what `b` held, the start of the request
+ * under `resource` (from sl_otlp_resource()); sl_otlp_add() appends one
+ * span; sl_otlp_close() ends the body, NUL-ended, `len` without the NUL.
+ * Each returns 0, or -1 when out of memory: `b` then still owns its
+ * buffer, and after a failed sl_otlp_add() it holds what it held before,
+ * so the span is lost, not the batch.
  */
-int sl_otlp_body(sl_otlp_buf *b, const char *resource, const sl_span *spans, size_t max);
+int sl_otlp_open(sl_otlp_buf *b, const char *resource);
+int sl_otlp_add(sl_otlp_buf *b, const sl_span *s);
+int sl_otlp_close(sl_otlp_buf *b);
 
 #endif
