@@ -7,13 +7,17 @@
 #
 #   nginx_ref_start DIR PORT LOCATION BODY   starts it in the foreground
 #                                            (background job; $! is its pid)
-#                                            with its files under DIR/nginx
+#                                            with its files under DIR/nginx;
+#                                            a request body of any size is
+#                                            read and discarded (a collector
+#                                            that takes export batches)
 #   nginx_proxy_start DIR PORT UPSTREAM...   the same nginx as a round-robin
 #                                            proxy over those 127.0.0.1 ports
 #                                            (keep-alive to them too), files
 #                                            under DIR
 nginx_ref_start() {
     _nginx_run "$1/nginx" "$2" "location $3 {
+            client_max_body_size 0;
             default_type application/json;
             return 200 '$4';
         }"

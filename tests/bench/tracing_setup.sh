@@ -1,9 +1,9 @@
 # tests/bench/tracing_setup.sh - what bench_tracing.sh and
 # callgrind_tracing.sh share, sourced by both after tests/lib.sh and
 # tests/harness/services.sh, with `top`, `build` and `work` set and a
-# `pids` array their cleanup kills: starts PostgreSQL, Redis and
-# tests/harness/otlp_receiver.py in its discarding mode, picks sluiced's
-# port and copies the segments and metrics modules, and defines
+# `pids` array their cleanup kills: starts PostgreSQL, Redis and the
+# collector, picks sluiced's port and copies the segments and metrics
+# modules, and defines
 #   write_conf on|off  the configuration: [postgres] pool_size POOL (16),
 #                      the metrics and segments modules with the lines
 #                      METRICS_EXTRA and SEGMENTS_EXTRA, and
@@ -16,8 +16,16 @@ sl_svc_start postgres >/dev/null
 sl_svc_start redis >/dev/null
 psqlc() { psql -X -At -q "$SL_PG_DSN" -c "$1"; }
 
+# The collector is nginx answering 200 to every batch, its body read and
+# discarded (tests/bench/nginx_reference.sh): what a collector costs is
+# not sluiced's, and on a machine of two cores a slower one takes its CPU
+# from sluiced.  tests/harness/otlp_receiver.py, the tests' collector,
+# spent a tenth of a core at 70,000 requests a second and closed its
+# connection after every batch, which made sluiced connect again for each.
+. "$top/tests/bench/nginx_reference.sh"
+command -v nginx >/dev/null || { echo "nginx missing: bash tests/harness/install-deps.sh" >&2; exit 1; }
 oport=$(t_free_port)
-python3 "$top/tests/harness/otlp_receiver.py" "$oport" - "$work/control" &
+nginx_ref_start "$work" "$oport" /v1/traces '{}'
 pids+=($!)
 sport=$(t_free_port)
 base=http://127.0.0.1:$sport
