@@ -152,12 +152,14 @@ static void batch_done(batch *b)
     batch_free(b);
 }
 
-/* Every queued span dropped, and counted under `why`. */
+/* Every queued span dropped, and counted under `why` (NULL: at exit, not
+ * counted). */
 static void drop_queued(sl_series *why)
 {
     batch *b;
 
-    sl_series_add(why, (double)ex.queued);
+    if (why != NULL)
+        sl_series_add(why, (double)ex.queued);
     while ((b = ex.ready) != NULL) {
         ex.ready = b->next;
         batch_done(b);
@@ -377,7 +379,7 @@ static int tracing_prepare(const sl_optset *old, const sl_optset *opts, sl_error
 static void tracing_shutdown(void)
 {
     ex.on = 0;
-    drop_queued(ex.drop_disabled);
+    drop_queued(NULL);
     sl_trace_pool_free();
     if (ex.http != NULL)
         sl_chttp_free(ex.http);

@@ -95,13 +95,16 @@ static char *write_u32(char *d, uint32_t v)
     return d + n;
 }
 
-/* The eight digits of v < 10^8 at d, leading zeros included. */
+/* The eight digits of v < 10^8 at d, leading zeros included; in two
+ * halves, whose pairs do not wait on each other. */
 static void write_8(char *d, uint32_t v)
 {
-    for (int i = 6; i >= 0; i -= 2) {
-        memcpy(d + i, pairs + 2 * (v % 100), 2);
-        v /= 100;
-    }
+    uint32_t hi = v / 10000, lo = v % 10000;
+
+    memcpy(d, pairs + 2 * (hi / 100), 2);
+    memcpy(d + 2, pairs + 2 * (hi % 100), 2);
+    memcpy(d + 4, pairs + 2 * (lo / 100), 2);
+    memcpy(d + 6, pairs + 2 * (lo % 100), 2);
 }
 
 /* Decimal text of v at d (room for 20 bytes); returns the end.  Cut in
@@ -157,15 +160,35 @@ static int word_needs_escape(uint64_t v)
             highs) != 0;
 }
 
+/* 1 when one of the `n` (8 or more) bytes at `s` needs an escape: each
+ * word of eight, the last one overlapping the one before. */
+static int needs_escape(const char *s, size_t n)
+{
+    uint64_t v;
+
+    for (size_t i = 0; i + 8 < n; i += 8) {
+        memcpy(&v, s + i, 8);
+        if (word_needs_escape(v))
+            return 1;
+    }
+    memcpy(&v, s + n - 8, 8);
+    return word_needs_escape(v);
+}
+
 /* `n` bytes of `s` escaped into `dst` (room for 6n), quotes not included;
- * returns the bytes written.  Eight bytes that need no escape, the usual
- * case, are copied at once. */
+ * returns the bytes written.  Text that needs no escape, the usual case,
+ * is checked eight bytes at a time and copied at once; in text that does,
+ * words of eight that need none are still copied whole. */
 static size_t escape_into(char *dst, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     char *d = dst;
     size_t i = 0;
 
+    if (n >= 8 && !needs_escape(s, n)) {
+        memcpy(dst, s, n);
+        return n;
+    }
     while (i < n) {
         uint64_t v;
         unsigned char c;
@@ -331,25 +354,40 @@ static void put_links(out *o, const sl_span *s)
 
 /* Raw writers for put_span(), which reserves the room first. */
 
-/* The start time, the field between, and the end time.  Most spans start
- * and end within the same tenth of a second: then both times share all
- * but their last eight digits, and the end's are copied from the start's
- * text, only those eight written. */
+/* The digits of the last time written above its last eight, as text:
+ * they change every tenth of a second, and spans end one after another,
+ * so the next time nearly always has the same. */
+static struct {
+    uint64_t high;
+    size_t len;
+    char text[20];
+} last_high = { 0, 0, "" };
+
+/* A time in nanoseconds, its digits above the last eight copied when they
+ * are the last time's. */
+static char *write_time(char *d, uint64_t ns)
+{
+    uint64_t high = ns / 100000000;
+
+    if (high == 0)
+        return write_u64(d, ns);
+    if (high != last_high.high || last_high.len == 0) {
+        last_high.len = (size_t)(write_u64(last_high.text, high) - last_high.text);
+        last_high.high = high;
+    }
+    memcpy(d, last_high.text, last_high.len);
+    write_8(d + last_high.len, (uint32_t)(ns % 100000000));
+    return d + last_high.len + 8;
+}
+
+/* The start time, the field between, and the end time. */
 static char *write_times(char *d, uint64_t start, uint64_t end)
 {
     static const char between[] = "\",\"endTimeUnixNano\":\"";
-    char *s = d;
-    size_t high;
 
-    d = write_u64(d, start);
+    d = write_time(d, start);
     memcpy(d, between, sizeof(between) - 1);
-    d += sizeof(between) - 1;
-    if (end / 100000000 != start / 100000000 || start < 100000000)
-        return write_u64(d, end);
-    high = (size_t)(d - s) - (sizeof(between) - 1) - 8;
-    memcpy(d, s, high);
-    write_8(d + high, (uint32_t)(end % 100000000));
-    return d + high + 8;
+    return write_time(d + sizeof(between) - 1, end);
 }
 
 static char *write_lit(char *d, const char *lit)
