@@ -148,12 +148,27 @@ static void req_free(sl_req *req)
     free(req);
 }
 
-static void account(sl_req *req)
+/* Counts an answer in sluice_http_requests_total. */
+static void count(const char *module, const char *pattern, int status)
 {
     char code[8];
 
-    snprintf(code, sizeof(code), "%d", req->status);
-    sl_series_add(sl_series_of(requests_total, req->module, req->pattern, code), 1);
+    /* A status of three digits, written as such: snprintf("%d") cost
+     * more than the rest of the count, on every request. */
+    if (status >= 100 && status <= 999) {
+        code[0] = (char)('0' + status / 100);
+        code[1] = (char)('0' + status / 10 % 10);
+        code[2] = (char)('0' + status % 10);
+        code[3] = '\0';
+    } else {
+        snprintf(code, sizeof(code), "%d", status);
+    }
+    sl_series_add(sl_series_of(requests_total, module, pattern, code), 1);
+}
+
+static void account(sl_req *req)
+{
+    count(req->module, req->pattern, req->status);
     sl_series_observe(sl_series_of(request_seconds, req->module, req->pattern),
                       sl_now() - req->started);
 }
@@ -602,13 +617,6 @@ typedef struct {
     double started, wall; /* when it arrived: monotonic, wall clock */
 } edge;
 
-static void count(const char *module, const char *pattern, int status)
-{
-    char code[8];
-    snprintf(code, sizeof(code), "%d", status);
-    sl_series_add(sl_series_of(requests_total, module, pattern, code), 1);
-}
-
 static const char *peer_of(struct evhttp_request *ev)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
@@ -808,7 +816,7 @@ static void dispatch(struct evhttp_request *ev, void *arg)
 
     sl_conn_busy(sl_conn_find(ev));
     if (sl_edge_request_id_sane(given))
-        snprintf(e.id, sizeof(e.id), "%s", given);
+        memcpy(e.id, given, strlen(given) + 1); /* sane: it fits */
     else
         sl_edge_request_id_make(id_prefix, ++id_count, e.id);
     evhttp_add_header(evhttp_request_get_output_headers(ev), "X-Request-Id", e.id);
