@@ -55,7 +55,7 @@ typedef struct route {
     void *arg;
     sl_ctx *ctx;
     sl_resource *res;
-    sl_span_attrs span_attrs; /* its server spans' shared attributes */
+    sl_http_route_attrs span_attrs; /* its server spans' shared attributes */
 } route;
 
 struct sl_req {
@@ -869,7 +869,7 @@ static void release_route(void *obj)
             break;
         }
     }
-    free(r->span_attrs.json);
+    sl_http_route_attrs_free(&r->span_attrs);
     free(r->pattern);
     free(r);
 }
