@@ -610,6 +610,7 @@ static void allow_header(struct evhttp_request *ev, unsigned methods)
 typedef struct {
     struct evhttp_request *ev;
     sl_listener *l;
+    sl_conn *conn;      /* NULL when untracked; valid while dispatch() runs */
     const char *module; /* metric labels: "core", "unmatched" until routed */
     const char *pattern;
     char id[SL_REQUEST_ID_SIZE];
@@ -790,7 +791,7 @@ static void serve(edge *e, route *r, const char *path, sl_params *params, unsign
     memcpy(req->caller, e->caller, sizeof(req->caller));
     req->res = sl_track(r->ctx, "request", req, release_request, NULL);
     sl_http_trace_begin(&req->trace, e->ev, method, r->pattern, path, r->ctx->label, &r->span_attrs,
-                        e->id);
+                        sl_conn_span_attrs(e->conn), e->id);
     sl_trace_enter(&req->trace.ctx, &saved);
     r->fn(req, r->arg);
     sl_trace_restore(&saved);
@@ -814,7 +815,8 @@ static void dispatch(struct evhttp_request *ev, void *arg)
                .started = sl_now(),
                .wall = sl_wall() };
 
-    sl_conn_busy(sl_conn_find(ev));
+    e.conn = sl_conn_find(ev);
+    sl_conn_busy(e.conn);
     if (sl_edge_request_id_sane(given))
         memcpy(e.id, given, strlen(given) + 1); /* sane: it fits */
     else

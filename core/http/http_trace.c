@@ -3,11 +3,13 @@
  * see http_trace.h.  Attribute names are OpenTelemetry's HTTP semantic
  * conventions (v1.23+).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <event2/keyvalq_struct.h>
 #include "daemon/core.h"
+#include "trace/trace_otlp.h"
 #include "http_trace.h"
 
 /* A method's place in sl_http_route_attrs, and its name in spans. */
@@ -103,16 +105,54 @@ static const sl_span_attrs *route_attrs(sl_span_attrs *fixed, const char *verb, 
     return fixed;
 }
 
+/* Appends the integer attribute `key` to `a`, as sl_span_attrs_add() does
+ * a string: 0, or -1 when out of memory (`a` is left as it was). */
+static int attrs_add_int(sl_span_attrs *a, const char *key, long long value)
+{
+    char digits[24];
+    size_t n = (size_t)snprintf(digits, sizeof(digits), "%lld", value);
+    char *p = realloc(a->json, a->len + 1 + SL_OTLP_ATTR_MAX(strlen(key), n));
+
+    if (p == NULL)
+        return -1;
+    a->json = p;
+    if (a->len > 0)
+        a->json[a->len++] = ',';
+    a->len += sl_otlp_attr(a->json + a->len, 'i', key, digits, n);
+    return 0;
+}
+
+/* The client's address and port, alike for every request of a connection,
+ * encoded into `peer` (the connection's) at its first traced request.
+ * NULL when the connection keeps none or memory ran out (each span then
+ * sets its own). */
+static const sl_span_attrs *peer_attrs(sl_span_attrs *peer, struct evhttp_connection *conn)
+{
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+
+    if (peer == NULL || peer->len > 0)
+        return peer;
+    evhttp_connection_get_peer(conn, &addr, &port);
+    if ((addr != NULL && sl_span_attrs_add(peer, "client.address", addr) != 0) ||
+        attrs_add_int(peer, "client.port", port) != 0) {
+        free(peer->json);
+        memset(peer, 0, sizeof(*peer));
+        return NULL;
+    }
+    return peer;
+}
+
 static void open_span(sl_http_trace *t, struct evhttp_request *ev, const trace_headers *h,
                       unsigned method, const char *route, const char *path, const char *module,
-                      sl_http_route_attrs *fixed)
+                      sl_http_route_attrs *fixed, sl_span_attrs *peer)
 {
     struct evhttp_connection *conn = evhttp_request_get_connection(ev);
     sl_trace_ctx parent = { 0 };
     char name[SL_SPAN_NAME_MAX + 1], tp[SL_TP_LEN + 1];
     unsigned slot = method_slot(method);
     const char *verb = method_names[slot];
-    const sl_span_attrs *same;
+    const sl_span_attrs *same, *client;
     size_t vlen = strlen(verb), rlen = strnlen(route, sizeof(name) - vlen - 2);
 
     if (sl_tp_parse(h->traceparent, &parent.tp) == 0)
@@ -144,10 +184,15 @@ static void open_span(sl_http_trace *t, struct evhttp_request *ev, const trace_h
     }
     sl_span_put(t->span, &k_path, path);
     sl_span_put(t->span, &k_agent, h->agent);
-    if (conn != NULL) {
-        const char *addr = NULL;
+    if (conn == NULL)
+        return;
+    client = peer_attrs(peer, conn);
+    if (client != NULL) {
+        sl_span_set_attrs(t->span, client);
+    } else {
+        char *addr = NULL;
         ev_uint16_t port = 0;
-        evhttp_connection_get_peer(conn, (char **)&addr, &port);
+        evhttp_connection_get_peer(conn, &addr, &port);
         sl_span_put(t->span, &k_client, addr);
         sl_span_put_int(t->span, &k_port, port);
     }
@@ -155,7 +200,7 @@ static void open_span(sl_http_trace *t, struct evhttp_request *ev, const trace_h
 
 void sl_http_trace_begin(sl_http_trace *t, struct evhttp_request *ev, unsigned method,
                          const char *route, const char *path, const char *module,
-                         sl_http_route_attrs *fixed, const char *request_id)
+                         sl_http_route_attrs *fixed, sl_span_attrs *peer, const char *request_id)
 {
     trace_headers h;
 
@@ -170,7 +215,7 @@ void sl_http_trace_begin(sl_http_trace *t, struct evhttp_request *ev, unsigned m
         t->ctx.request_id[n] = '\0';
     }
     if (sl_trace_on())
-        open_span(t, ev, &h, method, route, path, module, fixed);
+        open_span(t, ev, &h, method, route, path, module, fixed, peer);
 }
 
 void sl_http_trace_end(sl_http_trace *t, int status)

@@ -29,12 +29,13 @@ typedef struct {
  * with tracing on, continues the caller's trace (or starts one), opens the
  * server span and answers a `traceparent` header naming it.  Also reads
  * X-Log-Level.  `fixed` belongs to the route: the attributes its requests
- * share are encoded there once per method.
- * `request_id` may be NULL.
+ * share are encoded there once per method.  `peer` belongs to the
+ * connection (zero-initialised, freed with it; NULL: none): its client's
+ * attributes are encoded there once.  `request_id` may be NULL.
  */
 void sl_http_trace_begin(sl_http_trace *t, struct evhttp_request *ev, unsigned method,
                          const char *route, const char *path, const char *module,
-                         sl_http_route_attrs *fixed, const char *request_id);
+                         sl_http_route_attrs *fixed, sl_span_attrs *peer, const char *request_id);
 /* Ends the server span with the answer's status. */
 void sl_http_trace_end(sl_http_trace *t, int status);
 
