@@ -78,6 +78,7 @@ struct sl_conn {
     struct evbuffer_cb_entry *early_cb;
     int early_status; /* of an answer of evhttp's being written, 0: none */
     size_t early_bytes;
+    sl_span_attrs span_attrs; /* its client's, for server spans (http_trace.c) */
 };
 
 /* A canned answer to a connection evhttp is not to see further. */
@@ -176,6 +177,7 @@ static void conn_free(sl_conn *c)
         event_free(c->deadline);
     if (c->refuse_ev != NULL)
         event_free(c->refuse_ev);
+    free(c->span_attrs.json);
     free(c);
 }
 
@@ -515,6 +517,11 @@ void sl_conn_idle(sl_conn *c)
     c->head_at = 0;
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         check_head(c, bufferevent_get_input(c->bev));
+}
+
+sl_span_attrs *sl_conn_span_attrs(sl_conn *c)
+{
+    return c != NULL ? &c->span_attrs : NULL;
 }
 
 void sl_conn_watch_close(sl_conn *c, int *gone)

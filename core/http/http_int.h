@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include "trace/trace.h"
 #include "http.h"
 #include "tls.h"
 
@@ -43,6 +44,10 @@ void sl_conn_busy(sl_conn *c);
 /* An answer on the connection is written out: when it was the last, the
  * deadline for the next request starts.  NULL does nothing. */
 void sl_conn_idle(sl_conn *c);
+/* The server-span attributes of the connection's client, for
+ * sl_http_trace_begin(): empty until its first traced request, freed
+ * with the connection.  NULL for NULL `c`. */
+sl_span_attrs *sl_conn_span_attrs(sl_conn *c);
 /* A streamed reply on the connection learns when the client goes away:
  * `*gone` is set to 1 then (NULL to stop).  NULL `c` does nothing. */
 void sl_conn_watch_close(sl_conn *c, int *gone);

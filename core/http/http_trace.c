@@ -9,26 +9,38 @@
 #include <strings.h>
 #include <event2/keyvalq_struct.h>
 #include "daemon/core.h"
+#include "trace/trace_otlp.h"
 #include "http_trace.h"
 
-static const char *method_name(unsigned method)
+/* A method's place in sl_http_route_attrs, and its name in spans. */
+static const char *const method_names[SL_HTTP_METHOD_SLOTS] = { "GET",    "POST", "PUT",   "PATCH",
+                                                                "DELETE", "HEAD", "_OTHER" };
+
+static unsigned method_slot(unsigned method)
 {
     switch (method) {
     case SL_GET:
-        return "GET";
+        return 0;
     case SL_POST:
-        return "POST";
+        return 1;
     case SL_PUT:
-        return "PUT";
+        return 2;
     case SL_PATCH:
-        return "PATCH";
+        return 3;
     case SL_DELETE:
-        return "DELETE";
+        return 4;
     case SL_HEAD:
-        return "HEAD";
+        return 5;
     default:
-        return "_OTHER";
+        return 6;
     }
+}
+
+void sl_http_route_attrs_free(sl_http_route_attrs *a)
+{
+    for (size_t i = 0; i < SL_HTTP_METHOD_SLOTS; i++)
+        free(a->by_method[i].json);
+    memset(a, 0, sizeof(*a));
 }
 
 /* The request headers read here, found in one pass over them: a lookup
@@ -68,20 +80,22 @@ static void read_headers(struct evkeyvalq *in, trace_headers *h)
 
 /* The server span's attributes that differ from one request to the next;
  * the route's own are encoded once per route (sl_http_trace_begin()). */
-static sl_span_key k_method = { "http.request.method", 's', 0, "" },
-                   k_path = { "url.path", 's', 0, "" },
+static sl_span_key k_path = { "url.path", 's', 0, "" },
                    k_agent = { "user_agent.original", 's', 0, "" },
                    k_client = { "client.address", 's', 0, "" },
                    k_port = { "client.port", 'i', 0, "" },
                    k_status = { "http.response.status_code", 'i', 0, "" };
 
-/* The attributes every request of a route has alike, encoded at its first
- * traced request: NULL when out of memory (each span then sets its own). */
-static const sl_span_attrs *route_attrs(sl_span_attrs *fixed, const char *route, const char *module)
+/* The attributes every request of a route has alike with this method,
+ * encoded at its first traced request: NULL when out of memory (each span
+ * then sets its own). */
+static const sl_span_attrs *route_attrs(sl_span_attrs *fixed, const char *verb, const char *route,
+                                        const char *module)
 {
     if (fixed->len > 0)
         return fixed;
-    if (sl_span_attrs_add(fixed, "url.scheme", "http") != 0 ||
+    if (sl_span_attrs_add(fixed, "http.request.method", verb) != 0 ||
+        sl_span_attrs_add(fixed, "url.scheme", "http") != 0 ||
         sl_span_attrs_add(fixed, "http.route", route) != 0 ||
         sl_span_attrs_add(fixed, "sluice.module", module) != 0) {
         free(fixed->json);
@@ -91,15 +105,54 @@ static const sl_span_attrs *route_attrs(sl_span_attrs *fixed, const char *route,
     return fixed;
 }
 
+/* Appends the integer attribute `key` to `a`, as sl_span_attrs_add() does
+ * a string: 0, or -1 when out of memory (`a` is left as it was). */
+static int attrs_add_int(sl_span_attrs *a, const char *key, long long value)
+{
+    char digits[24];
+    size_t n = (size_t)snprintf(digits, sizeof(digits), "%lld", value);
+    char *p = realloc(a->json, a->len + 1 + SL_OTLP_ATTR_MAX(strlen(key), n));
+
+    if (p == NULL)
+        return -1;
+    a->json = p;
+    if (a->len > 0)
+        a->json[a->len++] = ',';
+    a->len += sl_otlp_attr(a->json + a->len, 'i', key, digits, n);
+    return 0;
+}
+
+/* The client's address and port, alike for every request of a connection,
+ * encoded into `peer` (the connection's) at its first traced request.
+ * NULL when the connection keeps none or memory ran out (each span then
+ * sets its own). */
+static const sl_span_attrs *peer_attrs(sl_span_attrs *peer, struct evhttp_connection *conn)
+{
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+
+    if (peer == NULL || peer->len > 0)
+        return peer;
+    evhttp_connection_get_peer(conn, &addr, &port);
+    if ((addr != NULL && sl_span_attrs_add(peer, "client.address", addr) != 0) ||
+        attrs_add_int(peer, "client.port", port) != 0) {
+        free(peer->json);
+        memset(peer, 0, sizeof(*peer));
+        return NULL;
+    }
+    return peer;
+}
+
 static void open_span(sl_http_trace *t, struct evhttp_request *ev, const trace_headers *h,
                       unsigned method, const char *route, const char *path, const char *module,
-                      sl_span_attrs *fixed)
+                      sl_http_route_attrs *fixed, sl_span_attrs *peer)
 {
     struct evhttp_connection *conn = evhttp_request_get_connection(ev);
     sl_trace_ctx parent = { 0 };
     char name[SL_SPAN_NAME_MAX + 1], tp[SL_TP_LEN + 1];
-    const char *verb = method_name(method);
-    const sl_span_attrs *same;
+    unsigned slot = method_slot(method);
+    const char *verb = method_names[slot];
+    const sl_span_attrs *same, *client;
     size_t vlen = strlen(verb), rlen = strnlen(route, sizeof(name) - vlen - 2);
 
     if (sl_tp_parse(h->traceparent, &parent.tp) == 0)
@@ -120,21 +173,26 @@ static void open_span(sl_http_trace *t, struct evhttp_request *ev, const trace_h
     t->ctx.events = sl_trace_events_take(t->span);
     if (parent.traced)
         sl_span_tracestate(t->span, h->tracestate);
-    sl_span_put(t->span, &k_method, verb);
-    sl_span_put(t->span, &k_path, path);
-    same = route_attrs(fixed, route, module);
+    same = route_attrs(&fixed->by_method[slot], verb, route, module);
     if (same != NULL) {
         sl_span_set_attrs(t->span, same);
     } else {
+        sl_span_set_str(t->span, "http.request.method", verb);
         sl_span_set_str(t->span, "url.scheme", "http");
         sl_span_set_str(t->span, "http.route", route);
         sl_span_set_str(t->span, "sluice.module", module);
     }
+    sl_span_put(t->span, &k_path, path);
     sl_span_put(t->span, &k_agent, h->agent);
-    if (conn != NULL) {
-        const char *addr = NULL;
+    if (conn == NULL)
+        return;
+    client = peer_attrs(peer, conn);
+    if (client != NULL) {
+        sl_span_set_attrs(t->span, client);
+    } else {
+        char *addr = NULL;
         ev_uint16_t port = 0;
-        evhttp_connection_get_peer(conn, (char **)&addr, &port);
+        evhttp_connection_get_peer(conn, &addr, &port);
         sl_span_put(t->span, &k_client, addr);
         sl_span_put_int(t->span, &k_port, port);
     }
@@ -142,17 +200,22 @@ static void open_span(sl_http_trace *t, struct evhttp_request *ev, const trace_h
 
 void sl_http_trace_begin(sl_http_trace *t, struct evhttp_request *ev, unsigned method,
                          const char *route, const char *path, const char *module,
-                         sl_span_attrs *fixed, const char *request_id)
+                         sl_http_route_attrs *fixed, sl_span_attrs *peer, const char *request_id)
 {
     trace_headers h;
 
     read_headers(evhttp_request_get_input_headers(ev), &h);
     memset(t, 0, sizeof(*t));
     t->ctx.log_debug = h.level != NULL && strcasecmp(h.level, "debug") == 0;
-    if (request_id != NULL)
-        snprintf(t->ctx.request_id, sizeof(t->ctx.request_id), "%s", request_id);
+    /* Copied, cut at SL_REQID_MAX: snprintf("%s") costs twice as much as
+     * measuring and copying, on every request. */
+    if (request_id != NULL) {
+        size_t n = strnlen(request_id, SL_REQID_MAX);
+        memcpy(t->ctx.request_id, request_id, n);
+        t->ctx.request_id[n] = '\0';
+    }
     if (sl_trace_on())
-        open_span(t, ev, &h, method, route, path, module, fixed);
+        open_span(t, ev, &h, method, route, path, module, fixed, peer);
 }
 
 void sl_http_trace_end(sl_http_trace *t, int status)

@@ -166,6 +166,31 @@ t_wait_until 10 "[ \"\$(py 'len([s for s in S if s[\"span\"] == \"$span2\"])')\"
 t_check "$(py "[s['parent'] for s in S if s['span'] == '$span2']")" = "['']" "a root span"
 t_end
 
+t_case "client.address and client.port are each connection's; http.request.method each request's"
+# Two connections, GETs on one (two routes) and HEADs on the other: the
+# client's attributes are kept per connection and the method per route and
+# method, so a span with another connection's port, or GET for a HEAD,
+# would show either kept in the wrong place.
+fmt='%{local_port} %{num_connects} %{url} %header{traceparent}\n'
+curl -s -o /dev/null -o /dev/null -o /dev/null -w "$fmt" "$base/echo" "$base/echo/item/7" "$base/echo" \
+    | sed 's/^/GET /' > "$work/conn"
+curl -s -I -o /dev/null -o /dev/null -w "$fmt" "$base/echo" "$base/echo" | sed 's/^/HEAD /' >> "$work/conn"
+t_check "$(awk '{ print $1, $3 }' "$work/conn" | tr '\n' ' ')" = "GET 1 GET 0 GET 0 HEAD 1 HEAD 0 " \
+    "five requests over two connections: $(tr '\n' ' ' < "$work/conn")"
+t_check "$(awk '{ print $2 }' "$work/conn" | uniq | wc -l)" -eq 2 "two client ports, one per connection"
+want='' got=''
+while read -r method lport _ url tp; do
+    sp=$(cut -d- -f3 <<< "$tp")
+    path=${url#"$base"}
+    route=$path
+    [ "$path" = /echo/item/7 ] && route='/echo/item/{id}'
+    t_wait_until 10 "[ \"\$(py 'len([s for s in S if s[\"span\"] == \"$sp\"])')\" = 1 ]"
+    want+="('$method', '$route', '$path', '127.0.0.1', $lport) "
+    got+="$(py "[(a['http.request.method'], a['http.route'], a['url.path'], a['client.address'], a['client.port']) for a in (s['attrs'] for s in S if s['span'] == '$sp')][0]") "
+done < "$work/conn"
+t_check "$got" = "$want" "method, route, path, client address and port of each span"
+t_end
+
 t_case "X-Log-Level: debug raises the level of that request's lines only, timers included"
 curl -s -D "$work/hd" -o /dev/null -H 'X-Log-Level: debug' "$base/echo/slow?ms=300" &
 c1=$!

@@ -34,6 +34,10 @@ static void test_request_ids(void **state)
     sl_edge_request_id_make(0xabcULL, 42, id);
     assert_string_equal(id, "0000000000000abc-000000000000002a");
     assert_true(sl_edge_request_id_sane(id));
+    sl_edge_request_id_make(0x0123456789abcdefULL, ~0ULL, id);
+    assert_string_equal(id, "0123456789abcdef-ffffffffffffffff");
+    sl_edge_request_id_make(0xfedcba9876543210ULL, 0, id);
+    assert_string_equal(id, "fedcba9876543210-0000000000000000");
 }
 
 static void test_bearer(void **state)

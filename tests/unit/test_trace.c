@@ -44,6 +44,42 @@ static void test_parse_valid(void **state)
     assert_int_equal(tp.flags, 1);
 }
 
+/* sl_tp_hex() and sl_tp_format() against printf's %02x: every byte value,
+ * and every length up to 256 (written four bytes a step, the rest one at
+ * a time). */
+static void test_hex(void **state)
+{
+    uint8_t bytes[256];
+    char got[2 * 256 + 2], want[2 * 256 + 1], trace[33], span[17];
+    char tp_got[SL_TP_LEN + 2], tp_want[SL_TP_LEN + 1];
+    sl_tp tp;
+    (void)state;
+
+    for (size_t i = 0; i < 256; i++)
+        bytes[i] = (uint8_t)(255 - i);
+    for (size_t n = 0; n <= 256; n++) {
+        for (size_t i = 0; i < n; i++)
+            snprintf(want + 2 * i, 3, "%02x", bytes[i]);
+        want[2 * n] = '\0';
+        memset(got, 'x', sizeof(got));
+        sl_tp_hex(bytes, n, got);
+        assert_string_equal(got, want);
+        assert_int_equal(got[2 * n + 1], 'x'); /* nothing past the NUL */
+    }
+    for (size_t k = 0; k + 25 <= 256; k += 5) {
+        memcpy(tp.trace_id, bytes + k, 16);
+        memcpy(tp.span_id, bytes + k + 16, 8);
+        tp.flags = bytes[k + 24];
+        sl_tp_hex(tp.trace_id, 16, trace);
+        sl_tp_hex(tp.span_id, 8, span);
+        snprintf(tp_want, sizeof(tp_want), "00-%s-%s-%02x", trace, span, tp.flags);
+        memset(tp_got, 'x', sizeof(tp_got));
+        sl_tp_format(&tp, tp_got);
+        assert_string_equal(tp_got, tp_want);
+        assert_int_equal(tp_got[SL_TP_LEN + 1], 'x');
+    }
+}
+
 static void test_parse_invalid(void **state)
 {
     sl_tp tp;
@@ -376,7 +412,7 @@ int main(void)
         cmocka_unit_test(test_parse_valid), cmocka_unit_test(test_parse_invalid),
         cmocka_unit_test(test_tracestate),  cmocka_unit_test(test_otlp_body),
         cmocka_unit_test(test_span_keys),   cmocka_unit_test(test_escape),
-        cmocka_unit_test(test_off_is_free),
+        cmocka_unit_test(test_off_is_free), cmocka_unit_test(test_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
