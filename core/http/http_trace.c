@@ -9,7 +9,6 @@
 #include <strings.h>
 #include <event2/keyvalq_struct.h>
 #include "daemon/core.h"
-#include "trace/trace_otlp.h"
 #include "http_trace.h"
 
 /* A method's place in sl_http_route_attrs, and its name in spans. */
@@ -105,23 +104,6 @@ static const sl_span_attrs *route_attrs(sl_span_attrs *fixed, const char *verb, 
     return fixed;
 }
 
-/* Appends the integer attribute `key` to `a`, as sl_span_attrs_add() does
- * a string: 0, or -1 when out of memory (`a` is left as it was). */
-static int attrs_add_int(sl_span_attrs *a, const char *key, long long value)
-{
-    char digits[24];
-    size_t n = (size_t)snprintf(digits, sizeof(digits), "%lld", value);
-    char *p = realloc(a->json, a->len + 1 + SL_OTLP_ATTR_MAX(strlen(key), n));
-
-    if (p == NULL)
-        return -1;
-    a->json = p;
-    if (a->len > 0)
-        a->json[a->len++] = ',';
-    a->len += sl_otlp_attr(a->json + a->len, 'i', key, digits, n);
-    return 0;
-}
-
 /* The client's address and port, alike for every request of a connection,
  * encoded into `peer` (the connection's) at its first traced request.
  * NULL when the connection keeps none or memory ran out (each span then
@@ -135,7 +117,7 @@ static const sl_span_attrs *peer_attrs(sl_span_attrs *peer, struct evhttp_connec
         return peer;
     evhttp_connection_get_peer(conn, &addr, &port);
     if ((addr != NULL && sl_span_attrs_add(peer, "client.address", addr) != 0) ||
-        attrs_add_int(peer, "client.port", port) != 0) {
+        sl_span_attrs_add_int(peer, "client.port", port) != 0) {
         free(peer->json);
         memset(peer, 0, sizeof(*peer));
         return NULL;

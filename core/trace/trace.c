@@ -393,9 +393,10 @@ SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value)
         add_attr(s, 's', key, value, strnlen(value, SL_SPAN_VALUE_MAX));
 }
 
-int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value)
+/* Appends one attribute of `type` (sl_otlp_attr()) to the set. */
+static int attrs_append(sl_span_attrs *a, char type, const char *key, const char *value,
+                        size_t vlen)
 {
-    size_t vlen = strnlen(value, SL_SPAN_VALUE_MAX);
     char *p = realloc(a->json, a->len + 1 + SL_OTLP_ATTR_MAX(strlen(key), vlen));
 
     if (p == NULL)
@@ -403,8 +404,21 @@ int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value)
     a->json = p;
     if (a->len > 0)
         a->json[a->len++] = ',';
-    a->len += sl_otlp_attr(a->json + a->len, 's', key, value, vlen);
+    a->len += sl_otlp_attr(a->json + a->len, type, key, value, vlen);
     return 0;
+}
+
+int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value)
+{
+    return attrs_append(a, 's', key, value, strnlen(value, SL_SPAN_VALUE_MAX));
+}
+
+int sl_span_attrs_add_int(sl_span_attrs *a, const char *key, long long value)
+{
+    char digits[24];
+    int n = snprintf(digits, sizeof(digits), "%lld", value);
+
+    return attrs_append(a, 'i', key, digits, (size_t)n);
 }
 
 void sl_span_set_attrs(sl_span *s, const sl_span_attrs *a)

@@ -143,6 +143,8 @@ typedef struct {
 /* Appends one string attribute to the set: 0, or -1 when out of memory
  * (the set is left as it was). */
 int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value);
+/* The same for an integer attribute. */
+int sl_span_attrs_add_int(sl_span_attrs *a, const char *key, long long value);
 /* Adds every attribute of the set to the span. */
 void sl_span_set_attrs(sl_span *s, const sl_span_attrs *a);
 
