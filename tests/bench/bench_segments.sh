@@ -74,23 +74,8 @@ pids+=($!)
 nmaster=$!
 
 # ---------------------------------------------------------------- sluiced
-sport=$(t_free_port)
-mkdir -p "$work/mods"
-cp "$build/_modules/segments.so" "$build/_modules/metrics.so" "$work/mods/"
-cat > "$work/sluice.conf" <<EOF
-[core]
-listen = 127.0.0.1:$sport
-modules_dir = mods
-log_level = warn
-[postgres]
-dsn = $SL_PG_DSN
-pool_size = ${POOL:-16}
-max_queue = 4096
-[redis]
-url = $SL_REDIS_URL
-[module metrics]
-[module segments]
-EOF
+. "$top/tests/bench/segments_setup.sh"
+segments_conf > "$work/sluice.conf"
 "$build/core/sluiced" -c "$work/sluice.conf" 2>"$work/sluiced.log" &
 pids+=($!)
 spid=$!
@@ -127,15 +112,7 @@ request = function()
   return wrk.format("GET", "/segment/user/" .. ((n - 1) % $users + 1))
 end
 EOF
-cat > "$work/post.lua" <<EOF
-local headers = { ["Content-Type"] = "application/json" }
-request = function()
-  local a = math.random(0, 9)
-  local d = (a + math.random(1, 9)) % 10
-  return wrk.format("POST", "/segment/user", headers, string.format(
-    '{"user_id":%d,"add_segments":["S%d"],"delete_segments":["S%d"]}', math.random(1, $users), a, d))
-end
-EOF
+post_lua "$work/post.lua" "$users"
 
 # The connector's statements as pgbench scripts, verbatim but for the
 # variables.  GET: what a cache miss reads (modules/segments/lookup.c);

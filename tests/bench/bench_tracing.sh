@@ -64,15 +64,7 @@ request = function()
   return wrk.format("GET", "/segment/user/" .. math.random(1, $users))
 end
 LUA
-cat > "$work/post.lua" <<LUA
-local headers = { ["Content-Type"] = "application/json" }
-request = function()
-  local a = math.random(0, 9)
-  local d = (a + math.random(1, 9)) % 10
-  return wrk.format("POST", "/segment/user", headers, string.format(
-    '{"user_id":%d,"add_segments":["S%d"],"delete_segments":["S%d"]}', math.random(1, $users), a, d))
-end
-LUA
+post_lua "$work/post.lua" "$users"
 # CPU seconds sluiced has used (user + system), from /proc.
 cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$daemon/stat"; }
 # wrk SCRIPT: "requests/s p99_ms non2xx cpu_us_per_request".  CPU time per

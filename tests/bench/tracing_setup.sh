@@ -2,12 +2,10 @@
 # callgrind_tracing.sh share, sourced by both after tests/lib.sh and
 # tests/harness/services.sh, with `top`, `build` and `work` set and a
 # `pids` array their cleanup kills: starts PostgreSQL, Redis and the
-# collector, picks sluiced's port and copies the segments and metrics
-# modules, and defines
-#   write_conf on|off  the configuration: [postgres] pool_size POOL (16),
-#                      the metrics and segments modules with the lines
-#                      METRICS_EXTRA and SEGMENTS_EXTRA, and
-#                      with "on" [tracing] at sample_ratio 1 with the line
+# collector, sources segments_setup.sh (sluiced's port, its modules,
+# post_lua), sets `base`, and defines
+#   write_conf on|off  the configuration: segments_conf, and with "on"
+#                      [tracing] at sample_ratio 1 with the line
 #                      TRACING_EXTRA
 #   seed_users N       users 1..N, each in three of the segments S0..S9
 #   ready              1 when sluiced answers /readyz
@@ -27,28 +25,11 @@ command -v nginx >/dev/null || { echo "nginx missing: bash tests/harness/install
 oport=$(t_free_port)
 nginx_ref_start "$work" "$oport" /v1/traces '{}'
 pids+=($!)
-sport=$(t_free_port)
+. "$top/tests/bench/segments_setup.sh"
 base=http://127.0.0.1:$sport
-mkdir -p "$work/mods"
-cp "$build/_modules/segments.so" "$build/_modules/metrics.so" "$work/mods/"
 
 write_conf() {
-    cat > "$work/sluice.conf" <<CONF
-[core]
-listen = 127.0.0.1:$sport
-modules_dir = mods
-log_level = warn
-[postgres]
-dsn = $SL_PG_DSN
-pool_size = ${POOL:-16}
-max_queue = 4096
-[redis]
-url = $SL_REDIS_URL
-[module metrics]
-${METRICS_EXTRA:-}
-[module segments]
-${SEGMENTS_EXTRA:-}
-CONF
+    segments_conf > "$work/sluice.conf"
     if [ "$1" = on ]; then
         printf '%s\n' '[tracing]' "endpoint = http://127.0.0.1:$oport/v1/traces" \
             'sample_ratio = 1' 'max_queue = 65536' ${TRACING_EXTRA:+"$TRACING_EXTRA"} >> "$work/sluice.conf"
