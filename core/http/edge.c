@@ -4,9 +4,11 @@
  * Character classes are spelled out rather than taken from <ctype.h>, so
  * that the locale cannot change what is accepted.
  */
+#include <stdint.h>
 #include <string.h>
 #include <strings.h>
 #include <arpa/inet.h>
+#include "trace/traceparent.h"
 #include "edge.h"
 
 static int is_alnum(int c)
@@ -29,16 +31,19 @@ int sl_edge_request_id_sane(const char *id)
     return n > 0;
 }
 
-/* The 16 lower-case hex digits of `v`, most significant first. */
+/* The 16 lower-case hex digits of `v`, most significant first, and a NUL. */
 static void hex16(unsigned long long v, char *out)
 {
-    for (int i = 15; i >= 0; i--) {
-        out[i] = "0123456789abcdef"[v & 15];
-        v >>= 4;
+    uint8_t bytes[8];
+
+    for (int i = 7; i >= 0; i--) {
+        bytes[i] = (uint8_t)v;
+        v >>= 8;
     }
+    sl_tp_hex(bytes, sizeof(bytes), out);
 }
 
-/* Written digit by digit: snprintf() took ~1,500 instructions, on every
+/* Written without snprintf(), which took ~1,500 instructions, on every
  * request. */
 void sl_edge_request_id_make(unsigned long long prefix, unsigned long long n, char *out)
 {

@@ -393,32 +393,42 @@ SL_API void sl_span_set_str(sl_span *s, const char *key, const char *value)
         add_attr(s, 's', key, value, strnlen(value, SL_SPAN_VALUE_MAX));
 }
 
-/* Appends one attribute of `type` (sl_otlp_attr()) to the set. */
-static int attrs_append(sl_span_attrs *a, char type, const char *key, const char *value,
-                        size_t vlen)
+/* Room in the set for one more attribute of at most `most` bytes: where
+ * it goes (after a comma when the set holds one already), or NULL when out
+ * of memory, the set left as it was. */
+static char *attrs_grow(sl_span_attrs *a, size_t most)
 {
-    char *p = realloc(a->json, a->len + 1 + SL_OTLP_ATTR_MAX(strlen(key), vlen));
+    char *p = realloc(a->json, a->len + 1 + most);
 
     if (p == NULL)
-        return -1;
+        return NULL;
     a->json = p;
     if (a->len > 0)
         a->json[a->len++] = ',';
-    a->len += sl_otlp_attr(a->json + a->len, type, key, value, vlen);
-    return 0;
+    return a->json + a->len;
 }
 
 int sl_span_attrs_add(sl_span_attrs *a, const char *key, const char *value)
 {
-    return attrs_append(a, 's', key, value, strnlen(value, SL_SPAN_VALUE_MAX));
+    size_t vlen = strnlen(value, SL_SPAN_VALUE_MAX);
+    char *d = attrs_grow(a, SL_OTLP_ATTR_MAX(strlen(key), vlen));
+
+    if (d == NULL)
+        return -1;
+    a->len += sl_otlp_attr(d, 's', key, value, vlen);
+    return 0;
 }
 
 int sl_span_attrs_add_int(sl_span_attrs *a, const char *key, long long value)
 {
-    char digits[24];
-    int n = snprintf(digits, sizeof(digits), "%lld", value);
+    char *d = attrs_grow(a, SL_OTLP_ATTR_MAX(strlen(key), 0) + SL_OTLP_ATTR_INT_MAX);
+    size_t n;
 
-    return attrs_append(a, 'i', key, digits, (size_t)n);
+    if (d == NULL)
+        return -1;
+    n = sl_otlp_attr_head(d, 'i', key);
+    a->len += n + sl_otlp_attr_int(d + n, value);
+    return 0;
 }
 
 void sl_span_set_attrs(sl_span *s, const sl_span_attrs *a)

@@ -8,8 +8,8 @@
  * not crashing, what a function accepts must satisfy its contract.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Icore -Icore/http -Icore/include \
- *     tests/fuzz/fuzz_http.c core/http/router.c core/http/edge.c core/http/tokens.c \
- *     core/conf/errors.c -levent -lcrypto
+ *     tests/fuzz/fuzz_http.c core/http/router.c core/http/edge.c core/trace/traceparent.c \
+ *     core/http/tokens.c core/conf/errors.c core/daemon/redact.c -levent -lcrypto
  */
 #include <stdint.h>
 #include <stdlib.h>

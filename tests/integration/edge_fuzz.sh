@@ -32,7 +32,7 @@ fuzz() {
 }
 
 t_case "the fuzz targets build with clang and libFuzzer"
-clang "${cflags[@]}" "$SL_TOP/tests/fuzz/fuzz_http.c" "$core/http/router.c" "$core/http/edge.c" \
+clang "${cflags[@]}" "$SL_TOP/tests/fuzz/fuzz_http.c" "$core/http/router.c" "$core/http/edge.c" "$core/trace/traceparent.c" \
     "$core/http/tokens.c" "$core/conf/errors.c" "$core/daemon/redact.c" -levent -lcrypto -o "$work/fuzz_http" 2> "$work/build.log"
 t_check $? -eq 0 "fuzz_http built: $(tail -n 3 "$work/build.log")"
 clang "${cflags[@]}" "$SL_TOP/tests/fuzz/fuzz_conf.c" "$core/conf/conf.c" "$core/conf/option.c" \

@@ -191,6 +191,8 @@ static void test_otlp_body(void **state)
         sl_span_attrs set = { 0 };
         assert_int_equal(sl_span_attrs_add(&set, "db.query.summary", "WITH \"y\"\t"), 0);
         assert_int_equal(sl_span_attrs_add(&set, "db.namespace", "sluice"), 0);
+        assert_int_equal(sl_span_attrs_add_int(&set, "server.port", 5432), 0);
+        assert_int_equal(sl_span_attrs_add_int(&set, "sluice.offset", -9007199254740993LL), 0);
         sl_span_set_attrs(b, &set);
         free(set.json);
     }
@@ -256,6 +258,16 @@ static void test_otlp_body(void **state)
     assert_string_equal(
             attr_value(cJSON_GetObjectItem(sb, "attributes"), "db.namespace")->child->valuestring,
             "sluice");
+    assert_string_equal(cJSON_GetObjectItem(attr_value(cJSON_GetObjectItem(sb, "attributes"),
+                                                       "server.port"),
+                                            "intValue")
+                                ->valuestring,
+                        "5432");
+    assert_string_equal(cJSON_GetObjectItem(attr_value(cJSON_GetObjectItem(sb, "attributes"),
+                                                       "sluice.offset"),
+                                            "intValue")
+                                ->valuestring,
+                        "-9007199254740993");
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "links")), 1);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(sb, "events")), 2);
     assert_string_equal(
