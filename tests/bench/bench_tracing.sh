@@ -4,13 +4,14 @@
 # POST /segment/user under wrk -t2 -c64 with tracing off, then on at
 # sample_ratio 1.0 (a server span, and a span per SQL statement and
 # transaction, exported to nginx as the collector: tracing_setup.sh),
-# alternating for ROUNDS rounds (2) and ending with off, so that every
+# alternating for ROUNDS rounds (4) and ending with off, so that every
 # "on" run sits between two "off" runs; every GET run comes first, then
 # every POST run.  Each run is printed with the load average it ran under.
 # A SIGHUP switches [tracing]; the instance and its connections carry
 # over, so only tracing differs.  The reference is tracing off at its
 # best; target: on >= 0.9 of it (at most 10% less throughput), best
-# against best and median against median.  Prints spans exported and
+# against best, median against median, and paired: the median of each
+# "on" run against its two neighbouring "off" runs.  Prints spans exported and
 # dropped, each side's spread, and sluiced's CPU time per request (the
 # figure the machine's other load disturbs least); never fails on a figure.
 #
@@ -95,7 +96,7 @@ wrk -t2 -c64 -d2s -s "$work/get.lua" "$base" > /dev/null 2>&1 # warm-up
 # sluiced's cache and PostgreSQL vacuuming what it wrote, so a GET run
 # after one is slower whatever tracing does, and only the first GET run
 # would have been spared it.
-rounds=${ROUNDS:-2}
+rounds=${ROUNDS:-4}
 : > "$work/runs"
 printf '%-5s %-4s %12s %10s %10s  %s\n' what run "req/s" "p99 ms" "us/req" "load average"
 for what in get post; do
@@ -133,6 +134,17 @@ median() {
 get_off_med=$(median get off 3) get_on_med=$(median get on 3)
 post_off_med=$(median post off 3) post_on_med=$(median post on 3)
 get_off_cpu_med=$(median get off 6) get_on_cpu_med=$(median get on 6)
+# paired WHAT COLUMN: each "on" run against the mean of the "off" runs
+# just before and after it, which cancels a load that drifts through the
+# run; the median of those ratios.  The best and the median above compare
+# runs minutes apart, and one run the machine favoured or slowed moves them.
+paired() {
+    awk -v w="$1" -v c="$2" '$1 == w { m[++n] = $2; v[n] = $c }
+        END { for (i = 2; i < n; i++) if (m[i] == "on") print v[i] / ((v[i - 1] + v[i + 1]) / 2) }' "$work/runs" |
+        sort -g | awk '{ v[NR] = $1 } END { printf "%.3f\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+get_paired=$(paired get 3) post_paired=$(paired post 3)
+get_cpu_paired=$(paired get 6) post_cpu_paired=$(paired post 6)
 
 pct() { python3 -c "print('%.2f' % ($1 / $2))"; }
 printf '\n%-28s %12s %9s %8s %12s %9s %8s %8s\n' "wrk -t2 -c64 -d$duration on x$rounds" "off best/s" "p99 ms" "spread" "on(1.0)/s" "p99 ms" "spread" "on/off"
@@ -142,12 +154,18 @@ printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "GET median req/s" "$get_off_med"
 printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "POST median req/s" "$post_off_med" "" "" "$post_on_med" "" "" "$(pct "$post_on_med" "$post_off_med")"
 printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "CPU us/request, GET" "$get_off_cpu" "" "" "$get_on_cpu" "" "" "$(pct "$get_on_cpu" "$get_off_cpu")"
 printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "CPU us/request, POST" "$post_off_cpu" "" "" "$post_on_cpu" "" "" "$(pct "$post_on_cpu" "$post_off_cpu")"
+printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "GET paired, median" "" "" "" "" "" "" "$get_paired"
+printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "POST paired, median" "" "" "" "" "" "" "$post_paired"
+printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "CPU us/request paired, GET" "" "" "" "" "" "" "$get_cpu_paired"
+printf '%-28s %12s %9s %8s %12s %9s %8s %8s\n' "CPU us/request paired, POST" "" "" "" "" "" "" "$post_cpu_paired"
 echo "non-2xx (get/post) $bad; spans exported $exported, dropped $dropped; load average $(cut -d' ' -f1-3 /proc/loadavg); target on/off >= 0.9"
 echo "a spread (best/worst of one side's runs) larger than the on/off gap means the machine's noise hides the cost"
 bench_result get_segment_user_traced "$get_on" req/s "$get_off" tracing_off ">=0.9"
 bench_result post_segment_user_traced "$post_on" req/s "$post_off" tracing_off ">=0.9"
 bench_result get_segment_user_traced_median "$get_on_med" req/s "$get_off_med" tracing_off ">=0.9"
 bench_result post_segment_user_traced_median "$post_on_med" req/s "$post_off_med" tracing_off ">=0.9"
+bench_result get_segment_user_traced_paired "$get_paired" on/off - neighbouring_tracing_off_runs ">=0.9"
+bench_result post_segment_user_traced_paired "$post_paired" on/off - neighbouring_tracing_off_runs ">=0.9"
 bench_result get_segment_user_cpu_traced_median "$get_on_cpu_med" us/req "$get_off_cpu_med" tracing_off "<=1.1"
 bench_result get_segment_user_cpu_traced "$get_on_cpu" us/req "$get_off_cpu" tracing_off "<=1.1"
 bench_result post_segment_user_cpu_traced "$post_on_cpu" us/req "$post_off_cpu" tracing_off "<=1.1"
