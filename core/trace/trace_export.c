@@ -345,9 +345,30 @@ int sl_trace_metrics_init(void)
     return 0;
 }
 
-/* The exporter's process-wide parts, made once the section is first used. */
+/* Frees what make_exporter() made, and forgets it. */
+static void free_exporter(void)
+{
+    if (ex.http != NULL)
+        sl_chttp_free(ex.http);
+    if (ex.easy != NULL)
+        curl_easy_cleanup(ex.easy);
+    curl_slist_free_all(ex.headers);
+    if (ex.timer != NULL)
+        event_free(ex.timer);
+    if (ex.soon != NULL)
+        event_free(ex.soon);
+    ex.http = NULL;
+    ex.easy = NULL;
+    ex.headers = NULL;
+    ex.timer = ex.soon = NULL;
+}
+
+/* The exporter's process-wide parts, made once the section is first used;
+ * all or none of them, so that a later try starts again. */
 static int make_exporter(char *err, size_t errlen)
 {
+    struct curl_slist *both = NULL;
+
     if (ex.http != NULL)
         return 0;
     if (sl_chttp_global_init(err, errlen) != 0)
@@ -355,10 +376,15 @@ static int make_exporter(char *err, size_t errlen)
     ex.http = sl_chttp_new(sl_base, 1);
     ex.easy = curl_easy_init();
     ex.headers = curl_slist_append(NULL, "Content-Type: application/json");
+    /* No "Expect: 100-continue", which libcurl adds to a body over 1 MB: a
+     * round trip per batch, and a second's wait before each with a
+     * collector that does not answer it. */
+    if (ex.headers != NULL)
+        both = curl_slist_append(ex.headers, "Expect:");
     ex.timer = event_new(sl_base, -1, EV_PERSIST, on_timer, NULL);
     ex.soon = event_new(sl_base, -1, 0, on_timer, NULL);
-    if (ex.http == NULL || ex.easy == NULL || ex.headers == NULL || ex.timer == NULL ||
-        ex.soon == NULL) {
+    if (ex.http == NULL || ex.easy == NULL || both == NULL || ex.timer == NULL || ex.soon == NULL) {
+        free_exporter();
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -381,10 +407,7 @@ static void tracing_shutdown(void)
     ex.on = 0;
     drop_queued(NULL);
     sl_trace_pool_free();
-    if (ex.http != NULL)
-        sl_chttp_free(ex.http);
-    if (ex.easy != NULL)
-        curl_easy_cleanup(ex.easy);
+    free_exporter();
     if (ex.flight != NULL)
         batch_free(ex.flight);
     while (ex.spare != NULL) {
@@ -392,11 +415,6 @@ static void tracing_shutdown(void)
         ex.spare = b->next;
         batch_free(b);
     }
-    curl_slist_free_all(ex.headers);
-    if (ex.timer != NULL)
-        event_free(ex.timer);
-    if (ex.soon != NULL)
-        event_free(ex.soon);
     if (ex.dropped != NULL)
         sl_metric_release(ex.dropped);
     if (ex.exported != NULL)

@@ -4,8 +4,10 @@
 otlp_receiver.py PORT OUT CONTROL: listens on 127.0.0.1:PORT, appends the
 body of every POST /v1/traces to OUT (one JSON document per line) and
 answers 200 {} -- unless the file CONTROL holds "500", then it answers 500
-and records nothing (a collector that refuses).  Stopping the process is
-the collector being down.
+and records nothing (a collector that refuses).  A request that carries
+an Expect header is noted on a line of OUT.expect: this receiver never
+answers "100 Continue", so such a client waits before sending its body.
+Stopping the process is the collector being down.
 """
 import json
 import sys
@@ -16,6 +18,9 @@ port, out, control = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
+        if self.headers.get("Expect") is not None:
+            with open(out + ".expect", "a") as f:
+                f.write(self.headers.get("Expect") + "\n")
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         try:
             mode = open(control).read().strip()

@@ -7,7 +7,8 @@
 # raises the level of one request's lines only (a timer of that request
 # included), not of a concurrent one; a collector answering 500 or gone
 # never slows a request, its spans are dropped and counted, and export
-# resumes when it is back; with tracing off nothing is added.
+# resumes when it is back; a batch over 1 MB goes out without waiting for
+# "100 Continue"; with tracing off nothing is added.
 . "$(dirname "$0")/../lib.sh"
 . "$SL_TOP/tests/harness/services.sh"
 
@@ -266,6 +267,33 @@ t_wait_until 15 "[ \"\$(py 'len([s for s in S if s[\"span\"] == \"$back\"])')\" 
 t_check "$(py "len([s for s in S if s['span'] == '$back'])")" = 1 "a span after the collector came back arrives"
 t_check "$(metric sluice_tracing_spans_exported_total)" != "$exported0" "exported count moves again"
 t_check "$(grep -c 'export to .* works again' "$work/sluiced.log")" -eq 1 "the recovery logged"
+t_end
+
+t_case "a batch over 1 MB is sent at once, without Expect: 100-continue"
+# libcurl asks a body over 1 MB to wait for "100 Continue", which this
+# receiver, like some collectors, never answers: a second lost per batch.
+# A second sluiced batches 2,000 spans of requests with 600-byte paths.
+big_port=$(t_free_port)
+write_conf "$work/big.conf" "endpoint = http://127.0.0.1:$otlp_port/v1/traces" \
+    "batch_size = 2000" "max_queue = 4000" "flush_interval = 3600s"
+sed -i "s/^listen = .*/listen = 127.0.0.1:$big_port/; s/^access_log = .*/access_log = off/" "$work/big.conf"
+"$SLUICED" -c "$work/big.conf" 2>>"$work/big.log" &
+big=$!
+pids+=("$big")
+t_wait_http "http://127.0.0.1:$big_port/healthz" 15
+big_exported() {
+    curl -s "http://127.0.0.1:$big_port/metrics" | awk '$1 == "sluice_tracing_spans_exported_total" { print $2 }'
+}
+pad=$(printf 'p%.0s' $(seq 1 600))
+bad=$(curl -s -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$big_port/echo/item/$pad[1-2000]" | grep -cv '^200$')
+t_check "$bad" -eq 0 "2,000 requests answered 200"
+t_wait_until 30 '[ "$(big_exported)" -ge 2000 ]'
+t_check "$(big_exported)" -ge 2000 "a batch of 2,000 spans exported"
+t_check "$(awk '{ if (length($0) > n) n = length($0) } END { print n + 0 }' "$recv")" -gt 1048576 \
+    "the receiver got a body over 1 MB"
+t_check "$(cat "$recv.expect" 2>/dev/null | wc -l)" -eq 0 "no request carried Expect: $(head -c 100 "$recv.expect" 2>/dev/null)"
+kill "$big"
+wait "$big" 2>/dev/null
 t_end
 
 t_case "postgres and redis start"
