@@ -137,6 +137,21 @@ static int no_connection(const void *arg)
     return listener->nconns == 0;
 }
 
+/* The client half-closes first, so each of its connections waits 60 s in
+ * TIME_WAIT on its port: at ten thousand inputs a second, one source
+ * address ran out of ephemeral ports (connect() failed, the target
+ * aborted).  Each connection comes from the next of 65,000 addresses of
+ * 127.0.0.0/8, every one with its own ports. */
+static int bind_next_source(int fd)
+{
+    static uint32_t next;
+    struct sockaddr_in src = { .sin_family = AF_INET };
+
+    next = next % 65000 + 1;
+    src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + next);
+    return bind(fd, (struct sockaddr *)&src, sizeof(src));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     client c = { .fd = socket(AF_INET, SOCK_STREAM, 0) };
@@ -144,8 +159,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (listener == NULL)
         start();
-    if (c.fd < 0 || connect(c.fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
+    if (c.fd < 0 || bind_next_source(c.fd) != 0 ||
+        connect(c.fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+        perror("fuzz_listener: a client connection");
         abort();
+    }
     /* Loopback buffers hold any input libFuzzer makes here (-max_len);
      * a server that closed early makes the send fail, which is fine. */
     if (size > 0)
